@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-session-cache",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "RedisClient", targets: ["RedisClient"]),
+        .library(name: "EmbeddedRedis", targets: ["EmbeddedRedis"]),
+        .executable(name: "redis-example", targets: ["RedisExample"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+    ],
+    targets: [
+        // hiredis from the system (Debian: libhiredis-dev), for the RESP wire format.
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        // The Redis client: knows nothing of sessions.
+        .target(
+            name: "RedisClient",
+            dependencies: [
+                "CHiredis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+        // Starts and stops a real redis-server on loopback: for tests, benchmarks and the example.
+        .target(
+            name: "EmbeddedRedis",
+            dependencies: ["RedisClient"]
+        ),
+        .executableTarget(
+            name: "RedisExample",
+            dependencies: ["RedisClient", "EmbeddedRedis"]
+        ),
+        .executableTarget(
+            name: "ClientBenchmark",
+            dependencies: ["RedisClient", "EmbeddedRedis"]
+        ),
+        .testTarget(
+            name: "RedisClientTests",
+            dependencies: [
+                "RedisClient",
+                "EmbeddedRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ]
+)

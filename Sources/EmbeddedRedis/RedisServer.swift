@@ -1,0 +1,269 @@
+import Foundation
+import NIOConcurrencyHelpers
+import RedisClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `redis-server` on a free 127.0.0.1 port with its own temporary directory: for tests,
+/// benchmarks and the embedded default of the command-line tools.
+///
+/// ```swift
+/// try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex")) { server in
+///     let client = try RedisClient(configuration: server.configuration)
+///     ...
+/// }
+/// ```
+///
+/// The server writes its pid to `redis.pid` in its directory (`/tmp/ssc-redis-*`), so a test
+/// runner that crashed can be cleaned up after (`scripts/test` does).
+public final class RedisServer: @unchecked Sendable {
+    /// How the server is started.
+    public struct Options: Sendable {
+        /// `notify-keyspace-events`; nil leaves notifications off.
+        public var notifyKeyspaceEvents: String?
+        /// `appendonly yes` with `appendfsync everysec`.
+        public var appendOnly: Bool
+        /// `requirepass`.
+        public var password: String?
+        /// Any other `--name value` options.
+        public var extra: [(String, String)]
+        /// The executable, found on PATH or in /usr/bin by default.
+        public var executable: String
+
+        public init(
+            notifyKeyspaceEvents: String? = "Ex", appendOnly: Bool = false, password: String? = nil,
+            extra: [(String, String)] = [], executable: String? = nil
+        ) {
+            self.notifyKeyspaceEvents = notifyKeyspaceEvents
+            self.appendOnly = appendOnly
+            self.password = password
+            self.extra = extra
+            self.executable = executable ?? RedisServer.findExecutable("redis-server")
+        }
+    }
+
+    /// An error starting the server.
+    public struct StartError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The options it runs with.
+    public let options: Options
+    /// Its temporary directory (data, append-only file, pid file).
+    public let directory: URL
+    private let lock = NIOLock()
+    private var _port: Int
+    private var process: Process?
+    private var output = ""
+
+    /// The port it listens on (127.0.0.1).
+    public var port: Int { lock.withLock { _port } }
+
+    /// `redis://[:password@]127.0.0.1:port`.
+    public var url: String {
+        if let password = options.password { return "redis://:\(password)@127.0.0.1:\(port)" }
+        return "redis://127.0.0.1:\(port)"
+    }
+
+    /// A client configuration pointing at the server (with its password, if any).
+    public var configuration: RedisConfiguration {
+        var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+        configuration.password = options.password
+        return configuration
+    }
+
+    /// The process id, while running.
+    public var pid: Int32? { lock.withLock { process?.isRunning == true ? process?.processIdentifier : nil } }
+
+    private init(options: Options, directory: URL, port: Int) {
+        self.options = options
+        self.directory = directory
+        self._port = port
+    }
+
+    deinit {
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Starts a server and waits until it accepts connections.
+    public static func start(_ options: Options = Options()) async throws -> RedisServer {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("ssc-redis-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var lastError: (any Error)?
+        // A free port can be taken by someone else before redis-server binds it: try a few.
+        for _ in 0..<5 {
+            let server = RedisServer(options: options, directory: directory, port: try freePort())
+            do {
+                try await server.launch()
+                return server
+            } catch {
+                lastError = error
+                server.lock.withLock { server.process = nil }
+            }
+        }
+        try? FileManager.default.removeItem(at: directory)
+        throw lastError ?? StartError(description: "redis-server did not start")
+    }
+
+    /// Starts a server, runs `body`, and stops the server and removes its files, also when
+    /// `body` throws.
+    public static func with<T: Sendable>(_ options: Options = Options(), _ body: (RedisServer) async throws -> T) async throws -> T {
+        let server = try await start(options)
+        do {
+            let result = try await body(server)
+            await server.stop()
+            return result
+        } catch {
+            await server.stop()
+            throw error
+        }
+    }
+
+    /// Stops the server (SIGTERM, SIGKILL after 5 s) and removes its directory.
+    public func stop() async {
+        if let process = lock.withLock({ process }), process.isRunning {
+            Glibc.kill(process.processIdentifier, SIGCONT)
+            process.terminate()
+            if !(await waitForExit(process, timeout: .seconds(5))) {
+                Glibc.kill(process.processIdentifier, SIGKILL)
+                _ = await waitForExit(process, timeout: .seconds(5))
+            }
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no final fsync) and waits for it to exit.
+    public func kill() async {
+        guard let process = lock.withLock({ process }), process.isRunning else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        _ = await waitForExit(process, timeout: .seconds(10))
+    }
+
+    /// Starts the server again on the same port and directory (after ``kill()``), loading its
+    /// data (append-only file) as a real restart would.
+    public func restart() async throws {
+        await kill()
+        try await launch()
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections but answers nothing.
+    public func pause() {
+        if let pid { Glibc.kill(pid, SIGSTOP) }
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    public func resume() {
+        if let pid { Glibc.kill(pid, SIGCONT) }
+    }
+
+    /// What the server printed so far (its log), for failure messages.
+    public var log: String { lock.withLock { output } }
+
+    private func launch() async throws {
+        var arguments = [
+            "--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path,
+            "--pidfile", directory.appendingPathComponent("redis.pid").path,
+            "--save", "", "--daemonize", "no", "--logfile", "", "--loglevel", "notice",
+            "--protected-mode", "no",
+        ]
+        if let events = options.notifyKeyspaceEvents { arguments += ["--notify-keyspace-events", events] }
+        if options.appendOnly { arguments += ["--appendonly", "yes", "--appendfsync", "everysec"] }
+        if let password = options.password { arguments += ["--requirepass", password] }
+        for (name, value) in options.extra { arguments += ["--\(name)", value] }
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: options.executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+
+        let ready = NIOLockedValueBox<CheckedContinuation<Void, any Error>?>(nil)
+        let finish: @Sendable (Result<Void, any Error>) -> Void = { result in
+            if let continuation = ready.withLockedValue({ value in defer { value = nil }; return value }) {
+                continuation.resume(with: result)
+            }
+        }
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                return
+            }
+            let text = String(decoding: data, as: UTF8.self)
+            let seen = self.lock.withLock {
+                self.output += text
+                if self.output.count > 64_000 { self.output.removeFirst(self.output.count - 64_000) }
+                return self.output
+            }
+            if seen.contains("Ready to accept connections") { finish(.success(())) }
+        }
+        let port = self.port
+        process.terminationHandler = { [weak self] _ in
+            finish(.failure(StartError(description: "redis-server on port \(port) exited at start: \(self?.log ?? "")")))
+        }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            ready.withLockedValue { $0 = continuation }
+            lock.withLock {
+                output = ""
+                self.process = process
+            }
+            do {
+                try process.run()
+            } catch {
+                finish(.failure(error))
+            }
+            // Never wait forever: a server that has not started in 20 s is reported.
+            Task {
+                try? await Task.sleep(for: .seconds(20))
+                finish(.failure(StartError(description: "redis-server on port \(port) not ready after 20 s: \(self.log)")))
+            }
+        }
+    }
+
+    private func waitForExit(_ process: Process, timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return true
+    }
+
+    /// A port on 127.0.0.1 that was free a moment ago.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw StartError(description: "socket() failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw StartError(description: "bind() failed") }
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { throw StartError(description: "getsockname() failed") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// The path of a program on PATH, or `/usr/bin/NAME`.
+    public static func findExecutable(_ name: String) -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return "/usr/bin/\(name)"
+    }
+}

@@ -1,0 +1,241 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// One TCP connection to Redis.
+///
+/// Any number of tasks may send on it at once: commands issued while others are in flight are
+/// gathered in an outbox and written together on the connection's event loop (automatic
+/// pipelining); replies are matched in order. A connection never blocks a thread.
+///
+/// Most code uses ``RedisClient``; a connection is handed out directly only for exclusive use
+/// (``RedisClient/withExclusiveConnection(_:)``).
+public final class RedisConnection: RedisCommands {
+    /// Commands that callers have issued and the event loop has not written yet.
+    private struct Outbox {
+        var bytes: ByteBuffer
+        var commands: [PendingCommand] = []
+        var drainScheduled = false
+        var closedError: RedisError?
+        var nextID: UInt64 = 0
+    }
+
+    private let channel: any Channel
+    private let handler: NIOLoopBound<RedisChannelHandler>
+    private let outbox: NIOLockedValueBox<Outbox>
+    /// Default per-command timeout.
+    let commandTimeout: Duration
+
+    private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, commandTimeout: Duration) {
+        self.channel = channel
+        self.handler = handler
+        self.commandTimeout = commandTimeout
+        self.outbox = NIOLockedValueBox(Outbox(bytes: channel.allocator.buffer(capacity: 4096)))
+        channel.closeFuture.whenComplete { [outbox] _ in
+            outbox.withLockedValue { state in
+                if state.closedError == nil { state.closedError = .connectionLost(reason: "connection closed") }
+            }
+        }
+    }
+
+    /// Connects, then authenticates, selects the database and names the client, all within
+    /// `configuration.connectTimeout`.
+    ///
+    /// - Throws: ``RedisError/cannotConnect(address:reason:)``, or ``RedisError/server(_:)``
+    ///   when the handshake is refused (`WRONGPASS`, `NOAUTH`, ...).
+    public static func connect(configuration: RedisConfiguration) async throws(RedisError) -> RedisConnection {
+        try configuration.validate()
+        let logger = configuration.logger
+        let eventLoop = configuration.eventLoopGroup.next()
+        let connection: RedisConnection
+        do {
+            let channel = try await ClientBootstrap(group: eventLoop)
+                .connectTimeout(configuration.connectTimeout.timeAmount)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(logger: logger))
+                    }
+                }
+                .connect(host: configuration.host, port: configuration.port)
+                .get()
+            let handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+            connection = RedisConnection(channel: channel, handler: handler, commandTimeout: configuration.commandTimeout)
+        } catch {
+            throw .cannotConnect(address: configuration.address, reason: "\(error)")
+        }
+
+        do {
+            try await connection.handshake(configuration)
+        } catch {
+            connection.close()
+            switch error {
+            case .server: throw error
+            case .timedOut: throw .cannotConnect(address: configuration.address, reason: "handshake timed out")
+            default: throw .cannotConnect(address: configuration.address, reason: "handshake failed: \(error)")
+            }
+        }
+        logger.debug("connected to Redis", metadata: ["address": "\(configuration.address)"])
+        return connection
+    }
+
+    private func handshake(_ configuration: RedisConfiguration) async throws(RedisError) {
+        do {
+            try await runHandshake(configuration)
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw .connectionLost(reason: "\(error)")
+        }
+    }
+
+    private func runHandshake(_ configuration: RedisConfiguration) async throws {
+        var commands: [RedisCommand] = []
+        if let password = configuration.password {
+            if let username = configuration.username {
+                commands.append(RedisCommand("AUTH", .string(username), .string(password)))
+            } else {
+                commands.append(RedisCommand("AUTH", .string(password)))
+            }
+        }
+        if configuration.database != 0 { commands.append(RedisCommand("SELECT", .integer(configuration.database))) }
+        // Always one command that needs authentication, so a missing password fails here (NOAUTH).
+        if let name = configuration.clientName {
+            commands.append(RedisCommand("CLIENT", "SETNAME", .string(name)))
+        } else {
+            commands.append(RedisCommand("PING"))
+        }
+        let replies = try await pipeline(commands, timeout: configuration.connectTimeout)
+        for reply in replies {
+            if case .error(let text) = reply { throw RedisError.server(RedisServerError(reply: text)) }
+        }
+    }
+
+    /// Whether the connection can still take commands.
+    public var isOpen: Bool {
+        outbox.withLockedValue { $0.closedError == nil }
+    }
+
+    /// Completes when the connection has closed, for whatever reason.
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+
+    /// Closes the connection; commands in flight fail with ``RedisError/connectionLost(reason:)``.
+    public func close() {
+        let handler = self.handler
+        channel.eventLoop.execute {
+            handler.value.close(error: .connectionLost(reason: "connection closed by the client"))
+        }
+    }
+
+    // MARK: Commands
+
+    /// Sends one command and returns its reply; an error reply is thrown as ``RedisError/server(_:)``.
+    public func send(_ command: RedisCommand) async throws -> RESPValue {
+        try await send(command, timeout: commandTimeout)
+    }
+
+    /// Sends one command with its own timeout (for example a blocking pop).
+    public func send(_ command: RedisCommand, timeout: Duration) async throws -> RESPValue {
+        let reply = try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<RESPValue, any Error>) in
+            PendingCommand(id: id, deadline: deadline, timeout: timeout, remaining: 1, collected: [], promise: .single(continuation))
+        } encode: { buffer in
+            CommandEncoder.encode(command, into: &buffer)
+        }
+        if case .error(let text) = reply { throw RedisError.server(RedisServerError(reply: text)) }
+        return reply
+    }
+
+    /// Sends several commands in one write and returns their replies in order. Error replies are
+    /// returned as ``RESPValue/error(_:)`` values, not thrown, so that one failing command does not
+    /// hide the others' results.
+    public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+        try await pipeline(commands, timeout: commandTimeout)
+    }
+
+    /// Sends several commands in one write with their own timeout.
+    public func pipeline(_ commands: [RedisCommand], timeout: Duration) async throws -> [RESPValue] {
+        if commands.isEmpty { return [] }
+        return try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<[RESPValue], any Error>) in
+            PendingCommand(
+                id: id, deadline: deadline, timeout: timeout, remaining: commands.count, collected: [],
+                promise: .batch(continuation))
+        } encode: { buffer in
+            for command in commands { CommandEncoder.encode(command, into: &buffer) }
+        }
+    }
+
+    /// Writes commands whose replies are not matched to callers (SUBSCRIBE and friends in
+    /// subscriber mode, where replies are push messages).
+    func sendWithoutReply(_ commands: [RedisCommand]) throws(RedisError) {
+        var bytes = channel.allocator.buffer(capacity: 256)
+        for command in commands { CommandEncoder.encode(command, into: &bytes) }
+        if let error = outbox.withLockedValue({ $0.closedError }) { throw error }
+        channel.writeAndFlush(OutboundBatch(bytes: bytes, commands: []), promise: nil)
+    }
+
+    /// Routes every reply from now on to `sink`: the connection becomes a subscriber.
+    func enterSubscriberMode(_ sink: @escaping @Sendable (RESPValue) -> Void) async {
+        let handler = self.handler
+        try? await channel.eventLoop.submit { handler.value.enterSubscriberMode(sink) }.get()
+    }
+
+    /// Puts a command into the outbox and waits for its reply.
+    ///
+    /// The encoding happens on the caller's thread; the event loop is woken at most once per
+    /// batch, and writes the whole outbox with a single flush.
+    private func enqueue<Reply: Sendable>(
+        timeout: Duration,
+        makeEntry: (UInt64, NIODeadline, UnsafeContinuation<Reply, any Error>) -> PendingCommand,
+        encode: (inout ByteBuffer) -> Void
+    ) async throws -> Reply {
+        let idBox = NIOLockedValueBox<UInt64>(0)
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Reply, any Error>) in
+                let deadline = NIODeadline.now() + timeout.timeAmount
+                let outcome: (schedule: Bool, error: RedisError?) = outbox.withLockedValue { state in
+                    if let closed = state.closedError { return (false, closed) }
+                    state.nextID &+= 1
+                    let id = state.nextID
+                    idBox.withLockedValue { $0 = id }
+                    encode(&state.bytes)
+                    state.commands.append(makeEntry(id, deadline, continuation))
+                    if state.drainScheduled { return (false, nil) }
+                    state.drainScheduled = true
+                    return (true, nil)
+                }
+                if let error = outcome.error {
+                    continuation.resume(throwing: error)
+                } else if outcome.schedule {
+                    channel.eventLoop.execute { self.drain() }
+                }
+            }
+        } onCancel: {
+            let id = idBox.withLockedValue { $0 }
+            let handler = self.handler
+            channel.eventLoop.execute {
+                // Runs after the drain that wrote the command, so the entry is in the handler.
+                handler.value.abandon(id: id, error: CancellationError())
+            }
+        }
+    }
+
+    private func drain() {
+        let batch: OutboundBatch? = outbox.withLockedValue { state in
+            state.drainScheduled = false
+            guard !state.commands.isEmpty else { return nil }
+            let batch = OutboundBatch(bytes: state.bytes, commands: state.commands)
+            state.commands.removeAll(keepingCapacity: true)
+            state.bytes = channel.allocator.buffer(capacity: 4096)
+            return batch
+        }
+        guard var batch else { return }
+        if let error = outbox.withLockedValue({ $0.closedError }) {
+            for index in batch.commands.indices { batch.commands[index].fail(error) }
+            return
+        }
+        channel.writeAndFlush(batch, promise: nil)
+    }
+}

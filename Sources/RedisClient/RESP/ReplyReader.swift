@@ -1,0 +1,68 @@
+import CHiredis
+import NIOCore
+
+/// Parses RESP replies with hiredis's reader (`redisReaderFeed` / `redisReaderGetReply`).
+///
+/// Not thread safe: one per connection, used on that connection's event loop.
+final class ReplyReader {
+    private let reader: UnsafeMutablePointer<redisReader>
+    private let allocator: ByteBufferAllocator
+
+    init(allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        guard let reader = redisReaderCreate() else { fatalError("redisReaderCreate: out of memory") }
+        // Keep up to 1 MiB of buffer between reads rather than freeing it on every drain.
+        chiredis_reader_set_max_buffer(reader, 1 << 20)
+        self.reader = reader
+        self.allocator = allocator
+    }
+
+    deinit {
+        redisReaderFree(reader)
+    }
+
+    /// Hands received bytes to the reader.
+    func feed(_ buffer: ByteBuffer) throws(RedisError) {
+        let status = buffer.withUnsafeReadableBytes { bytes in
+            redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+        }
+        if status != REDIS_OK { throw RedisError.protocolError(String(cString: chiredis_reader_error(reader))) }
+    }
+
+    /// The next complete reply, or nil when more bytes are needed.
+    func next() throws(RedisError) -> RESPValue? {
+        var reply: UnsafeMutableRawPointer? = nil
+        if redisReaderGetReply(reader, &reply) != REDIS_OK {
+            throw RedisError.protocolError(String(cString: chiredis_reader_error(reader)))
+        }
+        guard let reply else { return nil }
+        defer { freeReplyObject(reply) }
+        return value(of: reply.assumingMemoryBound(to: redisReply.self))
+    }
+
+    private func value(of reply: UnsafeMutablePointer<redisReply>) -> RESPValue {
+        let node = reply.pointee
+        switch node.type {
+        case REDIS_REPLY_STRING:
+            return .bulkString(allocator.buffer(bytes: UnsafeRawBufferPointer(start: node.str, count: node.len)))
+        case REDIS_REPLY_INTEGER:
+            return .integer(Int(node.integer))
+        case REDIS_REPLY_STATUS:
+            return .simpleString(text(node))
+        case REDIS_REPLY_ERROR:
+            return .error(text(node))
+        case REDIS_REPLY_ARRAY:
+            var elements: [RESPValue] = []
+            elements.reserveCapacity(node.elements)
+            for index in 0..<node.elements {
+                if let child = node.element[index] { elements.append(value(of: child)) }
+            }
+            return .array(elements)
+        default:  // REDIS_REPLY_NIL
+            return .null
+        }
+    }
+
+    private func text(_ node: redisReply) -> String {
+        String(decoding: UnsafeRawBufferPointer(start: node.str, count: node.len), as: UTF8.self)
+    }
+}
