@@ -55,7 +55,7 @@ public final class RedisServer: @unchecked Sendable {
     public let directory: URL
     private let lock = NIOLock()
     private var _port: Int
-    private var process: Process?
+    private var process: ChildProcess?
     private var output = ""
 
     /// The port it listens on (127.0.0.1).
@@ -75,7 +75,7 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     /// The process id, while running.
-    public var pid: Int32? { lock.withLock { process?.isRunning == true ? process?.processIdentifier : nil } }
+    public var pid: Int32? { lock.withLock { process?.isRunning == true ? process?.pid : nil } }
 
     private init(options: Options, directory: URL, port: Int) {
         self.options = options
@@ -84,7 +84,7 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     deinit {
-        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        process?.send(SIGKILL)
         try? FileManager.default.removeItem(at: directory)
     }
 
@@ -126,11 +126,11 @@ public final class RedisServer: @unchecked Sendable {
     /// Stops the server (SIGTERM, SIGKILL after 5 s) and removes its directory.
     public func stop() async {
         if let process = lock.withLock({ process }), process.isRunning {
-            Glibc.kill(process.processIdentifier, SIGCONT)
-            process.terminate()
-            if !(await waitForExit(process, timeout: .seconds(5))) {
-                Glibc.kill(process.processIdentifier, SIGKILL)
-                _ = await waitForExit(process, timeout: .seconds(5))
+            process.send(SIGCONT)
+            process.send(SIGTERM)
+            if !(await process.waitForExit(timeout: .seconds(5))) {
+                process.send(SIGKILL)
+                await process.waitForExit(timeout: .seconds(5))
             }
         }
         try? FileManager.default.removeItem(at: directory)
@@ -139,8 +139,8 @@ public final class RedisServer: @unchecked Sendable {
     /// Kills the server with SIGKILL (no shutdown, no final fsync) and waits for it to exit.
     public func kill() async {
         guard let process = lock.withLock({ process }), process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        _ = await waitForExit(process, timeout: .seconds(10))
+        process.send(SIGKILL)
+        await process.waitForExit(timeout: .seconds(10))
     }
 
     /// Starts the server again on the same port and directory (after ``kill()``), loading its
@@ -175,47 +175,31 @@ public final class RedisServer: @unchecked Sendable {
         if let password = options.password { arguments += ["--requirepass", password] }
         for (name, value) in options.extra { arguments += ["--\(name)", value] }
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: options.executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-
         let ready = NIOLockedValueBox<CheckedContinuation<Void, any Error>?>(nil)
         let finish: @Sendable (Result<Void, any Error>) -> Void = { result in
-            if let continuation = ready.withLockedValue({ value in defer { value = nil }; return value }) {
-                continuation.resume(with: result)
-            }
-        }
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self else { return }
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                return
-            }
-            let text = String(decoding: data, as: UTF8.self)
-            let seen = self.lock.withLock {
-                self.output += text
-                if self.output.count > 64_000 { self.output.removeFirst(self.output.count - 64_000) }
-                return self.output
-            }
-            if seen.contains("Ready to accept connections") { finish(.success(())) }
+            ready.withLockedValue { value in
+                defer { value = nil }
+                return value
+            }?.resume(with: result)
         }
         let port = self.port
-        process.terminationHandler = { [weak self] _ in
-            finish(.failure(StartError(description: "redis-server on port \(port) exited at start: \(self?.log ?? "")")))
-        }
+        lock.withLock { output = "" }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             ready.withLockedValue { $0 = continuation }
-            lock.withLock {
-                output = ""
-                self.process = process
-            }
             do {
-                try process.run()
+                let process = try ChildProcess(executable: options.executable, arguments: arguments) { [weak self] line in
+                    guard let self else { return }
+                    self.lock.withLock {
+                        self.output += line + "\n"
+                        if self.output.utf8.count > 64_000 { self.output = String(self.output.suffix(32_000)) }
+                    }
+                    if line.contains("Ready to accept connections") { finish(.success(())) }
+                }
+                lock.withLock { self.process = process }
+                Task {
+                    await process.waitForExit()
+                    finish(.failure(StartError(description: "redis-server on port \(port) exited at start: \(self.log)")))
+                }
             } catch {
                 finish(.failure(error))
             }
@@ -225,15 +209,6 @@ public final class RedisServer: @unchecked Sendable {
                 finish(.failure(StartError(description: "redis-server on port \(port) not ready after 20 s: \(self.log)")))
             }
         }
-    }
-
-    private func waitForExit(_ process: Process, timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
-            if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        return true
     }
 
     /// A port on 127.0.0.1 that was free a moment ago.

@@ -18,9 +18,12 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private var closedError: RedisError?
     private var context: ChannelHandlerContext?
     private let logger: Logger
+    /// Tells the connection, before any waiting caller is resumed, that it takes no more commands.
+    private let onClose: (RedisError) -> Void
 
-    init(logger: Logger) {
+    init(logger: Logger, onClose: @escaping (RedisError) -> Void) {
         self.logger = logger
+        self.onClose = onClose
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -112,7 +115,10 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: RedisError) {
-        if closedError == nil { closedError = error }
+        if closedError == nil {
+            closedError = error
+            onClose(error)
+        }
         timeoutCheck?.task.cancel()
         timeoutCheck = nil
         while var command = pending.popFirst() {

@@ -27,15 +27,20 @@ public final class RedisConnection: RedisCommands {
     /// Default per-command timeout.
     let commandTimeout: Duration
 
-    private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, commandTimeout: Duration) {
+    private init(
+        channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, outbox: NIOLockedValueBox<Outbox>,
+        commandTimeout: Duration
+    ) {
         self.channel = channel
         self.handler = handler
         self.commandTimeout = commandTimeout
-        self.outbox = NIOLockedValueBox(Outbox(bytes: channel.allocator.buffer(capacity: 4096)))
-        channel.closeFuture.whenComplete { [outbox] _ in
-            outbox.withLockedValue { state in
-                if state.closedError == nil { state.closedError = .connectionLost(reason: "connection closed") }
-            }
+        self.outbox = outbox
+        channel.closeFuture.whenComplete { _ in Self.markClosed(outbox, .connectionLost(reason: "connection closed")) }
+    }
+
+    private static func markClosed(_ outbox: NIOLockedValueBox<Outbox>, _ error: RedisError) {
+        outbox.withLockedValue { state in
+            if state.closedError == nil { state.closedError = error }
         }
     }
 
@@ -49,13 +54,15 @@ public final class RedisConnection: RedisCommands {
         let logger = configuration.logger
         let eventLoop = configuration.eventLoopGroup.next()
         let connection: RedisConnection
+        let outbox = NIOLockedValueBox(Outbox(bytes: ByteBufferAllocator().buffer(capacity: 4096)))
         do {
             let channel = try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(configuration.connectTimeout.timeAmount)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(
+                            RedisChannelHandler(logger: logger, onClose: { markClosed(outbox, $0) }))
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port)
@@ -63,7 +70,8 @@ public final class RedisConnection: RedisCommands {
             let handler = try await channel.eventLoop.submit {
                 NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
             }.get()
-            connection = RedisConnection(channel: channel, handler: handler, commandTimeout: configuration.commandTimeout)
+            connection = RedisConnection(
+                channel: channel, handler: handler, outbox: outbox, commandTimeout: configuration.commandTimeout)
         } catch {
             throw .cannotConnect(address: configuration.address, reason: "\(error)")
         }

@@ -1,0 +1,230 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A pub/sub subscriber on a connection of its own, delivering messages as an `AsyncSequence`.
+///
+/// Channels and patterns can be added and removed while it runs. When the connection drops it
+/// reconnects with capped exponential backoff, subscribes to everything again, and then yields
+/// ``Event/resubscribed`` so the consumer knows that messages published meanwhile were lost
+/// (Redis does not keep pub/sub messages for absent subscribers).
+///
+/// ```swift
+/// let subscriber = RedisSubscriber(configuration: configuration)
+/// try await subscriber.subscribe(channels: ["news"])
+/// for await event in subscriber.events {
+///     if case .message(let channel, _, let payload) = event { print(channel, String(buffer: payload)) }
+/// }
+/// ```
+public final class RedisSubscriber: Sendable {
+    /// What the subscriber delivers.
+    public enum Event: Sendable {
+        /// A message on `channel`; `pattern` is set when it matched a pattern subscription.
+        case message(channel: String, pattern: String?, payload: ByteBuffer)
+        /// The connection was lost and is back with every subscription restored: messages
+        /// published in between were missed.
+        case resubscribed
+    }
+
+    private enum Kind: String {
+        case channel = "subscribe"
+        case pattern = "psubscribe"
+        case unsubscribeChannel = "unsubscribe"
+        case unsubscribePattern = "punsubscribe"
+    }
+
+    private struct Waiter {
+        let kind: Kind
+        var remaining: Set<String>
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var channels: Set<String> = []
+        var patterns: Set<String> = []
+        var connection: RedisConnection?
+        var waiters: [UInt64: Waiter] = [:]
+        var nextWaiter: UInt64 = 0
+        var closed = false
+        var supervisor: Task<Void, Never>?
+    }
+
+    /// The messages and gap notices, in order. Iterate it from one task.
+    public let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+    private let configuration: RedisConfiguration
+    private let state = NIOLockedValueBox(State())
+
+    /// A subscriber; it connects at once and keeps reconnecting until ``close()``.
+    public init(configuration: RedisConfiguration) {
+        var configuration = configuration
+        configuration.poolSize = 1
+        if let name = configuration.clientName { configuration.clientName = name + "-subscriber" }
+        self.configuration = configuration
+        (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .unbounded)
+        // The supervisor keeps the subscriber alive until close().
+        let supervisor = Task { [weak self] in
+            guard let self else { return }
+            await self.supervise()
+        }
+        state.withLockedValue { $0.supervisor = supervisor }
+    }
+
+    /// Subscribes to channels and waits until Redis confirms (at most the command timeout; the
+    /// channels stay subscribed after a timeout and are confirmed when the connection is back).
+    public func subscribe(channels: [String]) async throws {
+        try await change(.channel, names: channels)
+    }
+
+    /// Unsubscribes from channels.
+    public func unsubscribe(channels: [String]) async throws {
+        try await change(.unsubscribeChannel, names: channels)
+    }
+
+    /// Subscribes to glob-style patterns (`PSUBSCRIBE`).
+    public func subscribe(patterns: [String]) async throws {
+        try await change(.pattern, names: patterns)
+    }
+
+    /// Unsubscribes from patterns.
+    public func unsubscribe(patterns: [String]) async throws {
+        try await change(.unsubscribePattern, names: patterns)
+    }
+
+    /// Stops the subscriber and ends ``events``.
+    public func close() async {
+        let (connection, supervisor, waiters) = state.withLockedValue { state in
+            state.closed = true
+            let waiters = state.waiters.values.map(\.continuation)
+            state.waiters = [:]
+            return (state.connection, state.supervisor, waiters)
+        }
+        for waiter in waiters { waiter.resume(throwing: RedisError.clientClosed) }
+        supervisor?.cancel()
+        connection?.close()
+        await supervisor?.value
+        continuation.finish()
+    }
+
+    private func change(_ kind: Kind, names: [String]) async throws {
+        guard !names.isEmpty else { return }
+        let unique = Set(names)
+        let connection: RedisConnection? = try state.withLockedValue { state in
+            if state.closed { throw RedisError.clientClosed }
+            switch kind {
+            case .channel: state.channels.formUnion(unique)
+            case .pattern: state.patterns.formUnion(unique)
+            case .unsubscribeChannel: state.channels.subtract(unique)
+            case .unsubscribePattern: state.patterns.subtract(unique)
+            }
+            return state.connection
+        }
+        try await awaitConfirmation(kind, names: unique) {
+            // Without a connection, the supervisor sends the current sets when it reconnects.
+            try? connection?.sendWithoutReply([RedisCommand(kind.rawValue.uppercased(), arguments: unique.map { .string($0) })])
+        }
+    }
+
+    /// Registers a waiter for Redis's confirmations of `names`, runs `send`, and waits at most the
+    /// command timeout.
+    private func awaitConfirmation(_ kind: Kind, names: Set<String>, send: () -> Void) async throws {
+        guard !names.isEmpty else { return }
+        let timeout = configuration.commandTimeout
+        let id = state.withLockedValue { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            state.withLockedValue { $0.waiters[id] = Waiter(kind: kind, remaining: names, continuation: continuation) }
+            send()
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                let waiter = self?.state.withLockedValue { $0.waiters.removeValue(forKey: id) }
+                waiter?.continuation.resume(throwing: RedisError.timedOut(after: timeout))
+            }
+        }
+    }
+
+    private func supervise() async {
+        var failures = 0
+        var connectedBefore = false
+        while !Task.isCancelled, !state.withLockedValue({ $0.closed }) {
+            let connection: RedisConnection
+            do {
+                connection = try await RedisConnection.connect(configuration: configuration)
+            } catch {
+                failures += 1
+                let delay = min(
+                    configuration.reconnectInitialDelay * (1 << min(failures - 1, 20)), configuration.reconnectMaximumDelay)
+                configuration.logger.debug("subscriber cannot connect", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                continue
+            }
+            failures = 0
+            await connection.enterSubscriberMode { [weak self] reply in self?.handle(reply) }
+            let (channels, patterns, closed) = state.withLockedValue { state in
+                state.connection = connection
+                return (state.channels, state.patterns, state.closed)
+            }
+            if closed {
+                connection.close()
+                break
+            }
+            if connectedBefore {
+                // Tell the consumer about the gap only once every subscription is back, so that
+                // whatever it does to catch up cannot miss a message sent after the notice.
+                do {
+                    try await awaitConfirmation(.channel, names: channels) {
+                        try? connection.sendWithoutReply(channels.isEmpty ? [] : [RedisCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
+                    }
+                    try await awaitConfirmation(.pattern, names: patterns) {
+                        try? connection.sendWithoutReply(patterns.isEmpty ? [] : [RedisCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })])
+                    }
+                    continuation.yield(.resubscribed)
+                    configuration.logger.info("subscriber reconnected and resubscribed")
+                } catch {
+                    connection.close()
+                }
+            } else {
+                var commands: [RedisCommand] = []
+                if !channels.isEmpty { commands.append(RedisCommand("SUBSCRIBE", arguments: channels.map { .string($0) })) }
+                if !patterns.isEmpty { commands.append(RedisCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })) }
+                try? connection.sendWithoutReply(commands)
+            }
+            connectedBefore = true
+            try? await connection.closeFuture.get()
+            state.withLockedValue { $0.connection = nil }
+            if !Task.isCancelled { try? await Task.sleep(for: configuration.reconnectInitialDelay) }
+        }
+    }
+
+    private func handle(_ reply: RESPValue) {
+        guard case .array(let parts) = reply, let kind = parts.first?.string?.lowercased() else { return }
+        switch kind {
+        case "message" where parts.count == 3:
+            if let channel = parts[1].string, case .bulkString(let payload) = parts[2] {
+                continuation.yield(.message(channel: channel, pattern: nil, payload: payload))
+            }
+        case "pmessage" where parts.count == 4:
+            if let pattern = parts[1].string, let channel = parts[2].string, case .bulkString(let payload) = parts[3] {
+                continuation.yield(.message(channel: channel, pattern: pattern, payload: payload))
+            }
+        default:
+            guard let confirmed = Kind(rawValue: kind), parts.count >= 2, let name = parts[1].string else { return }
+            let done: [CheckedContinuation<Void, any Error>] = state.withLockedValue { state in
+                var done: [CheckedContinuation<Void, any Error>] = []
+                for (id, var waiter) in state.waiters where waiter.kind == confirmed {
+                    waiter.remaining.remove(name)
+                    if waiter.remaining.isEmpty {
+                        state.waiters.removeValue(forKey: id)
+                        done.append(waiter.continuation)
+                    } else {
+                        state.waiters[id] = waiter
+                    }
+                }
+                return done
+            }
+            for continuation in done { continuation.resume() }
+        }
+    }
+}

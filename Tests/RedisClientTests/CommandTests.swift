@@ -1,0 +1,141 @@
+import EmbeddedRedis
+import NIOCore
+import RedisClient
+import Testing
+
+@Suite("Commands against a real redis-server")
+struct CommandTests {
+    @Test func repliesOfEveryType() async throws {
+        try await withRedis { _, client in
+            #expect(try await client.send(RedisCommand("PING")) == .simpleString("PONG"))
+            #expect(try await client.send(RedisCommand("INCRBY", "n", 41)) == .integer(41))
+            #expect(try await client.send(RedisCommand("GET", "missing")) == .null)
+            try await client.set("s", to: "text")
+            #expect(try await client.get("s").map { String(buffer: $0) } == "text")
+            let nested = try await client.send(
+                RedisCommand("EVAL", "return {1, 'two', {3, {'four'}}, redis.status_reply('OK'), redis.error_reply('INNER bad')}", 0))
+            #expect(
+                nested
+                    == .array([
+                        .integer(1), .bulkString(ByteBuffer(string: "two")),
+                        .array([.integer(3), .array([.bulkString(ByteBuffer(string: "four"))])]),
+                        .simpleString("OK"), .error("INNER bad"),
+                    ]))
+        }
+    }
+
+    @Test func binaryValuesRoundTrip() async throws {
+        try await withRedis { _, client in
+            let binary: [UInt8] = [0, 1, 2, 0, 255, 13, 10, 0x24, 0x2A, 0]
+            let key: [UInt8] = [107, 0, 121]  // "k\0y"
+            _ = try await client.send(RedisCommand("SET", .bytes(key), .bytes(binary)))
+            #expect(try await client.send(RedisCommand("GET", .bytes(key))).bytes == binary)
+            #expect(try await client.send(RedisCommand("STRLEN", .bytes(key))) == .integer(binary.count))
+
+            // 4 MiB of every byte value.
+            let large = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ ($0 >> 13)) }
+            try await client.set("large", to: .bytes(large))
+            let back = try await client.get("large")
+            #expect(back?.readableBytes == large.count)
+            #expect(back.map { Array($0.readableBytesView) } == large)
+        }
+    }
+
+    @Test func errorRepliesAreTypedWithTheirCode() async throws {
+        try await withRedis { _, client in
+            _ = try await client.send(RedisCommand("LPUSH", "list", "x"))
+            let wrongType = await expectRedisError { _ = try await client.get("list") }
+            #expect(wrongType?.serverCode == "WRONGTYPE")
+            let unknown = await expectRedisError { _ = try await client.send(RedisCommand("NOSUCHCOMMAND")) }
+            #expect(unknown?.serverCode == "ERR")
+            // The connection is still in step after errors.
+            #expect(try await client.send(RedisCommand("ECHO", "after")).string == "after")
+        }
+    }
+
+    @Test func pipelinesAndTransactions() async throws {
+        try await withRedis { _, client in
+            let replies = try await client.pipeline([
+                RedisCommand("SET", "a", "1"), RedisCommand("INCR", "a"), RedisCommand("LPUSH", "a", "x"), RedisCommand("GET", "a"),
+            ])
+            #expect(replies.count == 4)
+            #expect(replies[1] == .integer(2))
+            if case .error(let text) = replies[2] { #expect(text.hasPrefix("WRONGTYPE")) } else { Issue.record("expected error") }
+            #expect(replies[3].string == "2")
+
+            let results = try await client.transaction([RedisCommand("INCR", "t"), RedisCommand("INCR", "t")])
+            #expect(results == [.integer(1), .integer(2)])
+            let aborted = await expectRedisError {
+                _ = try await client.transaction([RedisCommand("INCR", "t"), RedisCommand("NOSUCHCOMMAND")])
+            }
+            #expect(aborted?.serverCode == "ERR")
+            #expect(try await client.get("t").map { String(buffer: $0) } == "2")  // the aborted block did nothing
+        }
+    }
+
+    @Test func watchOnAnExclusiveConnection() async throws {
+        try await withRedis { _, client in
+            try await client.set("w", to: "1")
+            let conflicted = await expectRedisError {
+                try await client.withExclusiveConnection { connection in
+                    _ = try await connection.send(RedisCommand("WATCH", "w"))
+                    try await client.set("w", to: "changed elsewhere")
+                    _ = try await connection.transaction([RedisCommand("SET", "w", "mine")])
+                }
+            }
+            #expect(conflicted != nil)
+            #expect(try await client.get("w").map { String(buffer: $0) } == "changed elsewhere")
+        }
+    }
+
+    @Test func tenThousandConcurrentCommandsEachGetTheirOwnReply() async throws {
+        try await withRedis { _, client in
+            let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<100 {
+                    group.addTask {
+                        var wrong = 0
+                        for index in 0..<100 {
+                            let payload = "task-\(task)-command-\(index)"
+                            // Alternate command kinds so that replies of different shapes interleave.
+                            if index % 2 == 0 {
+                                if try await client.send(RedisCommand("ECHO", .string(payload))).string != payload { wrong += 1 }
+                            } else {
+                                let reply = try await client.send(RedisCommand("INCRBY", .string("counter-\(task)"), .integer(index)))
+                                let expected = stride(from: 1, through: index, by: 2).reduce(0, +)
+                                if reply != .integer(expected) { wrong += 1 }
+                            }
+                        }
+                        return wrong
+                    }
+                }
+                var total = 0
+                for try await wrong in group { total += wrong }
+                return total
+            }
+            #expect(mismatches == 0)
+
+            // The same with 10,000 tasks at once, one command each.
+            let wrong = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<10_000 {
+                    group.addTask { try await client.send(RedisCommand("ECHO", .string("v\(index)"))).string == "v\(index)" }
+                }
+                var wrong = 0
+                for try await ok in group where !ok { wrong += 1 }
+                return wrong
+            }
+            #expect(wrong == 0)
+        }
+    }
+
+    @Test func scriptsReloadAfterScriptFlush() async throws {
+        try await withRedis { _, client in
+            let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+            #expect(try await client.run(script, keys: ["s"], arguments: [5]) == .integer(5))
+            #expect(try await client.send(RedisCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(1)]))
+            _ = try await client.send(RedisCommand("SCRIPT", "FLUSH"))
+            #expect(try await client.send(RedisCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(0)]))
+            #expect(try await client.run(script, keys: ["s"], arguments: [2]) == .integer(7))
+            #expect(try await client.send(RedisCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(1)]))
+        }
+    }
+}

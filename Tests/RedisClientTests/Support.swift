@@ -1,0 +1,45 @@
+import EmbeddedRedis
+import NIOCore
+import RedisClient
+import Testing
+
+/// Starts a redis-server for one test, hands it and a client to `body`, and always cleans up.
+func withRedis<T: Sendable>(
+    _ options: RedisServer.Options = .init(),
+    configure: (inout RedisConfiguration) -> Void = { _ in },
+    _ body: (RedisServer, RedisClient) async throws -> T
+) async throws -> T {
+    try await RedisServer.with(options) { server in
+        var configuration = server.configuration
+        configure(&configuration)
+        let client = try RedisClient(configuration: configuration)
+        do {
+            let result = try await body(server, client)
+            await client.close()
+            return result
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+}
+
+/// Runs `body`, expecting a RedisError, and returns it.
+func expectRedisError(
+    sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async -> RedisError? {
+    do {
+        try await body()
+        Issue.record("expected a RedisError, got success", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as RedisError {
+        return error
+    } catch {
+        Issue.record("expected a RedisError, got \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
+
+extension ContinuousClock.Instant {
+    var elapsed: Duration { ContinuousClock.now - self }
+}
