@@ -1,5 +1,6 @@
 import EmbeddedRedis
 import RedisClient
+
 let t0 = ContinuousClock.now
 let server = try await RedisServer.start()
 print("started", ContinuousClock.now - t0)

@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 import RedisClient
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real `redis-server` on a free 127.0.0.1 port with its own temporary directory: for tests,

@@ -6,7 +6,9 @@ import Testing
 @Suite("Failures: timeouts, lost servers, authentication, bad peers")
 struct FailureTests {
     @Test func timedOutCommandsDoNotShiftLaterReplies() async throws {
-        try await withRedis(configure: { $0.commandTimeout = .milliseconds(300); $0.poolSize = 1 }) { server, client in
+        try await withRedis(configure: {
+            $0.commandTimeout = .milliseconds(300); $0.poolSize = 1
+        }) { server, client in
             try await client.set("a", to: "value-a")
             server.pause()
             // Both are written to the socket and get no answer while the server is frozen.
@@ -31,7 +33,10 @@ struct FailureTests {
 
     @Test func inFlightCommandsFailAtOnceWhenTheServerDiesAndThePoolReconnects() async throws {
         try await withRedis(
-            .init(appendOnly: true), configure: { $0.commandTimeout = .seconds(10); $0.poolSize = 2 }
+            .init(appendOnly: true),
+            configure: {
+                $0.commandTimeout = .seconds(10); $0.poolSize = 2
+            }
         ) { server, client in
             try await client.set("before", to: "1")
             server.pause()

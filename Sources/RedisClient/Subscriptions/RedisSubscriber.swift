@@ -175,10 +175,12 @@ public final class RedisSubscriber: Sendable {
                 // whatever it does to catch up cannot miss a message sent after the notice.
                 do {
                     try await awaitConfirmation(.channel, names: channels) {
-                        try? connection.sendWithoutReply(channels.isEmpty ? [] : [RedisCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
+                        try? connection.sendWithoutReply(
+                            channels.isEmpty ? [] : [RedisCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
                     }
                     try await awaitConfirmation(.pattern, names: patterns) {
-                        try? connection.sendWithoutReply(patterns.isEmpty ? [] : [RedisCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })])
+                        try? connection.sendWithoutReply(
+                            patterns.isEmpty ? [] : [RedisCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })])
                     }
                     continuation.yield(.resubscribed)
                     configuration.logger.info("subscriber reconnected and resubscribed")
