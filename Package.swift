@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
     ],
     targets: [
         // hiredis from the system (Debian: libhiredis-dev), for the RESP wire format.
@@ -41,9 +42,17 @@ let package = Package(
             name: "RedisExample",
             dependencies: ["RedisClient", "EmbeddedRedis"]
         ),
+        // Benchmarks: reference tools (redis-benchmark) and ours in one run, reported as ratios.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [
+                "EmbeddedRedis",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         .executableTarget(
             name: "ClientBenchmark",
-            dependencies: ["RedisClient", "EmbeddedRedis"]
+            dependencies: ["RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
         ),
         .testTarget(
             name: "RedisClientTests",

@@ -1,13 +1,65 @@
+// scripts/bench-client: our client against redis-benchmark on the same, freshly started server.
+//
+// GET and SET of small values with 1, 50 and 200 concurrent callers: ours are tasks sharing one
+// client; redis-benchmark uses as many connections without pipelining (-P 1). The server's
+// pipelined ceiling is redis-benchmark -c 50 -P 16. Last line: one JSON object.
+import BenchmarkSupport
 import EmbeddedRedis
+import Foundation
 import RedisClient
 
-let t0 = ContinuousClock.now
-let server = try await RedisServer.start()
-print("started", ContinuousClock.now - t0)
-let client = try RedisClient(configuration: server.configuration)
-_ = try await client.send(RedisCommand("PING"))
-print("ping", ContinuousClock.now - t0)
+let arguments = CommandLine.arguments.dropFirst()
+let requests = arguments.first.flatMap { Int($0) } ?? 200_000
+let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0) } ?? 1
+
+let server = try await RedisServer.start(.init(notifyKeyspaceEvents: nil))
+var configuration = server.configuration
+configuration.poolSize = poolSize
+let client = try RedisClient(configuration: configuration)
+let value = RedisArgument.string("xxx")  // redis-benchmark's default 3-byte value
+try await client.set("key:__rand_int__", to: value)
+
+print("bench-client: \(requests) requests per measurement, our pool size \(poolSize), redis-server on port \(server.port)")
+print("")
+print("command  callers   ours ops/s   redis-benchmark ops/s   ratio   ours p50 µs   ours p99 µs")
+
+var ours: [String: LoadResult] = [:]
+var reference: [String: Double] = [:]
+for command in ["GET", "SET"] {
+    for callers in [1, 50, 200] {
+        let count = callers == 1 ? requests / 4 : requests
+        let result = try await runLoad(concurrency: callers, total: count) { _, _ in
+            if command == "GET" {
+                _ = try await client.get("key:__rand_int__")
+            } else {
+                try await client.set("key:__rand_int__", to: value)
+            }
+        }
+        let rps = try await RedisBenchmark.requestsPerSecond(
+            port: server.port, test: command.lowercased(), clients: callers, pipeline: 1, requests: count)
+        ours["\(command)/\(callers)"] = result
+        reference["\(command)/\(callers)"] = rps
+        print(
+            command.padding(toLength: 9, withPad: " ", startingAt: 0)
+                + "\(callers)".padding(toLength: 10, withPad: " ", startingAt: 0)
+                + String(
+                    format: "%11.0f   %21.0f   %5.2f   %11.1f   %11.1f", result.opsPerSecond, rps, result.opsPerSecond / rps,
+                    result.latencyMicroseconds(atPercentile: 50), result.latencyMicroseconds(atPercentile: 99)))
+    }
+}
+let ceiling = try await RedisBenchmark.requestsPerSecond(
+    port: server.port, test: "get", clients: 50, pipeline: 16, requests: requests * 5)
+print("")
+print(String(format: "redis-benchmark -t get -c 50 -P 16 (pipelined ceiling): %.0f ops/s", ceiling))
+
 await client.close()
-print("closed", ContinuousClock.now - t0)
 await server.stop()
-print("stopped", ContinuousClock.now - t0); print(server.log.suffix(600))
+
+let getC50 = ours["GET/50"]!.opsPerSecond / reference["GET/50"]!
+let getC200 = ours["GET/200"]!.opsPerSecond / ceiling
+printJSONLine([
+    ("bench", "client"),
+    ("get_c50_ratio_vs_redis_benchmark", rounded(getC50)),
+    ("get_c200_ratio_vs_pipelined_ceiling", rounded(getC200)),
+    ("get_c1_p50_us", rounded(ours["GET/1"]!.latencyMicroseconds(atPercentile: 50), 1)),
+])

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
 
@@ -72,7 +73,9 @@ public final class ChildProcess: Sendable {
         }
         self.pid = pid
 
+        let outputDone = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
+            defer { outputDone.signal() }
             var pending: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 4096)
             while true {
@@ -93,6 +96,9 @@ public final class ChildProcess: Sendable {
         Thread.detachNewThread {
             var status: Int32 = 0
             while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+            // Report the exit only after its output is read, so a waiter sees every line. (A forked
+            // grandchild can hold the pipe open longer: do not wait for it past a second.)
+            _ = outputDone.wait(timeout: .now() + 1)
             let waiters = state.withLockedValue { value in
                 value.status = status
                 defer { value.waiters = [:] }

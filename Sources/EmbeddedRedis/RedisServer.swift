@@ -47,6 +47,10 @@ public final class RedisServer: @unchecked Sendable {
     /// An error starting the server.
     public struct StartError: Error, CustomStringConvertible {
         public let description: String
+
+        public init(description: String) {
+            self.description = description
+        }
     }
 
     /// The options it runs with.

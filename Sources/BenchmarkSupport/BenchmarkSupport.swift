@@ -1,0 +1,92 @@
+import EmbeddedRedis
+import Foundation
+import Histogram
+import NIOConcurrencyHelpers
+
+/// What one load run measured.
+public struct LoadResult: Sendable {
+    public var operations: Int
+    public var elapsed: Duration
+    public var latency: Histogram<UInt64>  // nanoseconds
+
+    public var opsPerSecond: Double { Double(operations) / elapsed.seconds }
+    public func latencyMicroseconds(atPercentile percentile: Double) -> Double {
+        Double(latency.valueAtPercentile(percentile)) / 1000
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a Double.
+    public var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// Runs `operation` from `concurrency` tasks until `total` operations are done, timing each.
+public func runLoad(
+    concurrency: Int, total: Int, _ operation: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
+) async throws -> LoadResult {
+    let perTask = max(1, total / concurrency)
+    let start = ContinuousClock.now
+    let merged = try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
+        for task in 0..<concurrency {
+            group.addTask {
+                var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+                for index in 0..<perTask {
+                    let begin = ContinuousClock.now
+                    try await operation(task, index)
+                    let (seconds, attoseconds) = (ContinuousClock.now - begin).components
+                    _ = histogram.record(UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000))
+                }
+                return histogram
+            }
+        }
+        var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        for try await histogram in group { merged.add(histogram) }
+        return merged
+    }
+    return LoadResult(operations: perTask * concurrency, elapsed: ContinuousClock.now - start, latency: merged)
+}
+
+/// `redis-benchmark` against a server, one test at a time, parsed from its CSV output.
+public enum RedisBenchmark {
+    /// Requests per second that `redis-benchmark -t test -c clients -P pipeline -n requests` reports.
+    public static func requestsPerSecond(
+        port: Int, test: String, clients: Int, pipeline: Int, requests: Int, extra: [String] = []
+    ) async throws -> Double {
+        let lines = NIOLockedValueBox<[String]>([])
+        let arguments =
+            ["-h", "127.0.0.1", "-p", "\(port)", "-c", "\(clients)", "-P", "\(pipeline)", "-n", "\(requests)", "--csv"]
+            + (test.isEmpty ? [] : ["-t", test]) + extra
+        let process = try ChildProcess(executable: RedisServer.findExecutable("redis-benchmark"), arguments: arguments) { line in
+            lines.withLockedValue { $0.append(line) }
+        }
+        _ = await process.waitForExit()
+        let output = lines.withLockedValue { $0 }
+        // "SET","123456.79","0.2",...  (the header line starts with "test")
+        for line in output.reversed() {
+            let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+            if fields.count >= 2, fields[0] != "test", let rps = Double(fields[1]) { return rps }
+        }
+        throw RedisServer.StartError(description: "redis-benchmark printed no result: \(output.joined(separator: "\n"))")
+    }
+}
+
+/// A number rounded for reports.
+public func rounded(_ value: Double, _ places: Int = 2) -> Double {
+    let scale = pow(10, Double(places))
+    return (value * scale).rounded() / scale
+}
+
+/// Prints the benchmark's last line: one JSON object with keys in the given order.
+public func printJSONLine(_ fields: [(String, Any)]) {
+    let body = fields.map { key, value -> String in
+        switch value {
+        case let text as String: return "\"\(key)\":\"\(text)\""
+        case let number as Double: return "\"\(key)\":\(number.isFinite ? String(number) : "null")"
+        default: return "\"\(key)\":\(value)"
+        }
+    }
+    print("{" + body.joined(separator: ",") + "}")
+}
