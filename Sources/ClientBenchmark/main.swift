@@ -11,6 +11,21 @@ import RedisClient
 let arguments = CommandLine.arguments.dropFirst()
 let requests = arguments.first.flatMap { Int($0) } ?? 200_000
 let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0) } ?? 1
+// `--profile CALLERS`: only our GET load, against REDIS_PORT, for perf/callgrind.
+if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments[flag + 1]),
+    let port = ProcessInfo.processInfo.environment["REDIS_PORT"].flatMap({ Int($0) })
+{
+    var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+    configuration.poolSize = poolSize
+    let client = try RedisClient(configuration: configuration)
+    let result = try await runLoad(concurrency: callers, total: requests) { _, _ in _ = try await client.get("key:__rand_int__") }
+    print(
+        String(
+            format: "GET x %d callers: %.0f ops/s, p50 %.1f µs", callers, result.opsPerSecond, result.latencyMicroseconds(atPercentile: 50))
+    )
+    await client.close()
+    exit(0)
+}
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: nil))
 var configuration = server.configuration

@@ -18,12 +18,11 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private var closedError: RedisError?
     private var context: ChannelHandlerContext?
     private let logger: Logger
-    /// Tells the connection, before any waiting caller is resumed, that it takes no more commands.
-    private let onClose: (RedisError) -> Void
+    private let outbox: CommandOutbox
 
-    init(logger: Logger, onClose: @escaping (RedisError) -> Void) {
+    init(outbox: CommandOutbox, logger: Logger) {
+        self.outbox = outbox
         self.logger = logger
-        self.onClose = onClose
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -37,8 +36,20 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     // MARK: Outbound
 
+    /// Writes whatever callers have queued in the outbox, in one write and one flush.
+    func flushOutbox() {
+        guard let context, closedError == nil, let batch = outbox.takeBatch() else { return }
+        write(batch, context: context)
+        context.flush()
+    }
+
+    /// Writes bytes whose replies are not awaited (subscriber mode).
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        var batch = unwrapOutboundIn(data)
+        write(unwrapOutboundIn(data), context: context, promise: promise)
+    }
+
+    private func write(_ batch: OutboundBatch, context: ChannelHandlerContext, promise: EventLoopPromise<Void>? = nil) {
+        var batch = batch
         if let closedError {
             for index in batch.commands.indices { batch.commands[index].fail(closedError) }
             promise?.fail(closedError)
@@ -76,7 +87,14 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         }
         if pending[pending.startIndex].receive(reply) {
             pending.removeFirst()
+            if pending.isEmpty { outbox.markIdle() }
         }
+    }
+
+    /// Commands that gathered while these replies travelled go out together now.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushOutbox()
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -100,6 +118,8 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     func abandon(id: UInt64, error: any Error) {
         if let index = pending.firstIndex(where: { $0.id == id }) {
             pending[index].fail(error)
+        } else {
+            outbox.abandon(id: id, error: error)
         }
     }
 
@@ -115,15 +135,16 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: RedisError) {
-        if closedError == nil {
-            closedError = error
-            onClose(error)
-        }
+        if closedError == nil { closedError = error }
+        // First refuse new commands, then resume the waiting callers: a caller that retries at
+        // once must not land on this connection again.
+        var queued = outbox.close(error)
         timeoutCheck?.task.cancel()
         timeoutCheck = nil
         while var command = pending.popFirst() {
             command.fail(error)
         }
+        for index in queued.indices { queued[index].fail(error) }
     }
 
     // MARK: Timeouts
@@ -151,5 +172,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             }
         }
         if let next { scheduleTimeoutCheck(at: next, context: context) }
+        // Commands queued behind a silent server are written now, so that they time out too.
+        flushOutbox()
     }
 }

@@ -12,36 +12,17 @@ import NIOPosix
 /// Most code uses ``RedisClient``; a connection is handed out directly only for exclusive use
 /// (``RedisClient/withExclusiveConnection(_:)``).
 public final class RedisConnection: RedisCommands {
-    /// Commands that callers have issued and the event loop has not written yet.
-    private struct Outbox {
-        var bytes: ByteBuffer
-        var commands: [PendingCommand] = []
-        var drainScheduled = false
-        var closedError: RedisError?
-        var nextID: UInt64 = 0
-    }
-
     private let channel: any Channel
     private let handler: NIOLoopBound<RedisChannelHandler>
-    private let outbox: NIOLockedValueBox<Outbox>
+    private let outbox: CommandOutbox
     /// Default per-command timeout.
     let commandTimeout: Duration
 
-    private init(
-        channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, outbox: NIOLockedValueBox<Outbox>,
-        commandTimeout: Duration
-    ) {
+    private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, outbox: CommandOutbox, commandTimeout: Duration) {
         self.channel = channel
         self.handler = handler
         self.commandTimeout = commandTimeout
         self.outbox = outbox
-        channel.closeFuture.whenComplete { _ in Self.markClosed(outbox, .connectionLost(reason: "connection closed")) }
-    }
-
-    private static func markClosed(_ outbox: NIOLockedValueBox<Outbox>, _ error: RedisError) {
-        outbox.withLockedValue { state in
-            if state.closedError == nil { state.closedError = error }
-        }
     }
 
     /// Connects, then authenticates, selects the database and names the client, all within
@@ -54,15 +35,14 @@ public final class RedisConnection: RedisCommands {
         let logger = configuration.logger
         let eventLoop = configuration.eventLoopGroup.next()
         let connection: RedisConnection
-        let outbox = NIOLockedValueBox(Outbox(bytes: ByteBufferAllocator().buffer(capacity: 4096)))
+        let outbox = CommandOutbox()
         do {
             let channel = try await ClientBootstrap(group: eventLoop)
                 .connectTimeout(configuration.connectTimeout.timeAmount)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            RedisChannelHandler(logger: logger, onClose: { markClosed(outbox, $0) }))
+                        try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(outbox: outbox, logger: logger))
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port)
@@ -124,7 +104,7 @@ public final class RedisConnection: RedisCommands {
 
     /// Whether the connection can still take commands.
     public var isOpen: Bool {
-        outbox.withLockedValue { $0.closedError == nil }
+        outbox.closedError == nil
     }
 
     /// Completes when the connection has closed, for whatever reason.
@@ -180,7 +160,7 @@ public final class RedisConnection: RedisCommands {
     func sendWithoutReply(_ commands: [RedisCommand]) throws(RedisError) {
         var bytes = channel.allocator.buffer(capacity: 256)
         for command in commands { CommandEncoder.encode(command, into: &bytes) }
-        if let error = outbox.withLockedValue({ $0.closedError }) { throw error }
+        if let error = outbox.closedError { throw error }
         channel.writeAndFlush(OutboundBatch(bytes: bytes, commands: []), promise: nil)
     }
 
@@ -192,58 +172,31 @@ public final class RedisConnection: RedisCommands {
 
     /// Puts a command into the outbox and waits for its reply.
     ///
-    /// The encoding happens on the caller's thread; the event loop is woken at most once per
-    /// batch, and writes the whole outbox with a single flush.
+    /// The encoding happens on the caller's thread; the event loop is woken only when the
+    /// connection is idle (see ``CommandOutbox``).
     private func enqueue<Reply: Sendable>(
         timeout: Duration,
         makeEntry: (UInt64, NIODeadline, UnsafeContinuation<Reply, any Error>) -> PendingCommand,
         encode: (inout ByteBuffer) -> Void
     ) async throws -> Reply {
-        let idBox = NIOLockedValueBox<UInt64>(0)
+        let id = outbox.makeID()
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Reply, any Error>) in
-                let deadline = NIODeadline.now() + timeout.timeAmount
-                let outcome: (schedule: Bool, error: RedisError?) = outbox.withLockedValue { state in
-                    if let closed = state.closedError { return (false, closed) }
-                    state.nextID &+= 1
-                    let id = state.nextID
-                    idBox.withLockedValue { $0 = id }
-                    encode(&state.bytes)
-                    state.commands.append(makeEntry(id, deadline, continuation))
-                    if state.drainScheduled { return (false, nil) }
-                    state.drainScheduled = true
-                    return (true, nil)
-                }
-                if let error = outcome.error {
+                let entry = makeEntry(id, NIODeadline.now() + timeout.timeAmount, continuation)
+                switch outbox.append(entry, encode: encode) {
+                case .queued: break
+                case .wakeEventLoop:
+                    let handler = self.handler
+                    channel.eventLoop.execute { handler.value.flushOutbox() }
+                case .closed(let error):
                     continuation.resume(throwing: error)
-                } else if outcome.schedule {
-                    channel.eventLoop.execute { self.drain() }
                 }
             }
         } onCancel: {
-            let id = idBox.withLockedValue { $0 }
             let handler = self.handler
             channel.eventLoop.execute {
-                // Runs after the drain that wrote the command, so the entry is in the handler.
                 handler.value.abandon(id: id, error: CancellationError())
             }
         }
-    }
-
-    private func drain() {
-        let batch: OutboundBatch? = outbox.withLockedValue { state in
-            state.drainScheduled = false
-            guard !state.commands.isEmpty else { return nil }
-            let batch = OutboundBatch(bytes: state.bytes, commands: state.commands)
-            state.commands.removeAll(keepingCapacity: true)
-            state.bytes = channel.allocator.buffer(capacity: 4096)
-            return batch
-        }
-        guard var batch else { return }
-        if let error = outbox.withLockedValue({ $0.closedError }) {
-            for index in batch.commands.indices { batch.commands[index].fail(error) }
-            return
-        }
-        channel.writeAndFlush(batch, promise: nil)
     }
 }

@@ -1,0 +1,87 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import Synchronization
+
+/// Commands that callers have issued and the event loop has not written yet: filled from any
+/// thread, emptied on the connection's event loop.
+///
+/// This is where automatic pipelining happens. While the connection is idle, the first command
+/// asks the event loop to write it at once (lowest latency for a lone caller). While replies are
+/// outstanding, commands gather here and the handler writes them all together when the next read
+/// completes, so the batch size follows the load by itself.
+final class CommandOutbox: Sendable {
+    enum AppendResult {
+        /// The caller must wake the event loop to write.
+        case wakeEventLoop
+        /// The handler will write it with the next batch.
+        case queued
+        /// The connection is closed.
+        case closed(RedisError)
+    }
+
+    private struct State {
+        var bytes = ByteBufferAllocator().buffer(capacity: 4096)
+        var commands: [PendingCommand] = []
+        /// An event-loop task to write the outbox is on its way.
+        var wakeScheduled = false
+        /// A batch is written and its replies have not all come back.
+        var awaitingReplies = false
+        var closedError: RedisError?
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let nextID = Atomic<UInt64>(0)
+
+    /// A fresh id for a command, taken before it is appended so that cancellation can name it.
+    func makeID() -> UInt64 {
+        nextID.add(1, ordering: .relaxed).newValue
+    }
+
+    /// Encodes a command into the outbox.
+    func append(_ entry: PendingCommand, encode: (inout ByteBuffer) -> Void) -> AppendResult {
+        state.withLockedValue { state in
+            if let closed = state.closedError { return .closed(closed) }
+            encode(&state.bytes)
+            state.commands.append(entry)
+            if state.wakeScheduled || state.awaitingReplies { return .queued }
+            state.wakeScheduled = true
+            return .wakeEventLoop
+        }
+    }
+
+    /// Takes everything queued, marking the connection busy; nil when nothing is queued.
+    func takeBatch() -> OutboundBatch? {
+        state.withLockedValue { state in
+            state.wakeScheduled = false
+            guard !state.commands.isEmpty else { return nil }
+            let batch = OutboundBatch(bytes: state.bytes, commands: state.commands)
+            state.commands.removeAll(keepingCapacity: true)
+            state.bytes = ByteBufferAllocator().buffer(capacity: max(4096, batch.bytes.readableBytes))
+            state.awaitingReplies = true
+            return batch
+        }
+    }
+
+    /// Fails a queued command's caller; the command is still written and its reply dropped.
+    func abandon(id: UInt64, error: any Error) {
+        state.withLockedValue { state in
+            if let index = state.commands.firstIndex(where: { $0.id == id }) { state.commands[index].fail(error) }
+        }
+    }
+
+    /// Every written command has its reply: the next command may be written at once.
+    func markIdle() {
+        state.withLockedValue { $0.awaitingReplies = false }
+    }
+
+    /// Refuses further commands; returns those still queued so that they can be failed.
+    func close(_ error: RedisError) -> [PendingCommand] {
+        state.withLockedValue { state in
+            if state.closedError == nil { state.closedError = error }
+            defer { state.commands = [] }
+            return state.commands
+        }
+    }
+
+    var closedError: RedisError? { state.withLockedValue { $0.closedError } }
+}
