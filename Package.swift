@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "EmbeddedRedis", targets: ["EmbeddedRedis"]),
+        .library(name: "SessionCache", targets: ["SessionCache"]),
         .executable(name: "redis-example", targets: ["RedisExample"]),
     ],
     dependencies: [
@@ -14,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.1.0"),
     ],
     targets: [
         // hiredis from the system (Debian: libhiredis-dev), for the RESP wire format.
@@ -31,6 +33,17 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+        // The session store: sessions as Redis hashes with sliding TTLs.
+        .target(
+            name: "SessionCache",
+            dependencies: [
+                "RedisClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // Starts and stops a real redis-server on loopback: for tests, benchmarks and the example.
@@ -53,6 +66,15 @@ let package = Package(
         .executableTarget(
             name: "ClientBenchmark",
             dependencies: ["RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
+        ),
+        .testTarget(
+            name: "SessionCacheTests",
+            dependencies: [
+                "SessionCache",
+                "RedisClient",
+                "EmbeddedRedis",
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            ]
         ),
         .testTarget(
             name: "RedisClientTests",

@@ -1,0 +1,167 @@
+import Foundation
+import RedisClient
+
+/// Where a session is in its life.
+public enum SessionState: String, Sendable, Codable, CaseIterable {
+    /// Created, no activity yet.
+    case created
+    /// In use.
+    case active
+    /// Picked up again after being idle longer than the resume threshold.
+    case resumed
+    /// Its idle timeout or absolute lifetime ran out; its cleanup hook has not run yet.
+    case expired
+    /// Its cleanup hook ran and its keys are gone.
+    case cleanedUp = "cleaned_up"
+}
+
+/// How long a session may stay idle before it expires.
+public enum TimeoutMode: Sendable, Hashable, Codable {
+    /// 5 minutes: kiosks, sensitive back offices.
+    case aggressive
+    /// 30 minutes: the default for web and chat.
+    case standard
+    /// 4 hours: long-running work sessions.
+    case lenient
+    /// 24 hours: "remember me" style conversations.
+    case persistent
+    /// Any idle timeout.
+    case custom(Duration)
+
+    /// The idle timeout this mode gives.
+    public var idleTimeout: Duration {
+        switch self {
+        case .aggressive: return .seconds(5 * 60)
+        case .standard: return .seconds(30 * 60)
+        case .lenient: return .seconds(4 * 3600)
+        case .persistent: return .seconds(24 * 3600)
+        case .custom(let duration): return duration
+        }
+    }
+
+    /// The name stored in Redis: `aggressive`, `standard`, `lenient`, `persistent` or
+    /// `custom:<milliseconds>`.
+    public var storedName: String {
+        switch self {
+        case .aggressive: return "aggressive"
+        case .standard: return "standard"
+        case .lenient: return "lenient"
+        case .persistent: return "persistent"
+        case .custom(let duration): return "custom:\(duration.wholeMilliseconds)"
+        }
+    }
+
+    /// A mode from its stored name (as in ``storedName``); nil for anything else.
+    public init?(storedName: String) {
+        switch storedName {
+        case "aggressive": self = .aggressive
+        case "standard": self = .standard
+        case "lenient": self = .lenient
+        case "persistent": self = .persistent
+        default:
+            guard storedName.hasPrefix("custom:"), let ms = Int(storedName.dropFirst(7)), ms > 0 else { return nil }
+            self = .custom(.milliseconds(ms))
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        guard let mode = TimeoutMode(storedName: name) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown timeout mode \(name)"))
+        }
+        self = mode
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(storedName)
+    }
+}
+
+/// One message of a conversation.
+public struct SessionMessage: Sendable, Hashable, Codable {
+    /// Who spoke: `user`, `assistant`, `system`, `tool`, ...
+    public var role: String
+    /// What was said.
+    public var content: String
+    /// When (set by the store when appended).
+    public var at: Date
+
+    public init(role: String, content: String, at: Date = Date()) {
+        self.role = role
+        self.content = content
+        self.at = at
+    }
+}
+
+/// A session as the store returns it.
+public struct Session: Sendable, Hashable, Codable {
+    /// The id: 256 random bits, URL-safe base64 (43 characters). A bearer secret: never log it whole.
+    public var id: String
+    /// The user it belongs to.
+    public var user: String
+    /// Its lifecycle state.
+    public var state: SessionState
+    public var createdAt: Date
+    /// The last meaningful activity (messages, writes, resume); heartbeats do not count.
+    public var lastActivity: Date
+    /// The last heartbeat, if any.
+    public var lastSeen: Date?
+    public var mode: TimeoutMode
+    /// The absolute deadline that no activity extends.
+    public var absoluteDeadline: Date
+    public var messageCount: Int
+    public var agentType: String?
+    /// Incremented by every write to the session's data.
+    public var version: Int
+    /// The application's metadata.
+    public var metadata: [String: JSONValue]
+
+    /// The idle timeout.
+    public var idleTimeout: Duration { mode.idleTimeout }
+}
+
+/// What ``SessionStore/resume(_:user:)`` finds.
+public enum ResumeResult: Sendable, Hashable {
+    /// The session is alive and belongs to the user; its TTLs were refreshed. `state` is
+    /// ``SessionState/active``, or ``SessionState/resumed`` when it had been idle longer than the
+    /// resume threshold; `inactiveFor` is how long it had been idle.
+    case resumed(Session, inactiveFor: Duration)
+    /// Unknown, expired, or another user's: the caller starts fresh. (Deliberately one case, so
+    /// that a caller cannot tell another user's session from a missing one.)
+    case notFound
+}
+
+/// A line of a user's session list.
+public struct SessionSummary: Sendable, Hashable, Codable {
+    public var id: String
+    public var agentType: String?
+    /// The start of the last message (at most 100 characters).
+    public var preview: String?
+    /// The last activity.
+    public var updatedAt: Date
+    public var messageCount: Int
+    public var state: SessionState
+}
+
+/// Store-wide figures.
+public struct SessionStats: Sendable, Hashable, Codable {
+    /// Sessions alive or awaiting their expiry hook.
+    public var activeSessions: Int
+    /// Users with at least one session in the last absolute lifetime.
+    public var users: Int
+    /// `activeSessions / users`.
+    public var sessionsPerUser: Double
+    /// Sessions that ended (deleted or cleaned up after expiry).
+    public var endedSessions: Int
+    /// Mean lifetime of ended sessions, in seconds.
+    public var averageSessionDurationSeconds: Double
+}
+
+/// What counts as activity for ``SessionStore/touch(_:activity:)``.
+public enum SessionActivity: Sendable {
+    /// Meaningful activity (a message, a click): slides the idle expiry.
+    case meaningful
+    /// A heartbeat: records liveness (``Session/lastSeen``) without extending the session.
+    case heartbeat
+}

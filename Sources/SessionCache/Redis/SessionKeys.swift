@@ -1,0 +1,29 @@
+import RedisClient
+
+/// The Redis key names of a namespace: documented in the README ("Keys in Redis").
+///
+/// Every key of one session carries the id as a hash tag (`{id}`), so they share one Redis Cluster
+/// slot and one Lua script may touch them all. The per-user index and the deadline index span
+/// sessions; they are hints that readers verify against the session itself.
+struct SessionKeys: Sendable {
+    let namespace: String
+
+    /// `<ns>:session:{<id>}`: the session hash.
+    func data(_ id: String) -> String { "\(namespace):session:{\(id)}" }
+    /// `<ns>:session:{<id>}:messages`: the recent messages, oldest first, one JSON object each.
+    func messages(_ id: String) -> String { "\(namespace):session:{\(id)}:messages" }
+    /// `<ns>:session:{<id>}:alive`: the idle timer. Its TTL is the session's; its expiry is the
+    /// session's expiry. The data keys live a grace period longer, for the cleanup hook.
+    func alive(_ id: String) -> String { "\(namespace):session:{\(id)}:alive" }
+    /// `<ns>:user:<user>:sessions`: sorted set of the user's session ids, scored by creation (ms).
+    func userSessions(_ user: String) -> String { "\(namespace):user:\(user):sessions" }
+    /// `<ns>:deadlines`: sorted set of session ids scored by their earliest possible expiry (ms).
+    var deadlines: String { "\(namespace):deadlines" }
+    /// `<ns>:users`: sorted set of user ids scored by their last session creation (ms).
+    var users: String { "\(namespace):users" }
+    /// `<ns>:stats`: counters (sessions created and ended, total lifetime of ended sessions).
+    var stats: String { "\(namespace):stats" }
+
+    /// The three keys of one session, in the order every session script takes them.
+    func session(_ id: String) -> [RedisArgument] { [.string(data(id)), .string(alive(id)), .string(messages(id))] }
+}

@@ -1,0 +1,237 @@
+import RedisClient
+
+/// Every Lua script of the session store, in one place.
+///
+/// Each script touches only the three keys of one session (one Redis Cluster slot), always in the
+/// same order: KEYS[1] the data hash, KEYS[2] the alive timer, KEYS[3] the messages list. Times are
+/// Unix milliseconds from the calling instance. A script that finds the session not alive writes
+/// nothing; a script that rejects its input writes nothing either.
+enum SessionScripts {
+    /// Shared prelude: reading and sliding a session's expiry.
+    ///
+    /// The timer (`alive`) expires after the idle timeout, capped by the absolute deadline. The
+    /// data keys expire `grace` after the timer, so that the expiry hook can still read them; they
+    /// are pushed out only when their lead has shrunk below half the grace, so that most touches
+    /// cost one PEXPIREAT instead of three.
+    private static let prelude = """
+        local DATA, ALIVE, MESSAGES = KEYS[1], KEYS[2], KEYS[3]
+
+        -- The fields sliding needs (idle_ms, deadline_at, data_until), then the extra ones named;
+        -- nil when the session has no data.
+        local function load(...)
+          local f = redis.call('HMGET', DATA, 'idle_ms', 'deadline_at', 'data_until', ...)
+          if not f[1] then return nil end
+          return f
+        end
+
+        -- Moves the timer to min(now + idle, deadline) and, when needed, the data keys to the timer
+        -- plus grace (appending data_until to `fields` for the caller's HSET). Returns the data keys'
+        -- expiry, or false when the session is not alive: its timer is gone or its deadline passed.
+        local function slide(f, now, grace, fields)
+          local idle, deadline, data_until = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+          local expires = math.min(now + idle, deadline)
+          if expires <= now or redis.call('PEXPIREAT', ALIVE, expires) == 0 then return false end
+          if expires + grace / 2 > data_until then
+            data_until = expires + grace
+            redis.call('PEXPIREAT', DATA, data_until)
+            redis.call('PEXPIREAT', MESSAGES, data_until)
+            fields[#fields + 1] = 'data_until'
+            fields[#fields + 1] = data_until
+          end
+          return data_until
+        end
+
+        """
+
+    /// create: ARGV[1] now, ARGV[2] grace ms, ARGV[3] idle ms, ARGV[4] absolute deadline,
+    /// ARGV[5] user, ARGV[6] mode name, ARGV[7] agent type ('' for none), ARGV[8] size in bytes,
+    /// ARGV[9...] metadata field/value pairs (fields prefixed `meta:`).
+    /// Returns the timer's expiry, or 0 when any key of that id exists already (never reuse an id).
+    static let create = RedisScript(
+        prelude + """
+            if redis.call('EXISTS', DATA, ALIVE, MESSAGES) > 0 then return 0 end
+            local now, grace, idle, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+            local expires = math.min(now + idle, deadline)
+            local data_until = expires + grace
+            local fields = {'user', ARGV[5], 'state', 'created', 'created_at', now, 'last_activity', now,
+              'idle_ms', idle, 'deadline_at', deadline, 'mode', ARGV[6], 'message_count', 0, 'version', 1,
+              'data_until', data_until, 'size_bytes', ARGV[8]}
+            if ARGV[7] ~= '' then
+              fields[#fields + 1] = 'agent_type'
+              fields[#fields + 1] = ARGV[7]
+            end
+            for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+            redis.call('HSET', DATA, unpack(fields))
+            redis.call('PEXPIREAT', DATA, data_until)
+            redis.call('SET', ALIVE, ARGV[5], 'PXAT', expires)
+            return expires
+            """)
+
+    /// touch: ARGV[1] now, ARGV[2] grace ms, ARGV[3] `meaningful` or `heartbeat`.
+    /// Meaningful activity slides the expiry and records last_activity; a heartbeat records
+    /// last_seen only. Returns 1, or 0 when the session is not alive.
+    static let touch = RedisScript(
+        prelude + """
+            local now = tonumber(ARGV[1])
+            if ARGV[3] == 'heartbeat' then
+              if redis.call('EXISTS', ALIVE) == 0 then return 0 end
+              redis.call('HSET', DATA, 'last_seen', now)
+              return 1
+            end
+            local f = load()
+            if not f then return 0 end
+            local fields = {'last_activity', now, 'state', 'active'}
+            if not slide(f, now, tonumber(ARGV[2]), fields) then return 0 end
+            redis.call('HSET', DATA, unpack(fields))
+            return 1
+            """)
+
+    /// resume: ARGV[1] now, ARGV[2] grace ms, ARGV[3] user, ARGV[4] resume threshold ms.
+    /// Returns {inactive ms, HGETALL of the session}, or 0 when it is unknown, not alive, or
+    /// another user's (then nothing is touched).
+    static let resume = RedisScript(
+        prelude + """
+            local now = tonumber(ARGV[1])
+            local f = load('user', 'last_activity')
+            if not f or f[4] ~= ARGV[3] then return 0 end
+            local fields = {'last_activity', now}
+            if not slide(f, now, tonumber(ARGV[2]), fields) then return 0 end
+            local inactive = now - tonumber(f[5])
+            fields[#fields + 1] = 'state'
+            fields[#fields + 1] = (inactive > tonumber(ARGV[4])) and 'resumed' or 'active'
+            redis.call('HSET', DATA, unpack(fields))
+            return {inactive, redis.call('HGETALL', DATA)}
+            """)
+
+    /// append_messages: ARGV[1] now, ARGV[2] grace ms, ARGV[3] window, ARGV[4] max session bytes,
+    /// ARGV[5] preview of the last message, ARGV[6...] the messages (JSON objects).
+    /// Appends, trims the list to the window, slides the expiry. Returns {1, list length},
+    /// {0} when the session is not alive, {-1, size} when it would exceed the size limit.
+    static let appendMessages = RedisScript(
+        prelude + """
+            local now, grace, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+            local f = load('size_bytes', 'message_count', 'version')
+            if not f then return {0} end
+            local count = #ARGV - 5
+            local size = tonumber(f[4])
+            for i = 6, #ARGV do size = size + #ARGV[i] end
+            if size > limit then return {-1, size} end
+            local fields = {'last_activity', now, 'state', 'active', 'preview', ARGV[5],
+              'message_count', tonumber(f[5]) + count, 'version', tonumber(f[6]) + 1}
+            local data_until = slide(f, now, grace, fields)
+            if not data_until then return {0} end
+            local length = redis.call('RPUSH', MESSAGES, unpack(ARGV, 6))
+            if length == count then redis.call('PEXPIREAT', MESSAGES, data_until) end
+            if length > window then
+              for _, message in ipairs(redis.call('LPOP', MESSAGES, length - window)) do size = size - #message end
+              length = window
+            end
+            fields[#fields + 1] = 'size_bytes'
+            fields[#fields + 1] = size
+            redis.call('HSET', DATA, unpack(fields))
+            return {1, length}
+            """)
+
+    /// clear_messages: ARGV[1] now, ARGV[2] grace ms. Empties the messages; metadata stays.
+    /// Returns 1, or 0 when the session is not alive.
+    static let clearMessages = RedisScript(
+        prelude + """
+            local now = tonumber(ARGV[1])
+            local f = load('size_bytes', 'version')
+            if not f then return 0 end
+            local fields = {'last_activity', now, 'message_count', 0, 'preview', '', 'version', tonumber(f[5]) + 1}
+            if not slide(f, now, tonumber(ARGV[2]), fields) then return 0 end
+            local size = tonumber(f[4])
+            for _, message in ipairs(redis.call('LRANGE', MESSAGES, 0, -1)) do size = size - #message end
+            redis.call('DEL', MESSAGES)
+            fields[#fields + 1] = 'size_bytes'
+            fields[#fields + 1] = size
+            redis.call('HSET', DATA, unpack(fields))
+            return 1
+            """)
+
+    /// set_metadata: ARGV[1] now, ARGV[2] grace ms, ARGV[3] max session bytes, ARGV[4] new idle ms
+    /// ('' to keep), ARGV[5] new mode name ('' to keep), ARGV[6...] field/value pairs to write
+    /// (fields prefixed `meta:`; an empty value removes the field).
+    /// Writes only those fields. Returns {1, version}, {0} when not alive, {-1, size} when too large.
+    static let setMetadata = RedisScript(
+        prelude + """
+            local now, grace, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+            local f = load('size_bytes', 'version')
+            if not f then return {0} end
+            local size = tonumber(f[4])
+            for i = 6, #ARGV, 2 do size = size - redis.call('HSTRLEN', DATA, ARGV[i]) + #ARGV[i + 1] end
+            if size > limit then return {-1, size} end
+            local version = tonumber(f[5]) + 1
+            local fields = {'last_activity', now, 'size_bytes', size, 'version', version}
+            if ARGV[4] ~= '' then
+              f[1] = ARGV[4]
+              fields[#fields + 1] = 'idle_ms'
+              fields[#fields + 1] = ARGV[4]
+              fields[#fields + 1] = 'mode'
+              fields[#fields + 1] = ARGV[5]
+            end
+            if not slide(f, now, grace, fields) then return {0} end
+            local removed = {}
+            for i = 6, #ARGV, 2 do
+              if ARGV[i + 1] == '' then
+                removed[#removed + 1] = ARGV[i]
+              else
+                fields[#fields + 1] = ARGV[i]
+                fields[#fields + 1] = ARGV[i + 1]
+              end
+            end
+            redis.call('HSET', DATA, unpack(fields))
+            if #removed > 0 then redis.call('HDEL', DATA, unpack(removed)) end
+            return {1, version}
+            """)
+
+    /// take: removes the session and returns what it held, for `rotate` (ARGV: none).
+    /// Returns {timer PTTL, HGETALL, LRANGE of the messages}, or 0 when it is not alive.
+    static let take = RedisScript(
+        prelude + """
+            local ttl = redis.call('PTTL', ALIVE)
+            if ttl <= 0 then return 0 end
+            local data = redis.call('HGETALL', DATA)
+            local messages = redis.call('LRANGE', MESSAGES, 0, -1)
+            redis.call('DEL', DATA, ALIVE, MESSAGES)
+            return {ttl, data, messages}
+            """)
+
+    /// place: writes a taken session under a new id, for `rotate`. ARGV[1] now, ARGV[2] timer TTL
+    /// ms, ARGV[3] grace ms, ARGV[4] number of hash field/value pairs, then the pairs, then the
+    /// messages. Returns 1, or 0 when any key of the new id exists.
+    static let place = RedisScript(
+        prelude + """
+            if redis.call('EXISTS', DATA, ALIVE, MESSAGES) > 0 then return 0 end
+            local now, ttl, grace, npairs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+            local data_until = now + ttl + grace
+            local fields = {}
+            local user = ''
+            for i = 5, 4 + npairs * 2, 2 do
+              fields[#fields + 1] = ARGV[i]
+              fields[#fields + 1] = ARGV[i + 1]
+              if ARGV[i] == 'user' then user = ARGV[i + 1] end
+            end
+            fields[#fields + 1] = 'data_until'
+            fields[#fields + 1] = data_until
+            redis.call('HSET', DATA, unpack(fields))
+            redis.call('PEXPIREAT', DATA, data_until)
+            if #ARGV > 4 + npairs * 2 then
+              redis.call('RPUSH', MESSAGES, unpack(ARGV, 5 + npairs * 2))
+              redis.call('PEXPIREAT', MESSAGES, data_until)
+            end
+            redis.call('SET', ALIVE, user, 'PX', ttl)
+            return 1
+            """)
+
+    /// delete: removes every key of the session (ARGV: none).
+    /// Returns {user, created_at}, or 0 when there was no session data.
+    static let delete = RedisScript(
+        prelude + """
+            local f = redis.call('HMGET', DATA, 'user', 'created_at')
+            local removed = redis.call('DEL', DATA, ALIVE, MESSAGES)
+            if removed == 0 or not f[1] then return 0 end
+            return {f[1], f[2]}
+            """)
+}

@@ -1,0 +1,96 @@
+import Foundation
+import RedisClient
+
+extension SessionStore {
+    /// The user's sessions, most recently active first, with a summary of each.
+    ///
+    /// Reads the per-user index, then every listed session in one pipelined round trip; entries
+    /// whose session is gone are removed from the index on the way (the index is a hint).
+    public func list(user: String, limit: Int = 50) async throws(SessionError) -> [SessionSummary] {
+        try validate(user: user)
+        return try await instrumentation.run("list") {
+            Array(try await liveSessions(of: user).prefix(max(0, limit)))
+        }
+    }
+
+    /// How many live sessions the user has.
+    public func count(user: String) async throws(SessionError) -> Int {
+        try validate(user: user)
+        return try await instrumentation.run("list") {
+            try await liveSessions(of: user).count
+        }
+    }
+
+    /// Deletes every session of the user ("log out everywhere"). Returns how many there were.
+    @discardableResult
+    public func deleteAll(user: String) async throws(SessionError) -> Int {
+        try validate(user: user)
+        return try await instrumentation.run("delete_all") {
+            let ids =
+                try await redis.send(RedisCommand("ZRANGE", .string(keys.userSessions(user)), 0, -1)).array?.compactMap(\.string) ?? []
+            var deleted = 0
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for id in ids where SessionID.isWellFormed(id) { group.addTask { try await self.deleteSession(id) } }
+                for try await existed in group where existed { deleted += 1 }
+            }
+            _ = try await redis.send(RedisCommand("DEL", .string(keys.userSessions(user))))
+            return deleted
+        }
+    }
+
+    /// Store-wide figures: active sessions, users, sessions per user, average session duration.
+    public func stats() async throws(SessionError) -> SessionStats {
+        try await instrumentation.run("stats") {
+            let horizon = Self.nowMilliseconds() - configuration.absoluteLifetime.wholeMilliseconds - grace
+            let replies = try await redis.pipeline([
+                RedisCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(horizon)")),
+                RedisCommand("ZCARD", .string(keys.deadlines)),
+                RedisCommand("ZCARD", .string(keys.users)),
+                RedisCommand("HMGET", .string(keys.stats), "sessions_ended", "ended_lifetime_ms"),
+            ])
+            try Self.check(replies)
+            let active = replies[1].int ?? 0
+            let users = replies[2].int ?? 0
+            let ended = replies[3].array?.first?.int ?? 0
+            let lifetime = replies[3].array?.last?.int ?? 0
+            return SessionStats(
+                activeSessions: active, users: users, sessionsPerUser: users == 0 ? 0 : Double(active) / Double(users),
+                endedSessions: ended, averageSessionDurationSeconds: ended == 0 ? 0 : Double(lifetime) / Double(ended) / 1000)
+        }
+    }
+
+    private func liveSessions(of user: String) async throws -> [SessionSummary] {
+        let indexKey = keys.userSessions(user)
+        let ids = try await redis.send(RedisCommand("ZRANGE", .string(indexKey), 0, -1)).array?.compactMap(\.string) ?? []
+        let valid = ids.filter(SessionID.isWellFormed)
+        guard !valid.isEmpty else { return [] }
+        var commands: [RedisCommand] = []
+        for id in valid {
+            commands.append(RedisCommand("EXISTS", .string(keys.alive(id))))
+            commands.append(
+                RedisCommand(
+                    "HMGET", .string(keys.data(id)), "user", "agent_type", "preview", "last_activity", "message_count", "state"))
+        }
+        let replies = try await redis.pipeline(commands)
+        var summaries: [SessionSummary] = []
+        var stale: [RedisArgument] = []
+        for (offset, id) in valid.enumerated() {
+            let fields = replies[offset * 2 + 1].array ?? []
+            guard replies[offset * 2].int == 1, fields.count == 6, fields[0].string == user else {
+                stale.append(.string(id))
+                continue
+            }
+            let preview = fields[2].string.flatMap { $0.isEmpty ? nil : $0 }
+            summaries.append(
+                SessionSummary(
+                    id: id, agentType: fields[1].string, preview: preview, updatedAt: Self.date(fields[3].int ?? 0),
+                    messageCount: fields[4].int ?? 0, state: fields[5].string.flatMap(SessionState.init(rawValue:)) ?? .active))
+        }
+        for id in ids where !SessionID.isWellFormed(id) { stale.append(.string(id)) }
+        if !stale.isEmpty {
+            // Repair the hint: entries of sessions that are gone.
+            _ = try await redis.send(RedisCommand("ZREM", arguments: [.string(indexKey)] + stale))
+        }
+        return summaries.sorted { $0.updatedAt > $1.updatedAt }
+    }
+}

@@ -1,0 +1,304 @@
+import Foundation
+import Logging
+import RedisClient
+
+/// The session store: what an app server calls on every request, from any of its instances.
+///
+/// Sessions live in Redis as hashes with native TTLs that every meaningful activity refreshes
+/// (sliding expiry), capped by an absolute lifetime. Every operation is atomic (a Lua script on
+/// the session's own keys) and costs one round trip, with the cross-session indexes (per user,
+/// deadlines) updated in the same pipeline; ``delete(_:)`` and ``rotate(_:)``, which must learn
+/// the session's user first, cost two.
+///
+/// ```swift
+/// let store = SessionStore(client: client)
+/// let session = try await store.create(user: "alice", metadata: ["plan": "pro"])
+/// try await store.appendTurn(session.id, user: "Hi", assistant: "Hello! How can I help?")
+/// switch try await store.resume(session.id, user: "alice") {
+/// case .resumed(let session, let inactiveFor): print(session.state, inactiveFor)
+/// case .notFound: break  // start a new conversation
+/// }
+/// ```
+public final class SessionStore: Sendable {
+    /// The configuration the store was made with.
+    public let configuration: SessionStoreConfiguration
+    let redis: RedisClient
+    let keys: SessionKeys
+    let instrumentation: StoreInstrumentation
+
+    /// A store on `client`; several stores (in one process or many) on one Redis and one
+    /// namespace see the same sessions.
+    public init(client: RedisClient, configuration: SessionStoreConfiguration = SessionStoreConfiguration()) {
+        self.configuration = configuration
+        self.redis = client
+        self.keys = SessionKeys(namespace: configuration.namespace)
+        self.instrumentation = StoreInstrumentation(configuration: configuration)
+    }
+
+    // MARK: Lifecycle
+
+    /// Creates a session for `user` under a new id (256 bits from the system CSPRNG).
+    ///
+    /// - Throws: ``SessionError/invalidUser``, a metadata limit, or ``SessionError/redis(_:)``.
+    public func create(
+        user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil, agentType: String? = nil
+    ) async throws(SessionError) -> Session {
+        try validate(user: user)
+        let mode = mode ?? metadata["timeout_mode"]?.stringValue.flatMap(TimeoutMode.init(storedName:)) ?? configuration.defaultMode
+        let encoded = try encodeMetadata(metadata)
+        let size = encoded.reduce(0) { $0 + $1.value.utf8.count }
+        if size > configuration.limits.maxSessionBytes {
+            throw .sessionTooLarge(bytes: size, limit: configuration.limits.maxSessionBytes)
+        }
+        let id = SessionID.make()
+        return try await instrumentation.run("create", session: id) {
+            let now = Self.nowMilliseconds()
+            let idle = mode.idleTimeout.wholeMilliseconds
+            let deadline = now + configuration.absoluteLifetime.wholeMilliseconds
+            var arguments: [RedisArgument] = [
+                .integer(now), .integer(grace), .integer(idle), .integer(deadline), .string(user), .string(mode.storedName),
+                .string(agentType ?? ""), .integer(size),
+            ]
+            for (field, value) in encoded { arguments += [.string(field), .string(value)] }
+            let expires = min(now + idle, deadline)
+            let reply = try await runScript(
+                SessionScripts.create, id: id, arguments: arguments,
+                alongside: indexUpdatesForNewSession(id: id, user: user, now: now, expires: expires))
+            guard reply.int ?? 0 > 0 else {
+                // 256 random bits do not collide; an existing key means someone forged one.
+                throw SessionError.corrupted("keys for a freshly generated id already exist")
+            }
+            return Session(
+                id: id, user: user, state: .created, createdAt: Self.date(now), lastActivity: Self.date(now), lastSeen: nil, mode: mode,
+                absoluteDeadline: Self.date(deadline), messageCount: 0, agentType: agentType, version: 1, metadata: metadata)
+        }
+    }
+
+    /// Picks a session up again: when it is alive and belongs to `user`, refreshes its TTLs and
+    /// returns it; otherwise ``ResumeResult/notFound`` and nothing changes.
+    ///
+    /// - Throws: ``SessionError/invalidID`` for an id the store cannot have issued.
+    public func resume(_ id: String, user: String) async throws(SessionError) -> ResumeResult {
+        try validate(id: id)
+        try validate(user: user)
+        return try await instrumentation.run("resume", session: id) {
+            let reply = try await runScript(
+                SessionScripts.resume, id: id,
+                arguments: [
+                    .integer(Self.nowMilliseconds()), .integer(grace), .string(user),
+                    .integer(configuration.resumeThreshold.wholeMilliseconds),
+                ])
+            guard case .array(let parts) = reply, parts.count == 2, let inactive = parts[0].int, let fields = parts[1].array else {
+                return .notFound
+            }
+            return .resumed(try decodeSession(id: id, fields: fields), inactiveFor: .milliseconds(inactive))
+        }
+    }
+
+    /// What ``recover(_:user:metadata:mode:)`` did.
+    public enum RecoverResult: Sendable, Hashable {
+        /// The session was alive and the user's: resumed.
+        case resumed(Session, inactiveFor: Duration)
+        /// It was not: a new one was created.
+        case created(Session)
+
+        /// The session either way.
+        public var session: Session {
+            switch self {
+            case .resumed(let session, _), .created(let session): return session
+            }
+        }
+    }
+
+    /// Resumes the session when it is alive and the user's, creates a new one otherwise (also for
+    /// a nil or malformed id): what a request handler calls with the id from a cookie.
+    public func recover(
+        _ id: String?, user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil
+    ) async throws(SessionError) -> RecoverResult {
+        if let id, SessionID.isWellFormed(id), case .resumed(let session, let inactive) = try await resume(id, user: user) {
+            return .resumed(session, inactiveFor: inactive)
+        }
+        return .created(try await create(user: user, metadata: metadata, mode: mode))
+    }
+
+    /// Records activity. ``SessionActivity/meaningful`` slides the idle expiry;
+    /// ``SessionActivity/heartbeat`` records liveness without extending it.
+    ///
+    /// - Throws: ``SessionError/notFound`` when the session is not alive (a late touch never
+    ///   brings an expired session back).
+    public func touch(_ id: String, activity: SessionActivity = .meaningful) async throws(SessionError) {
+        try validate(id: id)
+        try await instrumentation.run("touch", session: id) {
+            let reply = try await runScript(
+                SessionScripts.touch, id: id,
+                arguments: [.integer(Self.nowMilliseconds()), .integer(grace), activity == .heartbeat ? "heartbeat" : "meaningful"])
+            if reply.int != 1 { throw SessionError.notFound }
+        }
+    }
+
+    /// The session, without refreshing anything (the read-only path); nil when it is not alive.
+    public func get(_ id: String) async throws(SessionError) -> Session? {
+        try validate(id: id)
+        return try await instrumentation.run("get", session: id) {
+            let replies = try await redis.pipeline([
+                RedisCommand("EXISTS", .string(keys.alive(id))), RedisCommand("HGETALL", .string(keys.data(id))),
+            ])
+            try Self.check(replies)
+            guard replies[0].int == 1, let fields = replies[1].array, !fields.isEmpty else { return nil }
+            return try decodeSession(id: id, fields: fields)
+        }
+    }
+
+    /// Removes every key of the session and its index entries. Returns whether it existed.
+    @discardableResult
+    public func delete(_ id: String) async throws(SessionError) -> Bool {
+        try validate(id: id)
+        return try await instrumentation.run("delete", session: id) {
+            try await deleteSession(id)
+        }
+    }
+
+    /// Gives the session a new id and makes the old one invalid at once, against session fixation
+    /// (call it after login or a privilege change). Returns the session under its new id.
+    ///
+    /// - Throws: ``SessionError/notFound`` when the session is not alive.
+    public func rotate(_ id: String) async throws(SessionError) -> Session {
+        try validate(id: id)
+        return try await instrumentation.run("rotate", session: id) {
+            // Take the session out atomically (the old id is dead from here on), then place it
+            // under the new id together with the index updates.
+            let taken = try await runScript(SessionScripts.take, id: id, arguments: [])
+            guard case .array(let parts) = taken, parts.count == 3, let ttl = parts[0].int, let fields = parts[1].array,
+                let messages = parts[2].array
+            else { throw SessionError.notFound }
+            let newID = SessionID.make()
+            let session = try decodeSession(id: newID, fields: fields)
+            let now = Self.nowMilliseconds()
+            // The hash moves as it is, except data_until, which the script sets for the new keys.
+            var arguments = Self.withoutField(
+                "data_until", in: fields, prefix: [.integer(now), .integer(ttl), .integer(grace), .integer(0)])
+            arguments += messages.compactMap { if case .bulkString(let bytes) = $0 { return .buffer(bytes) } else { return nil } }
+            var indexes = indexUpdatesForNewSession(
+                id: newID, user: session.user, now: Int(session.createdAt.timeIntervalSince1970 * 1000), expires: now + ttl,
+                countAsCreated: false)
+            indexes += [
+                RedisCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
+                RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
+            ]
+            let placed = try await runScript(SessionScripts.place, id: newID, arguments: arguments, alongside: indexes)
+            guard placed.int == 1 else { throw SessionError.corrupted("keys for a freshly generated id already exist") }
+            return session
+        }
+    }
+
+    // MARK: Shared machinery
+
+    var grace: Int { configuration.expiryGrace.wholeMilliseconds }
+
+    /// Deletes one session and its index entries; two round trips (the user is learnt first).
+    func deleteSession(_ id: String) async throws -> Bool {
+        let reply = try await runScript(SessionScripts.delete, id: id, arguments: [])
+        var commands = [RedisCommand("ZREM", .string(keys.deadlines), .string(id))]
+        var existed = false
+        if case .array(let parts) = reply, parts.count == 2, let user = parts[0].string {
+            existed = true
+            let lifetime = Self.nowMilliseconds() - (parts[1].int ?? Self.nowMilliseconds())
+            commands += [
+                RedisCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
+                RedisCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
+                RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(max(0, lifetime))),
+                RedisCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
+            ]
+        }
+        try Self.check(try await redis.pipeline(commands))
+        return existed
+    }
+
+    /// The index writes that go with a new session, in the same round trip as its script. Old
+    /// entries (older than any session can live) are pruned on the way, and every index key gets
+    /// a TTL that outlives every session in it: nothing lives forever.
+    func indexUpdatesForNewSession(id: String, user: String, now: Int, expires: Int, countAsCreated: Bool = true) -> [RedisCommand] {
+        let horizon = configuration.absoluteLifetime.wholeMilliseconds + grace
+        var commands = [
+            RedisCommand("ZADD", .string(keys.userSessions(user)), .integer(now), .string(id)),
+            RedisCommand("ZREMRANGEBYSCORE", .string(keys.userSessions(user)), "-inf", .string("(\(now - horizon)")),
+            RedisCommand("PEXPIRE", .string(keys.userSessions(user)), .integer(horizon)),
+            RedisCommand("ZADD", .string(keys.deadlines), .integer(expires), .string(id)),
+            RedisCommand("ZREMRANGEBYSCORE", .string(keys.deadlines), "-inf", .string("(\(now - horizon)")),
+            RedisCommand("PEXPIRE", .string(keys.deadlines), .integer(horizon)),
+            RedisCommand("ZADD", .string(keys.users), .integer(now), .string(user)),
+            RedisCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(now - horizon)")),
+            RedisCommand("PEXPIRE", .string(keys.users), .integer(horizon)),
+        ]
+        if countAsCreated {
+            commands += [
+                RedisCommand("HINCRBY", .string(keys.stats), "sessions_created", 1),
+                RedisCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
+            ]
+        }
+        return commands
+    }
+
+    /// The stats counters are kept 30 days after the last change.
+    static let statsLifetime = 30 * 24 * 3600 * 1000
+
+    /// Runs a session script on the session's keys, with `alongside` commands in the same
+    /// round trip. On NOSCRIPT the script alone is sent again with EVAL (the others ran).
+    func runScript(
+        _ script: RedisScript, id: String, arguments: [RedisArgument], alongside: [RedisCommand] = []
+    ) async throws
+        -> RESPValue
+    {
+        let keyArguments = keys.session(id)
+        if alongside.isEmpty {
+            return try await redis.run(script, keys: keyArguments, arguments: arguments)
+        }
+        let tail = [.integer(keyArguments.count)] + keyArguments + arguments
+        let replies = try await redis.pipeline([RedisCommand("EVALSHA", arguments: [.string(script.sha1)] + tail)] + alongside)
+        try Self.check(Array(replies.dropFirst()))
+        switch replies[0] {
+        case .error(let text) where text.hasPrefix("NOSCRIPT"):
+            return try await redis.send(RedisCommand("EVAL", arguments: [.string(script.source)] + tail))
+        case .error(let text):
+            throw RedisError.server(RedisServerError(reply: text))
+        case let reply:
+            return reply
+        }
+    }
+
+    /// Throws the first error reply of a pipeline.
+    static func check(_ replies: [RESPValue]) throws {
+        for reply in replies {
+            if case .error(let text) = reply { throw RedisError.server(RedisServerError(reply: text)) }
+        }
+    }
+
+    private static func withoutField(_ name: String, in fields: [RESPValue], prefix: [RedisArgument]) -> [RedisArgument] {
+        var arguments = prefix
+        var pairs = 0
+        var index = 0
+        while index + 1 < fields.count {
+            if case .bulkString(let field) = fields[index], case .bulkString(let value) = fields[index + 1],
+                String(buffer: field) != name
+            {
+                arguments += [.buffer(field), .buffer(value)]
+                pairs += 1
+            }
+            index += 2
+        }
+        arguments[3] = .integer(pairs)
+        return arguments
+    }
+
+    func validate(id: String) throws(SessionError) {
+        if !SessionID.isWellFormed(id) { throw .invalidID }
+    }
+
+    func validate(user: String) throws(SessionError) {
+        let count = user.utf8.count
+        if count == 0 || count > 200 || user.contains(where: { $0.isNewline }) { throw .invalidUser }
+    }
+
+    static func nowMilliseconds() -> Int { Int((Date().timeIntervalSince1970 * 1000).rounded()) }
+    static func date(_ milliseconds: Int) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
+}

@@ -1,0 +1,44 @@
+import CoreMetrics
+import Logging
+import Tracing
+
+/// How a ``SessionStore`` names its keys, times sessions out and limits what they hold.
+public struct SessionStoreConfiguration: Sendable {
+    /// Limits checked before anything is written; a write past one throws and changes nothing.
+    public struct Limits: Sendable {
+        /// The largest metadata value, JSON-encoded.
+        public var maxMetadataValueBytes = 16 * 1024
+        /// The largest message content.
+        public var maxMessageBytes = 64 * 1024
+        /// The most a session may hold: metadata values plus the messages in its window.
+        public var maxSessionBytes = 1024 * 1024
+
+        public init() {}
+    }
+
+    /// Prefix of every key, so several applications can share one Redis: `<namespace>:session:{id}`.
+    public var namespace = "session"
+    /// The timeout mode of sessions created without one.
+    public var defaultMode: TimeoutMode = .standard
+    /// How long a session may live at most, whatever its activity.
+    public var absoluteLifetime: Duration = .seconds(12 * 3600)
+    /// A session idle longer than this is returned by ``SessionStore/resume(_:user:)`` as
+    /// ``SessionState/resumed`` (a returning user), otherwise as ``SessionState/active``.
+    public var resumeThreshold: Duration = .seconds(5 * 60)
+    /// How many recent messages a session keeps (older ones are dropped in Redis).
+    public var messageWindow = 20
+    /// How much longer than its idle timer a session's data stays readable, for the expiry hook.
+    public var expiryGrace: Duration = .seconds(60)
+    public var limits = Limits()
+    /// Debug-level log of every operation (never the full session id).
+    public var logger = Logger(label: "session-store", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Counters and timers per operation: `session.operations`, `session.errors`,
+    /// `session.operation.duration`, dimension `operation`.
+    public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
+    /// A span per operation, following the database client conventions.
+    public var tracer: any Tracer = NoOpTracer()
+
+    public init(namespace: String = "session") {
+        self.namespace = namespace
+    }
+}

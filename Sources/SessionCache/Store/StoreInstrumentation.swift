@@ -1,0 +1,92 @@
+import CoreMetrics
+import Logging
+import RedisClient
+import Tracing
+
+/// Spans, metrics and debug logs around every store operation.
+struct StoreInstrumentation: Sendable {
+    private struct OperationMetrics: Sendable {
+        let count: Counter
+        let errors: Counter
+        let duration: Timer
+    }
+
+    private let metrics: [String: OperationMetrics]
+    private let tracer: any Tracer
+    private let logger: Logger
+    private let namespace: String
+
+    static let operations = [
+        "create", "resume", "touch", "append_messages", "recent_messages", "clear_messages", "get", "set_metadata",
+        "list", "delete", "delete_all", "rotate", "stats",
+    ]
+
+    init(configuration: SessionStoreConfiguration) {
+        var metrics: [String: OperationMetrics] = [:]
+        for operation in Self.operations {
+            let dimensions = [("operation", operation)]
+            metrics[operation] = OperationMetrics(
+                count: Counter(label: "session.operations", dimensions: dimensions, factory: configuration.metricsFactory),
+                errors: Counter(label: "session.errors", dimensions: dimensions, factory: configuration.metricsFactory),
+                duration: Timer(label: "session.operation.duration", dimensions: dimensions, factory: configuration.metricsFactory))
+        }
+        self.metrics = metrics
+        self.tracer = configuration.tracer
+        self.logger = configuration.logger
+        self.namespace = configuration.namespace
+    }
+
+    /// Runs `body` as the operation `name`: a client span (`db.system.name` = redis,
+    /// `db.operation.name`), a count, a duration, an error count, and a debug log line. Errors from
+    /// Redis come out as ``SessionError/redis(_:)``.
+    func run<T: Sendable>(_ name: String, session id: String? = nil, _ body: () async throws -> T) async throws(SessionError) -> T {
+        let start = ContinuousClock.now
+        let metrics = self.metrics[name]
+        metrics?.count.increment()
+        do {
+            let result = try await traced(tracer, name, id: id, body)
+            metrics?.duration.recordNanoseconds(Int64((ContinuousClock.now - start).nanoseconds))
+            logger.debug("session operation", metadata: ["operation": "\(name)", "session": "\(id.map(Self.redacted) ?? "-")"])
+            return result
+        } catch {
+            metrics?.errors.increment()
+            let sessionError = Self.sessionError(error)
+            logger.debug(
+                "session operation failed",
+                metadata: ["operation": "\(name)", "session": "\(id.map(Self.redacted) ?? "-")", "error": "\(sessionError)"])
+            throw sessionError
+        }
+    }
+
+    private func traced<Tracer: Tracing.Tracer, T: Sendable>(
+        _ tracer: Tracer, _ name: String, id: String?, _ body: () async throws -> T
+    ) async throws -> T {
+        try await tracer.withSpan("session.\(name)", ofKind: .client) { span in
+            span.attributes["db.system.name"] = "redis"
+            span.attributes["db.operation.name"] = name
+            span.attributes["db.namespace"] = namespace
+            if let id { span.attributes["session.id_prefix"] = Self.redacted(id) }
+            return try await body()
+        }
+    }
+
+    /// The first 6 characters: enough to correlate logs, too few to hijack a session.
+    static func redacted(_ id: String) -> String { String(id.prefix(6)) + "…" }
+
+    static func sessionError(_ error: any Error) -> SessionError {
+        switch error {
+        case let error as SessionError: return error
+        case let error as RedisError:
+            if error.serverCode == "WRONGTYPE" { return .corrupted("a key holds the wrong Redis type (\(error))") }
+            return .redis(error)
+        default: return .redis(.connectionLost(reason: "\(error)"))
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+    }
+}
