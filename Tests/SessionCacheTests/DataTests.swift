@@ -1,0 +1,221 @@
+import EmbeddedRedis
+import Foundation
+import NIOCore
+import RedisClient
+import SessionCache
+import Testing
+
+@Suite("Messages, metadata, users, limits")
+struct DataTests {
+    @Test func messagesKeepAWindowInRedis() async throws {
+        try await withStore(configure: { $0.messageWindow = 5 }) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice")
+            for turn in 0..<6 { try await store.appendTurn(session.id, user: "question \(turn)", assistant: "answer \(turn)") }
+            let messages = try await store.recentMessages(session.id, limit: 100)
+            #expect(messages.map(\.content) == ["answer 3", "question 4", "answer 4", "question 5", "answer 5"])
+            #expect(messages.map(\.role) == ["assistant", "user", "assistant", "user", "assistant"])
+            #expect(try await store.recentMessages(session.id, limit: 2).map(\.content) == ["question 5", "answer 5"])
+            #expect(try await fixture.client.send(RedisCommand("LLEN", .string("test:session:{\(session.id)}:messages"))) == .integer(5))
+            // Plain JSON for redis-cli.
+            let raw = try await fixture.client.send(RedisCommand("LINDEX", .string("test:session:{\(session.id)}:messages"), -1)).string
+            #expect(raw?.hasPrefix("{\"at\":") == true && raw?.contains("\"content\":\"answer 5\"") == true)
+            let stored = try await store.get(session.id)
+            #expect(stored?.messageCount == 12 && stored?.version == 7)
+
+            try await store.clearMessages(session.id)
+            #expect(try await store.recentMessages(session.id).isEmpty)
+            #expect(try await store.get(session.id)?.messageCount == 0)
+        }
+    }
+
+    @Test func metadataWritesOnlyTheChangedFields() async throws {
+        try await withStore { fixture in
+            let (otherClient, other) = try fixture.secondStore(fixture.store.configuration)
+            let session = try await fixture.store.create(user: "alice", metadata: ["theme": "dark"])
+            // 2 stores × 50 tasks, each writing its own key at the same time: none is lost.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<100 {
+                    let store = index.isMultiple(of: 2) ? fixture.store : other
+                    group.addTask { try await store.setMetadata(session.id, key: "k\(index)", value: .number(Double(index))) }
+                }
+                try await group.waitForAll()
+            }
+            let metadata = try await other.metadata(session.id)
+            #expect(metadata.count == 101)
+            #expect(metadata["theme"] == "dark")
+            #expect((0..<100).allSatisfy { metadata["k\($0)"] == .number(Double($0)) })
+
+            try await fixture.store.setMetadata(session.id, ["theme": "light", "k1": nil])
+            let after = try await fixture.store.metadata(session.id)
+            #expect(after["theme"] == "light" && after["k1"] == nil && after.count == 100)
+            await otherClient.close()
+        }
+    }
+
+    @Test func timeoutModeChangesThroughMetadataAndDirectly() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["timeout_mode": "aggressive"])
+            #expect(session.mode == .aggressive)
+            #expect((299_000...300_000).contains(try await fixture.pttl("test:session:{\(session.id)}:alive")))
+            try await store.setMetadata(session.id, key: "timeout_mode", value: "persistent")
+            #expect(try await store.get(session.id)?.mode == .persistent)
+            // 24 h idle, capped by the 12 h absolute lifetime.
+            #expect((43_100_000...43_200_000).contains(try await fixture.pttl("test:session:{\(session.id)}:alive")))
+            try await store.setTimeoutMode(session.id, .custom(.seconds(90)))
+            #expect(try await store.get(session.id)?.mode == .custom(.seconds(90)))
+            #expect((89_000...90_000).contains(try await fixture.pttl("test:session:{\(session.id)}:alive")))
+        }
+    }
+
+    @Test func usersListCountAndLogOutEverywhere() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let first = try await store.create(user: "alice", agentType: "sales")
+            let second = try await store.create(user: "alice", agentType: "support")
+            let third = try await store.create(user: "alice")
+            _ = try await store.create(user: "bob")
+            try await store.appendMessage(first.id, SessionMessage(role: "user", content: String(repeating: "x", count: 300)))
+            try await Task.sleep(for: .milliseconds(5))
+            try await store.appendTurn(second.id, user: "hello", assistant: "Hi, how can I help?")
+
+            let list = try await store.list(user: "alice")
+            #expect(list.map(\.id) == [second.id, first.id, third.id])
+            #expect(list[0].preview == "Hi, how can I help?" && list[0].agentType == "support")
+            #expect(list[1].preview?.count == 100)
+            #expect(try await store.list(user: "alice", limit: 1).map(\.id) == [second.id])
+            #expect(try await store.count(user: "alice") == 3)
+
+            // A second instance sees the same sessions and index.
+            let (otherClient, other) = try fixture.secondStore(store.configuration)
+            #expect(try await other.list(user: "alice").map(\.id) == list.map(\.id))
+            #expect(try await other.get(first.id)?.agentType == "sales")
+
+            // Hints are repaired: a session removed behind the store's back drops out of the index.
+            _ = try await fixture.client.send(RedisCommand("DEL", .string("test:session:{\(third.id)}:alive")))
+            #expect(try await other.count(user: "alice") == 2)
+            #expect(try await fixture.client.send(RedisCommand("ZCARD", "test:user:alice:sessions")) == .integer(2))
+
+            #expect(try await other.deleteAll(user: "alice") == 2)
+            #expect(try await store.count(user: "alice") == 0)
+            #expect(try await store.count(user: "bob") == 1)
+            await otherClient.close()
+        }
+    }
+
+    @Test func everyKeyTheStoreWritesHasATTL() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            for user in ["u1", "u2"] {
+                let session = try await store.create(user: user, metadata: ["x": 1])
+                try await store.appendTurn(session.id, user: "a", assistant: "b")
+                try await store.touch(session.id)
+                _ = try await store.rotate(session.id)
+            }
+            let doomed = try await store.create(user: "u3")
+            try await store.delete(doomed.id)
+            _ = try await store.stats()
+            let keys = try await fixture.allKeys()
+            #expect(keys.count >= 8)
+            for key in keys { #expect(try await fixture.pttl(key) > 0, "\(key) has no TTL") }
+        }
+    }
+
+    @Test func limitsAreTypedAndWriteNothing() async throws {
+        try await withStore(configure: {
+            $0.limits.maxMetadataValueBytes = 100
+            $0.limits.maxMessageBytes = 200
+            $0.limits.maxSessionBytes = 500
+        }) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["a": "small"])
+            let before = try await store.get(session.id)
+
+            let bigValue = await expectSessionError {
+                try await store.setMetadata(session.id, key: "big", value: .string(String(repeating: "v", count: 200)))
+            }
+            #expect(bigValue == .metadataValueTooLarge(key: "big", bytes: 202, limit: 100))
+            let bigMessage = await expectSessionError {
+                try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 201)))
+            }
+            #expect(bigMessage == .messageTooLarge(bytes: 201, limit: 200))
+            // Fill near the session limit, then one more message crosses it.
+            try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 150)))
+            try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 150)))
+            let beforeOverflow = try await store.get(session.id)
+            let tooBig = await expectSessionError {
+                try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 150)))
+            }
+            guard case .sessionTooLarge? = tooBig else {
+                Issue.record("expected sessionTooLarge, got \(String(describing: tooBig))")
+                return
+            }
+            #expect(try await store.get(session.id)?.version == beforeOverflow?.version)
+            #expect(try await store.recentMessages(session.id).count == 2)
+
+            #expect(await expectSessionError { try await store.touch("short") } == .invalidID)
+            #expect(await expectSessionError { try await store.touch(String(repeating: "{", count: 43)) } == .invalidID)
+            #expect(await expectSessionError { _ = try await store.create(user: "") } == .invalidUser)
+            #expect(await expectSessionError { try await store.setMetadata(session.id, key: "", value: 1) } == .invalidMetadataKey(""))
+            #expect(before?.metadata == (try await store.get(session.id))?.metadata)
+        }
+    }
+
+    @Test func aKeyOfTheWrongTypeGivesATypedError() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice")
+            _ = try await fixture.client.send(RedisCommand("DEL", .string("test:session:{\(session.id)}")))
+            _ = try await fixture.client.send(RedisCommand("SET", .string("test:session:{\(session.id)}"), "overwritten by hand"))
+            for attempt in [
+                { try await store.touch(session.id) },
+                { _ = try await store.resume(session.id, user: "alice") },
+                { _ = try await store.get(session.id) },
+                { try await store.appendMessage(session.id, SessionMessage(role: "user", content: "x")) },
+            ] as [@Sendable () async throws -> Void] {
+                let error = await expectSessionError(attempt)
+                guard case .corrupted? = error else {
+                    Issue.record("expected corrupted, got \(String(describing: error))")
+                    continue
+                }
+            }
+            // The store keeps working for other sessions.
+            let other = try await store.create(user: "alice")
+            try await store.touch(other.id)
+        }
+    }
+
+    @Test func statsCountSessionsUsersAndDurations() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            for user in ["a", "a", "b", "c"] { _ = try await store.create(user: user) }
+            let doomed = try await store.create(user: "c")
+            try await Task.sleep(for: .milliseconds(50))
+            try await store.delete(doomed.id)
+            let stats = try await store.stats()
+            #expect(stats.activeSessions == 4 && stats.users == 3)
+            #expect(abs(stats.sessionsPerUser - 4.0 / 3.0) < 0.001)
+            #expect(stats.endedSessions == 1 && stats.averageSessionDurationSeconds >= 0.05)
+            let json = try JSONEncoder().encode(stats)
+            #expect(try JSONDecoder().decode(SessionStats.self, from: json) == stats)
+        }
+    }
+
+    @Test func sessionsSurviveARestartFromTheAppendOnlyFile() async throws {
+        try await withStore(.init(notifyKeyspaceEvents: "Ex", appendOnly: true)) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["kept": true])
+            try await store.appendTurn(session.id, user: "remember", assistant: "this")
+            try await Task.sleep(for: .milliseconds(1200))  // the requirement: written more than a second before
+            await fixture.server.kill()
+            try await fixture.server.restart()
+            guard case .resumed(let back, _) = try await store.resume(session.id, user: "alice") else {
+                Issue.record("the session did not survive the restart")
+                return
+            }
+            #expect(back.metadata["kept"] == true)
+            #expect(try await store.recentMessages(session.id).map(\.content) == ["remember", "this"])
+        }
+    }
+}

@@ -1,0 +1,215 @@
+import EmbeddedRedis
+import Foundation
+import NIOCore
+import RedisClient
+import SessionCache
+import Testing
+
+@Suite("Session lifecycle against a real redis-server")
+struct LifecycleTests {
+    @Test func createIssuesFreshURLSafeIdsAndStoresAReadableHash() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let session = try await store.create(
+                user: "alice", metadata: ["plan": "pro", "seats": 3], mode: .lenient, agentType: "support")
+            #expect(session.id.count == 43)
+            #expect(session.id.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
+            #expect(session.state == .created && session.user == "alice" && session.version == 1)
+
+            var ids = Set<String>()
+            for _ in 0..<200 { ids.insert(try await store.create(user: "bob").id) }
+            #expect(ids.count == 200)
+
+            // Readable with redis-cli: HGETALL test:session:{id}
+            let hash = try await fixture.client.send(RedisCommand("HGETALL", .string("test:session:{\(session.id)}"))).array ?? []
+            var fields: [String: String] = [:]
+            for index in stride(from: 0, to: hash.count - 1, by: 2) { fields[hash[index].string ?? ""] = hash[index + 1].string }
+            #expect(fields["user"] == "alice")
+            #expect(fields["state"] == "created")
+            #expect(fields["mode"] == "lenient")
+            #expect(fields["idle_ms"] == "14400000")
+            #expect(fields["agent_type"] == "support")
+            #expect(fields["meta:plan"] == "\"pro\"")
+            #expect(fields["meta:seats"] == "3")
+            #expect(fields["version"] == "1" && fields["message_count"] == "0")
+            #expect(fields["created_at"] != nil && fields["last_activity"] != nil && fields["deadline_at"] != nil)
+
+            let fetched = try await store.get(session.id)
+            #expect(fetched?.metadata == ["plan": "pro", "seats": 3])
+            #expect(fetched?.mode == .lenient && fetched?.agentType == "support")
+        }
+    }
+
+    @Test func resumeReturnsActiveOrResumedAndNotFoundForStrangers() async throws {
+        try await withStore(configure: { $0.resumeThreshold = .milliseconds(300) }) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice")
+            guard case .resumed(let active, let inactive) = try await store.resume(session.id, user: "alice") else {
+                Issue.record("expected the session")
+                return
+            }
+            #expect(active.state == .active)
+            #expect(inactive < .milliseconds(300))
+
+            try await Task.sleep(for: .milliseconds(450))  // idle longer than the resume threshold
+            guard case .resumed(let resumed, let gap) = try await store.resume(session.id, user: "alice") else {
+                Issue.record("expected the session")
+                return
+            }
+            #expect(resumed.state == .resumed)
+            #expect(gap >= .milliseconds(400))
+
+            // Another user's session: not found, and nothing is touched.
+            let before = try await fixture.pttl("test:session:{\(session.id)}:alive")
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await store.resume(session.id, user: "mallory") == .notFound)
+            #expect(try await fixture.pttl("test:session:{\(session.id)}:alive") < before)
+            // Unknown but well-formed id: not found. Malformed: a typed error.
+            #expect(try await store.resume(String(repeating: "A", count: 43), user: "alice") == .notFound)
+            let malformed = await expectSessionError { _ = try await store.resume("../../etc", user: "alice") }
+            #expect(malformed == .invalidID)
+        }
+    }
+
+    @Test func recoverResumesOrCreates() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let first = try await store.recover(nil, user: "carol", metadata: ["lang": "en"])
+            guard case .created(let created) = first else {
+                Issue.record("expected a new session")
+                return
+            }
+            guard case .resumed(let again, _) = try await store.recover(created.id, user: "carol") else {
+                Issue.record("expected the same session")
+                return
+            }
+            #expect(again.id == created.id && again.metadata["lang"] == "en")
+            // Someone else's id, or garbage: a fresh session for the caller.
+            let stranger = try await store.recover(created.id, user: "dave")
+            #expect(stranger.session.id != created.id && stranger.session.user == "dave")
+            let garbage = try await store.recover("not-an-id", user: "dave")
+            #expect(garbage.session.user == "dave")
+        }
+    }
+
+    @Test func touchSlidesTheTimersAndAHeartbeatDoesNot() async throws {
+        try await withStore(configure: { $0.expiryGrace = .seconds(4) }) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", mode: .custom(.seconds(2)))
+            let id = session.id
+            _ = try await store.appendMessage(id, SessionMessage(role: "user", content: "hi"))
+            let alive = "test:session:{\(id)}:alive"
+            let data = "test:session:{\(id)}"
+            let messages = "test:session:{\(id)}:messages"
+            // Every key of the session has a TTL; the data outlives the timer by the grace.
+            let timer = try await fixture.pttl(alive)
+            #expect((1500...2000).contains(timer))
+            for key in [data, messages] {
+                let ttl = try await fixture.pttl(key)
+                #expect(ttl >= timer + 2000 && ttl <= 6000, "\(key): \(ttl) ms against the timer's \(timer) ms")
+            }
+
+            try await Task.sleep(for: .milliseconds(400))  // let time pass
+            try await store.touch(id, activity: .heartbeat)
+            let afterHeartbeat = try await fixture.pttl(alive)
+            #expect(afterHeartbeat <= 1650, "a heartbeat must not extend the session")
+            #expect(try await store.get(id)?.lastSeen != nil)
+
+            try await store.touch(id)
+            #expect(try await fixture.pttl(alive) >= 1900, "meaningful activity slides the expiry")
+            // The data keys always outlive the timer by at least half the grace.
+            #expect(try await fixture.pttl(data) >= (try await fixture.pttl(alive)) + 2000)
+            #expect(try await fixture.pttl(messages) >= (try await fixture.pttl(alive)) + 2000)
+            #expect(try await store.get(id)?.state == .active)
+        }
+    }
+
+    @Test func theAbsoluteLifetimeHoldsAgainstConstantActivity() async throws {
+        try await withStore(configure: {
+            $0.absoluteLifetime = .milliseconds(1500); $0.expiryGrace = .milliseconds(500)
+        }) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", mode: .custom(.milliseconds(600)))
+            let start = ContinuousClock.now
+            var lastSuccess = start
+            while start.duration(to: .now) < .seconds(5) {
+                do {
+                    try await store.touch(session.id)
+                    lastSuccess = .now
+                } catch SessionError.notFound {
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let lived = start.duration(to: lastSuccess)
+            #expect(lived >= .milliseconds(1000), "constant activity keeps the session alive past its idle timeout")
+            #expect(lived < .milliseconds(1600), "no activity extends the absolute lifetime")
+            #expect(try await store.get(session.id) == nil)
+            #expect(try await store.resume(session.id, user: "alice") == .notFound)
+        }
+    }
+
+    @Test func aLateWriteNeverResurrectsAnExpiredSession() async throws {
+        try await withStore(configure: { $0.expiryGrace = .seconds(5) }) { fixture in
+            let expiry = try await ExpiryWatch(fixture.server)
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["k": "v"], mode: .custom(.milliseconds(300)))
+            #expect(try await expiry.wait(for: "test:session:{\(session.id)}:alive"))
+            await expiry.close()
+            // The data is still there (for the expiry hook), but every write refuses.
+            #expect(try await fixture.client.send(RedisCommand("EXISTS", .string("test:session:{\(session.id)}"))) == .integer(1))
+            for attempt in [
+                { try await store.touch(session.id) },
+                { try await store.appendMessage(session.id, SessionMessage(role: "user", content: "late")) },
+                { try await store.setMetadata(session.id, key: "k", value: "late") },
+                { try await store.clearMessages(session.id) },
+            ] as [@Sendable () async throws -> Void] {
+                #expect(await expectSessionError(attempt) == .notFound)
+            }
+            #expect(try await store.resume(session.id, user: "alice") == .notFound)
+            #expect(try await fixture.pttl("test:session:{\(session.id)}:alive") == -2)
+            let value = try await fixture.client.send(RedisCommand("HGET", .string("test:session:{\(session.id)}"), "meta:k"))
+            #expect(value.string == "\"v\"")
+        }
+    }
+
+    @Test func rotateGivesANewIdAndKillsTheOldOne() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["cart": ["book"]])
+            try await store.appendTurn(session.id, user: "hello", assistant: "hi there")
+            let rotated = try await store.rotate(session.id)
+            #expect(rotated.id != session.id && rotated.user == "alice")
+            #expect(try await store.get(session.id) == nil)
+            #expect(try await store.resume(session.id, user: "alice") == .notFound)
+            #expect(await expectSessionError { try await store.touch(session.id) } == .notFound)
+            #expect(await expectSessionError { _ = try await store.rotate(session.id) } == .notFound)
+
+            #expect(try await store.metadata(rotated.id) == ["cart": ["book"]])
+            #expect(try await store.recentMessages(rotated.id).map(\.content) == ["hello", "hi there"])
+            #expect(try await store.list(user: "alice").map(\.id) == [rotated.id])
+            for key in try await fixture.allKeys() { #expect(!key.contains(session.id), "\(key) survived the rotation") }
+            #expect(try await fixture.pttl("test:session:{\(rotated.id)}:alive") > 0)
+            #expect(try await fixture.pttl("test:session:{\(rotated.id)}:messages") > 0)
+        }
+    }
+
+    @Test func deleteLeavesNoKeyBehind() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["a": 1])
+            try await store.appendTurn(session.id, user: "q", assistant: "a")
+            #expect(try await store.delete(session.id))
+            #expect(try await store.delete(session.id) == false)
+            for key in try await fixture.allKeys() {
+                #expect(!key.contains(session.id), "\(key) is left behind")
+                // The index keys may remain (other sessions, stats) but do not list the session.
+                if try await fixture.client.send(RedisCommand("TYPE", .string(key))).string == "zset" {
+                    #expect(try await fixture.client.send(RedisCommand("ZSCORE", .string(key), .string(session.id))) == .null)
+                }
+            }
+            #expect(try await store.count(user: "alice") == 0)
+            #expect(try await store.stats().endedSessions == 1)
+        }
+    }
+}

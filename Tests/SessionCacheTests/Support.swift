@@ -1,0 +1,102 @@
+import EmbeddedRedis
+import NIOCore
+import RedisClient
+import SessionCache
+import Testing
+
+/// A redis-server with keyspace notifications, a client, and a store on it, for one test.
+struct StoreFixture: Sendable {
+    let server: RedisServer
+    let client: RedisClient
+    let store: SessionStore
+
+    /// The PTTL of a key in milliseconds (-2: missing, -1: no TTL).
+    func pttl(_ key: String) async throws -> Int {
+        try await client.send(RedisCommand("PTTL", .string(key))).int ?? -3
+    }
+
+    /// Every key in the database (SCAN, as an operator would).
+    func allKeys() async throws -> [String] {
+        var cursor = "0"
+        var keys: [String] = []
+        repeat {
+            let reply = try await client.send(RedisCommand("SCAN", .string(cursor), "COUNT", 1000))
+            guard let parts = reply.array, parts.count == 2 else { break }
+            cursor = parts[0].string ?? "0"
+            keys += parts[1].array?.compactMap(\.string) ?? []
+        } while cursor != "0"
+        return keys
+    }
+
+    /// A second, independent store (its own client and connections) on the same server.
+    func secondStore(_ configuration: SessionStoreConfiguration) throws -> (RedisClient, SessionStore) {
+        let other = try RedisClient(configuration: server.configuration)
+        return (other, SessionStore(client: other, configuration: configuration))
+    }
+}
+
+func withStore<T: Sendable>(
+    _ options: RedisServer.Options = .init(notifyKeyspaceEvents: "Ex"),
+    configure: (inout SessionStoreConfiguration) -> Void = { _ in },
+    _ body: (StoreFixture) async throws -> T
+) async throws -> T {
+    try await RedisServer.with(options) { server in
+        var configuration = SessionStoreConfiguration(namespace: "test")
+        configure(&configuration)
+        let client = try RedisClient(configuration: server.configuration)
+        let fixture = StoreFixture(server: server, client: client, store: SessionStore(client: client, configuration: configuration))
+        do {
+            let result = try await body(fixture)
+            await client.close()
+            return result
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+}
+
+/// Waits for Redis to report that `key` expired (keyspace notification), at most `timeout`.
+/// Subscribe first, then trigger: `let expiry = try await ExpiryWatch(server); ...; try await expiry.wait(for: key)`.
+final class ExpiryWatch: Sendable {
+    private let subscriber: RedisSubscriber
+
+    init(_ server: RedisServer) async throws {
+        subscriber = RedisSubscriber(configuration: server.configuration)
+        try await subscriber.subscribe(channels: ["__keyevent@0__:expired"])
+    }
+
+    func wait(for key: String, timeout: Duration = .seconds(10)) async throws -> Bool {
+        let subscriber = self.subscriber
+        return try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await event in subscriber.events {
+                    if case .message(_, _, let payload) = event, String(buffer: payload) == key { return true }
+                }
+                return false
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            let first = try await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    func close() async { await subscriber.close() }
+}
+
+/// Runs `body` expecting a SessionError and returns it.
+func expectSessionError(sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void) async -> SessionError? {
+    do {
+        try await body()
+        Issue.record("expected a SessionError, got success", sourceLocation: sourceLocation)
+    } catch let error as SessionError {
+        return error
+    } catch {
+        Issue.record("expected a SessionError, got \(error)", sourceLocation: sourceLocation)
+    }
+    return nil
+}
