@@ -67,6 +67,10 @@ let package = Package(
             name: "ClientBenchmark",
             dependencies: ["RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
         ),
+        .executableTarget(
+            name: "StoreBenchmark",
+            dependencies: ["SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
+        ),
         .testTarget(
             name: "SessionCacheTests",
             dependencies: [

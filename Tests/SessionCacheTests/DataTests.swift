@@ -17,9 +17,12 @@ struct DataTests {
             #expect(messages.map(\.role) == ["assistant", "user", "assistant", "user", "assistant"])
             #expect(try await store.recentMessages(session.id, limit: 2).map(\.content) == ["question 5", "answer 5"])
             #expect(try await fixture.client.send(RedisCommand("LLEN", .string("test:session:{\(session.id)}:messages"))) == .integer(5))
-            // Plain JSON for redis-cli.
+            // Plain for redis-cli: "<role> <unix ms> <content>".
             let raw = try await fixture.client.send(RedisCommand("LINDEX", .string("test:session:{\(session.id)}:messages"), -1)).string
-            #expect(raw?.hasPrefix("{\"at\":") == true && raw?.contains("\"content\":\"answer 5\"") == true)
+            #expect(raw?.hasPrefix("assistant ") == true && raw?.hasSuffix(" answer 5") == true)
+            #expect(
+                await expectSessionError { try await store.appendMessage(session.id, SessionMessage(role: "two words", content: "x")) }
+                    == .invalidRole("two words"))
             let stored = try await store.get(session.id)
             #expect(stored?.messageCount == 12 && stored?.version == 7)
 
@@ -83,7 +86,11 @@ struct DataTests {
             let list = try await store.list(user: "alice")
             #expect(list.map(\.id) == [second.id, first.id, third.id])
             #expect(list[0].preview == "Hi, how can I help?" && list[0].agentType == "support")
-            #expect(list[1].preview?.count == 100)
+            #expect(list[1].preview?.count == 60)
+            // The hash stays in Redis's compact encoding.
+            #expect(
+                try await fixture.client.send(RedisCommand("OBJECT", "ENCODING", .string("test:session:{\(first.id)}"))).string
+                    == "listpack")
             #expect(try await store.list(user: "alice", limit: 1).map(\.id) == [second.id])
             #expect(try await store.count(user: "alice") == 3)
 

@@ -136,7 +136,7 @@ public enum ResumeResult: Sendable, Hashable {
 public struct SessionSummary: Sendable, Hashable, Codable {
     public var id: String
     public var agentType: String?
-    /// The start of the last message (at most 100 characters).
+    /// The start of the last message (at most 60 bytes).
     public var preview: String?
     /// The last activity.
     public var updatedAt: Date

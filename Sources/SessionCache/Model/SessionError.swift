@@ -16,6 +16,8 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     case sessionTooLarge(bytes: Int, limit: Int)
     /// The user id is empty or longer than 200 bytes.
     case invalidUser
+    /// A message role is empty, longer than 32 bytes, or contains a space.
+    case invalidRole(String)
     /// A key of the session holds something else than the store wrote (for example overwritten
     /// by hand with another type).
     case corrupted(String)
@@ -32,6 +34,7 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         case .messageTooLarge(let bytes, let limit): return "message is \(bytes) bytes; the limit is \(limit)"
         case .sessionTooLarge(let bytes, let limit): return "session would be \(bytes) bytes; the limit is \(limit)"
         case .invalidUser: return "invalid user id"
+        case .invalidRole(let role): return "invalid message role '\(role.prefix(40))'"
         case .corrupted(let detail): return "session data is corrupted: \(detail)"
         case .redis(let error): return "\(error)"
         }

@@ -13,7 +13,8 @@ struct SessionKeys: Sendable {
     /// `<ns>:session:{<id>}:messages`: the recent messages, oldest first, one JSON object each.
     func messages(_ id: String) -> String { "\(namespace):session:{\(id)}:messages" }
     /// `<ns>:session:{<id>}:alive`: the idle timer. Its TTL is the session's; its expiry is the
-    /// session's expiry. The data keys live a grace period longer, for the cleanup hook.
+    /// session's expiry; its value is the last activity (Unix ms). The data keys live a grace
+    /// period longer, for the cleanup hook.
     func alive(_ id: String) -> String { "\(namespace):session:{\(id)}:alive" }
     /// `<ns>:user:<user>:sessions`: sorted set of the user's session ids, scored by creation (ms).
     func userSessions(_ user: String) -> String { "\(namespace):user:\(user):sessions" }

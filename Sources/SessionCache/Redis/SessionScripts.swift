@@ -27,10 +27,11 @@ enum SessionScripts {
         -- Moves the timer to min(now + idle, deadline) and, when needed, the data keys to the timer
         -- plus grace (appending data_until to `fields` for the caller's HSET). Returns the data keys'
         -- expiry, or false when the session is not alive: its timer is gone or its deadline passed.
+        -- The timer's value is the last activity; SET XX never brings a missing timer back.
         local function slide(f, now, grace, fields)
           local idle, deadline, data_until = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
           local expires = math.min(now + idle, deadline)
-          if expires <= now or redis.call('PEXPIREAT', ALIVE, expires) == 0 then return false end
+          if expires <= now or not redis.call('SET', ALIVE, now, 'XX', 'PXAT', expires) then return false end
           if expires + grace / 2 > data_until then
             data_until = expires + grace
             redis.call('PEXPIREAT', DATA, data_until)
@@ -63,28 +64,53 @@ enum SessionScripts {
             for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
             redis.call('HSET', DATA, unpack(fields))
             redis.call('PEXPIREAT', DATA, data_until)
-            redis.call('SET', ALIVE, ARGV[5], 'PXAT', expires)
+            redis.call('SET', ALIVE, now, 'PXAT', expires)
             return expires
             """)
 
     /// touch: ARGV[1] now, ARGV[2] grace ms, ARGV[3] `meaningful` or `heartbeat`.
-    /// Meaningful activity slides the expiry and records last_activity; a heartbeat records
-    /// last_seen only. Returns 1, or 0 when the session is not alive.
+    /// Meaningful activity slides the expiry and records the last activity; a heartbeat records
+    /// last_seen only. Returns {idle ms, deadline, data_until} (what the store caches for the
+    /// single-command touch, see ``TouchCache``), or 0 when the session is not alive.
+    ///
+    /// Hot, so it stands alone (no prelude: closures cost per call), passes Redis the strings it
+    /// read rather than numbers (Lua formats numbers with sprintf), and does two commands in the
+    /// common case: HMGET, and SET on the timer with XX, which at once checks that the session is
+    /// alive, slides its expiry and records the last activity as the timer's value. The hash's
+    /// last_activity and the data keys' TTL follow when the data keys' lead over the timer has
+    /// shrunk below half the grace; readers take the newer of the two activities.
     static let touch = RedisScript(
-        prelude + """
-            local now = tonumber(ARGV[1])
-            if ARGV[3] == 'heartbeat' then
-              if redis.call('EXISTS', ALIVE) == 0 then return 0 end
-              redis.call('HSET', DATA, 'last_seen', now)
-              return 1
-            end
-            local f = load()
-            if not f then return 0 end
-            local fields = {'last_activity', now, 'state', 'active'}
-            if not slide(f, now, tonumber(ARGV[2]), fields) then return 0 end
-            redis.call('HSET', DATA, unpack(fields))
-            return 1
-            """)
+        """
+        local DATA, ALIVE, MESSAGES = KEYS[1], KEYS[2], KEYS[3]
+        if ARGV[3] == 'heartbeat' then
+          if redis.call('EXISTS', ALIVE) == 0 then return 0 end
+          redis.call('HSET', DATA, 'last_seen', ARGV[1])
+          return 1
+        end
+        local f = redis.call('HMGET', DATA, 'idle_ms', 'deadline_at', 'data_until', 'state')
+        if not f[1] then return 0 end
+        local now, idle, deadline = tonumber(ARGV[1]), tonumber(f[1]), tonumber(f[2])
+        local expires, timer
+        if now + idle <= deadline then
+          expires = now + idle
+          timer = redis.call('SET', ALIVE, ARGV[1], 'XX', 'PX', f[1])
+        elseif now < deadline then
+          expires = deadline
+          timer = redis.call('SET', ALIVE, ARGV[1], 'XX', 'PXAT', f[2])
+        end
+        if not timer then return 0 end
+        local grace = tonumber(ARGV[2])
+        local data_until = f[3]
+        if expires + grace / 2 > tonumber(data_until) then
+          data_until = expires + grace
+          redis.call('PEXPIREAT', DATA, data_until)
+          redis.call('PEXPIREAT', MESSAGES, data_until)
+          redis.call('HSET', DATA, 'data_until', data_until, 'last_activity', ARGV[1], 'state', 'active')
+        elseif f[4] ~= 'active' then
+          redis.call('HSET', DATA, 'last_activity', ARGV[1], 'state', 'active')
+        end
+        return {f[1], f[2], data_until}
+        """)
 
     /// resume: ARGV[1] now, ARGV[2] grace ms, ARGV[3] user, ARGV[4] resume threshold ms.
     /// Returns {inactive ms, HGETALL of the session}, or 0 when it is unknown, not alive, or
@@ -104,7 +130,7 @@ enum SessionScripts {
             """)
 
     /// append_messages: ARGV[1] now, ARGV[2] grace ms, ARGV[3] window, ARGV[4] max session bytes,
-    /// ARGV[5] preview of the last message, ARGV[6...] the messages (JSON objects).
+    /// ARGV[5] unused (''), ARGV[6...] the messages (`<role> <unix ms> <content>`).
     /// Appends, trims the list to the window, slides the expiry. Returns {1, list length},
     /// {0} when the session is not alive, {-1, size} when it would exceed the size limit.
     static let appendMessages = RedisScript(
@@ -116,7 +142,7 @@ enum SessionScripts {
             local size = tonumber(f[4])
             for i = 6, #ARGV do size = size + #ARGV[i] end
             if size > limit then return {-1, size} end
-            local fields = {'last_activity', now, 'state', 'active', 'preview', ARGV[5],
+            local fields = {'last_activity', now, 'state', 'active',
               'message_count', tonumber(f[5]) + count, 'version', tonumber(f[6]) + 1}
             local data_until = slide(f, now, grace, fields)
             if not data_until then return {0} end
@@ -139,7 +165,7 @@ enum SessionScripts {
             local now = tonumber(ARGV[1])
             local f = load('size_bytes', 'version')
             if not f then return 0 end
-            local fields = {'last_activity', now, 'message_count', 0, 'preview', '', 'version', tonumber(f[5]) + 1}
+            local fields = {'last_activity', now, 'message_count', 0, 'version', tonumber(f[5]) + 1}
             if not slide(f, now, tonumber(ARGV[2]), fields) then return 0 end
             local size = tonumber(f[4])
             for _, message in ipairs(redis.call('LRANGE', MESSAGES, 0, -1)) do size = size - #message end
@@ -207,11 +233,9 @@ enum SessionScripts {
             local now, ttl, grace, npairs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
             local data_until = now + ttl + grace
             local fields = {}
-            local user = ''
             for i = 5, 4 + npairs * 2, 2 do
               fields[#fields + 1] = ARGV[i]
               fields[#fields + 1] = ARGV[i + 1]
-              if ARGV[i] == 'user' then user = ARGV[i + 1] end
             end
             fields[#fields + 1] = 'data_until'
             fields[#fields + 1] = data_until
@@ -221,7 +245,7 @@ enum SessionScripts {
               redis.call('RPUSH', MESSAGES, unpack(ARGV, 5 + npairs * 2))
               redis.call('PEXPIREAT', MESSAGES, data_until)
             end
-            redis.call('SET', ALIVE, user, 'PX', ttl)
+            redis.call('SET', ALIVE, now, 'PX', ttl)
             return 1
             """)
 

@@ -22,17 +22,18 @@ extension SessionStore {
     /// Appends messages in order, atomically.
     public func appendMessages(_ id: String, _ messages: [SessionMessage]) async throws(SessionError) {
         try validate(id: id)
-        guard let last = messages.last else { return }
+        guard !messages.isEmpty else { return }
         let limit = configuration.limits.maxMessageBytes
-        for message in messages where message.content.utf8.count > limit {
-            throw .messageTooLarge(bytes: message.content.utf8.count, limit: limit)
+        for message in messages {
+            if message.content.utf8.count > limit { throw .messageTooLarge(bytes: message.content.utf8.count, limit: limit) }
+            if !MessageCoding.isValidRole(message.role) { throw .invalidRole(message.role) }
         }
         let encoded = messages.map(MessageCoding.encode)
         try await instrumentation.run("append_messages", session: id) {
             let arguments: [RedisArgument] =
                 [
                     .integer(Self.nowMilliseconds()), .integer(grace), .integer(configuration.messageWindow),
-                    .integer(configuration.limits.maxSessionBytes), .string(String(last.content.prefix(100))),
+                    .integer(configuration.limits.maxSessionBytes), "",
                 ] + encoded.map { .string($0) }
             let reply = try await runScript(SessionScripts.appendMessages, id: id, arguments: arguments)
             guard case .array(let parts) = reply, let status = parts.first?.int else {
@@ -61,7 +62,7 @@ extension SessionStore {
             guard replies[0].int == 1 else { throw SessionError.notFound }
             return try (replies[1].array ?? []).map { value in
                 guard case .bulkString(let bytes) = value, let message = MessageCoding.decode(bytes) else {
-                    throw SessionError.corrupted("a message is not the JSON the store writes")
+                    throw SessionError.corrupted("a message is not in the form the store writes")
                 }
                 return message
             }
@@ -79,24 +80,38 @@ extension SessionStore {
     }
 }
 
-/// Messages as redis-cli shows them: `{"role":"user","content":"Hi","at":1732185600000}`.
+/// Messages as redis-cli shows them, one list element each: `<role> <unix ms> <content>`, for
+/// example `user 1732185600000 Hello there`. Compact on purpose: a JSON wrapper would cost ~50 bytes
+/// a message, a quarter of a typical session's memory.
 enum MessageCoding {
-    private struct Stored: Codable {
-        var role: String
-        var content: String
-        var at: Int
-    }
-
     static func encode(_ message: SessionMessage) -> String {
-        let stored = Stored(role: message.role, content: message.content, at: Int((message.at.timeIntervalSince1970 * 1000).rounded()))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding three plain fields cannot fail.
-        return String(decoding: (try? encoder.encode(stored)) ?? Data("{}".utf8), as: UTF8.self)
+        "\(message.role) \(Int((message.at.timeIntervalSince1970 * 1000).rounded())) \(message.content)"
     }
 
     static func decode(_ bytes: ByteBuffer) -> SessionMessage? {
-        guard let stored = try? JSONDecoder().decode(Stored.self, from: Data(bytes.readableBytesView)) else { return nil }
-        return SessionMessage(role: stored.role, content: stored.content, at: SessionStore.date(stored.at))
+        let text = String(buffer: bytes)
+        let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 2, !parts[0].isEmpty, let milliseconds = Int(parts[1]) else { return nil }
+        return SessionMessage(
+            role: String(parts[0]), content: parts.count == 3 ? String(parts[2]) : "", at: SessionStore.date(milliseconds))
+    }
+
+    /// A role is one short word: it is the first field of the stored line.
+    static func isValidRole(_ role: String) -> Bool {
+        !role.isEmpty && role.utf8.count <= 32 && !role.contains(where: { $0 == " " || $0.isNewline })
+    }
+
+    /// The start of a message for summaries: at most 60 bytes of UTF-8, so that the session hash
+    /// stays in Redis's compact listpack encoding (hash-max-listpack-value is 64 by default).
+    static func preview(_ content: String) -> String {
+        var preview = ""
+        var bytes = 0
+        for character in content {
+            let size = character.utf8.count
+            if bytes + size > 60 { break }
+            preview.append(character)
+            bytes += size
+        }
+        return preview
     }
 }

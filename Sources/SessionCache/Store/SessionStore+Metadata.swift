@@ -34,6 +34,7 @@ extension SessionStore {
 
     private func writeMetadata(_ id: String, _ values: [String: JSONValue], mode: TimeoutMode?) async throws(SessionError) {
         try validate(id: id)
+        if mode != nil { touchCache.forget(id) }
         let removals = values.filter { $0.value == .null }.map(\.key)
         let encoded = try encodeMetadata(values.filter { $0.value != .null })
         try await instrumentation.run("set_metadata", session: id) {

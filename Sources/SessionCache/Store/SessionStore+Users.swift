@@ -66,25 +66,28 @@ extension SessionStore {
         guard !valid.isEmpty else { return [] }
         var commands: [RedisCommand] = []
         for id in valid {
-            commands.append(RedisCommand("EXISTS", .string(keys.alive(id))))
+            commands.append(RedisCommand("GET", .string(keys.alive(id))))
             commands.append(
-                RedisCommand(
-                    "HMGET", .string(keys.data(id)), "user", "agent_type", "preview", "last_activity", "message_count", "state"))
+                RedisCommand("HMGET", .string(keys.data(id)), "user", "agent_type", "last_activity", "message_count", "state"))
+            commands.append(RedisCommand("LINDEX", .string(keys.messages(id)), -1))
         }
         let replies = try await redis.pipeline(commands)
         var summaries: [SessionSummary] = []
         var stale: [RedisArgument] = []
         for (offset, id) in valid.enumerated() {
-            let fields = replies[offset * 2 + 1].array ?? []
-            guard replies[offset * 2].int == 1, fields.count == 6, fields[0].string == user else {
+            let fields = replies[offset * 3 + 1].array ?? []
+            guard let lastActivity = replies[offset * 3].int, fields.count == 5, fields[0].string == user else {
                 stale.append(.string(id))
                 continue
             }
-            let preview = fields[2].string.flatMap { $0.isEmpty ? nil : $0 }
+            var preview: String?
+            if case .bulkString(let last) = replies[offset * 3 + 2], let message = MessageCoding.decode(last) {
+                preview = MessageCoding.preview(message.content)
+            }
             summaries.append(
                 SessionSummary(
-                    id: id, agentType: fields[1].string, preview: preview, updatedAt: Self.date(fields[3].int ?? 0),
-                    messageCount: fields[4].int ?? 0, state: fields[5].string.flatMap(SessionState.init(rawValue:)) ?? .active))
+                    id: id, agentType: fields[1].string, preview: preview, updatedAt: Self.date(max(lastActivity, fields[2].int ?? 0)),
+                    messageCount: fields[3].int ?? 0, state: fields[4].string.flatMap(SessionState.init(rawValue:)) ?? .active))
         }
         for id in ids where !SessionID.isWellFormed(id) { stale.append(.string(id)) }
         if !stale.isEmpty {

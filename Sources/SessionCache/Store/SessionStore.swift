@@ -25,6 +25,7 @@ public final class SessionStore: Sendable {
     let redis: RedisClient
     let keys: SessionKeys
     let instrumentation: StoreInstrumentation
+    let touchCache: TouchCache
 
     /// A store on `client`; several stores (in one process or many) on one Redis and one
     /// namespace see the same sessions.
@@ -33,6 +34,7 @@ public final class SessionStore: Sendable {
         self.redis = client
         self.keys = SessionKeys(namespace: configuration.namespace)
         self.instrumentation = StoreInstrumentation(configuration: configuration)
+        self.touchCache = TouchCache(lifetime: configuration.touchCacheLifetime)
     }
 
     // MARK: Lifecycle
@@ -129,10 +131,27 @@ public final class SessionStore: Sendable {
     public func touch(_ id: String, activity: SessionActivity = .meaningful) async throws(SessionError) {
         try validate(id: id)
         try await instrumentation.run("touch", session: id) {
+            let now = Self.nowMilliseconds()
+            if activity == .meaningful, let idle = touchCache.fastPathIdle(for: id, now: now, grace: grace) {
+                let reply = try await redis.send(
+                    RedisCommand("SET", .string(keys.alive(id)), .integer(now), "XX", "PX", .integer(idle)))
+                if reply.isNull {
+                    touchCache.forget(id)
+                    throw SessionError.notFound
+                }
+                return
+            }
             let reply = try await runScript(
                 SessionScripts.touch, id: id,
-                arguments: [.integer(Self.nowMilliseconds()), .integer(grace), activity == .heartbeat ? "heartbeat" : "meaningful"])
-            if reply.int != 1 { throw SessionError.notFound }
+                arguments: [.integer(now), .integer(grace), activity == .heartbeat ? "heartbeat" : "meaningful"])
+            if case .array(let timing) = reply, timing.count == 3, let idle = timing[0].int, let deadline = timing[1].int,
+                let dataUntil = timing[2].int
+            {
+                touchCache.remember(id, idle: idle, deadline: deadline, dataUntil: dataUntil)
+            } else if reply.int != 1 {
+                touchCache.forget(id)
+                throw SessionError.notFound
+            }
         }
     }
 
@@ -141,11 +160,13 @@ public final class SessionStore: Sendable {
         try validate(id: id)
         return try await instrumentation.run("get", session: id) {
             let replies = try await redis.pipeline([
-                RedisCommand("EXISTS", .string(keys.alive(id))), RedisCommand("HGETALL", .string(keys.data(id))),
+                RedisCommand("GET", .string(keys.alive(id))), RedisCommand("HGETALL", .string(keys.data(id))),
             ])
             try Self.check(replies)
-            guard replies[0].int == 1, let fields = replies[1].array, !fields.isEmpty else { return nil }
-            return try decodeSession(id: id, fields: fields)
+            guard let lastActivity = replies[0].int, let fields = replies[1].array, !fields.isEmpty else { return nil }
+            var session = try decodeSession(id: id, fields: fields)
+            session.lastActivity = max(session.lastActivity, Self.date(lastActivity))
+            return session
         }
     }
 
@@ -153,6 +174,7 @@ public final class SessionStore: Sendable {
     @discardableResult
     public func delete(_ id: String) async throws(SessionError) -> Bool {
         try validate(id: id)
+        touchCache.forget(id)
         return try await instrumentation.run("delete", session: id) {
             try await deleteSession(id)
         }
@@ -164,6 +186,7 @@ public final class SessionStore: Sendable {
     /// - Throws: ``SessionError/notFound`` when the session is not alive.
     public func rotate(_ id: String) async throws(SessionError) -> Session {
         try validate(id: id)
+        touchCache.forget(id)
         return try await instrumentation.run("rotate", session: id) {
             // Take the session out atomically (the old id is dead from here on), then place it
             // under the new id together with the index updates.
@@ -190,6 +213,9 @@ public final class SessionStore: Sendable {
             return session
         }
     }
+
+    /// The Lua source of the touch script, for measuring its Redis-side ceiling.
+    public static var touchScriptSource: String { SessionScripts.touch.source }
 
     // MARK: Shared machinery
 

@@ -30,6 +30,10 @@ public struct SessionStoreConfiguration: Sendable {
     /// How much longer than its idle timer a session's data stays readable, for the expiry hook.
     public var expiryGrace: Duration = .seconds(60)
     public var limits = Limits()
+    /// How long a full touch's view of a session's timing is reused, so that the following touches
+    /// cost one Redis command instead of a script (see the README). A timeout-mode change made on
+    /// another instance reaches this instance's touches within this time. `.zero` disables it.
+    public var touchCacheLifetime: Duration = .seconds(5)
     /// Debug-level log of every operation (never the full session id).
     public var logger = Logger(label: "session-store", factory: { _ in SwiftLogNoOpLogHandler() })
     /// Counters and timers per operation: `session.operations`, `session.errors`,

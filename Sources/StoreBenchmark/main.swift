@@ -1,0 +1,174 @@
+// scripts/bench-store: the session store under 200 concurrent callers against its own
+// redis-server, the Redis-side ceiling of the same touch script (redis-benchmark, pipelined),
+// Redis CPU per touch, and Redis memory per session. Last line: one JSON object.
+import BenchmarkSupport
+import EmbeddedRedis
+import Foundation
+import RedisClient
+import SessionCache
+
+let arguments = CommandLine.arguments.dropFirst()
+let operations = arguments.first.flatMap { Int($0) } ?? 200_000
+let fillCount = arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000
+let callers = 200
+
+let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "Ex"))
+let client = try RedisClient(
+    configuration: {
+        var c = server.configuration; c.poolSize = 1; return c
+    }())
+var configuration = SessionStoreConfiguration(namespace: "bench")
+configuration.defaultMode = .standard
+let store = SessionStore(client: client, configuration: configuration)
+
+func info(_ section: String, _ field: String) async throws -> Double {
+    let text = try await client.send(RedisCommand("INFO", .string(section))).string ?? ""
+    for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
+        return Double(line.dropFirst(field.count + 1)) ?? 0
+    }
+    return 0
+}
+func redisCPU() async throws -> Double { try await info("cpu", "used_cpu_user") + (try await info("cpu", "used_cpu_sys")) }
+
+print("bench-store: \(operations) operations per measurement, \(callers) callers, redis-server on port \(server.port)")
+var sessions: [String] = []
+for index in 0..<callers { sessions.append(try await store.create(user: "load-\(index % 50)", metadata: ["plan": "pro"]).id) }
+let ids = sessions
+
+// Touch, three rounds alternating with the pipelined ceiling of the same script.
+let touchScript = try await client.send(RedisCommand("SCRIPT", "LOAD", .string(SessionStore.touchScriptSource))).string ?? ""
+var touchRuns: [(LoadResult, Double)] = []
+var ceilingRuns: [Double] = []
+var fastCeilingRuns: [Double] = []
+for _ in 0..<3 {
+    let cpuBefore = try await redisCPU()
+    let result = try await runLoad(concurrency: callers, total: operations) { task, _ in try await store.touch(ids[task]) }
+    let cpu = try await redisCPU() - cpuBefore
+    touchRuns.append((result, cpu / Double(result.operations) * 1e6))
+    let now = Int(Date().timeIntervalSince1970 * 1000)
+    let id = ids[0]
+    ceilingRuns.append(
+        try await RedisBenchmark.requestsPerSecond(
+            port: server.port, test: "", clients: 50, pipeline: 16, requests: operations * 2,
+            extra: [
+                "EVALSHA", touchScript, "3", "bench:session:{\(id)}", "bench:session:{\(id)}:alive", "bench:session:{\(id)}:messages",
+                "\(now)", "60000", "meaningful",
+            ]))
+    // The single command a cached touch sends (SET <alive> <now> XX PX <idle>), pipelined.
+    fastCeilingRuns.append(
+        try await RedisBenchmark.requestsPerSecond(
+            port: server.port, test: "", clients: 50, pipeline: 16, requests: operations * 2,
+            extra: ["SET", "bench:session:{\(id)}:alive", "\(now)", "XX", "PX", "1800000"]))
+}
+let (touch, cpuPerTouch) = touchRuns.sorted { $0.0.opsPerSecond < $1.0.opsPerSecond }[1]
+let ceiling = ceilingRuns.sorted()[1]
+let fastCeiling = fastCeilingRuns.sorted()[1]
+
+let resume = try await runLoad(concurrency: callers, total: operations / 2) { task, _ in
+    _ = try await store.resume(ids[task], user: "load-\(task % 50)")
+}
+let append = try await runLoad(concurrency: callers, total: operations / 4) { task, index in
+    try await store.appendTurn(ids[task], user: "question \(index)", assistant: "answer \(index)")
+}
+
+print("")
+print("operation     ops/s      p50 µs     p99 µs")
+for (name, result) in [("touch", touch), ("resume", resume), ("appendTurn", append)] {
+    print(
+        name.padding(toLength: 10, withPad: " ", startingAt: 0)
+            + String(
+                format: "%9.0f   %9.1f   %9.1f", result.opsPerSecond, result.latencyMicroseconds(atPercentile: 50),
+                result.latencyMicroseconds(atPercentile: 99)))
+}
+print(String(format: "touch script pipelined ceiling (redis-benchmark -c 50 -P 16 EVALSHA, median of 3): %.0f ops/s", ceiling))
+print(String(format: "single-command touch pipelined ceiling (SET XX PX, median of 3): %.0f ops/s", fastCeiling))
+print(
+    String(
+        format: "touch: %.2f of the script's ceiling, %.2f of the single command's; Redis CPU per touch: %.2f µs",
+        touch.opsPerSecond / ceiling, touch.opsPerSecond / fastCeiling, cpuPerTouch))
+
+// Memory: sessions with 6 metadata fields and 20 messages of 100 bytes, 10 sessions per user.
+_ = try await client.send(RedisCommand("FLUSHALL"))
+let memoryBefore = try await info("memory", "used_memory")
+let content = String(repeating: "m", count: 100)
+let metadata: [String: JSONValue] = [
+    "plan": "professional", "locale": "en-GB", "theme": "dark", "agent": "support-bot", "tenant": "acme-corp", "seats": 25,
+]
+let rawMetadata = metadata.reduce(0) { $0 + $1.key.utf8.count + MetadataSize.bytes($1.value) }
+let fillBatch = 500
+for start in stride(from: 0, to: fillCount, by: fillBatch) {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for index in start..<min(start + fillBatch, fillCount) {
+            group.addTask {
+                let session = try await store.create(user: "user-\(index / 10)", metadata: metadata)
+                let messages = (0..<20).map { SessionMessage(role: $0.isMultiple(of: 2) ? "user" : "assistant", content: content) }
+                try await store.appendMessages(session.id, messages)
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+let memoryAfter = try await info("memory", "used_memory")
+// Where the bytes go, for one session.
+if let sample = try await client.send(RedisCommand("RANDOMKEY")).string, let open = sample.firstIndex(of: "{"),
+    let close = sample.firstIndex(of: "}")
+{
+    let id = String(sample[sample.index(after: open)..<close])
+    var line = "one session's keys (MEMORY USAGE):"
+    for suffix in ["", ":messages", ":alive"] {
+        let usage = try await client.send(RedisCommand("MEMORY", "USAGE", .string("bench:session:{\(id)}\(suffix)"), "SAMPLES", 0)).int ?? 0
+        line += " session\(suffix.isEmpty ? " hash" : suffix) \(usage)"
+    }
+    for key in ["bench:deadlines", "bench:users", "bench:user:user-00000:sessions"] {
+        let usage = try await client.send(RedisCommand("MEMORY", "USAGE", .string(key), "SAMPLES", 0)).int ?? 0
+        line += ", \(key) \(usage)"
+    }
+    print(line)
+}
+let bytesPerSession = (memoryAfter - memoryBefore) / Double(fillCount)
+// What the application stored: metadata keys and values, and each message's role, content and
+// time (8 bytes), plus the user id.
+let payloadPerSession = Double(rawMetadata + 20 * (100 + 8) + 10 * 4 + 10 * 9 + "user-00000".utf8.count)
+// Every byte the store writes for a session, as stored: key names, hash fields and values, list
+// elements, the timer, and its index entries (members and 8-byte scores), read back from Redis.
+var writtenPerSession = 0.0
+if let sample = try await client.send(RedisCommand("RANDOMKEY")).string, let open = sample.firstIndex(of: "{"),
+    let close = sample.firstIndex(of: "}")
+{
+    let id = String(sample[sample.index(after: open)..<close])
+    let data = "bench:session:{\(id)}", messages = data + ":messages", alive = data + ":alive"
+    var bytes = data.utf8.count + messages.utf8.count + alive.utf8.count
+    for value in try await client.send(RedisCommand("HGETALL", .string(data))).array ?? [] { bytes += value.bytes?.count ?? 0 }
+    for value in try await client.send(RedisCommand("LRANGE", .string(messages), 0, -1)).array ?? [] { bytes += value.bytes?.count ?? 0 }
+    bytes += try await client.send(RedisCommand("GET", .string(alive))).bytes?.count ?? 0
+    bytes += 2 * (id.utf8.count + 8)  // the user's index and the deadline index
+    writtenPerSession = Double(bytes)
+}
+print(
+    String(
+        format:
+            "memory: %.0f bytes per session in Redis (every key and index entry); %.0f bytes written (%.2f×); %.0f bytes of application payload (%.2f×)",
+        bytesPerSession, writtenPerSession, bytesPerSession / writtenPerSession, payloadPerSession, bytesPerSession / payloadPerSession))
+
+await client.close()
+await server.stop()
+printJSONLine([
+    ("bench", "store"),
+    ("touch_ops_per_s", rounded(touch.opsPerSecond, 0)),
+    ("touch_ratio_vs_ceiling", rounded(touch.opsPerSecond / ceiling)),
+    ("touch_ratio_vs_single_command_ceiling", rounded(touch.opsPerSecond / fastCeiling)),
+    ("redis_cpu_us_per_touch", rounded(cpuPerTouch)),
+    ("bytes_per_session", rounded(bytesPerSession, 0)),
+    ("raw_bytes_per_session", rounded(writtenPerSession, 0)),
+    ("payload_bytes_per_session", rounded(payloadPerSession, 0)),
+])
+
+enum MetadataSize {
+    static func bytes(_ value: JSONValue) -> Int {
+        switch value {
+        case .string(let text): return text.utf8.count
+        case .number: return 8
+        default: return 8
+        }
+    }
+}
