@@ -16,10 +16,14 @@ struct SessionKeys: Sendable {
     /// session's expiry; its value is the last activity (Unix ms). The data keys live a grace
     /// period longer, for the cleanup hook.
     func alive(_ id: String) -> String { "\(namespace):session:{\(id)}:alive" }
+    /// `<ns>:session:{<id>}:claim`: which listener instance runs the session's cleanup hook (lease).
+    func claim(_ id: String) -> String { "\(namespace):session:{\(id)}:claim" }
     /// `<ns>:user:<user>:sessions`: sorted set of the user's session ids, scored by creation (ms).
     func userSessions(_ user: String) -> String { "\(namespace):user:\(user):sessions" }
     /// `<ns>:deadlines`: sorted set of session ids scored by their earliest possible expiry (ms).
     var deadlines: String { "\(namespace):deadlines" }
+    /// `<ns>:warnings`: sorted set of session ids scored by when their expiry warning is due (ms).
+    var warnings: String { "\(namespace):warnings" }
     /// `<ns>:users`: sorted set of user ids scored by their last session creation (ms).
     var users: String { "\(namespace):users" }
     /// `<ns>:stats`: counters (sessions created and ended, total lifetime of ended sessions).
@@ -27,4 +31,15 @@ struct SessionKeys: Sendable {
 
     /// The three keys of one session, in the order every session script takes them.
     func session(_ id: String) -> [RedisArgument] { [.string(data(id)), .string(alive(id)), .string(messages(id))] }
+
+    /// The session's keys and its claim key, for the expiry scripts.
+    func sessionAndClaim(_ id: String) -> [RedisArgument] { session(id) + [.string(claim(id))] }
+
+    /// The id of a session key of this namespace (`<ns>:session:{<id>}...`), or nil.
+    func sessionID(fromKey key: String) -> String? {
+        let prefix = "\(namespace):session:{"
+        guard key.hasPrefix(prefix), let close = key.lastIndex(of: "}") else { return nil }
+        let id = String(key[key.index(key.startIndex, offsetBy: prefix.count)..<close])
+        return SessionID.isWellFormed(id) ? id : nil
+    }
 }

@@ -258,4 +258,66 @@ enum SessionScripts {
             if removed == 0 or not f[1] then return 0 end
             return {f[1], f[2]}
             """)
+
+    // MARK: Expiry (KEYS[4] is the session's claim key)
+
+    /// check: what a due session needs. ARGV[1] now, ARGV[2] claim token, ARGV[3] claim lease ms,
+    /// ARGV[4] warning lead ms (0: no warnings), ARGV[5] grace ms.
+    /// Returns one of:
+    /// - {'alive', timer PTTL, warned}: still alive, the hint was early (reschedule it); warned is 1
+    ///   when the current period of activity was warned about already;
+    /// - {'warn', timer PTTL, HGETALL}: alive and within the warning lead, not yet warned for this
+    ///   period of activity (the timer's value identifies it): warn once;
+    /// - {'gone'}: nothing left (drop the hint);
+    /// - {'busy', claim PTTL}: another instance holds the claim;
+    /// - {'claimed', HGETALL, LRANGE, attempt}: this instance runs the hook; the data now outlives
+    ///   the lease; attempt counts earlier claims (an instance died, or the hook kept throwing).
+    /// Reading the timer makes Redis expire it if it is due (lazy expiry), which is what we want.
+    static let check = RedisScript(
+        """
+        local DATA, ALIVE, MESSAGES, CLAIM = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+        local ttl = redis.call('PTTL', ALIVE)
+        if ttl > 0 then
+          local lead = tonumber(ARGV[4])
+          if lead == 0 then return {'alive', ttl, 0} end
+          local period = redis.call('GET', ALIVE)
+          local warned = redis.call('HGET', DATA, 'warned_for') == period
+          if ttl <= lead and not warned then
+            redis.call('HSET', DATA, 'warned_for', period)
+            return {'warn', ttl, redis.call('HGETALL', DATA)}
+          end
+          return {'alive', ttl, warned and 1 or 0}
+        end
+        if redis.call('EXISTS', DATA) == 0 then return {'gone'} end
+        if not redis.call('SET', CLAIM, ARGV[2], 'NX', 'PX', ARGV[3]) then
+          return {'busy', redis.call('PTTL', CLAIM)}
+        end
+        local keep = tonumber(ARGV[1]) + tonumber(ARGV[3]) + tonumber(ARGV[5])
+        redis.call('PEXPIREAT', DATA, keep)
+        redis.call('PEXPIREAT', MESSAGES, keep)
+        local attempt = redis.call('HINCRBY', DATA, 'cleanup_attempts', 1) - 1
+        return {'claimed', redis.call('HGETALL', DATA), redis.call('LRANGE', MESSAGES, 0, -1), attempt}
+        """)
+
+    /// finalize: after the hook, removes the session if this instance still holds the claim.
+    /// ARGV[1] claim token. Returns 1, or 0 when the claim was lost (the lease ran out).
+    static let finalize = RedisScript(
+        """
+        if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+        return 1
+        """)
+
+    /// retire: ends a session at once but keeps its data for the cleanup hook (delete with hooks).
+    /// ARGV[1] grace ms. Returns {user, created_at}, or 0 when there is no session.
+    static let retire = RedisScript(
+        prelude + """
+            local f = redis.call('HMGET', DATA, 'user', 'created_at')
+            if not f[1] then return 0 end
+            redis.call('DEL', ALIVE)
+            redis.call('HSET', DATA, 'state', 'deleted')
+            redis.call('PEXPIRE', DATA, ARGV[1])
+            redis.call('PEXPIRE', MESSAGES, ARGV[1])
+            return {f[1], f[2]}
+            """)
 }

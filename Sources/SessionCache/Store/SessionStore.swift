@@ -207,6 +207,7 @@ public final class SessionStore: Sendable {
             indexes += [
                 RedisCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
                 RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
+                RedisCommand("ZREM", .string(keys.warnings), .string(id)),
             ]
             let placed = try await runScript(SessionScripts.place, id: newID, arguments: arguments, alongside: indexes)
             guard placed.int == 1 else { throw SessionError.corrupted("keys for a freshly generated id already exist") }
@@ -222,9 +223,23 @@ public final class SessionStore: Sendable {
     var grace: Int { configuration.expiryGrace.wholeMilliseconds }
 
     /// Deletes one session and its index entries; two round trips (the user is learnt first).
+    /// With cleanup hooks, the session is retired instead: dead at once, its data kept for the
+    /// expiry listener, which runs the hook and then removes everything.
     func deleteSession(_ id: String) async throws -> Bool {
+        if configuration.cleanupHooks {
+            let reply = try await runScript(SessionScripts.retire, id: id, arguments: [.integer(grace)])
+            guard case .array(let parts) = reply, parts.count == 2, let user = parts[0].string else { return false }
+            try Self.check(
+                try await redis.pipeline([
+                    RedisCommand("ZADD", .string(keys.deadlines), 0, .string(id)),
+                    RedisCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
+                ]))
+            return true
+        }
         let reply = try await runScript(SessionScripts.delete, id: id, arguments: [])
-        var commands = [RedisCommand("ZREM", .string(keys.deadlines), .string(id))]
+        var commands = [
+            RedisCommand("ZREM", .string(keys.deadlines), .string(id)), RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+        ]
         var existed = false
         if case .array(let parts) = reply, parts.count == 2, let user = parts[0].string {
             existed = true
@@ -256,6 +271,10 @@ public final class SessionStore: Sendable {
             RedisCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(now - horizon)")),
             RedisCommand("PEXPIRE", .string(keys.users), .integer(horizon)),
         ]
+        if let lead = configuration.expiryWarningLead {
+            commands.append(RedisCommand("ZADD", .string(keys.warnings), .integer(expires - lead.wholeMilliseconds), .string(id)))
+            commands.append(RedisCommand("PEXPIRE", .string(keys.warnings), .integer(horizon)))
+        }
         if countAsCreated {
             commands += [
                 RedisCommand("HINCRBY", .string(keys.stats), "sessions_created", 1),

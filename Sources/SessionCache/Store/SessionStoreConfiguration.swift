@@ -30,6 +30,14 @@ public struct SessionStoreConfiguration: Sendable {
     /// How much longer than its idle timer a session's data stays readable, for the expiry hook.
     public var expiryGrace: Duration = .seconds(60)
     public var limits = Limits()
+    /// Whether ``SessionStore/delete(_:)`` hands sessions to the ``ExpiryListener`` (cleanup hook
+    /// with reason ``ExpiryReason/deleted``) instead of removing their keys at once. The session is
+    /// dead immediately either way. Turn it on, on every instance, when an expiry listener runs.
+    public var cleanupHooks = false
+    /// When set, the ``ExpiryListener`` warns this long before a session's idle expiry (once per
+    /// period of activity), so the application can tell the user. Every instance's store needs the
+    /// same value: it schedules the warnings.
+    public var expiryWarningLead: Duration? = nil
     /// How long a full touch's view of a session's timing is reused, so that the following touches
     /// cost one Redis command instead of a script (see the README). A timeout-mode change made on
     /// another instance reaches this instance's touches within this time. `.zero` disables it.

@@ -1,0 +1,358 @@
+import CoreMetrics
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import RedisClient
+import ServiceLifecycle
+import Synchronization
+
+/// Runs the application's cleanup hook once for every session that ends (idle timeout, absolute
+/// lifetime, or deletion with ``SessionStoreConfiguration/cleanupHooks``), across all instances.
+///
+/// Every app instance runs one, as a swift-service-lifecycle `Service`. Two sources find ended
+/// sessions: expired-key events for the store's timers (prompt when Redis delivers them; Redis
+/// sends them only when it actually deletes a key, and drops them while nobody listens), and a
+/// sweep of the deadline index every ``ExpiryListenerConfiguration/sweepInterval``, oldest first in
+/// bounded batches (which also makes Redis expire due timers). Every candidate is checked against
+/// the session itself; one instance claims it atomically and runs the hook with the session's data
+/// as it was; then the session's keys and index entries are removed. If the claiming instance dies
+/// in the middle of the hook, another runs it again after ``ExpiryListenerConfiguration/claimLease``
+/// (at-least-once in that case; ``ExpiredSession/attempt`` tells).
+///
+/// ```swift
+/// let listener = ExpiryListener(store: store) { expired in
+///     try await sandboxes.release(for: expired.session.id)
+/// }
+/// let group = ServiceGroup(services: [listener], logger: logger)
+/// try await group.run()
+/// ```
+public final class ExpiryListener: Service {
+    /// The cleanup hook. A hook that throws is logged and tried again, at most
+    /// ``ExpiryListenerConfiguration/maxHookAttempts`` times in all.
+    public typealias Hook = @Sendable (ExpiredSession) async throws -> Void
+    /// The warning hook (see ``SessionStoreConfiguration/expiryWarningLead``).
+    public typealias WarningHook = @Sendable (ExpiryWarning) async throws -> Void
+
+    private let store: SessionStore
+    private let configuration: ExpiryListenerConfiguration
+    private let onExpiry: Hook
+    private let onWarning: WarningHook?
+    private let metrics: ExpiryMetrics
+    private let inFlight = Mutex<Set<String>>([])
+    /// Identifies this instance's claims.
+    private let instanceToken = SessionID.make()
+
+    /// A listener for `store`'s namespace.
+    public init(
+        store: SessionStore, configuration: ExpiryListenerConfiguration = ExpiryListenerConfiguration(),
+        onWarning: WarningHook? = nil, onExpiry: @escaping Hook
+    ) {
+        self.store = store
+        self.configuration = configuration
+        self.onExpiry = onExpiry
+        self.onWarning = onWarning
+        self.metrics = ExpiryMetrics(factory: configuration.metricsFactory)
+    }
+
+    private var keys: SessionKeys { store.keys }
+    private var logger: Logger { configuration.logger }
+
+    /// Listens and sweeps until the task is cancelled or a graceful shutdown is requested; then
+    /// stops taking new sessions and lets running hooks finish.
+    public func run() async throws {
+        let stopping = NIOLockedValueBox(false)
+        let (candidates, feed) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .unbounded)
+        let subscriber = RedisSubscriber(configuration: store.redis.configuration)
+        await enableNotifications()
+        try? await subscriber.subscribe(channels: ["__keyevent@\(store.redis.configuration.database)__:expired"])
+
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.forwardEvents(from: subscriber, to: feed) }
+                group.addTask {
+                    await self.sweepLoop(isStopping: { stopping.withLockedValue { $0 } })
+                    feed.finish()
+                }
+                let limiter = Limiter(configuration.maxConcurrentHooks)
+                for await id in candidates {
+                    guard begin(id) else { continue }
+                    await limiter.acquire()
+                    group.addTask {
+                        await self.process(id)
+                        self.end(id)
+                        limiter.release()
+                    }
+                }
+                await subscriber.close()
+            }
+        } onGracefulShutdown: {
+            stopping.withLockedValue { $0 = true }
+        }
+    }
+
+    // MARK: Sources
+
+    private func forwardEvents(from subscriber: RedisSubscriber, to feed: AsyncStream<String>.Continuation) async {
+        for await event in subscriber.events {
+            switch event {
+            case .message(_, _, let payload):
+                let key = String(buffer: payload)
+                if key.hasSuffix(":alive"), let id = keys.sessionID(fromKey: key) { feed.yield(id) }
+            case .resubscribed:
+                logger.info("expired-key events were missed while reconnecting; the sweep covers them")
+            }
+        }
+    }
+
+    private func sweepLoop(isStopping: @Sendable () -> Bool) async {
+        while !Task.isCancelled && !isStopping() {
+            var taken = 0
+            do {
+                taken = try await sweepOnce()
+            } catch {
+                logger.warning("expiry sweep failed", metadata: ["error": "\(error)"])
+            }
+            // A full batch means a backlog: take the next one at once, oldest first.
+            if taken < configuration.sweepBatchSize {
+                try? await Task.sleep(for: configuration.sweepInterval)
+            } else {
+                await Task.yield()
+            }
+        }
+    }
+
+    /// One sweep: the due entries of the deadline and warning indexes, processed before it returns.
+    /// Returns how many were due.
+    @discardableResult
+    func sweepOnce() async throws -> Int {
+        let now = SessionStore.nowMilliseconds()
+        let limit = RedisArgument.integer(configuration.sweepBatchSize)
+        let replies = try await store.redis.pipeline([
+            RedisCommand("ZRANGEBYSCORE", .string(keys.deadlines), "-inf", .integer(now), "LIMIT", 0, limit),
+            RedisCommand("ZRANGEBYSCORE", .string(keys.warnings), "-inf", .integer(now), "LIMIT", 0, limit),
+        ])
+        try SessionStore.check(replies)
+        let due = Array(Set((replies[0].array ?? []).compactMap(\.string) + (replies[1].array ?? []).compactMap(\.string)))
+        metrics.sweepBatch.record(due.count)
+        let limiter = Limiter(configuration.maxConcurrentHooks)
+        await withDiscardingTaskGroup { group in
+            for id in due where begin(id) {
+                await limiter.acquire()
+                group.addTask {
+                    await self.process(id)
+                    self.end(id)
+                    limiter.release()
+                }
+            }
+        }
+        return max(replies[0].array?.count ?? 0, replies[1].array?.count ?? 0)
+    }
+
+    private func begin(_ id: String) -> Bool { inFlight.withLock { $0.insert(id).inserted } }
+    private func end(_ id: String) { _ = inFlight.withLock { $0.remove(id) } }
+
+    // MARK: One session
+
+    private func process(_ id: String) async {
+        guard SessionID.isWellFormed(id) else {
+            _ = try? await store.redis.pipeline([
+                RedisCommand("ZREM", .string(keys.deadlines), .string(id)), RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+            ])
+            return
+        }
+        do {
+            let lead = store.configuration.expiryWarningLead?.wholeMilliseconds ?? 0
+            let reply = try await store.redis.run(
+                SessionScripts.check, keys: keys.sessionAndClaim(id),
+                arguments: [
+                    .integer(SessionStore.nowMilliseconds()), .string(instanceToken), .integer(configuration.claimLease.wholeMilliseconds),
+                    .integer(onWarning == nil ? 0 : lead), .integer(store.grace),
+                ])
+            guard case .array(let parts) = reply, let verdict = parts.first?.string else { return }
+            let now = SessionStore.nowMilliseconds()
+            switch verdict {
+            case "alive":
+                let ttl = parts[1].int ?? 0
+                var commands = [RedisCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id))]
+                if onWarning != nil, lead > 0 {
+                    if ttl > lead && parts[2].int == 0 {
+                        commands.append(RedisCommand("ZADD", .string(keys.warnings), .integer(now + ttl - lead), .string(id)))
+                    } else {
+                        commands.append(RedisCommand("ZREM", .string(keys.warnings), .string(id)))
+                    }
+                }
+                _ = try await store.redis.pipeline(commands)
+            case "warn":
+                let ttl = parts[1].int ?? 0
+                _ = try await store.redis.pipeline([
+                    RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+                    RedisCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)),
+                ])
+                if let onWarning, let fields = parts[2].array {
+                    let session = try store.decodeSession(id: id, fields: fields)
+                    do {
+                        try await onWarning(ExpiryWarning(session: session, remaining: .milliseconds(ttl)))
+                    } catch {
+                        logger.error(
+                            "expiry warning hook failed",
+                            metadata: ["session": "\(StoreInstrumentation.redacted(id))", "error": "\(error)"])
+                    }
+                }
+            case "gone":
+                _ = try await store.redis.pipeline([
+                    RedisCommand("ZREM", .string(keys.deadlines), .string(id)), RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+                ])
+            case "busy":
+                metrics.claimsLost.increment()
+                let ttl = max(parts.count > 1 ? parts[1].int ?? 0 : 0, 1)
+                _ = try await store.redis.send(RedisCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)))
+            case "claimed":
+                guard parts.count == 4, let fields = parts[1].array, let messages = parts[2].array else { return }
+                // Until it is finalized, the hint points at the end of the lease: if this instance
+                // dies, the next sweep after the lease claims it again.
+                _ = try await store.redis.send(
+                    RedisCommand("ZADD", .string(keys.deadlines), .integer(now + configuration.claimLease.wholeMilliseconds), .string(id)))
+                try await runHook(id: id, fields: fields, messages: messages, attempt: parts[3].int ?? 0)
+            default:
+                logger.error("unexpected verdict from the expiry check", metadata: ["verdict": "\(verdict)"])
+            }
+        } catch {
+            logger.warning(
+                "expiry processing failed; the sweep will retry",
+                metadata: ["session": "\(StoreInstrumentation.redacted(id))", "error": "\(error)"])
+        }
+    }
+
+    private func runHook(id: String, fields: [RESPValue], messages: [RESPValue], attempt: Int) async throws {
+        var session = try store.decodeSession(id: id, fields: fields)
+        var hash: [String: String] = [:]
+        for index in stride(from: 0, to: fields.count - 1, by: 2) { hash[fields[index].string ?? ""] = fields[index + 1].string }
+        let idle = Int(hash["idle_ms"] ?? "") ?? 0
+        let deadline = Int(hash["deadline_at"] ?? "") ?? 0
+        let idleEnd = (Int(hash["last_activity"] ?? "") ?? 0) + idle
+        let reason: ExpiryReason = hash["state"] == "deleted" ? .deleted : (deadline <= idleEnd ? .absoluteLifetime : .idleTimeout)
+        let expiredAt = reason == .absoluteLifetime ? deadline : idleEnd
+        if reason != .deleted { session.state = .expired }
+        let expired = ExpiredSession(
+            session: session,
+            messages: messages.compactMap { if case .bulkString(let bytes) = $0 { MessageCoding.decode(bytes) } else { nil } },
+            reason: reason, expiredAt: SessionStore.date(expiredAt), attempt: attempt)
+
+        if reason != .deleted {
+            metrics.lateness.recordMilliseconds(max(0, SessionStore.nowMilliseconds() - expiredAt))
+        }
+        var succeeded = false
+        for tryNumber in 0..<max(1, configuration.maxHookAttempts) {
+            do {
+                try await onExpiry(expired)
+                succeeded = true
+                break
+            } catch {
+                metrics.hookFailures.increment()
+                logger.error(
+                    "cleanup hook failed",
+                    metadata: ["session": "\(StoreInstrumentation.redacted(id))", "try": "\(tryNumber + 1)", "error": "\(error)"])
+                if tryNumber + 1 < configuration.maxHookAttempts {
+                    try? await Task.sleep(for: configuration.hookRetryDelay * (1 << tryNumber))
+                }
+            }
+        }
+        metrics.hooks(reason).increment()
+        if !succeeded { logger.error("cleanup hook gave up", metadata: ["session": "\(StoreInstrumentation.redacted(id))"]) }
+
+        let finalized = try await store.redis.run(
+            SessionScripts.finalize, keys: keys.sessionAndClaim(id), arguments: [.string(instanceToken)])
+        guard finalized.int == 1 else {
+            // The lease ran out during the hook and another instance took the session over.
+            metrics.claimsLost.increment()
+            return
+        }
+        let lifetime = max(0, SessionStore.nowMilliseconds() - Int(session.createdAt.timeIntervalSince1970 * 1000))
+        _ = try await store.redis.pipeline([
+            RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
+            RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+            RedisCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
+            RedisCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
+            RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(lifetime)),
+            RedisCommand("PEXPIRE", .string(keys.stats), .integer(SessionStore.statsLifetime)),
+        ])
+    }
+
+    // MARK: Notifications
+
+    /// Makes sure Redis publishes expired-key events (flags `E` and `x`), where CONFIG is allowed.
+    private func enableNotifications() async {
+        guard configuration.enableKeyspaceNotifications else { return }
+        do {
+            let reply = try await store.redis.send(RedisCommand("CONFIG", "GET", "notify-keyspace-events"))
+            let flags = reply.array?.last?.string ?? ""
+            let hasExpired = flags.contains("x") || flags.contains("A")
+            if flags.contains("E") && hasExpired { return }
+            var wanted = flags
+            if !flags.contains("E") { wanted += "E" }
+            if !hasExpired { wanted += "x" }
+            _ = try await store.redis.send(RedisCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)))
+            logger.info("enabled expired-key notifications", metadata: ["notify-keyspace-events": "\(wanted)"])
+        } catch {
+            logger.warning(
+                "cannot enable expired-key notifications (CONFIG refused); relying on the deadline sweep", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// A counting semaphore for tasks.
+final class Limiter: Sendable {
+    private let state: Mutex<(available: Int, waiters: [CheckedContinuation<Void, Never>])>
+
+    init(_ count: Int) {
+        state = Mutex((max(1, count), []))
+    }
+
+    func acquire() async {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state in
+                if state.available > 0 {
+                    state.available -= 1
+                    return true
+                }
+                state.waiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiters.isEmpty {
+                state.available += 1
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        waiter?.resume()
+    }
+}
+
+struct ExpiryMetrics: Sendable {
+    let lateness: CoreMetrics.Timer
+    let claimsLost: Counter
+    let sweepBatch: Recorder
+    let hookFailures: Counter
+    private let hooksByReason: [ExpiryReason: Counter]
+
+    init(factory: any MetricsFactory) {
+        lateness = CoreMetrics.Timer(label: "session.expiry.lateness", factory: factory)
+        claimsLost = Counter(label: "session.expiry.claims_lost", factory: factory)
+        sweepBatch = Recorder(label: "session.expiry.sweep_batch", factory: factory)
+        hookFailures = Counter(label: "session.expiry.hook_failures", factory: factory)
+        var hooks: [ExpiryReason: Counter] = [:]
+        for reason in [ExpiryReason.idleTimeout, .absoluteLifetime, .deleted] {
+            hooks[reason] = Counter(label: "session.expiry.hooks", dimensions: [("reason", reason.rawValue)], factory: factory)
+        }
+        hooksByReason = hooks
+    }
+
+    func hooks(_ reason: ExpiryReason) -> Counter { hooksByReason[reason]! }
+}
