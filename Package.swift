@@ -70,6 +70,11 @@ let package = Package(
             name: "ClientBenchmark",
             dependencies: ["RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
         ),
+        // A listener in a process of its own, for the tests that kill an instance.
+        .executableTarget(
+            name: "SessionTestWorker",
+            dependencies: ["SessionCache", "RedisClient"]
+        ),
         .executableTarget(
             name: "StoreBenchmark",
             dependencies: ["SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
@@ -81,6 +86,8 @@ let package = Package(
                 "RedisClient",
                 "EmbeddedRedis",
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

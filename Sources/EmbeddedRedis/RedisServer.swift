@@ -29,17 +29,21 @@ public final class RedisServer: @unchecked Sendable {
         public var password: String?
         /// Any other `--name value` options.
         public var extra: [(String, String)]
+        /// Further raw command-line arguments, for options with several values
+        /// (`["--rename-command", "CONFIG", ""]`).
+        public var arguments: [String]
         /// The executable, found on PATH or in /usr/bin by default.
         public var executable: String
 
         public init(
             notifyKeyspaceEvents: String? = "Ex", appendOnly: Bool = false, password: String? = nil,
-            extra: [(String, String)] = [], executable: String? = nil
+            extra: [(String, String)] = [], arguments: [String] = [], executable: String? = nil
         ) {
             self.notifyKeyspaceEvents = notifyKeyspaceEvents
             self.appendOnly = appendOnly
             self.password = password
             self.extra = extra
+            self.arguments = arguments
             self.executable = executable ?? RedisServer.findExecutable("redis-server")
         }
     }
@@ -178,6 +182,7 @@ public final class RedisServer: @unchecked Sendable {
         if options.appendOnly { arguments += ["--appendonly", "yes", "--appendfsync", "everysec"] }
         if let password = options.password { arguments += ["--requirepass", password] }
         for (name, value) in options.extra { arguments += ["--\(name)", value] }
+        arguments += options.arguments
 
         let ready = NIOLockedValueBox<CheckedContinuation<Void, any Error>?>(nil)
         let finish: @Sendable (Result<Void, any Error>) -> Void = { result in

@@ -85,6 +85,28 @@ final class ExpiryWatch: Sendable {
         }
     }
 
+    /// Waits until every one of `keys` expired; false after `timeout`.
+    func wait(forAll keys: Set<String>, timeout: Duration = .seconds(20)) async throws -> Bool {
+        let subscriber = self.subscriber
+        return try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                var missing = keys
+                for await event in subscriber.events {
+                    if case .message(_, _, let payload) = event { missing.remove(String(buffer: payload)) }
+                    if missing.isEmpty { return true }
+                }
+                return false
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            let first = try await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
     func close() async { await subscriber.close() }
 }
 

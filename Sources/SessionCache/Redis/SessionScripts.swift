@@ -266,8 +266,8 @@ enum SessionScripts {
     /// Returns one of:
     /// - {'alive', timer PTTL, warned}: still alive, the hint was early (reschedule it); warned is 1
     ///   when the current period of activity was warned about already;
-    /// - {'warn', timer PTTL, HGETALL}: alive and within the warning lead, not yet warned for this
-    ///   period of activity (the timer's value identifies it): warn once;
+    /// - {'warn', timer PTTL, HGETALL}: alive and within the warning lead of its idle expiry, not
+    ///   yet warned for this period of activity (the timer's value identifies it): warn once;
     /// - {'gone'}: nothing left (drop the hint);
     /// - {'busy', claim PTTL}: another instance holds the claim;
     /// - {'claimed', HGETALL, LRANGE, attempt}: this instance runs the hook; the data now outlives
@@ -281,7 +281,10 @@ enum SessionScripts {
           local lead = tonumber(ARGV[4])
           if lead == 0 then return {'alive', ttl, 0} end
           local period = redis.call('GET', ALIVE)
-          local warned = redis.call('HGET', DATA, 'warned_for') == period
+          local f = redis.call('HMGET', DATA, 'warned_for', 'deadline_at')
+          -- The warning is for idle expiry: a timer that ends at the absolute deadline gets none
+          -- (no activity could save the session).
+          local warned = f[1] == period or tonumber(ARGV[1]) + ttl >= tonumber(f[2] or 0) - 10
           if ttl <= lead and not warned then
             redis.call('HSET', DATA, 'warned_for', period)
             return {'warn', ttl, redis.call('HGETALL', DATA)}
