@@ -79,7 +79,7 @@ public final class ExpiryListener: Service {
                     guard begin(id) else { continue }
                     await limiter.acquire()
                     group.addTask {
-                        await self.process(id)
+                        if await self.isOwnedBySweep(id) == false { await self.process(id) }
                         self.end(id)
                         limiter.release()
                     }
@@ -122,18 +122,17 @@ public final class ExpiryListener: Service {
         }
     }
 
-    /// One sweep: the due entries of the deadline and warning indexes, processed before it returns.
-    /// Returns how many were due.
+    /// One sweep: takes the due entries of the deadline and warning indexes (oldest first, at most
+    /// a batch of each) and processes them before it returns. Returns how many were due.
     @discardableResult
     func sweepOnce() async throws -> Int {
         let now = SessionStore.nowMilliseconds()
-        let limit = RedisArgument.integer(configuration.sweepBatchSize)
-        let replies = try await store.redis.pipeline([
-            RedisCommand("ZRANGEBYSCORE", .string(keys.deadlines), "-inf", .integer(now), "LIMIT", 0, limit),
-            RedisCommand("ZRANGEBYSCORE", .string(keys.warnings), "-inf", .integer(now), "LIMIT", 0, limit),
-        ])
-        try SessionStore.check(replies)
-        let due = Array(Set((replies[0].array ?? []).compactMap(\.string) + (replies[1].array ?? []).compactMap(\.string)))
+        let arguments: [RedisArgument] = [.integer(now), .integer(configuration.sweepBatchSize), .integer(hintLease)]
+        async let deadlines = store.redis.run(SessionScripts.takeDue, keys: [.string(keys.deadlines)], arguments: arguments)
+        async let warnings = store.redis.run(SessionScripts.takeDue, keys: [.string(keys.warnings)], arguments: arguments)
+        let dueDeadlines = try await deadlines.array?.compactMap(\.string) ?? []
+        let dueWarnings = try await warnings.array?.compactMap(\.string) ?? []
+        let due = Array(Set(dueDeadlines + dueWarnings))
         metrics.sweepBatch.record(due.count)
         let limiter = Limiter(configuration.maxConcurrentHooks)
         await withDiscardingTaskGroup { group in
@@ -146,7 +145,18 @@ public final class ExpiryListener: Service {
                 }
             }
         }
-        return max(replies[0].array?.count ?? 0, replies[1].array?.count ?? 0)
+        return max(dueDeadlines.count, dueWarnings.count)
+    }
+
+    /// How long a swept entry stays with the sweeper that took it before others may take it.
+    private var hintLease: Int { max(2000, configuration.sweepInterval.wholeMilliseconds * 20) }
+
+    /// Every instance receives every expired event; when a sweeper has the session's hint (leased
+    /// ahead), or it is gone, the event is left to the sweep: one cheap read instead of a script.
+    private func isOwnedBySweep(_ id: String) async -> Bool {
+        guard let reply = try? await store.redis.send(RedisCommand("ZSCORE", .string(keys.deadlines), .string(id))) else { return false }
+        guard let score = reply.double else { return true }
+        return score > Double(SessionStore.nowMilliseconds())
     }
 
     private func begin(_ id: String) -> Bool { inFlight.withLock { $0.insert(id).inserted } }

@@ -323,4 +323,24 @@ enum SessionScripts {
             redis.call('PEXPIRE', MESSAGES, ARGV[1])
             return {f[1], f[2]}
             """)
+
+    /// take_due: hands the due entries of one index (deadlines or warnings) to one sweeper.
+    /// KEYS[1] the index; ARGV[1] now, ARGV[2] the most to take, ARGV[3] lease ms.
+    /// Returns the ids due (oldest first) and moves them a lease ahead, so that other sweepers do
+    /// not take them meanwhile; a sweeper that dies leaves them to come back after the lease.
+    /// (One key: fine for Redis Cluster.)
+    static let takeDue = RedisScript(
+        """
+        local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+        if #due > 0 then
+          local later = tonumber(ARGV[1]) + tonumber(ARGV[3])
+          local entries = {}
+          for _, id in ipairs(due) do
+            entries[#entries + 1] = later
+            entries[#entries + 1] = id
+          end
+          redis.call('ZADD', KEYS[1], unpack(entries))
+        end
+        return due
+        """)
 }
