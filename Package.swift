@@ -76,6 +76,15 @@ let package = Package(
             dependencies: ["SessionCache", "RedisClient"]
         ),
         .executableTarget(
+            name: "ExpiryBenchmark",
+            dependencies: [
+                "SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
             name: "StoreBenchmark",
             dependencies: ["SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
         ),

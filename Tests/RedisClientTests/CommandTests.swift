@@ -73,6 +73,18 @@ struct CommandTests {
         }
     }
 
+    @Test func aLongPipelineGetsEveryReplyInOrder() async throws {
+        try await withRedis { _, client in
+            // Long enough that collecting replies must be linear: 50,000 commands, one round trip.
+            let commands = (0..<50_000).map { RedisCommand("ECHO", .string("r\($0)")) }
+            let start = ContinuousClock.now
+            let replies = try await client.pipeline(commands)
+            #expect(replies.count == 50_000)
+            #expect(replies.enumerated().allSatisfy { $0.element.string == "r\($0.offset)" })
+            #expect(start.elapsed < .seconds(20))
+        }
+    }
+
     @Test func watchOnAnExclusiveConnection() async throws {
         try await withRedis { _, client in
             try await client.set("w", to: "1")

@@ -85,9 +85,13 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         guard !pending.isEmpty else {
             throw .protocolError("unsolicited reply \(reply)")
         }
-        if pending[pending.startIndex].receive(reply) {
-            pending.removeFirst()
+        // Take the entry out to mutate it: through the buffer's subscript, a pipeline's collected
+        // replies would be copied on every reply (quadratic in the pipeline's length).
+        var head = pending.removeFirst()
+        if head.receive(reply) {
             if pending.isEmpty { outbox.markIdle() }
+        } else {
+            pending.prepend(head)
         }
     }
 
