@@ -1,27 +1,70 @@
-// A helper process for the tests: an ExpiryListener in a process of its own, so that a test can
-// SIGKILL an instance in the middle of a hook.
+// A helper process for the tests: an app-server instance of its own, so that tests can run
+// several and SIGKILL one.
 //
 //   session-test-worker expiry-hang PORT NAMESPACE LEASE_MS
+//       an ExpiryListener whose hook announces the session on `worker:hook-started`, then hangs
+//   session-test-worker lock-increment PORT NAMESPACE SESSION TABS COUNT
+//       TABS tasks, each doing COUNT read-modify-write increments of metadata "counter" under the lock
+//   session-test-worker lock-hold PORT NAMESPACE SESSION LEASE_MS
+//       takes the session's lock (renewing it) and holds it until killed
 //
-// Runs a listener whose hook announces the session on the channel `worker:hook-started` and then
-// never returns. Prints "ready" once listening.
+// Each prints "ready" once set up, and "done" when finished.
 import Foundation
 import RedisClient
 import SessionCache
 
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
 let arguments = CommandLine.arguments
-guard arguments.count == 5, arguments[1] == "expiry-hang", let port = Int(arguments[2]), let lease = Int(arguments[4]) else {
-    FileHandle.standardError.write(Data("usage: session-test-worker expiry-hang PORT NAMESPACE LEASE_MS\n".utf8))
+guard arguments.count >= 4, let port = Int(arguments[2]) else {
+    FileHandle.standardError.write(Data("usage: see the comment at the top of main.swift\n".utf8))
     exit(2)
 }
 let client = try RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: port))
 let store = SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: arguments[3]))
-var configuration = ExpiryListenerConfiguration()
-configuration.claimLease = .milliseconds(lease)
-let listener = ExpiryListener(store: store, configuration: configuration) { expired in
-    _ = try await client.publish(.string(expired.session.id), to: "worker:hook-started")
-    try await Task.sleep(for: .seconds(3600))
+
+switch arguments[1] {
+case "expiry-hang":
+    var configuration = ExpiryListenerConfiguration()
+    configuration.claimLease = .milliseconds(Int(arguments[4]) ?? 1000)
+    let listener = ExpiryListener(store: store, configuration: configuration) { expired in
+        _ = try await client.publish(.string(expired.session.id), to: "worker:hook-started")
+        try await Task.sleep(for: .seconds(3600))
+    }
+    let run = Task { try await listener.run() }
+    say("ready")
+    _ = try await run.value
+
+case "lock-increment":
+    let id = arguments[4]
+    let tabs = Int(arguments[5]) ?? 8
+    let count = Int(arguments[6]) ?? 500
+    let locks = SessionLock(store: store)
+    say("ready")
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for _ in 0..<tabs {
+            group.addTask {
+                for _ in 0..<count {
+                    try await locks.withLock(id, timeout: .seconds(60)) { lease in
+                        let value = try await store.metadata(id)["counter"]?.numberValue ?? 0
+                        try await store.setMetadata(id, key: "counter", value: .number(value + 1), lease: lease)
+                    }
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    say("done")
+
+case "lock-hold":
+    var configuration = SessionLockConfiguration()
+    configuration.lease = .milliseconds(Int(arguments[5]) ?? 1000)
+    let locks = SessionLock(store: store, configuration: configuration)
+    try await locks.withLock(arguments[4]) { _ in
+        say("held")
+        try await Task.sleep(for: .seconds(3600))
+    }
+
+default:
+    exit(2)
 }
-let run = Task { try await listener.run() }
-FileHandle.standardOutput.write(Data("ready\n".utf8))
-_ = try await run.value

@@ -122,3 +122,7 @@ func expectSessionError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
     }
     return nil
 }
+
+extension ContinuousClock.Instant {
+    var elapsed: Duration { ContinuousClock.now - self }
+}

@@ -18,6 +18,9 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     case invalidUser
     /// A message role is empty, longer than 32 bytes, or contains a space.
     case invalidRole(String)
+    /// The write was made under a lock lease that is no longer the newest for the session (it
+    /// expired and someone else acquired the lock, or an active tab took it over): nothing was written.
+    case staleLease
     /// A key of the session holds something else than the store wrote (for example overwritten
     /// by hand with another type).
     case corrupted(String)
@@ -35,6 +38,7 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         case .sessionTooLarge(let bytes, let limit): return "session would be \(bytes) bytes; the limit is \(limit)"
         case .invalidUser: return "invalid user id"
         case .invalidRole(let role): return "invalid message role '\(role.prefix(40))'"
+        case .staleLease: return "the lock lease is stale: a newer one was issued for the session"
         case .corrupted(let detail): return "session data is corrupted: \(detail)"
         case .redis(let error): return "\(error)"
         }

@@ -18,6 +18,16 @@ struct SessionKeys: Sendable {
     func alive(_ id: String) -> String { "\(namespace):session:{\(id)}:alive" }
     /// `<ns>:session:{<id>}:claim`: which listener instance runs the session's cleanup hook (lease).
     func claim(_ id: String) -> String { "\(namespace):session:{\(id)}:claim" }
+    /// `<ns>:session:{<id>}:lock[:<tab>]`: the lock's owner token, with the lease as TTL;
+    /// `...:lock[:<tab>]:queue`: waiters by arrival; `...:lock[:<tab>]:seen`: when each last asked.
+    func lock(_ id: String, tab: String?) -> [RedisArgument] {
+        let base = "\(namespace):session:{\(id)}:lock" + (tab.map { ":\($0)" } ?? "")
+        return [.string(data(id)), .string(alive(id)), .string(base), .string(base + ":queue"), .string(base + ":seen")]
+    }
+    /// `<ns>:lock:<id>[:<tab>]`: where a release wakes the next waiter (the message is its token).
+    func lockChannel(_ id: String, tab: String?) -> String { "\(namespace):lock:\(id)" + (tab.map { ":\($0)" } ?? "") }
+    /// The pattern of every lock channel of the namespace.
+    var lockChannelPattern: String { "\(namespace):lock:*" }
     /// `<ns>:user:<user>:sessions`: sorted set of the user's session ids, scored by creation (ms).
     func userSessions(_ user: String) -> String { "\(namespace):user:\(user):sessions" }
     /// `<ns>:deadlines`: sorted set of session ids scored by their earliest possible expiry (ms).

@@ -24,6 +24,12 @@ enum SessionScripts {
           return f
         end
 
+        -- A write made under a lock lease carries the lease's fencing token (ARGV[3]; '' when none);
+        -- a token older than the newest issued for the session means the writer lost its lease.
+        local function stale(token, newest)
+          return token ~= '' and tonumber(token) < tonumber(newest or 0)
+        end
+
         -- Moves the timer to min(now + idle, deadline) and, when needed, the data keys to the timer
         -- plus grace (appending data_until to `fields` for the caller's HSET). Returns the data keys'
         -- expiry, or false when the session is not alive: its timer is gone or its deadline passed.
@@ -129,15 +135,17 @@ enum SessionScripts {
             return {inactive, redis.call('HGETALL', DATA)}
             """)
 
-    /// append_messages: ARGV[1] now, ARGV[2] grace ms, ARGV[3] window, ARGV[4] max session bytes,
-    /// ARGV[5] unused (''), ARGV[6...] the messages (`<role> <unix ms> <content>`).
+    /// append_messages: ARGV[1] now, ARGV[2] grace ms, ARGV[3] fencing token ('' for none),
+    /// ARGV[4] window, ARGV[5] max session bytes, ARGV[6...] the messages (`<role> <unix ms> <content>`).
     /// Appends, trims the list to the window, slides the expiry. Returns {1, list length},
-    /// {0} when the session is not alive, {-1, size} when it would exceed the size limit.
+    /// {0} when the session is not alive, {-1, size} when it would exceed the size limit, {-2} for a
+    /// stale fencing token.
     static let appendMessages = RedisScript(
         prelude + """
-            local now, grace, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-            local f = load('size_bytes', 'message_count', 'version')
+            local now, grace, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
+            local f = load('size_bytes', 'message_count', 'version', 'fence')
             if not f then return {0} end
+            if stale(ARGV[3], f[7]) then return {-2} end
             local count = #ARGV - 5
             local size = tonumber(f[4])
             for i = 6, #ARGV do size = size + #ARGV[i] end
@@ -158,13 +166,15 @@ enum SessionScripts {
             return {1, length}
             """)
 
-    /// clear_messages: ARGV[1] now, ARGV[2] grace ms. Empties the messages; metadata stays.
-    /// Returns 1, or 0 when the session is not alive.
+    /// clear_messages: ARGV[1] now, ARGV[2] grace ms, ARGV[3] fencing token ('' for none).
+    /// Empties the messages; metadata stays. Returns 1, 0 when the session is not alive, -2 for a
+    /// stale fencing token.
     static let clearMessages = RedisScript(
         prelude + """
             local now = tonumber(ARGV[1])
-            local f = load('size_bytes', 'version')
+            local f = load('size_bytes', 'version', 'fence')
             if not f then return 0 end
+            if stale(ARGV[3], f[6]) then return -2 end
             local fields = {'last_activity', now, 'message_count', 0, 'version', tonumber(f[5]) + 1}
             if not slide(f, now, tonumber(ARGV[2]), fields) then return 0 end
             local size = tonumber(f[4])
@@ -176,30 +186,32 @@ enum SessionScripts {
             return 1
             """)
 
-    /// set_metadata: ARGV[1] now, ARGV[2] grace ms, ARGV[3] max session bytes, ARGV[4] new idle ms
-    /// ('' to keep), ARGV[5] new mode name ('' to keep), ARGV[6...] field/value pairs to write
-    /// (fields prefixed `meta:`; an empty value removes the field).
-    /// Writes only those fields. Returns {1, version}, {0} when not alive, {-1, size} when too large.
+    /// set_metadata: ARGV[1] now, ARGV[2] grace ms, ARGV[3] fencing token ('' for none), ARGV[4] max
+    /// session bytes, ARGV[5] new idle ms ('' to keep), ARGV[6] new mode name ('' to keep),
+    /// ARGV[7...] field/value pairs to write (fields prefixed `meta:`; an empty value removes the field).
+    /// Writes only those fields. Returns {1, version}, {0} when not alive, {-1, size} when too large,
+    /// {-2} for a stale fencing token.
     static let setMetadata = RedisScript(
         prelude + """
-            local now, grace, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-            local f = load('size_bytes', 'version')
+            local now, grace, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+            local f = load('size_bytes', 'version', 'fence')
             if not f then return {0} end
+            if stale(ARGV[3], f[6]) then return {-2} end
             local size = tonumber(f[4])
-            for i = 6, #ARGV, 2 do size = size - redis.call('HSTRLEN', DATA, ARGV[i]) + #ARGV[i + 1] end
+            for i = 7, #ARGV, 2 do size = size - redis.call('HSTRLEN', DATA, ARGV[i]) + #ARGV[i + 1] end
             if size > limit then return {-1, size} end
             local version = tonumber(f[5]) + 1
             local fields = {'last_activity', now, 'size_bytes', size, 'version', version}
-            if ARGV[4] ~= '' then
-              f[1] = ARGV[4]
+            if ARGV[5] ~= '' then
+              f[1] = ARGV[5]
               fields[#fields + 1] = 'idle_ms'
-              fields[#fields + 1] = ARGV[4]
-              fields[#fields + 1] = 'mode'
               fields[#fields + 1] = ARGV[5]
+              fields[#fields + 1] = 'mode'
+              fields[#fields + 1] = ARGV[6]
             end
             if not slide(f, now, grace, fields) then return {0} end
             local removed = {}
-            for i = 6, #ARGV, 2 do
+            for i = 7, #ARGV, 2 do
               if ARGV[i + 1] == '' then
                 removed[#removed + 1] = ARGV[i]
               else
@@ -342,5 +354,95 @@ enum SessionScripts {
           redis.call('ZADD', KEYS[1], unpack(entries))
         end
         return due
+        """)
+
+    // MARK: Locks (KEYS: data hash, alive timer, lock, waiter queue, waiter heartbeats)
+
+    /// lock_acquire: ARGV[1] owner token, ARGV[2] lease ms, ARGV[3] ms after which a waiter that
+    /// stopped asking is skipped, ARGV[4] `wait`, `try` or `takeover`.
+    /// Returns {1, fencing token} when granted (the fence grows with every acquisition), {0, holder's
+    /// lease left in ms} when not (a `wait` caller is queued by arrival, Redis's clock), {-1} when
+    /// the session is not alive. The lock is granted when it is free and nobody is queued ahead.
+    static let lockAcquire = RedisScript(
+        """
+        local DATA, ALIVE, LOCK, QUEUE, SEEN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+        local token, mode = ARGV[1], ARGV[4]
+        if redis.call('EXISTS', ALIVE) == 0 then return {-1} end
+        if mode == 'takeover' then
+          redis.call('SET', LOCK, token, 'PX', ARGV[2])
+          redis.call('ZREM', QUEUE, token)
+          redis.call('HDEL', SEEN, token)
+          return {1, redis.call('HINCRBY', DATA, 'fence', 1)}
+        end
+        -- Uncontended: nobody queued, the lock free.
+        if redis.call('EXISTS', QUEUE) == 0 then
+          if redis.call('SET', LOCK, token, 'NX', 'PX', ARGV[2]) then
+            return {1, redis.call('HINCRBY', DATA, 'fence', 1)}
+          end
+          if redis.call('GET', LOCK) == token then return {1, tonumber(redis.call('HGET', DATA, 'fence'))} end
+        end
+        local clock = redis.call('TIME')
+        local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+        local holder = redis.call('GET', LOCK)
+        if holder == token then return {1, tonumber(redis.call('HGET', DATA, 'fence'))} end
+        if not holder then
+          -- Skip queued waiters that stopped asking (their process died).
+          local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+          while head and head ~= token and now - tonumber(redis.call('HGET', SEEN, head) or 0) > tonumber(ARGV[3]) do
+            redis.call('ZREM', QUEUE, head)
+            redis.call('HDEL', SEEN, head)
+            head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+          end
+          if not head or head == token then
+            redis.call('SET', LOCK, token, 'PX', ARGV[2])
+            if head then
+              redis.call('ZREM', QUEUE, token)
+              redis.call('HDEL', SEEN, token)
+            end
+            return {1, redis.call('HINCRBY', DATA, 'fence', 1)}
+          end
+        end
+        if mode == 'wait' then
+          redis.call('ZADD', QUEUE, 'NX', now, token)
+          redis.call('HSET', SEEN, token, now)
+          local keep = tonumber(ARGV[3]) * 4 + tonumber(ARGV[2])
+          redis.call('PEXPIRE', QUEUE, keep)
+          redis.call('PEXPIRE', SEEN, keep)
+        end
+        return {0, redis.call('PTTL', LOCK)}
+        """)
+
+    /// lock_release: ARGV[1] owner token, ARGV[2] wake-up channel. Releases the lock if the caller
+    /// owns it and wakes the next waiter (PUBLISH its token). Returns 1, or 0 when the caller is not
+    /// the owner (nothing changes: safe to retry).
+    static let lockRelease = RedisScript(
+        """
+        if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[3])
+        local head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+        if head then redis.call('PUBLISH', ARGV[2], head) end
+        return 1
+        """)
+
+    /// lock_extend: ARGV[1] owner token, ARGV[2] lease ms. Extends the lease if the caller owns the
+    /// lock. Returns 1, or 0 when it does not (the lease ran out, or another holder took over).
+    static let lockExtend = RedisScript(
+        """
+        if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+        redis.call('PEXPIRE', KEYS[3], ARGV[2])
+        return 1
+        """)
+
+    /// lock_abandon: ARGV[1] waiter token. Leaves the queue (a waiter that timed out or was
+    /// cancelled) and wakes the next waiter if the lock is free.
+    static let lockAbandon = RedisScript(
+        """
+        redis.call('ZREM', KEYS[4], ARGV[1])
+        redis.call('HDEL', KEYS[5], ARGV[1])
+        if redis.call('EXISTS', KEYS[3]) == 0 then
+          local head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+          if head then redis.call('PUBLISH', ARGV[2], head) end
+        end
+        return 1
         """)
 }

@@ -8,20 +8,23 @@ extension SessionStore {
     ///
     /// - Throws: ``SessionError/messageTooLarge(bytes:limit:)``,
     ///   ``SessionError/sessionTooLarge(bytes:limit:)``, ``SessionError/notFound``.
-    public func appendMessage(_ id: String, _ message: SessionMessage) async throws(SessionError) {
-        try await appendMessages(id, [message])
+    public func appendMessage(_ id: String, _ message: SessionMessage, lease: LockLease? = nil) async throws(SessionError) {
+        try await appendMessages(id, [message], lease: lease)
     }
 
     /// Appends a user message and the assistant's answer, atomically.
-    public func appendTurn(_ id: String, user: String, assistant: String) async throws(SessionError) {
+    public func appendTurn(_ id: String, user: String, assistant: String, lease: LockLease? = nil) async throws(SessionError) {
         let now = Date()
         try await appendMessages(
-            id, [SessionMessage(role: "user", content: user, at: now), SessionMessage(role: "assistant", content: assistant, at: now)])
+            id, [SessionMessage(role: "user", content: user, at: now), SessionMessage(role: "assistant", content: assistant, at: now)],
+            lease: lease)
     }
 
-    /// Appends messages in order, atomically.
-    public func appendMessages(_ id: String, _ messages: [SessionMessage]) async throws(SessionError) {
+    /// Appends messages in order, atomically. With a `lease`, the write is fenced: it is refused
+    /// with ``SessionError/staleLease`` when a newer lease was issued for the session since.
+    public func appendMessages(_ id: String, _ messages: [SessionMessage], lease: LockLease? = nil) async throws(SessionError) {
         try validate(id: id)
+        let fenceArgument = try self.fence(of: lease, for: id)
         guard !messages.isEmpty else { return }
         let limit = configuration.limits.maxMessageBytes
         for message in messages {
@@ -32,18 +35,14 @@ extension SessionStore {
         try await instrumentation.run("append_messages", session: id) {
             let arguments: [RedisArgument] =
                 [
-                    .integer(Self.nowMilliseconds()), .integer(grace), .integer(configuration.messageWindow),
-                    .integer(configuration.limits.maxSessionBytes), "",
+                    .integer(Self.nowMilliseconds()), .integer(grace), fenceArgument, .integer(configuration.messageWindow),
+                    .integer(configuration.limits.maxSessionBytes),
                 ] + encoded.map { .string($0) }
             let reply = try await runScript(SessionScripts.appendMessages, id: id, arguments: arguments)
             guard case .array(let parts) = reply, let status = parts.first?.int else {
                 throw SessionError.corrupted("unexpected reply \(reply)")
             }
-            if status == 0 { throw SessionError.notFound }
-            if status == -1 {
-                throw SessionError.sessionTooLarge(
-                    bytes: parts.count > 1 ? parts[1].int ?? 0 : 0, limit: configuration.limits.maxSessionBytes)
-            }
+            try checkWriteStatus(status, detail: parts.count > 1 ? parts[1].int : nil)
         }
     }
 
@@ -69,13 +68,14 @@ extension SessionStore {
         }
     }
 
-    /// Removes every message; metadata stays. Meaningful activity.
-    public func clearMessages(_ id: String) async throws(SessionError) {
+    /// Removes every message; metadata stays. Meaningful activity. Fenced with a `lease`.
+    public func clearMessages(_ id: String, lease: LockLease? = nil) async throws(SessionError) {
         try validate(id: id)
+        let fenceArgument = try self.fence(of: lease, for: id)
         try await instrumentation.run("clear_messages", session: id) {
             let reply = try await runScript(
-                SessionScripts.clearMessages, id: id, arguments: [.integer(Self.nowMilliseconds()), .integer(grace)])
-            if reply.int != 1 { throw SessionError.notFound }
+                SessionScripts.clearMessages, id: id, arguments: [.integer(Self.nowMilliseconds()), .integer(grace), fenceArgument])
+            try checkWriteStatus(reply.int ?? 0, detail: nil)
         }
     }
 }

@@ -11,35 +11,39 @@ extension SessionStore {
     }
 
     /// Sets one metadata value; only that field is written.
-    public func setMetadata(_ id: String, key: String, value: JSONValue) async throws(SessionError) {
-        try await setMetadata(id, [key: value])
+    public func setMetadata(_ id: String, key: String, value: JSONValue, lease: LockLease? = nil) async throws(SessionError) {
+        try await setMetadata(id, [key: value], lease: lease)
     }
 
     /// Sets several metadata values in one atomic write; only those fields are written, so
     /// concurrent requests changing other keys do not overwrite each other. A value of
     /// ``JSONValue/null`` removes the key. Setting `timeout_mode` to a mode's name (`aggressive`,
     /// `standard`, `lenient`, `persistent`, `custom:<ms>`) changes the session's timeout mode too.
-    /// Meaningful activity: slides the idle expiry.
+    /// Meaningful activity: slides the idle expiry. With a `lease`, the write is fenced: refused
+    /// with ``SessionError/staleLease`` when a newer lease was issued for the session since.
     ///
-    /// - Throws: a limit error, ``SessionError/notFound``.
-    public func setMetadata(_ id: String, _ values: [String: JSONValue]) async throws(SessionError) {
+    /// - Throws: a limit error, ``SessionError/notFound``, ``SessionError/staleLease``.
+    public func setMetadata(_ id: String, _ values: [String: JSONValue], lease: LockLease? = nil) async throws(SessionError) {
         let mode = values["timeout_mode"]?.stringValue.flatMap(TimeoutMode.init(storedName:))
-        try await writeMetadata(id, values, mode: mode)
+        try await writeMetadata(id, values, mode: mode, lease: lease)
     }
 
     /// Changes the session's timeout mode (its idle timeout applies from now on).
-    public func setTimeoutMode(_ id: String, _ mode: TimeoutMode) async throws(SessionError) {
-        try await writeMetadata(id, [:], mode: mode)
+    public func setTimeoutMode(_ id: String, _ mode: TimeoutMode, lease: LockLease? = nil) async throws(SessionError) {
+        try await writeMetadata(id, [:], mode: mode, lease: lease)
     }
 
-    private func writeMetadata(_ id: String, _ values: [String: JSONValue], mode: TimeoutMode?) async throws(SessionError) {
+    private func writeMetadata(
+        _ id: String, _ values: [String: JSONValue], mode: TimeoutMode?, lease: LockLease?
+    ) async throws(SessionError) {
         try validate(id: id)
+        let fenceArgument = try self.fence(of: lease, for: id)
         if mode != nil { touchCache.forget(id) }
         let removals = values.filter { $0.value == .null }.map(\.key)
         let encoded = try encodeMetadata(values.filter { $0.value != .null })
         try await instrumentation.run("set_metadata", session: id) {
             var arguments: [RedisArgument] = [
-                .integer(Self.nowMilliseconds()), .integer(grace), .integer(configuration.limits.maxSessionBytes),
+                .integer(Self.nowMilliseconds()), .integer(grace), fenceArgument, .integer(configuration.limits.maxSessionBytes),
                 .string(mode.map { String($0.idleTimeout.wholeMilliseconds) } ?? ""), .string(mode?.storedName ?? ""),
             ]
             for (field, value) in encoded { arguments += [.string(field), .string(value)] }
@@ -48,11 +52,27 @@ extension SessionStore {
             guard case .array(let parts) = reply, let status = parts.first?.int else {
                 throw SessionError.corrupted("unexpected reply \(reply)")
             }
-            if status == 0 { throw SessionError.notFound }
-            if status == -1 {
-                throw SessionError.sessionTooLarge(
-                    bytes: parts.count > 1 ? parts[1].int ?? 0 : 0, limit: configuration.limits.maxSessionBytes)
-            }
+            try checkWriteStatus(status, detail: parts.count > 1 ? parts[1].int : nil)
+        }
+    }
+
+    /// The fencing token argument of a write: '' without a lease.
+    func fence(of lease: LockLease?, for id: String) throws(SessionError) -> RedisArgument {
+        guard let lease else { return "" }
+        guard lease.sessionID == id else { throw .staleLease }
+        return .integer(lease.fence)
+    }
+
+    /// Turns a write script's status into the store's errors: 1 ok, 0 not alive, -1 too large,
+    /// -2 stale fencing token.
+    func checkWriteStatus(_ status: Int, detail: Int?) throws {
+        switch status {
+        case 1: return
+        case -1: throw SessionError.sessionTooLarge(bytes: detail ?? 0, limit: configuration.limits.maxSessionBytes)
+        case -2:
+            instrumentation.staleWrites.increment()
+            throw SessionError.staleLease
+        default: throw SessionError.notFound
         }
     }
 

@@ -12,6 +12,8 @@ struct StoreInstrumentation: Sendable {
     }
 
     private let metrics: [String: OperationMetrics]
+    /// Writes refused for a stale fencing token: `session.lock.stale_writes`.
+    let staleWrites: Counter
     private let tracer: any Tracer
     private let logger: Logger
     private let namespace: String
@@ -31,6 +33,7 @@ struct StoreInstrumentation: Sendable {
                 duration: Timer(label: "session.operation.duration", dimensions: dimensions, factory: configuration.metricsFactory))
         }
         self.metrics = metrics
+        self.staleWrites = Counter(label: "session.lock.stale_writes", factory: configuration.metricsFactory)
         self.tracer = configuration.tracer
         self.logger = configuration.logger
         self.namespace = configuration.namespace

@@ -1,0 +1,198 @@
+import EmbeddedRedis
+import Foundation
+import NIOConcurrencyHelpers
+import RedisClient
+import SessionCache
+import Testing
+
+/// The test worker binary, built with the tests.
+let workerPath = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("SessionTestWorker").path
+
+/// Starts a worker and waits until it prints `line`.
+func startWorker(_ arguments: [String], waitFor line: String) async throws -> ChildProcess {
+    let (lines, feed) = AsyncStream.makeStream(of: String.self)
+    let process = try ChildProcess(executable: workerPath, arguments: arguments) { feed.yield($0) }
+    for await printed in lines where printed == line { return process }
+    return process
+}
+
+func counter(_ store: SessionStore, _ id: String) async throws -> Double {
+    try await store.metadata(id)["counter"]?.numberValue ?? 0
+}
+
+@Suite("Session locks against a real redis-server")
+struct LockTests {
+    @Test func threeStoresTimesEightTabsLoseNoIncrement() async throws {
+        try await withStore { fixture in
+            let session = try await fixture.store.create(user: "alice", mode: .lenient)
+            let stores = try (0..<3).map { _ in try fixture.secondStore(fixture.store.configuration) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (_, store) in stores {
+                    let locks = SessionLock(store: store)
+                    for _ in 0..<8 {
+                        group.addTask {
+                            for _ in 0..<100 {
+                                try await locks.withLock(session.id) { lease in
+                                    let value = try await counter(store, session.id)
+                                    try await store.setMetadata(session.id, key: "counter", value: .number(value + 1), lease: lease)
+                                }
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await counter(fixture.store, session.id) == 2400)
+            for (client, _) in stores { await client.close() }
+        }
+    }
+
+    @Test func threeProcessesTimesEightTabsTimesFiveHundredLoseNoIncrement() async throws {
+        try await withStore { fixture in
+            let session = try await fixture.store.create(user: "alice", mode: .lenient)
+            let arguments = ["lock-increment", "\(fixture.server.port)", "test", session.id, "8", "500"]
+            let workers = try await withThrowingTaskGroup(of: ChildProcess.self) { group in
+                for _ in 0..<3 { group.addTask { try await startWorker(arguments, waitFor: "ready") } }
+                var workers: [ChildProcess] = []
+                for try await worker in group { workers.append(worker) }
+                return workers
+            }
+            for worker in workers {
+                #expect(await worker.waitForExit(timeout: .seconds(180)))
+                #expect(worker.exitCode == 0)
+            }
+            #expect(try await counter(fixture.store, session.id) == 12_000)
+        }
+    }
+
+    @Test func aHolderPastItsLeaseCannotWriteAndTheNewHoldersDataIsIntact() async throws {
+        try await withStore { fixture in
+            var configuration = SessionLockConfiguration()
+            configuration.lease = .milliseconds(300)
+            let locks = SessionLock(store: fixture.store, configuration: configuration)
+            let session = try await fixture.store.create(user: "alice")
+            let old = try await locks.acquire(session.id)  // no renewal: acquire without withLock
+            try await Task.sleep(for: .milliseconds(400))  // the lease runs out
+            let new = try await locks.acquire(session.id, timeout: .seconds(2))
+            #expect(new.fence > old.fence)
+            try await fixture.store.setMetadata(session.id, key: "owner", value: "new", lease: new)
+            let error = await expectSessionError { try await fixture.store.setMetadata(session.id, key: "owner", value: "old", lease: old) }
+            #expect(error == .staleLease)
+            #expect(
+                await expectSessionError {
+                    try await fixture.store.appendMessage(session.id, SessionMessage(role: "user", content: "x"), lease: old)
+                }
+                    == .staleLease)
+            #expect(await expectSessionError { try await fixture.store.clearMessages(session.id, lease: old) } == .staleLease)
+            #expect(try await fixture.store.metadata(session.id)["owner"] == "new")
+            #expect(try await locks.release(old) == false, "a release by a non-owner is refused")
+            #expect(try await locks.release(new))
+            #expect(try await locks.release(new) == false, "a second release changes nothing")
+        }
+    }
+
+    @Test func aKilledHoldersLockPassesToAWaiterWithinTheLease() async throws {
+        try await withStore { fixture in
+            let session = try await fixture.store.create(user: "alice")
+            let holder = try await startWorker(["lock-hold", "\(fixture.server.port)", "test", session.id, "1000"], waitFor: "held")
+            let locks = SessionLock(store: fixture.store)
+            let waiting = Task { try await locks.acquire(session.id, timeout: .seconds(10)) }
+            try await Task.sleep(for: .milliseconds(100))
+            let killed = ContinuousClock.now
+            holder.send(SIGKILL)
+            let lease = try await waiting.value
+            #expect(killed.elapsed < .milliseconds(1500), "got the lock within the holder's lease")
+            #expect(try await locks.release(lease))
+        }
+    }
+
+    @Test func waitTimeoutCancellationAndActiveTabWins() async throws {
+        try await withStore { fixture in
+            let locks = SessionLock(store: fixture.store)
+            let session = try await fixture.store.create(user: "alice")
+            let holder = try await locks.acquire(session.id)
+
+            let start = ContinuousClock.now
+            await #expect(throws: LockError.timedOut) { _ = try await locks.acquire(session.id, timeout: .milliseconds(300)) }
+            #expect(start.elapsed < .seconds(2))
+
+            let cancelled = Task { try await locks.acquire(session.id, timeout: .seconds(30)) }
+            try await Task.sleep(for: .milliseconds(100))
+            cancelled.cancel()
+            let outcome = await cancelled.result
+            #expect(throws: CancellationError.self) { try outcome.get() }
+
+            // The timed-out and cancelled waiters left the queue: the next one gets the lock at once.
+            try await locks.release(holder)
+            let next = try await locks.acquire(session.id, timeout: .seconds(1))
+            try await locks.release(next)
+
+            // Active tab wins: the newer tab takes over at once; the older tab's writes are refused.
+            let activeTab = SessionLock(store: fixture.store, configuration: SessionLockConfiguration(policy: .activeTabWins))
+            let older = try await activeTab.acquire(session.id)
+            let newer = try await activeTab.acquire(session.id, timeout: .milliseconds(50))
+            #expect(newer.fence > older.fence)
+            #expect(
+                await expectSessionError { try await fixture.store.setMetadata(session.id, key: "k", value: 1, lease: older) }
+                    == .staleLease)
+            try await fixture.store.setMetadata(session.id, key: "k", value: 2, lease: newer)
+            #expect(try await activeTab.extend(older) == false, "the older tab learns it lost the lock")
+
+            #expect(await #expect(throws: LockError.self) { _ = try await locks.acquire(String(repeating: "Z", count: 43)) } != nil)
+        }
+    }
+
+    @Test func withLockReleasesOnThrowAndTellsAHolderThatLostItsLease() async throws {
+        try await withStore { fixture in
+            var configuration = SessionLockConfiguration()
+            configuration.lease = .milliseconds(300)
+            let locks = SessionLock(store: fixture.store, configuration: configuration)
+            let session = try await fixture.store.create(user: "alice")
+            struct Boom: Error {}
+            await #expect(throws: Boom.self) { try await locks.withLock(session.id) { _ in throw Boom() } }
+            let free = try await locks.acquire(session.id, timeout: .milliseconds(100))  // released on throw
+            try await locks.release(free)
+
+            // A long body keeps its lease through renewals.
+            try await locks.withLock(session.id) { lease in
+                try await Task.sleep(for: .milliseconds(700))
+                try await fixture.store.setMetadata(session.id, key: "k", value: 1, lease: lease)
+            }
+            // Another tab takes the lock over while a body works: the body is told.
+            let takeover = SessionLock(store: fixture.store, configuration: SessionLockConfiguration(policy: .activeTabWins))
+            await #expect(throws: LockError.leaseLost) {
+                try await locks.withLock(session.id) { _ in
+                    _ = try await takeover.acquire(session.id)
+                    try await Task.sleep(for: .seconds(5))
+                }
+            }
+        }
+    }
+
+    @Test func redisKilledAndRestartedWhileLocksAreHeldAndAwaited() async throws {
+        try await withStore(.init(notifyKeyspaceEvents: "Ex", appendOnly: true)) { fixture in
+            var configuration = SessionLockConfiguration()
+            configuration.waitTimeout = .seconds(3)
+            let locks = SessionLock(store: fixture.store, configuration: configuration)
+            let session = try await fixture.store.create(user: "alice")
+            try await Task.sleep(for: .milliseconds(1100))  // on disk (appendfsync everysec)
+            let holder = try await locks.acquire(session.id)
+            let waiters = (0..<4).map { _ in Task { try await locks.acquire(session.id) } }
+            try await Task.sleep(for: .milliseconds(100))
+            let start = ContinuousClock.now
+            await fixture.server.kill()
+            try await fixture.server.restart()
+            for waiter in waiters {
+                if let lease = try? await waiter.value { _ = try? await locks.release(lease) }
+            }
+            #expect(start.elapsed < .seconds(8), "nobody hangs beyond the wait timeout")
+            _ = try? await locks.release(holder)
+            // Usable afterwards.
+            let value = try await locks.withLock(session.id, timeout: .seconds(10)) { lease in
+                try await fixture.store.setMetadata(session.id, key: "after", value: true, lease: lease)
+                return 1
+            }
+            #expect(value == 1)
+        }
+    }
+}
