@@ -64,8 +64,16 @@ public final class ExpiryListener: Service {
         let stopping = NIOLockedValueBox(false)
         let (candidates, feed) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .unbounded)
         let subscriber = RedisSubscriber(configuration: store.redis.configuration)
-        await enableNotifications()
-        try? await subscriber.subscribe(channels: ["__keyevent@\(store.redis.configuration.database)__:expired"])
+        let database = store.redis.configuration.database
+        switch await enableNotifications() {
+        case .keyspace:
+            // Only this namespace's keys: other applications' expirations never reach us.
+            try? await subscriber.subscribe(patterns: ["__keyspace@\(database)__:\(keys.namespace):session:*"])
+        case .keyevent:
+            try? await subscriber.subscribe(channels: ["__keyevent@\(database)__:expired"])
+        case .none:
+            break
+        }
 
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -96,8 +104,15 @@ public final class ExpiryListener: Service {
     private func forwardEvents(from subscriber: RedisSubscriber, to feed: AsyncStream<String>.Continuation) async {
         for await event in subscriber.events {
             switch event {
-            case .message(_, _, let payload):
-                let key = String(buffer: payload)
+            case .message(let channel, let pattern, let payload):
+                // Keyspace: the channel names the key, the payload the event. Keyevent: the payload is the key.
+                let key: String
+                if pattern != nil {
+                    guard String(buffer: payload) == "expired", let colon = channel.firstIndex(of: ":") else { continue }
+                    key = String(channel[channel.index(after: colon)...])
+                } else {
+                    key = String(buffer: payload)
+                }
                 if key.hasSuffix(":alive"), let id = keys.sessionID(fromKey: key) { feed.yield(id) }
             case .resubscribed:
                 logger.info("expired-key events were missed while reconnecting; the sweep covers them")
@@ -218,11 +233,10 @@ public final class ExpiryListener: Service {
                 let ttl = max(parts.count > 1 ? parts[1].int ?? 0 : 0, 1)
                 _ = try await store.redis.send(RedisCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)))
             case "claimed":
+                // If this instance dies during the hook, the hint comes back after the sweep's short
+                // lease; the sweeper that takes it finds the claim held ('busy') and reschedules the
+                // hint to the claim's end, when another instance claims the session again.
                 guard parts.count == 4, let fields = parts[1].array, let messages = parts[2].array else { return }
-                // Until it is finalized, the hint points at the end of the lease: if this instance
-                // dies, the next sweep after the lease claims it again.
-                _ = try await store.redis.send(
-                    RedisCommand("ZADD", .string(keys.deadlines), .integer(now + configuration.claimLease.wholeMilliseconds), .string(id)))
                 try await runHook(id: id, fields: fields, messages: messages, attempt: parts[3].int ?? 0)
             default:
                 logger.error("unexpected verdict from the expiry check", metadata: ["verdict": "\(verdict)"])
@@ -271,42 +285,60 @@ public final class ExpiryListener: Service {
         metrics.hooks(reason).increment()
         if !succeeded { logger.error("cleanup hook gave up", metadata: ["session": "\(StoreInstrumentation.redacted(id))"]) }
 
-        let finalized = try await store.redis.run(
-            SessionScripts.finalize, keys: keys.sessionAndClaim(id), arguments: [.string(instanceToken)])
-        guard finalized.int == 1 else {
-            // The lease ran out during the hook and another instance took the session over.
-            metrics.claimsLost.increment()
-            return
-        }
+        // Finalize and clean the indexes in one round trip.
         let lifetime = max(0, SessionStore.nowMilliseconds() - Int(session.createdAt.timeIntervalSince1970 * 1000))
-        _ = try await store.redis.pipeline([
-            RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
-            RedisCommand("ZREM", .string(keys.warnings), .string(id)),
-            RedisCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
-            RedisCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
-            RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(lifetime)),
-            RedisCommand("PEXPIRE", .string(keys.stats), .integer(SessionStore.statsLifetime)),
-        ])
+        let finalized = try await store.runScript(
+            SessionScripts.finalize, id: id, keys: keys.sessionAndClaim(id), arguments: [.string(instanceToken)],
+            alongside: [
+                RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
+                RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+                RedisCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
+                RedisCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
+                RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(lifetime)),
+                RedisCommand("PEXPIRE", .string(keys.stats), .integer(SessionStore.statsLifetime)),
+            ])
+        if finalized.int != 1 {
+            // The lease ran out during the hook and another instance took the session over: give
+            // its hint back (rare; the counters may count this session twice).
+            metrics.claimsLost.increment()
+            _ = try await store.redis.send(
+                RedisCommand("ZADD", .string(keys.deadlines), .integer(SessionStore.nowMilliseconds()), .string(id)))
+        }
     }
 
     // MARK: Notifications
 
-    /// Makes sure Redis publishes expired-key events (flags `E` and `x`), where CONFIG is allowed.
-    private func enableNotifications() async {
-        guard configuration.enableKeyspaceNotifications else { return }
+    private enum NotificationSource {
+        case keyspace, keyevent, none
+    }
+
+    /// Makes sure Redis publishes expired-key events on keyspace channels (flags `K` and `x`), where
+    /// CONFIG is allowed, and says which channels carry them.
+    private func enableNotifications() async -> NotificationSource {
+        var flags = ""
         do {
             let reply = try await store.redis.send(RedisCommand("CONFIG", "GET", "notify-keyspace-events"))
-            let flags = reply.array?.last?.string ?? ""
-            let hasExpired = flags.contains("x") || flags.contains("A")
-            if flags.contains("E") && hasExpired { return }
-            var wanted = flags
-            if !flags.contains("E") { wanted += "E" }
-            if !hasExpired { wanted += "x" }
+            flags = reply.array?.last?.string ?? ""
+        } catch {
+            logger.warning(
+                "cannot read notify-keyspace-events (CONFIG refused); relying on the deadline sweep", metadata: ["error": "\(error)"])
+            // Managed Redis often has keyevent notifications on: listen there, just in case.
+            return .keyevent
+        }
+        let hasExpired = flags.contains("x") || flags.contains("A")
+        if flags.contains("K") && hasExpired { return .keyspace }
+        guard configuration.enableKeyspaceNotifications else { return flags.contains("E") && hasExpired ? .keyevent : .none }
+        var wanted = flags
+        if !flags.contains("K") { wanted += "K" }
+        if !hasExpired { wanted += "x" }
+        do {
             _ = try await store.redis.send(RedisCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)))
             logger.info("enabled expired-key notifications", metadata: ["notify-keyspace-events": "\(wanted)"])
+            return .keyspace
         } catch {
             logger.warning(
                 "cannot enable expired-key notifications (CONFIG refused); relying on the deadline sweep", metadata: ["error": "\(error)"])
+            return flags.contains("E") && hasExpired ? .keyevent : .none
         }
     }
 }

@@ -290,11 +290,10 @@ public final class SessionStore: Sendable {
     /// Runs a session script on the session's keys, with `alongside` commands in the same
     /// round trip. On NOSCRIPT the script alone is sent again with EVAL (the others ran).
     func runScript(
-        _ script: RedisScript, id: String, arguments: [RedisArgument], alongside: [RedisCommand] = []
-    ) async throws
-        -> RESPValue
-    {
-        let keyArguments = keys.session(id)
+        _ script: RedisScript, id: String, keys sessionKeys: [RedisArgument]? = nil, arguments: [RedisArgument],
+        alongside: [RedisCommand] = []
+    ) async throws -> RESPValue {
+        let keyArguments = sessionKeys ?? keys.session(id)
         if alongside.isEmpty {
             return try await redis.run(script, keys: keyArguments, arguments: arguments)
         }
