@@ -85,6 +85,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "LockBenchmark",
+            dependencies: [
+                "SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .executableTarget(
             name: "StoreBenchmark",
             dependencies: ["SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
         ),

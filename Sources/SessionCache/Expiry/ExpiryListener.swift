@@ -40,6 +40,8 @@ public final class ExpiryListener: Service {
     private let onWarning: WarningHook?
     private let metrics: ExpiryMetrics
     private let inFlight = Mutex<Set<String>>([])
+    /// Session ids named by expired-key events since the last sweep.
+    private let eventIDs = Mutex<[String]>([])
     /// Identifies this instance's claims.
     private let instanceToken = SessionID.make()
 
@@ -62,7 +64,6 @@ public final class ExpiryListener: Service {
     /// stops taking new sessions and lets running hooks finish.
     public func run() async throws {
         let stopping = NIOLockedValueBox(false)
-        let (candidates, feed) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .unbounded)
         let subscriber = RedisSubscriber(configuration: store.redis.configuration)
         let database = store.redis.configuration.database
         switch await enableNotifications() {
@@ -77,21 +78,8 @@ public final class ExpiryListener: Service {
 
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                group.addTask { await self.forwardEvents(from: subscriber, to: feed) }
-                group.addTask {
-                    await self.sweepLoop(isStopping: { stopping.withLockedValue { $0 } })
-                    feed.finish()
-                }
-                let limiter = Limiter(configuration.maxConcurrentHooks)
-                for await id in candidates {
-                    guard begin(id) else { continue }
-                    await limiter.acquire()
-                    group.addTask {
-                        if await self.isOwnedBySweep(id) == false { await self.process(id) }
-                        self.end(id)
-                        limiter.release()
-                    }
-                }
+                group.addTask { await self.collectEvents(from: subscriber) }
+                await self.sweepLoop(isStopping: { stopping.withLockedValue { $0 } })
                 await subscriber.close()
             }
         } onGracefulShutdown: {
@@ -101,7 +89,8 @@ public final class ExpiryListener: Service {
 
     // MARK: Sources
 
-    private func forwardEvents(from subscriber: RedisSubscriber, to feed: AsyncStream<String>.Continuation) async {
+    /// Expired-key events only collect session ids here; each sweep checks them in one batch.
+    private func collectEvents(from subscriber: RedisSubscriber) async {
         for await event in subscriber.events {
             switch event {
             case .message(let channel, let pattern, let payload):
@@ -113,9 +102,52 @@ public final class ExpiryListener: Service {
                 } else {
                     key = String(buffer: payload)
                 }
-                if key.hasSuffix(":alive"), let id = keys.sessionID(fromKey: key) { feed.yield(id) }
+                if key.hasSuffix(":alive"), let id = keys.sessionID(fromKey: key) { eventIDs.withLock { $0.append(id) } }
             case .resubscribed:
                 logger.info("expired-key events were missed while reconnecting; the sweep covers them")
+            }
+        }
+    }
+
+    /// Processes the sessions named by events since the last sweep. Every instance receives every
+    /// event; one ZMSCORE per thousand tells which the sweep owns already (their hint is leased
+    /// ahead, or rescheduled to a later expiry): the rest (due, or without a hint) are checked.
+    private func processEvents() async throws {
+        let ids = Array(
+            Set(
+                eventIDs.withLock { ids in
+                    defer { ids.removeAll(keepingCapacity: true) }
+                    return ids
+                }))
+        guard !ids.isEmpty else { return }
+        for start in stride(from: 0, to: ids.count, by: 1000) {
+            let chunk = Array(ids[start..<min(start + 1000, ids.count)])
+            let scores =
+                try await store.redis.send(
+                    RedisCommand("ZMSCORE", arguments: [.string(keys.deadlines)] + chunk.map { .string($0) })
+                ).array ?? []
+            let now = Double(SessionStore.nowMilliseconds())
+            var due: [String] = []
+            for (index, id) in chunk.enumerated() where index < scores.count {
+                if let score = scores[index].double, score > now { continue }
+                due.append(id)
+            }
+            await processAll(due)
+        }
+    }
+
+    /// Processes sessions concurrently (at most ``ExpiryListenerConfiguration/maxConcurrentHooks``),
+    /// skipping those already in flight here.
+    private func processAll(_ ids: [String]) async {
+        let limiter = Limiter(configuration.maxConcurrentHooks)
+        await withDiscardingTaskGroup { group in
+            for id in ids where begin(id) {
+                await limiter.acquire()
+                group.addTask {
+                    await self.process(id)
+                    self.end(id)
+                    limiter.release()
+                }
             }
         }
     }
@@ -125,6 +157,7 @@ public final class ExpiryListener: Service {
             var taken = 0
             do {
                 taken = try await sweepOnce()
+                try await processEvents()
             } catch {
                 logger.warning("expiry sweep failed", metadata: ["error": "\(error)"])
             }
@@ -149,30 +182,12 @@ public final class ExpiryListener: Service {
         let dueWarnings = try await warnings.array?.compactMap(\.string) ?? []
         let due = Array(Set(dueDeadlines + dueWarnings))
         metrics.sweepBatch.record(due.count)
-        let limiter = Limiter(configuration.maxConcurrentHooks)
-        await withDiscardingTaskGroup { group in
-            for id in due where begin(id) {
-                await limiter.acquire()
-                group.addTask {
-                    await self.process(id)
-                    self.end(id)
-                    limiter.release()
-                }
-            }
-        }
+        await processAll(due)
         return max(dueDeadlines.count, dueWarnings.count)
     }
 
     /// How long a swept entry stays with the sweeper that took it before others may take it.
     private var hintLease: Int { max(2000, configuration.sweepInterval.wholeMilliseconds * 20) }
-
-    /// Every instance receives every expired event; when a sweeper has the session's hint (leased
-    /// ahead), or it is gone, the event is left to the sweep: one cheap read instead of a script.
-    private func isOwnedBySweep(_ id: String) async -> Bool {
-        guard let reply = try? await store.redis.send(RedisCommand("ZSCORE", .string(keys.deadlines), .string(id))) else { return false }
-        guard let score = reply.double else { return true }
-        return score > Double(SessionStore.nowMilliseconds())
-    }
 
     private func begin(_ id: String) -> Bool { inFlight.withLock { $0.insert(id).inserted } }
     private func end(_ id: String) { _ = inFlight.withLock { $0.remove(id) } }

@@ -248,3 +248,26 @@ public final class SessionLock: Sendable {
         _ = await task.value
     }
 }
+
+extension SessionLock {
+    // For scripts/bench-locks: the raw commands of an acquire and a release, to measure the
+    // pipelined ceiling of the very scripts the lock runs.
+
+    /// The lock keys of a session.
+    public static func benchmarkKeys(store: SessionStore, id: String) -> [RedisArgument] { store.keys.lock(id, tab: nil) }
+
+    /// `EVALSHA` of the acquire script (loaded by a first acquire).
+    public static func benchmarkAcquire(keys: [RedisArgument], token: String) -> RedisCommand {
+        RedisCommand(
+            "EVALSHA",
+            arguments: [.string(SessionScripts.lockAcquire.sha1), .integer(keys.count)] + keys + [.string(token), 5000, 1500, "wait"])
+    }
+
+    /// `EVALSHA` of the release script.
+    public static func benchmarkRelease(keys: [RedisArgument], token: String, store: SessionStore, id: String) -> RedisCommand {
+        RedisCommand(
+            "EVALSHA",
+            arguments: [.string(SessionScripts.lockRelease.sha1), .integer(keys.count)] + keys
+                + [.string(token), .string(store.keys.lockChannel(id, tab: nil))])
+    }
+}
