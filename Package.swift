@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "EmbeddedRedis", targets: ["EmbeddedRedis"]),
         .library(name: "SessionCache", targets: ["SessionCache"]),
         .executable(name: "redis-example", targets: ["RedisExample"]),
+        .executable(name: "session-load", targets: ["SessionLoad"]),
+        .executable(name: "session-cache", targets: ["SessionCacheCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -17,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         // hiredis from the system (Debian: libhiredis-dev), for the RESP wire format.
@@ -69,6 +72,27 @@ let package = Package(
         .executableTarget(
             name: "ClientBenchmark",
             dependencies: ["RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
+        ),
+        // The load driver: several app-server instances (worker processes), checks, reports.
+        .executableTarget(
+            name: "SessionLoad",
+            dependencies: [
+                "SessionCache", "RedisClient", "EmbeddedRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        // The operator CLI.
+        .executableTarget(
+            name: "SessionCacheCLI",
+            dependencies: [
+                "SessionCache", "RedisClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         // A listener in a process of its own, for the tests that kill an instance.
         .executableTarget(

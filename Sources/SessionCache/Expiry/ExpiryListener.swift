@@ -218,6 +218,7 @@ public final class ExpiryListener: Service {
                 if onWarning != nil, lead > 0 {
                     if ttl > lead && parts[2].int == 0 {
                         commands.append(RedisCommand("ZADD", .string(keys.warnings), .integer(now + ttl - lead), .string(id)))
+                        commands.append(RedisCommand("PEXPIRE", .string(keys.warnings), .integer(store.indexLifetime)))
                     } else {
                         commands.append(RedisCommand("ZREM", .string(keys.warnings), .string(id)))
                     }
@@ -311,13 +312,15 @@ public final class ExpiryListener: Service {
                 RedisCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
                 RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(lifetime)),
                 RedisCommand("PEXPIRE", .string(keys.stats), .integer(SessionStore.statsLifetime)),
-            ])
+            ] + (reason == .deleted ? [] : store.eventCommand(.expired, id: id, user: session.user, detail: reason.rawValue)))
         if finalized.int != 1 {
             // The lease ran out during the hook and another instance took the session over: give
             // its hint back (rare; the counters may count this session twice).
             metrics.claimsLost.increment()
-            _ = try await store.redis.send(
-                RedisCommand("ZADD", .string(keys.deadlines), .integer(SessionStore.nowMilliseconds()), .string(id)))
+            _ = try await store.redis.pipeline([
+                RedisCommand("ZADD", .string(keys.deadlines), .integer(SessionStore.nowMilliseconds()), .string(id)),
+                RedisCommand("PEXPIRE", .string(keys.deadlines), .integer(store.indexLifetime)),
+            ])
         }
     }
 

@@ -34,6 +34,8 @@ struct SessionKeys: Sendable {
     var deadlines: String { "\(namespace):deadlines" }
     /// `<ns>:warnings`: sorted set of session ids scored by when their expiry warning is due (ms).
     var warnings: String { "\(namespace):warnings" }
+    /// `<ns>:events`: the pub/sub channel of lifecycle events.
+    var events: String { "\(namespace):events" }
     /// `<ns>:users`: sorted set of user ids scored by their last session creation (ms).
     var users: String { "\(namespace):users" }
     /// `<ns>:stats`: counters (sessions created and ended, total lifetime of ended sessions).

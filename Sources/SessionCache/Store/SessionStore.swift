@@ -65,7 +65,8 @@ public final class SessionStore: Sendable {
             let expires = min(now + idle, deadline)
             let reply = try await runScript(
                 SessionScripts.create, id: id, arguments: arguments,
-                alongside: indexUpdatesForNewSession(id: id, user: user, now: now, expires: expires))
+                alongside: indexUpdatesForNewSession(id: id, user: user, now: now, expires: expires)
+                    + eventCommand(.created, id: id, user: user))
             guard reply.int ?? 0 > 0 else {
                 // 256 random bits do not collide; an existing key means someone forged one.
                 throw SessionError.corrupted("keys for a freshly generated id already exist")
@@ -90,6 +91,9 @@ public final class SessionStore: Sendable {
                     .integer(Self.nowMilliseconds()), .integer(grace), .string(user),
                     .integer(configuration.resumeThreshold.wholeMilliseconds),
                 ])
+            if configuration.publishEvents, case .array = reply {
+                _ = try? await redis.pipeline(eventCommand(.resumed, id: id, user: user))
+            }
             guard case .array(let parts) = reply, parts.count == 2, let inactive = parts[0].int, let fields = parts[1].array else {
                 return .notFound
             }
@@ -209,6 +213,7 @@ public final class SessionStore: Sendable {
                 RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
                 RedisCommand("ZREM", .string(keys.warnings), .string(id)),
             ]
+            indexes += eventCommand(.rotated, id: id, user: session.user, detail: newID)
             let placed = try await runScript(SessionScripts.place, id: newID, arguments: arguments, alongside: indexes)
             guard placed.int == 1 else { throw SessionError.corrupted("keys for a freshly generated id already exist") }
             return session
@@ -230,10 +235,13 @@ public final class SessionStore: Sendable {
             let reply = try await runScript(SessionScripts.retire, id: id, arguments: [.integer(grace)])
             guard case .array(let parts) = reply, parts.count == 2, let user = parts[0].string else { return false }
             try Self.check(
-                try await redis.pipeline([
-                    RedisCommand("ZADD", .string(keys.deadlines), 0, .string(id)),
-                    RedisCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
-                ]))
+                try await redis.pipeline(
+                    [
+                        // Due now (not 0: index pruning drops entries older than any session's lifetime).
+                        RedisCommand("ZADD", .string(keys.deadlines), .integer(Self.nowMilliseconds()), .string(id)),
+                        RedisCommand("PEXPIRE", .string(keys.deadlines), .integer(indexLifetime)),
+                        RedisCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
+                    ] + eventCommand(.deleted, id: id, user: user)))
             return true
         }
         let reply = try await runScript(SessionScripts.delete, id: id, arguments: [])
@@ -250,6 +258,7 @@ public final class SessionStore: Sendable {
                 RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(max(0, lifetime))),
                 RedisCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
             ]
+            commands += eventCommand(.deleted, id: id, user: user)
         }
         try Self.check(try await redis.pipeline(commands))
         return existed
@@ -259,7 +268,7 @@ public final class SessionStore: Sendable {
     /// entries (older than any session can live) are pruned on the way, and every index key gets
     /// a TTL that outlives every session in it: nothing lives forever.
     func indexUpdatesForNewSession(id: String, user: String, now: Int, expires: Int, countAsCreated: Bool = true) -> [RedisCommand] {
-        let horizon = configuration.absoluteLifetime.wholeMilliseconds + grace
+        let horizon = indexLifetime
         var commands = [
             RedisCommand("ZADD", .string(keys.userSessions(user)), .integer(now), .string(id)),
             RedisCommand("ZREMRANGEBYSCORE", .string(keys.userSessions(user)), "-inf", .string("(\(now - horizon)")),
@@ -283,6 +292,9 @@ public final class SessionStore: Sendable {
         }
         return commands
     }
+
+    /// How long the cross-session index keys live after their last update: longer than any session.
+    var indexLifetime: Int { configuration.absoluteLifetime.wholeMilliseconds + grace }
 
     /// The stats counters are kept 30 days after the last change.
     static let statsLifetime = 30 * 24 * 3600 * 1000

@@ -34,6 +34,10 @@ public struct SessionStoreConfiguration: Sendable {
     /// with reason ``ExpiryReason/deleted``) instead of removing their keys at once. The session is
     /// dead immediately either way. Turn it on, on every instance, when an expiry listener runs.
     public var cleanupHooks = false
+    /// Whether lifecycle events (created, resumed, rotated, deleted, expired) are published on
+    /// `<namespace>:events` as JSON, for `session-cache watch` and other observers. Each costs one
+    /// PUBLISH in the round trip the operation makes anyway.
+    public var publishEvents = true
     /// When set, the ``ExpiryListener`` warns this long before a session's idle expiry (once per
     /// period of activity), so the application can tell the user. Every instance's store needs the
     /// same value: it schedules the warnings.

@@ -1,0 +1,244 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import RedisClient
+import SessionCache
+
+struct ListSessions: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls", abstract: "List a user's sessions, most recently active first.",
+        discussion: """
+            redis-cli equivalent:
+              redis-cli ZREVRANGE '<ns>:user:<user>:sessions' 0 -1 WITHSCORES
+              redis-cli HMGET '<ns>:session:{<id>}' agent_type last_activity message_count state   (for each id)
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "The user.") var user: String
+    @Option(help: "At most this many.") var limit = 50
+
+    func run() async throws {
+        let (client, store) = try connection.connect()
+        defer { Task { await client.close() } }
+        let sessions = try await store.list(user: user, limit: limit)
+        if connection.json { return try printJSON(sessions) }
+        if sessions.isEmpty { return print("no sessions for \(user)") }
+        print("ID                                           AGENT        MESSAGES  STATE     UPDATED (UTC)            PREVIEW")
+        for session in sessions {
+            print(
+                session.id.padding(toLength: 45, withPad: " ", startingAt: 0)
+                    + (session.agentType ?? "-").padding(toLength: 13, withPad: " ", startingAt: 0)
+                    + "\(session.messageCount)".padding(toLength: 10, withPad: " ", startingAt: 0)
+                    + session.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
+                    + timeFormatter.string(from: session.updatedAt).padding(toLength: 25, withPad: " ", startingAt: 0)
+                    + (session.preview ?? ""))
+        }
+    }
+}
+
+struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a session: its fields, the TTL of each key, recent messages, the lock holder.",
+        discussion: """
+            redis-cli equivalent:
+              redis-cli HGETALL '<ns>:session:{<id>}'
+              redis-cli PTTL '<ns>:session:{<id>}'   (and :messages, :alive, :claim, :lock)
+              redis-cli LRANGE '<ns>:session:{<id>}:messages' 0 -1
+              redis-cli GET '<ns>:session:{<id>}:lock'
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The session id.") var id: String
+
+    struct Output: Encodable {
+        var id: String
+        var fields: [String: String]
+        var ttlMilliseconds: [String: Int]
+        var messages: [SessionMessage]
+        var lockHolder: String?
+        var lockTTLMilliseconds: Int?
+    }
+
+    func run() async throws {
+        let (client, store) = try connection.connect()
+        defer { Task { await client.close() } }
+        let base = "\(connection.namespace):session:{\(id)}"
+        let keys = [base, base + ":messages", base + ":alive", base + ":claim", base + ":lock"]
+        var commands = [RedisCommand("HGETALL", .string(base)), RedisCommand("LRANGE", .string(base + ":messages"), 0, -1)]
+        commands += keys.map { RedisCommand("PTTL", .string($0)) }
+        commands.append(RedisCommand("GET", .string(base + ":lock")))
+        let replies = try await client.pipeline(commands)
+        var fields: [String: String] = [:]
+        let pairs = replies[0].array ?? []
+        for index in stride(from: 0, to: pairs.count - 1, by: 2) { fields[pairs[index].string ?? ""] = pairs[index + 1].string ?? "" }
+        guard !fields.isEmpty else { throw ValidationError("no session \(id) in namespace \(connection.namespace)") }
+        var ttls: [String: Int] = [:]
+        for (offset, key) in keys.enumerated() { ttls[key] = replies[2 + offset].int ?? -2 }
+        let messages: [SessionMessage] = (replies[1].array ?? []).compactMap { value in
+            guard let text = value.string else { return nil }
+            let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count >= 2, let ms = Double(parts[1]) else { return nil }
+            return SessionMessage(
+                role: String(parts[0]), content: parts.count > 2 ? String(parts[2]) : "", at: Date(timeIntervalSince1970: ms / 1000))
+        }
+        let holder = replies.last?.string
+        let output = Output(
+            id: id, fields: fields, ttlMilliseconds: ttls, messages: messages, lockHolder: holder,
+            lockTTLMilliseconds: holder == nil ? nil : ttls[base + ":lock"])
+        _ = store
+        if connection.json { return try printJSON(output) }
+        print("session \(id)")
+        for key in fields.keys.sorted() { print("  " + key.padding(toLength: 18, withPad: " ", startingAt: 0) + (fields[key] ?? "")) }
+        print("keys")
+        for key in keys { print("  " + key.padding(toLength: 80, withPad: " ", startingAt: 0) + human(milliseconds: ttls[key] ?? -2)) }
+        print("recent messages (\(messages.count))")
+        for message in messages { print("  [\(timeFormatter.string(from: message.at))] \(message.role): \(message.content)") }
+        if let holder {
+            print(
+                "lock: held by \(holder.prefix(8))…, lease \(human(milliseconds: ttls[base + ":lock"] ?? 0)) left, fence \(fields["fence"] ?? "0")"
+            )
+        } else {
+            print("lock: free (fence \(fields["fence"] ?? "0"))")
+        }
+    }
+}
+
+struct Stats: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Active sessions, sessions per user, average session duration.",
+        discussion: """
+            redis-cli equivalent:
+              redis-cli ZCARD '<ns>:deadlines'
+              redis-cli ZCARD '<ns>:users'
+              redis-cli HGETALL '<ns>:stats'
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        let (client, store) = try connection.connect()
+        defer { Task { await client.close() } }
+        let stats = try await store.stats()
+        if connection.json { return try printJSON(stats) }
+        print("active sessions         \(stats.activeSessions)")
+        print("users                   \(stats.users)")
+        print(String(format: "sessions per user       %.2f", stats.sessionsPerUser))
+        print("ended sessions          \(stats.endedSessions)")
+        print(String(format: "average session         %.1f s", stats.averageSessionDurationSeconds))
+    }
+}
+
+struct Watch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stream lifecycle events as they happen: created, resumed, expired, deleted, rotated.",
+        discussion: """
+            redis-cli equivalent:
+              redis-cli SUBSCRIBE '<ns>:events'
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "Stop after this many events.") var count: Int?
+
+    func run() async throws {
+        let (client, _) = try connection.connect()
+        defer { Task { await client.close() } }
+        let subscriber = RedisSubscriber(configuration: client.configuration)
+        try await subscriber.subscribe(channels: ["\(connection.namespace):events"])
+        if !connection.json { print("watching \(connection.namespace):events (Ctrl-C to stop)") }
+        var seen = 0
+        for await event in subscriber.events {
+            guard case .message(_, _, let payload) = event else { continue }
+            let text = String(buffer: payload)
+            if connection.json {
+                print(text)
+            } else if let event = LifecycleEvent(json: text) {
+                let time = timeFormatter.string(from: Date(timeIntervalSince1970: Double(event.at) / 1000))
+                print(
+                    "\(time)  \(event.event.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0))  \(event.user.padding(toLength: 16, withPad: " ", startingAt: 0))  \(event.session)"
+                        + (event.detail.map { "  \($0)" } ?? ""))
+            }
+            fflush(nil)
+            seen += 1
+            if let count, seen >= count { break }
+        }
+        await subscriber.close()
+    }
+}
+
+struct Kill: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Delete a session, or every session of a user (log out everywhere).",
+        discussion: """
+            redis-cli equivalent (without the index and statistics upkeep the store does):
+              redis-cli DEL '<ns>:session:{<id>}' '<ns>:session:{<id>}:messages' '<ns>:session:{<id>}:alive'
+              redis-cli ZRANGE '<ns>:user:<user>:sessions' 0 -1   (then the above for each id)
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The session id.") var id: String?
+    @Option(help: "Delete every session of this user instead.") var user: String?
+
+    func validate() throws {
+        if (id == nil) == (user == nil) { throw ValidationError("give a session id, or --user") }
+    }
+
+    func run() async throws {
+        let (client, store) = try connection.connect()
+        defer { Task { await client.close() } }
+        if let user {
+            let count = try await store.deleteAll(user: user)
+            if connection.json { return try printJSON(["user": user, "deleted": "\(count)"]) }
+            print("deleted \(count) session(s) of \(user)")
+        } else if let id {
+            let existed = try await store.delete(id)
+            if connection.json { return try printJSON(["session": id, "deleted": existed ? "1" : "0"]) }
+            print(existed ? "deleted \(id)" : "no session \(id)")
+            if !existed { throw ExitCode(1) }
+        }
+    }
+}
+
+struct TTL: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ttl", abstract: "Time left before a session expires: idle timer and absolute deadline.",
+        discussion: """
+            redis-cli equivalent:
+              redis-cli PTTL '<ns>:session:{<id>}:alive'
+              redis-cli HMGET '<ns>:session:{<id>}' idle_ms deadline_at
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The session id.") var id: String
+
+    struct Output: Encodable {
+        var id: String
+        var idleMillisecondsLeft: Int
+        var absoluteMillisecondsLeft: Int?
+        var idleTimeoutMilliseconds: Int?
+    }
+
+    func run() async throws {
+        let (client, _) = try connection.connect()
+        defer { Task { await client.close() } }
+        let base = "\(connection.namespace):session:{\(id)}"
+        let replies = try await client.pipeline([
+            RedisCommand("PTTL", .string(base + ":alive")), RedisCommand("HMGET", .string(base), "idle_ms", "deadline_at"),
+        ])
+        let left = replies[0].int ?? -2
+        let fields = replies[1].array ?? []
+        let deadline = fields.count == 2 ? fields[1].int : nil
+        let now = Int(Date().timeIntervalSince1970 * 1000)
+        let output = Output(
+            id: id, idleMillisecondsLeft: left, absoluteMillisecondsLeft: deadline.map { $0 - now },
+            idleTimeoutMilliseconds: fields.first?.int)
+        if connection.json { return try printJSON(output) }
+        guard left > 0 else {
+            print("\(id): not alive")
+            throw ExitCode(1)
+        }
+        print(
+            "\(id): expires in \(human(milliseconds: left)) unless active (idle timeout \(human(milliseconds: output.idleTimeoutMilliseconds ?? 0)))"
+        )
+        if let absolute = output.absoluteMillisecondsLeft { print("  absolute deadline in \(human(milliseconds: absolute))") }
+    }
+}

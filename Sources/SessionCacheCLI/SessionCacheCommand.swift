@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import RedisClient
+import SessionCache
+
+/// `session-cache`: inspect and manage live sessions.
+@main
+struct SessionCacheCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "session-cache",
+        abstract: "Inspect and manage the sessions of a swift-session-cache namespace.",
+        discussion: """
+            Connects to --redis URL (or REDIS_URL; default redis://127.0.0.1:6379). Human output by default, \
+            --json for scripts. Each command's --help shows the equivalent redis-cli commands.
+            """,
+        subcommands: [ListSessions.self, Show.self, Stats.self, Watch.self, Kill.self, TTL.self])
+}
+
+/// Where to connect, shared by every command.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "Redis URL, redis://[user:password@]host:port/db (default: REDIS_URL, or redis://127.0.0.1:6379).")
+    var redis: String?
+
+    @Option(help: "The store's namespace (key prefix).")
+    var namespace = "session"
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func connect() throws -> (RedisClient, SessionStore) {
+        let url = redis ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+        var configuration = try RedisConfiguration(url: url)
+        configuration.clientName = "session-cache-cli"
+        configuration.poolSize = 1
+        let client = try RedisClient(configuration: configuration)
+        return (client, SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: namespace)))
+    }
+}
+
+/// Prints a value as JSON (sorted keys, ISO dates).
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.dateEncodingStrategy = .iso8601
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// A duration in milliseconds, for people: "12.3 s", "4 min 3 s", "(none)".
+func human(milliseconds: Int) -> String {
+    switch milliseconds {
+    case -2: return "(gone)"
+    case -1: return "(no TTL!)"
+    case ..<1000: return "\(milliseconds) ms"
+    case ..<60_000: return String(format: "%.1f s", Double(milliseconds) / 1000)
+    case ..<3_600_000: return "\(milliseconds / 60_000) min \(milliseconds % 60_000 / 1000) s"
+    default: return String(format: "%.1f h", Double(milliseconds) / 3_600_000)
+    }
+}
+
+let timeFormatter: DateFormatter = {
+    let formatter = DateFormatter()
+    formatter.dateFormat = "yyyy-MM-dd HH:mm:ss.SSS"
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    return formatter
+}()

@@ -1,0 +1,61 @@
+import Foundation
+import Histogram
+
+/// The parameters of a run, shared by the coordinator and its workers.
+struct LoadParameters: Codable, Sendable {
+    var runID: String
+    var redisURL: String
+    var duration: Double
+    var users: Int
+    var tabs: Int
+    var instances: Int
+    var ttl: Double
+    var seed: UInt64
+    var thinkMilliseconds: Int
+    /// Hidden: workers write the counter without the lock (a deliberately broken run).
+    var unsafeNoLock: Bool
+
+    /// The store's namespace for this run.
+    var namespace: String { "load-\(runID)" }
+    /// Where the run keeps its own bookkeeping (cookies, expected counts, hook counts).
+    var bookkeeping: String { "load:\(runID)" }
+    /// After the load stops, workers keep listening this long so that every session can expire.
+    var drain: Double { ttl + 3 }
+    /// Bookkeeping keys expire after this (everything has a TTL).
+    var bookkeepingTTLMilliseconds: Int { Int((duration + drain + 600) * 1000) }
+}
+
+/// The operations a simulated tab performs.
+enum LoadOperation: String, CaseIterable, Codable, Sendable {
+    case create, resume, turn, metadata, heartbeat, list, rotate, delete, logoutAll = "logout_all"
+}
+
+/// What a worker measured, written as JSON for the coordinator.
+struct WorkerResult: Codable, Sendable {
+    var latencies: [String: Histogram<UInt64>] = [:]  // microseconds, per operation
+    var lockWait = LoadHistogram.make()  // microseconds
+    var expiryLateness = LoadHistogram.make()  // milliseconds
+    var perSecond: [Int] = []  // operations completed in each second of the run
+    var errors: [String: Int] = [:]
+    var staleRejected = 0
+    var hooks = 0
+}
+
+enum LoadHistogram {
+    static func make() -> Histogram<UInt64> {
+        Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+    }
+}
+
+/// A small seeded generator, so that `--seed` reproduces a run's choices.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,273 @@
+import Foundation
+import Histogram
+import Logging
+import RedisClient
+import ServiceLifecycle
+import SessionCache
+import Synchronization
+
+/// One app-server instance: its own connections, store, locks and expiry listener. It simulates the
+/// tabs assigned to it (tab `t` of user `u` runs on instance `(u * tabs + t) % instances`), so one
+/// user's tabs are spread over instances that coordinate only through Redis.
+final class Worker: Sendable {
+    let parameters: LoadParameters
+    let index: Int
+    let client: RedisClient
+    let store: SessionStore
+    let locks: SessionLock
+    private let result = Mutex(WorkerResult())
+    private let start = ContinuousClock.now
+
+    init(parameters: LoadParameters, index: Int) throws {
+        self.parameters = parameters
+        self.index = index
+        var redis = try RedisConfiguration(url: parameters.redisURL)
+        redis.clientName = "session-load-\(index)"
+        client = try RedisClient(configuration: redis)
+        var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
+        configuration.cleanupHooks = true
+        configuration.expiryGrace = .seconds(30)
+        // Exact hook lateness: every touch records the last activity in the hash.
+        configuration.touchCacheLifetime = .zero
+        store = SessionStore(client: client, configuration: configuration)
+        var lockConfiguration = SessionLockConfiguration()
+        lockConfiguration.waitTimeout = .seconds(30)
+        locks = SessionLock(store: store, configuration: lockConfiguration)
+    }
+
+    private var book: String { parameters.bookkeeping }
+    private var ttlBook: RedisArgument { .integer(parameters.bookkeepingTTLMilliseconds) }
+
+    /// Runs the load, then keeps the listener running while the last sessions expire; returns what it measured.
+    func run() async throws -> WorkerResult {
+        let listener = ExpiryListener(store: store) { [self] expired in await self.hookRan(expired) }
+        let group = ServiceGroup(services: [listener], logger: Logger(label: "session-load"))
+        let listening = Task { try await group.run() }
+
+        let loadEnd = start + .milliseconds(Int(parameters.duration * 1000))
+        // Progress for the coordinator: this worker's totals, every second.
+        let progress = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let (operations, errors) = result.withLock { ($0.perSecond.reduce(0, +), $0.errors.values.reduce(0, +)) }
+                _ = try? await client.pipeline([
+                    RedisCommand(
+                        "HSET", .string("\(book):progress"), .string("ops-\(index)"), .integer(operations), .string("errors-\(index)"),
+                        .integer(errors)),
+                    RedisCommand("PEXPIRE", .string("\(book):progress"), ttlBook),
+                ])
+            }
+        }
+        defer { progress.cancel() }
+        await withTaskGroup(of: Void.self) { tasks in
+            for user in 0..<parameters.users {
+                for tab in 0..<parameters.tabs where (user * parameters.tabs + tab) % parameters.instances == index {
+                    tasks.addTask { await self.simulate(user: user, tab: tab, until: loadEnd) }
+                }
+            }
+        }
+        try? await Task.sleep(for: .milliseconds(Int(parameters.drain * 1000)))
+        await group.triggerGracefulShutdown()
+        _ = await listening.result
+        await locks.close()
+        await client.close()
+        return result.withLock { $0 }
+    }
+
+    // MARK: A tab
+
+    private func simulate(user: Int, tab: Int, until end: ContinuousClock.Instant) async {
+        var random = SplitMix64(seed: parameters.seed ^ UInt64(user &* 7919 &+ tab &* 104_729 &+ 1))
+        let name = "user-\(user)"
+        while ContinuousClock.now < end {
+            // Some users go idle for longer than the TTL now and then (all their tabs at once, on
+            // every instance: the schedule depends on the user and the clock only), so their
+            // sessions expire during the run.
+            if isIdle(user: user) {
+                try? await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            let operation = pick(&random)
+            let began = ContinuousClock.now
+            do {
+                try await perform(operation, user: name, random: &random)
+                record(operation, since: began)
+            } catch {
+                recordError(operation, error)
+            }
+            if parameters.thinkMilliseconds > 0 {
+                try? await Task.sleep(for: .milliseconds(Int.random(in: 0...parameters.thinkMilliseconds, using: &random)))
+            }
+        }
+    }
+
+    private func isIdle(user: Int) -> Bool {
+        // A quarter of the users: idle for 1.5 TTL in every 6 TTL, at a phase of their own.
+        guard user % 4 == 1 else { return false }
+        let cycle = parameters.ttl * 6
+        let phase = (Date().timeIntervalSince1970 + Double(user) * 1.37).truncatingRemainder(dividingBy: cycle)
+        return phase < parameters.ttl * 1.5
+    }
+
+    private func pick(_ random: inout SplitMix64) -> LoadOperation {
+        let roll = Int.random(in: 0..<1000, using: &random)
+        switch roll {
+        case 0..<400: return .turn
+        case 400..<550: return .resume
+        case 550..<680: return .metadata
+        case 680..<860: return .heartbeat
+        case 860..<980: return .list
+        case 980..<990: return .rotate
+        case 990..<997: return .delete
+        default: return .logoutAll
+        }
+    }
+
+    private func perform(_ operation: LoadOperation, user: String, random: inout SplitMix64) async throws {
+        let id = try await currentSession(user: user)
+        switch operation {
+        case .create:
+            break
+        case .resume:
+            if case .notFound = try await store.resume(id, user: user) { try await forget(id, user: user) }
+        case .turn:
+            try await turn(id, user: user, random: &random)
+        case .metadata:
+            try await store.setMetadata(id, ["locale": .string(["en", "fr", "de"][Int.random(in: 0..<3, using: &random)])])
+        case .heartbeat:
+            try await store.touch(id, activity: .heartbeat)
+        case .list:
+            _ = try await store.list(user: user)
+        case .rotate:
+            try await withLockTimed(id) { lease in
+                let rotated = try await self.store.rotate(id)
+                let moved = try await self.client.pipeline([
+                    RedisCommand("HGET", .string("\(self.book):expected"), .string(id)),
+                    RedisCommand("SET", .string("\(self.book):cookie:\(user)"), .string(rotated.id), "PX", self.ttlBook),
+                    RedisCommand("SADD", .string("\(self.book):rotated"), .string(id)),
+                    RedisCommand("PEXPIRE", .string("\(self.book):rotated"), self.ttlBook),
+                    RedisCommand("SADD", .string("\(self.book):created"), .string(rotated.id)),
+                ])
+                if let count = moved[0].int {
+                    _ = try await self.client.pipeline([
+                        RedisCommand("HINCRBY", .string("\(self.book):expected"), .string(rotated.id), .integer(count)),
+                        RedisCommand("HDEL", .string("\(self.book):expected"), .string(id)),
+                    ])
+                }
+                _ = lease
+            }
+        case .delete:
+            try await withLockTimed(id) { _ in
+                try await self.store.delete(id)
+                try await self.forget(id, user: user)
+            }
+        case .logoutAll:
+            try await withLockTimed(id) { _ in
+                _ = try await self.store.deleteAll(user: user)
+                try await self.forget(id, user: user)
+            }
+        }
+    }
+
+    /// A user/assistant turn and a read-modify-write of the session's counter, under the lock
+    /// (or, in the deliberately broken run, without it).
+    private func turn(_ id: String, user: String, random: inout SplitMix64) async throws {
+        let words = Int.random(in: 3...30, using: &random)
+        if parameters.unsafeNoLock {
+            let value = try await store.metadata(id)["turns"]?.numberValue ?? 0
+            try await Task.sleep(for: .microseconds(200))  // the window in which another tab's write is lost
+            try await store.setMetadata(id, key: "turns", value: .number(value + 1))
+            _ = try await client.send(RedisCommand("HINCRBY", .string("\(book):expected"), .string(id), 1))
+            return
+        }
+        try await withLockTimed(id) { lease in
+            try await self.store.appendTurn(
+                id, user: "question of \(words) words", assistant: String(repeating: "answer ", count: words), lease: lease)
+            let value = try await self.store.metadata(id)["turns"]?.numberValue ?? 0
+            try await self.store.setMetadata(id, key: "turns", value: .number(value + 1), lease: lease)
+            _ = try await self.client.pipeline([
+                RedisCommand("HINCRBY", .string("\(self.book):expected"), .string(id), 1),
+                RedisCommand("PEXPIRE", .string("\(self.book):expected"), self.ttlBook),
+            ])
+        }
+    }
+
+    private func withLockTimed(_ id: String, _ body: @escaping @Sendable (LockLease) async throws -> Void) async throws {
+        let asked = ContinuousClock.now
+        let lease = try await locks.acquire(id)
+        let waited = ContinuousClock.now - asked
+        result.withLock {
+            _ = $0.lockWait.record(
+                UInt64(max(0, waited.components.seconds * 1_000_000 + waited.components.attoseconds / 1_000_000_000_000)))
+        }
+        do {
+            try await body(lease)
+        } catch {
+            _ = try? await locks.release(lease)
+            throw error
+        }
+        _ = try? await locks.release(lease)
+    }
+
+    /// The user's session, shared by all their tabs through a "cookie" in Redis; a fresh one when
+    /// there is none or it ended.
+    private func currentSession(user: String) async throws -> String {
+        let cookie = "\(book):cookie:\(user)"
+        if let id = try await client.get(cookie).map({ String(buffer: $0) }), !id.isEmpty { return id }
+        let began = ContinuousClock.now
+        let session = try await store.create(user: user, metadata: ["turns": 0], mode: .custom(.milliseconds(Int(parameters.ttl * 1000))))
+        let replies = try await client.pipeline([
+            RedisCommand("SET", .string(cookie), .string(session.id), "NX", "PX", ttlBook),
+            RedisCommand("GET", .string(cookie)),
+            RedisCommand("SADD", .string("\(book):created"), .string(session.id)),
+            RedisCommand("PEXPIRE", .string("\(book):created"), ttlBook),
+        ])
+        record(.create, since: began)
+        return replies[1].string ?? session.id
+    }
+
+    /// Drops the cookie if it still names `id` (the session ended).
+    private func forget(_ id: String, user: String) async throws {
+        let cookie = "\(book):cookie:\(user)"
+        if try await client.get(cookie).map({ String(buffer: $0) }) == id { _ = try await client.delete([cookie]) }
+    }
+
+    // MARK: Measurements
+
+    private func record(_ operation: LoadOperation, since began: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - began
+        let micros = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+        let second = Int((ContinuousClock.now - start).components.seconds)
+        result.withLock { result in
+            _ = result.latencies[operation.rawValue, default: LoadHistogram.make()].record(micros)
+            while result.perSecond.count <= second { result.perSecond.append(0) }
+            result.perSecond[second] += 1
+        }
+    }
+
+    private func recordError(_ operation: LoadOperation, _ error: any Error) {
+        if let error = error as? SessionError, error == .notFound || error == .staleLease {
+            // Expected under this load: a session ended (expired, rotated, deleted) under a tab's feet.
+            if error == .staleLease { result.withLock { $0.staleRejected += 1 } }
+            return
+        }
+        if let error = error as? LockError, error == .notFound { return }
+        result.withLock { $0.errors["\(operation.rawValue): \(error)", default: 0] += 1 }
+    }
+
+    private func hookRan(_ expired: ExpiredSession) async {
+        let id = expired.session.id
+        let turns = Int(expired.session.metadata["turns"]?.numberValue ?? 0)
+        let lateness = max(0, Date().timeIntervalSince(expired.expiredAt) * 1000)
+        result.withLock { result in
+            result.hooks += 1
+            if expired.reason != .deleted { _ = result.expiryLateness.record(UInt64(lateness)) }
+        }
+        _ = try? await client.pipeline([
+            RedisCommand("HINCRBY", .string("\(book):hooks"), .string(id), 1),
+            RedisCommand("HSETNX", .string("\(book):final"), .string(id), .integer(turns)),
+            RedisCommand("PEXPIRE", .string("\(book):hooks"), ttlBook),
+            RedisCommand("PEXPIRE", .string("\(book):final"), ttlBook),
+        ])
+    }
+}
