@@ -145,6 +145,7 @@ struct Watch: AsyncParsableCommand {
         let subscriber = RedisSubscriber(configuration: client.configuration)
         try await subscriber.subscribe(channels: ["\(connection.namespace):events"])
         if !connection.json { print("watching \(connection.namespace):events (Ctrl-C to stop)") }
+        fflush(nil)
         var seen = 0
         for await event in subscriber.events {
             guard case .message(_, _, let payload) = event else { continue }

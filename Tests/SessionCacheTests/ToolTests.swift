@@ -1,0 +1,109 @@
+import EmbeddedRedis
+import Foundation
+import NIOConcurrencyHelpers
+import RedisClient
+import SessionCache
+import Testing
+
+/// Runs one of the package's executables to the end and returns its exit code and output.
+func runTool(_ name: String, _ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (status: Int32?, output: String) {
+    let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
+    let lines = NIOLockedValueBox<[String]>([])
+    let process = try ChildProcess(executable: path, arguments: arguments) { line in lines.withLockedValue { $0.append(line) } }
+    let finished = await process.waitForExit(timeout: timeout)
+    if !finished { process.send(SIGKILL) }
+    return (process.exitCode, lines.withLockedValue { $0.joined(separator: "\n") })
+}
+
+@Suite("The command-line tools")
+struct ToolTests {
+    @Test func theOperatorCLIShowsAndManagesSessions() async throws {
+        try await withStore { fixture in
+            let url = fixture.server.url
+            let common = ["--redis", url, "--namespace", "test"]
+            let session = try await fixture.store.create(user: "alice", metadata: ["plan": "pro"], agentType: "support")
+            try await fixture.store.appendTurn(session.id, user: "Where is my order?", assistant: "It ships tomorrow.")
+            let other = try await fixture.store.create(user: "bob")
+
+            let list = try await runTool("session-cache", ["ls", "--user", "alice"] + common)
+            #expect(list.status == 0)
+            #expect(list.output.contains(session.id) && list.output.contains("support") && list.output.contains("It ships tomorrow."))
+
+            let show = try await runTool("session-cache", ["show", session.id] + common)
+            #expect(show.status == 0)
+            #expect(show.output.contains("user              alice"))
+            #expect(show.output.contains("meta:plan"))
+            #expect(show.output.contains("assistant: It ships tomorrow."))
+            #expect(show.output.contains(":alive") && show.output.contains("lock: free"))
+
+            let json = try await runTool("session-cache", ["show", session.id, "--json"] + common)
+            let decoded = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+            #expect((decoded?["fields"] as? [String: String])?["user"] == "alice")
+            #expect(((decoded?["ttlMilliseconds"] as? [String: Int])?["test:session:{\(session.id)}:alive"] ?? 0) > 0)
+
+            let stats = try await runTool("session-cache", ["stats", "--json"] + common)
+            let figures = try JSONDecoder().decode(SessionStats.self, from: Data(stats.output.utf8))
+            #expect(figures.activeSessions == 2 && figures.users == 2)
+
+            let ttl = try await runTool("session-cache", ["ttl", session.id] + common)
+            #expect(ttl.status == 0 && ttl.output.contains("expires in"))
+
+            // watch sees lifecycle events as they happen (it says "watching" once subscribed).
+            let cli = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("session-cache")
+                .path
+            let (lines, feed) = AsyncStream.makeStream(of: String.self)
+            let watcher = try ChildProcess(executable: cli, arguments: ["watch", "--count", "2"] + common) { feed.yield($0) }
+            var printed = lines.makeAsyncIterator()
+            while let line = await printed.next(), !line.hasPrefix("watching") {}
+            let third = try await fixture.store.create(user: "carol")
+            _ = try await fixture.store.rotate(third.id)
+            var events: [String] = []
+            while events.count < 2, let line = await printed.next() { events.append(line) }
+            #expect(await watcher.waitForExit(timeout: .seconds(10)))
+            #expect(events.count == 2 && events[0].contains("created") && events[0].contains("carol") && events[1].contains("rotated"))
+
+            let kill = try await runTool("session-cache", ["kill", session.id] + common)
+            #expect(kill.status == 0)
+            #expect(try await fixture.store.get(session.id) == nil)
+            let killUser = try await runTool("session-cache", ["kill", "--user", "bob"] + common)
+            #expect(killUser.output.contains("deleted 1"))
+            #expect(try await fixture.store.get(other.id) == nil)
+
+            let help = try await runTool("session-cache", ["show", "--help"])
+            #expect(help.output.contains("redis-cli HGETALL"))
+            let missing = try await runTool("session-cache", ["ttl", session.id] + common)
+            #expect(missing.status != 0)
+        }
+    }
+
+    @Test func aShortLoadRunWithThreeInstancesPassesItsChecks() async throws {
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("session-load-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: report) }
+        let run = try await runTool(
+            "session-load", ["--duration", "4", "--users", "20", "--tabs", "2", "--instances", "3", "--ttl", "1", "--report", report.path],
+            timeout: .seconds(120))
+        #expect(run.status == 0, "\(run.output)")
+        let summary = run.output.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(summary.hasPrefix("{\"bench\":\"load\",\"instances\":3"))
+        #expect(summary.contains("\"lost_updates\":0,\"hooks_missed\":0,\"hooks_duplicated\":0,\"resurrected\":0"))
+        let html = try String(contentsOf: report.appendingPathComponent("report.html"), encoding: .utf8)
+        #expect(html.contains("<svg") && html.contains("Throughput over time"))
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: report.appendingPathComponent("report.json"))) as? [String: Any]
+        #expect(json?["passed"] as? Bool == true)
+    }
+
+    @Test func aRunThatWritesWithoutTheLockIsCaught() async throws {
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("session-load-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: report) }
+        let run = try await runTool(
+            "session-load",
+            [
+                "--duration", "4", "--users", "6", "--tabs", "3", "--instances", "3", "--ttl", "1", "--report", report.path,
+                "--unsafe-no-lock",
+            ],
+            timeout: .seconds(120))
+        #expect(run.status != 0)
+        #expect(run.output.contains("CHECKS FAILED"))
+        #expect(run.output.contains("increments succeeded, counter is"))
+    }
+}
