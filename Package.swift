@@ -66,6 +66,7 @@ let package = Package(
             name: "BenchmarkSupport",
             dependencies: [
                 "EmbeddedRedis",
+                "RedisClient",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),

@@ -2,6 +2,7 @@ import EmbeddedRedis
 import Foundation
 import Histogram
 import NIOConcurrencyHelpers
+import RedisClient
 
 /// What one load run measured.
 public struct LoadResult: Sendable {
@@ -89,4 +90,20 @@ public func printJSONLine(_ fields: [(String, Any)]) {
         }
     }
     print("{" + body.joined(separator: ",") + "}")
+}
+
+extension RedisClient {
+    /// A numeric field of `INFO <section>` (0 when absent).
+    public func info(_ section: String, _ field: String) async throws -> Double {
+        let text = try await send(RedisCommand("INFO", .string(section))).string ?? ""
+        for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
+            return Double(line.dropFirst(field.count + 1)) ?? 0
+        }
+        return 0
+    }
+
+    /// Redis's CPU time so far (user + system), in seconds.
+    public func redisCPUSeconds() async throws -> Double {
+        try await info("cpu", "used_cpu_user") + (try await info("cpu", "used_cpu_sys"))
+    }
 }

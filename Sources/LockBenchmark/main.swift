@@ -26,15 +26,6 @@ let store = SessionStore(client: client, configuration: SessionStoreConfiguratio
 let locks = SessionLock(store: store)
 print("bench-locks: \(pairs) uncontended pairs, 3 instances x 8 tasks x \(increments) increments, redis-server on port \(server.port)")
 
-func info(_ section: String, _ field: String) async throws -> Double {
-    let text = try await client.send(RedisCommand("INFO", .string(section))).string ?? ""
-    for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
-        return Double(line.dropFirst(field.count + 1)) ?? 0
-    }
-    return 0
-}
-func redisCPU() async throws -> Double { try await info("cpu", "used_cpu_user") + (try await info("cpu", "used_cpu_sys")) }
-
 // 1. Uncontended: 200 callers, each on its own session.
 var sessions: [String] = []
 for index in 0..<200 { sessions.append(try await store.create(user: "u\(index)", mode: .lenient).id) }
@@ -43,12 +34,12 @@ var uncontendedRuns: [(Double, Double)] = []
 var ceilingRuns: [Double] = []
 let pipelineDepth = 16
 for _ in 0..<3 {
-    let cpuBefore = try await redisCPU()
+    let cpuBefore = try await client.redisCPUSeconds()
     let result = try await runLoad(concurrency: 200, total: pairs) { task, _ in
         let lease = try await locks.acquire(ids[task])
         try await locks.release(lease)
     }
-    uncontendedRuns.append((result.opsPerSecond, (try await redisCPU() - cpuBefore) / Double(result.operations) * 1e6))
+    uncontendedRuns.append((result.opsPerSecond, (try await client.redisCPUSeconds() - cpuBefore) / Double(result.operations) * 1e6))
 
     // The same scripts, pipelined: 50 connections' worth of callers, 16 pairs per round trip.
     let ceiling = try await runLoad(concurrency: 50, total: pairs / pipelineDepth) { task, _ in

@@ -21,15 +21,6 @@ var configuration = SessionStoreConfiguration(namespace: "bench")
 configuration.defaultMode = .standard
 let store = SessionStore(client: client, configuration: configuration)
 
-func info(_ section: String, _ field: String) async throws -> Double {
-    let text = try await client.send(RedisCommand("INFO", .string(section))).string ?? ""
-    for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
-        return Double(line.dropFirst(field.count + 1)) ?? 0
-    }
-    return 0
-}
-func redisCPU() async throws -> Double { try await info("cpu", "used_cpu_user") + (try await info("cpu", "used_cpu_sys")) }
-
 print("bench-store: \(operations) operations per measurement, \(callers) callers, redis-server on port \(server.port)")
 var sessions: [String] = []
 for index in 0..<callers { sessions.append(try await store.create(user: "load-\(index % 50)", metadata: ["plan": "pro"]).id) }
@@ -41,9 +32,9 @@ var touchRuns: [(LoadResult, Double)] = []
 var ceilingRuns: [Double] = []
 var fastCeilingRuns: [Double] = []
 for _ in 0..<3 {
-    let cpuBefore = try await redisCPU()
+    let cpuBefore = try await client.redisCPUSeconds()
     let result = try await runLoad(concurrency: callers, total: operations) { task, _ in try await store.touch(ids[task]) }
-    let cpu = try await redisCPU() - cpuBefore
+    let cpu = try await client.redisCPUSeconds() - cpuBefore
     touchRuns.append((result, cpu / Double(result.operations) * 1e6))
     let now = Int(Date().timeIntervalSince1970 * 1000)
     let id = ids[0]
@@ -89,7 +80,7 @@ print(
 
 // Memory: sessions with 6 metadata fields and 20 messages of 100 bytes, 10 sessions per user.
 _ = try await client.send(RedisCommand("FLUSHALL"))
-let memoryBefore = try await info("memory", "used_memory")
+let memoryBefore = try await client.info("memory", "used_memory")
 let content = String(repeating: "m", count: 100)
 let metadata: [String: JSONValue] = [
     "plan": "professional", "locale": "en-GB", "theme": "dark", "agent": "support-bot", "tenant": "acme-corp", "seats": 25,
@@ -108,7 +99,7 @@ for start in stride(from: 0, to: fillCount, by: fillBatch) {
         try await group.waitForAll()
     }
 }
-let memoryAfter = try await info("memory", "used_memory")
+let memoryAfter = try await client.info("memory", "used_memory")
 // Where the bytes go, for one session.
 if let sample = try await client.send(RedisCommand("RANDOMKEY")).string, let open = sample.firstIndex(of: "{"),
     let close = sample.firstIndex(of: "}")

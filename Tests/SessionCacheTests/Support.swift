@@ -67,22 +67,7 @@ final class ExpiryWatch: Sendable {
     }
 
     func wait(for key: String, timeout: Duration = .seconds(10)) async throws -> Bool {
-        let subscriber = self.subscriber
-        return try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for await event in subscriber.events {
-                    if case .message(_, _, let payload) = event, String(buffer: payload) == key { return true }
-                }
-                return false
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return false
-            }
-            let first = try await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
+        try await wait(forAll: [key], timeout: timeout)
     }
 
     /// Waits until every one of `keys` expired; false after `timeout`.
