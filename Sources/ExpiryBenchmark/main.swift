@@ -19,7 +19,9 @@ let window = arguments.dropFirst().first.flatMap { Int($0) }.map { Duration.seco
 
 func nowMilliseconds() -> Int { Int((Date().timeIntervalSince1970 * 1000).rounded()) }
 
-let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
+// EXPIRY_BENCH_NO_EVENTS=1: no keyspace notifications at all (sweep only), to see what events cost.
+let noEvents = ProcessInfo.processInfo.environment["EXPIRY_BENCH_NO_EVENTS"] == "1"
+let server = try await RedisServer.start(.init(notifyKeyspaceEvents: noEvents ? nil : "KEx"))
 let setupClient = try RedisClient(configuration: server.configuration)
 var storeConfiguration = SessionStoreConfiguration(namespace: "bench")
 storeConfiguration.expiryGrace = .seconds(120)
@@ -90,6 +92,7 @@ for _ in 0..<3 {
     let listenerStore = SessionStore(client: client, configuration: storeConfiguration)
     var configuration = ExpiryListenerConfiguration()
     configuration.sweepInterval = .milliseconds(100)
+    configuration.enableKeyspaceNotifications = !noEvents
     let listener = ExpiryListener(store: listenerStore, configuration: configuration) { expired in
         guard let index = indexOf[expired.session.id] else { return }
         let late = max(0, nowMilliseconds() - deadline(index))

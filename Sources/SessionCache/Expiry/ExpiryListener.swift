@@ -110,8 +110,8 @@ public final class ExpiryListener: Service {
     }
 
     /// Processes the sessions named by events since the last sweep. Every instance receives every
-    /// event; one ZMSCORE per thousand tells which the sweep owns already (their hint is leased
-    /// ahead, or rescheduled to a later expiry): the rest (due, or without a hint) are checked.
+    /// event; one ZMSCORE per thousand tells which are due and not yet taken by a sweeper: only
+    /// those are checked (most events arrive after the sweep has handled their session).
     private func processEvents() async throws {
         let ids = Array(
             Set(
@@ -129,7 +129,9 @@ public final class ExpiryListener: Service {
             let now = Double(SessionStore.nowMilliseconds())
             var due: [String] = []
             for (index, id) in chunk.enumerated() where index < scores.count {
-                if let score = scores[index].double, score > now { continue }
+                // No hint: finalized already (hints are written in the same round trip as the
+                // session). A hint ahead of now: a sweeper holds it, or the session lives on.
+                guard let score = scores[index].double, score <= now else { continue }
                 due.append(id)
             }
             await processAll(due)
