@@ -17,8 +17,9 @@ struct ExpiryTests {
             let ids = try await withThrowingTaskGroup(of: (Int, String).self) { group in
                 for index in 0..<count {
                     group.addTask {
-                        // Due over about two seconds.
-                        let mode = TimeoutMode.custom(.milliseconds(800 + (index % 100) * 20))
+                        // Due over about two seconds, starting late enough that creating 2,000 sessions
+                        // on a loaded machine finishes first.
+                        let mode = TimeoutMode.custom(.milliseconds(2500 + (index % 100) * 20))
                         let session = try await fixture.store.create(
                             user: "user-\(index % 40)", metadata: ["n": .number(Double(index))], mode: mode)
                         try await fixture.store.appendMessage(session.id, SessionMessage(role: "user", content: "message \(index)"))
