@@ -35,6 +35,7 @@ public final class RedisServer: @unchecked Sendable {
         /// The executable, found on PATH or in /usr/bin by default.
         public var executable: String
 
+        /// Options; the defaults give a throwaway server with expired-key events on.
         public init(
             notifyKeyspaceEvents: String? = "Ex", appendOnly: Bool = false, password: String? = nil,
             extra: [(String, String)] = [], arguments: [String] = [], executable: String? = nil

@@ -16,6 +16,7 @@ public struct ExpiredSession: Sendable, Hashable {
     public var session: Session
     /// Its recent messages.
     public var messages: [SessionMessage]
+    /// Why it ended.
     public var reason: ExpiryReason
     /// When it was due to end, as far as the store knows: the last recorded activity plus the
     /// idle timeout, or the absolute deadline. (A session kept alive by cached touches recorded its
@@ -28,6 +29,7 @@ public struct ExpiredSession: Sendable, Hashable {
 
 /// What the warning hook receives: a session about to expire for idleness.
 public struct ExpiryWarning: Sendable, Hashable {
+    /// The session as it is now.
     public var session: Session
     /// How long it has left.
     public var remaining: Duration

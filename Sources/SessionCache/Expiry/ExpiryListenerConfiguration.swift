@@ -21,10 +21,12 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// Whether to turn on expired-key notifications (`CONFIG SET notify-keyspace-events`) when they
     /// are off. Where CONFIG is refused (managed Redis), the listener warns once and relies on the sweep.
     public var enableKeyspaceNotifications = true
+    /// Where the listener logs: hook failures, lost notifications, CONFIG refusals.
     public var logger = Logger(label: "expiry-listener", factory: { _ in SwiftLogNoOpLogHandler() })
     /// `session.expiry.hooks` (dimension `reason`), `session.expiry.lateness` (timer: due to hook
     /// start), `session.expiry.claims_lost`, `session.expiry.sweep_batch` (recorder), `session.expiry.hook_failures`.
     public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
 
+    /// The defaults: a 100 ms sweep, batches of 1,000, a 30 s claim lease, 3 hook attempts.
     public init() {}
 }

@@ -37,6 +37,7 @@ public final class SessionLock: Sendable {
     private let waiters = Mutex<[String: CheckedContinuation<Bool, Never>]>([:])
     private let subscription = Mutex<Task<RedisSubscriber?, Never>?>(nil)
 
+    /// Locks for `store`'s sessions. Share one per process: it holds the wake-up subscription.
     public init(store: SessionStore, configuration: SessionLockConfiguration = SessionLockConfiguration()) {
         self.store = store
         self.configuration = configuration

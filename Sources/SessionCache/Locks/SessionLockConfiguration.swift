@@ -15,6 +15,7 @@ public struct SessionLockConfiguration: Sendable {
         case activeTabWins
     }
 
+    /// How tabs share a session.
     public var policy: Policy = .serializeTabs
     /// How long a lease lasts without renewal.
     public var lease: Duration = .seconds(5)
@@ -23,11 +24,13 @@ public struct SessionLockConfiguration: Sendable {
     /// A waiter asks again at least this often (besides being woken on release), so a lost wake-up
     /// costs at most this, and a waiter whose process died is skipped after three times this.
     public var waiterHeartbeat: Duration = .milliseconds(500)
+    /// Where lost leases and unavailable wake-ups are logged.
     public var logger = Logger(label: "session-lock", factory: { _ in SwiftLogNoOpLogHandler() })
     /// `session.lock.acquisitions`, `session.lock.wait` (timer), `session.lock.renewals`,
     /// `session.lock.leases_lost`; the store counts `session.lock.stale_writes`.
     public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
 
+    /// The defaults (5 s lease, 10 s wait) with `policy`.
     public init(policy: Policy = .serializeTabs) {
         self.policy = policy
     }

@@ -90,6 +90,7 @@ public struct SessionMessage: Sendable, Hashable, Codable {
     /// When (set by the store when appended).
     public var at: Date
 
+    /// A message; `at` defaults to now.
     public init(role: String, content: String, at: Date = Date()) {
         self.role = role
         self.content = content
@@ -105,15 +106,19 @@ public struct Session: Sendable, Hashable, Codable {
     public var user: String
     /// Its lifecycle state.
     public var state: SessionState
+    /// When the session was created.
     public var createdAt: Date
     /// The last meaningful activity (messages, writes, resume); heartbeats do not count.
     public var lastActivity: Date
     /// The last heartbeat, if any.
     public var lastSeen: Date?
+    /// Its timeout mode (the idle timeout).
     public var mode: TimeoutMode
     /// The absolute deadline that no activity extends.
     public var absoluteDeadline: Date
+    /// Messages appended since creation or the last clear.
     public var messageCount: Int
+    /// The kind of agent serving it, if the application set one.
     public var agentType: String?
     /// Incremented by every write to the session's data.
     public var version: Int
@@ -137,13 +142,17 @@ public enum ResumeResult: Sendable, Hashable {
 
 /// A line of a user's session list.
 public struct SessionSummary: Sendable, Hashable, Codable {
+    /// The session id.
     public var id: String
+    /// The kind of agent serving it, if set.
     public var agentType: String?
     /// The start of the last message (at most 60 bytes).
     public var preview: String?
     /// The last activity.
     public var updatedAt: Date
+    /// Messages appended since creation or the last clear.
     public var messageCount: Int
+    /// Its lifecycle state.
     public var state: SessionState
 }
 

@@ -10,14 +10,18 @@ public struct LifecycleEvent: Sendable, Hashable, Codable {
         case created, resumed, rotated, deleted, expired
     }
 
+    /// What happened.
     public var event: Kind
+    /// The session id.
     public var session: String
+    /// The session's user.
     public var user: String
     /// Unix milliseconds.
     public var at: Int
     /// For `rotated`: the new id. For `expired`: the reason.
     public var detail: String?
 
+    /// An event (the store makes them; public for observers' tests).
     public init(event: Kind, session: String, user: String, at: Int, detail: String? = nil) {
         self.event = event
         self.session = session

@@ -13,6 +13,7 @@ public struct SessionStoreConfiguration: Sendable {
         /// The most a session may hold: metadata values plus the messages in its window.
         public var maxSessionBytes = 1024 * 1024
 
+        /// 16 KiB per metadata value, 64 KiB per message, 1 MiB per session.
         public init() {}
     }
 
@@ -29,6 +30,7 @@ public struct SessionStoreConfiguration: Sendable {
     public var messageWindow = 20
     /// How much longer than its idle timer a session's data stays readable, for the expiry hook.
     public var expiryGrace: Duration = .seconds(60)
+    /// Sizes past which writes are refused.
     public var limits = Limits()
     /// Whether ``SessionStore/delete(_:)`` hands sessions to the ``ExpiryListener`` (cleanup hook
     /// with reason ``ExpiryReason/deleted``) instead of removing their keys at once. The session is
@@ -54,6 +56,7 @@ public struct SessionStoreConfiguration: Sendable {
     /// A span per operation, following the database client conventions.
     public var tracer: any Tracer = NoOpTracer()
 
+    /// A configuration with every default, for `namespace`.
     public init(namespace: String = "session") {
         self.namespace = namespace
     }
