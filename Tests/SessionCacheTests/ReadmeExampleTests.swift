@@ -1,0 +1,86 @@
+import EmbeddedRedis
+import Logging
+import NIOCore
+import RedisClient
+import ServiceLifecycle
+import SessionCache
+import Testing
+
+/// The README's examples, nearly verbatim, against a real server: they compile and they work.
+@Suite("README examples")
+struct ReadmeExampleTests {
+    @Test func theRedisClientExample() async throws {
+        try await RedisServer.with { server in
+            var configuration = try RedisConfiguration(url: server.url + "/0")
+            configuration.commandTimeout = .seconds(2)
+            let client = try RedisClient(configuration: configuration)
+
+            try await client.set("greeting", to: "hello", expiresIn: .seconds(60))
+            let value = try await client.get("greeting")
+            let reply = try await client.send(RedisCommand("INCRBY", "counter", 5))
+            let replies = try await client.pipeline([RedisCommand("INCR", "a"), RedisCommand("GET", "a")])
+            let results = try await client.transaction([RedisCommand("INCR", "a"), RedisCommand("EXPIRE", "a", 60)])
+            let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+            let total = try await client.run(script, keys: ["counter"], arguments: [2])
+            try await client.withExclusiveConnection { connection in
+                _ = try await connection.send(RedisCommand("WATCH", "a"))
+                _ = try await connection.transaction([RedisCommand("SET", "a", "1")])
+            }
+            #expect(value.map { String(buffer: $0) } == "hello")
+            #expect(reply == .integer(5) && replies.count == 2 && results.count == 2 && total == .integer(7))
+            await client.close()
+        }
+    }
+
+    @Test func theSessionsLocksAndExpiryExamples() async throws {
+        try await RedisServer.with { server in
+            let client = try RedisClient(configuration: RedisConfiguration(url: server.url))
+            var configuration = SessionStoreConfiguration(namespace: "chat")
+            configuration.messageWindow = 20
+            configuration.cleanupHooks = true
+            let store = SessionStore(client: client, configuration: configuration)
+
+            let session = try await store.create(user: "alice", metadata: ["plan": "pro"], mode: .standard, agentType: "support")
+            guard case .resumed(let resumed, _) = try await store.resume(session.id, user: "alice") else {
+                Issue.record("not resumed")
+                return
+            }
+            let cookieID: String? = session.id
+            let recovered = try await store.recover(cookieID, user: "alice")
+            try await store.touch(session.id)
+            try await store.touch(session.id, activity: .heartbeat)
+            try await store.appendTurn(session.id, user: "Hi", assistant: "Hello! How can I help?")
+            let recent = try await store.recentMessages(session.id, limit: 10)
+            try await store.setMetadata(session.id, ["cart": ["book"], "theme": "dark"])
+            try await store.setMetadata(session.id, key: "timeout_mode", value: "lenient")
+            let summaries = try await store.list(user: "alice")
+
+            let locks = SessionLock(store: store)
+            try await locks.withLock(session.id) { lease in
+                let count = try await store.metadata(session.id)["count"]?.numberValue ?? 0
+                try await store.setMetadata(session.id, key: "count", value: .number(count + 1), lease: lease)
+            }
+
+            let hooks = HookRecorder()
+            let listener = ExpiryListener(
+                store: store, onWarning: { _ in },
+                onExpiry: { expired in hooks.record(expired) })
+            let group = ServiceGroup(services: [listener], logger: Logger(label: "readme"))
+            let running = Task { try await group.run() }
+
+            let rotated = try await store.rotate(session.id)
+            let stats = try await store.stats()
+            try await store.deleteAll(user: "alice")
+            #expect(await hooks.wait(forSessions: 1, timeout: .seconds(10)), "the delete went through the hook")
+            await group.triggerGracefulShutdown()
+            _ = try await running.value
+
+            #expect(resumed.user == "alice" && recovered.session.id == session.id)
+            #expect(recent.map(\.content) == ["Hi", "Hello! How can I help?"])
+            #expect(summaries.first?.id == session.id && stats.activeSessions == 1)
+            #expect(hooks.calls[rotated.id]?.first?.session.metadata["count"] == 1)
+            await locks.close()
+            await client.close()
+        }
+    }
+}
