@@ -225,4 +225,38 @@ struct DataTests {
             #expect(try await store.recentMessages(session.id).map(\.content) == ["remember", "this"])
         }
     }
+
+    @Test func aRedisThatIsDownGivesTypedErrorsAndTheStoreRecovers() async throws {
+        try await RedisServer.with(.init(appendOnly: true)) { server in
+            var redis = server.configuration
+            redis.commandTimeout = .seconds(1)
+            redis.connectTimeout = .seconds(1)
+            let client = try RedisClient(configuration: redis)
+            let store = SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "test"))
+            let session = try await store.create(user: "alice")
+            try await Task.sleep(for: .milliseconds(1100))  // on disk (appendfsync everysec)
+
+            await server.kill()
+            let start = ContinuousClock.now
+            for attempt in [
+                { try await store.touch(session.id) },
+                { _ = try await store.resume(session.id, user: "alice") },
+                { _ = try await store.create(user: "bob") },
+            ] as [@Sendable () async throws -> Void] {
+                let error = await expectSessionError(attempt)
+                guard case .redis? = error else {
+                    Issue.record("expected a Redis error, got \(String(describing: error))")
+                    continue
+                }
+            }
+            #expect(start.elapsed < .seconds(10), "no hang beyond the timeouts")
+
+            try await server.restart()
+            guard case .resumed = try await store.resume(session.id, user: "alice") else {
+                Issue.record("the store did not recover")
+                return
+            }
+            await client.close()
+        }
+    }
 }
