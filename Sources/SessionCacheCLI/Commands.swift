@@ -74,13 +74,7 @@ struct Show: AsyncParsableCommand {
         guard !fields.isEmpty else { throw ValidationError("no session \(id) in namespace \(connection.namespace)") }
         var ttls: [String: Int] = [:]
         for (offset, key) in keys.enumerated() { ttls[key] = replies[2 + offset].int ?? -2 }
-        let messages: [SessionMessage] = (replies[1].array ?? []).compactMap { value in
-            guard let text = value.string else { return nil }
-            let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-            guard parts.count >= 2, let ms = Double(parts[1]) else { return nil }
-            return SessionMessage(
-                role: String(parts[0]), content: parts.count > 2 ? String(parts[2]) : "", at: Date(timeIntervalSince1970: ms / 1000))
-        }
+        let messages = (replies[1].array ?? []).compactMap { $0.string.flatMap(SessionMessage.init(storedLine:)) }
         let holder = replies.last?.string
         let output = Output(
             id: id, fields: fields, ttlMilliseconds: ttls, messages: messages, lockHolder: holder,

@@ -52,15 +52,18 @@ struct ToolTests {
             let cli = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("session-cache")
                 .path
             let (lines, feed) = AsyncStream.makeStream(of: String.self)
-            let watcher = try ChildProcess(executable: cli, arguments: ["watch", "--count", "2"] + common) { feed.yield($0) }
+            let watcher = try ChildProcess(executable: cli, arguments: ["watch", "--count", "3"] + common) { feed.yield($0) }
             var printed = lines.makeAsyncIterator()
             while let line = await printed.next(), !line.hasPrefix("watching") {}
             let third = try await fixture.store.create(user: "carol")
+            #expect(try await fixture.store.resume(third.id, user: "mallory") == .notFound)  // publishes nothing
+            _ = try await fixture.store.resume(third.id, user: "carol")
             _ = try await fixture.store.rotate(third.id)
             var events: [String] = []
-            while events.count < 2, let line = await printed.next() { events.append(line) }
+            while events.count < 3, let line = await printed.next() { events.append(line) }
             #expect(await watcher.waitForExit(timeout: .seconds(10)))
-            #expect(events.count == 2 && events[0].contains("created") && events[0].contains("carol") && events[1].contains("rotated"))
+            #expect(events.count == 3 && events[0].contains("created") && events[0].contains("carol") && events[2].contains("rotated"))
+            #expect(events.count == 3 && events[1].contains("resumed") && events[1].contains(third.id))
 
             let kill = try await runTool("session-cache", ["kill", session.id] + common)
             #expect(kill.status == 0)

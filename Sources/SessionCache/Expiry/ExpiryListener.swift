@@ -267,9 +267,8 @@ public final class ExpiryListener: Service {
     }
 
     private func runHook(id: String, fields: [RESPValue], messages: [RESPValue], attempt: Int) async throws {
-        var session = try store.decodeSession(id: id, fields: fields)
-        var hash: [String: String] = [:]
-        for index in stride(from: 0, to: fields.count - 1, by: 2) { hash[fields[index].string ?? ""] = fields[index + 1].string }
+        let hash = SessionStore.hash(fields)
+        var session = try store.decodeSession(id: id, hash: hash)
         let idle = Int(hash["idle_ms"] ?? "") ?? 0
         let deadline = Int(hash["deadline_at"] ?? "") ?? 0
         let idleEnd = (Int(hash["last_activity"] ?? "") ?? 0) + idle

@@ -118,7 +118,8 @@ enum SessionScripts {
         return {f[1], f[2], data_until}
         """)
 
-    /// resume: ARGV[1] now, ARGV[2] grace ms, ARGV[3] user, ARGV[4] resume threshold ms.
+    /// resume: ARGV[1] now, ARGV[2] grace ms, ARGV[3] user, ARGV[4] resume threshold ms, ARGV[5] the
+    /// lifecycle event to publish on success ('' for none), ARGV[6] the events channel.
     /// Returns {inactive ms, HGETALL of the session}, or 0 when it is unknown, not alive, or
     /// another user's (then nothing is touched).
     static let resume = RedisScript(
@@ -132,6 +133,7 @@ enum SessionScripts {
             fields[#fields + 1] = 'state'
             fields[#fields + 1] = (inactive > tonumber(ARGV[4])) and 'resumed' or 'active'
             redis.call('HSET', DATA, unpack(fields))
+            if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[5]) end
             return {inactive, redis.call('HGETALL', DATA)}
             """)
 

@@ -65,8 +65,13 @@ public struct LifecycleEvent: Sendable, Hashable, Codable {
 extension SessionStore {
     /// The PUBLISH of an event, to go along with an operation's round trip (none when disabled).
     func eventCommand(_ kind: LifecycleEvent.Kind, id: String, user: String, detail: String? = nil) -> [RedisCommand] {
-        guard configuration.publishEvents else { return [] }
-        let event = LifecycleEvent(event: kind, session: id, user: user, at: Self.nowMilliseconds(), detail: detail)
-        return [RedisCommand("PUBLISH", .string(keys.events), .string(event.json))]
+        guard let json = eventJSON(kind, id: id, user: user, detail: detail) else { return [] }
+        return [RedisCommand("PUBLISH", .string(keys.events), .string(json))]
+    }
+
+    /// An event's JSON, for scripts that publish it themselves (nil when disabled).
+    func eventJSON(_ kind: LifecycleEvent.Kind, id: String, user: String, detail: String? = nil) -> String? {
+        guard configuration.publishEvents else { return nil }
+        return LifecycleEvent(event: kind, session: id, user: user, at: Self.nowMilliseconds(), detail: detail).json
     }
 }

@@ -4,12 +4,22 @@ import RedisClient
 extension SessionStore {
     /// A session from its hash (`HGETALL` field/value pairs).
     func decodeSession(id: String, fields: [RESPValue]) throws(SessionError) -> Session {
+        try decodeSession(id: id, hash: Self.hash(fields))
+    }
+
+    /// `HGETALL` field/value pairs as a dictionary.
+    static func hash(_ fields: [RESPValue]) -> [String: String] {
         var hash: [String: String] = [:]
         var index = 0
         while index + 1 < fields.count {
             if let field = fields[index].string, let value = fields[index + 1].string { hash[field] = value }
             index += 2
         }
+        return hash
+    }
+
+    /// A session from its parsed hash.
+    func decodeSession(id: String, hash: [String: String]) throws(SessionError) -> Session {
         func milliseconds(_ name: String) throws(SessionError) -> Int {
             guard let text = hash[name], let value = Int(text) else { throw .corrupted("field \(name) is missing or not a number") }
             return value

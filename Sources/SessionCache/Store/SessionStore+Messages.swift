@@ -89,11 +89,7 @@ enum MessageCoding {
     }
 
     static func decode(_ bytes: ByteBuffer) -> SessionMessage? {
-        let text = String(buffer: bytes)
-        let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2, !parts[0].isEmpty, let milliseconds = Int(parts[1]) else { return nil }
-        return SessionMessage(
-            role: String(parts[0]), content: parts.count == 3 ? String(parts[2]) : "", at: SessionStore.date(milliseconds))
+        SessionMessage(storedLine: String(buffer: bytes))
     }
 
     /// A role is one short word: it is the first field of the stored line.
@@ -113,5 +109,15 @@ enum MessageCoding {
             bytes += size
         }
         return preview
+    }
+}
+
+extension SessionMessage {
+    /// A message from its stored form in the messages list, `<role> <unix ms> <content>` (for tools
+    /// that read Redis directly); nil for anything else.
+    public init?(storedLine text: String) {
+        let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 2, !parts[0].isEmpty, let milliseconds = Int(parts[1]) else { return nil }
+        self.init(role: String(parts[0]), content: parts.count == 3 ? String(parts[2]) : "", at: SessionStore.date(milliseconds))
     }
 }

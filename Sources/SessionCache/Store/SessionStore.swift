@@ -90,10 +90,8 @@ public final class SessionStore: Sendable {
                 arguments: [
                     .integer(Self.nowMilliseconds()), .integer(grace), .string(user),
                     .integer(configuration.resumeThreshold.wholeMilliseconds),
+                    .string(eventJSON(.resumed, id: id, user: user) ?? ""), .string(keys.events),
                 ])
-            if configuration.publishEvents, case .array = reply {
-                _ = try? await redis.pipeline(eventCommand(.resumed, id: id, user: user))
-            }
             guard case .array(let parts) = reply, parts.count == 2, let inactive = parts[0].int, let fields = parts[1].array else {
                 return .notFound
             }
