@@ -5,7 +5,7 @@ let package = Package(
     name: "swift-session-cache",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "RedisClient", targets: ["RedisClient"]),
+        .library(name: "HiredisNIO", targets: ["HiredisNIO"]),
         .library(name: "EmbeddedRedis", targets: ["EmbeddedRedis"]),
         .library(name: "SessionCache", targets: ["SessionCache"]),
         .executable(name: "redis-example", targets: ["RedisExample"]),
@@ -30,7 +30,7 @@ let package = Package(
         ),
         // The Redis client: knows nothing of sessions.
         .target(
-            name: "RedisClient",
+            name: "HiredisNIO",
             dependencies: [
                 "CHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -43,7 +43,7 @@ let package = Package(
         .target(
             name: "SessionCache",
             dependencies: [
-                "RedisClient",
+                "HiredisNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -55,30 +55,30 @@ let package = Package(
         // Starts and stops a real redis-server on loopback: for tests, benchmarks and the example.
         .target(
             name: "EmbeddedRedis",
-            dependencies: ["RedisClient"]
+            dependencies: ["HiredisNIO"]
         ),
         .executableTarget(
             name: "RedisExample",
-            dependencies: ["RedisClient", "EmbeddedRedis"]
+            dependencies: ["HiredisNIO", "EmbeddedRedis"]
         ),
         // Benchmarks: reference tools (redis-benchmark) and ours in one run, reported as ratios.
         .target(
             name: "BenchmarkSupport",
             dependencies: [
                 "EmbeddedRedis",
-                "RedisClient",
+                "HiredisNIO",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .executableTarget(
             name: "ClientBenchmark",
-            dependencies: ["RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
+            dependencies: ["HiredisNIO", "EmbeddedRedis", "BenchmarkSupport"]
         ),
         // The load driver: several app-server instances (worker processes), checks, reports.
         .executableTarget(
             name: "SessionLoad",
             dependencies: [
-                "SessionCache", "RedisClient", "EmbeddedRedis",
+                "SessionCache", "HiredisNIO", "EmbeddedRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "SessionCacheCLI",
             dependencies: [
-                "SessionCache", "RedisClient",
+                "SessionCache", "HiredisNIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -98,12 +98,12 @@ let package = Package(
         // A listener in a process of its own, for the tests that kill an instance.
         .executableTarget(
             name: "SessionTestWorker",
-            dependencies: ["SessionCache", "RedisClient"]
+            dependencies: ["SessionCache", "HiredisNIO"]
         ),
         .executableTarget(
             name: "ExpiryBenchmark",
             dependencies: [
-                "SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport",
+                "SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -112,19 +112,19 @@ let package = Package(
         .executableTarget(
             name: "LockBenchmark",
             dependencies: [
-                "SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport",
+                "SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .executableTarget(
             name: "StoreBenchmark",
-            dependencies: ["SessionCache", "RedisClient", "EmbeddedRedis", "BenchmarkSupport"]
+            dependencies: ["SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport"]
         ),
         .testTarget(
             name: "SessionCacheTests",
             dependencies: [
                 "SessionCache",
-                "RedisClient",
+                "HiredisNIO",
                 "EmbeddedRedis",
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -132,9 +132,9 @@ let package = Package(
             ]
         ),
         .testTarget(
-            name: "RedisClientTests",
+            name: "HiredisNIOTests",
             dependencies: [
-                "RedisClient",
+                "HiredisNIO",
                 "EmbeddedRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -2,7 +2,7 @@ import EmbeddedRedis
 import Foundation
 import Histogram
 import NIOConcurrencyHelpers
-import RedisClient
+import HiredisNIO
 
 /// What one load run measured.
 public struct LoadResult: Sendable {
@@ -92,10 +92,10 @@ public func printJSONLine(_ fields: [(String, Any)]) {
     print("{" + body.joined(separator: ",") + "}")
 }
 
-extension RedisClient {
+extension HiredisClient {
     /// A numeric field of `INFO <section>` (0 when absent).
     public func info(_ section: String, _ field: String) async throws -> Double {
-        let text = try await send(RedisCommand("INFO", .string(section))).string ?? ""
+        let text = try await send(RESPCommand("INFO", .string(section))).string ?? ""
         for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
             return Double(line.dropFirst(field.count + 1)) ?? 0
         }

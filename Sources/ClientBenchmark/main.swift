@@ -6,7 +6,7 @@
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
-import RedisClient
+import HiredisNIO
 
 let arguments = CommandLine.arguments.dropFirst()
 let requests = arguments.first.flatMap { Int($0) } ?? 200_000
@@ -15,9 +15,9 @@ let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0
 if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments[flag + 1]),
     let port = ProcessInfo.processInfo.environment["REDIS_PORT"].flatMap({ Int($0) })
 {
-    var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+    var configuration = HiredisConfiguration(host: "127.0.0.1", port: port)
     configuration.poolSize = poolSize
-    let client = try RedisClient(configuration: configuration)
+    let client = try HiredisClient(configuration: configuration)
     let result = try await runLoad(concurrency: callers, total: requests) { _, _ in _ = try await client.get("key:__rand_int__") }
     print(
         String(
@@ -30,8 +30,8 @@ if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: nil))
 var configuration = server.configuration
 configuration.poolSize = poolSize
-let client = try RedisClient(configuration: configuration)
-let value = RedisArgument.string("xxx")  // redis-benchmark's default 3-byte value
+let client = try HiredisClient(configuration: configuration)
+let value = RESPArgument.string("xxx")  // redis-benchmark's default 3-byte value
 try await client.set("key:__rand_int__", to: value)
 
 print(

@@ -1,6 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
-import RedisClient
+import HiredisNIO
 
 #if canImport(Glibc)
     import Glibc
@@ -11,7 +11,7 @@ import RedisClient
 ///
 /// ```swift
 /// try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex")) { server in
-///     let client = try RedisClient(configuration: server.configuration)
+///     let client = try HiredisClient(configuration: server.configuration)
 ///     ...
 /// }
 /// ```
@@ -77,8 +77,8 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     /// A client configuration pointing at the server (with its password, if any).
-    public var configuration: RedisConfiguration {
-        var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+    public var configuration: HiredisConfiguration {
+        var configuration = HiredisConfiguration(host: "127.0.0.1", port: port)
         configuration.password = options.password
         return configuration
     }

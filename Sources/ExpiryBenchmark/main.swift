@@ -8,7 +8,7 @@ import EmbeddedRedis
 import Foundation
 import Histogram
 import Logging
-import RedisClient
+import HiredisNIO
 import ServiceLifecycle
 import SessionCache
 import Synchronization
@@ -22,7 +22,7 @@ func nowMilliseconds() -> Int { Int((Date().timeIntervalSince1970 * 1000).rounde
 // EXPIRY_BENCH_NO_EVENTS=1: no keyspace notifications at all (sweep only), to see what events cost.
 let noEvents = ProcessInfo.processInfo.environment["EXPIRY_BENCH_NO_EVENTS"] == "1"
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: noEvents ? nil : "KEx"))
-let setupClient = try RedisClient(configuration: server.configuration)
+let setupClient = try HiredisClient(configuration: server.configuration)
 var storeConfiguration = SessionStoreConfiguration(namespace: "bench")
 storeConfiguration.expiryGrace = .seconds(120)
 let store = SessionStore(client: setupClient, configuration: storeConfiguration)
@@ -52,12 +52,12 @@ let windowStart = nowMilliseconds() + 2000 + count / 40
 let windowMilliseconds = window.components.seconds * 1000
 func deadline(_ index: Int) -> Int { windowStart + Int(Double(windowMilliseconds) * Double(index) / Double(count)) }
 for start in stride(from: 0, to: count, by: 5000) {
-    var commands: [RedisCommand] = []
+    var commands: [RESPCommand] = []
     for index in start..<min(start + 5000, count) {
         let id = ids[index]
-        commands.append(RedisCommand("PEXPIREAT", .string("bench:session:{\(id)}:alive"), .integer(deadline(index))))
-        commands.append(RedisCommand("ZADD", "bench:deadlines", .integer(deadline(index)), .string(id)))
-        commands.append(RedisCommand("SET", .string("control:\(index)"), "1", "PXAT", .integer(deadline(index))))
+        commands.append(RESPCommand("PEXPIREAT", .string("bench:session:{\(id)}:alive"), .integer(deadline(index))))
+        commands.append(RESPCommand("ZADD", "bench:deadlines", .integer(deadline(index)), .string(id)))
+        commands.append(RESPCommand("SET", .string("control:\(index)"), "1", "PXAT", .integer(deadline(index))))
     }
     _ = try await setupClient.pipeline(commands)
 }
@@ -66,7 +66,7 @@ let indexOf = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) }
 // 3. Redis's own events for the control keys.
 let control = Mutex(Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .three))
 let controlSeen = Atomic<Int>(0)
-let subscriber = RedisSubscriber(configuration: server.configuration)
+let subscriber = HiredisSubscriber(configuration: server.configuration)
 try await subscriber.subscribe(patterns: ["__keyspace@0__:control:*"])
 let controlTask = Task {
     for await event in subscriber.events {
@@ -86,9 +86,9 @@ struct HookLog: Sendable {
 }
 let log = Mutex(HookLog(calls: [Int32](repeating: 0, count: count)))
 let (done, doneSignal) = AsyncStream.makeStream(of: Void.self)
-var groups: [(ServiceGroup, Task<Void, any Error>, RedisClient)] = []
+var groups: [(ServiceGroup, Task<Void, any Error>, HiredisClient)] = []
 for _ in 0..<3 {
-    let client = try RedisClient(configuration: server.configuration)
+    let client = try HiredisClient(configuration: server.configuration)
     let listenerStore = SessionStore(client: client, configuration: storeConfiguration)
     var configuration = ExpiryListenerConfiguration()
     configuration.sweepInterval = .milliseconds(100)

@@ -9,7 +9,7 @@ import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
 import Histogram
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Synchronization
 
@@ -18,7 +18,7 @@ let pairs = arguments.first.flatMap { Int($0) } ?? 200_000
 let increments = arguments.dropFirst().first.flatMap { Int($0) } ?? 300
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
-let client = try RedisClient(
+let client = try HiredisClient(
     configuration: {
         var c = server.configuration; c.poolSize = 1; return c
     }())
@@ -43,7 +43,7 @@ for _ in 0..<3 {
 
     // The same scripts, pipelined: 50 connections' worth of callers, 16 pairs per round trip.
     let ceiling = try await runLoad(concurrency: 50, total: pairs / pipelineDepth) { task, _ in
-        var commands: [RedisCommand] = []
+        var commands: [RESPCommand] = []
         for slot in 0..<pipelineDepth {
             let keys = SessionLock.benchmarkKeys(store: store, id: ids[(task * pipelineDepth + slot) % ids.count])
             let token = "t\(task)-\(slot)"
@@ -71,9 +71,9 @@ func nanosSinceOrigin() -> UInt64 {
     let (seconds, attoseconds) = (clock.now - origin).components
     return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
 }
-var instances: [(RedisClient, SessionStore, SessionLock)] = []
+var instances: [(HiredisClient, SessionStore, SessionLock)] = []
 for _ in 0..<3 {
-    let instanceClient = try RedisClient(configuration: server.configuration)
+    let instanceClient = try HiredisClient(configuration: server.configuration)
     let instanceStore = SessionStore(client: instanceClient, configuration: store.configuration)
     instances.append((instanceClient, instanceStore, SessionLock(store: instanceStore)))
 }

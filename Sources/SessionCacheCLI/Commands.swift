@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOCore
-import RedisClient
+import HiredisNIO
 import SessionCache
 
 struct ListSessions: AsyncParsableCommand {
@@ -64,9 +64,9 @@ struct Show: AsyncParsableCommand {
         defer { Task { await client.close() } }
         let base = "\(connection.namespace):session:{\(id)}"
         let keys = [base, base + ":messages", base + ":alive", base + ":claim", base + ":lock"]
-        var commands = [RedisCommand("HGETALL", .string(base)), RedisCommand("LRANGE", .string(base + ":messages"), 0, -1)]
-        commands += keys.map { RedisCommand("PTTL", .string($0)) }
-        commands.append(RedisCommand("GET", .string(base + ":lock")))
+        var commands = [RESPCommand("HGETALL", .string(base)), RESPCommand("LRANGE", .string(base + ":messages"), 0, -1)]
+        commands += keys.map { RESPCommand("PTTL", .string($0)) }
+        commands.append(RESPCommand("GET", .string(base + ":lock")))
         let replies = try await client.pipeline(commands)
         var fields: [String: String] = [:]
         let pairs = replies[0].array ?? []
@@ -136,7 +136,7 @@ struct Watch: AsyncParsableCommand {
     func run() async throws {
         let (client, _) = try connection.connect()
         defer { Task { await client.close() } }
-        let subscriber = RedisSubscriber(configuration: client.configuration)
+        let subscriber = HiredisSubscriber(configuration: client.configuration)
         try await subscriber.subscribe(channels: ["\(connection.namespace):events"])
         if !connection.json { print("watching \(connection.namespace):events (Ctrl-C to stop)") }
         fflush(nil)
@@ -217,7 +217,7 @@ struct TTL: AsyncParsableCommand {
         defer { Task { await client.close() } }
         let base = "\(connection.namespace):session:{\(id)}"
         let replies = try await client.pipeline([
-            RedisCommand("PTTL", .string(base + ":alive")), RedisCommand("HMGET", .string(base), "idle_ms", "deadline_at"),
+            RESPCommand("PTTL", .string(base + ":alive")), RESPCommand("HMGET", .string(base), "idle_ms", "deadline_at"),
         ])
         let left = replies[0].int ?? -2
         let fields = replies[1].array ?? []

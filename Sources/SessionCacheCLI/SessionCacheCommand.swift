@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import RedisClient
+import HiredisNIO
 import SessionCache
 
 /// `session-cache`: inspect and manage live sessions.
@@ -27,12 +27,12 @@ struct ConnectionOptions: ParsableArguments {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
-    func connect() throws -> (RedisClient, SessionStore) {
+    func connect() throws -> (HiredisClient, SessionStore) {
         let url = redis ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379"
-        var configuration = try RedisConfiguration(url: url)
+        var configuration = try HiredisConfiguration(url: url)
         configuration.clientName = "session-cache-cli"
         configuration.poolSize = 1
-        let client = try RedisClient(configuration: configuration)
+        let client = try HiredisClient(configuration: configuration)
         return (client, SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: namespace)))
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import RedisClient
+import HiredisNIO
 
 /// The correctness checks of a run, from what Redis holds and what the workers recorded.
 struct Checks: Codable, Sendable {
@@ -18,18 +18,18 @@ struct Checks: Codable, Sendable {
             && keysWithoutTTL.isEmpty
     }
 
-    static func run(client: RedisClient, parameters: LoadParameters) async throws -> Checks {
+    static func run(client: HiredisClient, parameters: LoadParameters) async throws -> Checks {
         let book = parameters.bookkeeping
         let namespace = parameters.namespace
         var checks = Checks()
         func hash(_ key: String) async throws -> [String: Int] {
-            let pairs = try await client.send(RedisCommand("HGETALL", .string(key))).array ?? []
+            let pairs = try await client.send(RESPCommand("HGETALL", .string(key))).array ?? []
             var result: [String: Int] = [:]
             for index in stride(from: 0, to: pairs.count - 1, by: 2) { result[pairs[index].string ?? ""] = pairs[index + 1].int ?? 0 }
             return result
         }
-        let created = Set(try await client.send(RedisCommand("SMEMBERS", .string("\(book):created"))).array?.compactMap(\.string) ?? [])
-        let rotated = Set(try await client.send(RedisCommand("SMEMBERS", .string("\(book):rotated"))).array?.compactMap(\.string) ?? [])
+        let created = Set(try await client.send(RESPCommand("SMEMBERS", .string("\(book):created"))).array?.compactMap(\.string) ?? [])
+        let rotated = Set(try await client.send(RESPCommand("SMEMBERS", .string("\(book):rotated"))).array?.compactMap(\.string) ?? [])
         let expected = try await hash("\(book):expected")
         let hooks = try await hash("\(book):hooks")
         let final = try await hash("\(book):final")
@@ -43,10 +43,10 @@ struct Checks: Codable, Sendable {
         var counters: [String: Int] = [:]
         for start in stride(from: 0, to: ordered.count, by: 500) {
             let chunk = ordered[start..<min(start + 500, ordered.count)]
-            var commands: [RedisCommand] = []
+            var commands: [RESPCommand] = []
             for id in chunk {
-                commands.append(RedisCommand("EXISTS", .string("\(namespace):session:{\(id)}:alive")))
-                commands.append(RedisCommand("HGET", .string("\(namespace):session:{\(id)}"), "meta:turns"))
+                commands.append(RESPCommand("EXISTS", .string("\(namespace):session:{\(id)}:alive")))
+                commands.append(RESPCommand("HGET", .string("\(namespace):session:{\(id)}"), "meta:turns"))
             }
             let replies = try await client.pipeline(commands)
             for (offset, id) in chunk.enumerated() {
@@ -91,12 +91,12 @@ struct Checks: Codable, Sendable {
         for pattern in ["\(namespace):*", "\(book):*"] {
             var cursor = "0"
             repeat {
-                let reply = try await client.send(RedisCommand("SCAN", .string(cursor), "MATCH", .string(pattern), "COUNT", 1000))
+                let reply = try await client.send(RESPCommand("SCAN", .string(cursor), "MATCH", .string(pattern), "COUNT", 1000))
                 guard let parts = reply.array, parts.count == 2 else { break }
                 cursor = parts[0].string ?? "0"
                 let keys = parts[1].array?.compactMap(\.string) ?? []
                 if !keys.isEmpty {
-                    let ttls = try await client.pipeline(keys.map { RedisCommand("PTTL", .string($0)) })
+                    let ttls = try await client.pipeline(keys.map { RESPCommand("PTTL", .string($0)) })
                     for (key, ttl) in zip(keys, ttls) where ttl.int == -1 { checks.keysWithoutTTL.append(key) }
                 }
             } while cursor != "0"

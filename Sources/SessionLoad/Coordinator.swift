@@ -2,7 +2,7 @@ import EmbeddedRedis
 import Foundation
 import Histogram
 import NIOConcurrencyHelpers
-import RedisClient
+import HiredisNIO
 import SessionCache
 
 /// Starts Redis (unless given one), the worker processes, shows progress, then checks and reports.
@@ -27,7 +27,7 @@ struct Coordinator {
             workers.append((process, resultFile))
         }
 
-        let client = try RedisClient(configuration: try RedisConfiguration(url: parameters.redisURL))
+        let client = try HiredisClient(configuration: try HiredisConfiguration(url: parameters.redisURL))
         defer { Task { await client.close() } }
         await showProgress(client: client, workers: workers.map(\.0))
 
@@ -53,7 +53,7 @@ struct Coordinator {
     }
 
     /// A live progress bar on a terminal; a plain line every five seconds otherwise (CI logs).
-    private func showProgress(client: RedisClient, workers: [ChildProcess]) async {
+    private func showProgress(client: HiredisClient, workers: [ChildProcess]) async {
         let interactive = isatty(STDOUT_FILENO) == 1
         let start = ContinuousClock.now
         let total = parameters.duration + parameters.drain
@@ -68,8 +68,8 @@ struct Coordinator {
                 break
             }
             let replies = try? await client.pipeline([
-                RedisCommand("HGETALL", .string("\(parameters.bookkeeping):progress")),
-                RedisCommand("ZCARD", .string("\(parameters.namespace):deadlines")),
+                RESPCommand("HGETALL", .string("\(parameters.bookkeeping):progress")),
+                RESPCommand("ZCARD", .string("\(parameters.namespace):deadlines")),
             ])
             var operations = 0
             var errors = 0

@@ -1,7 +1,7 @@
 import Foundation
 import Histogram
 import Logging
-import RedisClient
+import HiredisNIO
 import ServiceLifecycle
 import SessionCache
 import Synchronization
@@ -12,7 +12,7 @@ import Synchronization
 final class Worker: Sendable {
     let parameters: LoadParameters
     let index: Int
-    let client: RedisClient
+    let client: HiredisClient
     let store: SessionStore
     let locks: SessionLock
     private let result = Mutex(WorkerResult())
@@ -21,9 +21,9 @@ final class Worker: Sendable {
     init(parameters: LoadParameters, index: Int) throws {
         self.parameters = parameters
         self.index = index
-        var redis = try RedisConfiguration(url: parameters.redisURL)
+        var redis = try HiredisConfiguration(url: parameters.redisURL)
         redis.clientName = "session-load-\(index)"
-        client = try RedisClient(configuration: redis)
+        client = try HiredisClient(configuration: redis)
         var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
         configuration.cleanupHooks = true
         configuration.expiryGrace = .seconds(30)
@@ -36,7 +36,7 @@ final class Worker: Sendable {
     }
 
     private var book: String { parameters.bookkeeping }
-    private var ttlBook: RedisArgument { .integer(parameters.bookkeepingTTLMilliseconds) }
+    private var ttlBook: RESPArgument { .integer(parameters.bookkeepingTTLMilliseconds) }
 
     /// Runs the load, then keeps the listener running while the last sessions expire; returns what it measured.
     func run() async throws -> WorkerResult {
@@ -51,10 +51,10 @@ final class Worker: Sendable {
                 try? await Task.sleep(for: .seconds(1))
                 let (operations, errors) = result.withLock { ($0.perSecond.reduce(0, +), $0.errors.values.reduce(0, +)) }
                 _ = try? await client.pipeline([
-                    RedisCommand(
+                    RESPCommand(
                         "HSET", .string("\(book):progress"), .string("ops-\(index)"), .integer(operations), .string("errors-\(index)"),
                         .integer(errors)),
-                    RedisCommand("PEXPIRE", .string("\(book):progress"), ttlBook),
+                    RESPCommand("PEXPIRE", .string("\(book):progress"), ttlBook),
                 ])
             }
         }
@@ -142,16 +142,16 @@ final class Worker: Sendable {
             try await withLockTimed(id) { lease in
                 let rotated = try await self.store.rotate(id)
                 let moved = try await self.client.pipeline([
-                    RedisCommand("HGET", .string("\(self.book):expected"), .string(id)),
-                    RedisCommand("SET", .string("\(self.book):cookie:\(user)"), .string(rotated.id), "PX", self.ttlBook),
-                    RedisCommand("SADD", .string("\(self.book):rotated"), .string(id)),
-                    RedisCommand("PEXPIRE", .string("\(self.book):rotated"), self.ttlBook),
-                    RedisCommand("SADD", .string("\(self.book):created"), .string(rotated.id)),
+                    RESPCommand("HGET", .string("\(self.book):expected"), .string(id)),
+                    RESPCommand("SET", .string("\(self.book):cookie:\(user)"), .string(rotated.id), "PX", self.ttlBook),
+                    RESPCommand("SADD", .string("\(self.book):rotated"), .string(id)),
+                    RESPCommand("PEXPIRE", .string("\(self.book):rotated"), self.ttlBook),
+                    RESPCommand("SADD", .string("\(self.book):created"), .string(rotated.id)),
                 ])
                 if let count = moved[0].int {
                     _ = try await self.client.pipeline([
-                        RedisCommand("HINCRBY", .string("\(self.book):expected"), .string(rotated.id), .integer(count)),
-                        RedisCommand("HDEL", .string("\(self.book):expected"), .string(id)),
+                        RESPCommand("HINCRBY", .string("\(self.book):expected"), .string(rotated.id), .integer(count)),
+                        RESPCommand("HDEL", .string("\(self.book):expected"), .string(id)),
                     ])
                 }
                 _ = lease
@@ -177,7 +177,7 @@ final class Worker: Sendable {
             let value = try await store.metadata(id)["turns"]?.numberValue ?? 0
             try await Task.sleep(for: .microseconds(200))  // the window in which another tab's write is lost
             try await store.setMetadata(id, key: "turns", value: .number(value + 1))
-            _ = try await client.send(RedisCommand("HINCRBY", .string("\(book):expected"), .string(id), 1))
+            _ = try await client.send(RESPCommand("HINCRBY", .string("\(book):expected"), .string(id), 1))
             return
         }
         try await withLockTimed(id) { lease in
@@ -186,8 +186,8 @@ final class Worker: Sendable {
             let value = try await self.store.metadata(id)["turns"]?.numberValue ?? 0
             try await self.store.setMetadata(id, key: "turns", value: .number(value + 1), lease: lease)
             _ = try await self.client.pipeline([
-                RedisCommand("HINCRBY", .string("\(self.book):expected"), .string(id), 1),
-                RedisCommand("PEXPIRE", .string("\(self.book):expected"), self.ttlBook),
+                RESPCommand("HINCRBY", .string("\(self.book):expected"), .string(id), 1),
+                RESPCommand("PEXPIRE", .string("\(self.book):expected"), self.ttlBook),
             ])
         }
     }
@@ -217,10 +217,10 @@ final class Worker: Sendable {
         let began = ContinuousClock.now
         let session = try await store.create(user: user, metadata: ["turns": 0], mode: .custom(.milliseconds(Int(parameters.ttl * 1000))))
         let replies = try await client.pipeline([
-            RedisCommand("SET", .string(cookie), .string(session.id), "NX", "PX", ttlBook),
-            RedisCommand("GET", .string(cookie)),
-            RedisCommand("SADD", .string("\(book):created"), .string(session.id)),
-            RedisCommand("PEXPIRE", .string("\(book):created"), ttlBook),
+            RESPCommand("SET", .string(cookie), .string(session.id), "NX", "PX", ttlBook),
+            RESPCommand("GET", .string(cookie)),
+            RESPCommand("SADD", .string("\(book):created"), .string(session.id)),
+            RESPCommand("PEXPIRE", .string("\(book):created"), ttlBook),
         ])
         record(.create, since: began)
         return replies[1].string ?? session.id
@@ -264,10 +264,10 @@ final class Worker: Sendable {
             if expired.reason != .deleted { _ = result.expiryLateness.record(UInt64(lateness)) }
         }
         _ = try? await client.pipeline([
-            RedisCommand("HINCRBY", .string("\(book):hooks"), .string(id), 1),
-            RedisCommand("HSETNX", .string("\(book):final"), .string(id), .integer(turns)),
-            RedisCommand("PEXPIRE", .string("\(book):hooks"), ttlBook),
-            RedisCommand("PEXPIRE", .string("\(book):final"), ttlBook),
+            RESPCommand("HINCRBY", .string("\(book):hooks"), .string(id), 1),
+            RESPCommand("HSETNX", .string("\(book):final"), .string(id), .integer(turns)),
+            RESPCommand("PEXPIRE", .string("\(book):hooks"), ttlBook),
+            RESPCommand("PEXPIRE", .string("\(book):final"), ttlBook),
         ])
     }
 }

@@ -10,7 +10,7 @@
 //
 // Each prints "ready" once set up, and "done" when finished.
 import Foundation
-import RedisClient
+import HiredisNIO
 import SessionCache
 
 func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
@@ -20,7 +20,7 @@ guard arguments.count >= 4, let port = Int(arguments[2]) else {
     FileHandle.standardError.write(Data("usage: see the comment at the top of main.swift\n".utf8))
     exit(2)
 }
-let client = try RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: port))
+let client = try HiredisClient(configuration: HiredisConfiguration(host: "127.0.0.1", port: port))
 let store = SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: arguments[3]))
 
 switch arguments[1] {

@@ -4,7 +4,7 @@
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
-import RedisClient
+import HiredisNIO
 import SessionCache
 
 let arguments = CommandLine.arguments.dropFirst()
@@ -13,7 +13,7 @@ let fillCount = arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000
 let callers = 200
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "Ex"))
-let client = try RedisClient(
+let client = try HiredisClient(
     configuration: {
         var c = server.configuration; c.poolSize = 1; return c
     }())
@@ -27,7 +27,7 @@ for index in 0..<callers { sessions.append(try await store.create(user: "load-\(
 let ids = sessions
 
 // Touch, three rounds alternating with the pipelined ceiling of the same script.
-let touchScript = try await client.send(RedisCommand("SCRIPT", "LOAD", .string(SessionStore.touchScriptSource))).string ?? ""
+let touchScript = try await client.send(RESPCommand("SCRIPT", "LOAD", .string(SessionStore.touchScriptSource))).string ?? ""
 var touchRuns: [(LoadResult, Double)] = []
 var ceilingRuns: [Double] = []
 var fastCeilingRuns: [Double] = []
@@ -79,7 +79,7 @@ print(
         touch.opsPerSecond / ceiling, touch.opsPerSecond / fastCeiling, cpuPerTouch))
 
 // Memory: sessions with 6 metadata fields and 20 messages of 100 bytes, 10 sessions per user.
-_ = try await client.send(RedisCommand("FLUSHALL"))
+_ = try await client.send(RESPCommand("FLUSHALL"))
 let memoryBefore = try await client.info("memory", "used_memory")
 let content = String(repeating: "m", count: 100)
 let metadata: [String: JSONValue] = [
@@ -101,17 +101,17 @@ for start in stride(from: 0, to: fillCount, by: fillBatch) {
 }
 let memoryAfter = try await client.info("memory", "used_memory")
 // Where the bytes go, for one session.
-if let sample = try await client.send(RedisCommand("RANDOMKEY")).string, let open = sample.firstIndex(of: "{"),
+if let sample = try await client.send(RESPCommand("RANDOMKEY")).string, let open = sample.firstIndex(of: "{"),
     let close = sample.firstIndex(of: "}")
 {
     let id = String(sample[sample.index(after: open)..<close])
     var line = "one session's keys (MEMORY USAGE):"
     for suffix in ["", ":messages", ":alive"] {
-        let usage = try await client.send(RedisCommand("MEMORY", "USAGE", .string("bench:session:{\(id)}\(suffix)"), "SAMPLES", 0)).int ?? 0
+        let usage = try await client.send(RESPCommand("MEMORY", "USAGE", .string("bench:session:{\(id)}\(suffix)"), "SAMPLES", 0)).int ?? 0
         line += " session\(suffix.isEmpty ? " hash" : suffix) \(usage)"
     }
     for key in ["bench:deadlines", "bench:users", "bench:user:user-00000:sessions"] {
-        let usage = try await client.send(RedisCommand("MEMORY", "USAGE", .string(key), "SAMPLES", 0)).int ?? 0
+        let usage = try await client.send(RESPCommand("MEMORY", "USAGE", .string(key), "SAMPLES", 0)).int ?? 0
         line += ", \(key) \(usage)"
     }
     print(line)
@@ -123,15 +123,15 @@ let payloadPerSession = Double(rawMetadata + 20 * (100 + 8) + 10 * 4 + 10 * 9 + 
 // Every byte the store writes for a session, as stored: key names, hash fields and values, list
 // elements, the timer, and its index entries (members and 8-byte scores), read back from Redis.
 var writtenPerSession = 0.0
-if let sample = try await client.send(RedisCommand("RANDOMKEY")).string, let open = sample.firstIndex(of: "{"),
+if let sample = try await client.send(RESPCommand("RANDOMKEY")).string, let open = sample.firstIndex(of: "{"),
     let close = sample.firstIndex(of: "}")
 {
     let id = String(sample[sample.index(after: open)..<close])
     let data = "bench:session:{\(id)}", messages = data + ":messages", alive = data + ":alive"
     var bytes = data.utf8.count + messages.utf8.count + alive.utf8.count
-    for value in try await client.send(RedisCommand("HGETALL", .string(data))).array ?? [] { bytes += value.bytes?.count ?? 0 }
-    for value in try await client.send(RedisCommand("LRANGE", .string(messages), 0, -1)).array ?? [] { bytes += value.bytes?.count ?? 0 }
-    bytes += try await client.send(RedisCommand("GET", .string(alive))).bytes?.count ?? 0
+    for value in try await client.send(RESPCommand("HGETALL", .string(data))).array ?? [] { bytes += value.bytes?.count ?? 0 }
+    for value in try await client.send(RESPCommand("LRANGE", .string(messages), 0, -1)).array ?? [] { bytes += value.bytes?.count ?? 0 }
+    bytes += try await client.send(RESPCommand("GET", .string(alive))).bytes?.count ?? 0
     bytes += 2 * (id.utf8.count + 8)  // the user's index and the deadline index
     writtenPerSession = Double(bytes)
 }

@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
 import NIOCore
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Testing
 
@@ -16,9 +16,9 @@ struct DataTests {
             #expect(messages.map(\.content) == ["answer 3", "question 4", "answer 4", "question 5", "answer 5"])
             #expect(messages.map(\.role) == ["assistant", "user", "assistant", "user", "assistant"])
             #expect(try await store.recentMessages(session.id, limit: 2).map(\.content) == ["question 5", "answer 5"])
-            #expect(try await fixture.client.send(RedisCommand("LLEN", .string("test:session:{\(session.id)}:messages"))) == .integer(5))
+            #expect(try await fixture.client.send(RESPCommand("LLEN", .string("test:session:{\(session.id)}:messages"))) == .integer(5))
             // Plain for redis-cli: "<role> <unix ms> <content>".
-            let raw = try await fixture.client.send(RedisCommand("LINDEX", .string("test:session:{\(session.id)}:messages"), -1)).string
+            let raw = try await fixture.client.send(RESPCommand("LINDEX", .string("test:session:{\(session.id)}:messages"), -1)).string
             #expect(raw?.hasPrefix("assistant ") == true && raw?.hasSuffix(" answer 5") == true)
             #expect(
                 await expectSessionError { try await store.appendMessage(session.id, SessionMessage(role: "two words", content: "x")) }
@@ -89,7 +89,7 @@ struct DataTests {
             #expect(list[1].preview?.count == 60)
             // The hash stays in Redis's compact encoding.
             #expect(
-                try await fixture.client.send(RedisCommand("OBJECT", "ENCODING", .string("test:session:{\(first.id)}"))).string
+                try await fixture.client.send(RESPCommand("OBJECT", "ENCODING", .string("test:session:{\(first.id)}"))).string
                     == "listpack")
             #expect(try await store.list(user: "alice", limit: 1).map(\.id) == [second.id])
             #expect(try await store.count(user: "alice") == 3)
@@ -100,9 +100,9 @@ struct DataTests {
             #expect(try await other.get(first.id)?.agentType == "sales")
 
             // Hints are repaired: a session removed behind the store's back drops out of the index.
-            _ = try await fixture.client.send(RedisCommand("DEL", .string("test:session:{\(third.id)}:alive")))
+            _ = try await fixture.client.send(RESPCommand("DEL", .string("test:session:{\(third.id)}:alive")))
             #expect(try await other.count(user: "alice") == 2)
-            #expect(try await fixture.client.send(RedisCommand("ZCARD", "test:user:alice:sessions")) == .integer(2))
+            #expect(try await fixture.client.send(RESPCommand("ZCARD", "test:user:alice:sessions")) == .integer(2))
 
             #expect(try await other.deleteAll(user: "alice") == 2)
             #expect(try await store.count(user: "alice") == 0)
@@ -173,8 +173,8 @@ struct DataTests {
         try await withStore { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
-            _ = try await fixture.client.send(RedisCommand("DEL", .string("test:session:{\(session.id)}")))
-            _ = try await fixture.client.send(RedisCommand("SET", .string("test:session:{\(session.id)}"), "overwritten by hand"))
+            _ = try await fixture.client.send(RESPCommand("DEL", .string("test:session:{\(session.id)}")))
+            _ = try await fixture.client.send(RESPCommand("SET", .string("test:session:{\(session.id)}"), "overwritten by hand"))
             for attempt in [
                 { try await store.touch(session.id) },
                 { _ = try await store.resume(session.id, user: "alice") },
@@ -231,7 +231,7 @@ struct DataTests {
             var redis = server.configuration
             redis.commandTimeout = .seconds(1)
             redis.connectTimeout = .seconds(1)
-            let client = try RedisClient(configuration: redis)
+            let client = try HiredisClient(configuration: redis)
             let store = SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "test"))
             let session = try await store.create(user: "alice")
             try await Task.sleep(for: .milliseconds(1100))  // on disk (appendfsync everysec)

@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
 import Logging
-import RedisClient
+import HiredisNIO
 import ServiceLifecycle
 import SessionCache
 import Synchronization
@@ -63,7 +63,7 @@ final class HookRecorder: Sendable {
 struct RunningListener: Sendable {
     let task: Task<Void, any Error>
     let group: ServiceGroup
-    let client: RedisClient
+    let client: HiredisClient
 
     /// A listener on its own client (own connections), for `fixture`'s namespace.
     static func start(
@@ -71,7 +71,7 @@ struct RunningListener: Sendable {
         storeConfiguration: SessionStoreConfiguration? = nil,
         onWarning: ExpiryListener.WarningHook? = nil, onExpiry: @escaping ExpiryListener.Hook
     ) throws -> RunningListener {
-        let client = try RedisClient(configuration: fixture.server.configuration)
+        let client = try HiredisClient(configuration: fixture.server.configuration)
         let store = SessionStore(client: client, configuration: storeConfiguration ?? fixture.store.configuration)
         let listener = ExpiryListener(store: store, configuration: configuration, onWarning: onWarning, onExpiry: onExpiry)
         let group = ServiceGroup(services: [listener], logger: Logger(label: "test-listener"))

@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
 import NIOConcurrencyHelpers
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Testing
 
@@ -45,7 +45,7 @@ struct ExpiryTests {
                 #expect(expired.session.state == .expired)
             }
             #expect(try await sessionKeys(fixture).isEmpty, "no key is left behind")
-            #expect(try await fixture.client.send(RedisCommand("ZCARD", "test:deadlines")) == .integer(0))
+            #expect(try await fixture.client.send(RESPCommand("ZCARD", "test:deadlines")) == .integer(0))
             #expect(try await fixture.store.count(user: "user-1") == 0)
             #expect(try await fixture.store.stats().endedSessions == count)
         }
@@ -58,7 +58,7 @@ struct ExpiryTests {
             for index in 0..<200 {
                 _ = try await fixture.store.create(user: "u", mode: .custom(.milliseconds(600 + index * 5)))
             }
-            _ = try await fixture.client.send(RedisCommand("CLIENT", "KILL", "TYPE", "pubsub"))
+            _ = try await fixture.client.send(RESPCommand("CLIENT", "KILL", "TYPE", "pubsub"))
             #expect(await recorder.wait(forSessions: 200, timeout: .seconds(20)))
             await listener.stop()
             #expect(recorder.calls.values.allSatisfy { $0.count == 1 })
@@ -101,7 +101,7 @@ struct ExpiryTests {
         try await withStore(configure: Self.grace) { fixture in
             let worker = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
                 "SessionTestWorker")
-            let announcements = RedisSubscriber(configuration: fixture.server.configuration)
+            let announcements = HiredisSubscriber(configuration: fixture.server.configuration)
             try await announcements.subscribe(channels: ["worker:hook-started"])
             let ready = NIOLockedValueBox(false)
             let process = try ChildProcess(

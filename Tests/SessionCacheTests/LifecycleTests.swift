@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
 import NIOCore
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Testing
 
@@ -21,7 +21,7 @@ struct LifecycleTests {
             #expect(ids.count == 200)
 
             // Readable with redis-cli: HGETALL test:session:{id}
-            let hash = try await fixture.client.send(RedisCommand("HGETALL", .string("test:session:{\(session.id)}"))).array ?? []
+            let hash = try await fixture.client.send(RESPCommand("HGETALL", .string("test:session:{\(session.id)}"))).array ?? []
             var fields: [String: String] = [:]
             for index in stride(from: 0, to: hash.count - 1, by: 2) { fields[hash[index].string ?? ""] = hash[index + 1].string }
             #expect(fields["user"] == "alice")
@@ -157,7 +157,7 @@ struct LifecycleTests {
             #expect(try await expiry.wait(for: "test:session:{\(session.id)}:alive"))
             await expiry.close()
             // The data is still there (for the expiry hook), but every write refuses.
-            #expect(try await fixture.client.send(RedisCommand("EXISTS", .string("test:session:{\(session.id)}"))) == .integer(1))
+            #expect(try await fixture.client.send(RESPCommand("EXISTS", .string("test:session:{\(session.id)}"))) == .integer(1))
             for attempt in [
                 { try await store.touch(session.id) },
                 { try await store.appendMessage(session.id, SessionMessage(role: "user", content: "late")) },
@@ -168,7 +168,7 @@ struct LifecycleTests {
             }
             #expect(try await store.resume(session.id, user: "alice") == .notFound)
             #expect(try await fixture.pttl("test:session:{\(session.id)}:alive") == -2)
-            let value = try await fixture.client.send(RedisCommand("HGET", .string("test:session:{\(session.id)}"), "meta:k"))
+            let value = try await fixture.client.send(RESPCommand("HGET", .string("test:session:{\(session.id)}"), "meta:k"))
             #expect(value.string == "\"v\"")
         }
     }
@@ -204,8 +204,8 @@ struct LifecycleTests {
             for key in try await fixture.allKeys() {
                 #expect(!key.contains(session.id), "\(key) is left behind")
                 // The index keys may remain (other sessions, stats) but do not list the session.
-                if try await fixture.client.send(RedisCommand("TYPE", .string(key))).string == "zset" {
-                    #expect(try await fixture.client.send(RedisCommand("ZSCORE", .string(key), .string(session.id))) == .null)
+                if try await fixture.client.send(RESPCommand("TYPE", .string(key))).string == "zset" {
+                    #expect(try await fixture.client.send(RESPCommand("ZSCORE", .string(key), .string(session.id))) == .null)
                 }
             }
             #expect(try await store.count(user: "alice") == 0)

@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
 import NIOConcurrencyHelpers
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Testing
 

@@ -1,5 +1,5 @@
 import InMemoryTracing
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Testing
 import Tracing

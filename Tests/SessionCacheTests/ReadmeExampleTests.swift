@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Logging
 import NIOCore
-import RedisClient
+import HiredisNIO
 import ServiceLifecycle
 import SessionCache
 import Testing
@@ -11,20 +11,20 @@ import Testing
 struct ReadmeExampleTests {
     @Test func theRedisClientExample() async throws {
         try await RedisServer.with { server in
-            var configuration = try RedisConfiguration(url: server.url + "/0")
+            var configuration = try HiredisConfiguration(url: server.url + "/0")
             configuration.commandTimeout = .seconds(2)
-            let client = try RedisClient(configuration: configuration)
+            let client = try HiredisClient(configuration: configuration)
 
             try await client.set("greeting", to: "hello", expiresIn: .seconds(60))
             let value = try await client.get("greeting")
-            let reply = try await client.send(RedisCommand("INCRBY", "counter", 5))
-            let replies = try await client.pipeline([RedisCommand("INCR", "a"), RedisCommand("GET", "a")])
-            let results = try await client.transaction([RedisCommand("INCR", "a"), RedisCommand("EXPIRE", "a", 60)])
-            let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+            let reply = try await client.send(RESPCommand("INCRBY", "counter", 5))
+            let replies = try await client.pipeline([RESPCommand("INCR", "a"), RESPCommand("GET", "a")])
+            let results = try await client.transaction([RESPCommand("INCR", "a"), RESPCommand("EXPIRE", "a", 60)])
+            let script = LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
             let total = try await client.run(script, keys: ["counter"], arguments: [2])
             try await client.withExclusiveConnection { connection in
-                _ = try await connection.send(RedisCommand("WATCH", "a"))
-                _ = try await connection.transaction([RedisCommand("SET", "a", "1")])
+                _ = try await connection.send(RESPCommand("WATCH", "a"))
+                _ = try await connection.transaction([RESPCommand("SET", "a", "1")])
             }
             #expect(value.map { String(buffer: $0) } == "hello")
             #expect(reply == .integer(5) && replies.count == 2 && results.count == 2 && total == .integer(7))
@@ -34,7 +34,7 @@ struct ReadmeExampleTests {
 
     @Test func theSessionsLocksAndExpiryExamples() async throws {
         try await RedisServer.with { server in
-            let client = try RedisClient(configuration: RedisConfiguration(url: server.url))
+            let client = try HiredisClient(configuration: HiredisConfiguration(url: server.url))
             var configuration = SessionStoreConfiguration(namespace: "chat")
             configuration.messageWindow = 20
             configuration.cleanupHooks = true

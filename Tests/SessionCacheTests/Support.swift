@@ -1,18 +1,18 @@
 import EmbeddedRedis
 import NIOCore
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Testing
 
 /// A redis-server with keyspace notifications, a client, and a store on it, for one test.
 struct StoreFixture: Sendable {
     let server: RedisServer
-    let client: RedisClient
+    let client: HiredisClient
     let store: SessionStore
 
     /// The PTTL of a key in milliseconds (-2: missing, -1: no TTL).
     func pttl(_ key: String) async throws -> Int {
-        try await client.send(RedisCommand("PTTL", .string(key))).int ?? -3
+        try await client.send(RESPCommand("PTTL", .string(key))).int ?? -3
     }
 
     /// Every key in the database (SCAN, as an operator would).
@@ -20,7 +20,7 @@ struct StoreFixture: Sendable {
         var cursor = "0"
         var keys: [String] = []
         repeat {
-            let reply = try await client.send(RedisCommand("SCAN", .string(cursor), "COUNT", 1000))
+            let reply = try await client.send(RESPCommand("SCAN", .string(cursor), "COUNT", 1000))
             guard let parts = reply.array, parts.count == 2 else { break }
             cursor = parts[0].string ?? "0"
             keys += parts[1].array?.compactMap(\.string) ?? []
@@ -29,8 +29,8 @@ struct StoreFixture: Sendable {
     }
 
     /// A second, independent store (its own client and connections) on the same server.
-    func secondStore(_ configuration: SessionStoreConfiguration) throws -> (RedisClient, SessionStore) {
-        let other = try RedisClient(configuration: server.configuration)
+    func secondStore(_ configuration: SessionStoreConfiguration) throws -> (HiredisClient, SessionStore) {
+        let other = try HiredisClient(configuration: server.configuration)
         return (other, SessionStore(client: other, configuration: configuration))
     }
 }
@@ -43,7 +43,7 @@ func withStore<T: Sendable>(
     try await RedisServer.with(options) { server in
         var configuration = SessionStoreConfiguration(namespace: "test")
         configure(&configuration)
-        let client = try RedisClient(configuration: server.configuration)
+        let client = try HiredisClient(configuration: server.configuration)
         let fixture = StoreFixture(server: server, client: client, store: SessionStore(client: client, configuration: configuration))
         do {
             let result = try await body(fixture)
@@ -59,10 +59,10 @@ func withStore<T: Sendable>(
 /// Waits for Redis to report that `key` expired (keyspace notification), at most `timeout`.
 /// Subscribe first, then trigger: `let expiry = try await ExpiryWatch(server); ...; try await expiry.wait(for: key)`.
 final class ExpiryWatch: Sendable {
-    private let subscriber: RedisSubscriber
+    private let subscriber: HiredisSubscriber
 
     init(_ server: RedisServer) async throws {
-        subscriber = RedisSubscriber(configuration: server.configuration)
+        subscriber = HiredisSubscriber(configuration: server.configuration)
         try await subscriber.subscribe(channels: ["__keyevent@0__:expired"])
     }
 

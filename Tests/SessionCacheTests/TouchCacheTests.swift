@@ -1,5 +1,5 @@
 import EmbeddedRedis
-import RedisClient
+import HiredisNIO
 import SessionCache
 import Testing
 

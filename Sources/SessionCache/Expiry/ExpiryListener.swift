@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import RedisClient
+import HiredisNIO
 import ServiceLifecycle
 import Synchronization
 
@@ -64,7 +64,7 @@ public final class ExpiryListener: Service {
     /// stops taking new sessions and lets running hooks finish.
     public func run() async throws {
         let stopping = NIOLockedValueBox(false)
-        let subscriber = RedisSubscriber(configuration: store.redis.configuration)
+        let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
         let database = store.redis.configuration.database
         switch await enableNotifications() {
         case .keyspace:
@@ -90,7 +90,7 @@ public final class ExpiryListener: Service {
     // MARK: Sources
 
     /// Expired-key events only collect session ids here; each sweep checks them in one batch.
-    private func collectEvents(from subscriber: RedisSubscriber) async {
+    private func collectEvents(from subscriber: HiredisSubscriber) async {
         for await event in subscriber.events {
             switch event {
             case .message(let channel, let pattern, let payload):
@@ -124,7 +124,7 @@ public final class ExpiryListener: Service {
             let chunk = Array(ids[start..<min(start + 1000, ids.count)])
             let scores =
                 try await store.redis.send(
-                    RedisCommand("ZMSCORE", arguments: [.string(keys.deadlines)] + chunk.map { .string($0) })
+                    RESPCommand("ZMSCORE", arguments: [.string(keys.deadlines)] + chunk.map { .string($0) })
                 ).array ?? []
             let now = Double(SessionStore.nowMilliseconds())
             var due: [String] = []
@@ -177,7 +177,7 @@ public final class ExpiryListener: Service {
     @discardableResult
     func sweepOnce() async throws -> Int {
         let now = SessionStore.nowMilliseconds()
-        let arguments: [RedisArgument] = [.integer(now), .integer(configuration.sweepBatchSize), .integer(hintLease)]
+        let arguments: [RESPArgument] = [.integer(now), .integer(configuration.sweepBatchSize), .integer(hintLease)]
         async let deadlines = store.redis.run(SessionScripts.takeDue, keys: [.string(keys.deadlines)], arguments: arguments)
         async let warnings = store.redis.run(SessionScripts.takeDue, keys: [.string(keys.warnings)], arguments: arguments)
         let dueDeadlines = try await deadlines.array?.compactMap(\.string) ?? []
@@ -199,7 +199,7 @@ public final class ExpiryListener: Service {
     private func process(_ id: String) async {
         guard SessionID.isWellFormed(id) else {
             _ = try? await store.redis.pipeline([
-                RedisCommand("ZREM", .string(keys.deadlines), .string(id)), RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+                RESPCommand("ZREM", .string(keys.deadlines), .string(id)), RESPCommand("ZREM", .string(keys.warnings), .string(id)),
             ])
             return
         }
@@ -216,21 +216,21 @@ public final class ExpiryListener: Service {
             switch verdict {
             case "alive":
                 let ttl = parts[1].int ?? 0
-                var commands = [RedisCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id))]
+                var commands = [RESPCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id))]
                 if onWarning != nil, lead > 0 {
                     if ttl > lead && parts[2].int == 0 {
-                        commands.append(RedisCommand("ZADD", .string(keys.warnings), .integer(now + ttl - lead), .string(id)))
-                        commands.append(RedisCommand("PEXPIRE", .string(keys.warnings), .integer(store.indexLifetime)))
+                        commands.append(RESPCommand("ZADD", .string(keys.warnings), .integer(now + ttl - lead), .string(id)))
+                        commands.append(RESPCommand("PEXPIRE", .string(keys.warnings), .integer(store.indexLifetime)))
                     } else {
-                        commands.append(RedisCommand("ZREM", .string(keys.warnings), .string(id)))
+                        commands.append(RESPCommand("ZREM", .string(keys.warnings), .string(id)))
                     }
                 }
                 _ = try await store.redis.pipeline(commands)
             case "warn":
                 let ttl = parts[1].int ?? 0
                 _ = try await store.redis.pipeline([
-                    RedisCommand("ZREM", .string(keys.warnings), .string(id)),
-                    RedisCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)),
+                    RESPCommand("ZREM", .string(keys.warnings), .string(id)),
+                    RESPCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)),
                 ])
                 if let onWarning, let fields = parts[2].array {
                     let session = try store.decodeSession(id: id, fields: fields)
@@ -244,12 +244,12 @@ public final class ExpiryListener: Service {
                 }
             case "gone":
                 _ = try await store.redis.pipeline([
-                    RedisCommand("ZREM", .string(keys.deadlines), .string(id)), RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+                    RESPCommand("ZREM", .string(keys.deadlines), .string(id)), RESPCommand("ZREM", .string(keys.warnings), .string(id)),
                 ])
             case "busy":
                 metrics.claimsLost.increment()
                 let ttl = max(parts.count > 1 ? parts[1].int ?? 0 : 0, 1)
-                _ = try await store.redis.send(RedisCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)))
+                _ = try await store.redis.send(RESPCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)))
             case "claimed":
                 // If this instance dies during the hook, the hint comes back after the sweep's short
                 // lease; the sweeper that takes it finds the claim held ('busy') and reschedules the
@@ -266,7 +266,7 @@ public final class ExpiryListener: Service {
         }
     }
 
-    private func runHook(id: String, fields: [RESPValue], messages: [RESPValue], attempt: Int) async throws {
+    private func runHook(id: String, fields: [RESPReply], messages: [RESPReply], attempt: Int) async throws {
         let hash = SessionStore.hash(fields)
         var session = try store.decodeSession(id: id, hash: hash)
         let idle = Int(hash["idle_ms"] ?? "") ?? 0
@@ -307,20 +307,20 @@ public final class ExpiryListener: Service {
         let finalized = try await store.runScript(
             SessionScripts.finalize, id: id, keys: keys.sessionAndClaim(id), arguments: [.string(instanceToken)],
             alongside: [
-                RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
-                RedisCommand("ZREM", .string(keys.warnings), .string(id)),
-                RedisCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
-                RedisCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
-                RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(lifetime)),
-                RedisCommand("PEXPIRE", .string(keys.stats), .integer(SessionStore.statsLifetime)),
+                RESPCommand("ZREM", .string(keys.deadlines), .string(id)),
+                RESPCommand("ZREM", .string(keys.warnings), .string(id)),
+                RESPCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
+                RESPCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
+                RESPCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(lifetime)),
+                RESPCommand("PEXPIRE", .string(keys.stats), .integer(SessionStore.statsLifetime)),
             ] + (reason == .deleted ? [] : store.eventCommand(.expired, id: id, user: session.user, detail: reason.rawValue)))
         if finalized.int != 1 {
             // The lease ran out during the hook and another instance took the session over: give
             // its hint back (rare; the counters may count this session twice).
             metrics.claimsLost.increment()
             _ = try await store.redis.pipeline([
-                RedisCommand("ZADD", .string(keys.deadlines), .integer(SessionStore.nowMilliseconds()), .string(id)),
-                RedisCommand("PEXPIRE", .string(keys.deadlines), .integer(store.indexLifetime)),
+                RESPCommand("ZADD", .string(keys.deadlines), .integer(SessionStore.nowMilliseconds()), .string(id)),
+                RESPCommand("PEXPIRE", .string(keys.deadlines), .integer(store.indexLifetime)),
             ])
         }
     }
@@ -336,7 +336,7 @@ public final class ExpiryListener: Service {
     private func enableNotifications() async -> NotificationSource {
         var flags = ""
         do {
-            let reply = try await store.redis.send(RedisCommand("CONFIG", "GET", "notify-keyspace-events"))
+            let reply = try await store.redis.send(RESPCommand("CONFIG", "GET", "notify-keyspace-events"))
             flags = reply.array?.last?.string ?? ""
         } catch {
             logger.warning(
@@ -351,7 +351,7 @@ public final class ExpiryListener: Service {
         if !flags.contains("K") { wanted += "K" }
         if !hasExpired { wanted += "x" }
         do {
-            _ = try await store.redis.send(RedisCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)))
+            _ = try await store.redis.send(RESPCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)))
             logger.info("enabled expired-key notifications", metadata: ["notify-keyspace-events": "\(wanted)"])
             return .keyspace
         } catch {

@@ -25,7 +25,8 @@ public struct ExpiryListenerConfiguration: Sendable {
     public var logger = Logger(label: "expiry-listener", factory: { _ in SwiftLogNoOpLogHandler() })
     /// `session.expiry.hooks` (dimension `reason`), `session.expiry.lateness` (timer: due to hook
     /// start), `session.expiry.claims_lost`, `session.expiry.sweep_batch` (recorder), `session.expiry.hook_failures`.
-    public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
+    /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
+    public var metricsFactory: any MetricsFactory = MetricsSystem.factory
 
     /// The defaults: a 100 ms sweep, batches of 1,000, a 30 s claim lease, 3 hook attempts.
     public init() {}

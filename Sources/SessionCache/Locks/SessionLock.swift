@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import RedisClient
+import HiredisNIO
 import Synchronization
 
 /// Per-session locks with leases and fencing, across app-server instances: two tabs of one user,
@@ -35,7 +35,7 @@ public final class SessionLock: Sendable {
     private let metrics: Metrics
     /// Local waiters by token, woken by release messages.
     private let waiters = Mutex<[String: CheckedContinuation<Bool, Never>]>([:])
-    private let subscription = Mutex<Task<RedisSubscriber?, Never>?>(nil)
+    private let subscription = Mutex<Task<HiredisSubscriber?, Never>?>(nil)
 
     /// Locks for `store`'s sessions. Share one per process: it holds the wake-up subscription.
     public init(store: SessionStore, configuration: SessionLockConfiguration = SessionLockConfiguration()) {
@@ -71,14 +71,14 @@ public final class SessionLock: Sendable {
         let token = SessionID.make()
         let started = ContinuousClock.now
         let deadline = started + (timeout ?? configuration.waitTimeout)
-        let mode: RedisArgument = configuration.policy == .activeTabWins ? "takeover" : "wait"
+        let mode: RESPArgument = configuration.policy == .activeTabWins ? "takeover" : "wait"
         var subscribed = false
         while true {
             if Task.isCancelled {
                 if subscribed { await abandon(id, tab: tab, token: token) }
                 throw CancellationError()
             }
-            let reply: RESPValue
+            let reply: RESPReply
             do {
                 reply = try await store.redis.run(
                     SessionScripts.lockAcquire, keys: store.keys.lock(id, tab: tab),
@@ -218,10 +218,10 @@ public final class SessionLock: Sendable {
 
     /// One pattern subscription per lock object, made the first time a caller has to wait.
     private func ensureSubscribed() async {
-        let task = subscription.withLock { task -> Task<RedisSubscriber?, Never> in
+        let task = subscription.withLock { task -> Task<HiredisSubscriber?, Never> in
             if let task { return task }
-            let made = Task { () -> RedisSubscriber? in
-                let subscriber = RedisSubscriber(configuration: store.redis.configuration)
+            let made = Task { () -> HiredisSubscriber? in
+                let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
                 do {
                     try await subscriber.subscribe(patterns: [store.keys.lockChannelPattern])
                 } catch {
@@ -255,18 +255,18 @@ extension SessionLock {
     // pipelined ceiling of the very scripts the lock runs.
 
     /// The lock keys of a session.
-    public static func benchmarkKeys(store: SessionStore, id: String) -> [RedisArgument] { store.keys.lock(id, tab: nil) }
+    public static func benchmarkKeys(store: SessionStore, id: String) -> [RESPArgument] { store.keys.lock(id, tab: nil) }
 
     /// `EVALSHA` of the acquire script (loaded by a first acquire).
-    public static func benchmarkAcquire(keys: [RedisArgument], token: String) -> RedisCommand {
-        RedisCommand(
+    public static func benchmarkAcquire(keys: [RESPArgument], token: String) -> RESPCommand {
+        RESPCommand(
             "EVALSHA",
             arguments: [.string(SessionScripts.lockAcquire.sha1), .integer(keys.count)] + keys + [.string(token), 5000, 1500, "wait"])
     }
 
     /// `EVALSHA` of the release script.
-    public static func benchmarkRelease(keys: [RedisArgument], token: String, store: SessionStore, id: String) -> RedisCommand {
-        RedisCommand(
+    public static func benchmarkRelease(keys: [RESPArgument], token: String, store: SessionStore, id: String) -> RESPCommand {
+        RESPCommand(
             "EVALSHA",
             arguments: [.string(SessionScripts.lockRelease.sha1), .integer(keys.count)] + keys
                 + [.string(token), .string(store.keys.lockChannel(id, tab: nil))])

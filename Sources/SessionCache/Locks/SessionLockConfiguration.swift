@@ -28,7 +28,8 @@ public struct SessionLockConfiguration: Sendable {
     public var logger = Logger(label: "session-lock", factory: { _ in SwiftLogNoOpLogHandler() })
     /// `session.lock.acquisitions`, `session.lock.wait` (timer), `session.lock.renewals`,
     /// `session.lock.leases_lost`; the store counts `session.lock.stale_writes`.
-    public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
+    /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
+    public var metricsFactory: any MetricsFactory = MetricsSystem.factory
 
     /// The defaults (5 s lease, 10 s wait) with `policy`.
     public init(policy: Policy = .serializeTabs) {

@@ -1,5 +1,5 @@
 import Foundation
-import RedisClient
+import HiredisNIO
 
 /// Where a session is in its life.
 public enum SessionState: String, Sendable, Codable, CaseIterable {

@@ -1,4 +1,4 @@
-import RedisClient
+import HiredisNIO
 
 /// What the session store throws. Every case means nothing was written.
 public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -25,7 +25,7 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     /// by hand with another type).
     case corrupted(String)
     /// Redis failed: unreachable, timed out, or refused the command.
-    case redis(RedisError)
+    case redis(HiredisError)
 
     public var description: String {
         switch self {

@@ -1,4 +1,4 @@
-import RedisClient
+import HiredisNIO
 
 /// The Redis key names of a namespace: documented in the README ("Keys in Redis").
 ///
@@ -20,7 +20,7 @@ struct SessionKeys: Sendable {
     func claim(_ id: String) -> String { "\(namespace):session:{\(id)}:claim" }
     /// `<ns>:session:{<id>}:lock[:<tab>]`: the lock's owner token, with the lease as TTL;
     /// `...:lock[:<tab>]:queue`: waiters by arrival; `...:lock[:<tab>]:seen`: when each last asked.
-    func lock(_ id: String, tab: String?) -> [RedisArgument] {
+    func lock(_ id: String, tab: String?) -> [RESPArgument] {
         let base = "\(namespace):session:{\(id)}:lock" + (tab.map { ":\($0)" } ?? "")
         return [.string(data(id)), .string(alive(id)), .string(base), .string(base + ":queue"), .string(base + ":seen")]
     }
@@ -42,10 +42,10 @@ struct SessionKeys: Sendable {
     var stats: String { "\(namespace):stats" }
 
     /// The three keys of one session, in the order every session script takes them.
-    func session(_ id: String) -> [RedisArgument] { [.string(data(id)), .string(alive(id)), .string(messages(id))] }
+    func session(_ id: String) -> [RESPArgument] { [.string(data(id)), .string(alive(id)), .string(messages(id))] }
 
     /// The session's keys and its claim key, for the expiry scripts.
-    func sessionAndClaim(_ id: String) -> [RedisArgument] { session(id) + [.string(claim(id))] }
+    func sessionAndClaim(_ id: String) -> [RESPArgument] { session(id) + [.string(claim(id))] }
 
     /// The id of a session key of this namespace (`<ns>:session:{<id>}...`), or nil.
     func sessionID(fromKey key: String) -> String? {

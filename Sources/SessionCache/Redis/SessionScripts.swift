@@ -1,4 +1,4 @@
-import RedisClient
+import HiredisNIO
 
 /// Every Lua script of the session store, in one place.
 ///
@@ -54,7 +54,7 @@ enum SessionScripts {
     /// ARGV[5] user, ARGV[6] mode name, ARGV[7] agent type ('' for none), ARGV[8] size in bytes,
     /// ARGV[9...] metadata field/value pairs (fields prefixed `meta:`).
     /// Returns the timer's expiry, or 0 when any key of that id exists already (never reuse an id).
-    static let create = RedisScript(
+    static let create = LuaScript(
         prelude + """
             if redis.call('EXISTS', DATA, ALIVE, MESSAGES) > 0 then return 0 end
             local now, grace, idle, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -85,7 +85,7 @@ enum SessionScripts {
     /// alive, slides its expiry and records the last activity as the timer's value. The hash's
     /// last_activity and the data keys' TTL follow when the data keys' lead over the timer has
     /// shrunk below half the grace; readers take the newer of the two activities.
-    static let touch = RedisScript(
+    static let touch = LuaScript(
         """
         local DATA, ALIVE, MESSAGES = KEYS[1], KEYS[2], KEYS[3]
         if ARGV[3] == 'heartbeat' then
@@ -122,7 +122,7 @@ enum SessionScripts {
     /// lifecycle event to publish on success ('' for none), ARGV[6] the events channel.
     /// Returns {inactive ms, HGETALL of the session}, or 0 when it is unknown, not alive, or
     /// another user's (then nothing is touched).
-    static let resume = RedisScript(
+    static let resume = LuaScript(
         prelude + """
             local now = tonumber(ARGV[1])
             local f = load('user', 'last_activity')
@@ -142,7 +142,7 @@ enum SessionScripts {
     /// Appends, trims the list to the window, slides the expiry. Returns {1, list length},
     /// {0} when the session is not alive, {-1, size} when it would exceed the size limit, {-2} for a
     /// stale fencing token.
-    static let appendMessages = RedisScript(
+    static let appendMessages = LuaScript(
         prelude + """
             local now, grace, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
             local f = load('size_bytes', 'message_count', 'version', 'fence')
@@ -171,7 +171,7 @@ enum SessionScripts {
     /// clear_messages: ARGV[1] now, ARGV[2] grace ms, ARGV[3] fencing token ('' for none).
     /// Empties the messages; metadata stays. Returns 1, 0 when the session is not alive, -2 for a
     /// stale fencing token.
-    static let clearMessages = RedisScript(
+    static let clearMessages = LuaScript(
         prelude + """
             local now = tonumber(ARGV[1])
             local f = load('size_bytes', 'version', 'fence')
@@ -193,7 +193,7 @@ enum SessionScripts {
     /// ARGV[7...] field/value pairs to write (fields prefixed `meta:`; an empty value removes the field).
     /// Writes only those fields. Returns {1, version}, {0} when not alive, {-1, size} when too large,
     /// {-2} for a stale fencing token.
-    static let setMetadata = RedisScript(
+    static let setMetadata = LuaScript(
         prelude + """
             local now, grace, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
             local f = load('size_bytes', 'version', 'fence')
@@ -228,7 +228,7 @@ enum SessionScripts {
 
     /// take: removes the session and returns what it held, for `rotate` (ARGV: none).
     /// Returns {timer PTTL, HGETALL, LRANGE of the messages}, or 0 when it is not alive.
-    static let take = RedisScript(
+    static let take = LuaScript(
         prelude + """
             local ttl = redis.call('PTTL', ALIVE)
             if ttl <= 0 then return 0 end
@@ -241,7 +241,7 @@ enum SessionScripts {
     /// place: writes a taken session under a new id, for `rotate`. ARGV[1] now, ARGV[2] timer TTL
     /// ms, ARGV[3] grace ms, ARGV[4] number of hash field/value pairs, then the pairs, then the
     /// messages. Returns 1, or 0 when any key of the new id exists.
-    static let place = RedisScript(
+    static let place = LuaScript(
         prelude + """
             if redis.call('EXISTS', DATA, ALIVE, MESSAGES) > 0 then return 0 end
             local now, ttl, grace, npairs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -265,7 +265,7 @@ enum SessionScripts {
 
     /// delete: removes every key of the session (ARGV: none).
     /// Returns {user, created_at}, or 0 when there was no session data.
-    static let delete = RedisScript(
+    static let delete = LuaScript(
         prelude + """
             local f = redis.call('HMGET', DATA, 'user', 'created_at')
             local removed = redis.call('DEL', DATA, ALIVE, MESSAGES)
@@ -287,7 +287,7 @@ enum SessionScripts {
     /// - {'claimed', HGETALL, LRANGE, attempt}: this instance runs the hook; the data now outlives
     ///   the lease; attempt counts earlier claims (an instance died, or the hook kept throwing).
     /// Reading the timer makes Redis expire it if it is due (lazy expiry), which is what we want.
-    static let check = RedisScript(
+    static let check = LuaScript(
         """
         local DATA, ALIVE, MESSAGES, CLAIM = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
         local ttl = redis.call('PTTL', ALIVE)
@@ -318,7 +318,7 @@ enum SessionScripts {
 
     /// finalize: after the hook, removes the session if this instance still holds the claim.
     /// ARGV[1] claim token. Returns 1, or 0 when the claim was lost (the lease ran out).
-    static let finalize = RedisScript(
+    static let finalize = LuaScript(
         """
         if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
         redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
@@ -327,7 +327,7 @@ enum SessionScripts {
 
     /// retire: ends a session at once but keeps its data for the cleanup hook (delete with hooks).
     /// ARGV[1] grace ms. Returns {user, created_at}, or 0 when there is no session.
-    static let retire = RedisScript(
+    static let retire = LuaScript(
         prelude + """
             local f = redis.call('HMGET', DATA, 'user', 'created_at')
             if not f[1] then return 0 end
@@ -343,7 +343,7 @@ enum SessionScripts {
     /// Returns the ids due (oldest first) and moves them a lease ahead, so that other sweepers do
     /// not take them meanwhile; a sweeper that dies leaves them to come back after the lease.
     /// (One key: fine for Redis Cluster.)
-    static let takeDue = RedisScript(
+    static let takeDue = LuaScript(
         """
         local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
         if #due > 0 then
@@ -365,7 +365,7 @@ enum SessionScripts {
     /// Returns {1, fencing token} when granted (the fence grows with every acquisition), {0, holder's
     /// lease left in ms} when not (a `wait` caller is queued by arrival, Redis's clock), {-1} when
     /// the session is not alive. The lock is granted when it is free and nobody is queued ahead.
-    static let lockAcquire = RedisScript(
+    static let lockAcquire = LuaScript(
         """
         local DATA, ALIVE, LOCK, QUEUE, SEEN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
         local token, mode = ARGV[1], ARGV[4]
@@ -417,7 +417,7 @@ enum SessionScripts {
     /// lock_release: ARGV[1] owner token, ARGV[2] wake-up channel. Releases the lock if the caller
     /// owns it and wakes the next waiter (PUBLISH its token). Returns 1, or 0 when the caller is not
     /// the owner (nothing changes: safe to retry).
-    static let lockRelease = RedisScript(
+    static let lockRelease = LuaScript(
         """
         if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
         redis.call('DEL', KEYS[3])
@@ -428,7 +428,7 @@ enum SessionScripts {
 
     /// lock_extend: ARGV[1] owner token, ARGV[2] lease ms. Extends the lease if the caller owns the
     /// lock. Returns 1, or 0 when it does not (the lease ran out, or another holder took over).
-    static let lockExtend = RedisScript(
+    static let lockExtend = LuaScript(
         """
         if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
         redis.call('PEXPIRE', KEYS[3], ARGV[2])
@@ -437,7 +437,7 @@ enum SessionScripts {
 
     /// lock_abandon: ARGV[1] waiter token. Leaves the queue (a waiter that timed out or was
     /// cancelled) and wakes the next waiter if the lock is free.
-    static let lockAbandon = RedisScript(
+    static let lockAbandon = LuaScript(
         """
         redis.call('ZREM', KEYS[4], ARGV[1])
         redis.call('HDEL', KEYS[5], ARGV[1])

@@ -1,5 +1,5 @@
 import Foundation
-import RedisClient
+import HiredisNIO
 
 /// A session lifecycle event, as published on `<namespace>:events` (see
 /// ``SessionStoreConfiguration/publishEvents``):
@@ -64,9 +64,9 @@ public struct LifecycleEvent: Sendable, Hashable, Codable {
 
 extension SessionStore {
     /// The PUBLISH of an event, to go along with an operation's round trip (none when disabled).
-    func eventCommand(_ kind: LifecycleEvent.Kind, id: String, user: String, detail: String? = nil) -> [RedisCommand] {
+    func eventCommand(_ kind: LifecycleEvent.Kind, id: String, user: String, detail: String? = nil) -> [RESPCommand] {
         guard let json = eventJSON(kind, id: id, user: user, detail: detail) else { return [] }
-        return [RedisCommand("PUBLISH", .string(keys.events), .string(json))]
+        return [RESPCommand("PUBLISH", .string(keys.events), .string(json))]
     }
 
     /// An event's JSON, for scripts that publish it themselves (nil when disabled).

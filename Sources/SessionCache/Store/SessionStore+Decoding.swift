@@ -1,14 +1,14 @@
 import Foundation
-import RedisClient
+import HiredisNIO
 
 extension SessionStore {
     /// A session from its hash (`HGETALL` field/value pairs).
-    func decodeSession(id: String, fields: [RESPValue]) throws(SessionError) -> Session {
+    func decodeSession(id: String, fields: [RESPReply]) throws(SessionError) -> Session {
         try decodeSession(id: id, hash: Self.hash(fields))
     }
 
     /// `HGETALL` field/value pairs as a dictionary.
-    static func hash(_ fields: [RESPValue]) -> [String: String] {
+    static func hash(_ fields: [RESPReply]) -> [String: String] {
         var hash: [String: String] = [:]
         var index = 0
         while index + 1 < fields.count {

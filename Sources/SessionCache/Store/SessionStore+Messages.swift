@@ -1,6 +1,6 @@
 import Foundation
 import NIOCore
-import RedisClient
+import HiredisNIO
 
 extension SessionStore {
     /// Appends one message; the window (``SessionStoreConfiguration/messageWindow``) is enforced in
@@ -33,7 +33,7 @@ extension SessionStore {
         }
         let encoded = messages.map(MessageCoding.encode)
         try await instrumentation.run("append_messages", session: id) {
-            let arguments: [RedisArgument] =
+            let arguments: [RESPArgument] =
                 [
                     .integer(Self.nowMilliseconds()), .integer(grace), fenceArgument, .integer(configuration.messageWindow),
                     .integer(configuration.limits.maxSessionBytes),
@@ -54,8 +54,8 @@ extension SessionStore {
         try validate(id: id)
         return try await instrumentation.run("recent_messages", session: id) {
             let replies = try await redis.pipeline([
-                RedisCommand("EXISTS", .string(keys.alive(id))),
-                RedisCommand("LRANGE", .string(keys.messages(id)), .integer(-max(1, limit)), -1),
+                RESPCommand("EXISTS", .string(keys.alive(id))),
+                RESPCommand("LRANGE", .string(keys.messages(id)), .integer(-max(1, limit)), -1),
             ])
             try Self.check(replies)
             guard replies[0].int == 1 else { throw SessionError.notFound }

@@ -1,5 +1,5 @@
 import Foundation
-import RedisClient
+import HiredisNIO
 
 extension SessionStore {
     /// The session's metadata (read-only: does not slide the expiry).
@@ -42,7 +42,7 @@ extension SessionStore {
         let removals = values.filter { $0.value == .null }.map(\.key)
         let encoded = try encodeMetadata(values.filter { $0.value != .null })
         try await instrumentation.run("set_metadata", session: id) {
-            var arguments: [RedisArgument] = [
+            var arguments: [RESPArgument] = [
                 .integer(Self.nowMilliseconds()), .integer(grace), fenceArgument, .integer(configuration.limits.maxSessionBytes),
                 .string(mode.map { String($0.idleTimeout.wholeMilliseconds) } ?? ""), .string(mode?.storedName ?? ""),
             ]
@@ -57,7 +57,7 @@ extension SessionStore {
     }
 
     /// The fencing token argument of a write: '' without a lease.
-    func fence(of lease: LockLease?, for id: String) throws(SessionError) -> RedisArgument {
+    func fence(of lease: LockLease?, for id: String) throws(SessionError) -> RESPArgument {
         guard let lease else { return "" }
         guard lease.sessionID == id else { throw .staleLease }
         return .integer(lease.fence)

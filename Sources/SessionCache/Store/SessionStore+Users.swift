@@ -1,5 +1,5 @@
 import Foundation
-import RedisClient
+import HiredisNIO
 
 extension SessionStore {
     /// The user's sessions, most recently active first, with a summary of each.
@@ -27,13 +27,13 @@ extension SessionStore {
         try validate(user: user)
         return try await instrumentation.run("delete_all") {
             let ids =
-                try await redis.send(RedisCommand("ZRANGE", .string(keys.userSessions(user)), 0, -1)).array?.compactMap(\.string) ?? []
+                try await redis.send(RESPCommand("ZRANGE", .string(keys.userSessions(user)), 0, -1)).array?.compactMap(\.string) ?? []
             var deleted = 0
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 for id in ids where SessionID.isWellFormed(id) { group.addTask { try await self.deleteSession(id) } }
                 for try await existed in group where existed { deleted += 1 }
             }
-            _ = try await redis.send(RedisCommand("DEL", .string(keys.userSessions(user))))
+            _ = try await redis.send(RESPCommand("DEL", .string(keys.userSessions(user))))
             return deleted
         }
     }
@@ -43,10 +43,10 @@ extension SessionStore {
         try await instrumentation.run("stats") {
             let horizon = Self.nowMilliseconds() - configuration.absoluteLifetime.wholeMilliseconds - grace
             let replies = try await redis.pipeline([
-                RedisCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(horizon)")),
-                RedisCommand("ZCARD", .string(keys.deadlines)),
-                RedisCommand("ZCARD", .string(keys.users)),
-                RedisCommand("HMGET", .string(keys.stats), "sessions_ended", "ended_lifetime_ms"),
+                RESPCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(horizon)")),
+                RESPCommand("ZCARD", .string(keys.deadlines)),
+                RESPCommand("ZCARD", .string(keys.users)),
+                RESPCommand("HMGET", .string(keys.stats), "sessions_ended", "ended_lifetime_ms"),
             ])
             try Self.check(replies)
             let active = replies[1].int ?? 0
@@ -61,19 +61,19 @@ extension SessionStore {
 
     private func liveSessions(of user: String) async throws -> [SessionSummary] {
         let indexKey = keys.userSessions(user)
-        let ids = try await redis.send(RedisCommand("ZRANGE", .string(indexKey), 0, -1)).array?.compactMap(\.string) ?? []
+        let ids = try await redis.send(RESPCommand("ZRANGE", .string(indexKey), 0, -1)).array?.compactMap(\.string) ?? []
         let valid = ids.filter(SessionID.isWellFormed)
         guard !valid.isEmpty else { return [] }
-        var commands: [RedisCommand] = []
+        var commands: [RESPCommand] = []
         for id in valid {
-            commands.append(RedisCommand("GET", .string(keys.alive(id))))
+            commands.append(RESPCommand("GET", .string(keys.alive(id))))
             commands.append(
-                RedisCommand("HMGET", .string(keys.data(id)), "user", "agent_type", "last_activity", "message_count", "state"))
-            commands.append(RedisCommand("LINDEX", .string(keys.messages(id)), -1))
+                RESPCommand("HMGET", .string(keys.data(id)), "user", "agent_type", "last_activity", "message_count", "state"))
+            commands.append(RESPCommand("LINDEX", .string(keys.messages(id)), -1))
         }
         let replies = try await redis.pipeline(commands)
         var summaries: [SessionSummary] = []
-        var stale: [RedisArgument] = []
+        var stale: [RESPArgument] = []
         for (offset, id) in valid.enumerated() {
             let fields = replies[offset * 3 + 1].array ?? []
             guard let lastActivity = replies[offset * 3].int, fields.count == 5, fields[0].string == user else {
@@ -92,7 +92,7 @@ extension SessionStore {
         for id in ids where !SessionID.isWellFormed(id) { stale.append(.string(id)) }
         if !stale.isEmpty {
             // Repair the hint: entries of sessions that are gone.
-            _ = try await redis.send(RedisCommand("ZREM", arguments: [.string(indexKey)] + stale))
+            _ = try await redis.send(RESPCommand("ZREM", arguments: [.string(indexKey)] + stale))
         }
         return summaries.sorted { $0.updatedAt > $1.updatedAt }
     }

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import RedisClient
+import HiredisNIO
 
 /// The session store: what an app server calls on every request, from any of its instances.
 ///
@@ -22,14 +22,14 @@ import RedisClient
 public final class SessionStore: Sendable {
     /// The configuration the store was made with.
     public let configuration: SessionStoreConfiguration
-    let redis: RedisClient
+    let redis: HiredisClient
     let keys: SessionKeys
     let instrumentation: StoreInstrumentation
     let touchCache: TouchCache
 
     /// A store on `client`; several stores (in one process or many) on one Redis and one
     /// namespace see the same sessions.
-    public init(client: RedisClient, configuration: SessionStoreConfiguration = SessionStoreConfiguration()) {
+    public init(client: HiredisClient, configuration: SessionStoreConfiguration = SessionStoreConfiguration()) {
         self.configuration = configuration
         self.redis = client
         self.keys = SessionKeys(namespace: configuration.namespace)
@@ -57,7 +57,7 @@ public final class SessionStore: Sendable {
             let now = Self.nowMilliseconds()
             let idle = mode.idleTimeout.wholeMilliseconds
             let deadline = now + configuration.absoluteLifetime.wholeMilliseconds
-            var arguments: [RedisArgument] = [
+            var arguments: [RESPArgument] = [
                 .integer(now), .integer(grace), .integer(idle), .integer(deadline), .string(user), .string(mode.storedName),
                 .string(agentType ?? ""), .integer(size),
             ]
@@ -136,7 +136,7 @@ public final class SessionStore: Sendable {
             let now = Self.nowMilliseconds()
             if activity == .meaningful, let idle = touchCache.fastPathIdle(for: id, now: now, grace: grace) {
                 let reply = try await redis.send(
-                    RedisCommand("SET", .string(keys.alive(id)), .integer(now), "XX", "PX", .integer(idle)))
+                    RESPCommand("SET", .string(keys.alive(id)), .integer(now), "XX", "PX", .integer(idle)))
                 if reply.isNull {
                     touchCache.forget(id)
                     throw SessionError.notFound
@@ -162,7 +162,7 @@ public final class SessionStore: Sendable {
         try validate(id: id)
         return try await instrumentation.run("get", session: id) {
             let replies = try await redis.pipeline([
-                RedisCommand("GET", .string(keys.alive(id))), RedisCommand("HGETALL", .string(keys.data(id))),
+                RESPCommand("GET", .string(keys.alive(id))), RESPCommand("HGETALL", .string(keys.data(id))),
             ])
             try Self.check(replies)
             guard let lastActivity = replies[0].int, let fields = replies[1].array, !fields.isEmpty else { return nil }
@@ -207,9 +207,9 @@ public final class SessionStore: Sendable {
                 id: newID, user: session.user, now: Int(session.createdAt.timeIntervalSince1970 * 1000), expires: now + ttl,
                 countAsCreated: false)
             indexes += [
-                RedisCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
-                RedisCommand("ZREM", .string(keys.deadlines), .string(id)),
-                RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+                RESPCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
+                RESPCommand("ZREM", .string(keys.deadlines), .string(id)),
+                RESPCommand("ZREM", .string(keys.warnings), .string(id)),
             ]
             indexes += eventCommand(.rotated, id: id, user: session.user, detail: newID)
             let placed = try await runScript(SessionScripts.place, id: newID, arguments: arguments, alongside: indexes)
@@ -236,25 +236,25 @@ public final class SessionStore: Sendable {
                 try await redis.pipeline(
                     [
                         // Due now (not 0: index pruning drops entries older than any session's lifetime).
-                        RedisCommand("ZADD", .string(keys.deadlines), .integer(Self.nowMilliseconds()), .string(id)),
-                        RedisCommand("PEXPIRE", .string(keys.deadlines), .integer(indexLifetime)),
-                        RedisCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
+                        RESPCommand("ZADD", .string(keys.deadlines), .integer(Self.nowMilliseconds()), .string(id)),
+                        RESPCommand("PEXPIRE", .string(keys.deadlines), .integer(indexLifetime)),
+                        RESPCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
                     ] + eventCommand(.deleted, id: id, user: user)))
             return true
         }
         let reply = try await runScript(SessionScripts.delete, id: id, arguments: [])
         var commands = [
-            RedisCommand("ZREM", .string(keys.deadlines), .string(id)), RedisCommand("ZREM", .string(keys.warnings), .string(id)),
+            RESPCommand("ZREM", .string(keys.deadlines), .string(id)), RESPCommand("ZREM", .string(keys.warnings), .string(id)),
         ]
         var existed = false
         if case .array(let parts) = reply, parts.count == 2, let user = parts[0].string {
             existed = true
             let lifetime = Self.nowMilliseconds() - (parts[1].int ?? Self.nowMilliseconds())
             commands += [
-                RedisCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
-                RedisCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
-                RedisCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(max(0, lifetime))),
-                RedisCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
+                RESPCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
+                RESPCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
+                RESPCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(max(0, lifetime))),
+                RESPCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
             ]
             commands += eventCommand(.deleted, id: id, user: user)
         }
@@ -265,27 +265,27 @@ public final class SessionStore: Sendable {
     /// The index writes that go with a new session, in the same round trip as its script. Old
     /// entries (older than any session can live) are pruned on the way, and every index key gets
     /// a TTL that outlives every session in it: nothing lives forever.
-    func indexUpdatesForNewSession(id: String, user: String, now: Int, expires: Int, countAsCreated: Bool = true) -> [RedisCommand] {
+    func indexUpdatesForNewSession(id: String, user: String, now: Int, expires: Int, countAsCreated: Bool = true) -> [RESPCommand] {
         let horizon = indexLifetime
         var commands = [
-            RedisCommand("ZADD", .string(keys.userSessions(user)), .integer(now), .string(id)),
-            RedisCommand("ZREMRANGEBYSCORE", .string(keys.userSessions(user)), "-inf", .string("(\(now - horizon)")),
-            RedisCommand("PEXPIRE", .string(keys.userSessions(user)), .integer(horizon)),
-            RedisCommand("ZADD", .string(keys.deadlines), .integer(expires), .string(id)),
-            RedisCommand("ZREMRANGEBYSCORE", .string(keys.deadlines), "-inf", .string("(\(now - horizon)")),
-            RedisCommand("PEXPIRE", .string(keys.deadlines), .integer(horizon)),
-            RedisCommand("ZADD", .string(keys.users), .integer(now), .string(user)),
-            RedisCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(now - horizon)")),
-            RedisCommand("PEXPIRE", .string(keys.users), .integer(horizon)),
+            RESPCommand("ZADD", .string(keys.userSessions(user)), .integer(now), .string(id)),
+            RESPCommand("ZREMRANGEBYSCORE", .string(keys.userSessions(user)), "-inf", .string("(\(now - horizon)")),
+            RESPCommand("PEXPIRE", .string(keys.userSessions(user)), .integer(horizon)),
+            RESPCommand("ZADD", .string(keys.deadlines), .integer(expires), .string(id)),
+            RESPCommand("ZREMRANGEBYSCORE", .string(keys.deadlines), "-inf", .string("(\(now - horizon)")),
+            RESPCommand("PEXPIRE", .string(keys.deadlines), .integer(horizon)),
+            RESPCommand("ZADD", .string(keys.users), .integer(now), .string(user)),
+            RESPCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(now - horizon)")),
+            RESPCommand("PEXPIRE", .string(keys.users), .integer(horizon)),
         ]
         if let lead = configuration.expiryWarningLead {
-            commands.append(RedisCommand("ZADD", .string(keys.warnings), .integer(expires - lead.wholeMilliseconds), .string(id)))
-            commands.append(RedisCommand("PEXPIRE", .string(keys.warnings), .integer(horizon)))
+            commands.append(RESPCommand("ZADD", .string(keys.warnings), .integer(expires - lead.wholeMilliseconds), .string(id)))
+            commands.append(RESPCommand("PEXPIRE", .string(keys.warnings), .integer(horizon)))
         }
         if countAsCreated {
             commands += [
-                RedisCommand("HINCRBY", .string(keys.stats), "sessions_created", 1),
-                RedisCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
+                RESPCommand("HINCRBY", .string(keys.stats), "sessions_created", 1),
+                RESPCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
             ]
         }
         return commands
@@ -300,34 +300,34 @@ public final class SessionStore: Sendable {
     /// Runs a session script on the session's keys, with `alongside` commands in the same
     /// round trip. On NOSCRIPT the script alone is sent again with EVAL (the others ran).
     func runScript(
-        _ script: RedisScript, id: String, keys sessionKeys: [RedisArgument]? = nil, arguments: [RedisArgument],
-        alongside: [RedisCommand] = []
-    ) async throws -> RESPValue {
+        _ script: LuaScript, id: String, keys sessionKeys: [RESPArgument]? = nil, arguments: [RESPArgument],
+        alongside: [RESPCommand] = []
+    ) async throws -> RESPReply {
         let keyArguments = sessionKeys ?? keys.session(id)
         if alongside.isEmpty {
             return try await redis.run(script, keys: keyArguments, arguments: arguments)
         }
         let tail = [.integer(keyArguments.count)] + keyArguments + arguments
-        let replies = try await redis.pipeline([RedisCommand("EVALSHA", arguments: [.string(script.sha1)] + tail)] + alongside)
+        let replies = try await redis.pipeline([RESPCommand("EVALSHA", arguments: [.string(script.sha1)] + tail)] + alongside)
         try Self.check(Array(replies.dropFirst()))
         switch replies[0] {
         case .error(let text) where text.hasPrefix("NOSCRIPT"):
-            return try await redis.send(RedisCommand("EVAL", arguments: [.string(script.source)] + tail))
+            return try await redis.send(RESPCommand("EVAL", arguments: [.string(script.source)] + tail))
         case .error(let text):
-            throw RedisError.server(RedisServerError(reply: text))
+            throw HiredisError.server(HiredisServerError(reply: text))
         case let reply:
             return reply
         }
     }
 
     /// Throws the first error reply of a pipeline.
-    static func check(_ replies: [RESPValue]) throws {
+    static func check(_ replies: [RESPReply]) throws {
         for reply in replies {
-            if case .error(let text) = reply { throw RedisError.server(RedisServerError(reply: text)) }
+            if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
         }
     }
 
-    private static func withoutField(_ name: String, in fields: [RESPValue], prefix: [RedisArgument]) -> [RedisArgument] {
+    private static func withoutField(_ name: String, in fields: [RESPReply], prefix: [RESPArgument]) -> [RESPArgument] {
         var arguments = prefix
         var pairs = 0
         var index = 0

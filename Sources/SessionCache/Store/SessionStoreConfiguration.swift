@@ -52,9 +52,11 @@ public struct SessionStoreConfiguration: Sendable {
     public var logger = Logger(label: "session-store", factory: { _ in SwiftLogNoOpLogHandler() })
     /// Counters and timers per operation: `session.operations`, `session.errors`,
     /// `session.operation.duration`, dimension `operation`.
-    public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
-    /// A span per operation, following the database client conventions.
-    public var tracer: any Tracer = NoOpTracer()
+    /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
+    public var metricsFactory: any MetricsFactory = MetricsSystem.factory
+    /// A span per operation, following the database client conventions. Defaults to the tracer the
+    /// application bootstrapped (`InstrumentationSystem.bootstrap`).
+    public var tracer: any Tracer = InstrumentationSystem.tracer
 
     /// A configuration with every default, for `namespace`.
     public init(namespace: String = "session") {

@@ -1,6 +1,6 @@
 import CoreMetrics
 import Logging
-import RedisClient
+import HiredisNIO
 import Tracing
 
 /// Spans, metrics and debug logs around every store operation.
@@ -79,7 +79,7 @@ struct StoreInstrumentation: Sendable {
     static func sessionError(_ error: any Error) -> SessionError {
         switch error {
         case let error as SessionError: return error
-        case let error as RedisError:
+        case let error as HiredisError:
             if error.serverCode == "WRONGTYPE" { return .corrupted("a key holds the wrong Redis type (\(error))") }
             return .redis(error)
         default: return .redis(.connectionLost(reason: "\(error)"))

@@ -1,13 +1,13 @@
 import EmbeddedRedis
 import NIOCore
-import RedisClient
+import HiredisNIO
 import Testing
 
 @Suite("Pub/sub")
 struct SubscriberTests {
     @Test func deliversAndResubscribesAfterTheServerRestarts() async throws {
         try await withRedis { server, client in
-            let subscriber = RedisSubscriber(configuration: server.configuration)
+            let subscriber = HiredisSubscriber(configuration: server.configuration)
             try await subscriber.subscribe(channels: ["news", "other"])
             try await subscriber.subscribe(patterns: ["room:*"])
             var events = subscriber.events.makeAsyncIterator()
@@ -52,10 +52,10 @@ struct SubscriberTests {
 
     @Test func subscriberConnectionKilledByClientKill() async throws {
         try await withRedis { server, client in
-            let subscriber = RedisSubscriber(configuration: server.configuration)
+            let subscriber = HiredisSubscriber(configuration: server.configuration)
             try await subscriber.subscribe(channels: ["c"])
             var events = subscriber.events.makeAsyncIterator()
-            _ = try await client.send(RedisCommand("CLIENT", "KILL", "TYPE", "pubsub"))
+            _ = try await client.send(RESPCommand("CLIENT", "KILL", "TYPE", "pubsub"))
             guard case .resubscribed? = await events.next() else {
                 Issue.record("expected a gap notice")
                 return

@@ -1,19 +1,19 @@
 import EmbeddedRedis
 import NIOCore
-import RedisClient
+import HiredisNIO
 import Testing
 
 @Suite("Commands against a real redis-server")
 struct CommandTests {
     @Test func repliesOfEveryType() async throws {
         try await withRedis { _, client in
-            #expect(try await client.send(RedisCommand("PING")) == .simpleString("PONG"))
-            #expect(try await client.send(RedisCommand("INCRBY", "n", 41)) == .integer(41))
-            #expect(try await client.send(RedisCommand("GET", "missing")) == .null)
+            #expect(try await client.send(RESPCommand("PING")) == .simpleString("PONG"))
+            #expect(try await client.send(RESPCommand("INCRBY", "n", 41)) == .integer(41))
+            #expect(try await client.send(RESPCommand("GET", "missing")) == .null)
             try await client.set("s", to: "text")
             #expect(try await client.get("s").map { String(buffer: $0) } == "text")
             let nested = try await client.send(
-                RedisCommand("EVAL", "return {1, 'two', {3, {'four'}}, redis.status_reply('OK'), redis.error_reply('INNER bad')}", 0))
+                RESPCommand("EVAL", "return {1, 'two', {3, {'four'}}, redis.status_reply('OK'), redis.error_reply('INNER bad')}", 0))
             #expect(
                 nested
                     == .array([
@@ -28,9 +28,9 @@ struct CommandTests {
         try await withRedis { _, client in
             let binary: [UInt8] = [0, 1, 2, 0, 255, 13, 10, 0x24, 0x2A, 0]
             let key: [UInt8] = [107, 0, 121]  // "k\0y"
-            _ = try await client.send(RedisCommand("SET", .bytes(key), .bytes(binary)))
-            #expect(try await client.send(RedisCommand("GET", .bytes(key))).bytes == binary)
-            #expect(try await client.send(RedisCommand("STRLEN", .bytes(key))) == .integer(binary.count))
+            _ = try await client.send(RESPCommand("SET", .bytes(key), .bytes(binary)))
+            #expect(try await client.send(RESPCommand("GET", .bytes(key))).bytes == binary)
+            #expect(try await client.send(RESPCommand("STRLEN", .bytes(key))) == .integer(binary.count))
 
             // 4 MiB of every byte value.
             let large = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ ($0 >> 13)) }
@@ -43,30 +43,30 @@ struct CommandTests {
 
     @Test func errorRepliesAreTypedWithTheirCode() async throws {
         try await withRedis { _, client in
-            _ = try await client.send(RedisCommand("LPUSH", "list", "x"))
+            _ = try await client.send(RESPCommand("LPUSH", "list", "x"))
             let wrongType = await expectRedisError { _ = try await client.get("list") }
             #expect(wrongType?.serverCode == "WRONGTYPE")
-            let unknown = await expectRedisError { _ = try await client.send(RedisCommand("NOSUCHCOMMAND")) }
+            let unknown = await expectRedisError { _ = try await client.send(RESPCommand("NOSUCHCOMMAND")) }
             #expect(unknown?.serverCode == "ERR")
             // The connection is still in step after errors.
-            #expect(try await client.send(RedisCommand("ECHO", "after")).string == "after")
+            #expect(try await client.send(RESPCommand("ECHO", "after")).string == "after")
         }
     }
 
     @Test func pipelinesAndTransactions() async throws {
         try await withRedis { _, client in
             let replies = try await client.pipeline([
-                RedisCommand("SET", "a", "1"), RedisCommand("INCR", "a"), RedisCommand("LPUSH", "a", "x"), RedisCommand("GET", "a"),
+                RESPCommand("SET", "a", "1"), RESPCommand("INCR", "a"), RESPCommand("LPUSH", "a", "x"), RESPCommand("GET", "a"),
             ])
             #expect(replies.count == 4)
             #expect(replies[1] == .integer(2))
             if case .error(let text) = replies[2] { #expect(text.hasPrefix("WRONGTYPE")) } else { Issue.record("expected error") }
             #expect(replies[3].string == "2")
 
-            let results = try await client.transaction([RedisCommand("INCR", "t"), RedisCommand("INCR", "t")])
+            let results = try await client.transaction([RESPCommand("INCR", "t"), RESPCommand("INCR", "t")])
             #expect(results == [.integer(1), .integer(2)])
             let aborted = await expectRedisError {
-                _ = try await client.transaction([RedisCommand("INCR", "t"), RedisCommand("NOSUCHCOMMAND")])
+                _ = try await client.transaction([RESPCommand("INCR", "t"), RESPCommand("NOSUCHCOMMAND")])
             }
             #expect(aborted?.serverCode == "ERR")
             #expect(try await client.get("t").map { String(buffer: $0) } == "2")  // the aborted block did nothing
@@ -76,7 +76,7 @@ struct CommandTests {
     @Test func aLongPipelineGetsEveryReplyInOrder() async throws {
         try await withRedis { _, client in
             // Long enough that collecting replies must be linear: 50,000 commands, one round trip.
-            let commands = (0..<50_000).map { RedisCommand("ECHO", .string("r\($0)")) }
+            let commands = (0..<50_000).map { RESPCommand("ECHO", .string("r\($0)")) }
             let start = ContinuousClock.now
             let replies = try await client.pipeline(commands)
             #expect(replies.count == 50_000)
@@ -90,9 +90,9 @@ struct CommandTests {
             try await client.set("w", to: "1")
             let conflicted = await expectRedisError {
                 try await client.withExclusiveConnection { connection in
-                    _ = try await connection.send(RedisCommand("WATCH", "w"))
+                    _ = try await connection.send(RESPCommand("WATCH", "w"))
                     try await client.set("w", to: "changed elsewhere")
-                    _ = try await connection.transaction([RedisCommand("SET", "w", "mine")])
+                    _ = try await connection.transaction([RESPCommand("SET", "w", "mine")])
                 }
             }
             #expect(conflicted != nil)
@@ -110,9 +110,9 @@ struct CommandTests {
                             let payload = "task-\(task)-command-\(index)"
                             // Alternate command kinds so that replies of different shapes interleave.
                             if index % 2 == 0 {
-                                if try await client.send(RedisCommand("ECHO", .string(payload))).string != payload { wrong += 1 }
+                                if try await client.send(RESPCommand("ECHO", .string(payload))).string != payload { wrong += 1 }
                             } else {
-                                let reply = try await client.send(RedisCommand("INCRBY", .string("counter-\(task)"), .integer(index)))
+                                let reply = try await client.send(RESPCommand("INCRBY", .string("counter-\(task)"), .integer(index)))
                                 let expected = stride(from: 1, through: index, by: 2).reduce(0, +)
                                 if reply != .integer(expected) { wrong += 1 }
                             }
@@ -129,7 +129,7 @@ struct CommandTests {
             // The same with 10,000 tasks at once, one command each.
             let wrong = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for index in 0..<10_000 {
-                    group.addTask { try await client.send(RedisCommand("ECHO", .string("v\(index)"))).string == "v\(index)" }
+                    group.addTask { try await client.send(RESPCommand("ECHO", .string("v\(index)"))).string == "v\(index)" }
                 }
                 var wrong = 0
                 for try await ok in group where !ok { wrong += 1 }
@@ -141,13 +141,13 @@ struct CommandTests {
 
     @Test func scriptsReloadAfterScriptFlush() async throws {
         try await withRedis { _, client in
-            let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+            let script = LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
             #expect(try await client.run(script, keys: ["s"], arguments: [5]) == .integer(5))
-            #expect(try await client.send(RedisCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(1)]))
-            _ = try await client.send(RedisCommand("SCRIPT", "FLUSH"))
-            #expect(try await client.send(RedisCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(0)]))
+            #expect(try await client.send(RESPCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(1)]))
+            _ = try await client.send(RESPCommand("SCRIPT", "FLUSH"))
+            #expect(try await client.send(RESPCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(0)]))
             #expect(try await client.run(script, keys: ["s"], arguments: [2]) == .integer(7))
-            #expect(try await client.send(RedisCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(1)]))
+            #expect(try await client.send(RESPCommand("SCRIPT", "EXISTS", .string(script.sha1))) == .array([.integer(1)]))
         }
     }
 }

@@ -9,16 +9,16 @@ import NIOPosix
 /// gathered in an outbox and written together on the connection's event loop (automatic
 /// pipelining); replies are matched in order. A connection never blocks a thread.
 ///
-/// Most code uses ``RedisClient``; a connection is handed out directly only for exclusive use
-/// (``RedisClient/withExclusiveConnection(_:)``).
-public final class RedisConnection: RedisCommands {
+/// Most code uses ``HiredisClient``; a connection is handed out directly only for exclusive use
+/// (``HiredisClient/withExclusiveConnection(_:)``).
+public final class HiredisConnection: HiredisClientProtocol {
     private let channel: any Channel
-    private let handler: NIOLoopBound<RedisChannelHandler>
+    private let handler: NIOLoopBound<HiredisChannelHandler>
     private let outbox: CommandOutbox
     /// Default per-command timeout.
     let commandTimeout: Duration
 
-    private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, outbox: CommandOutbox, commandTimeout: Duration) {
+    private init(channel: any Channel, handler: NIOLoopBound<HiredisChannelHandler>, outbox: CommandOutbox, commandTimeout: Duration) {
         self.channel = channel
         self.handler = handler
         self.commandTimeout = commandTimeout
@@ -28,13 +28,13 @@ public final class RedisConnection: RedisCommands {
     /// Connects, then authenticates, selects the database and names the client, all within
     /// `configuration.connectTimeout`.
     ///
-    /// - Throws: ``RedisError/cannotConnect(address:reason:)``, or ``RedisError/server(_:)``
+    /// - Throws: ``HiredisError/cannotConnect(address:reason:)``, or ``HiredisError/server(_:)``
     ///   when the handshake is refused (`WRONGPASS`, `NOAUTH`, ...).
-    public static func connect(configuration: RedisConfiguration) async throws(RedisError) -> RedisConnection {
+    public static func connect(configuration: HiredisConfiguration) async throws(HiredisError) -> HiredisConnection {
         try configuration.validate()
         let logger = configuration.logger
         let eventLoop = configuration.eventLoopGroup.next()
-        let connection: RedisConnection
+        let connection: HiredisConnection
         let outbox = CommandOutbox()
         do {
             let channel = try await ClientBootstrap(group: eventLoop)
@@ -42,15 +42,15 @@ public final class RedisConnection: RedisCommands {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(outbox: outbox, logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(HiredisChannelHandler(outbox: outbox, logger: logger))
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port)
                 .get()
             let handler = try await channel.eventLoop.submit {
-                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: HiredisChannelHandler.self), eventLoop: channel.eventLoop)
             }.get()
-            connection = RedisConnection(
+            connection = HiredisConnection(
                 channel: channel, handler: handler, outbox: outbox, commandTimeout: configuration.commandTimeout)
         } catch {
             throw .cannotConnect(address: configuration.address, reason: "\(error)")
@@ -70,35 +70,35 @@ public final class RedisConnection: RedisCommands {
         return connection
     }
 
-    private func handshake(_ configuration: RedisConfiguration) async throws(RedisError) {
+    private func handshake(_ configuration: HiredisConfiguration) async throws(HiredisError) {
         do {
             try await runHandshake(configuration)
-        } catch let error as RedisError {
+        } catch let error as HiredisError {
             throw error
         } catch {
             throw .connectionLost(reason: "\(error)")
         }
     }
 
-    private func runHandshake(_ configuration: RedisConfiguration) async throws {
-        var commands: [RedisCommand] = []
+    private func runHandshake(_ configuration: HiredisConfiguration) async throws {
+        var commands: [RESPCommand] = []
         if let password = configuration.password {
             if let username = configuration.username {
-                commands.append(RedisCommand("AUTH", .string(username), .string(password)))
+                commands.append(RESPCommand("AUTH", .string(username), .string(password)))
             } else {
-                commands.append(RedisCommand("AUTH", .string(password)))
+                commands.append(RESPCommand("AUTH", .string(password)))
             }
         }
-        if configuration.database != 0 { commands.append(RedisCommand("SELECT", .integer(configuration.database))) }
+        if configuration.database != 0 { commands.append(RESPCommand("SELECT", .integer(configuration.database))) }
         // Always one command that needs authentication, so a missing password fails here (NOAUTH).
         if let name = configuration.clientName {
-            commands.append(RedisCommand("CLIENT", "SETNAME", .string(name)))
+            commands.append(RESPCommand("CLIENT", "SETNAME", .string(name)))
         } else {
-            commands.append(RedisCommand("PING"))
+            commands.append(RESPCommand("PING"))
         }
         let replies = try await pipeline(commands, timeout: configuration.connectTimeout)
         for reply in replies {
-            if case .error(let text) = reply { throw RedisError.server(RedisServerError(reply: text)) }
+            if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
         }
     }
 
@@ -110,7 +110,7 @@ public final class RedisConnection: RedisCommands {
     /// Completes when the connection has closed, for whatever reason.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 
-    /// Closes the connection; commands in flight fail with ``RedisError/connectionLost(reason:)``.
+    /// Closes the connection; commands in flight fail with ``HiredisError/connectionLost(reason:)``.
     public func close() {
         let handler = self.handler
         channel.eventLoop.execute {
@@ -120,33 +120,33 @@ public final class RedisConnection: RedisCommands {
 
     // MARK: Commands
 
-    /// Sends one command and returns its reply; an error reply is thrown as ``RedisError/server(_:)``.
-    public func send(_ command: RedisCommand) async throws -> RESPValue {
+    /// Sends one command and returns its reply; an error reply is thrown as ``HiredisError/server(_:)``.
+    public func send(_ command: RESPCommand) async throws -> RESPReply {
         try await send(command, timeout: commandTimeout)
     }
 
     /// Sends one command with its own timeout (for example a blocking pop).
-    public func send(_ command: RedisCommand, timeout: Duration) async throws -> RESPValue {
-        let reply = try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<RESPValue, any Error>) in
+    public func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
+        let reply = try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<RESPReply, any Error>) in
             PendingCommand(id: id, deadline: deadline, timeout: timeout, remaining: 1, collected: [], promise: .single(continuation))
         } encode: { buffer in
             CommandEncoder.encode(command, into: &buffer)
         }
-        if case .error(let text) = reply { throw RedisError.server(RedisServerError(reply: text)) }
+        if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
         return reply
     }
 
     /// Sends several commands in one write and returns their replies in order. Error replies are
-    /// returned as ``RESPValue/error(_:)`` values, not thrown, so that one failing command does not
+    /// returned as ``RESPReply/error(_:)`` values, not thrown, so that one failing command does not
     /// hide the others' results.
-    public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+    public func pipeline(_ commands: [RESPCommand]) async throws -> [RESPReply] {
         try await pipeline(commands, timeout: commandTimeout)
     }
 
     /// Sends several commands in one write with their own timeout.
-    public func pipeline(_ commands: [RedisCommand], timeout: Duration) async throws -> [RESPValue] {
+    public func pipeline(_ commands: [RESPCommand], timeout: Duration) async throws -> [RESPReply] {
         if commands.isEmpty { return [] }
-        return try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<[RESPValue], any Error>) in
+        return try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<[RESPReply], any Error>) in
             PendingCommand(
                 id: id, deadline: deadline, timeout: timeout, remaining: commands.count, collected: [],
                 promise: .batch(continuation))
@@ -157,7 +157,7 @@ public final class RedisConnection: RedisCommands {
 
     /// Writes commands whose replies are not matched to callers (SUBSCRIBE and friends in
     /// subscriber mode, where replies are push messages).
-    func sendWithoutReply(_ commands: [RedisCommand]) throws(RedisError) {
+    func sendWithoutReply(_ commands: [RESPCommand]) throws(HiredisError) {
         var bytes = channel.allocator.buffer(capacity: 256)
         for command in commands { CommandEncoder.encode(command, into: &bytes) }
         if let error = outbox.closedError { throw error }
@@ -165,7 +165,7 @@ public final class RedisConnection: RedisCommands {
     }
 
     /// Routes every reply from now on to `sink`: the connection becomes a subscriber.
-    func enterSubscriberMode(_ sink: @escaping @Sendable (RESPValue) -> Void) async {
+    func enterSubscriberMode(_ sink: @escaping @Sendable (RESPReply) -> Void) async {
         let handler = self.handler
         try? await channel.eventLoop.submit { handler.value.enterSubscriberMode(sink) }.get()
     }

@@ -1,7 +1,7 @@
 import NIOCore
 
 /// One argument of a command: binary safe.
-public enum RedisArgument: Sendable, Hashable {
+public enum RESPArgument: Sendable, Hashable {
     case string(String)
     case bytes([UInt8])
     case buffer(ByteBuffer)
@@ -47,23 +47,23 @@ public enum RedisArgument: Sendable, Hashable {
     }
 }
 
-extension RedisArgument: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
+extension RESPArgument: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int) { self = .integer(value) }
 }
 
-/// A Redis command and its arguments, for example `RedisCommand("SET", "key", "value")`.
-public struct RedisCommand: Sendable, Hashable {
+/// A Redis command and its arguments, for example `RESPCommand("SET", "key", "value")`.
+public struct RESPCommand: Sendable, Hashable {
     /// The command name followed by its arguments.
-    public var arguments: [RedisArgument]
+    public var arguments: [RESPArgument]
 
     /// A command from its name and arguments.
-    public init(_ name: String, _ arguments: RedisArgument...) {
+    public init(_ name: String, _ arguments: RESPArgument...) {
         self.arguments = [.string(name)] + arguments
     }
 
     /// A command from its name and an argument array.
-    public init(_ name: String, arguments: [RedisArgument]) {
+    public init(_ name: String, arguments: [RESPArgument]) {
         self.arguments = [.string(name)] + arguments
     }
 

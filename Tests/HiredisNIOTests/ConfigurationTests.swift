@@ -1,11 +1,11 @@
 import Testing
 
-@testable import RedisClient
+@testable import HiredisNIO
 
 @Suite("Configuration and pure helpers")
 struct ConfigurationTests {
     @Test func parsesFullURL() throws {
-        let configuration = try RedisConfiguration(url: "redis://app:s%40cret@cache.internal:6380/3")
+        let configuration = try HiredisConfiguration(url: "redis://app:s%40cret@cache.internal:6380/3")
         #expect(configuration.host == "cache.internal")
         #expect(configuration.port == 6380)
         #expect(configuration.username == "app")
@@ -14,23 +14,23 @@ struct ConfigurationTests {
     }
 
     @Test func parsesPasswordOnlyAndDefaults() throws {
-        let withColon = try RedisConfiguration(url: "redis://:pw@localhost")
+        let withColon = try HiredisConfiguration(url: "redis://:pw@localhost")
         #expect(withColon.username == nil)
         #expect(withColon.password == "pw")
         #expect(withColon.port == 6379)
         #expect(withColon.database == 0)
-        let bare = try RedisConfiguration(url: "redis://10.0.0.5:7000")
+        let bare = try HiredisConfiguration(url: "redis://10.0.0.5:7000")
         #expect(bare.host == "10.0.0.5" && bare.port == 7000 && bare.password == nil)
-        let ipv6 = try RedisConfiguration(url: "redis://[::1]:7001/1")
+        let ipv6 = try HiredisConfiguration(url: "redis://[::1]:7001/1")
         #expect(ipv6.host == "::1" && ipv6.port == 7001 && ipv6.database == 1)
     }
 
     @Test func refusesTLSAndGarbage() {
         for url in ["rediss://host:6379", "http://host", "redis://host:notaport", "redis://host:6379/x", "host:6379", "redis://h:0"] {
-            #expect(throws: RedisError.self, "\(url)") { try RedisConfiguration(url: url) }
+            #expect(throws: HiredisError.self, "\(url)") { try HiredisConfiguration(url: url) }
         }
         do {
-            _ = try RedisConfiguration(url: "rediss://host")
+            _ = try HiredisConfiguration(url: "rediss://host")
         } catch {
             #expect("\(error)".contains("TLS"))
         }
@@ -42,13 +42,13 @@ struct ConfigurationTests {
         #expect(
             SHA1.hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
                 == "84983e441c3bd26ebaae4aa1f95129e5e54670f1")
-        #expect(RedisScript("return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
+        #expect(LuaScript("return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
     }
 
     @Test func serverErrorSplitsCode() {
-        let error = RedisServerError(reply: "WRONGTYPE Operation against a key holding the wrong kind of value")
+        let error = HiredisServerError(reply: "WRONGTYPE Operation against a key holding the wrong kind of value")
         #expect(error.code == "WRONGTYPE")
-        #expect(RedisError.server(error).serverCode == "WRONGTYPE")
+        #expect(HiredisError.server(error).serverCode == "WRONGTYPE")
     }
 
     @Test func durationMillisecondsRoundUp() {

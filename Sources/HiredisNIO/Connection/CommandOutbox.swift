@@ -16,7 +16,7 @@ final class CommandOutbox: Sendable {
         /// The handler will write it with the next batch.
         case queued
         /// The connection is closed.
-        case closed(RedisError)
+        case closed(HiredisError)
     }
 
     private struct State {
@@ -26,7 +26,7 @@ final class CommandOutbox: Sendable {
         var wakeScheduled = false
         /// A batch is written and its replies have not all come back.
         var awaitingReplies = false
-        var closedError: RedisError?
+        var closedError: HiredisError?
     }
 
     private let state = NIOLockedValueBox(State())
@@ -75,7 +75,7 @@ final class CommandOutbox: Sendable {
     }
 
     /// Refuses further commands; returns those still queued so that they can be failed.
-    func close(_ error: RedisError) -> [PendingCommand] {
+    func close(_ error: HiredisError) -> [PendingCommand] {
         state.withLockedValue { state in
             if state.closedError == nil { state.closedError = error }
             defer { state.commands = [] }
@@ -83,5 +83,5 @@ final class CommandOutbox: Sendable {
         }
     }
 
-    var closedError: RedisError? { state.withLockedValue { $0.closedError } }
+    var closedError: HiredisError? { state.withLockedValue { $0.closedError } }
 }

@@ -1,5 +1,5 @@
 /// An error reply from Redis, split into its code (the first word) and message.
-public struct RedisServerError: Error, Sendable, Hashable, CustomStringConvertible {
+public struct HiredisServerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The error code Redis puts first: `ERR`, `WRONGTYPE`, `NOSCRIPT`, `OOM`, `NOAUTH`,
     /// `WRONGPASS`, `READONLY`, `BUSY`, `LOADING`, ... or a script's own code.
     public let code: String
@@ -21,7 +21,7 @@ public struct RedisServerError: Error, Sendable, Hashable, CustomStringConvertib
 /// The cases tell apart what a caller may want to handle differently: the server could not be
 /// reached, the connection broke mid-command, the command ran out of time, Redis answered with
 /// an error, the bytes on the wire were not RESP, or the reply had an unexpected shape.
-public enum RedisError: Error, Sendable, CustomStringConvertible {
+public enum HiredisError: Error, Sendable, CustomStringConvertible {
     /// No connection could be made within the connect timeout (refused, unreachable, timed out,
     /// or the handshake failed for a reason other than an error reply).
     case cannotConnect(address: String, reason: String)
@@ -31,11 +31,11 @@ public enum RedisError: Error, Sendable, CustomStringConvertible {
     /// The command got no reply within its timeout. Its reply, if it comes, is discarded.
     case timedOut(after: Duration)
     /// Redis answered with an error reply.
-    case server(RedisServerError)
+    case server(HiredisServerError)
     /// The server sent bytes hiredis's reader rejects; the connection was dropped.
     case protocolError(String)
     /// The reply had a shape the caller did not expect.
-    case unexpectedReply(expected: String, got: RESPValue)
+    case unexpectedReply(expected: String, got: RESPReply)
     /// The configuration or URL is not usable.
     case invalidConfiguration(String)
     /// The client was closed.

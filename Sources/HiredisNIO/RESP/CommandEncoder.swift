@@ -4,7 +4,7 @@ import NIOCore
 /// Encodes commands into RESP with hiredis's `redisFormatCommandArgv` (binary-safe arguments).
 enum CommandEncoder {
     /// Appends the RESP encoding of `command` to `buffer`.
-    static func encode(_ command: RedisCommand, into buffer: inout ByteBuffer) {
+    static func encode(_ command: RESPCommand, into buffer: inout ByteBuffer) {
         let arguments = command.arguments
         let count = arguments.count
         // hiredis wants one pointer per argument: lay every argument out in one stack buffer so

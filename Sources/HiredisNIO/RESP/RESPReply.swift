@@ -4,8 +4,8 @@ import NIOCore
 ///
 /// Bulk strings are binary safe (``bulkString(_:)`` holds raw bytes, NUL bytes included).
 /// An error reply nested in an array (for example inside an `EXEC` result) stays a value;
-/// a top-level error reply is thrown as ``RedisError/server(_:)`` by the client.
-public enum RESPValue: Sendable, Hashable {
+/// a top-level error reply is thrown as ``HiredisError/server(_:)`` by the client.
+public enum RESPReply: Sendable, Hashable {
     /// A status reply such as `OK` or `PONG`.
     case simpleString(String)
     /// An error reply, such as `WRONGTYPE Operation against a key holding the wrong kind of value`.
@@ -17,10 +17,10 @@ public enum RESPValue: Sendable, Hashable {
     /// The nil bulk string or nil array.
     case null
     /// An array, possibly nested.
-    case array([RESPValue])
+    case array([RESPReply])
 }
 
-extension RESPValue {
+extension RESPReply {
     /// The text of a bulk or simple string (UTF-8), or an integer's decimal text.
     public var string: String? {
         switch self {
@@ -60,7 +60,7 @@ extension RESPValue {
     }
 
     /// The elements of an array reply.
-    public var array: [RESPValue]? {
+    public var array: [RESPReply]? {
         if case .array(let values) = self { return values }
         return nil
     }
@@ -72,7 +72,7 @@ extension RESPValue {
     }
 }
 
-extension RESPValue: CustomStringConvertible {
+extension RESPReply: CustomStringConvertible {
     /// A short human-readable rendering, as redis-cli would show it.
     public var description: String {
         switch self {

@@ -21,25 +21,25 @@ final class ReplyReader {
     }
 
     /// Hands received bytes to the reader.
-    func feed(_ buffer: ByteBuffer) throws(RedisError) {
+    func feed(_ buffer: ByteBuffer) throws(HiredisError) {
         let status = buffer.withUnsafeReadableBytes { bytes in
             redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
         }
-        if status != REDIS_OK { throw RedisError.protocolError(String(cString: chiredis_reader_error(reader))) }
+        if status != REDIS_OK { throw HiredisError.protocolError(String(cString: chiredis_reader_error(reader))) }
     }
 
     /// The next complete reply, or nil when more bytes are needed.
-    func next() throws(RedisError) -> RESPValue? {
+    func next() throws(HiredisError) -> RESPReply? {
         var reply: UnsafeMutableRawPointer? = nil
         if redisReaderGetReply(reader, &reply) != REDIS_OK {
-            throw RedisError.protocolError(String(cString: chiredis_reader_error(reader)))
+            throw HiredisError.protocolError(String(cString: chiredis_reader_error(reader)))
         }
         guard let reply else { return nil }
         defer { freeReplyObject(reply) }
         return value(of: reply.assumingMemoryBound(to: redisReply.self))
     }
 
-    private func value(of reply: UnsafeMutablePointer<redisReply>) -> RESPValue {
+    private func value(of reply: UnsafeMutablePointer<redisReply>) -> RESPReply {
         let node = reply.pointee
         switch node.type {
         case REDIS_REPLY_STRING:
@@ -51,7 +51,7 @@ final class ReplyReader {
         case REDIS_REPLY_ERROR:
             return .error(text(node))
         case REDIS_REPLY_ARRAY:
-            var elements: [RESPValue] = []
+            var elements: [RESPReply] = []
             elements.reserveCapacity(node.elements)
             for index in 0..<node.elements {
                 if let child = node.element[index] { elements.append(value(of: child)) }

@@ -6,10 +6,10 @@ import NIOPosix
 /// How to reach Redis and how to behave when it misbehaves.
 ///
 /// ```swift
-/// var configuration = try RedisConfiguration(url: "redis://app:secret@127.0.0.1:6379/2")
+/// var configuration = try HiredisConfiguration(url: "redis://app:secret@127.0.0.1:6379/2")
 /// configuration.commandTimeout = .seconds(2)
 /// ```
-public struct RedisConfiguration: Sendable {
+public struct HiredisConfiguration: Sendable {
     /// Host name or address.
     public var host: String = "127.0.0.1"
     /// TCP port.
@@ -36,7 +36,8 @@ public struct RedisConfiguration: Sendable {
     /// Where the client logs (connects, disconnects, protocol errors), never per command.
     public var logger: Logger = Logger(label: "redis-client", factory: { _ in SwiftLogNoOpLogHandler() })
     /// Where the client records `redis.commands`, `redis.errors` and `redis.command.duration`.
-    public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
+    /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
+    public var metricsFactory: any MetricsFactory = MetricsSystem.factory
     /// The event loops connections run on.
     public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
@@ -48,9 +49,9 @@ public struct RedisConfiguration: Sendable {
 
     /// A configuration from a `redis://[[user]:password@]host[:port][/db]` URL.
     ///
-    /// `rediss://` (TLS) is refused with ``RedisError/invalidConfiguration(_:)``: this client
+    /// `rediss://` (TLS) is refused with ``HiredisError/invalidConfiguration(_:)``: this client
     /// does not speak TLS yet, and silently downgrading would leak credentials.
-    public init(url: String) throws(RedisError) {
+    public init(url: String) throws(HiredisError) {
         let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else {
             throw .invalidConfiguration("'\(url)' is not a redis:// URL")
@@ -109,7 +110,7 @@ public struct RedisConfiguration: Sendable {
     /// `host:port`, for messages.
     public var address: String { "\(host):\(port)" }
 
-    func validate() throws(RedisError) {
+    func validate() throws(HiredisError) {
         if poolSize < 1 { throw .invalidConfiguration("poolSize must be at least 1") }
         if connectTimeout <= .zero || commandTimeout <= .zero {
             throw .invalidConfiguration("timeouts must be positive")

@@ -1,18 +1,18 @@
 import EmbeddedRedis
 import NIOCore
-import RedisClient
+import HiredisNIO
 import Testing
 
 /// Starts a redis-server for one test, hands it and a client to `body`, and always cleans up.
 func withRedis<T: Sendable>(
     _ options: RedisServer.Options = .init(),
-    configure: (inout RedisConfiguration) -> Void = { _ in },
-    _ body: (RedisServer, RedisClient) async throws -> T
+    configure: (inout HiredisConfiguration) -> Void = { _ in },
+    _ body: (RedisServer, HiredisClient) async throws -> T
 ) async throws -> T {
     try await RedisServer.with(options) { server in
         var configuration = server.configuration
         configure(&configuration)
-        let client = try RedisClient(configuration: configuration)
+        let client = try HiredisClient(configuration: configuration)
         do {
             let result = try await body(server, client)
             await client.close()
@@ -24,18 +24,18 @@ func withRedis<T: Sendable>(
     }
 }
 
-/// Runs `body`, expecting a RedisError, and returns it.
+/// Runs `body`, expecting a HiredisError, and returns it.
 func expectRedisError(
     sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
-) async -> RedisError? {
+) async -> HiredisError? {
     do {
         try await body()
-        Issue.record("expected a RedisError, got success", sourceLocation: sourceLocation)
+        Issue.record("expected a HiredisError, got success", sourceLocation: sourceLocation)
         return nil
-    } catch let error as RedisError {
+    } catch let error as HiredisError {
         return error
     } catch {
-        Issue.record("expected a RedisError, got \(error)", sourceLocation: sourceLocation)
+        Issue.record("expected a HiredisError, got \(error)", sourceLocation: sourceLocation)
         return nil
     }
 }

@@ -6,16 +6,16 @@ import NIOCore
 ///
 /// In subscriber mode (``enterSubscriberMode(_:)``) every reply is a push message and goes to
 /// the sink instead.
-final class RedisChannelHandler: ChannelDuplexHandler {
+final class HiredisChannelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = OutboundBatch
     typealias OutboundOut = ByteBuffer
 
     private let reader = ReplyReader()
     private var pending = CircularBuffer<PendingCommand>(initialCapacity: 64)
-    private var pushSink: ((RESPValue) -> Void)?
+    private var pushSink: ((RESPReply) -> Void)?
     private var timeoutCheck: (task: Scheduled<Void>, deadline: NIODeadline)?
-    private var closedError: RedisError?
+    private var closedError: HiredisError?
     private var context: ChannelHandlerContext?
     private let logger: Logger
     private let outbox: CommandOutbox
@@ -77,7 +77,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         }
     }
 
-    private func deliver(_ reply: RESPValue) throws(RedisError) {
+    private func deliver(_ reply: RESPReply) throws(HiredisError) {
         if let pushSink {
             pushSink(reply)
             return
@@ -107,14 +107,14 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        let redisError = error as? RedisError ?? .connectionLost(reason: "\(error)")
+        let redisError = error as? HiredisError ?? .connectionLost(reason: "\(error)")
         close(context: context, error: redisError)
     }
 
     // MARK: Modes and cancellation
 
     /// From now on every reply goes to `sink` (after SUBSCRIBE/PSUBSCRIBE).
-    func enterSubscriberMode(_ sink: @escaping (RESPValue) -> Void) {
+    func enterSubscriberMode(_ sink: @escaping (RESPReply) -> Void) {
         pushSink = sink
     }
 
@@ -128,17 +128,17 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     /// Fails everything waiting and closes the channel.
-    func close(error: RedisError) {
+    func close(error: HiredisError) {
         guard let context else { return }
         close(context: context, error: error)
     }
 
-    private func close(context: ChannelHandlerContext, error: RedisError) {
+    private func close(context: ChannelHandlerContext, error: HiredisError) {
         failAll(error)
         context.close(promise: nil)
     }
 
-    private func failAll(_ error: RedisError) {
+    private func failAll(_ error: HiredisError) {
         if closedError == nil { closedError = error }
         // First refuse new commands, then resume the waiting callers: a caller that retries at
         // once must not land on this connection again.
@@ -170,7 +170,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         var next: NIODeadline?
         for index in pending.indices where pending[index].isWaiting {
             if pending[index].deadline <= now {
-                pending[index].fail(RedisError.timedOut(after: pending[index].timeout))
+                pending[index].fail(HiredisError.timedOut(after: pending[index].timeout))
             } else if next == nil || pending[index].deadline < next! {
                 next = pending[index].deadline
             }

@@ -6,26 +6,26 @@ import NIOCore
 ///
 /// Concurrent callers share connections: commands issued while others are in flight are written
 /// together and their replies matched in order. The pool spreads callers over
-/// ``RedisConfiguration/poolSize`` connections round robin.
+/// ``HiredisConfiguration/poolSize`` connections round robin.
 ///
 /// When the server goes away, commands in flight fail at once with
-/// ``RedisError/connectionLost(reason:)``; the pool reconnects in the background with capped
+/// ``HiredisError/connectionLost(reason:)``; the pool reconnects in the background with capped
 /// exponential backoff. A caller arriving while no connection is up waits for the next attempt
-/// (at most ``RedisConfiguration/reconnectMaximumDelay`` plus ``RedisConfiguration/connectTimeout``)
+/// (at most ``HiredisConfiguration/reconnectMaximumDelay`` plus ``HiredisConfiguration/connectTimeout``)
 /// and gets its outcome: a working connection, or the attempt's error.
 ///
 /// ```swift
-/// let client = try RedisClient(configuration: RedisConfiguration(url: "redis://127.0.0.1:6379"))
+/// let client = try HiredisClient(configuration: HiredisConfiguration(url: "redis://127.0.0.1:6379"))
 /// try await client.set("greeting", to: "hello")
 /// let value = try await client.get("greeting")
 /// await client.close()
 /// ```
-public final class RedisClient: RedisCommands {
+public final class HiredisClient: HiredisClientProtocol {
     private enum Phase {
         case idle
-        case connecting(waiters: [CheckedContinuation<RedisConnection, any Error>])
-        case connected(RedisConnection)
-        case waitingToReconnect(lastError: RedisError, waiters: [CheckedContinuation<RedisConnection, any Error>])
+        case connecting(waiters: [CheckedContinuation<HiredisConnection, any Error>])
+        case connected(HiredisConnection)
+        case waitingToReconnect(lastError: HiredisError, waiters: [CheckedContinuation<HiredisConnection, any Error>])
     }
 
     private struct Slot {
@@ -37,41 +37,41 @@ public final class RedisClient: RedisCommands {
         var slots: [Slot]
         var next = 0
         var closed = false
-        var exclusiveIdle: [RedisConnection] = []
+        var exclusiveIdle: [HiredisConnection] = []
     }
 
     /// The configuration the client was made with.
-    public let configuration: RedisConfiguration
+    public let configuration: HiredisConfiguration
     private let state: NIOLockedValueBox<State>
     private let metrics: ClientMetrics
     private var logger: Logger { configuration.logger }
 
     /// A client for `configuration`. Connections are made on first use.
-    public init(configuration: RedisConfiguration) throws(RedisError) {
+    public init(configuration: HiredisConfiguration) throws(HiredisError) {
         try configuration.validate()
         self.configuration = configuration
         self.state = NIOLockedValueBox(State(slots: Array(repeating: Slot(), count: configuration.poolSize)))
         self.metrics = ClientMetrics(factory: configuration.metricsFactory)
     }
 
-    // MARK: RedisCommands
+    // MARK: HiredisClientProtocol
 
     /// Sends one command on a pooled connection and returns its reply.
-    public func send(_ command: RedisCommand) async throws -> RESPValue {
+    public func send(_ command: RESPCommand) async throws -> RESPReply {
         try await metrics.measure {
             try await connection().send(command)
         }
     }
 
     /// Sends one command with its own timeout.
-    public func send(_ command: RedisCommand, timeout: Duration) async throws -> RESPValue {
+    public func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
         try await metrics.measure {
             try await connection().send(command, timeout: timeout)
         }
     }
 
     /// Sends several commands in one round trip on one pooled connection.
-    public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+    public func pipeline(_ commands: [RESPCommand]) async throws -> [RESPReply] {
         try await metrics.measure(commands.count) {
             try await connection().pipeline(commands)
         }
@@ -84,19 +84,19 @@ public final class RedisClient: RedisCommands {
     ///
     /// The connection returns to a small idle list afterwards, unless `body` threw (its state is
     /// then unknown, so it is closed).
-    public func withExclusiveConnection<T: Sendable>(_ body: (RedisConnection) async throws -> T) async throws -> T {
-        let reused: RedisConnection? = try state.withLockedValue { state in
-            if state.closed { throw RedisError.clientClosed }
+    public func withExclusiveConnection<T: Sendable>(_ body: (HiredisConnection) async throws -> T) async throws -> T {
+        let reused: HiredisConnection? = try state.withLockedValue { state in
+            if state.closed { throw HiredisError.clientClosed }
             while let connection = state.exclusiveIdle.popLast() {
                 if connection.isOpen { return connection }
             }
             return nil
         }
-        let connection: RedisConnection
+        let connection: HiredisConnection
         if let reused {
             connection = reused
         } else {
-            connection = try await RedisConnection.connect(configuration: configuration)
+            connection = try await HiredisConnection.connect(configuration: configuration)
         }
         do {
             let result = try await body(connection)
@@ -115,12 +115,12 @@ public final class RedisClient: RedisCommands {
 
     // MARK: Lifecycle
 
-    /// Closes every connection; later calls throw ``RedisError/clientClosed``.
+    /// Closes every connection; later calls throw ``HiredisError/clientClosed``.
     public func close() async {
         let (connections, waiters) = state.withLockedValue { state in
             state.closed = true
             var connections = state.exclusiveIdle
-            var waiters: [CheckedContinuation<RedisConnection, any Error>] = []
+            var waiters: [CheckedContinuation<HiredisConnection, any Error>] = []
             state.exclusiveIdle = []
             for index in state.slots.indices {
                 switch state.slots[index].phase {
@@ -132,7 +132,7 @@ public final class RedisClient: RedisCommands {
             }
             return (connections, waiters)
         }
-        for waiter in waiters { waiter.resume(throwing: RedisError.clientClosed) }
+        for waiter in waiters { waiter.resume(throwing: HiredisError.clientClosed) }
         for connection in connections {
             connection.close()
             try? await connection.closeFuture.get()
@@ -141,15 +141,15 @@ public final class RedisClient: RedisCommands {
 
     /// A connected pooled connection: round robin over the connected slots; when none is up,
     /// the outcome of the next connect attempt.
-    func connection() async throws -> RedisConnection {
+    func connection() async throws -> HiredisConnection {
         enum Pick {
-            case ready(RedisConnection)
+            case ready(HiredisConnection)
             case wait
             case start([Int])
         }
         // Fast path without a continuation.
-        let fast: RedisConnection? = try state.withLockedValue { state in
-            if state.closed { throw RedisError.clientClosed }
+        let fast: HiredisConnection? = try state.withLockedValue { state in
+            if state.closed { throw HiredisError.clientClosed }
             let count = state.slots.count
             let start = state.next
             state.next = (start + 1) % count
@@ -165,7 +165,7 @@ public final class RedisClient: RedisCommands {
         return try await withCheckedThrowingContinuation { continuation in
             let pick: Pick = state.withLockedValue { state in
                 if state.closed {
-                    continuation.resume(throwing: RedisError.clientClosed)
+                    continuation.resume(throwing: HiredisError.clientClosed)
                     return .wait
                 }
                 for index in state.slots.indices {
@@ -216,10 +216,10 @@ public final class RedisClient: RedisCommands {
     private func attemptConnect(slot: Int) {
         Task {
             do {
-                let connection = try await RedisConnection.connect(configuration: configuration)
-                let waiters: [CheckedContinuation<RedisConnection, any Error>]? = state.withLockedValue { state in
+                let connection = try await HiredisConnection.connect(configuration: configuration)
+                let waiters: [CheckedContinuation<HiredisConnection, any Error>]? = state.withLockedValue { state in
                     guard !state.closed else { return nil }
-                    var waiters: [CheckedContinuation<RedisConnection, any Error>] = []
+                    var waiters: [CheckedContinuation<HiredisConnection, any Error>] = []
                     if case .connecting(let list) = state.slots[slot].phase { waiters = list }
                     if state.slots[slot].failures > 0 { metrics.reconnects.increment() }
                     state.slots[slot] = Slot(phase: .connected(connection), failures: 0)
@@ -232,15 +232,15 @@ public final class RedisClient: RedisCommands {
                 connection.closeFuture.whenComplete { [weak self] _ in self?.connectionLost(slot: slot, connection: connection) }
                 for waiter in waiters { waiter.resume(returning: connection) }
             } catch {
-                let redisError = error as? RedisError ?? .cannotConnect(address: configuration.address, reason: "\(error)")
+                let redisError = error as? HiredisError ?? .cannotConnect(address: configuration.address, reason: "\(error)")
                 connectFailed(slot: slot, error: redisError)
             }
         }
     }
 
-    private func connectFailed(slot: Int, error: RedisError) {
-        let (waiters, delay): ([CheckedContinuation<RedisConnection, any Error>], Duration?) = state.withLockedValue { state in
-            var waiters: [CheckedContinuation<RedisConnection, any Error>] = []
+    private func connectFailed(slot: Int, error: HiredisError) {
+        let (waiters, delay): ([CheckedContinuation<HiredisConnection, any Error>], Duration?) = state.withLockedValue { state in
+            var waiters: [CheckedContinuation<HiredisConnection, any Error>] = []
             if case .connecting(let list) = state.slots[slot].phase { waiters = list }
             if state.closed { return (waiters, nil) }
             state.slots[slot].failures += 1
@@ -252,7 +252,7 @@ public final class RedisClient: RedisCommands {
         if let delay { scheduleReconnect(slot: slot, after: delay) }
     }
 
-    private func connectionLost(slot: Int, connection: RedisConnection) {
+    private func connectionLost(slot: Int, connection: HiredisConnection) {
         let reconnect = state.withLockedValue { state in
             guard !state.closed, case .connected(let current) = state.slots[slot].phase, current === connection else { return false }
             state.slots[slot].failures = 1

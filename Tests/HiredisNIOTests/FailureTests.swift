@@ -1,6 +1,6 @@
 import EmbeddedRedis
 import NIOCore
-import RedisClient
+import HiredisNIO
 import Testing
 
 @Suite("Failures: timeouts, lost servers, authentication, bad peers")
@@ -13,7 +13,7 @@ struct FailureTests {
             server.pause()
             // Both are written to the socket and get no answer while the server is frozen.
             async let first = expectRedisError { _ = try await client.get("a") }
-            async let second = expectRedisError { _ = try await client.send(RedisCommand("ECHO", "late")) }
+            async let second = expectRedisError { _ = try await client.send(RESPCommand("ECHO", "late")) }
             let start = ContinuousClock.now
             let errors = await [first, second]
             #expect(start.elapsed < .seconds(3))
@@ -25,8 +25,8 @@ struct FailureTests {
             }
             server.resume()
             // The late replies ("value-a", "late") arrive now and must be dropped, not handed on.
-            #expect(try await client.send(RedisCommand("ECHO", "mine")).string == "mine")
-            #expect(try await client.send(RedisCommand("INCR", "n")) == .integer(1))
+            #expect(try await client.send(RESPCommand("ECHO", "mine")).string == "mine")
+            #expect(try await client.send(RESPCommand("INCR", "n")) == .integer(1))
             #expect(try await client.get("a").map { String(buffer: $0) } == "value-a")
         }
     }
@@ -41,7 +41,7 @@ struct FailureTests {
             try await client.set("before", to: "1")
             server.pause()
             let start = ContinuousClock.now
-            async let inFlight = expectRedisError { _ = try await client.send(RedisCommand("PING")) }
+            async let inFlight = expectRedisError { _ = try await client.send(RESPCommand("PING")) }
             try await Task.sleep(for: .milliseconds(50))  // let the command reach the socket
             await server.kill()
             let error = await inFlight
@@ -52,13 +52,13 @@ struct FailureTests {
             #expect(start.elapsed < .seconds(5), "failed at once, not after the 10 s timeout")
 
             // While the server is down: a typed error, promptly.
-            let down = await expectRedisError { _ = try await client.send(RedisCommand("PING")) }
+            let down = await expectRedisError { _ = try await client.send(RESPCommand("PING")) }
             #expect(down != nil)
 
             try await server.restart()
-            #expect(try await client.send(RedisCommand("PING")) == .simpleString("PONG"))
+            #expect(try await client.send(RESPCommand("PING")) == .simpleString("PONG"))
             // Every pooled connection is back.
-            for index in 0..<10 { #expect(try await client.send(RedisCommand("ECHO", .string("\(index)"))).string == "\(index)") }
+            for index in 0..<10 { #expect(try await client.send(RESPCommand("ECHO", .string("\(index)"))).string == "\(index)") }
         }
     }
 
@@ -66,24 +66,24 @@ struct FailureTests {
         try await RedisServer.with(.init(password: "right-password")) { server in
             var wrong = server.configuration
             wrong.password = "wrong"
-            let wrongClient = try RedisClient(configuration: wrong)
-            let wrongError = await expectRedisError { _ = try await wrongClient.send(RedisCommand("PING")) }
+            let wrongClient = try HiredisClient(configuration: wrong)
+            let wrongError = await expectRedisError { _ = try await wrongClient.send(RESPCommand("PING")) }
             #expect(wrongError?.serverCode == "WRONGPASS")
             await wrongClient.close()
 
             var missing = server.configuration
             missing.password = nil
-            let missingClient = try RedisClient(configuration: missing)
-            let missingError = await expectRedisError { _ = try await missingClient.send(RedisCommand("PING")) }
+            let missingClient = try HiredisClient(configuration: missing)
+            let missingError = await expectRedisError { _ = try await missingClient.send(RESPCommand("PING")) }
             #expect(missingError?.serverCode == "NOAUTH")
             await missingClient.close()
 
-            let client = try RedisClient(configuration: try RedisConfiguration(url: server.url + "/2"))
-            #expect(try await client.send(RedisCommand("PING")) == .simpleString("PONG"))
-            #expect(try await client.send(RedisCommand("CLIENT", "GETNAME")).string == "swift-session-cache")
+            let client = try HiredisClient(configuration: try HiredisConfiguration(url: server.url + "/2"))
+            #expect(try await client.send(RESPCommand("PING")) == .simpleString("PONG"))
+            #expect(try await client.send(RESPCommand("CLIENT", "GETNAME")).string == "swift-session-cache")
             // SELECT 2 from the URL took effect.
             try await client.set("in-db-2", to: "x")
-            let info = try await client.send(RedisCommand("INFO", "keyspace")).string ?? ""
+            let info = try await client.send(RESPCommand("INFO", "keyspace")).string ?? ""
             #expect(info.contains("db2:keys=1"))
             await client.close()
         }
@@ -91,20 +91,20 @@ struct FailureTests {
 
     @Test func aclUserAndPassword() async throws {
         try await withRedis { server, admin in
-            _ = try await admin.send(RedisCommand("ACL", "SETUSER", "app", "on", ">app-secret", "~*", "+@all"))
-            let client = try RedisClient(configuration: try RedisConfiguration(url: "redis://app:app-secret@127.0.0.1:\(server.port)"))
-            #expect(try await client.send(RedisCommand("ACL", "WHOAMI")).string == "app")
+            _ = try await admin.send(RESPCommand("ACL", "SETUSER", "app", "on", ">app-secret", "~*", "+@all"))
+            let client = try HiredisClient(configuration: try HiredisConfiguration(url: "redis://app:app-secret@127.0.0.1:\(server.port)"))
+            #expect(try await client.send(RESPCommand("ACL", "WHOAMI")).string == "app")
             await client.close()
         }
     }
 
     @Test func closedPortFailsWithinTheConnectTimeout() async throws {
         let port = try RedisServer.freePort()
-        var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+        var configuration = HiredisConfiguration(host: "127.0.0.1", port: port)
         configuration.connectTimeout = .seconds(1)
-        let client = try RedisClient(configuration: configuration)
+        let client = try HiredisClient(configuration: configuration)
         let start = ContinuousClock.now
-        let error = await expectRedisError { _ = try await client.send(RedisCommand("PING")) }
+        let error = await expectRedisError { _ = try await client.send(RESPCommand("PING")) }
         guard case .cannotConnect? = error else {
             Issue.record("expected cannotConnect, got \(String(describing: error))")
             return
@@ -115,11 +115,11 @@ struct FailureTests {
 
     @Test func silentPeerFailsWithinTheConnectTimeout() async throws {
         let silent = try await FakeServer { _, _ in nil }
-        var configuration = RedisConfiguration(host: "127.0.0.1", port: silent.port)
+        var configuration = HiredisConfiguration(host: "127.0.0.1", port: silent.port)
         configuration.connectTimeout = .milliseconds(400)
-        let client = try RedisClient(configuration: configuration)
+        let client = try HiredisClient(configuration: configuration)
         let start = ContinuousClock.now
-        let error = await expectRedisError { _ = try await client.send(RedisCommand("PING")) }
+        let error = await expectRedisError { _ = try await client.send(RESPCommand("PING")) }
         guard case .cannotConnect? = error else {
             Issue.record("expected cannotConnect, got \(String(describing: error))")
             return
@@ -135,23 +135,23 @@ struct FailureTests {
             if connection == 1 && chunk >= 2 { return "?this is not RESP\r\n" }
             return chunk == 1 ? "+OK\r\n" : "+PONG\r\n"
         }
-        var configuration = RedisConfiguration(host: "127.0.0.1", port: fake.port)
+        var configuration = HiredisConfiguration(host: "127.0.0.1", port: fake.port)
         configuration.poolSize = 1
-        let client = try RedisClient(configuration: configuration)
-        let error = await expectRedisError { _ = try await client.send(RedisCommand("PING")) }
+        let client = try HiredisClient(configuration: configuration)
+        let error = await expectRedisError { _ = try await client.send(RESPCommand("PING")) }
         guard case .protocolError? = error else {
             Issue.record("expected protocolError, got \(String(describing: error))")
             return
         }
         // The pool dropped the broken connection and makes a new one.
-        #expect(try await client.send(RedisCommand("PING")) == .simpleString("PONG"))
+        #expect(try await client.send(RESPCommand("PING")) == .simpleString("PONG"))
 
         // An unsolicited reply with nothing waiting is a protocol error too, and must not crash.
         let chatty = try await FakeServer { _, chunk in chunk == 1 ? "+OK\r\n" : "+PONG\r\n+EXTRA\r\n:1\r\n" }
-        var chattyConfiguration = RedisConfiguration(host: "127.0.0.1", port: chatty.port)
+        var chattyConfiguration = HiredisConfiguration(host: "127.0.0.1", port: chatty.port)
         chattyConfiguration.poolSize = 1
-        let chattyClient = try RedisClient(configuration: chattyConfiguration)
-        #expect(try await chattyClient.send(RedisCommand("PING")) == .simpleString("PONG"))
+        let chattyClient = try HiredisClient(configuration: chattyConfiguration)
+        #expect(try await chattyClient.send(RESPCommand("PING")) == .simpleString("PONG"))
         await chattyClient.close()
         await client.close()
         await fake.close()
@@ -160,15 +160,15 @@ struct FailureTests {
 
     @Test func cancelledCommandDoesNotShiftLaterReplies() async throws {
         try await withRedis(configure: { $0.poolSize = 1 }) { server, client in
-            _ = try await client.send(RedisCommand("PING"))  // connected before the server freezes
+            _ = try await client.send(RESPCommand("PING"))  // connected before the server freezes
             server.pause()
-            let task = Task { try await client.send(RedisCommand("ECHO", "cancelled")) }
+            let task = Task { try await client.send(RESPCommand("ECHO", "cancelled")) }
             try await Task.sleep(for: .milliseconds(50))
             task.cancel()
             let result = await task.result
             #expect(throws: CancellationError.self) { try result.get() }
             server.resume()
-            #expect(try await client.send(RedisCommand("ECHO", "next")).string == "next")
+            #expect(try await client.send(RESPCommand("ECHO", "next")).string == "next")
         }
     }
 }

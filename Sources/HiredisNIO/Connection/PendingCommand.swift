@@ -8,9 +8,9 @@ import NIOCore
 struct PendingCommand {
     enum Promise {
         /// One command, one reply.
-        case single(UnsafeContinuation<RESPValue, any Error>)
+        case single(UnsafeContinuation<RESPReply, any Error>)
         /// An explicit pipeline: every reply, in order.
-        case batch(UnsafeContinuation<[RESPValue], any Error>)
+        case batch(UnsafeContinuation<[RESPReply], any Error>)
         /// The caller gave up; the replies are still owed by the server and get dropped.
         case abandoned
     }
@@ -20,7 +20,7 @@ struct PendingCommand {
     let timeout: Duration
     /// Replies still to come.
     var remaining: Int
-    var collected: [RESPValue]
+    var collected: [RESPReply]
     var promise: Promise
 
     /// Resumes the caller with an error and keeps the entry as a placeholder.
@@ -35,7 +35,7 @@ struct PendingCommand {
     }
 
     /// Takes one reply; returns true when the entry is complete and its caller resumed.
-    mutating func receive(_ reply: RESPValue) -> Bool {
+    mutating func receive(_ reply: RESPReply) -> Bool {
         remaining -= 1
         switch promise {
         case .single(let continuation):

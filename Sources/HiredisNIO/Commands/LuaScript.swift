@@ -1,8 +1,8 @@
 /// A Lua script as a value: its source and the SHA-1 Redis knows it by.
 ///
-/// ``RedisClient/run(_:keys:arguments:)`` sends `EVALSHA` and, when Redis answers `NOSCRIPT`
+/// ``HiredisClient/run(_:keys:arguments:)`` sends `EVALSHA` and, when Redis answers `NOSCRIPT`
 /// (after `SCRIPT FLUSH`, a restart or a failover), loads the script and runs it again.
-public struct RedisScript: Sendable, Hashable {
+public struct LuaScript: Sendable, Hashable {
     /// The Lua source.
     public let source: String
     /// The script's SHA-1, lowercase hex.

@@ -10,13 +10,13 @@ import NIOCore
 /// (Redis does not keep pub/sub messages for absent subscribers).
 ///
 /// ```swift
-/// let subscriber = RedisSubscriber(configuration: configuration)
+/// let subscriber = HiredisSubscriber(configuration: configuration)
 /// try await subscriber.subscribe(channels: ["news"])
 /// for await event in subscriber.events {
 ///     if case .message(let channel, _, let payload) = event { print(channel, String(buffer: payload)) }
 /// }
 /// ```
-public final class RedisSubscriber: Sendable {
+public final class HiredisSubscriber: Sendable {
     /// What the subscriber delivers.
     public enum Event: Sendable {
         /// A message on `channel`; `pattern` is set when it matched a pattern subscription.
@@ -42,7 +42,7 @@ public final class RedisSubscriber: Sendable {
     private struct State {
         var channels: Set<String> = []
         var patterns: Set<String> = []
-        var connection: RedisConnection?
+        var connection: HiredisConnection?
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
         var closed = false
@@ -52,11 +52,11 @@ public final class RedisSubscriber: Sendable {
     /// The messages and gap notices, in order. Iterate it from one task.
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
-    private let configuration: RedisConfiguration
+    private let configuration: HiredisConfiguration
     private let state = NIOLockedValueBox(State())
 
     /// A subscriber; it connects at once and keeps reconnecting until ``close()``.
-    public init(configuration: RedisConfiguration) {
+    public init(configuration: HiredisConfiguration) {
         var configuration = configuration
         configuration.poolSize = 1
         if let name = configuration.clientName { configuration.clientName = name + "-subscriber" }
@@ -99,7 +99,7 @@ public final class RedisSubscriber: Sendable {
             state.waiters = [:]
             return (state.connection, state.supervisor, waiters)
         }
-        for waiter in waiters { waiter.resume(throwing: RedisError.clientClosed) }
+        for waiter in waiters { waiter.resume(throwing: HiredisError.clientClosed) }
         supervisor?.cancel()
         connection?.close()
         await supervisor?.value
@@ -109,8 +109,8 @@ public final class RedisSubscriber: Sendable {
     private func change(_ kind: Kind, names: [String]) async throws {
         guard !names.isEmpty else { return }
         let unique = Set(names)
-        let connection: RedisConnection? = try state.withLockedValue { state in
-            if state.closed { throw RedisError.clientClosed }
+        let connection: HiredisConnection? = try state.withLockedValue { state in
+            if state.closed { throw HiredisError.clientClosed }
             switch kind {
             case .channel: state.channels.formUnion(unique)
             case .pattern: state.patterns.formUnion(unique)
@@ -121,7 +121,7 @@ public final class RedisSubscriber: Sendable {
         }
         try await awaitConfirmation(kind, names: unique) {
             // Without a connection, the supervisor sends the current sets when it reconnects.
-            try? connection?.sendWithoutReply([RedisCommand(kind.rawValue.uppercased(), arguments: unique.map { .string($0) })])
+            try? connection?.sendWithoutReply([RESPCommand(kind.rawValue.uppercased(), arguments: unique.map { .string($0) })])
         }
     }
 
@@ -140,7 +140,7 @@ public final class RedisSubscriber: Sendable {
             Task { [weak self] in
                 try? await Task.sleep(for: timeout)
                 let waiter = self?.state.withLockedValue { $0.waiters.removeValue(forKey: id) }
-                waiter?.continuation.resume(throwing: RedisError.timedOut(after: timeout))
+                waiter?.continuation.resume(throwing: HiredisError.timedOut(after: timeout))
             }
         }
     }
@@ -149,9 +149,9 @@ public final class RedisSubscriber: Sendable {
         var failures = 0
         var connectedBefore = false
         while !Task.isCancelled, !state.withLockedValue({ $0.closed }) {
-            let connection: RedisConnection
+            let connection: HiredisConnection
             do {
-                connection = try await RedisConnection.connect(configuration: configuration)
+                connection = try await HiredisConnection.connect(configuration: configuration)
             } catch {
                 failures += 1
                 let delay = min(
@@ -176,11 +176,11 @@ public final class RedisSubscriber: Sendable {
                 do {
                     try await awaitConfirmation(.channel, names: channels) {
                         try? connection.sendWithoutReply(
-                            channels.isEmpty ? [] : [RedisCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
+                            channels.isEmpty ? [] : [RESPCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
                     }
                     try await awaitConfirmation(.pattern, names: patterns) {
                         try? connection.sendWithoutReply(
-                            patterns.isEmpty ? [] : [RedisCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })])
+                            patterns.isEmpty ? [] : [RESPCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })])
                     }
                     continuation.yield(.resubscribed)
                     configuration.logger.info("subscriber reconnected and resubscribed")
@@ -188,9 +188,9 @@ public final class RedisSubscriber: Sendable {
                     connection.close()
                 }
             } else {
-                var commands: [RedisCommand] = []
-                if !channels.isEmpty { commands.append(RedisCommand("SUBSCRIBE", arguments: channels.map { .string($0) })) }
-                if !patterns.isEmpty { commands.append(RedisCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })) }
+                var commands: [RESPCommand] = []
+                if !channels.isEmpty { commands.append(RESPCommand("SUBSCRIBE", arguments: channels.map { .string($0) })) }
+                if !patterns.isEmpty { commands.append(RESPCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })) }
                 try? connection.sendWithoutReply(commands)
             }
             connectedBefore = true
@@ -200,7 +200,7 @@ public final class RedisSubscriber: Sendable {
         }
     }
 
-    private func handle(_ reply: RESPValue) {
+    private func handle(_ reply: RESPReply) {
         guard case .array(let parts) = reply, let kind = parts.first?.string?.lowercased() else { return }
         switch kind {
         case "message" where parts.count == 3:
