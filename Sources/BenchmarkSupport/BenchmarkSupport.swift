@@ -1,8 +1,8 @@
 import EmbeddedRedis
 import Foundation
+import HiredisNIO
 import Histogram
 import NIOConcurrencyHelpers
-import HiredisNIO
 
 /// What one load run measured.
 public struct LoadResult: Sendable {

@@ -1,6 +1,6 @@
 import Foundation
-import NIOConcurrencyHelpers
 import HiredisNIO
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc

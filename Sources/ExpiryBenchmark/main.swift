@@ -6,9 +6,9 @@
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
+import HiredisNIO
 import Histogram
 import Logging
-import HiredisNIO
 import ServiceLifecycle
 import SessionCache
 import Synchronization

@@ -8,8 +8,8 @@
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
-import Histogram
 import HiredisNIO
+import Histogram
 import SessionCache
 import Synchronization
 

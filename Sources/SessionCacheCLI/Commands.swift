@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import NIOCore
 import HiredisNIO
+import NIOCore
 import SessionCache
 
 struct ListSessions: AsyncParsableCommand {

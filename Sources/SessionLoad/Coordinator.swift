@@ -1,8 +1,8 @@
 import EmbeddedRedis
 import Foundation
+import HiredisNIO
 import Histogram
 import NIOConcurrencyHelpers
-import HiredisNIO
 import SessionCache
 
 /// Starts Redis (unless given one), the worker processes, shows progress, then checks and reports.

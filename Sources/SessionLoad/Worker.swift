@@ -1,7 +1,7 @@
 import Foundation
+import HiredisNIO
 import Histogram
 import Logging
-import HiredisNIO
 import ServiceLifecycle
 import SessionCache
 import Synchronization

@@ -1,6 +1,6 @@
 import EmbeddedRedis
-import NIOCore
 import HiredisNIO
+import NIOCore
 import Testing
 
 @Suite("Commands against a real redis-server")

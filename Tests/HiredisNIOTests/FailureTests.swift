@@ -1,6 +1,6 @@
 import EmbeddedRedis
-import NIOCore
 import HiredisNIO
+import NIOCore
 import Testing
 
 @Suite("Failures: timeouts, lost servers, authentication, bad peers")

@@ -1,6 +1,6 @@
 import EmbeddedRedis
-import NIOCore
 import HiredisNIO
+import NIOCore
 import Testing
 
 /// Starts a redis-server for one test, hands it and a client to `body`, and always cleans up.

@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
-import NIOCore
 import HiredisNIO
+import NIOCore
 import SessionCache
 import Testing
 

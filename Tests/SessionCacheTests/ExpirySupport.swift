@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
-import Logging
 import HiredisNIO
+import Logging
 import ServiceLifecycle
 import SessionCache
 import Synchronization

@@ -1,5 +1,5 @@
-import InMemoryTracing
 import HiredisNIO
+import InMemoryTracing
 import SessionCache
 import Testing
 import Tracing

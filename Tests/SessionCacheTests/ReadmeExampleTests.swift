@@ -1,7 +1,7 @@
 import EmbeddedRedis
+import HiredisNIO
 import Logging
 import NIOCore
-import HiredisNIO
 import ServiceLifecycle
 import SessionCache
 import Testing

@@ -1,6 +1,6 @@
 import EmbeddedRedis
-import NIOCore
 import HiredisNIO
+import NIOCore
 import SessionCache
 import Testing
 

@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Foundation
-import NIOConcurrencyHelpers
 import HiredisNIO
+import NIOConcurrencyHelpers
 import SessionCache
 import Testing
 

@@ -1,9 +1,9 @@
 import CoreMetrics
 import Foundation
+import HiredisNIO
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import HiredisNIO
 import ServiceLifecycle
 import Synchronization
 

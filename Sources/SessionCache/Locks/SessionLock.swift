@@ -1,9 +1,9 @@
 import CoreMetrics
 import Foundation
+import HiredisNIO
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import HiredisNIO
 import Synchronization
 
 /// Per-session locks with leases and fencing, across app-server instances: two tabs of one user,

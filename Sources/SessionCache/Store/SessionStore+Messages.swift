@@ -1,6 +1,6 @@
 import Foundation
-import NIOCore
 import HiredisNIO
+import NIOCore
 
 extension SessionStore {
     /// Appends one message; the window (``SessionStoreConfiguration/messageWindow``) is enforced in

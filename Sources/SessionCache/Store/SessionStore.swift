@@ -1,6 +1,6 @@
 import Foundation
-import Logging
 import HiredisNIO
+import Logging
 
 /// The session store: what an app server calls on every request, from any of its instances.
 ///

@@ -1,6 +1,6 @@
 import CoreMetrics
-import Logging
 import HiredisNIO
+import Logging
 import Tracing
 
 /// Spans, metrics and debug logs around every store operation.
