@@ -50,7 +50,9 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The function library's source; the build embeds it as a constant (scripts/embed-functions).
+            exclude: ["Functions/sessions.lua"]
         ),
         // Starts and stops a real redis-server on loopback: for tests, benchmarks and the example.
         .target(

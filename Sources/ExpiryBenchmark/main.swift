@@ -24,24 +24,29 @@ let noEvents = ProcessInfo.processInfo.environment["EXPIRY_BENCH_NO_EVENTS"] == 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: noEvents ? nil : "KEx"))
 let setupClient = try HiredisClient(configuration: server.configuration)
 var storeConfiguration = SessionStoreConfiguration(namespace: "bench")
-storeConfiguration.expiryGrace = .seconds(120)
-let store = SessionStore(client: setupClient, configuration: storeConfiguration)
+storeConfiguration.expiryListener = true
+let store = try SessionStore(client: setupClient, configuration: storeConfiguration)
 print("bench-expiry: \(count) sessions over \(window), 3 listeners, redis-server on port \(server.port)")
 
 // 1. Create the sessions (long idle timeout for now).
 let createStart = ContinuousClock.now
 var ids = [String](repeating: "", count: count)
+var timers = [String](repeating: "", count: count)
 let batch = 2000
 for start in stride(from: 0, to: count, by: batch) {
-    let made = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+    let made = try await withThrowingTaskGroup(of: (Int, Session).self) { group in
         for index in start..<min(start + batch, count) {
-            group.addTask { (index, try await store.create(user: "user-\(index % 10_000)", mode: .custom(.seconds(7200))).id) }
+            group.addTask { (index, try await store.create(user: "user-\(index % 10_000)", mode: .custom(.seconds(7200)))) }
         }
-        var made: [(Int, String)] = []
+        var made: [(Int, Session)] = []
         for try await pair in group { made.append(pair) }
         return made
     }
-    for (index, id) in made { ids[index] = id }
+    for (index, session) in made {
+        ids[index] = session.id
+        timers[index] = store.keyspace.timer(
+            session.id, idleMilliseconds: 7_200_000, deadline: Int((session.absoluteDeadline.timeIntervalSince1970 * 1000).rounded()))
+    }
 }
 print(String(format: "created %d sessions in %.1f s", count, (ContinuousClock.now - createStart).seconds))
 
@@ -55,8 +60,9 @@ for start in stride(from: 0, to: count, by: 5000) {
     var commands: [RESPCommand] = []
     for index in start..<min(start + 5000, count) {
         let id = ids[index]
-        commands.append(RESPCommand("PEXPIREAT", .string("bench:session:{\(id)}:alive"), .integer(deadline(index))))
-        commands.append(RESPCommand("ZADD", "bench:deadlines", .integer(deadline(index)), .string(id)))
+        commands.append(RESPCommand("PEXPIREAT", .string(timers[index]), .integer(deadline(index))))
+        let bucket = store.keyspace.bucket(ofSession: id) ?? 0
+        commands.append(RESPCommand("ZADD", .string(store.keyspace.deadlines(bucket: bucket)), .integer(deadline(index)), .string(id)))
         commands.append(RESPCommand("SET", .string("control:\(index)"), "1", "PXAT", .integer(deadline(index))))
     }
     _ = try await setupClient.pipeline(commands)
@@ -89,7 +95,7 @@ let (done, doneSignal) = AsyncStream.makeStream(of: Void.self)
 var groups: [(ServiceGroup, Task<Void, any Error>, HiredisClient)] = []
 for _ in 0..<3 {
     let client = try HiredisClient(configuration: server.configuration)
-    let listenerStore = SessionStore(client: client, configuration: storeConfiguration)
+    let listenerStore = try SessionStore(client: client, configuration: storeConfiguration)
     var configuration = ExpiryListenerConfiguration()
     configuration.sweepInterval = .milliseconds(100)
     configuration.enableKeyspaceNotifications = !noEvents

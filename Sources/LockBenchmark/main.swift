@@ -1,8 +1,9 @@
 // scripts/bench-locks: session locks against their own redis-server.
 //
 // Uncontended acquire+release pairs per second with 200 callers on distinct sessions, against the
-// pipelined ceiling of the same two scripts on the same server (a runner of our own: redis-benchmark
-// cannot alternate two scripts), with Redis CPU per pair; then handoff latency with 8 contending
+// pipelined ceiling of exactly the commands a pair sends (SET NX PX and TIME, then the release
+// function) on the same server (a runner of our own: redis-benchmark cannot alternate commands),
+// with Redis CPU per pair; then handoff latency with 8 contending
 // tasks on each of 3 instances on one session, each doing fenced read-modify-write increments.
 // Last line: one JSON object.
 import BenchmarkSupport
@@ -22,7 +23,7 @@ let client = try HiredisClient(
     configuration: {
         var c = server.configuration; c.poolSize = 1; return c
     }())
-let store = SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "bench"))
+let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "bench"))
 let locks = SessionLock(store: store)
 print("bench-locks: \(pairs) uncontended pairs, 3 instances x 8 tasks x \(increments) increments, redis-server on port \(server.port)")
 
@@ -41,15 +42,14 @@ for _ in 0..<3 {
     }
     uncontendedRuns.append((result.opsPerSecond, (try await client.redisCPUSeconds() - cpuBefore) / Double(result.operations) * 1e6))
 
-    // The same scripts, pipelined: 50 connections' worth of callers, 16 pairs per round trip.
+    // The same commands, pipelined: 50 connections' worth of callers, 16 pairs per round trip.
     let ceiling = try await runLoad(concurrency: 50, total: pairs / pipelineDepth) { task, _ in
         var commands: [RESPCommand] = []
         for slot in 0..<pipelineDepth {
-            let keys = SessionLock.benchmarkKeys(store: store, id: ids[(task * pipelineDepth + slot) % ids.count])
+            let lockKey = SessionLock.benchmarkLockKey(store: store, id: ids[(task * pipelineDepth + slot) % ids.count])
             let token = "t\(task)-\(slot)"
-            commands.append(SessionLock.benchmarkAcquire(keys: keys, token: token))
-            commands.append(
-                SessionLock.benchmarkRelease(keys: keys, token: token, store: store, id: ids[(task * pipelineDepth + slot) % ids.count]))
+            commands += SessionLock.benchmarkAcquire(lockKey: lockKey, token: token)
+            commands.append(SessionLock.benchmarkRelease(lockKey: lockKey, token: token))
         }
         _ = try await client.pipeline(commands)
     }
@@ -58,7 +58,7 @@ for _ in 0..<3 {
 let (uncontended, cpuPerPair) = uncontendedRuns.sorted { $0.0 < $1.0 }[1]
 let ceiling = ceilingRuns.sorted()[1]
 print(String(format: "uncontended: %.0f acquire+release pairs/s (200 callers), Redis CPU %.2f µs per pair", uncontended, cpuPerPair))
-print(String(format: "pipelined ceiling of the same scripts: %.0f pairs/s; ratio %.2f", ceiling, uncontended / ceiling))
+print(String(format: "pipelined ceiling of the same commands: %.0f pairs/s; ratio %.2f", ceiling, uncontended / ceiling))
 
 // 2. Contended: 3 instances (own clients and lock objects) x 8 tasks on one session.
 let session = try await store.create(user: "contended", mode: .lenient)
@@ -74,7 +74,7 @@ func nanosSinceOrigin() -> UInt64 {
 var instances: [(HiredisClient, SessionStore, SessionLock)] = []
 for _ in 0..<3 {
     let instanceClient = try HiredisClient(configuration: server.configuration)
-    let instanceStore = SessionStore(client: instanceClient, configuration: store.configuration)
+    let instanceStore = try SessionStore(client: instanceClient, configuration: store.configuration)
     instances.append((instanceClient, instanceStore, SessionLock(store: instanceStore)))
 }
 let contendedStart = ContinuousClock.now

@@ -6,11 +6,13 @@ import SessionCache
 
 struct ListSessions: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ls", abstract: "List a user's sessions, most recently active first.",
+        commandName: "ls", abstract: "List a user's sessions, most recently written first.",
         discussion: """
-            redis-cli equivalent:
-              redis-cli ZREVRANGE '<ns>:user:<user>:sessions' 0 -1 WITHSCORES
-              redis-cli HMGET '<ns>:session:{<id>}' agent_type last_activity message_count state   (for each id)
+            redis-cli equivalent (b is the user's bucket, crc16(user) mod the bucket count; this command \
+            prints it):
+              redis-cli FCALL_RO session_v1_list 1 '<ns>:{b}:user:<user>' 50
+              redis-cli ZREVRANGE '<ns>:{b}:user:<user>' 0 -1 WITHSCORES
+              redis-cli HGETALL '<ns>:{b}:session:<id>'   (for each id)
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -22,7 +24,8 @@ struct ListSessions: AsyncParsableCommand {
         defer { Task { await client.close() } }
         let sessions = try await store.list(user: user, limit: limit)
         if connection.json { return try printJSON(sessions) }
-        if sessions.isEmpty { return print("no sessions for \(user)") }
+        if sessions.isEmpty { return print("no sessions for \(user) (index \(store.keyspace.userSessions(user)))") }
+        print("index \(store.keyspace.userSessions(user))")
         print("ID                                           AGENT        MESSAGES  STATE     UPDATED (UTC)            PREVIEW")
         for session in sessions {
             print(
@@ -40,11 +43,12 @@ struct Show: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show a session: its fields, the TTL of each key, recent messages, the lock holder.",
         discussion: """
-            redis-cli equivalent:
-              redis-cli HGETALL '<ns>:session:{<id>}'
-              redis-cli PTTL '<ns>:session:{<id>}'   (and :messages, :alive, :claim, :lock)
-              redis-cli LRANGE '<ns>:session:{<id>}:messages' 0 -1
-              redis-cli GET '<ns>:session:{<id>}:lock'
+            redis-cli equivalent (the bucket {b} is named by the id's first three characters; `ls` and `ttl` \
+            show it):
+              redis-cli HGETALL '<ns>:{b}:session:<id>'
+              redis-cli --scan --pattern '<ns>:{b}:session:<id>*'        (its keys; PTTL each)
+              redis-cli LRANGE '<ns>:{b}:session:<id>:messages' 0 -1
+              redis-cli GET '<ns>:{b}:session:<id>:lock'
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -62,37 +66,40 @@ struct Show: AsyncParsableCommand {
     func run() async throws {
         let (client, store) = try connection.connect()
         defer { Task { await client.close() } }
-        let base = "\(connection.namespace):session:{\(id)}"
-        let keys = [base, base + ":messages", base + ":alive", base + ":claim", base + ":lock"]
-        var commands = [RESPCommand("HGETALL", .string(base)), RESPCommand("LRANGE", .string(base + ":messages"), 0, -1)]
-        commands += keys.map { RESPCommand("PTTL", .string($0)) }
-        commands.append(RESPCommand("GET", .string(base + ":lock")))
-        let replies = try await client.pipeline(commands)
+        let keyspace = store.keyspace
+        guard keyspace.bucket(ofSession: id) != nil else { throw ValidationError("'\(id)' is not a session id of this keyspace") }
+        let base = keyspace.session(id)
+        let replies = try await client.pipeline([
+            RESPCommand("HGETALL", .string(base)), RESPCommand("LRANGE", .string(keyspace.messages(id)), 0, -1),
+            RESPCommand("GET", .string(keyspace.lock(id))),
+        ])
         var fields: [String: String] = [:]
         let pairs = replies[0].array ?? []
         for index in stride(from: 0, to: pairs.count - 1, by: 2) { fields[pairs[index].string ?? ""] = pairs[index + 1].string ?? "" }
         guard !fields.isEmpty else { throw ValidationError("no session \(id) in namespace \(connection.namespace)") }
+        var keys = [base, keyspace.messages(id), keyspace.lock(id)]
+        if let idle = Int(fields[SessionKeyspace.Field.idle] ?? ""), let deadline = Int(fields[SessionKeyspace.Field.deadline] ?? "") {
+            keys.insert(keyspace.timer(id, idleMilliseconds: idle, deadline: deadline), at: 2)
+        }
+        let ttlReplies = try await client.pipeline(keys.map { RESPCommand("PTTL", .string($0)) })
         var ttls: [String: Int] = [:]
-        for (offset, key) in keys.enumerated() { ttls[key] = replies[2 + offset].int ?? -2 }
+        for (key, reply) in zip(keys, ttlReplies) { ttls[key] = reply.int ?? -2 }
         let messages = (replies[1].array ?? []).compactMap { $0.string.flatMap(SessionMessage.init(storedLine:)) }
-        let holder = replies.last?.string
+        let holder = replies[2].string
         let output = Output(
             id: id, fields: fields, ttlMilliseconds: ttls, messages: messages, lockHolder: holder,
-            lockTTLMilliseconds: holder == nil ? nil : ttls[base + ":lock"])
-        _ = store
+            lockTTLMilliseconds: holder == nil ? nil : ttls[keyspace.lock(id)])
         if connection.json { return try printJSON(output) }
         print("session \(id)")
         for key in fields.keys.sorted() { print("  " + key.padding(toLength: 18, withPad: " ", startingAt: 0) + (fields[key] ?? "")) }
         print("keys")
-        for key in keys { print("  " + key.padding(toLength: 80, withPad: " ", startingAt: 0) + human(milliseconds: ttls[key] ?? -2)) }
+        for key in keys { print("  " + key.padding(toLength: 90, withPad: " ", startingAt: 0) + human(milliseconds: ttls[key] ?? -2)) }
         print("recent messages (\(messages.count))")
         for message in messages { print("  [\(timeFormatter.string(from: message.at))] \(message.role): \(message.content)") }
         if let holder {
-            print(
-                "lock: held by \(holder.prefix(8))…, lease \(human(milliseconds: ttls[base + ":lock"] ?? 0)) left, fence \(fields["fence"] ?? "0")"
-            )
+            print("lock: held by \(holder.prefix(8))…, lease \(human(milliseconds: ttls[keyspace.lock(id)] ?? 0)) left")
         } else {
-            print("lock: free (fence \(fields["fence"] ?? "0"))")
+            print("lock: free")
         }
     }
 }
@@ -101,10 +108,9 @@ struct Stats: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Active sessions, sessions per user, average session duration.",
         discussion: """
-            redis-cli equivalent:
-              redis-cli ZCARD '<ns>:deadlines'
-              redis-cli ZCARD '<ns>:users'
-              redis-cli HGETALL '<ns>:stats'
+            Sums every bucket's figures (one FCALL_RO session_v1_stats per bucket). redis-cli equivalent, per bucket b:
+              redis-cli FCALL_RO session_v1_stats 1 '<ns>:{b}:stats'
+              redis-cli HGETALL '<ns>:{b}:stats'
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -164,9 +170,9 @@ struct Kill: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Delete a session, or every session of a user (log out everywhere).",
         discussion: """
-            redis-cli equivalent (without the index and statistics upkeep the store does):
-              redis-cli DEL '<ns>:session:{<id>}' '<ns>:session:{<id>}:messages' '<ns>:session:{<id>}:alive'
-              redis-cli ZRANGE '<ns>:user:<user>:sessions' 0 -1   (then the above for each id)
+            redis-cli equivalent (one atomic call each, with the indexes and statistics kept in step):
+              redis-cli FCALL session_v1_delete 1 '<ns>:{b}:session:<id>' '<ns>:events' 2700000000
+              redis-cli FCALL session_v1_delete_user 1 '<ns>:{b}:user:<user>' '<ns>:events' 2700000000
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -197,9 +203,10 @@ struct TTL: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ttl", abstract: "Time left before a session expires: idle timer and absolute deadline.",
         discussion: """
-            redis-cli equivalent:
-              redis-cli PTTL '<ns>:session:{<id>}:alive'
-              redis-cli HMGET '<ns>:session:{<id>}' idle_ms deadline_at
+            redis-cli equivalent (the timer's name carries the idle timeout and the deadline, in ms):
+              redis-cli HMGET '<ns>:{b}:session:<id>' idle_ms deadline_at
+              redis-cli PTTL '<ns>:{b}:session:<id>:timer:<idle_ms>:<deadline_at>'
+              redis-cli TIME
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -213,27 +220,32 @@ struct TTL: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (client, _) = try connection.connect()
+        let (client, store) = try connection.connect()
         defer { Task { await client.close() } }
-        let base = "\(connection.namespace):session:{\(id)}"
-        let replies = try await client.pipeline([
-            RESPCommand("PTTL", .string(base + ":alive")), RESPCommand("HMGET", .string(base), "idle_ms", "deadline_at"),
-        ])
-        let left = replies[0].int ?? -2
-        let fields = replies[1].array ?? []
+        let keyspace = store.keyspace
+        guard keyspace.bucket(ofSession: id) != nil else { throw ValidationError("'\(id)' is not a session id of this keyspace") }
+        let fields =
+            try await client.send(
+                RESPCommand(
+                    "HMGET", .string(keyspace.session(id)), .string(SessionKeyspace.Field.idle), .string(SessionKeyspace.Field.deadline))
+            ).array ?? []
+        let idle = fields.first?.int
         let deadline = fields.count == 2 ? fields[1].int : nil
-        let now = Int(Date().timeIntervalSince1970 * 1000)
+        var left = -2
+        if let idle, let deadline {
+            left =
+                try await client.send(RESPCommand("PTTL", .string(keyspace.timer(id, idleMilliseconds: idle, deadline: deadline)))).int
+                ?? -2
+        }
+        let now = try await connection.redisNow(client)
         let output = Output(
-            id: id, idleMillisecondsLeft: left, absoluteMillisecondsLeft: deadline.map { $0 - now },
-            idleTimeoutMilliseconds: fields.first?.int)
+            id: id, idleMillisecondsLeft: left, absoluteMillisecondsLeft: deadline.map { $0 - now }, idleTimeoutMilliseconds: idle)
         if connection.json { return try printJSON(output) }
         guard left > 0 else {
             print("\(id): not alive")
             throw ExitCode(1)
         }
-        print(
-            "\(id): expires in \(human(milliseconds: left)) unless active (idle timeout \(human(milliseconds: output.idleTimeoutMilliseconds ?? 0)))"
-        )
+        print("\(id): expires in \(human(milliseconds: left)) unless active (idle timeout \(human(milliseconds: idle ?? 0)))")
         if let absolute = output.absoluteMillisecondsLeft { print("  absolute deadline in \(human(milliseconds: absolute))") }
     }
 }

@@ -24,6 +24,9 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "The store's namespace (key prefix).")
     var namespace = "session"
 
+    @Option(help: "The store's bucket count (its configuration's bucketCount).")
+    var buckets = SessionStoreConfiguration().bucketCount
+
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
@@ -33,7 +36,16 @@ struct ConnectionOptions: ParsableArguments {
         configuration.clientName = "session-cache-cli"
         configuration.poolSize = 1
         let client = try HiredisClient(configuration: configuration)
-        return (client, SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: namespace)))
+        var storeConfiguration = SessionStoreConfiguration(namespace: namespace)
+        storeConfiguration.bucketCount = buckets
+        return (client, try SessionStore(client: client, configuration: storeConfiguration))
+    }
+
+    /// Redis's clock (Unix ms): the only clock sessions are timed by.
+    func redisNow(_ client: HiredisClient) async throws -> Int {
+        let time = try await client.send(RESPCommand("TIME")).array ?? []
+        guard time.count == 2, let seconds = time[0].int, let micros = time[1].int else { throw ValidationError("TIME failed") }
+        return seconds * 1000 + micros / 1000
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import HiredisNIO
+import SessionCache
 
 /// The correctness checks of a run, from what Redis holds and what the workers recorded.
 struct Checks: Codable, Sendable {
@@ -18,7 +19,7 @@ struct Checks: Codable, Sendable {
             && keysWithoutTTL.isEmpty
     }
 
-    static func run(client: HiredisClient, parameters: LoadParameters) async throws -> Checks {
+    static func run(client: HiredisClient, store: SessionStore, parameters: LoadParameters) async throws -> Checks {
         let book = parameters.bookkeeping
         let namespace = parameters.namespace
         var checks = Checks()
@@ -37,22 +38,22 @@ struct Checks: Codable, Sendable {
         checks.sessions = sessions.count
 
         // What is still there for each session.
+        let keyspace = store.keyspace
         let ordered = Array(sessions)
         var alive: [String: Bool] = [:]
         var data: [String: Bool] = [:]
         var counters: [String: Int] = [:]
         for start in stride(from: 0, to: ordered.count, by: 500) {
             let chunk = ordered[start..<min(start + 500, ordered.count)]
-            var commands: [RESPCommand] = []
-            for id in chunk {
-                commands.append(RESPCommand("EXISTS", .string("\(namespace):session:{\(id)}:alive")))
-                commands.append(RESPCommand("HGET", .string("\(namespace):session:{\(id)}"), "meta:turns"))
+            let replies = try await client.pipeline(
+                chunk.map { RESPCommand("HGET", .string(keyspace.session($0)), .string(SessionKeyspace.Field.metadataPrefix + "turns")) })
+            try await withThrowingTaskGroup(of: (String, Bool).self) { group in
+                for id in chunk { group.addTask { (id, try await store.get(id) != nil) } }
+                for try await (id, isAlive) in group { alive[id] = isAlive }
             }
-            let replies = try await client.pipeline(commands)
             for (offset, id) in chunk.enumerated() {
-                alive[id] = replies[offset * 2].int == 1
-                data[id] = !replies[offset * 2 + 1].isNull
-                counters[id] = replies[offset * 2 + 1].int
+                data[id] = !replies[offset].isNull
+                counters[id] = replies[offset].int
             }
         }
 

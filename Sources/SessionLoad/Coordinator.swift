@@ -43,7 +43,10 @@ struct Coordinator {
         }
         for line in output.withLockedValue({ $0 }) where line.contains("error") || line.contains("Fatal") { print(line) }
 
-        let checks = try await Checks.run(client: client, parameters: parameters)
+        var storeConfiguration = SessionStoreConfiguration(namespace: parameters.namespace)
+        storeConfiguration.expiryListener = true
+        let store = try SessionStore(client: client, configuration: storeConfiguration)
+        let checks = try await Checks.run(client: client, store: store, parameters: parameters)
         let report = Report(parameters: parameters, results: results, checks: checks, workerFailures: failures)
         report.printTable()
         try report.write(to: reportDirectory)
@@ -69,7 +72,7 @@ struct Coordinator {
             }
             let replies = try? await client.pipeline([
                 RESPCommand("HGETALL", .string("\(parameters.bookkeeping):progress")),
-                RESPCommand("ZCARD", .string("\(parameters.namespace):deadlines")),
+                RESPCommand("HGET", .string("\(parameters.bookkeeping):progress"), "active"),
             ])
             var operations = 0
             var errors = 0

@@ -25,11 +25,8 @@ final class Worker: Sendable {
         redis.clientName = "session-load-\(index)"
         client = try HiredisClient(configuration: redis)
         var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
-        configuration.cleanupHooks = true
-        configuration.expiryGrace = .seconds(30)
-        // Exact hook lateness: every touch records the last activity in the hash.
-        configuration.touchCacheLifetime = .zero
-        store = SessionStore(client: client, configuration: configuration)
+        configuration.expiryListener = true
+        store = try SessionStore(client: client, configuration: configuration)
         var lockConfiguration = SessionLockConfiguration()
         lockConfiguration.waitTimeout = .seconds(30)
         locks = SessionLock(store: store, configuration: lockConfiguration)
@@ -47,15 +44,22 @@ final class Worker: Sendable {
         let loadEnd = start + .milliseconds(Int(parameters.duration * 1000))
         // Progress for the coordinator: this worker's totals, every second.
         let progress = Task {
+            var tick = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
+                tick += 1
                 let (operations, errors) = result.withLock { ($0.perSecond.reduce(0, +), $0.errors.values.reduce(0, +)) }
-                _ = try? await client.pipeline([
+                var commands = [
                     RESPCommand(
                         "HSET", .string("\(book):progress"), .string("ops-\(index)"), .integer(operations), .string("errors-\(index)"),
                         .integer(errors)),
                     RESPCommand("PEXPIRE", .string("\(book):progress"), ttlBook),
-                ])
+                ]
+                // One worker samples the store's figures (a call per bucket) every few seconds.
+                if index == 0, tick % 5 == 1, let stats = try? await store.stats() {
+                    commands.append(RESPCommand("HSET", .string("\(book):progress"), "active", .integer(stats.activeSessions)))
+                }
+                _ = try? await client.pipeline(commands)
             }
         }
         defer { progress.cancel() }

@@ -21,7 +21,9 @@ guard arguments.count >= 4, let port = Int(arguments[2]) else {
     exit(2)
 }
 let client = try HiredisClient(configuration: HiredisConfiguration(host: "127.0.0.1", port: port))
-let store = SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: arguments[3]))
+var storeConfiguration = SessionStoreConfiguration(namespace: arguments[3])
+storeConfiguration.expiryListener = true
+let store = try SessionStore(client: client, configuration: storeConfiguration)
 
 switch arguments[1] {
 case "expiry-hang":

@@ -232,7 +232,7 @@ struct DataTests {
             redis.commandTimeout = .seconds(1)
             redis.connectTimeout = .seconds(1)
             let client = try HiredisClient(configuration: redis)
-            let store = SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "test"))
+            let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "test"))
             let session = try await store.create(user: "alice")
             try await Task.sleep(for: .milliseconds(1100))  // on disk (appendfsync everysec)
 

@@ -72,7 +72,7 @@ struct RunningListener: Sendable {
         onWarning: ExpiryListener.WarningHook? = nil, onExpiry: @escaping ExpiryListener.Hook
     ) throws -> RunningListener {
         let client = try HiredisClient(configuration: fixture.server.configuration)
-        let store = SessionStore(client: client, configuration: storeConfiguration ?? fixture.store.configuration)
+        let store = try SessionStore(client: client, configuration: storeConfiguration ?? fixture.store.configuration)
         let listener = ExpiryListener(store: store, configuration: configuration, onWarning: onWarning, onExpiry: onExpiry)
         let group = ServiceGroup(services: [listener], logger: Logger(label: "test-listener"))
         return RunningListener(task: Task { try await group.run() }, group: group, client: client)

@@ -38,7 +38,7 @@ struct ReadmeExampleTests {
             var configuration = SessionStoreConfiguration(namespace: "chat")
             configuration.messageWindow = 20
             configuration.cleanupHooks = true
-            let store = SessionStore(client: client, configuration: configuration)
+            let store = try SessionStore(client: client, configuration: configuration)
 
             let session = try await store.create(user: "alice", metadata: ["plan": "pro"], mode: .standard, agentType: "support")
             guard case .resumed(let resumed, _) = try await store.resume(session.id, user: "alice") else {

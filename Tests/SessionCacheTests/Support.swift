@@ -31,7 +31,7 @@ struct StoreFixture: Sendable {
     /// A second, independent store (its own client and connections) on the same server.
     func secondStore(_ configuration: SessionStoreConfiguration) throws -> (HiredisClient, SessionStore) {
         let other = try HiredisClient(configuration: server.configuration)
-        return (other, SessionStore(client: other, configuration: configuration))
+        return (other, try SessionStore(client: other, configuration: configuration))
     }
 }
 
@@ -44,7 +44,7 @@ func withStore<T: Sendable>(
         var configuration = SessionStoreConfiguration(namespace: "test")
         configure(&configuration)
         let client = try HiredisClient(configuration: server.configuration)
-        let fixture = StoreFixture(server: server, client: client, store: SessionStore(client: client, configuration: configuration))
+        let fixture = StoreFixture(server: server, client: client, store: try SessionStore(client: client, configuration: configuration))
         do {
             let result = try await body(fixture)
             await client.close()

@@ -38,6 +38,7 @@ public final class HiredisClient: HiredisClientProtocol {
         var next = 0
         var closed = false
         var exclusiveIdle: [HiredisConnection] = []
+        var libraries: [LuaLibrary] = []
     }
 
     /// The configuration the client was made with.
@@ -77,6 +78,20 @@ public final class HiredisClient: HiredisClientProtocol {
         }
     }
 
+    // MARK: Function libraries
+
+    /// Loads `library` on every connection the client makes from now on, unless the server has it
+    /// already. A call to one of its functions on a server that lacks it (a connection made
+    /// earlier, a `FUNCTION FLUSH`) loads it then
+    /// (``HiredisClientProtocol/call(_:in:keys:arguments:readOnly:)``).
+    public func preload(_ library: LuaLibrary) {
+        state.withLockedValue { state in
+            if !state.libraries.contains(library) { state.libraries.append(library) }
+        }
+    }
+
+    private var libraries: [LuaLibrary] { state.withLockedValue { $0.libraries } }
+
     // MARK: Exclusive connections
 
     /// Lends a connection to `body` alone, for what cannot share one: `WATCH`/`MULTI` spanning
@@ -96,7 +111,7 @@ public final class HiredisClient: HiredisClientProtocol {
         if let reused {
             connection = reused
         } else {
-            connection = try await HiredisConnection.connect(configuration: configuration)
+            connection = try await HiredisConnection.connect(configuration: configuration, libraries: libraries)
         }
         do {
             let result = try await body(connection)
@@ -216,7 +231,7 @@ public final class HiredisClient: HiredisClientProtocol {
     private func attemptConnect(slot: Int) {
         Task {
             do {
-                let connection = try await HiredisConnection.connect(configuration: configuration)
+                let connection = try await HiredisConnection.connect(configuration: configuration, libraries: libraries)
                 let waiters: [CheckedContinuation<HiredisConnection, any Error>]? = state.withLockedValue { state in
                     guard !state.closed else { return nil }
                     var waiters: [CheckedContinuation<HiredisConnection, any Error>] = []

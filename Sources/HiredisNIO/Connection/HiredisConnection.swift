@@ -25,12 +25,14 @@ public final class HiredisConnection: HiredisClientProtocol {
         self.outbox = outbox
     }
 
-    /// Connects, then authenticates, selects the database and names the client, all within
-    /// `configuration.connectTimeout`.
+    /// Connects, then authenticates, selects the database, names the client and loads `libraries`
+    /// that the server does not have yet, all within `configuration.connectTimeout`.
     ///
     /// - Throws: ``HiredisError/cannotConnect(address:reason:)``, or ``HiredisError/server(_:)``
     ///   when the handshake is refused (`WRONGPASS`, `NOAUTH`, ...).
-    public static func connect(configuration: HiredisConfiguration) async throws(HiredisError) -> HiredisConnection {
+    public static func connect(
+        configuration: HiredisConfiguration, libraries: [LuaLibrary] = []
+    ) async throws(HiredisError) -> HiredisConnection {
         try configuration.validate()
         let logger = configuration.logger
         let eventLoop = configuration.eventLoopGroup.next()
@@ -57,7 +59,7 @@ public final class HiredisConnection: HiredisClientProtocol {
         }
 
         do {
-            try await connection.handshake(configuration)
+            try await connection.handshake(configuration, libraries: libraries)
         } catch {
             connection.close()
             switch error {
@@ -70,9 +72,9 @@ public final class HiredisConnection: HiredisClientProtocol {
         return connection
     }
 
-    private func handshake(_ configuration: HiredisConfiguration) async throws(HiredisError) {
+    private func handshake(_ configuration: HiredisConfiguration, libraries: [LuaLibrary]) async throws(HiredisError) {
         do {
-            try await runHandshake(configuration)
+            try await runHandshake(configuration, libraries: libraries)
         } catch let error as HiredisError {
             throw error
         } catch {
@@ -80,7 +82,7 @@ public final class HiredisConnection: HiredisClientProtocol {
         }
     }
 
-    private func runHandshake(_ configuration: HiredisConfiguration) async throws {
+    private func runHandshake(_ configuration: HiredisConfiguration, libraries: [LuaLibrary]) async throws {
         var commands: [RESPCommand] = []
         if let password = configuration.password {
             if let username = configuration.username {
@@ -96,8 +98,11 @@ public final class HiredisConnection: HiredisClientProtocol {
         } else {
             commands.append(RESPCommand("PING"))
         }
-        let replies = try await pipeline(commands, timeout: configuration.connectTimeout)
-        for reply in replies {
+        // Libraries the server has already answer "already exists"; a server without functions
+        // (Redis < 7) answers "unknown command": both are left to the first call to report.
+        let loads = libraries.map { RESPCommand("FUNCTION", "LOAD", .string($0.source)) }
+        let replies = try await pipeline(commands + loads, timeout: configuration.connectTimeout)
+        for reply in replies.prefix(commands.count) {
             if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
         }
     }

@@ -19,7 +19,8 @@ import NIOCore
 public final class HiredisSubscriber: Sendable {
     /// What the subscriber delivers.
     public enum Event: Sendable {
-        /// A message on `channel`; `pattern` is set when it matched a pattern subscription.
+        /// A message on `channel`; `pattern` is set when it matched a pattern subscription. Messages
+        /// of shard channels (`SSUBSCRIBE`) come this way too.
         case message(channel: String, pattern: String?, payload: ByteBuffer)
         /// The connection was lost and is back with every subscription restored: messages
         /// published in between were missed.
@@ -29,8 +30,10 @@ public final class HiredisSubscriber: Sendable {
     private enum Kind: String {
         case channel = "subscribe"
         case pattern = "psubscribe"
+        case shardChannel = "ssubscribe"
         case unsubscribeChannel = "unsubscribe"
         case unsubscribePattern = "punsubscribe"
+        case unsubscribeShardChannel = "sunsubscribe"
     }
 
     private struct Waiter {
@@ -42,6 +45,7 @@ public final class HiredisSubscriber: Sendable {
     private struct State {
         var channels: Set<String> = []
         var patterns: Set<String> = []
+        var shardChannels: Set<String> = []
         var connection: HiredisConnection?
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
@@ -91,6 +95,18 @@ public final class HiredisSubscriber: Sendable {
         try await change(.unsubscribePattern, names: patterns)
     }
 
+    /// Subscribes to shard channels (`SSUBSCRIBE`, Redis 7): channels bound to a hash slot, whose
+    /// messages (`SPUBLISH`) stay on the node serving that slot in a cluster. One command per
+    /// channel, since a cluster refuses channels of different slots in one.
+    public func subscribe(shardChannels: [String]) async throws {
+        try await change(.shardChannel, names: shardChannels)
+    }
+
+    /// Unsubscribes from shard channels.
+    public func unsubscribe(shardChannels: [String]) async throws {
+        try await change(.unsubscribeShardChannel, names: shardChannels)
+    }
+
     /// Stops the subscriber and ends ``events``.
     public func close() async {
         let (connection, supervisor, waiters) = state.withLockedValue { state in
@@ -114,15 +130,27 @@ public final class HiredisSubscriber: Sendable {
             switch kind {
             case .channel: state.channels.formUnion(unique)
             case .pattern: state.patterns.formUnion(unique)
+            case .shardChannel: state.shardChannels.formUnion(unique)
             case .unsubscribeChannel: state.channels.subtract(unique)
             case .unsubscribePattern: state.patterns.subtract(unique)
+            case .unsubscribeShardChannel: state.shardChannels.subtract(unique)
             }
             return state.connection
         }
         try await awaitConfirmation(kind, names: unique) {
             // Without a connection, the supervisor sends the current sets when it reconnects.
-            try? connection?.sendWithoutReply([RESPCommand(kind.rawValue.uppercased(), arguments: unique.map { .string($0) })])
+            try? connection?.sendWithoutReply(Self.commands(kind, unique))
         }
+    }
+
+    /// The commands that (un)subscribe `names`: shard channels one per command.
+    private static func commands(_ kind: Kind, _ names: Set<String>) -> [RESPCommand] {
+        guard !names.isEmpty else { return [] }
+        let name = kind.rawValue.uppercased()
+        if kind == .shardChannel || kind == .unsubscribeShardChannel {
+            return names.map { RESPCommand(name, .string($0)) }
+        }
+        return [RESPCommand(name, arguments: names.map { .string($0) })]
     }
 
     /// Registers a waiter for Redis's confirmations of `names`, runs `send`, and waits at most the
@@ -162,9 +190,9 @@ public final class HiredisSubscriber: Sendable {
             }
             failures = 0
             await connection.enterSubscriberMode { [weak self] reply in self?.handle(reply) }
-            let (channels, patterns, closed) = state.withLockedValue { state in
+            let (channels, patterns, shardChannels, closed) = state.withLockedValue { state in
                 state.connection = connection
-                return (state.channels, state.patterns, state.closed)
+                return (state.channels, state.patterns, state.shardChannels, state.closed)
             }
             if closed {
                 connection.close()
@@ -179,8 +207,10 @@ public final class HiredisSubscriber: Sendable {
                             channels.isEmpty ? [] : [RESPCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
                     }
                     try await awaitConfirmation(.pattern, names: patterns) {
-                        try? connection.sendWithoutReply(
-                            patterns.isEmpty ? [] : [RESPCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })])
+                        try? connection.sendWithoutReply(Self.commands(.pattern, patterns))
+                    }
+                    try await awaitConfirmation(.shardChannel, names: shardChannels) {
+                        try? connection.sendWithoutReply(Self.commands(.shardChannel, shardChannels))
                     }
                     continuation.yield(.resubscribed)
                     configuration.logger.info("subscriber reconnected and resubscribed")
@@ -188,10 +218,8 @@ public final class HiredisSubscriber: Sendable {
                     connection.close()
                 }
             } else {
-                var commands: [RESPCommand] = []
-                if !channels.isEmpty { commands.append(RESPCommand("SUBSCRIBE", arguments: channels.map { .string($0) })) }
-                if !patterns.isEmpty { commands.append(RESPCommand("PSUBSCRIBE", arguments: patterns.map { .string($0) })) }
-                try? connection.sendWithoutReply(commands)
+                try? connection.sendWithoutReply(
+                    Self.commands(.channel, channels) + Self.commands(.pattern, patterns) + Self.commands(.shardChannel, shardChannels))
             }
             connectedBefore = true
             try? await connection.closeFuture.get()
@@ -203,7 +231,7 @@ public final class HiredisSubscriber: Sendable {
     private func handle(_ reply: RESPReply) {
         guard case .array(let parts) = reply, let kind = parts.first?.string?.lowercased() else { return }
         switch kind {
-        case "message" where parts.count == 3:
+        case "message" where parts.count == 3, "smessage" where parts.count == 3:
             if let channel = parts[1].string, case .bulkString(let payload) = parts[2] {
                 continuation.yield(.message(channel: channel, pattern: nil, payload: payload))
             }

@@ -6,7 +6,8 @@ public enum ExpiryReason: String, Sendable, Hashable, Codable {
     case idleTimeout = "idle_timeout"
     /// Past its absolute lifetime.
     case absoluteLifetime = "absolute_lifetime"
-    /// Deleted explicitly (``SessionStore/delete(_:)`` with ``SessionStoreConfiguration/cleanupHooks``).
+    /// Deleted explicitly (``SessionStore/delete(_:)`` or ``SessionStore/deleteAll(user:)`` with
+    /// ``SessionStoreConfiguration/expiryListener``).
     case deleted
 }
 
@@ -18,12 +19,14 @@ public struct ExpiredSession: Sendable, Hashable {
     public var messages: [SessionMessage]
     /// Why it ended.
     public var reason: ExpiryReason
-    /// When it was due to end, as far as the store knows: the last recorded activity plus the
-    /// idle timeout, or the absolute deadline. (A session kept alive by cached touches recorded its
-    /// last activity in its timer, which is gone; then this is earlier than the real expiry.)
+    /// When it ended (Redis's clock): its last activity plus the idle timeout, its absolute
+    /// deadline, or when it was deleted. Touches are recorded in the timer, which is gone when the
+    /// session ends; the listener copies them into the session whenever it finds the session alive
+    /// at its expected end, so this is exact unless the listener was late by more than the session's
+    /// last idle period.
     public var expiredAt: Date
-    /// How many times the hook was started for this session before (0 on the first run; more when
-    /// an instance died in the middle of the hook, or the hook threw).
+    /// How many times this session was claimed before (0 on the first run; more when an instance
+    /// died in the middle of the hook, or it gave up on a hook that kept failing).
     public var attempt: Int
 }
 

@@ -2,23 +2,27 @@ import CoreMetrics
 import Foundation
 import HiredisNIO
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import Synchronization
 
 /// Runs the application's cleanup hook once for every session that ends (idle timeout, absolute
-/// lifetime, or deletion with ``SessionStoreConfiguration/cleanupHooks``), across all instances.
+/// lifetime, or deletion), across all instances, with the session's data as it was.
 ///
-/// Every app instance runs one, as a swift-service-lifecycle `Service`. Two sources find ended
-/// sessions: expired-key events for the store's timers (prompt when Redis delivers them; Redis
-/// sends them only when it actually deletes a key, and drops them while nobody listens), and a
-/// sweep of the deadline index every ``ExpiryListenerConfiguration/sweepInterval``, oldest first in
-/// bounded batches (which also makes Redis expire due timers). Every candidate is checked against
-/// the session itself; one instance claims it atomically and runs the hook with the session's data
-/// as it was; then the session's keys and index entries are removed. If the claiming instance dies
-/// in the middle of the hook, another runs it again after ``ExpiryListenerConfiguration/claimLease``
-/// (at-least-once in that case; ``ExpiredSession/attempt`` tells).
+/// Every app instance runs one, as a swift-service-lifecycle `Service`, on a store configured with
+/// ``SessionStoreConfiguration/expiryListener``. The listeners register in Redis and share the
+/// store's buckets among themselves (rendezvous hashing); each visits its buckets when their next
+/// session is due, when a keyspace notification names one of their timers, and at least every
+/// ``ExpiryListenerConfiguration/fullSweepInterval``. A visit is one function call that claims the
+/// bucket's ended sessions for this listener (owner token and lease) and returns their data.
+///
+/// Hooks run off the sweep, at most ``ExpiryListenerConfiguration/maxConcurrentHooks`` at once,
+/// each attempt bounded by ``ExpiryListenerConfiguration/hookTimeout``. While a hook runs, its
+/// claim is renewed; if a renewal finds the claim lost, the hook is cancelled. After the hook the
+/// session is finalized (its keys and index entries removed) in batches, retried on transient
+/// errors (finalize checks the owner, so a retry is safe). The hook runs exactly once unless the
+/// claiming instance dies during it; then another instance runs it again after the lease
+/// (``ExpiredSession/attempt`` tells).
 ///
 /// ```swift
 /// let listener = ExpiryListener(store: store) { expired in
@@ -28,386 +32,494 @@ import Synchronization
 /// try await group.run()
 /// ```
 public final class ExpiryListener: Service {
-    /// The cleanup hook. A hook that throws is logged and tried again, at most
-    /// ``ExpiryListenerConfiguration/maxHookAttempts`` times in all.
+    /// The cleanup hook. One that throws or times out is logged and tried again, at most
+    /// ``ExpiryListenerConfiguration/maxHookAttempts`` times in all. A hook is cancelled when its
+    /// claim is lost (another instance then runs it).
     public typealias Hook = @Sendable (ExpiredSession) async throws -> Void
     /// The warning hook (see ``SessionStoreConfiguration/expiryWarningLead``).
     public typealias WarningHook = @Sendable (ExpiryWarning) async throws -> Void
 
-    private let store: SessionStore
+    private struct InFlight {
+        let bucket: Int
+        /// Cancels the hook when its claim is lost.
+        let lost: LostSignal
+    }
+
+    private struct State {
+        var schedule: SweepSchedule
+        var inFlight: [String: InFlight] = [:]
+        var finalizing: [Int: [(id: String, reason: FinalizeFunction.Reason)]] = [:]
+    }
+
+    private let store: ExpiryStore
     private let configuration: ExpiryListenerConfiguration
     private let onExpiry: Hook
     private let onWarning: WarningHook?
     private let metrics: ExpiryMetrics
-    private let inFlight = Mutex<Set<String>>([])
-    /// Session ids named by expired-key events since the last sweep.
-    private let eventIDs = Mutex<[String]>([])
-    /// Identifies this instance's claims.
-    private let instanceToken = SessionID.make()
+    private let state: Mutex<State>
+    private let sweepWakeup = Wakeup()
+    private let finalizeWakeup = Wakeup()
+    /// Identifies this listener's claims and registration.
+    private let token = "listener-" + SessionID.make(bucket: 0)
 
-    /// A listener for `store`'s namespace.
+    /// A listener for `store`'s sessions. Nothing starts before ``run()``.
     public init(
         store: SessionStore, configuration: ExpiryListenerConfiguration = ExpiryListenerConfiguration(),
         onWarning: WarningHook? = nil, onExpiry: @escaping Hook
     ) {
-        self.store = store
+        self.store = ExpiryStore(store)
         self.configuration = configuration
         self.onExpiry = onExpiry
         self.onWarning = onWarning
         self.metrics = ExpiryMetrics(factory: configuration.metricsFactory)
+        var schedule = SweepSchedule(fullSweepInterval: configuration.fullSweepInterval)
+        // Until the registry answers, this listener assumes it is alone.
+        schedule.assign(Set(0..<store.keyspace.bucketCount))
+        self.state = Mutex(State(schedule: schedule))
     }
 
-    private var keys: SessionKeys { store.keys }
+    private var keyspace: SessionKeyspace { store.keyspace }
     private var logger: Logger { configuration.logger }
 
     /// Listens and sweeps until the task is cancelled or a graceful shutdown is requested; then
-    /// stops taking new sessions and lets running hooks finish.
+    /// stops claiming, lets running hooks finish, finalizes their sessions and leaves the registry.
+    ///
+    /// - Throws: ``SessionError/invalidConfiguration(_:)`` when the store is not configured for a
+    ///   listener (``SessionStoreConfiguration/expiryListener``).
     public func run() async throws {
-        let stopping = NIOLockedValueBox(false)
-        let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
-        let database = store.redis.configuration.database
-        switch await enableNotifications() {
-        case .keyspace:
-            // Only this namespace's keys: other applications' expirations never reach us.
-            try? await subscriber.subscribe(patterns: ["__keyspace@\(database)__:\(keys.namespace):session:*"])
-        case .keyevent:
-            try? await subscriber.subscribe(channels: ["__keyevent@\(database)__:expired"])
-        case .none:
-            break
+        try configuration.validate()
+        guard store.isListenerMode else {
+            throw SessionError.invalidConfiguration("an ExpiryListener needs a store with expiryListener = true")
         }
-
+        let stopping = Atomic(false)
+        let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
+        if await enableNotifications() {
+            try? await subscriber.subscribe(patterns: [keyspace.timerNotificationPattern(database: store.redis.configuration.database)])
+        }
         await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                group.addTask { await self.collectEvents(from: subscriber) }
-                await self.sweepLoop(isStopping: { stopping.withLockedValue { $0 } })
-                await subscriber.close()
+            await withTaskGroup(of: Void.self) { background in
+                background.addTask { await self.collectNotifications(from: subscriber) }
+                background.addTask { await self.registryLoop() }
+                background.addTask { await self.renewalLoop() }
+                background.addTask { await self.finalizerLoop() }
+                await withDiscardingTaskGroup { work in
+                    await self.sweepLoop(work: &work, isStopping: { stopping.load(ordering: .relaxed) })
+                }
+                // Every hook has finished: finalize what they left, then stop the helpers.
+                await self.finalizeRemaining()
+                background.cancelAll()
             }
         } onGracefulShutdown: {
-            stopping.withLockedValue { $0 = true }
+            stopping.store(true, ordering: .relaxed)
+            self.sweepWakeup.signal()
         }
+        _ = try? await store.register(token: token, lifetime: .zero)
+        await subscriber.close()
     }
 
-    // MARK: Sources
+    // MARK: Sweeping
 
-    /// Expired-key events only collect session ids here; each sweep checks them in one batch.
-    private func collectEvents(from subscriber: HiredisSubscriber) async {
-        for await event in subscriber.events {
-            switch event {
-            case .message(let channel, let pattern, let payload):
-                // Keyspace: the channel names the key, the payload the event. Keyevent: the payload is the key.
-                let key: String
-                if pattern != nil {
-                    guard String(buffer: payload) == "expired", let colon = channel.firstIndex(of: ":") else { continue }
-                    key = String(channel[channel.index(after: colon)...])
-                } else {
-                    key = String(buffer: payload)
-                }
-                if key.hasSuffix(":alive"), let id = keys.sessionID(fromKey: key) { eventIDs.withLock { $0.append(id) } }
-            case .resubscribed:
-                logger.info("expired-key events were missed while reconnecting; the sweep covers them")
-            }
-        }
-    }
-
-    /// Processes the sessions named by events since the last sweep. Every instance receives every
-    /// event; one ZMSCORE per thousand tells which are due and not yet taken by a sweeper: only
-    /// those are checked (most events arrive after the sweep has handled their session).
-    private func processEvents() async throws {
-        let ids = Array(
-            Set(
-                eventIDs.withLock { ids in
-                    defer { ids.removeAll(keepingCapacity: true) }
-                    return ids
-                }))
-        guard !ids.isEmpty else { return }
-        for start in stride(from: 0, to: ids.count, by: 1000) {
-            let chunk = Array(ids[start..<min(start + 1000, ids.count)])
-            let scores =
-                try await store.redis.send(
-                    RESPCommand("ZMSCORE", arguments: [.string(keys.deadlines)] + chunk.map { .string($0) })
-                ).array ?? []
-            let now = Double(SessionStore.nowMilliseconds())
-            var due: [String] = []
-            for (index, id) in chunk.enumerated() where index < scores.count {
-                // No hint: finalized already (hints are written in the same round trip as the
-                // session). A hint ahead of now: a sweeper holds it, or the session lives on.
-                guard let score = scores[index].double, score <= now else { continue }
-                due.append(id)
-            }
-            await processAll(due)
-        }
-    }
-
-    /// Processes sessions concurrently (at most ``ExpiryListenerConfiguration/maxConcurrentHooks``),
-    /// skipping those already in flight here.
-    private func processAll(_ ids: [String]) async {
-        let limiter = Limiter(configuration.maxConcurrentHooks)
-        await withDiscardingTaskGroup { group in
-            for id in ids where begin(id) {
-                await limiter.acquire()
-                group.addTask {
-                    await self.process(id)
-                    self.end(id)
-                    limiter.release()
-                }
-            }
-        }
-    }
-
-    private func sweepLoop(isStopping: @Sendable () -> Bool) async {
+    private func sweepLoop(work: inout DiscardingTaskGroup, isStopping: @Sendable () -> Bool) async {
+        let hookSlots = Limiter(configuration.maxConcurrentHooks)
+        let warningSlots = Limiter(max(8, configuration.maxConcurrentHooks / 4))
         while !Task.isCancelled && !isStopping() {
-            var taken = 0
-            do {
-                taken = try await sweepOnce()
-                try await processEvents()
-            } catch {
-                logger.warning("expiry sweep failed", metadata: ["error": "\(error)"])
+            let free = hookSlots.available
+            let now = ContinuousClock.now
+            let due = free > 0 ? state.withLock { $0.schedule.due(at: now) } : []
+            if !due.isEmpty {
+                let maximum = max(1, min(configuration.claimBatchSize, free / due.count))
+                let visits = await visit(due, maximum: maximum)
+                for (bucket, result) in visits {
+                    guard let result else { continue }
+                    for claimed in result.claimed where begin(claimed.id, bucket: bucket) {
+                        let lateness = result.now
+                        work.addTask {
+                            await hookSlots.acquire()
+                            await self.process(claimed, bucket: bucket, redisNow: lateness)
+                            hookSlots.release()
+                        }
+                    }
+                    if let onWarning {
+                        for warned in result.warned {
+                            work.addTask {
+                                await warningSlots.acquire()
+                                await self.warn(warned, hook: onWarning)
+                                warningSlots.release()
+                            }
+                        }
+                    }
+                }
             }
-            // A full batch means a backlog: take the next one at once, oldest first.
-            if taken < configuration.sweepBatchSize {
-                try? await Task.sleep(for: configuration.sweepInterval)
-            } else {
-                await Task.yield()
+            let wake = state.withLock { $0.schedule.nextWake(after: ContinuousClock.now) }
+            let sleep = min(max(.zero, wake - ContinuousClock.now), configuration.sweepInterval)
+            if due.isEmpty || sleep > .zero {
+                await sweepWakeup.wait(atMost: free > 0 ? max(sleep, .milliseconds(1)) : configuration.sweepInterval)
             }
         }
     }
 
-    /// One sweep: takes the due entries of the deadline and warning indexes (oldest first, at most
-    /// a batch of each) and processes them before it returns. Returns how many were due.
-    @discardableResult
-    func sweepOnce() async throws -> Int {
-        let now = SessionStore.nowMilliseconds()
-        let arguments: [RESPArgument] = [.integer(now), .integer(configuration.sweepBatchSize), .integer(hintLease)]
-        async let deadlines = store.redis.run(SessionScripts.takeDue, keys: [.string(keys.deadlines)], arguments: arguments)
-        async let warnings = store.redis.run(SessionScripts.takeDue, keys: [.string(keys.warnings)], arguments: arguments)
-        let dueDeadlines = try await deadlines.array?.compactMap(\.string) ?? []
-        let dueWarnings = try await warnings.array?.compactMap(\.string) ?? []
-        let due = Array(Set(dueDeadlines + dueWarnings))
-        metrics.sweepBatch.record(due.count)
-        await processAll(due)
-        return max(dueDeadlines.count, dueWarnings.count)
+    /// Visits buckets concurrently; returns each one's claim result (nil when the call failed).
+    private func visit(_ due: [(bucket: Int, recover: Bool)], maximum: Int) async -> [(Int, ClaimFunction.Result?)] {
+        await withTaskGroup(of: (Int, ClaimFunction.Result?).self) { group in
+            for (bucket, recover) in due {
+                group.addTask {
+                    do {
+                        let result = try await self.store.claim(
+                            bucket: bucket, owner: self.token, maximum: maximum, lease: self.configuration.claimLease, recover: recover)
+                        let nextDue = result.nextDue.map { Duration.milliseconds($0 - result.now) }
+                        self.state.withLock {
+                            $0.schedule.visited(bucket, at: .now, nextDueIn: nextDue, full: result.claimed.count >= maximum)
+                        }
+                        self.metrics.claimBatch.record(result.claimed.count)
+                        if !result.lost.isEmpty {
+                            self.metrics.dataLost.increment(by: result.lost.count)
+                            self.logger.error(
+                                "sessions ended with no data left: no listener claimed them within the safety TTL",
+                                metadata: ["count": "\(result.lost.count)"])
+                        }
+                        return (bucket, result)
+                    } catch {
+                        // The reply may be lost after Redis claimed sessions for us: the next visit
+                        // asks for this listener's own claims.
+                        self.state.withLock { $0.schedule.failed(bucket) }
+                        self.logger.warning("expiry visit failed", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+                        return (bucket, nil)
+                    }
+                }
+            }
+            var results: [(Int, ClaimFunction.Result?)] = []
+            for await result in group { results.append(result) }
+            return results
+        }
     }
 
-    /// How long a swept entry stays with the sweeper that took it before others may take it.
-    private var hintLease: Int { max(2000, configuration.sweepInterval.wholeMilliseconds * 20) }
-
-    private func begin(_ id: String) -> Bool { inFlight.withLock { $0.insert(id).inserted } }
-    private func end(_ id: String) { _ = inFlight.withLock { $0.remove(id) } }
+    private func begin(_ id: String, bucket: Int) -> Bool {
+        state.withLock { state in
+            if state.inFlight[id] != nil { return false }
+            state.inFlight[id] = InFlight(bucket: bucket, lost: LostSignal())
+            return true
+        }
+    }
 
     // MARK: One session
 
-    private func process(_ id: String) async {
-        guard SessionID.isWellFormed(id) else {
-            _ = try? await store.redis.pipeline([
-                RESPCommand("ZREM", .string(keys.deadlines), .string(id)), RESPCommand("ZREM", .string(keys.warnings), .string(id)),
-            ])
+    private func process(_ claimed: ClaimFunction.Claimed, bucket: Int, redisNow: Int) async {
+        let id = claimed.id
+        guard let lost = state.withLock({ $0.inFlight[id]?.lost }) else { return }
+        let expired: ExpiredSession
+        do {
+            expired = try expiredSession(claimed)
+        } catch {
+            logger.error(
+                "cannot read an ended session; finalizing it", metadata: ["session": "\(SessionID.redacted(id))", "error": "\(error)"])
+            enqueueFinalize(id, bucket: bucket, reason: .idleTimeout)
             return
         }
-        do {
-            let lead = store.configuration.expiryWarningLead?.wholeMilliseconds ?? 0
-            let reply = try await store.redis.run(
-                SessionScripts.check, keys: keys.sessionAndClaim(id),
-                arguments: [
-                    .integer(SessionStore.nowMilliseconds()), .string(instanceToken), .integer(configuration.claimLease.wholeMilliseconds),
-                    .integer(onWarning == nil ? 0 : lead), .integer(store.grace),
-                ])
-            guard case .array(let parts) = reply, let verdict = parts.first?.string else { return }
-            let now = SessionStore.nowMilliseconds()
-            switch verdict {
-            case "alive":
-                let ttl = parts[1].int ?? 0
-                var commands = [RESPCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id))]
-                if onWarning != nil, lead > 0 {
-                    if ttl > lead && parts[2].int == 0 {
-                        commands.append(RESPCommand("ZADD", .string(keys.warnings), .integer(now + ttl - lead), .string(id)))
-                        commands.append(RESPCommand("PEXPIRE", .string(keys.warnings), .integer(store.indexLifetime)))
-                    } else {
-                        commands.append(RESPCommand("ZREM", .string(keys.warnings), .string(id)))
-                    }
-                }
-                _ = try await store.redis.pipeline(commands)
-            case "warn":
-                let ttl = parts[1].int ?? 0
-                _ = try await store.redis.pipeline([
-                    RESPCommand("ZREM", .string(keys.warnings), .string(id)),
-                    RESPCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)),
-                ])
-                if let onWarning, let fields = parts[2].array {
-                    let session = try store.decodeSession(id: id, fields: fields)
-                    do {
-                        try await onWarning(ExpiryWarning(session: session, remaining: .milliseconds(ttl)))
-                    } catch {
-                        logger.error(
-                            "expiry warning hook failed",
-                            metadata: ["session": "\(StoreInstrumentation.redacted(id))", "error": "\(error)"])
-                    }
-                }
-            case "gone":
-                _ = try await store.redis.pipeline([
-                    RESPCommand("ZREM", .string(keys.deadlines), .string(id)), RESPCommand("ZREM", .string(keys.warnings), .string(id)),
-                ])
-            case "busy":
-                metrics.claimsLost.increment()
-                let ttl = max(parts.count > 1 ? parts[1].int ?? 0 : 0, 1)
-                _ = try await store.redis.send(RESPCommand("ZADD", .string(keys.deadlines), "XX", .integer(now + ttl), .string(id)))
-            case "claimed":
-                // If this instance dies during the hook, the hint comes back after the sweep's short
-                // lease; the sweeper that takes it finds the claim held ('busy') and reschedules the
-                // hint to the claim's end, when another instance claims the session again.
-                guard parts.count == 4, let fields = parts[1].array, let messages = parts[2].array else { return }
-                try await runHook(id: id, fields: fields, messages: messages, attempt: parts[3].int ?? 0)
-            default:
-                logger.error("unexpected verdict from the expiry check", metadata: ["verdict": "\(verdict)"])
+        let reason = await finalReason(of: claimed, expired: expired)
+        if reason != .bound {
+            if expired.reason != .deleted {
+                metrics.lateness.recordMilliseconds(max(0, redisNow - Int(expired.expiredAt.timeIntervalSince1970 * 1000)))
             }
-        } catch {
-            logger.warning(
-                "expiry processing failed; the sweep will retry",
-                metadata: ["session": "\(StoreInstrumentation.redacted(id))", "error": "\(error)"])
+            switch await runHook(expired, lost: lost) {
+            case .lost:
+                // Another listener holds the session now and runs its hook.
+                metrics.claimsLost.increment()
+                end(id)
+                return
+            case .completed, .gaveUp:
+                metrics.hooks(expired.reason).increment()
+            }
         }
+        enqueueFinalize(id, bucket: bucket, reason: reason)
     }
 
-    private func runHook(id: String, fields: [RESPReply], messages: [RESPReply], attempt: Int) async throws {
-        let hash = SessionStore.hash(fields)
-        var session = try store.decodeSession(id: id, hash: hash)
-        let idle = Int(hash["idle_ms"] ?? "") ?? 0
-        let deadline = Int(hash["deadline_at"] ?? "") ?? 0
-        let idleEnd = (Int(hash["last_activity"] ?? "") ?? 0) + idle
-        let reason: ExpiryReason = hash["state"] == "deleted" ? .deleted : (deadline <= idleEnd ? .absoluteLifetime : .idleTimeout)
-        let expiredAt = reason == .absoluteLifetime ? deadline : idleEnd
-        if reason != .deleted { session.state = .expired }
-        let expired = ExpiredSession(
-            session: session,
-            messages: messages.compactMap { if case .bulkString(let bytes) = $0 { MessageCoding.decode(bytes) } else { nil } },
-            reason: reason, expiredAt: SessionStore.date(expiredAt), attempt: attempt)
+    private enum HookOutcome {
+        case completed, gaveUp, lost
+    }
 
-        if reason != .deleted {
-            metrics.lateness.recordMilliseconds(max(0, SessionStore.nowMilliseconds() - expiredAt))
-        }
-        var succeeded = false
-        for tryNumber in 0..<max(1, configuration.maxHookAttempts) {
-            do {
-                try await onExpiry(expired)
-                succeeded = true
-                break
-            } catch {
+    private func runHook(_ expired: ExpiredSession, lost: LostSignal) async -> HookOutcome {
+        let id = expired.session.id
+        for attempt in 0..<configuration.maxHookAttempts {
+            switch await lost.race(timeout: configuration.hookTimeout, { try await self.onExpiry(expired) }) {
+            case .finished(.success): return .completed
+            case .lost: return .lost
+            case .finished(.failure(let error)):
                 metrics.hookFailures.increment()
                 logger.error(
                     "cleanup hook failed",
-                    metadata: ["session": "\(StoreInstrumentation.redacted(id))", "try": "\(tryNumber + 1)", "error": "\(error)"])
-                if tryNumber + 1 < configuration.maxHookAttempts {
-                    try? await Task.sleep(for: configuration.hookRetryDelay * (1 << tryNumber))
+                    metadata: ["session": "\(SessionID.redacted(id))", "try": "\(attempt + 1)", "error": "\(error)"])
+            case .timedOut:
+                metrics.hookFailures.increment()
+                logger.error(
+                    "cleanup hook timed out",
+                    metadata: ["session": "\(SessionID.redacted(id))", "try": "\(attempt + 1)", "timeout": "\(configuration.hookTimeout)"])
+            }
+            if attempt + 1 < configuration.maxHookAttempts {
+                try? await Task.sleep(for: configuration.hookRetryDelay * (1 << attempt))
+                if lost.isLost { return .lost }
+            }
+        }
+        logger.error("cleanup hook gave up; finalizing the session", metadata: ["session": "\(SessionID.redacted(id))"])
+        return .gaveUp
+    }
+
+    /// The session as its hook receives it.
+    private func expiredSession(_ claimed: ClaimFunction.Claimed) throws(SessionError) -> ExpiredSession {
+        let record = claimed.record
+        typealias Field = SessionKeyspace.Field
+        var session = try record.session(id: claimed.id)
+        let idle = try record.milliseconds(Field.idle)
+        let deadline = try record.milliseconds(Field.deadline)
+        let lastActivity = try record.milliseconds(Field.lastActivity)
+        let reason: ExpiryReason
+        let expiredAt: Int
+        if record[Field.state] == SessionState.deleted.rawValue {
+            (reason, expiredAt) = (.deleted, lastActivity)
+        } else if deadline <= lastActivity + idle {
+            (reason, expiredAt) = (.absoluteLifetime, deadline)
+            session.state = .expired
+        } else {
+            (reason, expiredAt) = (.idleTimeout, lastActivity + idle)
+            session.state = .expired
+        }
+        let messages = claimed.messages.compactMap { value -> SessionMessage? in
+            if case .bulkString(let bytes) = value { return MessageCoding.decode(bytes) }
+            return nil
+        }
+        return ExpiredSession(
+            session: session, messages: messages, reason: reason, expiredAt: SessionRecord.date(expiredAt), attempt: claimed.attempt)
+    }
+
+    /// How to finalize: as it ended, or `.bound` when the session is one half of an interrupted
+    /// bind whose other half carries on (then no hook runs for this half).
+    private func finalReason(of claimed: ClaimFunction.Claimed, expired: ExpiredSession) async -> FinalizeFunction.Reason {
+        let ordinary: FinalizeFunction.Reason =
+            switch expired.reason {
+            case .idleTimeout: .idleTimeout
+            case .absoluteLifetime: .absoluteLifetime
+            case .deleted: .deleted
+            }
+        do {
+            if let newID = claimed.record[SessionKeyspace.Field.bindingTo], keyspace.bucket(ofSession: newID) != nil {
+                // The anonymous half: if the bound session exists, it carries on (and gets the hook).
+                if try await store.partner(of: newID).exists { return .bound }
+            }
+            if let oldID = claimed.record[SessionKeyspace.Field.boundFrom], keyspace.bucket(ofSession: oldID) != nil {
+                // The bound half: if the anonymous one is still in use, or was bound again elsewhere,
+                // this copy is the orphan.
+                let old = try await store.partner(of: oldID)
+                if old.exists && (old.isAlive || old.bindingTo != claimed.id) { return .bound }
+            }
+        } catch {
+            logger.warning(
+                "cannot check the other half of a bound session; running its hook",
+                metadata: ["session": "\(SessionID.redacted(claimed.id))", "error": "\(error)"])
+        }
+        return ordinary
+    }
+
+    private func warn(_ warned: ClaimFunction.Warned, hook: @escaping WarningHook) async {
+        do {
+            let session = try warned.record.session(id: warned.id)
+            let outcome = await LostSignal().race(timeout: configuration.hookTimeout) {
+                try await hook(ExpiryWarning(session: session, remaining: .milliseconds(warned.millisecondsLeft)))
+            }
+            if case .finished(.failure(let error)) = outcome { throw error }
+            if case .timedOut = outcome { throw SessionError.redis(.timedOut(after: configuration.hookTimeout)) }
+        } catch {
+            logger.error("expiry warning hook failed", metadata: ["session": "\(SessionID.redacted(warned.id))", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Finalizing
+
+    private func enqueueFinalize(_ id: String, bucket: Int, reason: FinalizeFunction.Reason) {
+        state.withLock { $0.finalizing[bucket, default: []].append((id, reason)) }
+        finalizeWakeup.signal()
+    }
+
+    private func end(_ id: String) {
+        _ = state.withLock { $0.inFlight.removeValue(forKey: id) }
+    }
+
+    /// Finalizes finished sessions in batches per bucket; failed batches are retried (their claims
+    /// are renewed meanwhile).
+    private func finalizerLoop() async {
+        var failures = 0
+        while !Task.isCancelled {
+            await finalizeWakeup.wait(atMost: .milliseconds(failures == 0 ? 500 : min(1000, 20 << min(failures, 6))))
+            if Task.isCancelled { return }
+            failures = await finalizePending() ? 0 : failures + 1
+        }
+    }
+
+    /// One pass over the pending finalizations; false when some failed.
+    private func finalizePending() async -> Bool {
+        let pending = state.withLock { state in
+            defer { state.finalizing = [:] }
+            return state.finalizing
+        }
+        guard !pending.isEmpty else { return true }
+        return await withTaskGroup(of: Bool.self) { group in
+            for (bucket, sessions) in pending {
+                group.addTask { await self.finalize(sessions, bucket: bucket) }
+            }
+            var allDone = true
+            for await done in group where !done { allDone = false }
+            return allDone
+        }
+    }
+
+    private func finalize(_ sessions: [(id: String, reason: FinalizeFunction.Reason)], bucket: Int) async -> Bool {
+        do {
+            let outcomes = try await store.finalize(bucket: bucket, owner: token, sessions: sessions)
+            for (session, outcome) in zip(sessions, outcomes) {
+                if outcome == .lost {
+                    metrics.claimsLost.increment()
+                    logger.warning(
+                        "a session's claim was lost before it was finalized; another listener will run its hook again",
+                        metadata: ["session": "\(SessionID.redacted(session.id))"])
+                }
+                end(session.id)
+            }
+            return true
+        } catch {
+            logger.warning("finalize failed; retrying", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+            state.withLock { $0.finalizing[bucket, default: []].append(contentsOf: sessions) }
+            return false
+        }
+    }
+
+    /// After the last hook: finalize what is left, retrying for at most a claim lease.
+    private func finalizeRemaining() async {
+        let deadline = ContinuousClock.now + configuration.claimLease
+        while ContinuousClock.now < deadline, !Task.isCancelled {
+            if await finalizePending(), state.withLock({ $0.finalizing.isEmpty }) { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    // MARK: Claims and registration
+
+    /// Renews the claims of running hooks and pending finalizations every third of the lease;
+    /// cancels the hooks whose claims were lost.
+    private func renewalLoop() async {
+        let period = configuration.claimLease / 3
+        while !Task.isCancelled {
+            try? await Task.sleep(for: period)
+            if Task.isCancelled { return }
+            let byBucket = state.withLock { state in Dictionary(grouping: state.inFlight, by: { $0.value.bucket }) }
+            await withTaskGroup(of: Void.self) { group in
+                for (bucket, entries) in byBucket {
+                    group.addTask {
+                        let ids = entries.map(\.key)
+                        do {
+                            let held = try await self.store.renew(
+                                bucket: bucket, owner: self.token, lease: self.configuration.claimLease, ids: ids)
+                            for id in ids where !held.contains(id) { self.claimLost(id) }
+                        } catch {
+                            // Transient: the next renewal tries again, well within the lease.
+                            self.logger.warning("claim renewal failed", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+                        }
+                    }
                 }
             }
         }
-        metrics.hooks(reason).increment()
-        if !succeeded { logger.error("cleanup hook gave up", metadata: ["session": "\(StoreInstrumentation.redacted(id))"]) }
+    }
 
-        // Finalize and clean the indexes in one round trip.
-        let lifetime = max(0, SessionStore.nowMilliseconds() - Int(session.createdAt.timeIntervalSince1970 * 1000))
-        let finalized = try await store.runScript(
-            SessionScripts.finalize, id: id, keys: keys.sessionAndClaim(id), arguments: [.string(instanceToken)],
-            alongside: [
-                RESPCommand("ZREM", .string(keys.deadlines), .string(id)),
-                RESPCommand("ZREM", .string(keys.warnings), .string(id)),
-                RESPCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
-                RESPCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
-                RESPCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(lifetime)),
-                RESPCommand("PEXPIRE", .string(keys.stats), .integer(SessionStore.statsLifetime)),
-            ] + (reason == .deleted ? [] : store.eventCommand(.expired, id: id, user: session.user, detail: reason.rawValue)))
-        if finalized.int != 1 {
-            // The lease ran out during the hook and another instance took the session over: give
-            // its hint back (rare; the counters may count this session twice).
-            metrics.claimsLost.increment()
-            _ = try await store.redis.pipeline([
-                RESPCommand("ZADD", .string(keys.deadlines), .integer(SessionStore.nowMilliseconds()), .string(id)),
-                RESPCommand("PEXPIRE", .string(keys.deadlines), .integer(store.indexLifetime)),
-            ])
+    private func claimLost(_ id: String) {
+        let entry = state.withLock { state -> InFlight? in
+            guard let entry = state.inFlight[id] else { return nil }
+            // A finished hook waiting for finalize gives it up: another listener runs it again.
+            for bucket in state.finalizing.keys { state.finalizing[bucket]?.removeAll { $0.id == id } }
+            return entry
+        }
+        entry?.lost.fire()
+        logger.warning("a claim was lost while its hook ran; cancelling the hook", metadata: ["session": "\(SessionID.redacted(id))"])
+    }
+
+    /// Keeps this listener registered and its share of the buckets up to date.
+    private func registryLoop() async {
+        let lifetime = configuration.registrationLifetime
+        var last: Set<Int>?
+        while !Task.isCancelled {
+            do {
+                let members = try await store.register(token: token, lifetime: lifetime)
+                let mine = BucketAssignment(me: token, members: members, bucketCount: keyspace.bucketCount).buckets
+                if mine != last {
+                    state.withLock { $0.schedule.assign(mine) }
+                    sweepWakeup.signal()
+                    logger.debug("expiry listener buckets", metadata: ["listeners": "\(members.count)", "buckets": "\(mine.count)"])
+                    last = mine
+                }
+            } catch {
+                logger.warning("expiry listener registration failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: lifetime / 3)
         }
     }
 
     // MARK: Notifications
 
-    private enum NotificationSource {
-        case keyspace, keyevent, none
+    private func collectNotifications(from subscriber: HiredisSubscriber) async {
+        for await event in subscriber.events {
+            switch event {
+            case .message(let channel, _, let payload):
+                // Keyspace channel: `__keyspace@<db>__:<key>`, payload: the event.
+                guard payload.readableBytesView.elementsEqual("expired".utf8), let colon = channel.firstIndex(of: ":"),
+                    let (bucket, _) = keyspace.parseTimer(channel[channel.index(after: colon)...])
+                else { continue }
+                state.withLock { $0.schedule.notify(bucket) }
+                sweepWakeup.signal()
+            case .resubscribed:
+                logger.info("expired-key notifications were missed while reconnecting; the sweep covers them")
+            }
+        }
     }
 
-    /// Makes sure Redis publishes expired-key events on keyspace channels (flags `K` and `x`), where
-    /// CONFIG is allowed, and says which channels carry them.
-    private func enableNotifications() async -> NotificationSource {
+    /// Makes sure Redis publishes expired-key events on keyspace channels (flags `K` and `x`),
+    /// where CONFIG is allowed. Returns whether they are on.
+    private func enableNotifications() async -> Bool {
+        let redis = store.redis
         var flags = ""
         do {
-            let reply = try await store.redis.send(RESPCommand("CONFIG", "GET", "notify-keyspace-events"))
-            flags = reply.array?.last?.string ?? ""
+            flags = try await redis.send(RESPCommand("CONFIG", "GET", "notify-keyspace-events")).array?.last?.string ?? ""
         } catch {
-            logger.warning(
-                "cannot read notify-keyspace-events (CONFIG refused); relying on the deadline sweep", metadata: ["error": "\(error)"])
-            // Managed Redis often has keyevent notifications on: listen there, just in case.
-            return .keyevent
+            logger.warning("cannot read notify-keyspace-events (CONFIG refused); relying on the sweep", metadata: ["error": "\(error)"])
+            return false
         }
         let hasExpired = flags.contains("x") || flags.contains("A")
-        if flags.contains("K") && hasExpired { return .keyspace }
-        guard configuration.enableKeyspaceNotifications else { return flags.contains("E") && hasExpired ? .keyevent : .none }
+        if flags.contains("K") && hasExpired { return true }
+        guard configuration.enableKeyspaceNotifications else { return false }
         var wanted = flags
         if !flags.contains("K") { wanted += "K" }
         if !hasExpired { wanted += "x" }
         do {
-            _ = try await store.redis.send(RESPCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)))
+            _ = try await redis.send(RESPCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)))
             logger.info("enabled expired-key notifications", metadata: ["notify-keyspace-events": "\(wanted)"])
-            return .keyspace
+            return true
         } catch {
             logger.warning(
-                "cannot enable expired-key notifications (CONFIG refused); relying on the deadline sweep", metadata: ["error": "\(error)"])
-            return flags.contains("E") && hasExpired ? .keyevent : .none
+                "cannot enable expired-key notifications (CONFIG refused); relying on the sweep", metadata: ["error": "\(error)"])
+            return false
         }
-    }
-}
-
-/// A counting semaphore for tasks.
-final class Limiter: Sendable {
-    private let state: Mutex<(available: Int, waiters: [CheckedContinuation<Void, Never>])>
-
-    init(_ count: Int) {
-        state = Mutex((max(1, count), []))
-    }
-
-    func acquire() async {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state in
-                if state.available > 0 {
-                    state.available -= 1
-                    return true
-                }
-                state.waiters.append(continuation)
-                return false
-            }
-            if ready { continuation.resume() }
-        }
-    }
-
-    func release() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if state.waiters.isEmpty {
-                state.available += 1
-                return nil
-            }
-            return state.waiters.removeFirst()
-        }
-        waiter?.resume()
     }
 }
 
 struct ExpiryMetrics: Sendable {
     let lateness: CoreMetrics.Timer
     let claimsLost: Counter
-    let sweepBatch: Recorder
+    let claimBatch: Recorder
     let hookFailures: Counter
+    let dataLost: Counter
     private let hooksByReason: [ExpiryReason: Counter]
 
     init(factory: any MetricsFactory) {
         lateness = CoreMetrics.Timer(label: "session.expiry.lateness", factory: factory)
         claimsLost = Counter(label: "session.expiry.claims_lost", factory: factory)
-        sweepBatch = Recorder(label: "session.expiry.sweep_batch", factory: factory)
+        claimBatch = Recorder(label: "session.expiry.claim_batch", factory: factory)
         hookFailures = Counter(label: "session.expiry.hook_failures", factory: factory)
+        dataLost = Counter(label: "session.expiry.data_lost", factory: factory)
         var hooks: [ExpiryReason: Counter] = [:]
         for reason in [ExpiryReason.idleTimeout, .absoluteLifetime, .deleted] {
             hooks[reason] = Counter(label: "session.expiry.hooks", dimensions: [("reason", reason.rawValue)], factory: factory)

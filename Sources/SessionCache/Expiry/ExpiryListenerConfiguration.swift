@@ -1,33 +1,58 @@
 import CoreMetrics
 import Logging
 
-/// How an ``ExpiryListener`` finds and handles ended sessions.
+/// How an ``ExpiryListener`` finds ended sessions and runs their hooks.
 public struct ExpiryListenerConfiguration: Sendable {
-    /// How often the deadline index is swept. Expired-key events come when Redis actually deletes a
-    /// key (seconds to minutes late under load) and are lost while nobody listens; the sweep bounds
-    /// the lateness whatever happens to them.
-    public var sweepInterval: Duration = .milliseconds(100)
-    /// The most sessions one sweep takes (oldest first); a full batch is followed by another at once.
-    public var sweepBatchSize = 1000
-    /// The most cleanup hooks running at once in this instance.
+    /// How often the listener checks which of its buckets are due. A bucket is visited when its next
+    /// entry is due (learnt at its last visit), when a keyspace notification names it, and at least
+    /// every ``fullSweepInterval``.
+    public var sweepInterval: Duration = .milliseconds(50)
+    /// Every bucket the listener owns is visited at least this often: sessions created or deleted by
+    /// other instances since the last visit are found then, if no notification came first.
+    public var fullSweepInterval: Duration = .seconds(1)
+    /// The most sessions one visit of a bucket claims.
+    public var claimBatchSize = 100
+    /// The most cleanup hooks running at once in this instance; sessions are claimed only when a
+    /// hook can start, so a slow hook holds back this instance's claims, not expiry everywhere.
     public var maxConcurrentHooks = 256
-    /// How long a claim on a session lasts: if this instance dies in the middle of a hook, another
-    /// one runs it again after the lease (at-least-once in that case).
+    /// How long a claim lasts without renewal. While a hook runs its claim is renewed every third of
+    /// this; if this instance dies, another one claims the session again after the lease
+    /// (at-least-once in that case, ``ExpiredSession/attempt`` tells).
     public var claimLease: Duration = .seconds(30)
-    /// How many times a throwing hook is tried, in all.
+    /// How long one run of a hook may take; past it the hook is cancelled and counted as a failure.
+    public var hookTimeout: Duration = .seconds(60)
+    /// How many times a failing (throwing or timed-out) hook is tried, in all, before the session is
+    /// finalized anyway.
     public var maxHookAttempts = 3
-    /// The pause before trying a throwing hook again (doubled each time).
+    /// The pause before trying a failing hook again (doubled each time).
     public var hookRetryDelay: Duration = .milliseconds(200)
-    /// Whether to turn on expired-key notifications (`CONFIG SET notify-keyspace-events`) when they
-    /// are off. Where CONFIG is refused (managed Redis), the listener warns once and relies on the sweep.
+    /// How long a listener's registration lasts without renewal: when a listener dies, the others
+    /// take over its buckets after this.
+    public var registrationLifetime: Duration = .seconds(5)
+    /// Whether to turn on keyspace notifications for expired keys (`CONFIG SET
+    /// notify-keyspace-events`) when they are off. Where CONFIG is refused (managed Redis), the
+    /// listener warns once and relies on the sweep.
     public var enableKeyspaceNotifications = true
-    /// Where the listener logs: hook failures, lost notifications, CONFIG refusals.
+    /// Where the listener logs: hook failures, lost claims, CONFIG refusals.
     public var logger = Logger(label: "expiry-listener", factory: { _ in SwiftLogNoOpLogHandler() })
     /// `session.expiry.hooks` (dimension `reason`), `session.expiry.lateness` (timer: due to hook
-    /// start), `session.expiry.claims_lost`, `session.expiry.sweep_batch` (recorder), `session.expiry.hook_failures`.
+    /// start), `session.expiry.claims_lost`, `session.expiry.claim_batch` (recorder),
+    /// `session.expiry.hook_failures`, `session.expiry.data_lost`.
     /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
     public var metricsFactory: any MetricsFactory = MetricsSystem.factory
 
-    /// The defaults: a 100 ms sweep, batches of 1,000, a 30 s claim lease, 3 hook attempts.
+    /// The defaults: sweeps every 50 ms (each bucket at least every second), batches of 100, 256
+    /// concurrent hooks, a 30 s claim lease, 60 s per hook, 3 attempts.
     public init() {}
+
+    func validate() throws(SessionError) {
+        if sweepInterval <= .zero || fullSweepInterval <= .zero || claimLease <= .zero || hookTimeout <= .zero
+            || registrationLifetime <= .zero
+        {
+            throw .invalidConfiguration("the expiry listener's intervals must be positive")
+        }
+        if claimBatchSize < 1 || maxConcurrentHooks < 1 || maxHookAttempts < 1 {
+            throw .invalidConfiguration("claimBatchSize, maxConcurrentHooks and maxHookAttempts must be at least 1")
+        }
+    }
 }

@@ -1,23 +1,29 @@
 /// A granted lock: who holds it, and the fencing token its writes carry.
 ///
-/// Pass it to the store's writes (`lease:`): a write whose fencing token is older than the newest
-/// one issued for the session is refused (``SessionError/staleLease``), so a holder that paused past
-/// its lease cannot overwrite the next holder's work.
+/// Pass it to the store's writes (`lease:`): a write made under a lease that is no longer held is
+/// refused atomically (``SessionError/staleLease``), so a holder that paused past its lease cannot
+/// overwrite the next holder's work.
 public struct LockLease: Sendable, Hashable {
     /// The session.
     public let sessionID: String
     /// The tab, with ``SessionLockConfiguration/Policy/sessionPerTab``.
     public let tab: String?
-    /// This acquisition's owner token: 128 random bits (per acquisition, not per thread or task).
+    /// This acquisition's owner token: 144 random bits (per acquisition, not per thread or task).
     public let token: String
-    /// Grows with every acquisition of the session's lock.
+    /// The fencing token: Redis's clock in microseconds when the lock was granted. It grows with
+    /// every acquisition of the lock and never repeats, also after a Redis restart that lost its
+    /// last writes or a failover to a replica that lagged (as long as the servers' clocks agree to
+    /// within the failover time). Pass it to other systems the holder writes to, so that they can
+    /// refuse writes with an older token.
     public let fence: Int
 }
 
 /// What ``SessionLock`` throws.
 public enum LockError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The session is not alive.
+    /// The session id is not one the store issues.
     case notFound
+    /// A tab name is empty, longer than 64 bytes, or not made of letters, digits, `-` and `_`.
+    case invalidTab
     /// The lock was not granted within the wait timeout.
     case timedOut
     /// The lease was lost while the holder worked (a renewal failed: it ran out, or another tab took
@@ -28,7 +34,8 @@ public enum LockError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .notFound: return "session not found or expired"
+        case .notFound: return "malformed session id"
+        case .invalidTab: return "invalid tab name"
         case .timedOut: return "timed out waiting for the session lock"
         case .leaseLost: return "the session lock's lease was lost"
         case .redis(let text): return text

@@ -17,10 +17,17 @@ import Synchronization
 /// }
 /// ```
 ///
-/// Waiters are woken through pub/sub when the lock is released (the release names the next
-/// waiter), ask again at least every ``SessionLockConfiguration/waiterHeartbeat`` and when the
-/// holder's lease would run out (so a lost wake-up costs little), and are served in order of
-/// arrival. Reads without the lock stay possible (``SessionStore/get(_:)``, ``SessionStore/metadata(_:)``).
+/// - An uncontended acquire is one round trip of two plain commands: `SET <lock> <token> NX PX
+///   <lease>` and `TIME` (the fencing token: Redis's clock in microseconds, so it never repeats,
+///   also after a restart that lost the last writes or a failover to a replica that lagged).
+/// - Waiters queue in arrival order. A release hands the lock straight to the first waiter and
+///   wakes it over the bucket's sharded pub/sub channel; the lock never looks free while others
+///   wait, so nobody barges in. Waiters also ask again at least every
+///   ``SessionLockConfiguration/waiterHeartbeat`` and when the holder's lease would run out, so a
+///   lost wake-up costs little, and a waiter whose process died is skipped.
+/// - The store's writes made with a lease (`lease:`) happen only while the lease is held
+///   (``SessionError/staleLease`` otherwise), atomically with the write.
+/// - Reads need no lock (``SessionStore/get(_:)``, ``SessionStore/metadata(_:)``).
 public final class SessionLock: Sendable {
     private struct Metrics: Sendable {
         let acquisitions: Counter
@@ -35,7 +42,7 @@ public final class SessionLock: Sendable {
     private let metrics: Metrics
     /// Local waiters by token, woken by release messages.
     private let waiters = Mutex<[String: CheckedContinuation<Bool, Never>]>([:])
-    private let subscription = Mutex<Task<HiredisSubscriber?, Never>?>(nil)
+    private let wakeups: WakeupSubscription
 
     /// Locks for `store`'s sessions. Share one per process: it holds the wake-up subscription.
     public init(store: SessionStore, configuration: SessionLockConfiguration = SessionLockConfiguration()) {
@@ -47,101 +54,115 @@ public final class SessionLock: Sendable {
             wait: CoreMetrics.Timer(label: "session.lock.wait", factory: factory),
             renewals: Counter(label: "session.lock.renewals", factory: factory),
             leasesLost: Counter(label: "session.lock.leases_lost", factory: factory))
+        wakeups = WakeupSubscription(configuration: store.redis.configuration, logger: configuration.logger)
     }
 
     /// Stops the wake-up subscription. Waiters still waiting fall back to their heartbeat.
     public func close() async {
-        let task = subscription.withLock { task in
-            defer { task = nil }
-            return task
-        }
-        await task?.value?.close()
+        await wakeups.close()
     }
+
+    private var keyspace: SessionKeyspace { store.keyspace }
+    private var staleWaiter: Duration { configuration.waiterHeartbeat * 3 }
 
     // MARK: Acquire, extend, release
 
-    /// Acquires the session's lock, waiting at most `timeout` (default
-    /// ``SessionLockConfiguration/waitTimeout``). Honours task cancellation.
+    /// Acquires the session's lock (with ``SessionLockConfiguration/Policy/sessionPerTab``, the
+    /// tab's), waiting at most `timeout` (default ``SessionLockConfiguration/waitTimeout``).
+    /// Honours task cancellation; if the wait ends (timeout, cancellation, a lost reply) after
+    /// Redis granted the lock, the lock is released again, so no ghost holds it for a lease.
     ///
-    /// - Throws: ``LockError/notFound``, ``LockError/timedOut``, `CancellationError`,
-    ///   ``LockError/redis(_:)``.
+    /// The lock does not check that the session is alive: the writes made under it do.
+    ///
+    /// - Throws: ``LockError/timedOut``, `CancellationError`, ``LockError/redis(_:)``,
+    ///   ``LockError/invalidTab``.
     public func acquire(_ id: String, tab: String? = nil, timeout: Duration? = nil) async throws -> LockLease {
-        guard SessionID.isWellFormed(id) else { throw LockError.notFound }
+        guard let bucket = keyspace.bucket(ofSession: id) else { throw LockError.notFound }
         let tab = configuration.policy == .sessionPerTab ? tab : nil
-        let token = SessionID.make()
+        do { try SessionStore.validate(tab: tab) } catch { throw LockError.invalidTab }
+        let token = SessionID.make(bucket: 0)
+        let lockKey = keyspace.lock(id, tab: tab)
         let started = ContinuousClock.now
         let deadline = started + (timeout ?? configuration.waitTimeout)
-        let mode: RESPArgument = configuration.policy == .activeTabWins ? "takeover" : "wait"
-        var subscribed = false
-        while true {
-            if Task.isCancelled {
-                if subscribed { await abandon(id, tab: tab, token: token) }
-                throw CancellationError()
+        func granted(_ fence: Int) -> LockLease {
+            metrics.acquisitions.increment()
+            metrics.wait.recordNanoseconds(Int64((ContinuousClock.now - started).nanoseconds))
+            return LockLease(sessionID: id, tab: tab, token: token, fence: fence)
+        }
+
+        if configuration.policy == .activeTabWins {
+            let result = try await guarded(lockKey, token: token) {
+                try await self.store.redis.call(self.acquireFunction(lockKey, token: token, mode: .takeover))
             }
-            let reply: RESPReply
-            do {
-                reply = try await store.redis.run(
-                    SessionScripts.lockAcquire, keys: store.keys.lock(id, tab: tab),
-                    arguments: [
-                        .string(token), .integer(configuration.lease.wholeMilliseconds),
-                        .integer(configuration.waiterHeartbeat.wholeMilliseconds * 3),
-                        subscribed ? mode : (mode == "takeover" ? mode : "try"),
-                    ])
-            } catch {
-                throw LockError.redis("\(error)")
+            guard case .granted(let fence) = result else { throw LockError.redis("takeover refused") }
+            return granted(fence)
+        }
+
+        // Uncontended: two plain commands in one round trip.
+        let replies = try await guarded(lockKey, token: token) {
+            try await self.store.redis.pipeline([
+                RESPCommand("SET", .string(lockKey), .string(token), "NX", "PX", .integer(self.configuration.lease.wholeMilliseconds)),
+                RESPCommand("TIME"),
+            ])
+        }
+        if case .simpleString = replies[0], let time = replies[1].array, time.count == 2,
+            let fence = FencingToken.from(seconds: time[0], microseconds: time[1])
+        {
+            return granted(fence)
+        }
+        if case .error(let text) = replies[0] { throw LockError.redis(text) }
+
+        // Contended: listen for wake-ups first, then queue up (a release in between wakes us).
+        await wakeups.ensureSubscribed(keyspace.lockWakeups(bucket: bucket)) { [weak self] token in
+            if let token { self?.wake(token) } else { self?.wakeAll() }
+        }
+        do {
+            while true {
+                try Task.checkCancellation()
+                let result = try await guarded(lockKey, token: token) {
+                    try await self.store.redis.call(self.acquireFunction(lockKey, token: token, mode: .wait))
+                }
+                switch result {
+                case .granted(let fence): return granted(fence)
+                case .held(let left):
+                    let now = ContinuousClock.now
+                    if now >= deadline { throw LockError.timedOut }
+                    let nap = min(.milliseconds(max(1, left)), configuration.waiterHeartbeat, deadline - now)
+                    _ = await wait(token: token, atMost: nap)
+                }
             }
-            guard case .array(let parts) = reply, let status = parts.first?.int else {
-                throw LockError.redis("unexpected reply \(reply)")
-            }
-            if status == 1 {
-                metrics.acquisitions.increment()
-                metrics.wait.recordNanoseconds(Int64((ContinuousClock.now - started).nanoseconds))
-                return LockLease(sessionID: id, tab: tab, token: token, fence: parts[1].int ?? 0)
-            }
-            if status == -1 { throw LockError.notFound }
-            if !subscribed {
-                // Contended: listen for releases first, then queue up (a release in between wakes us).
-                await ensureSubscribed()
-                subscribed = true
-                continue
-            }
-            let holderLeft = Duration.milliseconds(max(1, parts.count > 1 ? parts[1].int ?? 1 : 1))
-            let now = ContinuousClock.now
-            if now >= deadline {
-                await abandon(id, tab: tab, token: token)
-                throw LockError.timedOut
-            }
-            let nap = min(holderLeft, configuration.waiterHeartbeat, deadline - now)
-            let woken = await wait(token: token, atMost: nap)
-            if !woken && Task.isCancelled {
-                await abandon(id, tab: tab, token: token)
-                throw CancellationError()
-            }
+        } catch {
+            await abandon(lockKey, token: token)
+            throw error
         }
     }
 
     /// Extends the lease by ``SessionLockConfiguration/lease``; false when it is no longer held.
     public func extend(_ lease: LockLease) async throws -> Bool {
-        let reply = try await store.redis.run(
-            SessionScripts.lockExtend, keys: store.keys.lock(lease.sessionID, tab: lease.tab),
-            arguments: [.string(lease.token), .integer(configuration.lease.wholeMilliseconds)])
-        return reply.int == 1
+        do {
+            return try await store.redis.call(
+                LockExtendFunction(lockKey: keyspace.lock(lease.sessionID, tab: lease.tab), token: lease.token, lease: configuration.lease))
+        } catch {
+            throw LockError.redis("\(error)")
+        }
     }
 
-    /// Releases the lock if `lease` still holds it and wakes the next waiter. Returns false when it
-    /// does not (a release by anyone but the owner changes nothing; safe to retry).
+    /// Releases the lock if `lease` still holds it, handing it to the next waiter. Returns false
+    /// when it does not (a release by anyone but the holder changes nothing; safe to retry).
     @discardableResult
     public func release(_ lease: LockLease) async throws -> Bool {
-        let reply = try await store.redis.run(
-            SessionScripts.lockRelease, keys: store.keys.lock(lease.sessionID, tab: lease.tab),
-            arguments: [.string(lease.token), .string(store.keys.lockChannel(lease.sessionID, tab: lease.tab))])
-        return reply.int == 1
+        do {
+            return try await store.redis.call(releaseFunction(keyspace.lock(lease.sessionID, tab: lease.tab), token: lease.token))
+        } catch {
+            throw LockError.redis("\(error)")
+        }
     }
 
     /// Runs `body` holding the session's lock and always releases it: on return, on throw, on
-    /// cancellation. The lease is renewed every third of its length while `body` works; if a renewal
-    /// fails, `body` is cancelled and ``LockError/leaseLost`` is thrown (its fenced writes were
-    /// refused from the moment the lease was lost).
+    /// cancellation. The lease is renewed every third of its length while `body` works; renewals
+    /// that fail for a transient reason are retried until the lease would really end. If the lease
+    /// is lost, `body` is cancelled and ``LockError/leaseLost`` is thrown (its writes under the
+    /// lease were refused from the moment it was lost).
     public func withLock<T: Sendable>(
         _ id: String, tab: String? = nil, timeout: Duration? = nil, _ body: @escaping @Sendable (LockLease) async throws -> T
     ) async throws -> T {
@@ -172,43 +193,83 @@ public final class SessionLock: Sendable {
 
     private func renew(_ lease: LockLease, lost: NIOLockedValueBox<Bool>) async {
         let period = configuration.lease / 3
+        var lastHeld = ContinuousClock.now
+        var failing = false
         while !Task.isCancelled {
-            try? await Task.sleep(for: period)
+            try? await Task.sleep(for: failing ? period / 4 : period)
             if Task.isCancelled { return }
-            if (try? await extend(lease)) == true {
-                metrics.renewals.increment()
-            } else {
-                metrics.leasesLost.increment()
-                configuration.logger.warning(
-                    "session lock lease lost", metadata: ["session": "\(StoreInstrumentation.redacted(lease.sessionID))"])
-                lost.withLockedValue { $0 = true }
-                return
+            do {
+                if try await extend(lease) {
+                    metrics.renewals.increment()
+                    lastHeld = .now
+                    failing = false
+                    continue
+                }
+            } catch {
+                // Redis is slow or away: keep trying while the lease may still be ours.
+                failing = true
+                if ContinuousClock.now - lastHeld < configuration.lease { continue }
             }
+            metrics.leasesLost.increment()
+            configuration.logger.warning("session lock lease lost", metadata: ["session": "\(SessionID.redacted(lease.sessionID))"])
+            lost.withLockedValue { $0 = true }
+            return
         }
     }
 
     // MARK: Waiting
 
-    private func abandon(_ id: String, tab: String?, token: String) async {
+    private func acquireFunction(_ lockKey: String, token: String, mode: LockAcquireFunction.Mode) -> LockAcquireFunction {
+        LockAcquireFunction(lockKey: lockKey, token: token, lease: configuration.lease, mode: mode, staleWaiter: staleWaiter)
+    }
+
+    private func releaseFunction(_ lockKey: String, token: String) -> LockReleaseFunction {
+        LockReleaseFunction(lockKey: lockKey, token: token, staleWaiter: staleWaiter, handoverLease: staleWaiter)
+    }
+
+    /// Runs one acquire step; if it fails in a way that leaves open whether Redis granted the lock
+    /// (timeout, lost connection, cancellation), gives the lock back before throwing.
+    private func guarded<T: Sendable>(_ lockKey: String, token: String, _ step: @escaping @Sendable () async throws -> T) async throws -> T
+    {
+        do {
+            return try await step()
+        } catch {
+            await abandon(lockKey, token: token)
+            if error is CancellationError { throw error }
+            throw LockError.redis("\(error)")
+        }
+    }
+
+    /// Leaves the queue and gives the lock back if this token got it (owner-checked, so harmless
+    /// when it did not). In a task of its own, so that it runs even when the caller is cancelled.
+    private func abandon(_ lockKey: String, token: String) async {
         _ = await Task {
-            try? await store.redis.run(
-                SessionScripts.lockAbandon, keys: store.keys.lock(id, tab: tab),
-                arguments: [.string(token), .string(store.keys.lockChannel(id, tab: tab))])
+            _ = try? await self.store.redis.call(
+                LockAbandonFunction(lockKey: lockKey, token: token, staleWaiter: self.staleWaiter, handoverLease: self.staleWaiter))
+            _ = try? await self.store.redis.call(self.releaseFunction(lockKey, token: token))
         }.value
     }
 
     /// Waits until a release names `token`, or `atMost` passes, or the task is cancelled. True when woken.
     private func wait(token: String, atMost duration: Duration) async -> Bool {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                waiters.withLock { $0[token] = continuation }
-                Task {
-                    try? await Task.sleep(for: duration)
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                        self.waiters.withLock { $0[token] = continuation }
+                        if Task.isCancelled { self.waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: false) }
+                    }
+                } onCancel: {
                     self.waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: false)
                 }
             }
-        } onCancel: {
-            self.waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: false)
+            group.addTask {
+                try? await Task.sleep(for: duration)
+                return false
+            }
+            let woken = await group.next() ?? false
+            group.cancelAll()
+            return woken
         }
     }
 
@@ -216,59 +277,88 @@ public final class SessionLock: Sendable {
         waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: true)
     }
 
-    /// One pattern subscription per lock object, made the first time a caller has to wait.
-    private func ensureSubscribed() async {
-        let task = subscription.withLock { task -> Task<HiredisSubscriber?, Never> in
-            if let task { return task }
-            let made = Task { () -> HiredisSubscriber? in
-                let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
-                do {
-                    try await subscriber.subscribe(patterns: [store.keys.lockChannelPattern])
-                } catch {
-                    configuration.logger.warning("lock wake-ups unavailable; waiters poll", metadata: ["error": "\(error)"])
-                }
-                Task {
-                    for await event in subscriber.events {
-                        switch event {
-                        case .message(_, _, let payload): self.wake(String(buffer: payload))
-                        case .resubscribed:
-                            // Wake-ups may have been lost: everyone asks again.
-                            let all = self.waiters.withLock { waiters in
-                                defer { waiters.removeAll() }
-                                return Array(waiters.values)
-                            }
-                            for continuation in all { continuation.resume(returning: true) }
-                        }
+    /// Wakes every waiter: wake-ups may have been lost (the subscription reconnected).
+    private func wakeAll() {
+        let all = waiters.withLock { waiters in
+            defer { waiters.removeAll() }
+            return Array(waiters.values)
+        }
+        for continuation in all { continuation.resume(returning: true) }
+    }
+}
+
+/// The lock's wake-up subscription: one shard channel per bucket that has had waiters, made the
+/// first time a caller waits there.
+final class WakeupSubscription: Sendable {
+    private let configuration: HiredisConfiguration
+    private let logger: Logger
+    private let state = Mutex<(subscriber: HiredisSubscriber?, channels: Set<String>, consumer: Task<Void, Never>?)>((nil, [], nil))
+
+    init(configuration: HiredisConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Subscribes to `channel` unless subscribed already. `wake` gets the token a release names, or
+    /// nil after the subscription reconnected (wake-ups may have been lost: everyone asks again).
+    func ensureSubscribed(_ channel: String, wake: @escaping @Sendable (String?) -> Void) async {
+        let subscriber = state.withLock { state -> HiredisSubscriber? in
+            if state.channels.contains(channel) { return nil }
+            state.channels.insert(channel)
+            if let subscriber = state.subscriber { return subscriber }
+            let subscriber = HiredisSubscriber(configuration: configuration)
+            state.subscriber = subscriber
+            state.consumer = Task {
+                for await event in subscriber.events {
+                    switch event {
+                    case .message(_, _, let payload): wake(String(buffer: payload))
+                    case .resubscribed: wake(nil)
                     }
                 }
-                return subscriber
             }
-            task = made
-            return made
+            return subscriber
         }
-        _ = await task.value
+        guard let subscriber else { return }
+        do {
+            try await subscriber.subscribe(shardChannels: [channel])
+        } catch {
+            logger.warning("lock wake-ups unavailable; waiters poll", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func close() async {
+        let (subscriber, consumer) = state.withLock { state in
+            defer {
+                state.subscriber = nil
+                state.consumer = nil
+                state.channels = []
+            }
+            return (state.subscriber, state.consumer)
+        }
+        await subscriber?.close()
+        await consumer?.value
     }
 }
 
 extension SessionLock {
-    // For scripts/bench-locks: the raw commands of an acquire and a release, to measure the
-    // pipelined ceiling of the very scripts the lock runs.
+    // For scripts/bench-locks: the commands an uncontended acquire and a release send, to measure
+    // the pipelined ceiling of exactly what the lock sends.
 
-    /// The lock keys of a session.
-    public static func benchmarkKeys(store: SessionStore, id: String) -> [RESPArgument] { store.keys.lock(id, tab: nil) }
+    /// The lock key of a session.
+    public static func benchmarkLockKey(store: SessionStore, id: String) -> String { store.keyspace.lock(id) }
 
-    /// `EVALSHA` of the acquire script (loaded by a first acquire).
-    public static func benchmarkAcquire(keys: [RESPArgument], token: String) -> RESPCommand {
-        RESPCommand(
-            "EVALSHA",
-            arguments: [.string(SessionScripts.lockAcquire.sha1), .integer(keys.count)] + keys + [.string(token), 5000, 1500, "wait"])
+    /// The two commands of an uncontended acquire.
+    public static func benchmarkAcquire(lockKey: String, token: String, lease: Duration = .seconds(5)) -> [RESPCommand] {
+        [RESPCommand("SET", .string(lockKey), .string(token), "NX", "PX", .integer(lease.wholeMilliseconds)), RESPCommand("TIME")]
     }
 
-    /// `EVALSHA` of the release script.
-    public static func benchmarkRelease(keys: [RESPArgument], token: String, store: SessionStore, id: String) -> RESPCommand {
-        RESPCommand(
-            "EVALSHA",
-            arguments: [.string(SessionScripts.lockRelease.sha1), .integer(keys.count)] + keys
-                + [.string(token), .string(store.keys.lockChannel(id, tab: nil))])
+    /// The command of a release.
+    public static func benchmarkRelease(lockKey: String, token: String) -> RESPCommand {
+        let function = LockReleaseFunction(
+            lockKey: lockKey, token: token, staleWaiter: .milliseconds(1500), handoverLease: .milliseconds(1500))
+        return RESPCommand(
+            "FCALL",
+            arguments: [.string(SessionFunctions.prefix + LockReleaseFunction.name), .integer(function.keys.count)] + function.keys
+                + function.arguments)
     }
 }

@@ -83,11 +83,12 @@ public enum TimeoutMode: Sendable, Hashable, Codable {
 
 /// One message of a conversation.
 public struct SessionMessage: Sendable, Hashable, Codable {
-    /// Who spoke: `user`, `assistant`, `system`, `tool`, ...
+    /// Who spoke: `user`, `assistant`, `system`, `tool`, ... (one word, at most 32 bytes).
     public var role: String
     /// What was said.
     public var content: String
-    /// When (set by the store when appended).
+    /// When: the store stamps every appended message with Redis's clock (the value given to
+    /// ``SessionStore/appendMessages(_:_:lease:)`` is not sent).
     public var at: Date
 
     /// A message; `at` defaults to now.
@@ -100,17 +101,20 @@ public struct SessionMessage: Sendable, Hashable, Codable {
 
 /// A session as the store returns it.
 public struct Session: Sendable, Hashable, Codable {
-    /// The id: 256 random bits, URL-safe base64 (43 characters). A bearer secret: never log it whole.
+    /// The id: its bucket and 144 random bits, URL-safe base64 (27 characters). A bearer secret:
+    /// never log it whole.
     public var id: String
-    /// The user it belongs to.
-    public var user: String
+    /// The user it belongs to; nil for an anonymous session (see ``SessionStore/createAnonymous(metadata:mode:agentType:)``).
+    public var user: String?
     /// Its lifecycle state.
     public var state: SessionState
     /// When the session was created.
     public var createdAt: Date
-    /// The last meaningful activity (messages, writes, resume); heartbeats do not count.
+    /// The last meaningful activity (touches, messages, writes, resume); heartbeats do not count.
+    /// Redis's clock. Within the last idle timeout before the absolute deadline, touches do not
+    /// move it (the deadline caps the timer, which is how touches are recorded).
     public var lastActivity: Date
-    /// The last heartbeat, if any.
+    /// The last heartbeat, if any (Redis's clock).
     public var lastSeen: Date?
     /// Its timeout mode (the idle timeout).
     public var mode: TimeoutMode
@@ -127,6 +131,8 @@ public struct Session: Sendable, Hashable, Codable {
 
     /// The idle timeout.
     public var idleTimeout: Duration { mode.idleTimeout }
+    /// Whether the session has no user yet.
+    public var isAnonymous: Bool { user == nil }
 }
 
 /// What ``SessionStore/resume(_:user:)`` finds.

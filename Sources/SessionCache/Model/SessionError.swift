@@ -2,25 +2,42 @@ import HiredisNIO
 
 /// What the session store throws. Every case means nothing was written.
 public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The id is not one the store issues (43 URL-safe base64 characters).
+    /// The id is not one the store issues (27 URL-safe base64 characters naming one of its buckets).
     case invalidID
-    /// The session does not exist, expired, or was deleted or rotated.
+    /// The session does not exist, ended, or was deleted or rotated.
     case notFound
     /// A metadata value is larger than ``SessionStoreConfiguration/Limits/maxMetadataValueBytes``.
     case metadataValueTooLarge(key: String, bytes: Int, limit: Int)
-    /// A metadata key is empty or longer than 200 bytes.
+    /// A metadata key is empty, longer than ``SessionStoreConfiguration/Limits/maxMetadataKeyBytes``,
+    /// or contains a control character.
     case invalidMetadataKey(String)
-    /// A message is larger than ``SessionStoreConfiguration/Limits/maxMessageBytes``.
+    /// The write would give the session more metadata keys than
+    /// ``SessionStoreConfiguration/Limits/maxMetadataKeys``.
+    case tooManyMetadataKeys(count: Int, limit: Int)
+    /// A message is larger than ``SessionStoreConfiguration/Limits/maxMessageBytes``, or one call
+    /// appends more than ``SessionStoreConfiguration/Limits/maxMessagesPerCall``.
     case messageTooLarge(bytes: Int, limit: Int)
-    /// The write would take the session past ``SessionStoreConfiguration/Limits/maxSessionBytes``.
+    /// The write would take the session past ``SessionStoreConfiguration/Limits/maxSessionBytes``
+    /// (counted after the message window is trimmed).
     case sessionTooLarge(bytes: Int, limit: Int)
-    /// The user id is empty or longer than 200 bytes.
+    /// The user id is empty, longer than 200 bytes, or contains a line break.
     case invalidUser
     /// A message role is empty, longer than 32 bytes, or contains a space.
     case invalidRole(String)
-    /// The write was made under a lock lease that is no longer the newest for the session (it
-    /// expired and someone else acquired the lock, or an active tab took it over): nothing was written.
+    /// The agent type is longer than ``SessionStoreConfiguration/Limits/maxAgentTypeBytes`` or
+    /// contains a control character.
+    case invalidAgentType
+    /// A tab name is empty, longer than 64 bytes, or not made of letters, digits, `-` and `_`.
+    case invalidTab
+    /// The write was made under a lock lease that is no longer held (it expired, or another tab took
+    /// the lock over): nothing was written.
     case staleLease
+    /// ``SessionStore/bind(_:to:)`` of a session that has a user already.
+    case notAnonymous
+    /// The store's configuration cannot work (the message says why).
+    case invalidConfiguration(String)
+    /// The Redis server cannot run the store (it needs Redis 7.0 or later, for Functions).
+    case unsupportedServer(String)
     /// A key of the session holds something else than the store wrote (for example overwritten
     /// by hand with another type).
     case corrupted(String)
@@ -30,15 +47,21 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidID: return "malformed session id"
-        case .notFound: return "session not found or expired"
+        case .notFound: return "session not found or ended"
         case .metadataValueTooLarge(let key, let bytes, let limit):
-            return "metadata value for '\(key)' is \(bytes) bytes; the limit is \(limit)"
+            return "metadata value for '\(key.prefix(40))' is \(bytes) bytes; the limit is \(limit)"
         case .invalidMetadataKey(let key): return "invalid metadata key '\(key.prefix(40))'"
+        case .tooManyMetadataKeys(let count, let limit): return "the session would have \(count) metadata keys; the limit is \(limit)"
         case .messageTooLarge(let bytes, let limit): return "message is \(bytes) bytes; the limit is \(limit)"
         case .sessionTooLarge(let bytes, let limit): return "session would be \(bytes) bytes; the limit is \(limit)"
         case .invalidUser: return "invalid user id"
         case .invalidRole(let role): return "invalid message role '\(role.prefix(40))'"
-        case .staleLease: return "the lock lease is stale: a newer one was issued for the session"
+        case .invalidAgentType: return "invalid agent type"
+        case .invalidTab: return "invalid tab name"
+        case .staleLease: return "the lock lease is no longer held: nothing was written"
+        case .notAnonymous: return "the session has a user already"
+        case .invalidConfiguration(let text): return "invalid session store configuration: \(text)"
+        case .unsupportedServer(let text): return "unsupported Redis server: \(text)"
         case .corrupted(let detail): return "session data is corrupted: \(detail)"
         case .redis(let error): return "\(error)"
         }

@@ -14,35 +14,32 @@ extension SessionStore {
 
     /// Appends a user message and the assistant's answer, atomically.
     public func appendTurn(_ id: String, user: String, assistant: String, lease: LockLease? = nil) async throws(SessionError) {
-        let now = Date()
         try await appendMessages(
-            id, [SessionMessage(role: "user", content: user, at: now), SessionMessage(role: "assistant", content: assistant, at: now)],
-            lease: lease)
+            id, [SessionMessage(role: "user", content: user), SessionMessage(role: "assistant", content: assistant)], lease: lease)
     }
 
-    /// Appends messages in order, atomically. With a `lease`, the write is fenced: it is refused
-    /// with ``SessionError/staleLease`` when a newer lease was issued for the session since.
+    /// Appends messages in order, atomically, stamped with Redis's clock. The window keeps the
+    /// newest ``SessionStoreConfiguration/messageWindow``; the session's size limit is checked after
+    /// that trim. With a `lease`, the write happens only while the lease is still held
+    /// (``SessionError/staleLease`` otherwise).
     public func appendMessages(_ id: String, _ messages: [SessionMessage], lease: LockLease? = nil) async throws(SessionError) {
         try validate(id: id)
-        let fenceArgument = try self.fence(of: lease, for: id)
+        let leaseArguments = try self.leaseArguments(lease, for: id)
         guard !messages.isEmpty else { return }
-        let limit = configuration.limits.maxMessageBytes
+        let limits = configuration.limits
+        if messages.count > limits.maxMessagesPerCall { throw .messageTooLarge(bytes: messages.count, limit: limits.maxMessagesPerCall) }
         for message in messages {
-            if message.content.utf8.count > limit { throw .messageTooLarge(bytes: message.content.utf8.count, limit: limit) }
+            if message.content.utf8.count > limits.maxMessageBytes {
+                throw .messageTooLarge(bytes: message.content.utf8.count, limit: limits.maxMessageBytes)
+            }
             if !MessageCoding.isValidRole(message.role) { throw .invalidRole(message.role) }
         }
-        let encoded = messages.map(MessageCoding.encode)
         try await instrumentation.run("append_messages", session: id) {
-            let arguments: [RESPArgument] =
-                [
-                    .integer(Self.nowMilliseconds()), .integer(grace), fenceArgument, .integer(configuration.messageWindow),
-                    .integer(configuration.limits.maxSessionBytes),
-                ] + encoded.map { .string($0) }
-            let reply = try await runScript(SessionScripts.appendMessages, id: id, arguments: arguments)
-            guard case .array(let parts) = reply, let status = parts.first?.int else {
-                throw SessionError.corrupted("unexpected reply \(reply)")
-            }
-            try checkWriteStatus(status, detail: parts.count > 1 ? parts[1].int : nil)
+            let result = try await redis.call(
+                AppendFunction(
+                    sessionKey: keyspace.session(id), lease: leaseArguments, window: configuration.messageWindow,
+                    maxSessionBytes: limits.maxSessionBytes, messages: messages.map { ($0.role, $0.content) }))
+            try check(result.write)
         }
     }
 
@@ -53,13 +50,10 @@ extension SessionStore {
     public func recentMessages(_ id: String, limit: Int = 20) async throws(SessionError) -> [SessionMessage] {
         try validate(id: id)
         return try await instrumentation.run("recent_messages", session: id) {
-            let replies = try await redis.pipeline([
-                RESPCommand("EXISTS", .string(keys.alive(id))),
-                RESPCommand("LRANGE", .string(keys.messages(id)), .integer(-max(1, limit)), -1),
-            ])
-            try Self.check(replies)
-            guard replies[0].int == 1 else { throw SessionError.notFound }
-            return try (replies[1].array ?? []).map { value in
+            guard let lines = try await redis.call(RecentMessagesFunction(sessionKey: keyspace.session(id), limit: max(1, limit))) else {
+                throw SessionError.notFound
+            }
+            return try lines.map { value in
                 guard case .bulkString(let bytes) = value, let message = MessageCoding.decode(bytes) else {
                     throw SessionError.corrupted("a message is not in the form the store writes")
                 }
@@ -68,26 +62,20 @@ extension SessionStore {
         }
     }
 
-    /// Removes every message; metadata stays. Meaningful activity. Fenced with a `lease`.
+    /// Removes every message; metadata stays. Meaningful activity. With a `lease`, only while it is held.
     public func clearMessages(_ id: String, lease: LockLease? = nil) async throws(SessionError) {
         try validate(id: id)
-        let fenceArgument = try self.fence(of: lease, for: id)
+        let leaseArguments = try self.leaseArguments(lease, for: id)
         try await instrumentation.run("clear_messages", session: id) {
-            let reply = try await runScript(
-                SessionScripts.clearMessages, id: id, arguments: [.integer(Self.nowMilliseconds()), .integer(grace), fenceArgument])
-            try checkWriteStatus(reply.int ?? 0, detail: nil)
+            try check(try await redis.call(ClearMessagesFunction(sessionKey: keyspace.session(id), lease: leaseArguments)))
         }
     }
 }
 
 /// Messages as redis-cli shows them, one list element each: `<role> <unix ms> <content>`, for
 /// example `user 1732185600000 Hello there`. Compact on purpose: a JSON wrapper would cost ~50 bytes
-/// a message, a quarter of a typical session's memory.
+/// a message, a quarter of a typical session's memory. The function that appends writes the line.
 enum MessageCoding {
-    static func encode(_ message: SessionMessage) -> String {
-        "\(message.role) \(Int((message.at.timeIntervalSince1970 * 1000).rounded())) \(message.content)"
-    }
-
     static func decode(_ bytes: ByteBuffer) -> SessionMessage? {
         SessionMessage(storedLine: String(buffer: bytes))
     }
@@ -97,8 +85,7 @@ enum MessageCoding {
         !role.isEmpty && role.utf8.count <= 32 && !role.contains(where: { $0 == " " || $0.isNewline })
     }
 
-    /// The start of a message for summaries: at most 60 bytes of UTF-8, so that the session hash
-    /// stays in Redis's compact listpack encoding (hash-max-listpack-value is 64 by default).
+    /// The start of a message for summaries: at most 60 bytes of UTF-8.
     static func preview(_ content: String) -> String {
         var preview = ""
         var bytes = 0
@@ -118,6 +105,6 @@ extension SessionMessage {
     public init?(storedLine text: String) {
         let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count >= 2, !parts[0].isEmpty, let milliseconds = Int(parts[1]) else { return nil }
-        self.init(role: String(parts[0]), content: parts.count == 3 ? String(parts[2]) : "", at: SessionStore.date(milliseconds))
+        self.init(role: String(parts[0]), content: parts.count == 3 ? String(parts[2]) : "", at: SessionRecord.date(milliseconds))
     }
 }

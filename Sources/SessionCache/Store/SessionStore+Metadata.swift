@@ -19,8 +19,8 @@ extension SessionStore {
     /// concurrent requests changing other keys do not overwrite each other. A value of
     /// ``JSONValue/null`` removes the key. Setting `timeout_mode` to a mode's name (`aggressive`,
     /// `standard`, `lenient`, `persistent`, `custom:<ms>`) changes the session's timeout mode too.
-    /// Meaningful activity: slides the idle expiry. With a `lease`, the write is fenced: refused
-    /// with ``SessionError/staleLease`` when a newer lease was issued for the session since.
+    /// Meaningful activity: slides the idle expiry. With a `lease`, the write happens only while
+    /// the lease is held (``SessionError/staleLease`` otherwise).
     ///
     /// - Throws: a limit error, ``SessionError/notFound``, ``SessionError/staleLease``.
     public func setMetadata(_ id: String, _ values: [String: JSONValue], lease: LockLease? = nil) async throws(SessionError) {
@@ -28,7 +28,9 @@ extension SessionStore {
         try await writeMetadata(id, values, mode: mode, lease: lease)
     }
 
-    /// Changes the session's timeout mode (its idle timeout applies from now on).
+    /// Changes the session's timeout mode: its idle timeout applies from now on, and its absolute
+    /// deadline becomes its creation plus the mode's absolute lifetime (it ends at once if that has
+    /// passed). The expiry hook and warning follow the new timing.
     public func setTimeoutMode(_ id: String, _ mode: TimeoutMode, lease: LockLease? = nil) async throws(SessionError) {
         try await writeMetadata(id, [:], mode: mode, lease: lease)
     }
@@ -37,63 +39,74 @@ extension SessionStore {
         _ id: String, _ values: [String: JSONValue], mode: TimeoutMode?, lease: LockLease?
     ) async throws(SessionError) {
         try validate(id: id)
-        let fenceArgument = try self.fence(of: lease, for: id)
-        if mode != nil { touchCache.forget(id) }
-        let removals = values.filter { $0.value == .null }.map(\.key)
-        let encoded = try encodeMetadata(values.filter { $0.value != .null })
+        let leaseArguments = try self.leaseArguments(lease, for: id)
+        let resolved = try mode.map { mode throws(SessionError) in try resolve(mode) }
+        if values.count > configuration.limits.maxMetadataKeys {
+            throw .tooManyMetadataKeys(count: values.count, limit: configuration.limits.maxMetadataKeys)
+        }
+        var fields = try encodeMetadata(values.filter { $0.value != .null })
+        for key in values.keys.sorted() where values[key] == .null {
+            try validate(metadataKey: key)
+            fields.append((SessionKeyspace.Field.metadataPrefix + key, ""))
+        }
+        let retention = resolved.map(retention(for:)) ?? configuration.retention
         try await instrumentation.run("set_metadata", session: id) {
-            var arguments: [RESPArgument] = [
-                .integer(Self.nowMilliseconds()), .integer(grace), fenceArgument, .integer(configuration.limits.maxSessionBytes),
-                .string(mode.map { String($0.idleTimeout.wholeMilliseconds) } ?? ""), .string(mode?.storedName ?? ""),
-            ]
-            for (field, value) in encoded { arguments += [.string(field), .string(value)] }
-            for key in removals { arguments += [.string(MetadataCoding.prefix + key), ""] }
-            let reply = try await runScript(SessionScripts.setMetadata, id: id, arguments: arguments)
-            guard case .array(let parts) = reply, let status = parts.first?.int else {
-                throw SessionError.corrupted("unexpected reply \(reply)")
+            let result = try await redis.call(
+                SetMetadataFunction(
+                    sessionKey: keyspace.session(id), lease: leaseArguments, limits: configuration.limits,
+                    modeChange: resolved.map { .init(mode: $0.mode, absoluteLifetime: $0.absoluteLifetime) }, retention: retention,
+                    fields: fields))
+            try check(result.write)
+            if resolved != nil {
+                if let timer = result.timer, !timer.isEmpty { timers.remember(timer, for: id) } else { timers.forget(id) }
             }
-            try checkWriteStatus(status, detail: parts.count > 1 ? parts[1].int : nil)
         }
     }
 
-    /// The fencing token argument of a write: '' without a lease.
-    func fence(of lease: LockLease?, for id: String) throws(SessionError) -> RESPArgument {
-        guard let lease else { return "" }
+    /// The lease arguments of a write: the lease must be for this session.
+    func leaseArguments(_ lease: LockLease?, for id: String) throws(SessionError) -> LeaseArguments {
+        guard let lease else { return .none }
         guard lease.sessionID == id else { throw .staleLease }
-        return .integer(lease.fence)
+        return LeaseArguments(token: lease.token, tab: lease.tab ?? "")
     }
 
-    /// Turns a write script's status into the store's errors: 1 ok, 0 not alive, -1 too large,
-    /// -2 stale fencing token.
-    func checkWriteStatus(_ status: Int, detail: Int?) throws {
-        switch status {
-        case 1: return
-        case -1: throw SessionError.sessionTooLarge(bytes: detail ?? 0, limit: configuration.limits.maxSessionBytes)
-        case -2:
+    /// Turns a write function's result into the store's errors.
+    func check(_ result: WriteResult) throws(SessionError) {
+        switch result {
+        case .written: return
+        case .notAlive: throw .notFound
+        case .tooLarge(let bytes): throw .sessionTooLarge(bytes: bytes, limit: configuration.limits.maxSessionBytes)
+        case .tooManyKeys(let count): throw .tooManyMetadataKeys(count: count, limit: configuration.limits.maxMetadataKeys)
+        case .staleLease:
             instrumentation.staleWrites.increment()
-            throw SessionError.staleLease
-        default: throw SessionError.notFound
+            throw .staleLease
+        }
+    }
+
+    func validate(metadataKey key: String) throws(SessionError) {
+        if key.isEmpty || key.utf8.count > configuration.limits.maxMetadataKeyBytes
+            || key.unicodeScalars.contains(where: { $0.value < 0x20 })
+        {
+            throw .invalidMetadataKey(key)
         }
     }
 
     /// Metadata as hash fields (`meta:<key>`) and JSON text, checked against the limits.
     func encodeMetadata(_ values: [String: JSONValue]) throws(SessionError) -> [(field: String, value: String)] {
         var encoded: [(field: String, value: String)] = []
+        encoded.reserveCapacity(values.count)
+        let limit = configuration.limits.maxMetadataValueBytes
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
-            if key.isEmpty || key.utf8.count > 200 { throw .invalidMetadataKey(key) }
+            try validate(metadataKey: key)
             let text = MetadataCoding.encode(value)
-            let limit = configuration.limits.maxMetadataValueBytes
             if text.utf8.count > limit { throw .metadataValueTooLarge(key: key, bytes: text.utf8.count, limit: limit) }
-            encoded.append((MetadataCoding.prefix + key, text))
+            encoded.append((SessionKeyspace.Field.metadataPrefix + key, text))
         }
         return encoded
     }
 }
 
 enum MetadataCoding {
-    /// Hash fields of application metadata start with this.
-    static let prefix = "meta:"
-
     static func encode(_ value: JSONValue) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

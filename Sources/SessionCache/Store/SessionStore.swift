@@ -4,14 +4,14 @@ import Logging
 
 /// The session store: what an app server calls on every request, from any of its instances.
 ///
-/// Sessions live in Redis as hashes with native TTLs that every meaningful activity refreshes
-/// (sliding expiry), capped by an absolute lifetime. Every operation is atomic (a Lua script on
-/// the session's own keys) and costs one round trip, with the cross-session indexes (per user,
-/// deadlines) updated in the same pipeline; ``delete(_:)`` and ``rotate(_:)``, which must learn
-/// the session's user first, cost two.
+/// Sessions live in Redis as hashes with native TTLs that meaningful activity refreshes (sliding
+/// expiry), capped by an absolute lifetime per timeout mode. Every operation is one call of a
+/// server-side function (`sessions.lua`) on one Redis Cluster slot: the session, its timer, its
+/// messages and every index entry change together or not at all, and every time that decides
+/// anything is Redis's clock, never the app server's.
 ///
 /// ```swift
-/// let store = SessionStore(client: client)
+/// let store = try SessionStore(client: client)
 /// let session = try await store.create(user: "alice", metadata: ["plan": "pro"])
 /// try await store.appendTurn(session.id, user: "Hi", assistant: "Hello! How can I help?")
 /// switch try await store.resume(session.id, user: "alice") {
@@ -22,80 +22,95 @@ import Logging
 public final class SessionStore: Sendable {
     /// The configuration the store was made with.
     public let configuration: SessionStoreConfiguration
+    /// Where the store's sessions live in Redis.
+    public let keyspace: SessionKeyspace
     let redis: HiredisClient
-    let keys: SessionKeys
     let instrumentation: StoreInstrumentation
-    let touchCache: TouchCache
+    let timers: TimerNames
 
     /// A store on `client`; several stores (in one process or many) on one Redis and one
-    /// namespace see the same sessions.
-    public init(client: HiredisClient, configuration: SessionStoreConfiguration = SessionStoreConfiguration()) {
+    /// namespace see the same sessions. The client loads the store's function library on its
+    /// connections.
+    ///
+    /// - Throws: ``SessionError/invalidConfiguration(_:)``.
+    public init(client: HiredisClient, configuration: SessionStoreConfiguration = SessionStoreConfiguration()) throws(SessionError) {
+        try configuration.validate()
+        client.preload(SessionFunctions.library)
         self.configuration = configuration
+        self.keyspace = try SessionKeyspace(namespace: configuration.namespace, bucketCount: configuration.bucketCount)
         self.redis = client
-        self.keys = SessionKeys(namespace: configuration.namespace)
         self.instrumentation = StoreInstrumentation(configuration: configuration)
-        self.touchCache = TouchCache(lifetime: configuration.touchCacheLifetime)
+        self.timers = TimerNames(maximumAge: configuration.expiryListener ? .seconds(600) : configuration.dataGrace / 4)
     }
 
     // MARK: Lifecycle
 
-    /// Creates a session for `user` under a new id (256 bits from the system CSPRNG).
+    /// Creates a session for `user` under a new id (its bucket and 144 bits from the system CSPRNG).
     ///
-    /// - Throws: ``SessionError/invalidUser``, a metadata limit, or ``SessionError/redis(_:)``.
+    /// - Throws: ``SessionError/invalidUser``, a limit error, or ``SessionError/redis(_:)``.
     public func create(
         user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil, agentType: String? = nil
     ) async throws(SessionError) -> Session {
         try validate(user: user)
-        let mode = mode ?? metadata["timeout_mode"]?.stringValue.flatMap(TimeoutMode.init(storedName:)) ?? configuration.defaultMode
+        return try await create(user: user, bucket: keyspace.bucket(ofUser: user), metadata: metadata, mode: mode, agentType: agentType)
+    }
+
+    /// Creates a session without a user (a visitor before login), in a random bucket. Bind it to
+    /// its user at login with ``bind(_:to:)``.
+    public func createAnonymous(
+        metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil, agentType: String? = nil
+    ) async throws(SessionError) -> Session {
+        try await create(user: nil, bucket: Int.random(in: 0..<keyspace.bucketCount), metadata: metadata, mode: mode, agentType: agentType)
+    }
+
+    private func create(
+        user: String?, bucket: Int, metadata: [String: JSONValue], mode: TimeoutMode?, agentType: String?
+    ) async throws(SessionError) -> Session {
+        let mode = try resolve(
+            mode ?? metadata["timeout_mode"]?.stringValue.flatMap(TimeoutMode.init(storedName:)) ?? configuration.defaultMode)
+        try validate(agentType: agentType)
         let encoded = try encodeMetadata(metadata)
-        let size = encoded.reduce(0) { $0 + $1.value.utf8.count }
+        if encoded.count > configuration.limits.maxMetadataKeys {
+            throw .tooManyMetadataKeys(count: encoded.count, limit: configuration.limits.maxMetadataKeys)
+        }
+        let size = encoded.reduce(agentType?.utf8.count ?? 0) { $0 + $1.field.utf8.count + $1.value.utf8.count }
         if size > configuration.limits.maxSessionBytes {
             throw .sessionTooLarge(bytes: size, limit: configuration.limits.maxSessionBytes)
         }
-        let id = SessionID.make()
+        let id = SessionID.make(bucket: bucket)
         return try await instrumentation.run("create", session: id) {
-            let now = Self.nowMilliseconds()
-            let idle = mode.idleTimeout.wholeMilliseconds
-            let deadline = now + configuration.absoluteLifetime.wholeMilliseconds
-            var arguments: [RESPArgument] = [
-                .integer(now), .integer(grace), .integer(idle), .integer(deadline), .string(user), .string(mode.storedName),
-                .string(agentType ?? ""), .integer(size),
-            ]
-            for (field, value) in encoded { arguments += [.string(field), .string(value)] }
-            let expires = min(now + idle, deadline)
-            let reply = try await runScript(
-                SessionScripts.create, id: id, arguments: arguments,
-                alongside: indexUpdatesForNewSession(id: id, user: user, now: now, expires: expires)
-                    + eventCommand(.created, id: id, user: user))
-            guard reply.int ?? 0 > 0 else {
-                // 256 random bits do not collide; an existing key means someone forged one.
+            let result = try await redis.call(
+                CreateFunction(
+                    sessionKey: keyspace.session(id), user: user, mode: mode.mode, absoluteLifetime: mode.absoluteLifetime,
+                    agentType: agentType, retention: retention(for: mode), eventsChannel: eventsChannel, metadata: encoded))
+            guard case .created(let timer, let now, let deadline) = result else {
+                // 144 random bits do not collide; an existing key means someone forged one.
                 throw SessionError.corrupted("keys for a freshly generated id already exist")
             }
+            timers.remember(timer, for: id)
             return Session(
-                id: id, user: user, state: .created, createdAt: Self.date(now), lastActivity: Self.date(now), lastSeen: nil, mode: mode,
-                absoluteDeadline: Self.date(deadline), messageCount: 0, agentType: agentType, version: 1, metadata: metadata)
+                id: id, user: user, state: .created, createdAt: SessionRecord.date(now), lastActivity: SessionRecord.date(now),
+                lastSeen: nil, mode: mode.mode, absoluteDeadline: SessionRecord.date(deadline), messageCount: 0, agentType: agentType,
+                version: 1, metadata: metadata)
         }
     }
 
-    /// Picks a session up again: when it is alive and belongs to `user`, refreshes its TTLs and
-    /// returns it; otherwise ``ResumeResult/notFound`` and nothing changes.
+    /// Picks a session up again: when it is alive and belongs to `user` (nil for an anonymous
+    /// session), refreshes its timer and returns it; otherwise ``ResumeResult/notFound`` and
+    /// nothing changes.
     ///
     /// - Throws: ``SessionError/invalidID`` for an id the store cannot have issued.
-    public func resume(_ id: String, user: String) async throws(SessionError) -> ResumeResult {
+    public func resume(_ id: String, user: String?) async throws(SessionError) -> ResumeResult {
         try validate(id: id)
-        try validate(user: user)
+        if let user { try validate(user: user) }
         return try await instrumentation.run("resume", session: id) {
-            let reply = try await runScript(
-                SessionScripts.resume, id: id,
-                arguments: [
-                    .integer(Self.nowMilliseconds()), .integer(grace), .string(user),
-                    .integer(configuration.resumeThreshold.wholeMilliseconds),
-                    .string(eventJSON(.resumed, id: id, user: user) ?? ""), .string(keys.events),
-                ])
-            guard case .array(let parts) = reply, parts.count == 2, let inactive = parts[0].int, let fields = parts[1].array else {
-                return .notFound
-            }
-            return .resumed(try decodeSession(id: id, fields: fields), inactiveFor: .milliseconds(inactive))
+            let result = try await redis.call(
+                ResumeFunction(
+                    sessionKey: keyspace.session(id), user: user, resumeThreshold: configuration.resumeThreshold,
+                    eventsChannel: eventsChannel))
+            guard case .resumed(let inactive, let timer, let lastSeen, let now, let record) = result else { return .notFound }
+            timers.remember(timer, for: id)
+            return .resumed(try record.session(id: id, lastActivity: now, lastSeen: lastSeen), inactiveFor: .milliseconds(inactive))
         }
     }
 
@@ -119,41 +134,35 @@ public final class SessionStore: Sendable {
     public func recover(
         _ id: String?, user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil
     ) async throws(SessionError) -> RecoverResult {
-        if let id, SessionID.isWellFormed(id), case .resumed(let session, let inactive) = try await resume(id, user: user) {
+        if let id, keyspace.bucket(ofSession: id) != nil, case .resumed(let session, let inactive) = try await resume(id, user: user) {
             return .resumed(session, inactiveFor: inactive)
         }
         return .created(try await create(user: user, metadata: metadata, mode: mode))
     }
 
-    /// Records activity. ``SessionActivity/meaningful`` slides the idle expiry;
-    /// ``SessionActivity/heartbeat`` records liveness without extending it.
+    /// Records activity. ``SessionActivity/meaningful`` slides the idle expiry (capped by the
+    /// absolute deadline); ``SessionActivity/heartbeat`` records liveness without extending it.
+    ///
+    /// A meaningful touch is one function on the session's timer when this instance has seen the
+    /// session recently (the timer's name carries its timing), else one that reads the session.
     ///
     /// - Throws: ``SessionError/notFound`` when the session is not alive (a late touch never
-    ///   brings an expired session back).
+    ///   brings an ended session back).
     public func touch(_ id: String, activity: SessionActivity = .meaningful) async throws(SessionError) {
         try validate(id: id)
+        if activity == .heartbeat {
+            return try await instrumentation.run("heartbeat", session: id) {
+                guard try await redis.call(HeartbeatFunction(sessionKey: keyspace.session(id))) else { throw SessionError.notFound }
+            }
+        }
         try await instrumentation.run("touch", session: id) {
-            let now = Self.nowMilliseconds()
-            if activity == .meaningful, let idle = touchCache.fastPathIdle(for: id, now: now, grace: grace) {
-                let reply = try await redis.send(
-                    RESPCommand("SET", .string(keys.alive(id)), .integer(now), "XX", "PX", .integer(idle)))
-                if reply.isNull {
-                    touchCache.forget(id)
-                    throw SessionError.notFound
-                }
-                return
+            if let timer = timers.key(for: id) {
+                if try await redis.call(TouchTimerFunction(timerKey: timer)) { return }
+                // Ended, or its timing changed (the timer was renamed): ask the session itself.
+                timers.forget(id)
             }
-            let reply = try await runScript(
-                SessionScripts.touch, id: id,
-                arguments: [.integer(now), .integer(grace), activity == .heartbeat ? "heartbeat" : "meaningful"])
-            if case .array(let timing) = reply, timing.count == 3, let idle = timing[0].int, let deadline = timing[1].int,
-                let dataUntil = timing[2].int
-            {
-                touchCache.remember(id, idle: idle, deadline: deadline, dataUntil: dataUntil)
-            } else if reply.int != 1 {
-                touchCache.forget(id)
-                throw SessionError.notFound
-            }
+            guard let timer = try await redis.call(TouchFunction(sessionKey: keyspace.session(id))) else { throw SessionError.notFound }
+            timers.remember(timer, for: id)
         }
     }
 
@@ -161,191 +170,85 @@ public final class SessionStore: Sendable {
     public func get(_ id: String) async throws(SessionError) -> Session? {
         try validate(id: id)
         return try await instrumentation.run("get", session: id) {
-            let replies = try await redis.pipeline([
-                RESPCommand("GET", .string(keys.alive(id))), RESPCommand("HGETALL", .string(keys.data(id))),
-            ])
-            try Self.check(replies)
-            guard let lastActivity = replies[0].int, let fields = replies[1].array, !fields.isEmpty else { return nil }
-            var session = try decodeSession(id: id, fields: fields)
-            session.lastActivity = max(session.lastActivity, Self.date(lastActivity))
-            return session
+            guard let result = try await redis.call(GetFunction(sessionKey: keyspace.session(id))) else { return nil }
+            let idle = try result.record.milliseconds(SessionKeyspace.Field.idle)
+            return try result.record.session(
+                id: id, lastActivity: SessionRecord.lastActivity(now: result.now, left: result.millisecondsLeft, idle: idle),
+                lastSeen: result.lastSeen)
         }
     }
 
-    /// Removes every key of the session and its index entries. Returns whether it existed.
+    /// Ends the session now. With ``SessionStoreConfiguration/expiryListener`` its data is kept for
+    /// the cleanup hook (reason ``ExpiryReason/deleted``); without, every key goes at once. The
+    /// session is dead immediately either way. Returns whether it was alive.
     @discardableResult
     public func delete(_ id: String) async throws(SessionError) -> Bool {
         try validate(id: id)
-        touchCache.forget(id)
+        timers.forget(id)
         return try await instrumentation.run("delete", session: id) {
-            try await deleteSession(id)
+            try await redis.call(
+                DeleteFunction(
+                    sessionKey: keyspace.session(id), eventsChannel: eventsChannel,
+                    indexLifetimeMilliseconds: configuration.indexLifetime.wholeMilliseconds))
         }
     }
 
     /// Gives the session a new id and makes the old one invalid at once, against session fixation
-    /// (call it after login or a privilege change). Returns the session under its new id.
+    /// (call it after login or a privilege change). One atomic call: the keys are renamed, whatever
+    /// the session holds. Returns the session under its new id.
     ///
     /// - Throws: ``SessionError/notFound`` when the session is not alive.
     public func rotate(_ id: String) async throws(SessionError) -> Session {
         try validate(id: id)
-        touchCache.forget(id)
+        guard let bucket = keyspace.bucket(ofSession: id) else { throw .invalidID }
+        timers.forget(id)
+        let newID = SessionID.make(bucket: bucket)
         return try await instrumentation.run("rotate", session: id) {
-            // Take the session out atomically (the old id is dead from here on), then place it
-            // under the new id together with the index updates.
-            let taken = try await runScript(SessionScripts.take, id: id, arguments: [])
-            guard case .array(let parts) = taken, parts.count == 3, let ttl = parts[0].int, let fields = parts[1].array,
-                let messages = parts[2].array
-            else { throw SessionError.notFound }
-            let newID = SessionID.make()
-            let session = try decodeSession(id: newID, fields: fields)
-            let now = Self.nowMilliseconds()
-            // The hash moves as it is, except data_until, which the script sets for the new keys.
-            var arguments = Self.withoutField(
-                "data_until", in: fields, prefix: [.integer(now), .integer(ttl), .integer(grace), .integer(0)])
-            arguments += messages.compactMap { if case .bulkString(let bytes) = $0 { return .buffer(bytes) } else { return nil } }
-            var indexes = indexUpdatesForNewSession(
-                id: newID, user: session.user, now: Int(session.createdAt.timeIntervalSince1970 * 1000), expires: now + ttl,
-                countAsCreated: false)
-            indexes += [
-                RESPCommand("ZREM", .string(keys.userSessions(session.user)), .string(id)),
-                RESPCommand("ZREM", .string(keys.deadlines), .string(id)),
-                RESPCommand("ZREM", .string(keys.warnings), .string(id)),
-            ]
-            indexes += eventCommand(.rotated, id: id, user: session.user, detail: newID)
-            let placed = try await runScript(SessionScripts.place, id: newID, arguments: arguments, alongside: indexes)
-            guard placed.int == 1 else { throw SessionError.corrupted("keys for a freshly generated id already exist") }
-            return session
+            switch try await redis.call(
+                RotateFunction(sessionKey: keyspace.session(id), newSessionKey: keyspace.session(newID), eventsChannel: eventsChannel))
+            {
+            case .rotated(let timer, _, let record):
+                timers.remember(timer, for: newID)
+                return try record.session(id: newID)
+            case .notAlive:
+                throw SessionError.notFound
+            case .exists:
+                throw SessionError.corrupted("keys for a freshly generated id already exist")
+            }
         }
     }
-
-    /// The Lua source of the touch script, for measuring its Redis-side ceiling.
-    public static var touchScriptSource: String { SessionScripts.touch.source }
 
     // MARK: Shared machinery
 
-    var grace: Int { configuration.expiryGrace.wholeMilliseconds }
+    /// `<namespace>:events`, or '' when events are off.
+    var eventsChannel: String { configuration.publishEvents ? keyspace.events : "" }
 
-    /// Deletes one session and its index entries; two round trips (the user is learnt first).
-    /// With cleanup hooks, the session is retired instead: dead at once, its data kept for the
-    /// expiry listener, which runs the hook and then removes everything.
-    func deleteSession(_ id: String) async throws -> Bool {
-        if configuration.cleanupHooks {
-            let reply = try await runScript(SessionScripts.retire, id: id, arguments: [.integer(grace)])
-            guard case .array(let parts) = reply, parts.count == 2, let user = parts[0].string else { return false }
-            try Self.check(
-                try await redis.pipeline(
-                    [
-                        // Due now (not 0: index pruning drops entries older than any session's lifetime).
-                        RESPCommand("ZADD", .string(keys.deadlines), .integer(Self.nowMilliseconds()), .string(id)),
-                        RESPCommand("PEXPIRE", .string(keys.deadlines), .integer(indexLifetime)),
-                        RESPCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
-                    ] + eventCommand(.deleted, id: id, user: user)))
-            return true
-        }
-        let reply = try await runScript(SessionScripts.delete, id: id, arguments: [])
-        var commands = [
-            RESPCommand("ZREM", .string(keys.deadlines), .string(id)), RESPCommand("ZREM", .string(keys.warnings), .string(id)),
-        ]
-        var existed = false
-        if case .array(let parts) = reply, parts.count == 2, let user = parts[0].string {
-            existed = true
-            let lifetime = Self.nowMilliseconds() - (parts[1].int ?? Self.nowMilliseconds())
-            commands += [
-                RESPCommand("ZREM", .string(keys.userSessions(user)), .string(id)),
-                RESPCommand("HINCRBY", .string(keys.stats), "sessions_ended", 1),
-                RESPCommand("HINCRBY", .string(keys.stats), "ended_lifetime_ms", .integer(max(0, lifetime))),
-                RESPCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
-            ]
-            commands += eventCommand(.deleted, id: id, user: user)
-        }
-        try Self.check(try await redis.pipeline(commands))
-        return existed
+    /// A timeout mode with its absolute lifetime, checked.
+    struct ResolvedMode {
+        let mode: TimeoutMode
+        let absoluteLifetime: Duration
     }
 
-    /// The index writes that go with a new session, in the same round trip as its script. Old
-    /// entries (older than any session can live) are pruned on the way, and every index key gets
-    /// a TTL that outlives every session in it: nothing lives forever.
-    func indexUpdatesForNewSession(id: String, user: String, now: Int, expires: Int, countAsCreated: Bool = true) -> [RESPCommand] {
-        let horizon = indexLifetime
-        var commands = [
-            RESPCommand("ZADD", .string(keys.userSessions(user)), .integer(now), .string(id)),
-            RESPCommand("ZREMRANGEBYSCORE", .string(keys.userSessions(user)), "-inf", .string("(\(now - horizon)")),
-            RESPCommand("PEXPIRE", .string(keys.userSessions(user)), .integer(horizon)),
-            RESPCommand("ZADD", .string(keys.deadlines), .integer(expires), .string(id)),
-            RESPCommand("ZREMRANGEBYSCORE", .string(keys.deadlines), "-inf", .string("(\(now - horizon)")),
-            RESPCommand("PEXPIRE", .string(keys.deadlines), .integer(horizon)),
-            RESPCommand("ZADD", .string(keys.users), .integer(now), .string(user)),
-            RESPCommand("ZREMRANGEBYSCORE", .string(keys.users), "-inf", .string("(\(now - horizon)")),
-            RESPCommand("PEXPIRE", .string(keys.users), .integer(horizon)),
-        ]
-        if let lead = configuration.expiryWarningLead {
-            commands.append(RESPCommand("ZADD", .string(keys.warnings), .integer(expires - lead.wholeMilliseconds), .string(id)))
-            commands.append(RESPCommand("PEXPIRE", .string(keys.warnings), .integer(horizon)))
+    func resolve(_ mode: TimeoutMode) throws(SessionError) -> ResolvedMode {
+        let lifetime = configuration.absoluteLifetimes.lifetime(for: mode)
+        if mode.idleTimeout <= .zero { throw .invalidConfiguration("the idle timeout must be positive") }
+        if lifetime < mode.idleTimeout {
+            throw .invalidConfiguration("the absolute lifetime of \(mode.storedName) (\(lifetime)) is shorter than its idle timeout")
         }
-        if countAsCreated {
-            commands += [
-                RESPCommand("HINCRBY", .string(keys.stats), "sessions_created", 1),
-                RESPCommand("PEXPIRE", .string(keys.stats), .integer(Self.statsLifetime)),
-            ]
-        }
-        return commands
+        return ResolvedMode(mode: mode, absoluteLifetime: lifetime)
     }
 
-    /// How long the cross-session index keys live after their last update: longer than any session.
-    var indexLifetime: Int { configuration.absoluteLifetime.wholeMilliseconds + grace }
-
-    /// The stats counters are kept 30 days after the last change.
-    static let statsLifetime = 30 * 24 * 3600 * 1000
-
-    /// Runs a session script on the session's keys, with `alongside` commands in the same
-    /// round trip. On NOSCRIPT the script alone is sent again with EVAL (the others ran).
-    func runScript(
-        _ script: LuaScript, id: String, keys sessionKeys: [RESPArgument]? = nil, arguments: [RESPArgument],
-        alongside: [RESPCommand] = []
-    ) async throws -> RESPReply {
-        let keyArguments = sessionKeys ?? keys.session(id)
-        if alongside.isEmpty {
-            return try await redis.run(script, keys: keyArguments, arguments: arguments)
-        }
-        let tail = [.integer(keyArguments.count)] + keyArguments + arguments
-        let replies = try await redis.pipeline([RESPCommand("EVALSHA", arguments: [.string(script.sha1)] + tail)] + alongside)
-        try Self.check(Array(replies.dropFirst()))
-        switch replies[0] {
-        case .error(let text) where text.hasPrefix("NOSCRIPT"):
-            return try await redis.send(RESPCommand("EVAL", arguments: [.string(script.source)] + tail))
-        case .error(let text):
-            throw HiredisError.server(HiredisServerError(reply: text))
-        case let reply:
-            return reply
-        }
-    }
-
-    /// Throws the first error reply of a pipeline.
-    static func check(_ replies: [RESPReply]) throws {
-        for reply in replies {
-            if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
-        }
-    }
-
-    private static func withoutField(_ name: String, in fields: [RESPReply], prefix: [RESPArgument]) -> [RESPArgument] {
-        var arguments = prefix
-        var pairs = 0
-        var index = 0
-        while index + 1 < fields.count {
-            if case .bulkString(let field) = fields[index], case .bulkString(let value) = fields[index + 1],
-                String(buffer: field) != name
-            {
-                arguments += [.buffer(field), .buffer(value)]
-                pairs += 1
-            }
-            index += 2
-        }
-        arguments[3] = .integer(pairs)
-        return arguments
+    /// The retention settings for sessions of `mode`: index keys outlive its absolute lifetime.
+    func retention(for mode: ResolvedMode) -> DataRetention {
+        let base = configuration.retention
+        let lifetime = max(base.indexLifetimeMilliseconds, (mode.absoluteLifetime + configuration.hookSafetyTTL).wholeMilliseconds)
+        return DataRetention(
+            listener: base.listener, graceMilliseconds: base.graceMilliseconds, indexLifetimeMilliseconds: lifetime,
+            warningLeadMilliseconds: base.warningLeadMilliseconds)
     }
 
     func validate(id: String) throws(SessionError) {
-        if !SessionID.isWellFormed(id) { throw .invalidID }
+        if keyspace.bucket(ofSession: id) == nil { throw .invalidID }
     }
 
     func validate(user: String) throws(SessionError) {
@@ -353,6 +256,21 @@ public final class SessionStore: Sendable {
         if count == 0 || count > 200 || user.contains(where: { $0.isNewline }) { throw .invalidUser }
     }
 
-    static func nowMilliseconds() -> Int { Int((Date().timeIntervalSince1970 * 1000).rounded()) }
-    static func date(_ milliseconds: Int) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
+    func validate(agentType: String?) throws(SessionError) {
+        guard let agentType else { return }
+        if agentType.utf8.count > configuration.limits.maxAgentTypeBytes || agentType.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+            throw .invalidAgentType
+        }
+    }
+
+    /// A tab name for per-tab locks: 1 to 64 letters, digits, `-` and `_` (it becomes part of a key).
+    static func validate(tab: String?) throws(SessionError) {
+        guard let tab else { return }
+        let bytes = tab.utf8
+        if bytes.isEmpty || bytes.count > 64
+            || !bytes.allSatisfy({ SessionID.isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") })
+        {
+            throw .invalidTab
+        }
+    }
 }

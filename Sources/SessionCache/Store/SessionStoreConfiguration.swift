@@ -2,52 +2,101 @@ import CoreMetrics
 import Logging
 import Tracing
 
-/// How a ``SessionStore`` names its keys, times sessions out and limits what they hold.
+/// How a ``SessionStore`` lays out its keys, times sessions out and limits what they hold.
+///
+/// Every instance of one application must use the same namespace, bucket count, listener mode
+/// and warning lead: they describe the shared data, not the instance.
 public struct SessionStoreConfiguration: Sendable {
     /// Limits checked before anything is written; a write past one throws and changes nothing.
     public struct Limits: Sendable {
         /// The largest metadata value, JSON-encoded.
         public var maxMetadataValueBytes = 16 * 1024
+        /// The longest metadata key.
+        public var maxMetadataKeyBytes = 128
+        /// The most metadata keys a session may have.
+        public var maxMetadataKeys = 256
         /// The largest message content.
         public var maxMessageBytes = 64 * 1024
-        /// The most a session may hold: metadata values plus the messages in its window.
+        /// The most messages one call may append.
+        public var maxMessagesPerCall = 100
+        /// The longest agent type.
+        public var maxAgentTypeBytes = 64
+        /// The most a session may hold: its messages (as stored), metadata keys and values, and
+        /// agent type. Checked after the message window is trimmed.
         public var maxSessionBytes = 1024 * 1024
 
-        /// 16 KiB per metadata value, 64 KiB per message, 1 MiB per session.
+        /// 16 KiB per metadata value, 256 keys of at most 128 bytes, 64 KiB per message, 100
+        /// messages per call, 1 MiB per session.
         public init() {}
     }
 
-    /// Prefix of every key, so several applications can share one Redis: `<namespace>:session:{id}`.
+    /// The longest a session may live, whatever its activity, per timeout mode.
+    public struct AbsoluteLifetimes: Sendable, Hashable {
+        /// For ``TimeoutMode/aggressive`` (5 minutes idle).
+        public var aggressive: Duration = .seconds(12 * 3600)
+        /// For ``TimeoutMode/standard`` (30 minutes idle).
+        public var standard: Duration = .seconds(12 * 3600)
+        /// For ``TimeoutMode/lenient`` (4 hours idle).
+        public var lenient: Duration = .seconds(7 * 24 * 3600)
+        /// For ``TimeoutMode/persistent`` (24 hours idle): conversations kept up to 30 days.
+        public var persistent: Duration = .seconds(30 * 24 * 3600)
+        /// For ``TimeoutMode/custom(_:)`` modes: this, or when nil the longer of 12 hours and twice
+        /// the idle timeout.
+        public var custom: Duration? = nil
+
+        /// 12 hours for aggressive and standard, 7 days for lenient, 30 days for persistent.
+        public init() {}
+
+        /// The absolute lifetime of sessions in `mode`.
+        public func lifetime(for mode: TimeoutMode) -> Duration {
+            switch mode {
+            case .aggressive: return aggressive
+            case .standard: return standard
+            case .lenient: return lenient
+            case .persistent: return persistent
+            case .custom(let idle): return custom ?? max(.seconds(12 * 3600), idle * 2)
+            }
+        }
+
+        /// The longest of them (custom modes aside).
+        var longest: Duration { [aggressive, standard, lenient, persistent, custom ?? .zero].max()! }
+    }
+
+    /// Prefix of every key, so several applications can share one Redis: `<namespace>:{<bucket>}:...`.
+    /// Letters, digits, `_ - . :`.
     public var namespace = "session"
+    /// How many buckets (Redis Cluster hash tags) sessions are spread over. Part of the data's layout:
+    /// the same on every instance, and fixed while sessions exist.
+    public var bucketCount = 1024
     /// The timeout mode of sessions created without one.
     public var defaultMode: TimeoutMode = .standard
-    /// How long a session may live at most, whatever its activity.
-    public var absoluteLifetime: Duration = .seconds(12 * 3600)
+    /// The longest a session may live in each mode, whatever its activity.
+    public var absoluteLifetimes = AbsoluteLifetimes()
     /// A session idle longer than this is returned by ``SessionStore/resume(_:user:)`` as
     /// ``SessionState/resumed`` (a returning user), otherwise as ``SessionState/active``.
     public var resumeThreshold: Duration = .seconds(5 * 60)
     /// How many recent messages a session keeps (older ones are dropped in Redis).
     public var messageWindow = 20
-    /// How much longer than its idle timer a session's data stays readable, for the expiry hook.
-    public var expiryGrace: Duration = .seconds(60)
+    /// Whether ``ExpiryListener``s run (on at least one instance; usually on every one). Then every
+    /// ended session (idle, past its absolute lifetime, or deleted) keeps its data until a listener
+    /// has run its cleanup hook and finalized it, at most ``hookSafetyTTL`` past its absolute
+    /// deadline; and the store keeps the indexes listeners work from. Set it on every instance.
+    public var expiryListener = false
+    /// With ``expiryListener``: how long past its absolute deadline an ended session's data is kept
+    /// at most when no listener finalizes it (so nothing leaks if none ever runs).
+    public var hookSafetyTTL: Duration = .seconds(24 * 3600)
+    /// Without ``expiryListener``: how long a session's data outlives its idle timer (it is unreadable
+    /// from the moment the timer ends; this only spaces out the writes that extend the data's TTL).
+    public var dataGrace: Duration = .seconds(10 * 60)
+    /// With ``expiryListener``: the listener warns this long before a session's idle expiry (once
+    /// per period of activity), so the application can tell the user.
+    public var expiryWarningLead: Duration? = nil
+    /// Whether lifecycle events (created, resumed, rotated, deleted, expired) are published on
+    /// `<namespace>:events` as JSON, for `session-cache watch` and other observers. Events name a
+    /// session by a 9-character prefix of its id, never the whole id.
+    public var publishEvents = true
     /// Sizes past which writes are refused.
     public var limits = Limits()
-    /// Whether ``SessionStore/delete(_:)`` hands sessions to the ``ExpiryListener`` (cleanup hook
-    /// with reason ``ExpiryReason/deleted``) instead of removing their keys at once. The session is
-    /// dead immediately either way. Turn it on, on every instance, when an expiry listener runs.
-    public var cleanupHooks = false
-    /// Whether lifecycle events (created, resumed, rotated, deleted, expired) are published on
-    /// `<namespace>:events` as JSON, for `session-cache watch` and other observers. Each costs one
-    /// PUBLISH in the round trip the operation makes anyway.
-    public var publishEvents = true
-    /// When set, the ``ExpiryListener`` warns this long before a session's idle expiry (once per
-    /// period of activity), so the application can tell the user. Every instance's store needs the
-    /// same value: it schedules the warnings.
-    public var expiryWarningLead: Duration? = nil
-    /// How long a full touch's view of a session's timing is reused, so that the following touches
-    /// cost one Redis command instead of a script (see the README). A timeout-mode change made on
-    /// another instance reaches this instance's touches within this time. `.zero` disables it.
-    public var touchCacheLifetime: Duration = .seconds(5)
     /// Debug-level log of every operation (never the full session id).
     public var logger = Logger(label: "session-store", factory: { _ in SwiftLogNoOpLogHandler() })
     /// Counters and timers per operation: `session.operations`, `session.errors`,
@@ -62,4 +111,32 @@ public struct SessionStoreConfiguration: Sendable {
     public init(namespace: String = "session") {
         self.namespace = namespace
     }
+
+    /// Throws ``SessionError/invalidConfiguration(_:)`` for settings that cannot work.
+    public func validate() throws(SessionError) {
+        _ = try SessionKeyspace(namespace: namespace, bucketCount: bucketCount)
+        for mode in [TimeoutMode.aggressive, .standard, .lenient, .persistent, defaultMode] {
+            let lifetime = absoluteLifetimes.lifetime(for: mode)
+            if lifetime < mode.idleTimeout {
+                throw .invalidConfiguration("the absolute lifetime of \(mode.storedName) (\(lifetime)) is shorter than its idle timeout")
+            }
+        }
+        if messageWindow < 1 { throw .invalidConfiguration("messageWindow must be at least 1") }
+        if hookSafetyTTL <= .zero || dataGrace <= .zero { throw .invalidConfiguration("hookSafetyTTL and dataGrace must be positive") }
+        if let lead = expiryWarningLead, lead <= .zero { throw .invalidConfiguration("expiryWarningLead must be positive") }
+        if limits.maxSessionBytes < 1 || limits.maxMetadataKeys < 0 || limits.maxMessagesPerCall < 1 {
+            throw .invalidConfiguration("limits must be positive")
+        }
+    }
+
+    /// How the data outlives its timer, as the functions take it.
+    var retention: DataRetention {
+        DataRetention(
+            listener: expiryListener, graceMilliseconds: (expiryListener ? hookSafetyTTL : dataGrace).wholeMilliseconds,
+            indexLifetimeMilliseconds: indexLifetime.wholeMilliseconds,
+            warningLeadMilliseconds: expiryListener ? expiryWarningLead?.wholeMilliseconds ?? 0 : 0)
+    }
+
+    /// How long a bucket's index keys live past their last write: longer than any session in them.
+    var indexLifetime: Duration { absoluteLifetimes.longest + hookSafetyTTL + dataGrace }
 }

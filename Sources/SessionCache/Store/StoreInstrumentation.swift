@@ -12,15 +12,15 @@ struct StoreInstrumentation: Sendable {
     }
 
     private let metrics: [String: OperationMetrics]
-    /// Writes refused for a stale fencing token: `session.lock.stale_writes`.
+    /// Writes refused because their lease was no longer held: `session.lock.stale_writes`.
     let staleWrites: Counter
     private let tracer: any Tracer
     private let logger: Logger
     private let namespace: String
 
     static let operations = [
-        "create", "resume", "touch", "append_messages", "recent_messages", "clear_messages", "get", "set_metadata",
-        "list", "delete", "delete_all", "rotate", "stats",
+        "create", "resume", "touch", "heartbeat", "append_messages", "recent_messages", "clear_messages", "get", "set_metadata",
+        "list", "delete", "delete_all", "rotate", "bind", "stats",
     ]
 
     init(configuration: SessionStoreConfiguration) {
@@ -73,14 +73,20 @@ struct StoreInstrumentation: Sendable {
         }
     }
 
-    /// The first 6 characters: enough to correlate logs, too few to hijack a session.
-    static func redacted(_ id: String) -> String { String(id.prefix(6)) + "…" }
+    /// The first 9 characters (the bucket and 36 random bits): enough to correlate logs, far too few
+    /// to hijack a session.
+    static func redacted(_ id: String) -> String { SessionID.redacted(id) }
 
     static func sessionError(_ error: any Error) -> SessionError {
         switch error {
         case let error as SessionError: return error
         case let error as HiredisError:
             if error.serverCode == "WRONGTYPE" { return .corrupted("a key holds the wrong Redis type (\(error))") }
+            if case .server(let reply) = error,
+                reply.message.contains("unknown command 'FCALL") || reply.message.contains("unknown command 'FUNCTION")
+            {
+                return .unsupportedServer("the session store needs Redis 7.0 or later (Functions): \(reply.message)")
+            }
             return .redis(error)
         default: return .redis(.connectionLost(reason: "\(error)"))
         }

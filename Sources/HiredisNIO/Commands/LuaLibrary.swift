@@ -1,0 +1,55 @@
+/// A Redis Functions library (Redis 7.0 or later): Lua code that registers named functions,
+/// loaded with `FUNCTION LOAD` and called with `FCALL` / `FCALL_RO`.
+///
+/// Unlike `EVAL` scripts, functions are part of the data set: Redis keeps them in its append-only
+/// file and replicates them, so a restart or a failover does not need a reload, and operators see
+/// them in `FUNCTION LIST`.
+///
+/// ``HiredisClient/preload(_:)`` loads a library on every new connection; ``HiredisClientProtocol/call(_:in:keys:arguments:readOnly:)``
+/// loads it again when the server answers that the function does not exist (after `FUNCTION
+/// FLUSH`, or a server that was never given it) and retries once.
+public struct LuaLibrary: Sendable, Hashable {
+    /// The library's name, from the first line of its source (`#!lua name=<name>`).
+    public let name: String
+    /// The Lua source, shebang line included.
+    public let source: String
+
+    /// A library from its source, which must start with `#!lua name=<name>`.
+    public init(source: String) throws(HiredisError) {
+        let firstLine = source.prefix { $0 != "\n" }
+        let words = firstLine.split(separator: " ")
+        guard words.first == "#!lua", let option = words.first(where: { $0.hasPrefix("name=") }) else {
+            throw .invalidConfiguration("a function library must start with '#!lua name=<name>'")
+        }
+        let name = option.dropFirst("name=".count)
+        guard !name.isEmpty else { throw .invalidConfiguration("a function library must name itself") }
+        self.name = String(name)
+        self.source = source
+    }
+
+    /// `FUNCTION LOAD REPLACE <source>`.
+    public var loadCommand: RESPCommand { RESPCommand("FUNCTION", "LOAD", "REPLACE", .string(source)) }
+}
+
+extension HiredisServerError {
+    /// Whether this is Redis's reply to `FCALL` of a function it does not know.
+    var isFunctionNotFound: Bool { message.hasPrefix("ERR Function not found") }
+}
+
+extension HiredisClientProtocol {
+    /// Calls a function of `library` (`FCALL`, or `FCALL_RO` when `readOnly`, which replicas accept
+    /// too). When the server does not know the function, loads the library and calls once more.
+    public func call(
+        _ function: String, in library: LuaLibrary, keys: [RESPArgument], arguments: [RESPArgument], readOnly: Bool = false
+    ) async throws -> RESPReply {
+        let command = RESPCommand(
+            readOnly ? "FCALL_RO" : "FCALL", arguments: [.string(function), .integer(keys.count)] + keys + arguments)
+        do {
+            return try await send(command)
+        } catch let error as HiredisError {
+            guard case .server(let reply) = error, reply.isFunctionNotFound else { throw error }
+            _ = try await send(library.loadCommand)
+            return try await send(command)
+        }
+    }
+}

@@ -1,0 +1,200 @@
+import HiredisNIO
+import NIOCore
+
+// Typed wrappers of the data functions of `sessions.lua`: messages, metadata, lists, stats.
+
+/// What a write under a lease sends: the lease's token and tab ('' for none).
+struct LeaseArguments: Sendable {
+    let token: String
+    let tab: String
+
+    static let none = LeaseArguments(token: "", tab: "")
+    var arguments: [RESPArgument] { [.string(token), .string(tab)] }
+}
+
+/// How a write function turned out.
+enum WriteResult: Sendable, Equatable {
+    case written
+    case notAlive
+    case tooLarge(bytes: Int)
+    case tooManyKeys(count: Int)
+    case staleLease
+}
+
+/// `append`: appends messages, trims the window, checks the size after trimming.
+struct AppendFunction: SessionFunction {
+    struct Result: Sendable, Equatable {
+        let write: WriteResult
+        /// The list's length after the append (0 unless written).
+        let length: Int
+    }
+
+    static let name = "append"
+    let sessionKey: String
+    let lease: LeaseArguments
+    let window: Int
+    let maxSessionBytes: Int
+    let messages: [(role: String, content: String)]
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] {
+        var arguments = lease.arguments + [.integer(window), .integer(maxSessionBytes)]
+        for message in messages { arguments += [.string(message.role), .string(message.content)] }
+        return arguments
+    }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return Result(write: .written, length: try reply.int(0))
+        case "not_alive": return Result(write: .notAlive, length: 0)
+        case "too_large": return Result(write: .tooLarge(bytes: try reply.int(0)), length: 0)
+        case "stale_lease": return Result(write: .staleLease, length: 0)
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `clear_messages`: empties the messages.
+struct ClearMessagesFunction: SessionFunction {
+    static let name = "clear_messages"
+    let sessionKey: String
+    let lease: LeaseArguments
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { lease.arguments }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> WriteResult {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return .written
+        case "not_alive": return .notAlive
+        case "stale_lease": return .staleLease
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `set_metadata`: writes only the given metadata fields; optionally changes the timeout mode.
+struct SetMetadataFunction: SessionFunction {
+    struct Result: Sendable, Equatable {
+        let write: WriteResult
+        /// The session's timer after the write ('' when the new mode ended the session).
+        let timer: String?
+    }
+
+    /// A timeout-mode change.
+    struct ModeChange: Sendable {
+        let mode: TimeoutMode
+        let absoluteLifetime: Duration
+    }
+
+    static let name = "set_metadata"
+    let sessionKey: String
+    let lease: LeaseArguments
+    let limits: SessionStoreConfiguration.Limits
+    let modeChange: ModeChange?
+    let retention: DataRetention
+    /// Field/value pairs; an empty value removes the field.
+    let fields: [(field: String, value: String)]
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] {
+        var arguments =
+            lease.arguments + [
+                .integer(limits.maxSessionBytes), .integer(limits.maxMetadataKeys), .string(modeChange?.mode.storedName ?? ""),
+                .integer(modeChange?.mode.idleTimeout.wholeMilliseconds ?? 0),
+                .integer(modeChange?.absoluteLifetime.wholeMilliseconds ?? 0), .integer(retention.warningLeadMilliseconds),
+                .integer(retention.indexLifetimeMilliseconds),
+            ]
+        for (field, value) in fields { arguments += [.string(field), .string(value)] }
+        return arguments
+    }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return Result(write: .written, timer: try reply.string(1))
+        case "not_alive": return Result(write: .notAlive, timer: nil)
+        case "too_large": return Result(write: .tooLarge(bytes: try reply.int(0)), timer: nil)
+        case "too_many_keys": return Result(write: .tooManyKeys(count: try reply.int(0)), timer: nil)
+        case "stale_lease": return Result(write: .staleLease, timer: nil)
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `recent_messages` (read-only).
+struct RecentMessagesFunction: SessionFunction {
+    static let name = "recent_messages"
+    static let isReadOnly = true
+    let sessionKey: String
+    let limit: Int
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [.integer(limit)] }
+
+    /// The stored lines, oldest first; nil when the session is not alive.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> [RESPReply]? {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return try reply.array(0)
+        case "not_alive": return nil
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `list` (read-only): a user's live sessions, most recent write first.
+struct ListFunction: SessionFunction {
+    static let name = "list"
+    static let isReadOnly = true
+    let userIndexKey: String
+    let limit: Int
+
+    var keys: [RESPArgument] { [.string(userIndexKey)] }
+    var arguments: [RESPArgument] { [.integer(limit)] }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> [SessionSummary] {
+        let reply = try FunctionReply(reply, of: name)
+        guard reply.status == "ok" else { throw reply.unexpected() }
+        return try reply.array(1).map { entry throws(SessionError) in
+            guard let parts = entry.array, parts.count == 6, let id = parts[0].string, let activity = parts[2].int else {
+                throw .corrupted("\(name): unexpected entry \(entry)")
+            }
+            let agent = parts[1].string.flatMap { $0.isEmpty ? nil : $0 }
+            var preview: String?
+            if case .bulkString(let last) = parts[5], last.readableBytes > 0, let message = MessageCoding.decode(last) {
+                preview = MessageCoding.preview(message.content)
+            }
+            return SessionSummary(
+                id: id, agentType: agent, preview: preview, updatedAt: SessionRecord.date(activity), messageCount: parts[3].int ?? 0,
+                state: parts[4].string.flatMap(SessionState.init(rawValue:)) ?? .active)
+        }
+    }
+}
+
+/// `stats` (read-only): one bucket's counters.
+struct StatsFunction: SessionFunction {
+    struct Result: Sendable {
+        var created = 0
+        var ended = 0
+        var endedLifetimeMilliseconds = 0
+        var sessions = 0
+        var users = 0
+    }
+
+    static let name = "stats"
+    static let isReadOnly = true
+    let statsKey: String
+
+    var keys: [RESPArgument] { [.string(statsKey)] }
+    var arguments: [RESPArgument] { [] }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        guard let parts = reply.array, parts.count == 5 else { throw .corrupted("\(name): unexpected reply \(reply)") }
+        return Result(
+            created: parts[0].int ?? 0, ended: parts[1].int ?? 0, endedLifetimeMilliseconds: parts[2].int ?? 0, sessions: parts[3].int ?? 0,
+            users: parts[4].int ?? 0)
+    }
+}

@@ -1,0 +1,333 @@
+import HiredisNIO
+import NIOCore
+
+// Typed wrappers of the lifecycle functions of `sessions.lua`. Each documents its keys, arguments
+// and reply in the Lua file; here they are built and decoded.
+
+/// How a session's data outlives its timer: until the expiry listener finalizes it (at most the
+/// safety TTL past the deadline), or a grace period past the timer when no listener runs.
+struct DataRetention: Sendable {
+    let listener: Bool
+    let graceMilliseconds: Int
+    /// How long the bucket's index keys live past their last write: longer than any session.
+    let indexLifetimeMilliseconds: Int
+    let warningLeadMilliseconds: Int
+
+    var listenerFlag: RESPArgument { listener ? "1" : "0" }
+}
+
+/// `create`: a new session.
+struct CreateFunction: SessionFunction {
+    enum Result: Sendable {
+        case created(timer: String, now: Int, deadline: Int)
+        /// The id exists already (never reused).
+        case exists
+    }
+
+    static let name = "create"
+    let sessionKey: String
+    let user: String?
+    let mode: TimeoutMode
+    let absoluteLifetime: Duration
+    let agentType: String?
+    let retention: DataRetention
+    let eventsChannel: String
+    let metadata: [(field: String, value: String)]
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] {
+        var arguments: [RESPArgument] = [
+            .string(user ?? ""), .string(mode.storedName), .integer(mode.idleTimeout.wholeMilliseconds),
+            .integer(absoluteLifetime.wholeMilliseconds), .string(agentType ?? ""), retention.listenerFlag,
+            .integer(retention.graceMilliseconds), .integer(retention.warningLeadMilliseconds),
+            .integer(retention.indexLifetimeMilliseconds), .string(eventsChannel),
+        ]
+        arguments.reserveCapacity(arguments.count + metadata.count * 2)
+        for (field, value) in metadata { arguments += [.string(field), .string(value)] }
+        return arguments
+    }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return .created(timer: try reply.string(0), now: try reply.int(1), deadline: try reply.int(2))
+        case "exists": return .exists
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `touch_timer`: the fast touch on a timer whose name the caller knows.
+struct TouchTimerFunction: SessionFunction {
+    static let name = "touch_timer"
+    let timerKey: String
+
+    var keys: [RESPArgument] { [.string(timerKey)] }
+    var arguments: [RESPArgument] { [] }
+
+    /// True when the timer existed and slid; false when it is gone (the session ended, or its
+    /// timing changed and the timer has a new name).
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        guard let value = reply.int else { throw .corrupted("\(name): unexpected reply \(reply)") }
+        return value == 1
+    }
+}
+
+/// `touch`: meaningful activity, when the timer's name is not known.
+struct TouchFunction: SessionFunction {
+    static let name = "touch"
+    let sessionKey: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [] }
+
+    /// The timer's name, or nil when the session is not alive.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> String? {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return try reply.string(0)
+        case "not_alive": return nil
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `heartbeat`: liveness without extending the session.
+struct HeartbeatFunction: SessionFunction {
+    static let name = "heartbeat"
+    let sessionKey: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [] }
+
+    /// Whether the session is alive.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return true
+        case "not_alive": return false
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `resume`: picks a session up again if it is alive and the caller's.
+struct ResumeFunction: SessionFunction {
+    enum Result: Sendable {
+        case resumed(inactiveMilliseconds: Int, timer: String, lastSeen: Int, now: Int, record: SessionRecord)
+        case notFound
+    }
+
+    static let name = "resume"
+    let sessionKey: String
+    let user: String?
+    let resumeThreshold: Duration
+    let eventsChannel: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [.string(user ?? ""), .integer(resumeThreshold.wholeMilliseconds), .string(eventsChannel)] }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok":
+            return .resumed(
+                inactiveMilliseconds: try reply.int(0), timer: try reply.string(1), lastSeen: try reply.int(2), now: try reply.int(3),
+                record: SessionRecord(try reply.array(4)))
+        case "not_found": return .notFound
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `get` (read-only): the session as it is.
+struct GetFunction: SessionFunction {
+    struct Snapshot: Sendable {
+        let millisecondsLeft: Int
+        let lastSeen: Int
+        let now: Int
+        let record: SessionRecord
+    }
+
+    static let name = "get"
+    static let isReadOnly = true
+    let sessionKey: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [] }
+
+    /// Nil when the session is not alive.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Snapshot? {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok":
+            return Snapshot(
+                millisecondsLeft: try reply.int(0), lastSeen: try reply.int(1), now: try reply.int(2),
+                record: SessionRecord(try reply.array(3)))
+        case "not_alive": return nil
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `rotate`: the session under a new id of the same bucket.
+struct RotateFunction: SessionFunction {
+    enum Result: Sendable {
+        case rotated(timer: String, now: Int, record: SessionRecord)
+        case notAlive
+        case exists
+    }
+
+    static let name = "rotate"
+    let sessionKey: String
+    let newSessionKey: String
+    let eventsChannel: String
+
+    var keys: [RESPArgument] { [.string(sessionKey), .string(newSessionKey)] }
+    var arguments: [RESPArgument] { [.string(eventsChannel)] }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return .rotated(timer: try reply.string(0), now: try reply.int(1), record: SessionRecord(try reply.array(2)))
+        case "not_alive": return .notAlive
+        case "exists": return .exists
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `delete`: ends one session now (retired for its hook in listener mode).
+struct DeleteFunction: SessionFunction {
+    static let name = "delete"
+    let sessionKey: String
+    let eventsChannel: String
+    let indexLifetimeMilliseconds: Int
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [.string(eventsChannel), .integer(indexLifetimeMilliseconds)] }
+
+    /// Whether a live session was ended.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return true
+        case "not_found": return false
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `delete_user`: ends every session of a user, atomically.
+struct DeleteUserFunction: SessionFunction {
+    static let name = "delete_user"
+    let userIndexKey: String
+    let eventsChannel: String
+    let indexLifetimeMilliseconds: Int
+
+    var keys: [RESPArgument] { [.string(userIndexKey)] }
+    var arguments: [RESPArgument] { [.string(eventsChannel), .integer(indexLifetimeMilliseconds)] }
+
+    /// How many live sessions were ended.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Int {
+        let reply = try FunctionReply(reply, of: name)
+        guard reply.status == "ok" else { throw reply.unexpected() }
+        return try reply.int(0)
+    }
+}
+
+// MARK: Binding an anonymous session to a user
+
+/// `bind_begin`: marks the anonymous session and returns what it holds.
+struct BindBeginFunction: SessionFunction {
+    enum Result: Sendable {
+        case marked(timerExpiry: Int, lastSeen: Int, fields: [RESPReply], messages: [RESPReply])
+        case notAlive
+        case notAnonymous
+    }
+
+    static let name = "bind_begin"
+    let sessionKey: String
+    let newID: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [.string(newID)] }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok":
+            return .marked(
+                timerExpiry: try reply.int(0), lastSeen: try reply.int(1), fields: try reply.array(2), messages: try reply.array(3))
+        case "not_alive": return .notAlive
+        case "not_anonymous": return .notAnonymous
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `bind_place`: writes the session under its new id in the user's bucket.
+struct BindPlaceFunction: SessionFunction {
+    enum Result: Sendable {
+        case placed(timer: String, now: Int)
+        case exists
+        case notAlive
+    }
+
+    static let name = "bind_place"
+    let sessionKey: String
+    let user: String
+    let oldID: String
+    let timerExpiry: Int
+    let lastSeen: Int
+    let retention: DataRetention
+    let fields: [RESPReply]
+    let messages: [RESPReply]
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] {
+        var arguments: [RESPArgument] = [
+            .string(user), .string(oldID), .integer(timerExpiry), .integer(lastSeen), .integer(retention.warningLeadMilliseconds),
+            .integer(retention.indexLifetimeMilliseconds), .integer(fields.count / 2),
+        ]
+        for value in fields.prefix(fields.count & ~1) + messages {
+            if case .bulkString(let bytes) = value {
+                arguments.append(.buffer(bytes))
+            } else {
+                arguments.append(.string(value.string ?? ""))
+            }
+        }
+        return arguments
+    }
+
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return .placed(timer: try reply.string(0), now: try reply.int(1))
+        case "exists": return .exists
+        case "not_alive": return .notAlive
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `bind_finish`: removes the anonymous session once its data lives under the new id.
+struct BindFinishFunction: SessionFunction {
+    static let name = "bind_finish"
+    let sessionKey: String
+    let newID: String
+    let eventsChannel: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [.string(newID), .string(eventsChannel)] }
+
+    /// Whether the anonymous session was still marked for `newID` (and is gone now).
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        let reply = try FunctionReply(reply, of: name)
+        switch reply.status {
+        case "ok": return true
+        case "not_found": return false
+        default: throw reply.unexpected()
+        }
+    }
+}

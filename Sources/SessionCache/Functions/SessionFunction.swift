@@ -1,0 +1,94 @@
+import HiredisNIO
+import NIOCore
+
+/// The session store's server-side functions (`sessions.lua`, a Redis Functions library), and the
+/// protocol their typed wrappers follow.
+///
+/// Each function is called through a wrapper type (``SessionFunction``) that builds its keys and
+/// arguments and decodes its reply into a Swift value in one place; nothing else in the package
+/// reads a function's reply by position.
+enum SessionFunctions {
+    /// The library, loaded on every connection of a store's client and again when a server lost it.
+    static let library: LuaLibrary = {
+        do {
+            return try LuaLibrary(source: source)
+        } catch {
+            fatalError("sessions.lua does not start with its library name: \(error)")
+        }
+    }()
+
+    /// Every function of the library is registered under this prefix (names are global in Redis:
+    /// a new, incompatible version of the library gets a new prefix and name, so that old and new
+    /// app servers can share a Redis during a rolling deploy).
+    static let prefix = "session_v1_"
+}
+
+/// A typed wrapper of one function of `sessions.lua`.
+protocol SessionFunction: Sendable {
+    /// What the reply decodes to.
+    associatedtype Result: Sendable
+    /// The function's name without the library prefix.
+    static var name: String { get }
+    /// Whether the function is registered `no-writes` (called with `FCALL_RO`; replicas serve it).
+    static var isReadOnly: Bool { get }
+    /// `KEYS`: the first one decides the slot.
+    var keys: [RESPArgument] { get }
+    /// `ARGV`.
+    var arguments: [RESPArgument] { get }
+    /// The reply as a Swift value.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> Result
+}
+
+extension SessionFunction {
+    static var isReadOnly: Bool { false }
+}
+
+extension HiredisClientProtocol {
+    /// Calls a session function and decodes its reply.
+    func call<Function: SessionFunction>(_ function: Function) async throws -> Function.Result {
+        let reply = try await call(
+            SessionFunctions.prefix + Function.name, in: SessionFunctions.library, keys: function.keys, arguments: function.arguments,
+            readOnly: Function.isReadOnly)
+        return try Function.decode(reply)
+    }
+}
+
+/// A function's reply: a status word followed by values (see the header of `sessions.lua`).
+struct FunctionReply {
+    let status: String
+    private let values: [RESPReply]
+    private let function: String
+
+    init(_ reply: RESPReply, of function: String) throws(SessionError) {
+        guard case .array(let parts) = reply, let status = parts.first?.string else {
+            throw .corrupted("\(function): unexpected reply \(reply)")
+        }
+        self.status = status
+        self.values = Array(parts.dropFirst())
+        self.function = function
+    }
+
+    /// The value at `index` (0 is the first after the status).
+    func value(_ index: Int) throws(SessionError) -> RESPReply {
+        guard index < values.count else { throw .corrupted("\(function): reply too short") }
+        return values[index]
+    }
+
+    func int(_ index: Int) throws(SessionError) -> Int {
+        guard let value = try value(index).int else { throw .corrupted("\(function): value \(index) is not an integer") }
+        return value
+    }
+
+    func string(_ index: Int) throws(SessionError) -> String {
+        guard let value = try value(index).string else { throw .corrupted("\(function): value \(index) is not a string") }
+        return value
+    }
+
+    func array(_ index: Int) throws(SessionError) -> [RESPReply] {
+        guard let value = try value(index).array else { throw .corrupted("\(function): value \(index) is not an array") }
+        return value
+    }
+
+    /// A status the caller does not know: the library and the code disagree.
+    func unexpected() -> SessionError { .corrupted("\(function): unexpected status '\(status)'") }
+}
