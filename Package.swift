@@ -133,6 +133,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Unit tests of the session module's plain parts: no server.
+        .testTarget(
+            name: "SessionCacheUnitTests",
+            dependencies: ["SessionCache", "HiredisNIO"]
+        ),
         .testTarget(
             name: "HiredisNIOTests",
             dependencies: [

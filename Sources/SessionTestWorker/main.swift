@@ -1,7 +1,7 @@
 // A helper process for the tests: an app-server instance of its own, so that tests can run
 // several and SIGKILL one.
 //
-//   session-test-worker expiry-hang PORT NAMESPACE LEASE_MS
+//   session-test-worker expiry-hang PORT NAMESPACE LEASE_MS [BUCKETS]
 //       an ExpiryListener whose hook announces the session on `worker:hook-started`, then hangs
 //   session-test-worker lock-increment PORT NAMESPACE SESSION TABS COUNT
 //       TABS tasks, each doing COUNT read-modify-write increments of metadata "counter" under the lock
@@ -23,6 +23,7 @@ guard arguments.count >= 4, let port = Int(arguments[2]) else {
 let client = try HiredisClient(configuration: HiredisConfiguration(host: "127.0.0.1", port: port))
 var storeConfiguration = SessionStoreConfiguration(namespace: arguments[3])
 storeConfiguration.expiryListener = true
+if arguments[1] == "expiry-hang", arguments.count > 5, let buckets = Int(arguments[5]) { storeConfiguration.bucketCount = buckets }
 let store = try SessionStore(client: client, configuration: storeConfiguration)
 
 switch arguments[1] {

@@ -31,6 +31,28 @@ struct FailureTests {
         }
     }
 
+    @Test func aCommandQueuedBehindAFrozenServerStillTimesOut() async throws {
+        try await withRedis(configure: {
+            $0.commandTimeout = .milliseconds(300); $0.poolSize = 1
+        }) { server, client in
+            try await client.set("a", to: "1")
+            server.pause()
+            // The first command is written and gets no answer; the next ones gather behind it,
+            // unwritten, waiting for a reply that does not come. Each must still time out, also
+            // one issued after the first has timed out (when no timer is pending any more).
+            _ = await expectRedisError { _ = try await client.get("a") }
+            let start = ContinuousClock.now
+            let late = await expectRedisError { _ = try await client.send(RESPCommand("ECHO", "queued")) }
+            guard case .timedOut? = late else {
+                Issue.record("expected timedOut, got \(String(describing: late))")
+                return
+            }
+            #expect(start.elapsed < .seconds(2))
+            server.resume()
+            #expect(try await client.send(RESPCommand("ECHO", "after")).string == "after")
+        }
+    }
+
     @Test func inFlightCommandsFailAtOnceWhenTheServerDiesAndThePoolReconnects() async throws {
         try await withRedis(
             .init(appendOnly: true),

@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Messages, metadata, users, limits")
 struct DataTests {
-    @Test func messagesKeepAWindowInRedis() async throws {
+    @Test func messagesKeepAWindowInRedisStampedWithRedisTime() async throws {
         try await withStore(configure: { $0.messageWindow = 5 }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
@@ -16,15 +16,21 @@ struct DataTests {
             #expect(messages.map(\.content) == ["answer 3", "question 4", "answer 4", "question 5", "answer 5"])
             #expect(messages.map(\.role) == ["assistant", "user", "assistant", "user", "assistant"])
             #expect(try await store.recentMessages(session.id, limit: 2).map(\.content) == ["question 5", "answer 5"])
-            #expect(try await fixture.client.send(RESPCommand("LLEN", .string("test:session:{\(session.id)}:messages"))) == .integer(5))
-            // Plain for redis-cli: "<role> <unix ms> <content>".
-            let raw = try await fixture.client.send(RESPCommand("LINDEX", .string("test:session:{\(session.id)}:messages"), -1)).string
-            #expect(raw?.hasPrefix("assistant ") == true && raw?.hasSuffix(" answer 5") == true)
+            let key = fixture.keyspace.messages(session.id)
+            #expect(try await fixture.client.send(RESPCommand("LLEN", .string(key))) == .integer(5))
+            // Plain for redis-cli: "<role> <unix ms> <content>", the time from Redis's clock.
+            let raw = try await fixture.client.send(RESPCommand("LINDEX", .string(key), -1)).string ?? ""
+            #expect(raw.hasPrefix("assistant ") && raw.hasSuffix(" answer 5"))
+            let stamped = Int(raw.split(separator: " ")[1]) ?? 0
+            #expect(abs(stamped - (try await fixture.redisNow())) < 5000)
             #expect(
                 await expectSessionError { try await store.appendMessage(session.id, SessionMessage(role: "two words", content: "x")) }
                     == .invalidRole("two words"))
+            // One call may append more than the window: the newest are kept.
+            try await store.appendMessages(session.id, (0..<8).map { SessionMessage(role: "user", content: "burst \($0)") })
+            #expect(try await store.recentMessages(session.id).map(\.content) == (3..<8).map { "burst \($0)" })
             let stored = try await store.get(session.id)
-            #expect(stored?.messageCount == 12 && stored?.version == 7)
+            #expect(stored?.messageCount == 20 && stored?.version == 8)
 
             try await store.clearMessages(session.id)
             #expect(try await store.recentMessages(session.id).isEmpty)
@@ -52,23 +58,40 @@ struct DataTests {
             try await fixture.store.setMetadata(session.id, ["theme": "light", "k1": nil])
             let after = try await fixture.store.metadata(session.id)
             #expect(after["theme"] == "light" && after["k1"] == nil && after.count == 100)
+            #expect(try await fixture.field(session.id, "meta_count") == "100")
             await otherClient.close()
         }
     }
 
-    @Test func timeoutModeChangesThroughMetadataAndDirectly() async throws {
+    @Test func timeoutModesHaveTheirOwnAbsoluteLifetimes() async throws {
         try await withStore { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["timeout_mode": "aggressive"])
             #expect(session.mode == .aggressive)
-            #expect((299_000...300_000).contains(try await fixture.pttl("test:session:{\(session.id)}:alive")))
+            #expect((299_000...300_000).contains(try await fixture.timerTTL(session.id)))
             try await store.setMetadata(session.id, key: "timeout_mode", value: "persistent")
-            #expect(try await store.get(session.id)?.mode == .persistent)
-            // 24 h idle, capped by the 12 h absolute lifetime.
-            #expect((43_100_000...43_200_000).contains(try await fixture.pttl("test:session:{\(session.id)}:alive")))
+            let persistent = try await store.get(session.id)
+            #expect(persistent?.mode == .persistent)
+            // 24 h idle, not capped by a 12 h default: persistent conversations live up to 30 days.
+            #expect((86_399_000...86_400_000).contains(try await fixture.timerTTL(session.id)))
+            let lifetime = (persistent?.absoluteDeadline.timeIntervalSince(persistent?.createdAt ?? .distantPast)) ?? 0
+            #expect(abs(lifetime - 30 * 24 * 3600) < 1)
             try await store.setTimeoutMode(session.id, .custom(.seconds(90)))
             #expect(try await store.get(session.id)?.mode == .custom(.seconds(90)))
-            #expect((89_000...90_000).contains(try await fixture.pttl("test:session:{\(session.id)}:alive")))
+            #expect((89_000...90_000).contains(try await fixture.timerTTL(session.id)))
+            // A configuration whose absolute lifetime is shorter than the idle timeout is refused.
+            var broken = testConfiguration()
+            broken.absoluteLifetimes.persistent = .seconds(3600)
+            #expect(throws: SessionError.self) { try SessionStore(client: fixture.client, configuration: broken) }
+            var shortCustom = testConfiguration()
+            shortCustom.absoluteLifetimes.custom = .seconds(10)
+            let (otherClient, other) = try fixture.secondStore(shortCustom)
+            let refused = await expectSessionError { _ = try await other.create(user: "alice", mode: .custom(.seconds(60))) }
+            guard case .invalidConfiguration? = refused else {
+                Issue.record("expected invalidConfiguration, got \(String(describing: refused))")
+                return
+            }
+            await otherClient.close()
         }
     }
 
@@ -89,7 +112,7 @@ struct DataTests {
             #expect(list[1].preview?.count == 60)
             // The hash stays in Redis's compact encoding.
             #expect(
-                try await fixture.client.send(RESPCommand("OBJECT", "ENCODING", .string("test:session:{\(first.id)}"))).string
+                try await fixture.client.send(RESPCommand("OBJECT", "ENCODING", .string(fixture.keyspace.session(first.id)))).string
                     == "listpack")
             #expect(try await store.list(user: "alice", limit: 1).map(\.id) == [second.id])
             #expect(try await store.count(user: "alice") == 3)
@@ -99,10 +122,9 @@ struct DataTests {
             #expect(try await other.list(user: "alice").map(\.id) == list.map(\.id))
             #expect(try await other.get(first.id)?.agentType == "sales")
 
-            // Hints are repaired: a session removed behind the store's back drops out of the index.
-            _ = try await fixture.client.send(RESPCommand("DEL", .string("test:session:{\(third.id)}:alive")))
+            // An ended session is not listed.
+            _ = try await fixture.client.send(RESPCommand("DEL", .string(try await fixture.timer(third.id) ?? "")))
             #expect(try await other.count(user: "alice") == 2)
-            #expect(try await fixture.client.send(RESPCommand("ZCARD", "test:user:alice:sessions")) == .integer(2))
 
             #expect(try await other.deleteAll(user: "alice") == 2)
             #expect(try await store.count(user: "alice") == 0)
@@ -112,20 +134,28 @@ struct DataTests {
     }
 
     @Test func everyKeyTheStoreWritesHasATTL() async throws {
-        try await withStore { fixture in
-            let store = fixture.store
-            for user in ["u1", "u2"] {
-                let session = try await store.create(user: user, metadata: ["x": 1])
-                try await store.appendTurn(session.id, user: "a", assistant: "b")
-                try await store.touch(session.id)
-                _ = try await store.rotate(session.id)
+        for listener in [false, true] {
+            try await withStore(configure: {
+                $0.expiryListener = listener; $0.expiryWarningLead = listener ? .seconds(1) : nil
+            }) { fixture in
+                let store = fixture.store
+                for user in ["u1", "u2"] {
+                    let session = try await store.create(user: user, metadata: ["x": 1])
+                    try await store.appendTurn(session.id, user: "a", assistant: "b")
+                    try await store.touch(session.id)
+                    try await store.touch(session.id, activity: .heartbeat)
+                    try await store.setTimeoutMode(session.id, .aggressive)
+                    _ = try await store.rotate(session.id)
+                }
+                let visitor = try await store.createAnonymous()
+                _ = try await store.bind(visitor.id, to: "u4")
+                let doomed = try await store.create(user: "u3")
+                try await store.delete(doomed.id)
+                _ = try await store.stats()
+                let keys = try await fixture.allKeys()
+                #expect(keys.count >= 8)
+                for key in keys { #expect(try await fixture.pttl(key) > 0, "\(key) has no TTL (listener mode: \(listener))") }
             }
-            let doomed = try await store.create(user: "u3")
-            try await store.delete(doomed.id)
-            _ = try await store.stats()
-            let keys = try await fixture.allKeys()
-            #expect(keys.count >= 8)
-            for key in keys { #expect(try await fixture.pttl(key) > 0, "\(key) has no TTL") }
         }
     }
 
@@ -133,7 +163,9 @@ struct DataTests {
         try await withStore(configure: {
             $0.limits.maxMetadataValueBytes = 100
             $0.limits.maxMessageBytes = 200
-            $0.limits.maxSessionBytes = 500
+            $0.limits.maxSessionBytes = 600
+            $0.limits.maxMetadataKeys = 10
+            $0.messageWindow = 3
         }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["a": "small"])
@@ -147,25 +179,65 @@ struct DataTests {
                 try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 201)))
             }
             #expect(bigMessage == .messageTooLarge(bytes: 201, limit: 200))
-            // Fill near the session limit, then one more message crosses it.
-            try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 150)))
-            try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 150)))
+            // Near the size limit with a full window: the next message still fits, because the size
+            // is checked after the window drops the oldest one.
+            for _ in 0..<3 {
+                try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 150)))
+            }
+            for _ in 0..<5 {
+                try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "n", count: 150)))
+            }
+            #expect(
+                try await store.recentMessages(session.id).map(\.content) == Array(repeating: String(repeating: "n", count: 150), count: 3))
+            // Metadata past the size limit: refused, nothing written.
             let beforeOverflow = try await store.get(session.id)
             let tooBig = await expectSessionError {
-                try await store.appendMessage(session.id, SessionMessage(role: "user", content: String(repeating: "m", count: 150)))
+                try await store.setMetadata(
+                    session.id, ["b": .string(String(repeating: "b", count: 90)), "c": .string(String(repeating: "c", count: 90))])
             }
             guard case .sessionTooLarge? = tooBig else {
                 Issue.record("expected sessionTooLarge, got \(String(describing: tooBig))")
                 return
             }
             #expect(try await store.get(session.id)?.version == beforeOverflow?.version)
-            #expect(try await store.recentMessages(session.id).count == 2)
+
+            // Too many keys, in one call or over several: typed, nothing written.
+            let many = Dictionary(uniqueKeysWithValues: (0..<11).map { ("k\($0)", JSONValue.number(1)) })
+            #expect(
+                await expectSessionError { try await store.setMetadata(session.id, many) } == .tooManyMetadataKeys(count: 11, limit: 10))
+            for index in 0..<9 { try await store.setMetadata(session.id, key: "k\(index)", value: 1) }
+            #expect(
+                await expectSessionError { try await store.setMetadata(session.id, key: "one-more", value: 1) }
+                    == .tooManyMetadataKeys(count: 11, limit: 10))
+            #expect(try await store.metadata(session.id).count == 10)
 
             #expect(await expectSessionError { try await store.touch("short") } == .invalidID)
-            #expect(await expectSessionError { try await store.touch(String(repeating: "{", count: 43)) } == .invalidID)
+            #expect(await expectSessionError { try await store.touch(String(repeating: "{", count: 27)) } == .invalidID)
             #expect(await expectSessionError { _ = try await store.create(user: "") } == .invalidUser)
             #expect(await expectSessionError { try await store.setMetadata(session.id, key: "", value: 1) } == .invalidMetadataKey(""))
-            #expect(before?.metadata == (try await store.get(session.id))?.metadata)
+            #expect(
+                await expectSessionError { try await store.setMetadata(session.id, key: String(repeating: "k", count: 129), value: 1) }
+                    == .invalidMetadataKey(String(repeating: "k", count: 129)))
+            #expect(
+                await expectSessionError { _ = try await store.create(user: "x", agentType: String(repeating: "a", count: 65)) }
+                    == .invalidAgentType)
+            #expect(before?.metadata["a"] == (try await store.get(session.id))?.metadata["a"])
+        }
+    }
+
+    @Test func tenThousandMetadataFieldsAreRefusedWithATypedError() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["kept": true])
+            let flood = Dictionary(uniqueKeysWithValues: (0..<10_000).map { ("field-\($0)", JSONValue.number(Double($0))) })
+            #expect(
+                await expectSessionError { try await store.setMetadata(session.id, flood) }
+                    == .tooManyMetadataKeys(count: 10_000, limit: 256))
+            #expect(
+                await expectSessionError { _ = try await store.create(user: "alice", metadata: flood) }
+                    == .tooManyMetadataKeys(count: 10_000, limit: 256))
+            #expect(try await store.metadata(session.id) == ["kept": true])
+            #expect(try await store.list(user: "alice").count == 1)
         }
     }
 
@@ -173,10 +245,10 @@ struct DataTests {
         try await withStore { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
-            _ = try await fixture.client.send(RESPCommand("DEL", .string("test:session:{\(session.id)}")))
-            _ = try await fixture.client.send(RESPCommand("SET", .string("test:session:{\(session.id)}"), "overwritten by hand"))
+            _ = try await fixture.client.send(RESPCommand("DEL", .string(fixture.keyspace.session(session.id))))
+            _ = try await fixture.client.send(RESPCommand("SET", .string(fixture.keyspace.session(session.id)), "overwritten by hand"))
             for attempt in [
-                { try await store.touch(session.id) },
+                { try await store.touch(session.id, activity: .heartbeat) },
                 { _ = try await store.resume(session.id, user: "alice") },
                 { _ = try await store.get(session.id) },
                 { try await store.appendMessage(session.id, SessionMessage(role: "user", content: "x")) },
@@ -194,18 +266,21 @@ struct DataTests {
     }
 
     @Test func statsCountSessionsUsersAndDurations() async throws {
-        try await withStore { fixture in
-            let store = fixture.store
-            for user in ["a", "a", "b", "c"] { _ = try await store.create(user: user) }
-            let doomed = try await store.create(user: "c")
-            try await Task.sleep(for: .milliseconds(50))
-            try await store.delete(doomed.id)
-            let stats = try await store.stats()
-            #expect(stats.activeSessions == 4 && stats.users == 3)
-            #expect(abs(stats.sessionsPerUser - 4.0 / 3.0) < 0.001)
-            #expect(stats.endedSessions == 1 && stats.averageSessionDurationSeconds >= 0.05)
-            let json = try JSONEncoder().encode(stats)
-            #expect(try JSONDecoder().decode(SessionStats.self, from: json) == stats)
+        for listener in [false, true] {
+            try await withStore(configure: { $0.expiryListener = listener }) { fixture in
+                let store = fixture.store
+                for user in ["a", "a", "b", "c"] { _ = try await store.create(user: user) }
+                let doomed = try await store.create(user: "c")
+                try await Task.sleep(for: .milliseconds(50))
+                try await store.delete(doomed.id)
+                let stats = try await store.stats()
+                // With a listener the deleted session awaits its hook (counted until finalized).
+                #expect(stats.activeSessions == (listener ? 5 : 4) && stats.users == 3)
+                #expect(stats.endedSessions == (listener ? 0 : 1))
+                if !listener { #expect(stats.averageSessionDurationSeconds >= 0.05) }
+                let json = try JSONEncoder().encode(stats)
+                #expect(try JSONDecoder().decode(SessionStats.self, from: json) == stats)
+            }
         }
     }
 
@@ -232,7 +307,7 @@ struct DataTests {
             redis.commandTimeout = .seconds(1)
             redis.connectTimeout = .seconds(1)
             let client = try HiredisClient(configuration: redis)
-            let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "test"))
+            let store = try SessionStore(client: client, configuration: testConfiguration())
             let session = try await store.create(user: "alice")
             try await Task.sleep(for: .milliseconds(1100))  // on disk (appendfsync everysec)
 

@@ -88,13 +88,20 @@ struct RunningListener: Sendable {
 
 func fastListener(lease: Duration = .seconds(10)) -> ExpiryListenerConfiguration {
     var configuration = ExpiryListenerConfiguration()
-    configuration.sweepInterval = .milliseconds(50)
+    configuration.sweepInterval = .milliseconds(20)
+    configuration.fullSweepInterval = .milliseconds(200)
     configuration.claimLease = lease
     configuration.hookRetryDelay = .milliseconds(20)
+    configuration.registrationLifetime = .seconds(2)
     return configuration
 }
 
 /// Every key of the test namespace that belongs to a session.
 func sessionKeys(_ fixture: StoreFixture) async throws -> [String] {
-    try await fixture.allKeys().filter { $0.hasPrefix("test:session:") }
+    try await fixture.allKeys().filter { $0.hasPrefix("test:{") && $0.contains("}:session:") }
+}
+
+/// A store configuration for expiry tests: listener mode.
+func listenerConfiguration(_ configuration: inout SessionStoreConfiguration) {
+    configuration.expiryListener = true
 }

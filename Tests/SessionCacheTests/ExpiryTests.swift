@@ -7,10 +7,8 @@ import Testing
 
 @Suite("Expiry hooks against a real redis-server")
 struct ExpiryTests {
-    static func grace(_ configuration: inout SessionStoreConfiguration) { configuration.expiryGrace = .seconds(30) }
-
     @Test func threeListenersRunEachHookExactlyOnceWithTheSessionsData() async throws {
-        try await withStore(configure: Self.grace) { fixture in
+        try await withStore(configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listeners = try (0..<3).map { _ in try RunningListener.start(fixture, onExpiry: recorder.record) }
             let count = 2000
@@ -45,14 +43,42 @@ struct ExpiryTests {
                 #expect(expired.session.state == .expired)
             }
             #expect(try await sessionKeys(fixture).isEmpty, "no key is left behind")
-            #expect(try await fixture.client.send(RESPCommand("ZCARD", "test:deadlines")) == .integer(0))
+            for bucket in 0..<fixture.keyspace.bucketCount {
+                #expect(
+                    try await fixture.client.send(RESPCommand("ZCARD", .string(fixture.keyspace.deadlines(bucket: bucket)))) == .integer(0))
+            }
             #expect(try await fixture.store.count(user: "user-1") == 0)
             #expect(try await fixture.store.stats().endedSessions == count)
         }
     }
 
+    @Test func listenersShareTheBucketsAndTakeOverWhenOneStops() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let recorder = HookRecorder()
+            let first = try RunningListener.start(fixture, onExpiry: recorder.record)
+            let second = try RunningListener.start(fixture, onExpiry: recorder.record)
+            // Both registered: each sees two members.
+            var members: [String] = []
+            for _ in 0..<100 {
+                members =
+                    try await fixture.client.send(RESPCommand("ZRANGE", .string(fixture.keyspace.listeners), 0, -1)).array?.compactMap(
+                        \.string) ?? []
+                if members.count == 2 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(members.count == 2)
+            await first.stop()
+            // The survivor's registry now lists only itself, and it ends every session in time.
+            for index in 0..<100 { _ = try await fixture.store.create(user: "u\(index)", mode: .custom(.milliseconds(300))) }
+            #expect(await recorder.wait(forSessions: 100, timeout: .seconds(15)))
+            await second.stop()
+            #expect(recorder.calls.values.allSatisfy { $0.count == 1 })
+            #expect(try await fixture.client.send(RESPCommand("ZCARD", .string(fixture.keyspace.listeners))) == .integer(0))
+        }
+    }
+
     @Test func hooksFireWhenTheSubscribersConnectionIsKilled() async throws {
-        try await withStore(configure: Self.grace) { fixture in
+        try await withStore(configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
             for index in 0..<200 {
@@ -67,7 +93,9 @@ struct ExpiryTests {
 
     @Test func hooksFireThroughTheSweepWhenNotificationsAreOffAndCONFIGIsRefused() async throws {
         // A managed Redis: no notifications, CONFIG renamed away.
-        try await withStore(.init(notifyKeyspaceEvents: nil, arguments: ["--rename-command", "CONFIG", ""]), configure: Self.grace) {
+        try await withStore(
+            .init(notifyKeyspaceEvents: nil, arguments: ["--rename-command", "CONFIG", ""]), configure: listenerConfiguration
+        ) {
             fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
@@ -79,34 +107,70 @@ struct ExpiryTests {
         }
     }
 
-    @Test func hooksMissedWhileNoListenerRanFireWhenOneStarts() async throws {
-        try await withStore(configure: Self.grace) { fixture in
+    @Test func hooksMissedWhileNoListenerRanFireWithTheDataWhenOneStartsLongAfter() async throws {
+        // All listeners down for far longer than the old 60-second grace would allow (here: the
+        // data outlives the idle timer by the safety TTL only), and the hooks still run with data.
+        try await withStore(configure: listenerConfiguration) { fixture in
             let expiry = try await ExpiryWatch(fixture.server)
             var timers: Set<String> = []
+            var ids: [String] = []
             for index in 0..<100 {
-                let session = try await fixture.store.create(user: "u", mode: .custom(.milliseconds(300 + index * 2)))
-                timers.insert("test:session:{\(session.id)}:alive")
+                let session = try await fixture.store.create(
+                    user: "u", metadata: ["i": .number(Double(index))], mode: .custom(.milliseconds(300 + index * 2)))
+                timers.insert(try await fixture.timer(session.id) ?? "")
+                ids.append(session.id)
             }
             #expect(try await expiry.wait(forAll: timers), "the sessions expired while nobody listened")
             await expiry.close()
+            // The data is kept until a hook claimed it: its TTL reaches past the absolute deadline.
+            for id in ids { #expect(try await fixture.pttl(fixture.keyspace.session(id)) > 24 * 3600 * 1000) }
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
             #expect(await recorder.wait(forSessions: 100, timeout: .seconds(20)))
             await listener.stop()
-            #expect(recorder.calls.values.allSatisfy { $0.count == 1 && $0[0].reason == .idleTimeout })
+            #expect(
+                recorder.calls.values.allSatisfy { $0.count == 1 && $0[0].reason == .idleTimeout && $0[0].session.metadata["i"] != nil })
+            #expect(try await sessionKeys(fixture).isEmpty)
+        }
+    }
+
+    @Test func aRedisPausedLongerThanTheIdleTimeoutLosesNoHook() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let recorder = HookRecorder()
+            var listenerConfiguration = fastListener()
+            listenerConfiguration.claimLease = .seconds(5)
+            let listener = try RunningListener.start(fixture, configuration: listenerConfiguration, onExpiry: recorder.record)
+            var ids: [String] = []
+            for index in 0..<50 {
+                ids.append(
+                    try await fixture.store.create(user: "u\(index)", metadata: ["i": .number(Double(index))], mode: .custom(.seconds(1)))
+                        .id)
+            }
+            // Frozen for three times the idle timeout: on waking, Redis's clock has moved on.
+            fixture.server.pause()
+            try await Task.sleep(for: .seconds(3))
+            fixture.server.resume()
+            #expect(await recorder.wait(forSessions: 50, timeout: .seconds(20)))
+            await listener.stop()
+            let calls = recorder.calls
+            for id in ids {
+                #expect(calls[id]?.count == 1, "hook ran \(calls[id]?.count ?? 0) times")
+                #expect(calls[id]?.first?.session.metadata["i"] != nil, "with the session's data")
+            }
+            #expect(try await sessionKeys(fixture).isEmpty)
         }
     }
 
     @Test func aListenerKilledInTheMiddleOfAHookIsReplacedAfterTheLease() async throws {
-        try await withStore(configure: Self.grace) { fixture in
+        try await withStore(configure: listenerConfiguration) { fixture in
             let worker = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
                 "SessionTestWorker")
             let announcements = HiredisSubscriber(configuration: fixture.server.configuration)
             try await announcements.subscribe(channels: ["worker:hook-started"])
-            let ready = NIOLockedValueBox(false)
             let process = try ChildProcess(
-                executable: worker.path, arguments: ["expiry-hang", "\(fixture.server.port)", "test", "1500"]
-            ) { line in if line == "ready" { ready.withLockedValue { $0 = true } } }
+                executable: worker.path,
+                arguments: ["expiry-hang", "\(fixture.server.port)", "test", "1500", "\(fixture.keyspace.bucketCount)"]
+            ) { _ in }
 
             let session = try await fixture.store.create(user: "alice", metadata: ["sandbox": "sb-1"], mode: .custom(.milliseconds(300)))
             var events = announcements.events.makeAsyncIterator()
@@ -133,10 +197,9 @@ struct ExpiryTests {
 
     @Test func warningsAbsoluteLifetimeAndDeleteHooks() async throws {
         try await withStore(configure: {
-            $0.expiryGrace = .seconds(30)
+            $0.expiryListener = true
             $0.expiryWarningLead = .milliseconds(400)
-            $0.cleanupHooks = true
-            $0.absoluteLifetime = .milliseconds(1200)
+            $0.absoluteLifetimes.custom = .milliseconds(1200)
         }) { fixture in
             let recorder = HookRecorder()
             let warnings = NIOLockedValueBox<[String: Int]>([:])
@@ -145,11 +208,16 @@ struct ExpiryTests {
                 onExpiry: recorder.record)
 
             let idle = try await fixture.store.create(user: "idle", mode: .custom(.milliseconds(900)))
-            let capped = try await fixture.store.create(user: "capped", mode: .custom(.seconds(10)))
-            let deleted = try await fixture.store.create(user: "deleted", metadata: ["x": 1], mode: .custom(.seconds(10)))
+            let capped = try await fixture.store.create(user: "capped", mode: .custom(.seconds(1)))
+            let deleted = try await fixture.store.create(user: "deleted", metadata: ["x": 1], mode: .custom(.seconds(1)))
             #expect(try await fixture.store.delete(deleted.id))
             #expect(try await fixture.store.get(deleted.id) == nil, "dead at once")
+            // Keep `capped` active until its absolute lifetime ends it.
+            let keeper = Task {
+                while (try? await fixture.store.touch(capped.id)) != nil { try? await Task.sleep(for: .milliseconds(100)) }
+            }
             #expect(await recorder.wait(forSessions: 3, timeout: .seconds(15)))
+            await keeper.value
             await listener.stop()
 
             let calls = recorder.calls
@@ -164,13 +232,68 @@ struct ExpiryTests {
         }
     }
 
+    @Test func shorteningTheModeMovesTheHookAndWarningToTheNewDeadline() async throws {
+        try await withStore(configure: {
+            $0.expiryListener = true; $0.expiryWarningLead = .milliseconds(500)
+        }) { fixture in
+            let recorder = HookRecorder()
+            let warnings = NIOLockedValueBox<[String: Int]>([:])
+            let listener = try RunningListener.start(
+                fixture, onWarning: { warning in warnings.withLockedValue { $0[warning.session.id, default: 0] += 1 } },
+                onExpiry: recorder.record)
+            // lenient (4 hours) → 1.5 s: the hook comes at the new expiry, not hours later.
+            let session = try await fixture.store.create(user: "alice", mode: .lenient)
+            let changed = ContinuousClock.now
+            try await fixture.store.setTimeoutMode(session.id, .custom(.milliseconds(1500)))
+            #expect(await recorder.wait(forSessions: 1, timeout: .seconds(10)))
+            let took = changed.elapsed
+            await listener.stop()
+            #expect(took >= .milliseconds(1400) && took < .seconds(4), "hook after \(took)")
+            #expect(recorder.calls[session.id]?.first?.reason == .idleTimeout)
+            #expect(warnings.withLockedValue { $0[session.id] } == 1, "the warning came before the new deadline")
+        }
+    }
+
+    @Test func aDeleteWhoseConnectionDropsEitherHappensWithItsHookOrNotAtAll() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let recorder = HookRecorder()
+            let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
+            var ids: [String] = []
+            for index in 0..<200 { ids.append(try await fixture.store.create(user: "u\(index % 20)", mode: .lenient).id) }
+            // Delete them all while every normal client connection keeps being killed.
+            let killer = Task {
+                while !Task.isCancelled {
+                    _ = try? await fixture.client.send(RESPCommand("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+                    try? await Task.sleep(for: .milliseconds(3))
+                }
+            }
+            let (deleterClient, deleter) = try fixture.secondStore(fixture.store.configuration)
+            var failed: [String] = []
+            for id in ids {
+                do { _ = try await deleter.delete(id) } catch { failed.append(id) }
+            }
+            killer.cancel()
+            _ = await killer.value
+            // Whatever failed is retried; a delete that did happen reports "not found" now.
+            for id in failed { _ = try await deleter.delete(id) }
+            #expect(await recorder.wait(forSessions: ids.count, timeout: .seconds(20)))
+            await listener.stop()
+            #expect(recorder.calls.count == ids.count, "every deleted session's hook ran")
+            for (id, runs) in recorder.calls where runs.count != 1 || runs[0].reason != .deleted {
+                Issue.record("session \(id.prefix(9)): \(runs.map { "\($0.reason) attempt \($0.attempt)" })")
+            }
+            #expect(try await sessionKeys(fixture).isEmpty)
+            await deleterClient.close()
+        }
+    }
+
     @Test func aTouchRacingWithExpiryNeverBringsTheSessionBack() async throws {
-        try await withStore(configure: Self.grace) { fixture in
+        try await withStore(configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
             var ids: [String] = []
             for _ in 0..<20 { ids.append(try await fixture.store.create(user: "u", mode: .custom(.milliseconds(250))).id) }
-            // Touch them all as fast as possible while they expire and get cleaned up.
+            // Heartbeats (which do not extend) as fast as possible while the sessions end and are finalized.
             let touchers = ids.map { id in
                 Task {
                     var refused = 0
@@ -189,6 +312,13 @@ struct ExpiryTests {
             }
             #expect(recorder.calls.values.allSatisfy { $0.count == 1 })
             #expect(try await sessionKeys(fixture).isEmpty, "nothing was recreated")
+        }
+    }
+
+    @Test func aListenerNeedsAStoreInListenerMode() async throws {
+        try await withStore { fixture in
+            let listener = ExpiryListener(store: fixture.store) { _ in }
+            await #expect(throws: SessionError.self) { try await listener.run() }
         }
     }
 }

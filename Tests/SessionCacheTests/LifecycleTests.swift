@@ -7,21 +7,24 @@ import Testing
 
 @Suite("Session lifecycle against a real redis-server")
 struct LifecycleTests {
-    @Test func createIssuesFreshURLSafeIdsAndStoresAReadableHash() async throws {
+    @Test func createIssuesFreshURLSafeIdsInTheUsersBucketAndStoresAReadableHash() async throws {
         try await withStore { fixture in
             let store = fixture.store
             let session = try await store.create(
                 user: "alice", metadata: ["plan": "pro", "seats": 3], mode: .lenient, agentType: "support")
-            #expect(session.id.count == 43)
+            #expect(session.id.count == 27)
             #expect(session.id.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
             #expect(session.state == .created && session.user == "alice" && session.version == 1)
+            // The id names the user's bucket; all of the user's keys share its hash tag.
+            #expect(fixture.keyspace.bucket(ofSession: session.id) == fixture.keyspace.bucket(ofUser: "alice"))
+            #expect(HashSlot.of(fixture.keyspace.session(session.id)) == HashSlot.of(fixture.keyspace.userSessions("alice")))
 
             var ids = Set<String>()
             for _ in 0..<200 { ids.insert(try await store.create(user: "bob").id) }
             #expect(ids.count == 200)
 
-            // Readable with redis-cli: HGETALL test:session:{id}
-            let hash = try await fixture.client.send(RESPCommand("HGETALL", .string("test:session:{\(session.id)}"))).array ?? []
+            // Readable with redis-cli: HGETALL test:{b}:session:<id>
+            let hash = try await fixture.client.send(RESPCommand("HGETALL", .string(fixture.keyspace.session(session.id)))).array ?? []
             var fields: [String: String] = [:]
             for index in stride(from: 0, to: hash.count - 1, by: 2) { fields[hash[index].string ?? ""] = hash[index + 1].string }
             #expect(fields["user"] == "alice")
@@ -32,7 +35,10 @@ struct LifecycleTests {
             #expect(fields["meta:plan"] == "\"pro\"")
             #expect(fields["meta:seats"] == "3")
             #expect(fields["version"] == "1" && fields["message_count"] == "0")
-            #expect(fields["created_at"] != nil && fields["last_activity"] != nil && fields["deadline_at"] != nil)
+            // The absolute deadline is the mode's absolute lifetime (7 days for lenient), on Redis's clock.
+            let created = Int(fields["created_at"] ?? "") ?? 0
+            #expect(Int(fields["deadline_at"] ?? "") == created + 7 * 24 * 3600 * 1000)
+            #expect(abs(created - (try await fixture.redisNow())) < 5000)
 
             let fetched = try await store.get(session.id)
             #expect(fetched?.metadata == ["plan": "pro", "seats": 3])
@@ -60,14 +66,17 @@ struct LifecycleTests {
             #expect(gap >= .milliseconds(1100))
 
             // Another user's session: not found, and nothing is touched.
-            let before = try await fixture.pttl("test:session:{\(session.id)}:alive")
+            let before = try await fixture.timerTTL(session.id)
             try await Task.sleep(for: .milliseconds(20))
             #expect(try await store.resume(session.id, user: "mallory") == .notFound)
-            #expect(try await fixture.pttl("test:session:{\(session.id)}:alive") < before)
+            #expect(try await store.resume(session.id, user: nil) == .notFound)
+            #expect(try await fixture.timerTTL(session.id) < before)
             // Unknown but well-formed id: not found. Malformed: a typed error.
-            #expect(try await store.resume(String(repeating: "A", count: 43), user: "alice") == .notFound)
+            #expect(try await store.resume("AAA" + String(repeating: "A", count: 24), user: "alice") == .notFound)
             let malformed = await expectSessionError { _ = try await store.resume("../../etc", user: "alice") }
             #expect(malformed == .invalidID)
+            // An id naming a bucket the keyspace does not have (64 here): refused before Redis.
+            #expect(await expectSessionError { _ = try await store.resume("_" + session.id.dropFirst(), user: "alice") } == .invalidID)
         }
     }
 
@@ -92,41 +101,46 @@ struct LifecycleTests {
         }
     }
 
-    @Test func touchSlidesTheTimersAndAHeartbeatDoesNot() async throws {
-        try await withStore(configure: { $0.expiryGrace = .seconds(4) }) { fixture in
+    @Test func touchSlidesTheTimerAndAHeartbeatDoesNot() async throws {
+        try await withStore(configure: { $0.dataGrace = .seconds(4) }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", mode: .custom(.seconds(2)))
             let id = session.id
             _ = try await store.appendMessage(id, SessionMessage(role: "user", content: "hi"))
-            let alive = "test:session:{\(id)}:alive"
-            let data = "test:session:{\(id)}"
-            let messages = "test:session:{\(id)}:messages"
             // Every key of the session has a TTL; the data outlives the timer by the grace.
-            let timer = try await fixture.pttl(alive)
+            let timer = try await fixture.timerTTL(id)
             #expect((1500...2000).contains(timer))
-            for key in [data, messages] {
+            for key in [fixture.keyspace.session(id), fixture.keyspace.messages(id)] {
                 let ttl = try await fixture.pttl(key)
                 #expect(ttl >= timer + 2000 && ttl <= 6000, "\(key): \(ttl) ms against the timer's \(timer) ms")
             }
 
             try await Task.sleep(for: .milliseconds(400))  // let time pass
             try await store.touch(id, activity: .heartbeat)
-            let afterHeartbeat = try await fixture.pttl(alive)
-            #expect(afterHeartbeat <= 1650, "a heartbeat must not extend the session")
-            #expect(try await store.get(id)?.lastSeen != nil)
+            #expect(try await fixture.timerTTL(id) <= 1650, "a heartbeat must not extend the session")
+            let seen = try await store.get(id)?.lastSeen
+            #expect(seen != nil)
 
             try await store.touch(id)
-            #expect(try await fixture.pttl(alive) >= 1900, "meaningful activity slides the expiry")
+            #expect(try await fixture.timerTTL(id) >= 1900, "meaningful activity slides the expiry")
+            let touched = try await store.get(id)
+            #expect(touched?.state == .active)
+            #expect(touched?.lastActivity ?? .distantPast > seen ?? .distantFuture, "the touch is the last activity")
             // The data keys always outlive the timer by at least half the grace.
-            #expect(try await fixture.pttl(data) >= (try await fixture.pttl(alive)) + 2000)
-            #expect(try await fixture.pttl(messages) >= (try await fixture.pttl(alive)) + 2000)
-            #expect(try await store.get(id)?.state == .active)
+            for _ in 0..<5 {
+                try await Task.sleep(for: .milliseconds(300))
+                try await store.touch(id)
+                let left = try await fixture.timerTTL(id)
+                #expect(try await fixture.pttl(fixture.keyspace.session(id)) >= left + 2000)
+                #expect(try await fixture.pttl(fixture.keyspace.messages(id)) >= left + 2000)
+            }
         }
     }
 
     @Test func theAbsoluteLifetimeHoldsAgainstConstantActivity() async throws {
         try await withStore(configure: {
-            $0.absoluteLifetime = .milliseconds(2500); $0.expiryGrace = .milliseconds(500)
+            $0.absoluteLifetimes.custom = .milliseconds(2500)
+            $0.dataGrace = .milliseconds(500)
         }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", mode: .custom(.seconds(1)))
@@ -149,37 +163,41 @@ struct LifecycleTests {
         }
     }
 
-    @Test func aLateWriteNeverResurrectsAnExpiredSession() async throws {
-        try await withStore(configure: { $0.expiryGrace = .seconds(5) }) { fixture in
+    @Test func aLateWriteNeverResurrectsAnEndedSession() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
             let expiry = try await ExpiryWatch(fixture.server)
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["k": "v"], mode: .custom(.milliseconds(300)))
-            #expect(try await expiry.wait(for: "test:session:{\(session.id)}:alive"))
+            #expect(try await expiry.wait(for: try await fixture.timer(session.id) ?? ""))
             await expiry.close()
             // The data is still there (for the expiry hook), but every write refuses.
-            #expect(try await fixture.client.send(RESPCommand("EXISTS", .string("test:session:{\(session.id)}"))) == .integer(1))
+            #expect(try await fixture.client.send(RESPCommand("EXISTS", .string(fixture.keyspace.session(session.id)))) == .integer(1))
             for attempt in [
                 { try await store.touch(session.id) },
+                { try await store.touch(session.id, activity: .heartbeat) },
                 { try await store.appendMessage(session.id, SessionMessage(role: "user", content: "late")) },
                 { try await store.setMetadata(session.id, key: "k", value: "late") },
+                { try await store.setTimeoutMode(session.id, .lenient) },
                 { try await store.clearMessages(session.id) },
+                { _ = try await store.rotate(session.id) },
             ] as [@Sendable () async throws -> Void] {
                 #expect(await expectSessionError(attempt) == .notFound)
             }
             #expect(try await store.resume(session.id, user: "alice") == .notFound)
-            #expect(try await fixture.pttl("test:session:{\(session.id)}:alive") == -2)
-            let value = try await fixture.client.send(RESPCommand("HGET", .string("test:session:{\(session.id)}"), "meta:k"))
-            #expect(value.string == "\"v\"")
+            #expect(try await store.delete(session.id) == false)
+            #expect(try await fixture.timerTTL(session.id) == -2)
+            #expect(try await fixture.field(session.id, "meta:k") == "\"v\"")
         }
     }
 
-    @Test func rotateGivesANewIdAndKillsTheOldOne() async throws {
+    @Test func rotateGivesANewIdInTheSameBucketAndKillsTheOldOne() async throws {
         try await withStore { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["cart": ["book"]])
             try await store.appendTurn(session.id, user: "hello", assistant: "hi there")
             let rotated = try await store.rotate(session.id)
             #expect(rotated.id != session.id && rotated.user == "alice")
+            #expect(fixture.keyspace.bucket(ofSession: rotated.id) == fixture.keyspace.bucket(ofSession: session.id))
             #expect(try await store.get(session.id) == nil)
             #expect(try await store.resume(session.id, user: "alice") == .notFound)
             #expect(await expectSessionError { try await store.touch(session.id) } == .notFound)
@@ -189,8 +207,8 @@ struct LifecycleTests {
             #expect(try await store.recentMessages(rotated.id).map(\.content) == ["hello", "hi there"])
             #expect(try await store.list(user: "alice").map(\.id) == [rotated.id])
             for key in try await fixture.allKeys() { #expect(!key.contains(session.id), "\(key) survived the rotation") }
-            #expect(try await fixture.pttl("test:session:{\(rotated.id)}:alive") > 0)
-            #expect(try await fixture.pttl("test:session:{\(rotated.id)}:messages") > 0)
+            #expect(try await fixture.timerTTL(rotated.id) > 0)
+            #expect(try await fixture.pttl(fixture.keyspace.messages(rotated.id)) > 0)
         }
     }
 
@@ -210,6 +228,32 @@ struct LifecycleTests {
             }
             #expect(try await store.count(user: "alice") == 0)
             #expect(try await store.stats().endedSessions == 1)
+        }
+    }
+
+    @Test func anAnonymousSessionIsBoundToItsUserAtLogin() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let store = fixture.store
+            let visitor = try await store.createAnonymous(metadata: ["cart": ["book"]])
+            #expect(visitor.user == nil && visitor.isAnonymous)
+            try await store.appendTurn(visitor.id, user: "just browsing", assistant: "welcome")
+            guard case .resumed(let again, _) = try await store.resume(visitor.id, user: nil) else {
+                Issue.record("an anonymous session resumes without a user")
+                return
+            }
+            #expect(again.isAnonymous)
+            #expect(try await store.resume(visitor.id, user: "alice") == .notFound)
+
+            let bound = try await store.bind(visitor.id, to: "alice")
+            #expect(bound.user == "alice" && bound.id != visitor.id)
+            #expect(fixture.keyspace.bucket(ofSession: bound.id) == fixture.keyspace.bucket(ofUser: "alice"))
+            #expect(try await store.get(visitor.id) == nil, "the anonymous id is dead")
+            #expect(try await store.metadata(bound.id) == ["cart": ["book"]])
+            #expect(try await store.recentMessages(bound.id).map(\.content) == ["just browsing", "welcome"])
+            #expect(try await store.list(user: "alice").map(\.id) == [bound.id])
+            for key in try await fixture.allKeys() { #expect(!key.contains(visitor.id), "\(key) survived the bind") }
+            #expect(await expectSessionError { _ = try await store.bind(visitor.id, to: "bob") } == .notFound)
+            #expect(await expectSessionError { _ = try await store.bind(bound.id, to: "bob") } == .notAnonymous)
         }
     }
 }

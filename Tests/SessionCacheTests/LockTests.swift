@@ -142,6 +142,145 @@ struct LockTests {
         }
     }
 
+    @Test func perTabLocksDoNotRefuseEachOthersWrites() async throws {
+        try await withStore { fixture in
+            let locks = SessionLock(store: fixture.store, configuration: SessionLockConfiguration(policy: .sessionPerTab))
+            let session = try await fixture.store.create(user: "alice")
+            let tabA = try await locks.acquire(session.id, tab: "a")
+            let tabB = try await locks.acquire(session.id, tab: "b", timeout: .milliseconds(100))  // tabs never wait for each other
+            #expect(tabB.fence > tabA.fence)
+            // Tab A's lease is valid: its write goes through although tab B acquired later.
+            try await fixture.store.setMetadata(session.id, key: "a", value: 1, lease: tabA)
+            try await fixture.store.setMetadata(session.id, key: "b", value: 2, lease: tabB)
+            #expect(try await fixture.store.metadata(session.id) == ["a": 1, "b": 2])
+            // The same tab twice does wait.
+            await #expect(throws: LockError.timedOut) { _ = try await locks.acquire(session.id, tab: "a", timeout: .milliseconds(200)) }
+            await #expect(throws: LockError.invalidTab) { _ = try await locks.acquire(session.id, tab: "x:queue") }
+            let releasedA = try await locks.release(tabA)
+            let releasedB = try await locks.release(tabB)
+            #expect(releasedA && releasedB)
+        }
+    }
+
+    @Test func anAcquireThatTimesOutAfterRedisGrantedItLeavesNoGhostHolder() async throws {
+        try await withStore { fixture in
+            var redis = fixture.server.configuration
+            redis.commandTimeout = .milliseconds(300)
+            let (slowClient, slowStore) = try { () throws -> (HiredisClient, SessionStore) in
+                let client = try HiredisClient(configuration: redis)
+                return (client, try SessionStore(client: client, configuration: fixture.store.configuration))
+            }()
+            let session = try await fixture.store.create(user: "alice")
+            _ = try await slowStore.get(session.id)  // connected
+            var configuration = SessionLockConfiguration()
+            configuration.lease = .seconds(30)
+            let locks = SessionLock(store: slowStore, configuration: configuration)
+            // Redis is frozen: the acquire's commands wait in its socket and run after the client gave up.
+            fixture.server.pause()
+            await #expect(throws: LockError.self) { _ = try await locks.acquire(session.id) }
+            fixture.server.resume()
+            // The lock is free at once, not after the 30 s lease of a grant nobody received.
+            let others = SessionLock(store: fixture.store)
+            let lease = try await others.acquire(session.id, timeout: .seconds(3))
+            #expect(try await others.release(lease))
+            await slowClient.close()
+        }
+    }
+
+    @Test func aRenewalThatMeetsAShortStallKeepsTheLease() async throws {
+        try await withStore { fixture in
+            var redis = fixture.server.configuration
+            redis.commandTimeout = .milliseconds(400)
+            let client = try HiredisClient(configuration: redis)
+            let store = try SessionStore(client: client, configuration: fixture.store.configuration)
+            var configuration = SessionLockConfiguration()
+            configuration.lease = .seconds(3)
+            let locks = SessionLock(store: store, configuration: configuration)
+            let session = try await store.create(user: "alice")
+            // Redis stalls for 1.5 s while the body works: renewals time out, but the lease (3 s) never
+            // ran out, so the body keeps it and its write goes through.
+            try await locks.withLock(session.id) { lease in
+                try await Task.sleep(for: .milliseconds(900))
+                fixture.server.pause()
+                try await Task.sleep(for: .milliseconds(1500))
+                fixture.server.resume()
+                try await Task.sleep(for: .milliseconds(900))
+                try await store.setMetadata(session.id, key: "kept", value: true, lease: lease)
+            }
+            #expect(try await store.metadata(session.id)["kept"] == true)
+            await client.close()
+        }
+    }
+
+    @Test func waitersDoNotSpin() async throws {
+        try await withStore { fixture in
+            let locks = SessionLock(store: fixture.store)
+            let session = try await fixture.store.create(user: "alice")
+            let holder = try await locks.acquire(session.id)
+            _ = try await fixture.client.send(RESPCommand("CONFIG", "RESETSTAT"))
+            await #expect(throws: LockError.timedOut) { _ = try await locks.acquire(session.id, timeout: .milliseconds(1500)) }
+            let stats = try await fixture.client.send(RESPCommand("INFO", "commandstats")).string ?? ""
+            let calls =
+                stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_fcall:") }
+                .flatMap { Int($0.split(separator: "=")[1].split(separator: ",")[0]) } ?? 0
+            // A heartbeat every 500 ms (plus the abandon and a release): a handful of calls, not hundreds.
+            #expect(calls <= 8, "\(calls) function calls while waiting 1.5 s")
+            try await locks.release(holder)
+        }
+    }
+
+    @Test func fencingTokensGrowAcrossARestartThatLostTheLastSecond() async throws {
+        try await withStore(.init(notifyKeyspaceEvents: "Ex", appendOnly: true)) { fixture in
+            let locks = SessionLock(store: fixture.store)
+            let session = try await fixture.store.create(user: "alice")
+            try await Task.sleep(for: .milliseconds(1100))  // the session is on disk; what follows may not be
+            var last = 0
+            for _ in 0..<20 {
+                let lease = try await locks.acquire(session.id)
+                last = max(last, lease.fence)
+                try await locks.release(lease)
+            }
+            await fixture.server.kill()  // appendfsync everysec: the last grants are lost
+            try await fixture.server.restart()
+            let after = try await locks.acquire(session.id, timeout: .seconds(5))
+            #expect(after.fence > last, "a fence after the restart (\(after.fence)) repeats or precedes one before (\(last))")
+        }
+    }
+
+    @Test func fencingTokensGrowAcrossAFailoverToAReplicaThatLagged() async throws {
+        try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex")) { primary in
+            try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex", arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])) {
+                replica in
+                let primaryClient = try HiredisClient(configuration: primary.configuration)
+                let store = try SessionStore(client: primaryClient, configuration: testConfiguration())
+                let session = try await store.create(user: "alice")
+                // Wait until the replica has the session, then freeze it: it lags from here on.
+                let replicaClient = try HiredisClient(configuration: replica.configuration)
+                for _ in 0..<100 {
+                    if try await replicaClient.send(RESPCommand("EXISTS", .string(store.keyspace.session(session.id)))).int == 1 { break }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                replica.pause()
+                let locks = SessionLock(store: store)
+                var last = 0
+                for _ in 0..<20 {
+                    let lease = try await locks.acquire(session.id)
+                    last = max(last, lease.fence)
+                    try await locks.release(lease)
+                }
+                // The primary dies; the lagging replica is promoted.
+                await primary.kill()
+                replica.resume()
+                _ = try await replicaClient.send(RESPCommand("REPLICAOF", "NO", "ONE"))
+                let promoted = try SessionStore(client: replicaClient, configuration: testConfiguration())
+                let after = try await SessionLock(store: promoted).acquire(session.id, timeout: .seconds(5))
+                #expect(after.fence > last, "a fence after the failover (\(after.fence)) repeats or precedes one before (\(last))")
+                await primaryClient.close()
+                await replicaClient.close()
+            }
+        }
+    }
+
     @Test func withLockReleasesOnThrowAndTellsAHolderThatLostItsLease() async throws {
         try await withStore { fixture in
             var configuration = SessionLockConfiguration()

@@ -37,7 +37,7 @@ struct ReadmeExampleTests {
             let client = try HiredisClient(configuration: HiredisConfiguration(url: server.url))
             var configuration = SessionStoreConfiguration(namespace: "chat")
             configuration.messageWindow = 20
-            configuration.cleanupHooks = true
+            configuration.expiryListener = true
             let store = try SessionStore(client: client, configuration: configuration)
 
             let session = try await store.create(user: "alice", metadata: ["plan": "pro"], mode: .standard, agentType: "support")

@@ -10,9 +10,39 @@ struct StoreFixture: Sendable {
     let client: HiredisClient
     let store: SessionStore
 
+    var keyspace: SessionKeyspace { store.keyspace }
+
     /// The PTTL of a key in milliseconds (-2: missing, -1: no TTL).
     func pttl(_ key: String) async throws -> Int {
         try await client.send(RESPCommand("PTTL", .string(key))).int ?? -3
+    }
+
+    /// The name of a session's timer, from its hash (nil when it has no data).
+    func timer(_ id: String) async throws -> String? {
+        let fields =
+            try await client.send(
+                RESPCommand(
+                    "HMGET", .string(keyspace.session(id)), .string(SessionKeyspace.Field.idle), .string(SessionKeyspace.Field.deadline))
+            ).array ?? []
+        guard fields.count == 2, let idle = fields[0].int, let deadline = fields[1].int else { return nil }
+        return keyspace.timer(id, idleMilliseconds: idle, deadline: deadline)
+    }
+
+    /// The PTTL of a session's timer (-2 when it has none).
+    func timerTTL(_ id: String) async throws -> Int {
+        guard let timer = try await timer(id) else { return -2 }
+        return try await pttl(timer)
+    }
+
+    /// A field of a session's hash.
+    func field(_ id: String, _ name: String) async throws -> String? {
+        try await client.send(RESPCommand("HGET", .string(keyspace.session(id)), .string(name))).string
+    }
+
+    /// Redis's clock, in Unix milliseconds.
+    func redisNow() async throws -> Int {
+        let time = try await client.send(RESPCommand("TIME")).array ?? []
+        return (time.first?.int ?? 0) * 1000 + (time.last?.int ?? 0) / 1000
     }
 
     /// Every key in the database (SCAN, as an operator would).
@@ -35,13 +65,21 @@ struct StoreFixture: Sendable {
     }
 }
 
+/// The store configuration tests start from: namespace `test`, 64 buckets (so that sweeps are
+/// cheap and buckets are shared often).
+func testConfiguration() -> SessionStoreConfiguration {
+    var configuration = SessionStoreConfiguration(namespace: "test")
+    configuration.bucketCount = 64
+    return configuration
+}
+
 func withStore<T: Sendable>(
     _ options: RedisServer.Options = .init(notifyKeyspaceEvents: "Ex"),
     configure: (inout SessionStoreConfiguration) -> Void = { _ in },
     _ body: (StoreFixture) async throws -> T
 ) async throws -> T {
     try await RedisServer.with(options) { server in
-        var configuration = SessionStoreConfiguration(namespace: "test")
+        var configuration = testConfiguration()
         configure(&configuration)
         let client = try HiredisClient(configuration: server.configuration)
         let fixture = StoreFixture(server: server, client: client, store: try SessionStore(client: client, configuration: configuration))
@@ -56,7 +94,7 @@ func withStore<T: Sendable>(
     }
 }
 
-/// Waits for Redis to report that `key` expired (keyspace notification), at most `timeout`.
+/// Waits for Redis to report that keys expired (keyspace notification), at most `timeout`.
 /// Subscribe first, then trigger: `let expiry = try await ExpiryWatch(server); ...; try await expiry.wait(for: key)`.
 final class ExpiryWatch: Sendable {
     private let subscriber: HiredisSubscriber

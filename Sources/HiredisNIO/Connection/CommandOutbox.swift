@@ -15,6 +15,9 @@ final class CommandOutbox: Sendable {
         case wakeEventLoop
         /// The handler will write it with the next batch.
         case queued
+        /// Queued behind replies still owed: the caller must make the event loop check the outbox
+        /// at this deadline, so that the command times out even if no reply ever comes.
+        case queuedCheckingAt(NIODeadline)
         /// The connection is closed.
         case closed(HiredisError)
     }
@@ -26,6 +29,8 @@ final class CommandOutbox: Sendable {
         var wakeScheduled = false
         /// A batch is written and its replies have not all come back.
         var awaitingReplies = false
+        /// A deadline check is scheduled for what the outbox holds.
+        var checkScheduled = false
         var closedError: HiredisError?
     }
 
@@ -43,7 +48,12 @@ final class CommandOutbox: Sendable {
             if let closed = state.closedError { return .closed(closed) }
             encode(&state.bytes)
             state.commands.append(entry)
-            if state.wakeScheduled || state.awaitingReplies { return .queued }
+            if state.wakeScheduled { return .queued }
+            if state.awaitingReplies {
+                if state.checkScheduled { return .queued }
+                state.checkScheduled = true
+                return .queuedCheckingAt(entry.deadline)
+            }
             state.wakeScheduled = true
             return .wakeEventLoop
         }
@@ -53,6 +63,7 @@ final class CommandOutbox: Sendable {
     func takeBatch() -> OutboundBatch? {
         state.withLockedValue { state in
             state.wakeScheduled = false
+            state.checkScheduled = false
             guard !state.commands.isEmpty else { return nil }
             let batch = OutboundBatch(bytes: state.bytes, commands: state.commands)
             state.commands.removeAll(keepingCapacity: true)

@@ -193,6 +193,10 @@ public final class HiredisConnection: HiredisClientProtocol {
                 case .wakeEventLoop:
                     let handler = self.handler
                     channel.eventLoop.execute { handler.value.flushOutbox() }
+                case .queuedCheckingAt(let deadline):
+                    // Normally the next reply flushes the outbox long before this fires.
+                    let handler = self.handler
+                    channel.eventLoop.scheduleTask(deadline: deadline) { handler.value.flushOutbox() }
                 case .closed(let error):
                     continuation.resume(throwing: error)
                 }

@@ -49,6 +49,11 @@ public final class ExpiryListener: Service {
         var schedule: SweepSchedule
         var inFlight: [String: InFlight] = [:]
         var finalizing: [Int: [(id: String, reason: FinalizeFunction.Reason)]] = [:]
+        /// Sessions this listener finished lately. A visit that asks for this listener's own claims
+        /// (after a lost reply) may read a claim just before its finalize runs and answer after
+        /// it: such a session must not start again.
+        var finished: [String: ContinuousClock.Instant] = [:]
+        var lastPrune = ContinuousClock.now
     }
 
     private let store: ExpiryStore
@@ -195,7 +200,7 @@ public final class ExpiryListener: Service {
 
     private func begin(_ id: String, bucket: Int) -> Bool {
         state.withLock { state in
-            if state.inFlight[id] != nil { return false }
+            if state.inFlight[id] != nil || state.finished[id] != nil { return false }
             state.inFlight[id] = InFlight(bucket: bucket, lost: LostSignal())
             return true
         }
@@ -275,7 +280,9 @@ public final class ExpiryListener: Service {
         let expiredAt: Int
         if record[Field.state] == SessionState.deleted.rawValue {
             (reason, expiredAt) = (.deleted, lastActivity)
-        } else if deadline <= lastActivity + idle {
+        } else if deadline <= lastActivity + idle + 10 {
+            // (Within a few ms: the last activity is derived from TIME and PTTL, read at slightly
+            // different instants, so a timer capped at the deadline can look a millisecond early.)
             (reason, expiredAt) = (.absoluteLifetime, deadline)
             session.state = .expired
         } else {
@@ -339,7 +346,17 @@ public final class ExpiryListener: Service {
     }
 
     private func end(_ id: String) {
-        _ = state.withLock { $0.inFlight.removeValue(forKey: id) }
+        let lease = configuration.claimLease
+        state.withLock { state in
+            state.inFlight[id] = nil
+            let now = ContinuousClock.now
+            state.finished[id] = now
+            // A stale reply can only be as old as a lease: forget what is older than two.
+            if now - state.lastPrune > lease {
+                state.finished = state.finished.filter { now - $0.value < lease * 2 }
+                state.lastPrune = now
+            }
+        }
     }
 
     /// Finalizes finished sessions in batches per bucket; failed batches are retried (their claims

@@ -2,1038 +2,1039 @@
 extension SessionFunctions {
     /// The function library's source: `sessions.lua`.
     static let source = #"""
-#!lua name=session_cache_v1
---
--- The session store's server-side functions: a Redis Functions library (Redis >= 7.0), loaded by
--- SessionStore with FUNCTION LOAD and replicated with the data. `redis-cli FUNCTION LIST` shows it.
--- Swift calls each function through a typed wrapper in SessionFunctions.swift; the README's
--- "Keys in Redis" shows the layout with redis-cli examples.
---
--- Rules every function follows:
--- * One bucket, one slot. All keys of a bucket carry the hash tag {<bucket>}, so one call touches
---   one Redis Cluster slot. KEYS[1] names the key the call is about; the bucket's other keys are
---   derived from it below (they hash to the same slot).
--- * One clock. Every time that decides expiry, deadlines, ordering or "inactive for" comes from
---   this server's TIME (milliseconds since the epoch). App servers never send a timestamp.
--- * All or nothing. A call that refuses its input, or finds the session not alive, writes nothing.
--- * Replies are arrays whose first element is a status word; Swift decodes them in one place.
---
--- Layout (namespace ns, bucket b, session id ID):
---   ns:{b}:session:ID                     hash    the session (fields below)
---   ns:{b}:session:ID:messages            list    recent messages, '<role> <ms> <content>'
---   ns:{b}:session:ID:timer:IDLE:DEADLINE string  the idle timer: it exists while the session is
---                                                 alive and its TTL is the session's; its value is
---                                                 the last heartbeat (ms, 0 for none). Its name
---                                                 carries the idle timeout and absolute deadline
---                                                 (ms), so a touch needs no read, and a touch with
---                                                 outdated timing finds no key (a mode change
---                                                 renames the timer).
---   ns:{b}:session:ID:lock[:TAB]          string  lock holder's token (TTL: the lease), plus ' q'
---                                                 while waiters queue
---   ns:{b}:session:ID:lock[:TAB]:queue    zset    waiting tokens by arrival
---   ns:{b}:session:ID:lock[:TAB]:seen     hash    token -> when that waiter last asked (ms)
---   ns:{b}:deadlines                      zset    ID -> earliest possible end (ms); a hint the
---                                                 expiry listener visits (listener mode only)
---   ns:{b}:warnings                       zset    ID -> when its expiry warning is due (ms)
---   ns:{b}:claims                         zset    ID -> end of the claim lease (ms)
---   ns:{b}:user:USER                      zset    USER's session ids -> last write (ms)
---   ns:{b}:users                          hash    USER -> number of indexed sessions
---   ns:{b}:stats                          hash    created, ended, ended_lifetime_ms
---   ns:{b}:lock-wakeups                   sharded pub/sub channel: a release names the next waiter
---   ns:{listeners}                        zset    expiry listener token -> registration end (ms)
+        #!lua name=session_cache_v1
+        --
+        -- The session store's server-side functions: a Redis Functions library (Redis >= 7.0), loaded by
+        -- SessionStore with FUNCTION LOAD and replicated with the data. `redis-cli FUNCTION LIST` shows it.
+        -- Swift calls each function through a typed wrapper in SessionFunctions.swift; the README's
+        -- "Keys in Redis" shows the layout with redis-cli examples.
+        --
+        -- Rules every function follows:
+        -- * One bucket, one slot. All keys of a bucket carry the hash tag {<bucket>}, so one call touches
+        --   one Redis Cluster slot. KEYS[1] names the key the call is about; the bucket's other keys are
+        --   derived from it below (they hash to the same slot).
+        -- * One clock. Every time that decides expiry, deadlines, ordering or "inactive for" comes from
+        --   this server's TIME (milliseconds since the epoch). App servers never send a timestamp.
+        -- * All or nothing. A call that refuses its input, or finds the session not alive, writes nothing.
+        -- * Replies are arrays whose first element is a status word; Swift decodes them in one place.
+        --
+        -- Layout (namespace ns, bucket b, session id ID):
+        --   ns:{b}:session:ID                     hash    the session (fields below)
+        --   ns:{b}:session:ID:messages            list    recent messages, '<role> <ms> <content>'
+        --   ns:{b}:session:ID:timer:IDLE:DEADLINE string  the idle timer: it exists while the session is
+        --                                                 alive and its TTL is the session's; its value is
+        --                                                 the last heartbeat (ms, 0 for none). Its name
+        --                                                 carries the idle timeout and absolute deadline
+        --                                                 (ms), so a touch needs no read, and a touch with
+        --                                                 outdated timing finds no key (a mode change
+        --                                                 renames the timer).
+        --   ns:{b}:session:ID:lock[:TAB]          string  lock holder's token (TTL: the lease), plus ' q'
+        --                                                 while waiters queue
+        --   ns:{b}:session:ID:lock[:TAB]:queue    zset    waiting tokens by arrival
+        --   ns:{b}:session:ID:lock[:TAB]:seen     hash    token -> when that waiter last asked (ms)
+        --   ns:{b}:deadlines                      zset    ID -> earliest possible end (ms); a hint the
+        --                                                 expiry listener visits (listener mode only)
+        --   ns:{b}:warnings                       zset    ID -> when its expiry warning is due (ms)
+        --   ns:{b}:claims                         zset    ID -> end of the claim lease (ms)
+        --   ns:{b}:user:USER                      zset    USER's session ids -> last write (ms)
+        --   ns:{b}:users                          hash    USER -> number of indexed sessions
+        --   ns:{b}:stats                          hash    created, ended, ended_lifetime_ms
+        --   ns:{b}:lock-wakeups                   sharded pub/sub channel: a release names the next waiter
+        --   ns:{listeners}                        zset    expiry listener token -> registration end (ms)
 
--- Fields of the session hash.
-local F = {
-  user = 'user', state = 'state', created_at = 'created_at', last_activity = 'last_activity',
-  idle = 'idle_ms', deadline = 'deadline_at', mode = 'mode', message_count = 'message_count',
-  agent_type = 'agent_type', version = 'version', size = 'size_bytes', meta_count = 'meta_count',
-  data_until = 'data_until', listener = 'listener', grace = 'grace_ms', claim_owner = 'claim_owner',
-  claim_until = 'claim_until', attempts = 'attempts', warned_for = 'warned_for',
-  binding_to = 'binding_to', bound_from = 'bound_from',
-}
+        -- Fields of the session hash.
+        local F = {
+          user = 'user', state = 'state', created_at = 'created_at', last_activity = 'last_activity',
+          idle = 'idle_ms', deadline = 'deadline_at', mode = 'mode', message_count = 'message_count',
+          agent_type = 'agent_type', version = 'version', size = 'size_bytes', meta_count = 'meta_count',
+          data_until = 'data_until', listener = 'listener', grace = 'grace_ms', claim_owner = 'claim_owner',
+          claim_until = 'claim_until', attempts = 'attempts', warned_for = 'warned_for',
+          binding_to = 'binding_to', bound_from = 'bound_from',
+        }
 
--- Key names, derived from a key of the bucket.
-local K = {}
-function K.bucket(key) return string.match(key, '^(.-{[^}]*}:)') end
-function K.id(session) return string.match(session, ':session:([^:]+)$') end
-function K.session(bucket, id) return bucket .. 'session:' .. id end
-function K.messages(session) return session .. ':messages' end
-function K.timer(session, idle, deadline) return session .. ':timer:' .. idle .. ':' .. deadline end
-function K.lock(session, tab)
-  if tab == nil or tab == '' then return session .. ':lock' end
-  return session .. ':lock:' .. tab
-end
-function K.deadlines(bucket) return bucket .. 'deadlines' end
-function K.warnings(bucket) return bucket .. 'warnings' end
-function K.claims(bucket) return bucket .. 'claims' end
-function K.user(bucket, user) return bucket .. 'user:' .. user end
-function K.users(bucket) return bucket .. 'users' end
-function K.stats(bucket) return bucket .. 'stats' end
-function K.wakeups(bucket) return bucket .. 'lock-wakeups' end
+        -- Key names, derived from a key of the bucket.
+        local K = {}
+        function K.bucket(key) return string.match(key, '^(.-{[^}]*}:)') end
+        function K.id(session) return string.match(session, ':session:([^:]+)$') end
+        function K.session(bucket, id) return bucket .. 'session:' .. id end
+        function K.messages(session) return session .. ':messages' end
+        function K.timer(session, idle, deadline) return session .. ':timer:' .. idle .. ':' .. deadline end
+        function K.lock(session, tab)
+          if tab == nil or tab == '' then return session .. ':lock' end
+          return session .. ':lock:' .. tab
+        end
+        function K.deadlines(bucket) return bucket .. 'deadlines' end
+        function K.warnings(bucket) return bucket .. 'warnings' end
+        function K.claims(bucket) return bucket .. 'claims' end
+        function K.user(bucket, user) return bucket .. 'user:' .. user end
+        function K.users(bucket) return bucket .. 'users' end
+        function K.stats(bucket) return bucket .. 'stats' end
+        function K.wakeups(bucket) return bucket .. 'lock-wakeups' end
 
--- Stats are kept this long after their last change.
-local STATS_LIFETIME = 30 * 24 * 3600 * 1000
+        -- Stats are kept this long after their last change.
+        local STATS_LIFETIME = 30 * 24 * 3600 * 1000
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+        local function now_ms()
+          local t = redis.call('TIME')
+          return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        end
 
--- HSET of any number of field/value pairs: unpack() has a stack limit, so in chunks.
-local function hset_pairs(key, pairs)
-  local i = 1
-  while i <= #pairs do
-    local last = math.min(i + 199, #pairs)
-    redis.call('HSET', key, unpack(pairs, i, last))
-    i = last + 1
-  end
-end
-
--- RPUSH of any number of elements, in chunks. Returns the list's length.
-local function rpush_all(key, items, first)
-  local length = 0
-  local i = first or 1
-  while i <= #items do
-    local last = math.min(i + 199, #items)
-    length = redis.call('RPUSH', key, unpack(items, i, last))
-    i = last + 1
-  end
-  return length
-end
-
--- The HGETALL reply of a hash, or an empty table.
-local function hgetall(key) return redis.call('HGETALL', key) end
-
--- Publishes a lifecycle event. The id is shortened to its first 9 characters (3 of bucket, 6
--- random): enough to correlate, far too few to use.
-local function publish_event(channel, now, kind, id, user, detail)
-  if channel == '' then return end
-  local text = '{"at":' .. now .. ',"event":"' .. kind .. '","session":"' .. string.sub(id, 1, 9) .. '"'
-  if detail and detail ~= '' then text = text .. ',"detail":"' .. detail .. '"' end
-  redis.call('PUBLISH', channel, text .. ',"user":' .. cjson.encode(user or '') .. '}')
-end
-
--- Every key has a TTL: a bucket-wide key lives `lifetime` past its last write (longer than any
--- session in it).
-local function keep(key, lifetime) redis.call('PEXPIRE', key, lifetime) end
-
--- The timing of a session if it is alive: its fields (idle, deadline, then `extra` ones), its
--- timer key and the ms it has left; nil when it has no data or its timer is gone.
-local function alive(session, ...)
-  local f = redis.call('HMGET', session, F.idle, F.deadline, F.state, ...)
-  if not f[1] or f[3] == 'deleted' then return nil end
-  local timer = K.timer(session, f[1], f[2])
-  local left = redis.call('PTTL', timer)
-  if left <= 0 then return nil end
-  return f, timer, left
-end
-
--- Slides the timer to min(now + idle, deadline): PEXPIRE never revives a missing key, LT never
--- passes the deadline. Returns false when the timer is gone.
-local function slide(timer, idle, deadline)
-  if redis.call('PEXPIRE', timer, idle) == 0 then return false end
-  redis.call('PEXPIREAT', timer, deadline, 'LT')
-  return true
-end
-
--- Without an expiry listener, data keys expire `grace` after the timer and are pushed out when
--- their lead has shrunk below half of it. (With a listener they live until the deadline plus
--- the safety TTL, and finalize removes them: no refresh needed.) Returns the new data_until, or
--- nil when nothing changed.
-local function refresh_data(session, now, idle, deadline, listener, grace, data_until)
-  if listener == '1' then return nil end
-  local expires = math.min(now + tonumber(idle), tonumber(deadline))
-  grace = tonumber(grace)
-  if expires + grace / 2 <= tonumber(data_until) then return nil end
-  local until_ = expires + grace
-  redis.call('PEXPIREAT', session, until_)
-  redis.call('PEXPIREAT', K.messages(session), until_)
-  return until_
-end
-
--- The last activity as far as the server can tell: the later of the recorded one and the one the
--- timer's TTL implies (exact unless the deadline capped the timer).
-local function last_activity(recorded, now, left, idle)
-  return math.max(tonumber(recorded or 0), now + left - tonumber(idle))
-end
-
--- Whether a write made under a lease may go ahead: the caller must still hold the lock.
-local function holds_lock(session, token, tab)
-  if token == '' then return true end
-  local holder = redis.call('GET', K.lock(session, tab))
-  return holder ~= false and (holder == token or holder == token .. ' q')
-end
-
--- Removes a session from its user's index; keeps the per-bucket user count in step.
-local function unlist(bucket, id, user)
-  if user == nil or user == false or user == '' then return end
-  if redis.call('ZREM', K.user(bucket, user), id) == 1 then
-    if redis.call('HINCRBY', K.users(bucket), user, -1) <= 0 then redis.call('HDEL', K.users(bucket), user) end
-  end
-end
-
--- Removes every key and index entry of a session.
-local function remove_session(bucket, id, session, f_idle, f_deadline, user)
-  redis.call('DEL', session, K.messages(session))
-  if f_idle then redis.call('DEL', K.timer(session, f_idle, f_deadline)) end
-  redis.call('ZREM', K.deadlines(bucket), id)
-  redis.call('ZREM', K.warnings(bucket), id)
-  redis.call('ZREM', K.claims(bucket), id)
-  unlist(bucket, id, user)
-end
-
-local function count_ended(bucket, now, created_at)
-  local stats = K.stats(bucket)
-  redis.call('HINCRBY', stats, 'ended', 1)
-  redis.call('HINCRBY', stats, 'ended_lifetime_ms', math.max(0, now - tonumber(created_at or now)))
-  redis.call('PEXPIRE', stats, STATS_LIFETIME)
-end
-
--- Schedules the session in the expiry listener's indexes (listener mode only).
-local function schedule(bucket, id, expires, deadline, lead, lifetime)
-  redis.call('ZADD', K.deadlines(bucket), 'LT', expires, id)
-  keep(K.deadlines(bucket), lifetime)
-  lead = tonumber(lead)
-  if lead > 0 and expires < tonumber(deadline) then
-    redis.call('ZADD', K.warnings(bucket), 'LT', expires - lead, id)
-    keep(K.warnings(bucket), lifetime)
-  end
-end
-
-------------------------------------------------------------------------------------------------
--- create: a new session.
--- KEYS[1] the session hash.
--- ARGV: [1] user ('' for an anonymous session) [2] mode name [3] idle ms [4] absolute lifetime ms
---   [5] agent type ('' for none) [6] listener mode '1'/'0' [7] grace ms (listener: safety TTL
---   after the deadline; otherwise: after the timer) [8] warning lead ms (0: none) [9] lifetime of
---   the bucket's index keys ms [10] events channel ('' for none) [11...] metadata field/value
---   pairs (fields prefixed 'meta:')
--- Reply: {'ok', timer key, now, deadline} | {'exists'} (never reuse an id)
-local function create(keys, args)
-  local session = keys[1]
-  local bucket, id = K.bucket(session), K.id(session)
-  if redis.call('EXISTS', session) == 1 then return {'exists'} end
-  local now = now_ms()
-  local user, idle = args[1], args[3]
-  local deadline = now + tonumber(args[4])
-  local expires = math.min(now + tonumber(idle), deadline)
-  local listener, grace = args[6], tonumber(args[7])
-  local data_until = (listener == '1' and deadline or expires) + grace
-  local size = #args[5]
-  local fields = {
-    F.user, user, F.state, 'created', F.created_at, now, F.last_activity, now, F.idle, idle,
-    F.deadline, deadline, F.mode, args[2], F.message_count, 0, F.version, 1, F.data_until, data_until,
-    F.listener, listener, F.grace, args[7], F.meta_count, (#args - 10) / 2,
-  }
-  if args[5] ~= '' then
-    fields[#fields + 1] = F.agent_type
-    fields[#fields + 1] = args[5]
-  end
-  for i = 11, #args do
-    fields[#fields + 1] = args[i]
-    size = size + #args[i]
-  end
-  fields[#fields + 1] = F.size
-  fields[#fields + 1] = size
-  hset_pairs(session, fields)
-  redis.call('PEXPIREAT', session, data_until)
-  local timer = K.timer(session, idle, deadline)
-  redis.call('SET', timer, 0, 'PXAT', expires)
-  local lifetime = tonumber(args[9])
-  if listener == '1' then schedule(bucket, id, expires, deadline, args[8], lifetime) end
-  if user ~= '' then
-    local index = K.user(bucket, user)
-    redis.call('ZADD', index, now, id)
-    keep(index, lifetime)
-    redis.call('HINCRBY', K.users(bucket), user, 1)
-    keep(K.users(bucket), lifetime)
-  end
-  local stats = K.stats(bucket)
-  redis.call('HINCRBY', stats, 'created', 1)
-  redis.call('PEXPIRE', stats, STATS_LIFETIME)
-  publish_event(args[10], now, 'created', id, user)
-  return {'ok', timer, now, deadline}
-end
-
-------------------------------------------------------------------------------------------------
--- touch_timer: the fast touch, when the caller knows the timer's name (from an earlier reply).
--- KEYS[1] the timer key (its name carries the idle timeout and the deadline).
--- Reply: 1 alive and slid | 0 no such timer (ended, or its timing changed: use touch)
-local function touch_timer(keys)
-  local idle, deadline = string.match(keys[1], ':timer:(%d+):(%d+)$')
-  if not idle then return 0 end
-  if redis.call('PEXPIRE', keys[1], idle) == 0 then return 0 end
-  redis.call('PEXPIREAT', keys[1], deadline, 'LT')
-  return 1
-end
-
--- touch: meaningful activity, slides the idle expiry.
--- KEYS[1] the session hash. ARGV: none.
--- Reply: {'ok', timer key} | {'not_alive'}
-local function touch(keys)
-  local session = keys[1]
-  local f = redis.call('HMGET', session, F.idle, F.deadline, F.listener, F.grace, F.data_until, F.state)
-  if not f[1] or f[6] == 'deleted' then return {'not_alive'} end
-  local timer = K.timer(session, f[1], f[2])
-  if not slide(timer, f[1], f[2]) then return {'not_alive'} end
-  if f[3] ~= '1' then
-    local until_ = refresh_data(session, now_ms(), f[1], f[2], f[3], f[4], f[5])
-    if until_ then redis.call('HSET', session, F.data_until, until_) end
-  end
-  return {'ok', timer}
-end
-
--- heartbeat: liveness only (records the time as the timer's value; the expiry does not move).
--- KEYS[1] the session hash. Reply: {'ok'} | {'not_alive'}
-local function heartbeat(keys)
-  local f = redis.call('HMGET', keys[1], F.idle, F.deadline, F.state)
-  if not f[1] or f[3] == 'deleted' then return {'not_alive'} end
-  if not redis.call('SET', K.timer(keys[1], f[1], f[2]), now_ms(), 'XX', 'KEEPTTL') then return {'not_alive'} end
-  return {'ok'}
-end
-
-------------------------------------------------------------------------------------------------
--- resume: picks a session up again, if alive and the caller's.
--- KEYS[1] the session hash.
--- ARGV: [1] user ('' for anonymous) [2] resume threshold ms [3] events channel
--- Reply: {'ok', inactive ms, timer key, last heartbeat, now, HGETALL} | {'not_found'}
---   (unknown, ended, or another user's: nothing is touched)
-local function resume(keys, args)
-  local session = keys[1]
-  local f, timer, left = alive(session, F.user, F.last_activity, F.listener, F.grace, F.data_until)
-  if not f or f[4] ~= args[1] then return {'not_found'} end
-  local now = now_ms()
-  local la = last_activity(f[5], now, left, f[1])
-  local inactive = math.max(0, now - la)
-  slide(timer, f[1], f[2])
-  local fields = {F.last_activity, now, F.state, (inactive > tonumber(args[2])) and 'resumed' or 'active'}
-  local until_ = refresh_data(session, now, f[1], f[2], f[6], f[7], f[8])
-  if until_ then
-    fields[#fields + 1] = F.data_until
-    fields[#fields + 1] = until_
-  end
-  redis.call('HSET', session, unpack(fields))
-  local bucket, id = K.bucket(session), K.id(session)
-  if args[1] ~= '' then redis.call('ZADD', K.user(bucket, args[1]), 'XX', now, id) end
-  publish_event(args[3], now, 'resumed', id, args[1])
-  return {'ok', inactive, timer, redis.call('GET', timer) or '0', now, hgetall(session)}
-end
-
--- get (read-only): the session as it is.
--- KEYS[1] the session hash.
--- Reply: {'ok', timer ms left, last heartbeat, now, HGETALL} | {'not_alive'}
-local function get(keys)
-  local f, timer, left = alive(keys[1])
-  if not f then return {'not_alive'} end
-  return {'ok', left, redis.call('GET', timer) or '0', now_ms(), hgetall(keys[1])}
-end
-
--- recent_messages (read-only): the last ARGV[1] messages, oldest first.
--- KEYS[1] the session hash. Reply: {'ok', messages...} | {'not_alive'}
-local function recent_messages(keys, args)
-  if not alive(keys[1]) then return {'not_alive'} end
-  return {'ok', redis.call('LRANGE', K.messages(keys[1]), -tonumber(args[1]), -1)}
-end
-
-------------------------------------------------------------------------------------------------
--- append: appends messages, trims the window, checks the size limit after trimming.
--- KEYS[1] the session hash.
--- ARGV: [1] lease token ('' for none) [2] lock tab ('' for none) [3] window [4] max session bytes
---   [5...] role/content pairs; each is stored as '<role> <now ms> <content>'
--- Reply: {'ok', list length} | {'not_alive'} | {'too_large', size} | {'stale_lease'}
-local function append(keys, args)
-  local session = keys[1]
-  local f, timer = alive(session, F.size, F.message_count, F.version, F.user, F.listener, F.grace, F.data_until)
-  if not f then return {'not_alive'} end
-  if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
-  local now = now_ms()
-  local window, limit = tonumber(args[3]), tonumber(args[4])
-  local messages = K.messages(session)
-  local lines = {}
-  for i = 5, #args, 2 do lines[#lines + 1] = args[i] .. ' ' .. now .. ' ' .. args[i + 1] end
-  local before = redis.call('LLEN', messages)
-  local length = before
-  -- What the window keeps: the newest `window` of the old and new messages together.
-  local drop = math.max(0, length + #lines - window)
-  local drop_old = math.min(drop, length)
-  local first_new = 1 + (drop - drop_old)
-  local size = tonumber(f[4])
-  if drop_old > 0 then
-    for _, line in ipairs(redis.call('LRANGE', messages, 0, drop_old - 1)) do size = size - #line end
-  end
-  for i = first_new, #lines do size = size + #lines[i] end
-  if size > limit then return {'too_large', size} end
-  if first_new <= #lines then length = rpush_all(messages, lines, first_new) end
-  if drop_old > 0 then redis.call('LTRIM', messages, drop_old, -1) end
-  length = length - drop_old
-  slide(timer, f[1], f[2])
-  if before == 0 then redis.call('PEXPIREAT', messages, tonumber(f[10])) end
-  local fields = {F.last_activity, now, F.state, 'active', F.message_count, tonumber(f[5]) + #lines,
-    F.version, tonumber(f[6]) + 1, F.size, size}
-  local until_ = refresh_data(session, now, f[1], f[2], f[8], f[9], f[10])
-  if until_ then
-    fields[#fields + 1] = F.data_until
-    fields[#fields + 1] = until_
-  end
-  redis.call('HSET', session, unpack(fields))
-  if f[7] ~= '' then redis.call('ZADD', K.user(K.bucket(session), f[7]), 'XX', now, K.id(session)) end
-  return {'ok', length}
-end
-
--- clear_messages: empties the messages; metadata stays.
--- KEYS[1] the session hash. ARGV: [1] lease token [2] lock tab.
--- Reply: {'ok'} | {'not_alive'} | {'stale_lease'}
-local function clear_messages(keys, args)
-  local session = keys[1]
-  local f, timer = alive(session, F.size, F.version)
-  if not f then return {'not_alive'} end
-  if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
-  local size = tonumber(f[4])
-  for _, line in ipairs(redis.call('LRANGE', K.messages(session), 0, -1)) do size = size - #line end
-  redis.call('DEL', K.messages(session))
-  slide(timer, f[1], f[2])
-  redis.call('HSET', session, F.last_activity, now_ms(), F.message_count, 0, F.version, tonumber(f[5]) + 1, F.size, size)
-  return {'ok'}
-end
-
-------------------------------------------------------------------------------------------------
--- set_metadata: writes only the given metadata fields, optionally changes the timeout mode.
--- KEYS[1] the session hash.
--- ARGV: [1] lease token [2] lock tab [3] max session bytes [4] max metadata keys
---   [5] new mode name ('' to keep) [6] its idle ms [7] its absolute lifetime ms
---   [8] warning lead ms [9] lifetime of the bucket's index keys ms
---   [10...] field/value pairs (fields prefixed 'meta:'; an empty value removes the field)
--- Reply: {'ok', version, timer key ('' when the new mode ended the session)} | {'not_alive'}
---   | {'too_large', size} | {'too_many_keys', count} | {'stale_lease'}
--- A mode change renames the timer (its name carries the timing), moves it to
--- min(now + idle, created + absolute lifetime), and pulls the index hints earlier if needed.
-local function set_metadata(keys, args)
-  local session = keys[1]
-  local f, timer = alive(session, F.size, F.version, F.meta_count, F.created_at, F.listener, F.grace, F.user, F.data_until)
-  if not f then return {'not_alive'} end
-  if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
-  local size, count = tonumber(f[4]), tonumber(f[6])
-  local writes, removals = {}, {}
-  for i = 10, #args, 2 do
-    local field, value = args[i], args[i + 1]
-    local old = redis.call('HSTRLEN', session, field)
-    local exists = old > 0 or redis.call('HEXISTS', session, field) == 1
-    if exists then size = size - #field - old end
-    if value == '' then
-      if exists then
-        removals[#removals + 1] = field
-        count = count - 1
-      end
-    else
-      size = size + #field + #value
-      if not exists then count = count + 1 end
-      writes[#writes + 1] = field
-      writes[#writes + 1] = value
-    end
-  end
-  if size > tonumber(args[3]) then return {'too_large', size} end
-  if count > tonumber(args[4]) then return {'too_many_keys', count} end
-  local now = now_ms()
-  local version = tonumber(f[5]) + 1
-  local fields = {F.last_activity, now, F.state, 'active', F.version, version, F.size, size, F.meta_count, count}
-  local bucket, id = K.bucket(session), K.id(session)
-  if args[5] ~= '' then
-    local idle = args[6]
-    local deadline = tonumber(f[7]) + tonumber(args[7])
-    local expires = math.min(now + tonumber(idle), deadline)
-    fields[#fields + 1] = F.mode
-    fields[#fields + 1] = args[5]
-    fields[#fields + 1] = F.idle
-    fields[#fields + 1] = idle
-    fields[#fields + 1] = F.deadline
-    fields[#fields + 1] = deadline
-    if expires <= now then
-      -- The new mode's absolute lifetime is over already: the session ends now.
-      redis.call('DEL', timer)
-      timer = ''
-      if f[8] == '1' then redis.call('ZADD', K.deadlines(bucket), now, id) end
-    else
-      local renamed = K.timer(session, idle, deadline)
-      if renamed ~= timer then redis.call('RENAME', timer, renamed) end
-      timer = renamed
-      redis.call('PEXPIREAT', timer, expires)
-      local until_
-      if f[8] == '1' then
-        schedule(bucket, id, expires, deadline, args[8], tonumber(args[9]))
-        until_ = deadline + tonumber(f[9])
-        redis.call('PEXPIREAT', session, until_)
-        redis.call('PEXPIREAT', K.messages(session), until_)
-      else
-        until_ = refresh_data(session, now, idle, deadline, f[8], f[9], f[11])
-      end
-      if until_ then
-        fields[#fields + 1] = F.data_until
-        fields[#fields + 1] = until_
-      end
-    end
-  else
-    slide(timer, f[1], f[2])
-    local until_ = refresh_data(session, now, f[1], f[2], f[8], f[9], f[11])
-    if until_ then
-      fields[#fields + 1] = F.data_until
-      fields[#fields + 1] = until_
-    end
-  end
-  hset_pairs(session, fields)
-  if #writes > 0 then hset_pairs(session, writes) end
-  local i = 1
-  while i <= #removals do
-    local last = math.min(i + 199, #removals)
-    redis.call('HDEL', session, unpack(removals, i, last))
-    i = last + 1
-  end
-  if f[10] ~= '' then redis.call('ZADD', K.user(bucket, f[10]), 'XX', now, id) end
-  return {'ok', version, timer}
-end
-
-------------------------------------------------------------------------------------------------
--- rotate: the session under a new id in the same bucket (against session fixation); the old id
--- is dead at once. One call: the keys are renamed, so any size moves in O(1).
--- KEYS[1] the session hash, KEYS[2] the new id's session hash (same bucket).
--- ARGV: [1] events channel
--- Reply: {'ok', new timer key, now, HGETALL} | {'not_alive'} | {'exists'}
-local function rotate(keys, args)
-  local old, new = keys[1], keys[2]
-  local f, timer = alive(old, F.user)
-  if not f then return {'not_alive'} end
-  if redis.call('EXISTS', new) == 1 then return {'exists'} end
-  local bucket, old_id, new_id = K.bucket(old), K.id(old), K.id(new)
-  redis.call('RENAME', old, new)
-  if redis.call('EXISTS', K.messages(old)) == 1 then redis.call('RENAME', K.messages(old), K.messages(new)) end
-  local new_timer = K.timer(new, f[1], f[2])
-  redis.call('RENAME', timer, new_timer)
-  for _, index in ipairs({K.deadlines(bucket), K.warnings(bucket), K.user(bucket, f[4])}) do
-    local score = redis.call('ZSCORE', index, old_id)
-    if score then
-      redis.call('ZADD', index, score, new_id)  -- before the ZREM: the key must not vanish (its TTL)
-      redis.call('ZREM', index, old_id)
-    end
-  end
-  local now = now_ms()
-  publish_event(args[1], now, 'rotated', old_id, f[4], string.sub(new_id, 1, 9))
-  return {'ok', new_timer, now, hgetall(new)}
-end
-
-------------------------------------------------------------------------------------------------
--- delete: ends a session now.
--- KEYS[1] the session hash. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
--- With an expiry listener, the session is retired: its timer goes, its data stays for the cleanup
--- hook (reason: deleted) and it is due at once. Without, every key goes now.
--- Reply: {'ok'} | {'not_found'} (unknown, or ended already: an ended session awaiting its hook
---   stays as it is)
-local function delete_one(session, now, channel, lifetime)
-  local f = redis.call('HMGET', session, F.user, F.created_at, F.idle, F.deadline, F.state, F.listener)
-  if not f[1] or f[5] == 'deleted' then return false end
-  local bucket, id = K.bucket(session), K.id(session)
-  local was_alive = redis.call('DEL', K.timer(session, f[3], f[4])) == 1
-  if f[6] == '1' then
-    if not was_alive then return false end
-    redis.call('HSET', session, F.state, 'deleted', F.last_activity, now)
-    redis.call('ZADD', K.deadlines(bucket), now, id)
-    keep(K.deadlines(bucket), lifetime)
-    redis.call('ZREM', K.warnings(bucket), id)
-    unlist(bucket, id, f[1])
-  else
-    remove_session(bucket, id, session, f[3], f[4], f[1])
-    if not was_alive then return false end
-    count_ended(bucket, now, f[2])
-  end
-  publish_event(channel, now, 'deleted', id, f[1])
-  return true
-end
-
-local function delete(keys, args)
-  if delete_one(keys[1], now_ms(), args[1], tonumber(args[2])) then return {'ok'} end
-  return {'not_found'}
-end
-
--- delete_user: ends every session of a user ("log out everywhere"), atomically: a session created
--- concurrently is either ended too or created after (and listed).
--- KEYS[1] the user's index. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
--- Reply: {'ok', count}
-local function delete_user(keys, args)
-  local index = keys[1]
-  local bucket = K.bucket(index)
-  local now = now_ms()
-  local count = 0
-  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    if delete_one(K.session(bucket, id), now, args[1], tonumber(args[2])) then count = count + 1 end
-  end
-  -- What is left are entries of sessions that ended by themselves: their hooks remove them.
-  return {'ok', count}
-end
-
-------------------------------------------------------------------------------------------------
--- list (read-only): a user's live sessions, most recent write first, at most ARGV[1].
--- KEYS[1] the user's index.
--- Reply: {'ok', now, {id, agent type, last activity, message count, state, last message}...}
-local function list(keys, args)
-  local index = keys[1]
-  local bucket = K.bucket(index)
-  local limit = tonumber(args[1])
-  local now = now_ms()
-  local out = {}
-  local start = 0
-  -- Entries of ended sessions are skipped (their hooks remove them), so read in pages until
-  -- `limit` live ones are found.
-  while #out < limit do
-    local ids = redis.call('ZREVRANGE', index, start, start + limit - 1)
-    if #ids == 0 then break end
-    start = start + #ids
-    for _, id in ipairs(ids) do
-      local session = K.session(bucket, id)
-      local f, _, left = alive(session, F.agent_type, F.last_activity, F.message_count, F.user)
-      if f and #out < limit then
-        local state = f[3]
-        local la = last_activity(f[5], now, left, f[1])
-        if state == 'created' and la > tonumber(f[5]) then state = 'active' end
-        out[#out + 1] = {id, f[4] or '', la, f[6], state, redis.call('LINDEX', K.messages(session), -1) or ''}
-      end
-    end
-  end
-  return {'ok', now, out}
-end
-
--- stats (read-only): one bucket's counters; readers sum the buckets.
--- KEYS[1] the bucket's stats hash.
--- Reply: {created, ended, ended lifetime ms, sessions (listed, scheduled or claimed), users}
-local function stats(keys)
-  local bucket = K.bucket(keys[1])
-  local counters = redis.call('HMGET', keys[1], 'created', 'ended', 'ended_lifetime_ms')
-  local sessions = redis.call('ZCARD', K.deadlines(bucket)) + redis.call('ZCARD', K.claims(bucket))
-  local users = redis.call('HLEN', K.users(bucket))
-  if sessions == 0 then
-    -- Without an expiry listener nothing is scheduled: count the users' indexes instead.
-    for _, value in ipairs(redis.call('HVALS', K.users(bucket))) do sessions = sessions + tonumber(value) end
-  end
-  return {tonumber(counters[1] or 0), tonumber(counters[2] or 0), tonumber(counters[3] or 0), sessions, users}
-end
-
-------------------------------------------------------------------------------------------------
--- Expiry (listener mode). A session is due when its deadlines entry is; an ended session is
--- claimed by one listener (owner token, lease), handed to its hook with its data, then finalized.
-
--- claim: visits the bucket's due entries and claims ended sessions.
--- KEYS[1] the bucket's deadlines zset.
--- ARGV: [1] owner token [2] most sessions to claim [3] lease ms [4] warning lead ms (0: none)
---   [5] '1' to also return sessions this owner claimed already (after a lost reply)
---   [6] lifetime of the bucket's index keys ms
--- Reply: {now, next due (ms, or -1), claimed, warnings, lost}
---   claimed: {id, attempt, HGETALL, messages}...   (attempt 0 for the first claim)
---   warnings: {id, ms left, HGETALL}...
---   lost: ids whose data was gone (the safety TTL ran out before any listener came)
--- Live sessions found due are rescheduled to their timer (their last activity recorded, which a
--- touch does not write); a warning is given once per period of activity, never before an
--- absolute deadline (no activity could help).
-local function claim(keys, args)
-  local deadlines = keys[1]
-  local bucket = K.bucket(deadlines)
-  local claims, warnings = K.claims(bucket), K.warnings(bucket)
-  local owner, budget, lease, lead = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
-  local lifetime = tonumber(args[6])
-  local now = now_ms()
-  local claimed, warned, lost = {}, {}, {}
-  local taken = {}
-
-  local function take(id, session, attempt)
-    redis.call('HSET', session, F.claim_owner, owner, F.claim_until, now + lease, F.attempts, attempt + 1)
-    redis.call('ZADD', claims, now + lease, id)
-    keep(claims, lifetime)
-    redis.call('ZREM', deadlines, id)
-    redis.call('ZREM', warnings, id)
-    claimed[#claimed + 1] = {id, attempt, hgetall(session), redis.call('LRANGE', K.messages(session), 0, -1)}
-    taken[id] = true
-    budget = budget - 1
-  end
-
-  if args[5] == '1' then
-    for _, id in ipairs(redis.call('ZRANGE', claims, 0, -1)) do
-      local session = K.session(bucket, id)
-      local f = redis.call('HMGET', session, F.claim_owner, F.attempts)
-      if f[1] == owner then
-        claimed[#claimed + 1] = {id, tonumber(f[2]) - 1, hgetall(session), redis.call('LRANGE', K.messages(session), 0, -1)}
-        taken[id] = true
-      end
-    end
-  end
-  -- Claims whose lease ran out: their listener died (or stopped renewing). Claimed again.
-  if budget > 0 then
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0, budget)) do
-      local session = K.session(bucket, id)
-      local attempts = redis.call('HGET', session, F.attempts)
-      if attempts then take(id, session, tonumber(attempts)) else
-        redis.call('ZREM', claims, id)
-        lost[#lost + 1] = id
-      end
-    end
-  end
-  if budget > 0 then
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, budget)) do
-      local session = K.session(bucket, id)
-      local f = redis.call('HMGET', session, F.idle, F.deadline, F.state, F.last_activity, F.attempts)
-      if not f[1] then
-        redis.call('ZREM', deadlines, id)
-        redis.call('ZREM', warnings, id)
-        lost[#lost + 1] = id
-      else
-        local left = -2
-        if f[3] ~= 'deleted' then left = redis.call('PTTL', K.timer(session, f[1], f[2])) end
-        if left > 0 then
-          -- Alive: the hint was early (activity since). Record the activity, come back at its end.
-          local expires = now + left
-          local la = last_activity(f[4], now, left, f[1])
-          if la > tonumber(f[4]) then redis.call('HSET', session, F.last_activity, la) end
-          redis.call('ZADD', deadlines, expires, id)
-          if lead > 0 and expires < tonumber(f[2]) - 5 then
-            redis.call('ZADD', warnings, 'LT', expires - lead, id)
-            keep(warnings, lifetime)
+        -- HSET of any number of field/value pairs: unpack() has a stack limit, so in chunks.
+        local function hset_pairs(key, pairs)
+          local i = 1
+          while i <= #pairs do
+            local last = math.min(i + 199, #pairs)
+            redis.call('HSET', key, unpack(pairs, i, last))
+            i = last + 1
           end
-        elseif not taken[id] then
-          take(id, session, tonumber(f[5] or 0))
         end
-      end
-      if budget <= 0 then break end
-    end
-  end
-  if lead > 0 then
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', warnings, '-inf', now, 'LIMIT', 0, tonumber(args[2]))) do
-      local session = K.session(bucket, id)
-      local f, _, left = alive(session, F.warned_for)
-      local expires = f and now + left
-      if not f or expires >= tonumber(f[2]) - 5 then
-        redis.call('ZREM', warnings, id)
-      elseif left > lead then
-        redis.call('ZADD', warnings, expires - lead, id)
-      else
-        redis.call('ZREM', warnings, id)
-        -- Once per period of activity: the period is named by when it would end (within a few ms:
-        -- `now` and the timer's TTL are read at slightly different instants).
-        if math.abs(tonumber(f[4] or 0) - expires) > 50 then
-          redis.call('HSET', session, F.warned_for, expires)
-          warned[#warned + 1] = {id, left, hgetall(session)}
+
+        -- RPUSH of any number of elements, in chunks. Returns the list's length.
+        local function rpush_all(key, items, first)
+          local length = 0
+          local i = first or 1
+          while i <= #items do
+            local last = math.min(i + 199, #items)
+            length = redis.call('RPUSH', key, unpack(items, i, last))
+            i = last + 1
+          end
+          return length
         end
-      end
-    end
-  end
-  local next_due = -1
-  for _, index in ipairs({deadlines, claims, warnings}) do
-    local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
-    if first[2] then
-      local score = tonumber(first[2])
-      if next_due < 0 or score < next_due then next_due = score end
-    end
-  end
-  return {now, next_due, claimed, warned, lost}
-end
 
--- renew: extends this owner's claims while their hooks run.
--- KEYS[1] the bucket's deadlines zset. ARGV: [1] owner [2] lease ms [3...] ids
--- Reply: the ids this owner still holds (renewed); the others were lost.
-local function renew(keys, args)
-  local bucket = K.bucket(keys[1])
-  local now = now_ms()
-  local until_ = now + tonumber(args[2])
-  local held = {}
-  for i = 3, #args do
-    local session = K.session(bucket, args[i])
-    if redis.call('HGET', session, F.claim_owner) == args[1] then
-      redis.call('HSET', session, F.claim_until, until_)
-      redis.call('ZADD', K.claims(bucket), 'XX', until_, args[i])
-      held[#held + 1] = args[i]
-    end
-  end
-  return held
-end
+        -- The HGETALL reply of a hash, or an empty table.
+        local function hgetall(key) return redis.call('HGETALL', key) end
 
--- finalize: after the hooks ran, removes the sessions this owner still holds.
--- KEYS[1] the bucket's deadlines zset.
--- ARGV: [1] owner [2] events channel [3...] id/reason pairs; reason is idle_timeout,
---   absolute_lifetime, deleted (its event went out already), or bound (the session lives on under
---   another id: no counters, no event)
--- Reply: per pair 'done', 'gone' (nothing left: finalized already, e.g. a retry after a lost
---   reply) or 'lost' (another owner holds it now)
-local function finalize(keys, args)
-  local bucket = K.bucket(keys[1])
-  local now = now_ms()
-  local out = {}
-  for i = 3, #args, 2 do
-    local id, reason = args[i], args[i + 1]
-    local session = K.session(bucket, id)
-    local f = redis.call('HMGET', session, F.claim_owner, F.user, F.created_at, F.idle, F.deadline)
-    if not f[1] and redis.call('EXISTS', session) == 0 then
-      redis.call('ZREM', K.claims(bucket), id)
-      out[#out + 1] = 'gone'
-    elseif f[1] ~= args[1] then
-      out[#out + 1] = 'lost'
-    else
-      remove_session(bucket, id, session, f[4], f[5], f[2])
-      if reason ~= 'bound' then
-        count_ended(bucket, now, f[3])
-        if reason ~= 'deleted' then publish_event(args[2], now, 'expired', id, f[2], reason) end
-      end
-      out[#out + 1] = 'done'
-    end
-  end
-  return out
-end
+        -- Publishes a lifecycle event. The id is shortened to its first 9 characters (3 of bucket, 6
+        -- random): enough to correlate, far too few to use.
+        local function publish_event(channel, now, kind, id, user, detail)
+          if channel == '' then return end
+          local text = '{"at":' .. now .. ',"event":"' .. kind .. '","session":"' .. string.sub(id, 1, 9) .. '"'
+          if detail and detail ~= '' then text = text .. ',"detail":"' .. detail .. '"' end
+          redis.call('PUBLISH', channel, text .. ',"user":' .. cjson.encode(user or '') .. '}')
+        end
 
--- listeners: registers an expiry listener and lists the live ones (they share the buckets).
--- KEYS[1] the registry zset. ARGV: [1] token [2] registration lifetime ms ('0' to leave)
--- Reply: the live tokens
-local function listeners(keys, args)
-  local now = now_ms()
-  if args[2] == '0' then
-    redis.call('ZREM', keys[1], args[1])
-  else
-    redis.call('ZADD', keys[1], now + tonumber(args[2]), args[1])
-    redis.call('PEXPIRE', keys[1], tonumber(args[2]) * 10)
-  end
-  redis.call('ZREMRANGEBYSCORE', keys[1], '-inf', now)
-  return redis.call('ZRANGE', keys[1], 0, -1)
-end
+        -- Every key has a TTL: a bucket-wide key lives `lifetime` past its last write (longer than any
+        -- session in it).
+        local function keep(key, lifetime) redis.call('PEXPIRE', key, lifetime) end
 
-------------------------------------------------------------------------------------------------
--- Binding an anonymous session to a user: its data moves to the user's bucket under a new id.
--- Two buckets are two slots, so it takes three calls, ordered so that a crash at any point
--- leaves the old session alive: begin (mark old), place (write new), finish (remove old).
--- The marks (binding_to, bound_from) let the expiry listener run one hook for the pair if a
--- crash left both.
+        -- The timing of a session if it is alive: its fields (idle, deadline, then `extra` ones), its
+        -- timer key and the ms it has left; nil when it has no data or its timer is gone.
+        local function alive(session, ...)
+          local f = redis.call('HMGET', session, F.idle, F.deadline, F.state, ...)
+          if not f[1] or f[3] == 'deleted' then return nil end
+          local timer = K.timer(session, f[1], f[2])
+          local left = redis.call('PTTL', timer)
+          if left <= 0 then return nil end
+          return f, timer, left
+        end
 
--- bind_begin: KEYS[1] the anonymous session. ARGV: [1] the new id.
--- Reply: {'ok', timer expiry (ms), last heartbeat, HGETALL, messages} | {'not_alive'} | {'not_anonymous'}
-local function bind_begin(keys, args)
-  local f, timer = alive(keys[1], F.user)
-  if not f then return {'not_alive'} end
-  if f[4] ~= '' then return {'not_anonymous'} end
-  redis.call('HSET', keys[1], F.binding_to, args[1])
-  return {'ok', redis.call('PEXPIRETIME', timer), redis.call('GET', timer) or '0', hgetall(keys[1]),
-    redis.call('LRANGE', K.messages(keys[1]), 0, -1)}
-end
+        -- Slides the timer to min(now + idle, deadline): PEXPIRE never revives a missing key, LT never
+        -- passes the deadline. Returns false when the timer is gone.
+        local function slide(timer, idle, deadline)
+          if redis.call('PEXPIRE', timer, idle) == 0 then return false end
+          redis.call('PEXPIREAT', timer, deadline, 'LT')
+          return true
+        end
 
--- bind_place: KEYS[1] the new session (in the user's bucket).
--- ARGV: [1] user [2] old id [3] timer expiry (ms) [4] last heartbeat [5] warning lead ms
---   [6] lifetime of index keys ms [7] number of hash field/value pairs [8...] the pairs, then the
---   messages
--- Reply: {'ok', timer key, now} | {'exists'} | {'not_alive'} (the timer's expiry passed meanwhile)
-local function bind_place(keys, args)
-  local session = keys[1]
-  local bucket, id = K.bucket(session), K.id(session)
-  if redis.call('EXISTS', session) == 1 then return {'exists'} end
-  local now = now_ms()
-  local expires = tonumber(args[3])
-  if expires <= now then return {'not_alive'} end
-  local npairs = tonumber(args[7])
-  local fields = {}
-  local idle, deadline, listener, data_until
-  for i = 8, 7 + npairs * 2, 2 do
-    local name, value = args[i], args[i + 1]
-    if name == F.idle then idle = value elseif name == F.deadline then deadline = value
-    elseif name == F.listener then listener = value elseif name == F.data_until then data_until = value end
-    if name ~= F.binding_to and name ~= F.claim_owner and name ~= F.claim_until then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = value
-    end
-  end
-  fields[#fields + 1] = F.user
-  fields[#fields + 1] = args[1]
-  fields[#fields + 1] = F.bound_from
-  fields[#fields + 1] = args[2]
-  fields[#fields + 1] = F.last_activity
-  fields[#fields + 1] = now
-  hset_pairs(session, fields)
-  redis.call('PEXPIREAT', session, data_until)
-  if #args > 7 + npairs * 2 then
-    rpush_all(K.messages(session), args, 8 + npairs * 2)
-    redis.call('PEXPIREAT', K.messages(session), data_until)
-  end
-  local timer = K.timer(session, idle, deadline)
-  redis.call('SET', timer, args[4], 'PXAT', expires)
-  local lifetime = tonumber(args[6])
-  if listener == '1' then schedule(bucket, id, expires, deadline, args[5], lifetime) end
-  local index = K.user(bucket, args[1])
-  redis.call('ZADD', index, now, id)
-  keep(index, lifetime)
-  redis.call('HINCRBY', K.users(bucket), args[1], 1)
-  keep(K.users(bucket), lifetime)
-  return {'ok', timer, now}
-end
+        -- Without an expiry listener, data keys expire `grace` after the timer and are pushed out when
+        -- their lead has shrunk below half of it. (With a listener they live until the deadline plus
+        -- the safety TTL, and finalize removes them: no refresh needed.) Returns the new data_until, or
+        -- nil when nothing changed.
+        local function refresh_data(session, now, idle, deadline, listener, grace, data_until)
+          if listener == '1' then return nil end
+          local expires = math.min(now + tonumber(idle), tonumber(deadline))
+          grace = tonumber(grace)
+          if expires + grace / 2 <= tonumber(data_until) then return nil end
+          local until_ = expires + grace
+          redis.call('PEXPIREAT', session, until_)
+          redis.call('PEXPIREAT', K.messages(session), until_)
+          return until_
+        end
 
--- bind_finish: KEYS[1] the anonymous session. ARGV: [1] the new id [2] events channel.
---   Removes it if it is still marked for that new id (no hook: it lives on).
--- Reply: {'ok'} | {'not_found'}
-local function bind_finish(keys, args)
-  local session = keys[1]
-  local f = redis.call('HMGET', session, F.binding_to, F.idle, F.deadline, F.user)
-  if f[1] ~= args[1] then return {'not_found'} end
-  local bucket, id = K.bucket(session), K.id(session)
-  remove_session(bucket, id, session, f[2], f[3], f[4])
-  publish_event(args[2], now_ms(), 'rotated', id, '', string.sub(args[1], 1, 9))
-  return {'ok'}
-end
+        -- The last activity as far as the server can tell: the later of the recorded one and the one the
+        -- timer's TTL implies (exact unless the deadline capped the timer).
+        local function last_activity(recorded, now, left, idle)
+          return math.max(tonumber(recorded or 0), now + left - tonumber(idle))
+        end
 
--- partner (read-only): what the expiry listener needs to decide a bound pair's one hook.
--- KEYS[1] a session hash. Reply: {exists (0/1), alive (0/1), binding_to or ''}
-local function partner(keys)
-  local f = redis.call('HMGET', keys[1], F.idle, F.deadline, F.binding_to, F.state)
-  if not f[1] then return {0, 0, ''} end
-  local live = f[4] ~= 'deleted' and redis.call('PTTL', K.timer(keys[1], f[1], f[2])) > 0
-  return {1, live and 1 or 0, f[3] or ''}
-end
+        -- Whether a write made under a lease may go ahead: the caller must still hold the lock.
+        local function holds_lock(session, token, tab)
+          if token == '' then return true end
+          local holder = redis.call('GET', K.lock(session, tab))
+          return holder ~= false and (holder == token or holder == token .. ' q')
+        end
 
-------------------------------------------------------------------------------------------------
--- Locks. KEYS[1] is the lock key '<session>:lock[:<tab>]'; its queue and waiter heartbeats are
--- KEYS[1]..':queue' and KEYS[1]..':seen'. The uncontended acquire needs no function: the client
--- sends SET <lock> <token> NX PX <lease> and TIME in one round trip (the fence is that TIME in
--- microseconds: it never repeats, also after a restart that lost writes or a failover).
+        -- Removes a session from its user's index; keeps the per-bucket user count in step.
+        local function unlist(bucket, id, user)
+          if user == nil or user == false or user == '' then return end
+          if redis.call('ZREM', K.user(bucket, user), id) == 1 then
+            if redis.call('HINCRBY', K.users(bucket), user, -1) <= 0 then redis.call('HDEL', K.users(bucket), user) end
+          end
+        end
 
-local function wake_next(lock, queue, seen, stale_ms, now)
-  -- Skip waiters that stopped asking (their process died), then hand the lock to the next one
-  -- directly: the lock never looks free while others wait, so nobody barges in.
-  while true do
-    local head = redis.call('ZRANGE', queue, 0, 0)[1]
-    if not head then return nil end
-    local seen_at = tonumber(redis.call('HGET', seen, head) or 0)
-    if now - seen_at <= stale_ms then return head end
-    redis.call('ZREM', queue, head)
-    redis.call('HDEL', seen, head)
-  end
-end
+        -- Removes every key and index entry of a session.
+        local function remove_session(bucket, id, session, f_idle, f_deadline, user)
+          redis.call('DEL', session, K.messages(session))
+          if f_idle then redis.call('DEL', K.timer(session, f_idle, f_deadline)) end
+          redis.call('ZREM', K.deadlines(bucket), id)
+          redis.call('ZREM', K.warnings(bucket), id)
+          redis.call('ZREM', K.claims(bucket), id)
+          unlist(bucket, id, user)
+        end
 
--- lock_acquire: the contended path (and takeover).
--- ARGV: [1] token [2] lease ms [3] 'wait' (queue up), 'try' (do not) or 'takeover'
---   [4] ms after which a waiter that stopped asking is skipped [5] '1' when this token is queued
--- Reply: {'granted', seconds, microseconds} | {'held', holder's ms left}
-local function lock_acquire(keys, args)
-  local lock = keys[1]
-  local queue, seen = lock .. ':queue', lock .. ':seen'
-  local token, lease, mode = args[1], args[2], args[3]
-  local function granted()
-    redis.call('ZREM', queue, token)
-    redis.call('HDEL', seen, token)
-    local t = redis.call('TIME')
-    return {'granted', t[1], t[2]}
-  end
-  if mode == 'takeover' then
-    redis.call('SET', lock, token, 'PX', lease)
-    return granted()
-  end
-  local holder = redis.call('GET', lock)
-  if holder == token or holder == token .. ' q' then
-    -- Handed over by a release (or a retry after a lost reply): ours, with the full lease.
-    redis.call('SET', lock, (redis.call('EXISTS', queue) == 1) and token .. ' q' or token, 'PX', lease)
-    return granted()
-  end
-  local now = now_ms()
-  if not holder then
-    local head = wake_next(lock, queue, seen, tonumber(args[4]), now)
-    if not head or head == token then
-      local waiting = head and redis.call('ZCARD', queue) > 1
-      redis.call('SET', lock, waiting and token .. ' q' or token, 'PX', lease)
-      return granted()
-    end
-    -- The lock is free but another waiter is first: it gets it now, for a short handover lease.
-    redis.call('SET', lock, head .. ' q', 'PX', math.min(tonumber(lease), tonumber(args[4])))
-    redis.call('SPUBLISH', K.wakeups(K.bucket(lock)), head)
-    holder = head .. ' q'
-  end
-  if mode == 'wait' then
-    redis.call('ZADD', queue, 'NX', now, token)
-    redis.call('HSET', seen, token, now)
-    local keep_ms = tonumber(args[4]) * 4 + tonumber(lease)
-    redis.call('PEXPIRE', queue, keep_ms)
-    redis.call('PEXPIRE', seen, keep_ms)
-    if string.sub(holder, -2) ~= ' q' then redis.call('SET', lock, holder .. ' q', 'KEEPTTL') end
-  end
-  return {'held', math.max(redis.call('PTTL', lock), 1)}
-end
+        local function count_ended(bucket, now, created_at)
+          local stats = K.stats(bucket)
+          redis.call('HINCRBY', stats, 'ended', 1)
+          redis.call('HINCRBY', stats, 'ended_lifetime_ms', math.max(0, now - tonumber(created_at or now)))
+          redis.call('PEXPIRE', stats, STATS_LIFETIME)
+        end
 
--- lock_release: ARGV: [1] token [2] ms after which a waiter that stopped asking is skipped
---   [3] handover lease ms. Releases if the caller holds the lock; with waiters, hands it to the
---   first one (short lease until it takes it) and wakes it.
--- Reply: 1 released | 0 not the holder (nothing changes: safe to retry)
-local function lock_release(keys, args)
-  local lock = keys[1]
-  local holder = redis.call('GET', lock)
-  if holder == args[1] then
-    redis.call('DEL', lock)
-    return 1
-  end
-  if holder ~= args[1] .. ' q' then return 0 end
-  local queue, seen = lock .. ':queue', lock .. ':seen'
-  local head = wake_next(lock, queue, seen, tonumber(args[2]), now_ms())
-  if head then
-    redis.call('SET', lock, head .. ' q', 'PX', args[3])
-    redis.call('SPUBLISH', K.wakeups(K.bucket(lock)), head)
-  else
-    redis.call('DEL', lock)
-  end
-  return 1
-end
+        -- Schedules the session in the expiry listener's indexes (listener mode only).
+        local function schedule(bucket, id, expires, deadline, lead, lifetime)
+          redis.call('ZADD', K.deadlines(bucket), 'LT', expires, id)
+          keep(K.deadlines(bucket), lifetime)
+          lead = tonumber(lead)
+          if lead > 0 and expires < tonumber(deadline) then
+            redis.call('ZADD', K.warnings(bucket), 'LT', expires - lead, id)
+            keep(K.warnings(bucket), lifetime)
+          end
+        end
 
--- lock_extend: ARGV: [1] token [2] lease ms. Reply: 1 extended | 0 not the holder.
-local function lock_extend(keys, args)
-  local holder = redis.call('GET', keys[1])
-  if holder ~= args[1] and holder ~= args[1] .. ' q' then return 0 end
-  redis.call('PEXPIRE', keys[1], args[2])
-  return 1
-end
+        ------------------------------------------------------------------------------------------------
+        -- create: a new session.
+        -- KEYS[1] the session hash.
+        -- ARGV: [1] user ('' for an anonymous session) [2] mode name [3] idle ms [4] absolute lifetime ms
+        --   [5] agent type ('' for none) [6] listener mode '1'/'0' [7] grace ms (listener: safety TTL
+        --   after the deadline; otherwise: after the timer) [8] warning lead ms (0: none) [9] lifetime of
+        --   the bucket's index keys ms [10] events channel ('' for none) [11...] metadata field/value
+        --   pairs (fields prefixed 'meta:')
+        -- Reply: {'ok', timer key, now, deadline} | {'exists'} (never reuse an id)
+        local function create(keys, args)
+          local session = keys[1]
+          local bucket, id = K.bucket(session), K.id(session)
+          if redis.call('EXISTS', session) == 1 then return {'exists'} end
+          local now = now_ms()
+          local user, idle = args[1], args[3]
+          local deadline = now + tonumber(args[4])
+          local expires = math.min(now + tonumber(idle), deadline)
+          local listener, grace = args[6], tonumber(args[7])
+          local data_until = (listener == '1' and deadline or expires) + grace
+          local size = #args[5]
+          local fields = {
+            F.user, user, F.state, 'created', F.created_at, now, F.last_activity, now, F.idle, idle,
+            F.deadline, deadline, F.mode, args[2], F.message_count, 0, F.version, 1, F.data_until, data_until,
+            F.listener, listener, F.grace, args[7], F.meta_count, (#args - 10) / 2,
+          }
+          if args[5] ~= '' then
+            fields[#fields + 1] = F.agent_type
+            fields[#fields + 1] = args[5]
+          end
+          for i = 11, #args do
+            fields[#fields + 1] = args[i]
+            size = size + #args[i]
+          end
+          fields[#fields + 1] = F.size
+          fields[#fields + 1] = size
+          hset_pairs(session, fields)
+          redis.call('PEXPIREAT', session, data_until)
+          local timer = K.timer(session, idle, deadline)
+          redis.call('SET', timer, 0, 'PXAT', expires)
+          local lifetime = tonumber(args[9])
+          if listener == '1' then schedule(bucket, id, expires, deadline, args[8], lifetime) end
+          if user ~= '' then
+            local index = K.user(bucket, user)
+            redis.call('ZADD', index, now, id)
+            keep(index, lifetime)
+            redis.call('HINCRBY', K.users(bucket), user, 1)
+            keep(K.users(bucket), lifetime)
+          end
+          local stats = K.stats(bucket)
+          redis.call('HINCRBY', stats, 'created', 1)
+          redis.call('PEXPIRE', stats, STATS_LIFETIME)
+          publish_event(args[10], now, 'created', id, user)
+          return {'ok', timer, now, deadline}
+        end
 
--- lock_abandon: a waiter gives up (timeout, cancellation). ARGV: [1] token [2] stale ms
---   [3] handover lease ms. If the lock had been handed to it, it passes on to the next waiter.
--- Reply: 1
-local function lock_abandon(keys, args)
-  local lock = keys[1]
-  local queue, seen = lock .. ':queue', lock .. ':seen'
-  redis.call('ZREM', queue, args[1])
-  redis.call('HDEL', seen, args[1])
-  if redis.call('GET', lock) == args[1] .. ' q' then
-    local head = wake_next(lock, queue, seen, tonumber(args[2]), now_ms())
-    if head then
-      redis.call('SET', lock, head .. ' q', 'PX', args[3])
-      redis.call('SPUBLISH', K.wakeups(K.bucket(lock)), head)
-    else
-      redis.call('DEL', lock)
-    end
-  end
-  return 1
-end
+        ------------------------------------------------------------------------------------------------
+        -- touch_timer: the fast touch, when the caller knows the timer's name (from an earlier reply).
+        -- KEYS[1] the timer key (its name carries the idle timeout and the deadline).
+        -- Reply: 1 alive and slid | 0 no such timer (ended, or its timing changed: use touch)
+        local function touch_timer(keys)
+          local idle, deadline = string.match(keys[1], ':timer:(%d+):(%d+)$')
+          if not idle then return 0 end
+          if redis.call('PEXPIRE', keys[1], idle) == 0 then return 0 end
+          redis.call('PEXPIREAT', keys[1], deadline, 'LT')
+          return 1
+        end
 
-local function register(name, callback, read_only)
-  redis.register_function{function_name = 'session_v1_' .. name, callback = callback,
-    flags = read_only and {'no-writes'} or {}}
-end
+        -- touch: meaningful activity, slides the idle expiry.
+        -- KEYS[1] the session hash. ARGV: none.
+        -- Reply: {'ok', timer key} | {'not_alive'}
+        local function touch(keys)
+          local session = keys[1]
+          local f = redis.call('HMGET', session, F.idle, F.deadline, F.listener, F.grace, F.data_until, F.state)
+          if not f[1] or f[6] == 'deleted' then return {'not_alive'} end
+          local timer = K.timer(session, f[1], f[2])
+          if not slide(timer, f[1], f[2]) then return {'not_alive'} end
+          if f[3] ~= '1' then
+            local until_ = refresh_data(session, now_ms(), f[1], f[2], f[3], f[4], f[5])
+            if until_ then redis.call('HSET', session, F.data_until, until_) end
+          end
+          return {'ok', timer}
+        end
 
-register('create', create)
-register('touch_timer', touch_timer)
-register('touch', touch)
-register('heartbeat', heartbeat)
-register('resume', resume)
-register('get', get, true)
-register('recent_messages', recent_messages, true)
-register('append', append)
-register('clear_messages', clear_messages)
-register('set_metadata', set_metadata)
-register('rotate', rotate)
-register('delete', delete)
-register('delete_user', delete_user)
-register('list', list, true)
-register('stats', stats, true)
-register('claim', claim)
-register('renew', renew)
-register('finalize', finalize)
-register('listeners', listeners)
-register('bind_begin', bind_begin)
-register('bind_place', bind_place)
-register('bind_finish', bind_finish)
-register('partner', partner, true)
-register('lock_acquire', lock_acquire)
-register('lock_release', lock_release)
-register('lock_extend', lock_extend)
-register('lock_abandon', lock_abandon)
-"""#
+        -- heartbeat: liveness only (records the time as the timer's value; the expiry does not move).
+        -- KEYS[1] the session hash. Reply: {'ok'} | {'not_alive'}
+        local function heartbeat(keys)
+          local f = redis.call('HMGET', keys[1], F.idle, F.deadline, F.state)
+          if not f[1] or f[3] == 'deleted' then return {'not_alive'} end
+          if not redis.call('SET', K.timer(keys[1], f[1], f[2]), now_ms(), 'XX', 'KEEPTTL') then return {'not_alive'} end
+          return {'ok'}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- resume: picks a session up again, if alive and the caller's.
+        -- KEYS[1] the session hash.
+        -- ARGV: [1] user ('' for anonymous) [2] resume threshold ms [3] events channel
+        -- Reply: {'ok', inactive ms, timer key, last heartbeat, now, HGETALL} | {'not_found'}
+        --   (unknown, ended, or another user's: nothing is touched)
+        local function resume(keys, args)
+          local session = keys[1]
+          local f, timer, left = alive(session, F.user, F.last_activity, F.listener, F.grace, F.data_until)
+          if not f or f[4] ~= args[1] then return {'not_found'} end
+          local now = now_ms()
+          local la = last_activity(f[5], now, left, f[1])
+          local inactive = math.max(0, now - la)
+          slide(timer, f[1], f[2])
+          local fields = {F.last_activity, now, F.state, (inactive > tonumber(args[2])) and 'resumed' or 'active'}
+          local until_ = refresh_data(session, now, f[1], f[2], f[6], f[7], f[8])
+          if until_ then
+            fields[#fields + 1] = F.data_until
+            fields[#fields + 1] = until_
+          end
+          redis.call('HSET', session, unpack(fields))
+          local bucket, id = K.bucket(session), K.id(session)
+          if args[1] ~= '' then redis.call('ZADD', K.user(bucket, args[1]), 'XX', now, id) end
+          publish_event(args[3], now, 'resumed', id, args[1])
+          return {'ok', inactive, timer, redis.call('GET', timer) or '0', now, hgetall(session)}
+        end
+
+        -- get (read-only): the session as it is.
+        -- KEYS[1] the session hash.
+        -- Reply: {'ok', timer ms left, last heartbeat, now, HGETALL} | {'not_alive'}
+        local function get(keys)
+          local f, timer, left = alive(keys[1])
+          if not f then return {'not_alive'} end
+          return {'ok', left, redis.call('GET', timer) or '0', now_ms(), hgetall(keys[1])}
+        end
+
+        -- recent_messages (read-only): the last ARGV[1] messages, oldest first.
+        -- KEYS[1] the session hash. Reply: {'ok', messages...} | {'not_alive'}
+        local function recent_messages(keys, args)
+          if not alive(keys[1]) then return {'not_alive'} end
+          return {'ok', redis.call('LRANGE', K.messages(keys[1]), -tonumber(args[1]), -1)}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- append: appends messages, trims the window, checks the size limit after trimming.
+        -- KEYS[1] the session hash.
+        -- ARGV: [1] lease token ('' for none) [2] lock tab ('' for none) [3] window [4] max session bytes
+        --   [5...] role/content pairs; each is stored as '<role> <now ms> <content>'
+        -- Reply: {'ok', list length} | {'not_alive'} | {'too_large', size} | {'stale_lease'}
+        local function append(keys, args)
+          local session = keys[1]
+          local f, timer = alive(session, F.size, F.message_count, F.version, F.user, F.listener, F.grace, F.data_until)
+          if not f then return {'not_alive'} end
+          if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
+          local now = now_ms()
+          local window, limit = tonumber(args[3]), tonumber(args[4])
+          local messages = K.messages(session)
+          local lines = {}
+          for i = 5, #args, 2 do lines[#lines + 1] = args[i] .. ' ' .. now .. ' ' .. args[i + 1] end
+          local before = redis.call('LLEN', messages)
+          local length = before
+          -- What the window keeps: the newest `window` of the old and new messages together.
+          local drop = math.max(0, length + #lines - window)
+          local drop_old = math.min(drop, length)
+          local first_new = 1 + (drop - drop_old)
+          local size = tonumber(f[4])
+          if drop_old > 0 then
+            for _, line in ipairs(redis.call('LRANGE', messages, 0, drop_old - 1)) do size = size - #line end
+          end
+          for i = first_new, #lines do size = size + #lines[i] end
+          if size > limit then return {'too_large', size} end
+          if first_new <= #lines then length = rpush_all(messages, lines, first_new) end
+          if drop_old > 0 then redis.call('LTRIM', messages, drop_old, -1) end
+          length = length - drop_old
+          slide(timer, f[1], f[2])
+          if before == 0 then redis.call('PEXPIREAT', messages, tonumber(f[10])) end
+          local fields = {F.last_activity, now, F.state, 'active', F.message_count, tonumber(f[5]) + #lines,
+            F.version, tonumber(f[6]) + 1, F.size, size}
+          local until_ = refresh_data(session, now, f[1], f[2], f[8], f[9], f[10])
+          if until_ then
+            fields[#fields + 1] = F.data_until
+            fields[#fields + 1] = until_
+          end
+          redis.call('HSET', session, unpack(fields))
+          if f[7] ~= '' then redis.call('ZADD', K.user(K.bucket(session), f[7]), 'XX', now, K.id(session)) end
+          return {'ok', length}
+        end
+
+        -- clear_messages: empties the messages; metadata stays.
+        -- KEYS[1] the session hash. ARGV: [1] lease token [2] lock tab.
+        -- Reply: {'ok'} | {'not_alive'} | {'stale_lease'}
+        local function clear_messages(keys, args)
+          local session = keys[1]
+          local f, timer = alive(session, F.size, F.version)
+          if not f then return {'not_alive'} end
+          if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
+          local size = tonumber(f[4])
+          for _, line in ipairs(redis.call('LRANGE', K.messages(session), 0, -1)) do size = size - #line end
+          redis.call('DEL', K.messages(session))
+          slide(timer, f[1], f[2])
+          redis.call('HSET', session, F.last_activity, now_ms(), F.message_count, 0, F.version, tonumber(f[5]) + 1, F.size, size)
+          return {'ok'}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- set_metadata: writes only the given metadata fields, optionally changes the timeout mode.
+        -- KEYS[1] the session hash.
+        -- ARGV: [1] lease token [2] lock tab [3] max session bytes [4] max metadata keys
+        --   [5] new mode name ('' to keep) [6] its idle ms [7] its absolute lifetime ms
+        --   [8] warning lead ms [9] lifetime of the bucket's index keys ms
+        --   [10...] field/value pairs (fields prefixed 'meta:'; an empty value removes the field)
+        -- Reply: {'ok', version, timer key ('' when the new mode ended the session)} | {'not_alive'}
+        --   | {'too_large', size} | {'too_many_keys', count} | {'stale_lease'}
+        -- A mode change renames the timer (its name carries the timing), moves it to
+        -- min(now + idle, created + absolute lifetime), and pulls the index hints earlier if needed.
+        local function set_metadata(keys, args)
+          local session = keys[1]
+          local f, timer = alive(session, F.size, F.version, F.meta_count, F.created_at, F.listener, F.grace, F.user, F.data_until)
+          if not f then return {'not_alive'} end
+          if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
+          local size, count = tonumber(f[4]), tonumber(f[6])
+          local writes, removals = {}, {}
+          for i = 10, #args, 2 do
+            local field, value = args[i], args[i + 1]
+            local old = redis.call('HSTRLEN', session, field)
+            local exists = old > 0 or redis.call('HEXISTS', session, field) == 1
+            if exists then size = size - #field - old end
+            if value == '' then
+              if exists then
+                removals[#removals + 1] = field
+                count = count - 1
+              end
+            else
+              size = size + #field + #value
+              if not exists then count = count + 1 end
+              writes[#writes + 1] = field
+              writes[#writes + 1] = value
+            end
+          end
+          if count > tonumber(args[4]) then return {'too_many_keys', count} end
+          if size > tonumber(args[3]) then return {'too_large', size} end
+          local now = now_ms()
+          local version = tonumber(f[5]) + 1
+          local fields = {F.last_activity, now, F.state, 'active', F.version, version, F.size, size, F.meta_count, count}
+          local bucket, id = K.bucket(session), K.id(session)
+          if args[5] ~= '' then
+            local idle = args[6]
+            local deadline = tonumber(f[7]) + tonumber(args[7])
+            local expires = math.min(now + tonumber(idle), deadline)
+            fields[#fields + 1] = F.mode
+            fields[#fields + 1] = args[5]
+            fields[#fields + 1] = F.idle
+            fields[#fields + 1] = idle
+            fields[#fields + 1] = F.deadline
+            fields[#fields + 1] = deadline
+            if expires <= now then
+              -- The new mode's absolute lifetime is over already: the session ends now.
+              redis.call('DEL', timer)
+              timer = ''
+              if f[8] == '1' then redis.call('ZADD', K.deadlines(bucket), now, id) end
+            else
+              local renamed = K.timer(session, idle, deadline)
+              if renamed ~= timer then redis.call('RENAME', timer, renamed) end
+              timer = renamed
+              redis.call('PEXPIREAT', timer, expires)
+              local until_
+              if f[8] == '1' then
+                schedule(bucket, id, expires, deadline, args[8], tonumber(args[9]))
+                until_ = deadline + tonumber(f[9])
+                redis.call('PEXPIREAT', session, until_)
+                redis.call('PEXPIREAT', K.messages(session), until_)
+              else
+                until_ = refresh_data(session, now, idle, deadline, f[8], f[9], f[11])
+              end
+              if until_ then
+                fields[#fields + 1] = F.data_until
+                fields[#fields + 1] = until_
+              end
+            end
+          else
+            slide(timer, f[1], f[2])
+            local until_ = refresh_data(session, now, f[1], f[2], f[8], f[9], f[11])
+            if until_ then
+              fields[#fields + 1] = F.data_until
+              fields[#fields + 1] = until_
+            end
+          end
+          hset_pairs(session, fields)
+          if #writes > 0 then hset_pairs(session, writes) end
+          local i = 1
+          while i <= #removals do
+            local last = math.min(i + 199, #removals)
+            redis.call('HDEL', session, unpack(removals, i, last))
+            i = last + 1
+          end
+          if f[10] ~= '' then redis.call('ZADD', K.user(bucket, f[10]), 'XX', now, id) end
+          return {'ok', version, timer}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- rotate: the session under a new id in the same bucket (against session fixation); the old id
+        -- is dead at once. One call: the keys are renamed, so any size moves in O(1).
+        -- KEYS[1] the session hash, KEYS[2] the new id's session hash (same bucket).
+        -- ARGV: [1] events channel
+        -- Reply: {'ok', new timer key, now, HGETALL} | {'not_alive'} | {'exists'}
+        local function rotate(keys, args)
+          local old, new = keys[1], keys[2]
+          local f, timer = alive(old, F.user)
+          if not f then return {'not_alive'} end
+          if redis.call('EXISTS', new) == 1 then return {'exists'} end
+          local bucket, old_id, new_id = K.bucket(old), K.id(old), K.id(new)
+          redis.call('RENAME', old, new)
+          if redis.call('EXISTS', K.messages(old)) == 1 then redis.call('RENAME', K.messages(old), K.messages(new)) end
+          local new_timer = K.timer(new, f[1], f[2])
+          redis.call('RENAME', timer, new_timer)
+          for _, index in ipairs({K.deadlines(bucket), K.warnings(bucket), K.user(bucket, f[4])}) do
+            local score = redis.call('ZSCORE', index, old_id)
+            if score then
+              redis.call('ZADD', index, score, new_id)  -- before the ZREM: the key must not vanish (its TTL)
+              redis.call('ZREM', index, old_id)
+            end
+          end
+          local now = now_ms()
+          publish_event(args[1], now, 'rotated', old_id, f[4], string.sub(new_id, 1, 9))
+          return {'ok', new_timer, now, hgetall(new)}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- delete: ends a session now.
+        -- KEYS[1] the session hash. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
+        -- With an expiry listener, the session is retired: its timer goes, its data stays for the cleanup
+        -- hook (reason: deleted) and it is due at once. Without, every key goes now.
+        -- Reply: {'ok'} | {'not_found'} (unknown, or ended already: an ended session awaiting its hook
+        --   stays as it is)
+        local function delete_one(session, now, channel, lifetime)
+          local f = redis.call('HMGET', session, F.user, F.created_at, F.idle, F.deadline, F.state, F.listener)
+          if not f[1] or f[5] == 'deleted' then return false end
+          local bucket, id = K.bucket(session), K.id(session)
+          local was_alive = redis.call('DEL', K.timer(session, f[3], f[4])) == 1
+          if f[6] == '1' then
+            if not was_alive then return false end
+            redis.call('HSET', session, F.state, 'deleted', F.last_activity, now)
+            redis.call('ZADD', K.deadlines(bucket), now, id)
+            keep(K.deadlines(bucket), lifetime)
+            redis.call('ZREM', K.warnings(bucket), id)
+            unlist(bucket, id, f[1])
+          else
+            remove_session(bucket, id, session, f[3], f[4], f[1])
+            if not was_alive then return false end
+            count_ended(bucket, now, f[2])
+          end
+          publish_event(channel, now, 'deleted', id, f[1])
+          return true
+        end
+
+        local function delete(keys, args)
+          if delete_one(keys[1], now_ms(), args[1], tonumber(args[2])) then return {'ok'} end
+          return {'not_found'}
+        end
+
+        -- delete_user: ends every session of a user ("log out everywhere"), atomically: a session created
+        -- concurrently is either ended too or created after (and listed).
+        -- KEYS[1] the user's index. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
+        -- Reply: {'ok', count}
+        local function delete_user(keys, args)
+          local index = keys[1]
+          local bucket = K.bucket(index)
+          local now = now_ms()
+          local count = 0
+          for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+            if delete_one(K.session(bucket, id), now, args[1], tonumber(args[2])) then count = count + 1 end
+          end
+          -- What is left are entries of sessions that ended by themselves: their hooks remove them.
+          return {'ok', count}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- list (read-only): a user's live sessions, most recent write first, at most ARGV[1].
+        -- KEYS[1] the user's index.
+        -- Reply: {'ok', now, {id, agent type, last activity, message count, state, last message}...}
+        local function list(keys, args)
+          local index = keys[1]
+          local bucket = K.bucket(index)
+          local limit = tonumber(args[1])
+          local now = now_ms()
+          local out = {}
+          local start = 0
+          -- Entries of ended sessions are skipped (their hooks remove them), so read in pages until
+          -- `limit` live ones are found.
+          while #out < limit do
+            local ids = redis.call('ZREVRANGE', index, start, start + limit - 1)
+            if #ids == 0 then break end
+            start = start + #ids
+            for _, id in ipairs(ids) do
+              local session = K.session(bucket, id)
+              local f, _, left = alive(session, F.agent_type, F.last_activity, F.message_count, F.user)
+              if f and #out < limit then
+                local state = f[3]
+                local la = last_activity(f[5], now, left, f[1])
+                if state == 'created' and la > tonumber(f[5]) then state = 'active' end
+                out[#out + 1] = {id, f[4] or '', la, f[6], state, redis.call('LINDEX', K.messages(session), -1) or ''}
+              end
+            end
+          end
+          return {'ok', now, out}
+        end
+
+        -- stats (read-only): one bucket's counters; readers sum the buckets.
+        -- KEYS[1] the bucket's stats hash.
+        -- Reply: {created, ended, ended lifetime ms, sessions (listed, scheduled or claimed), users}
+        local function stats(keys)
+          local bucket = K.bucket(keys[1])
+          local counters = redis.call('HMGET', keys[1], 'created', 'ended', 'ended_lifetime_ms')
+          local sessions = redis.call('ZCARD', K.deadlines(bucket)) + redis.call('ZCARD', K.claims(bucket))
+          local users = redis.call('HLEN', K.users(bucket))
+          if sessions == 0 then
+            -- Without an expiry listener nothing is scheduled: count the users' indexes instead.
+            for _, value in ipairs(redis.call('HVALS', K.users(bucket))) do sessions = sessions + tonumber(value) end
+          end
+          return {tonumber(counters[1] or 0), tonumber(counters[2] or 0), tonumber(counters[3] or 0), sessions, users}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- Expiry (listener mode). A session is due when its deadlines entry is; an ended session is
+        -- claimed by one listener (owner token, lease), handed to its hook with its data, then finalized.
+
+        -- claim: visits the bucket's due entries and claims ended sessions.
+        -- KEYS[1] the bucket's deadlines zset.
+        -- ARGV: [1] owner token [2] most sessions to claim [3] lease ms [4] warning lead ms (0: none)
+        --   [5] '1' to also return sessions this owner claimed already (after a lost reply)
+        --   [6] lifetime of the bucket's index keys ms
+        -- Reply: {now, next due (ms, or -1), claimed, warnings, lost}
+        --   claimed: {id, attempt, HGETALL, messages}...   (attempt 0 for the first claim)
+        --   warnings: {id, ms left, HGETALL}...
+        --   lost: ids whose data was gone (the safety TTL ran out before any listener came)
+        -- Live sessions found due are rescheduled to their timer (their last activity recorded, which a
+        -- touch does not write); a warning is given once per period of activity, never before an
+        -- absolute deadline (no activity could help).
+        local function claim(keys, args)
+          local deadlines = keys[1]
+          local bucket = K.bucket(deadlines)
+          local claims, warnings = K.claims(bucket), K.warnings(bucket)
+          local owner, budget, lease, lead = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+          local lifetime = tonumber(args[6])
+          local now = now_ms()
+          local claimed, warned, lost = {}, {}, {}
+          local taken = {}
+
+          local function take(id, session, attempt)
+            redis.call('HSET', session, F.claim_owner, owner, F.claim_until, now + lease, F.attempts, attempt + 1)
+            redis.call('ZADD', claims, now + lease, id)
+            keep(claims, lifetime)
+            redis.call('ZREM', deadlines, id)
+            redis.call('ZREM', warnings, id)
+            claimed[#claimed + 1] = {id, attempt, hgetall(session), redis.call('LRANGE', K.messages(session), 0, -1)}
+            taken[id] = true
+            budget = budget - 1
+          end
+
+          if args[5] == '1' then
+            for _, id in ipairs(redis.call('ZRANGE', claims, 0, -1)) do
+              local session = K.session(bucket, id)
+              local f = redis.call('HMGET', session, F.claim_owner, F.attempts)
+              if f[1] == owner then
+                claimed[#claimed + 1] = {id, tonumber(f[2]) - 1, hgetall(session), redis.call('LRANGE', K.messages(session), 0, -1)}
+                taken[id] = true
+              end
+            end
+          end
+          -- Claims whose lease ran out: their listener died (or stopped renewing). Claimed again.
+          if budget > 0 then
+            for _, id in ipairs(redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0, budget)) do
+              local session = K.session(bucket, id)
+              local attempts = redis.call('HGET', session, F.attempts)
+              if attempts then take(id, session, tonumber(attempts)) else
+                redis.call('ZREM', claims, id)
+                lost[#lost + 1] = id
+              end
+            end
+          end
+          if budget > 0 then
+            for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, budget)) do
+              local session = K.session(bucket, id)
+              local f = redis.call('HMGET', session, F.idle, F.deadline, F.state, F.last_activity, F.attempts)
+              if not f[1] then
+                redis.call('ZREM', deadlines, id)
+                redis.call('ZREM', warnings, id)
+                lost[#lost + 1] = id
+              else
+                local left = -2
+                if f[3] ~= 'deleted' then left = redis.call('PTTL', K.timer(session, f[1], f[2])) end
+                if left > 0 then
+                  -- Alive: the hint was early (activity since). Record the activity, come back at its end.
+                  local expires = now + left
+                  local la = last_activity(f[4], now, left, f[1])
+                  if la > tonumber(f[4]) then redis.call('HSET', session, F.last_activity, la) end
+                  redis.call('ZADD', deadlines, expires, id)
+                  if lead > 0 and expires < tonumber(f[2]) - 5 then
+                    redis.call('ZADD', warnings, 'LT', expires - lead, id)
+                    keep(warnings, lifetime)
+                  end
+                elseif not taken[id] then
+                  take(id, session, tonumber(f[5] or 0))
+                end
+              end
+              if budget <= 0 then break end
+            end
+          end
+          if lead > 0 then
+            for _, id in ipairs(redis.call('ZRANGEBYSCORE', warnings, '-inf', now, 'LIMIT', 0, tonumber(args[2]))) do
+              local session = K.session(bucket, id)
+              local f, _, left = alive(session, F.warned_for)
+              local expires = f and now + left
+              if not f or expires >= tonumber(f[2]) - 5 then
+                redis.call('ZREM', warnings, id)
+              elseif left > lead then
+                redis.call('ZADD', warnings, expires - lead, id)
+              else
+                redis.call('ZREM', warnings, id)
+                -- Once per period of activity: the period is named by when it would end (within a few ms:
+                -- `now` and the timer's TTL are read at slightly different instants).
+                if math.abs(tonumber(f[4] or 0) - expires) > 50 then
+                  redis.call('HSET', session, F.warned_for, expires)
+                  warned[#warned + 1] = {id, left, hgetall(session)}
+                end
+              end
+            end
+          end
+          local next_due = -1
+          for _, index in ipairs({deadlines, claims, warnings}) do
+            local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
+            if first[2] then
+              local score = tonumber(first[2])
+              if next_due < 0 or score < next_due then next_due = score end
+            end
+          end
+          return {now, next_due, claimed, warned, lost}
+        end
+
+        -- renew: extends this owner's claims while their hooks run.
+        -- KEYS[1] the bucket's deadlines zset. ARGV: [1] owner [2] lease ms [3...] ids
+        -- Reply: the ids this owner still holds (renewed); the others were lost.
+        local function renew(keys, args)
+          local bucket = K.bucket(keys[1])
+          local now = now_ms()
+          local until_ = now + tonumber(args[2])
+          local held = {}
+          for i = 3, #args do
+            local session = K.session(bucket, args[i])
+            if redis.call('HGET', session, F.claim_owner) == args[1] then
+              redis.call('HSET', session, F.claim_until, until_)
+              redis.call('ZADD', K.claims(bucket), 'XX', until_, args[i])
+              held[#held + 1] = args[i]
+            end
+          end
+          return held
+        end
+
+        -- finalize: after the hooks ran, removes the sessions this owner still holds.
+        -- KEYS[1] the bucket's deadlines zset.
+        -- ARGV: [1] owner [2] events channel [3...] id/reason pairs; reason is idle_timeout,
+        --   absolute_lifetime, deleted (its event went out already), or bound (the session lives on under
+        --   another id: no counters, no event)
+        -- Reply: per pair 'done', 'gone' (nothing left: finalized already, e.g. a retry after a lost
+        --   reply) or 'lost' (another owner holds it now)
+        local function finalize(keys, args)
+          local bucket = K.bucket(keys[1])
+          local now = now_ms()
+          local out = {}
+          for i = 3, #args, 2 do
+            local id, reason = args[i], args[i + 1]
+            local session = K.session(bucket, id)
+            local f = redis.call('HMGET', session, F.claim_owner, F.user, F.created_at, F.idle, F.deadline)
+            if not f[1] and redis.call('EXISTS', session) == 0 then
+              redis.call('ZREM', K.claims(bucket), id)
+              out[#out + 1] = 'gone'
+            elseif f[1] ~= args[1] then
+              out[#out + 1] = 'lost'
+            else
+              remove_session(bucket, id, session, f[4], f[5], f[2])
+              if reason ~= 'bound' then
+                count_ended(bucket, now, f[3])
+                if reason ~= 'deleted' then publish_event(args[2], now, 'expired', id, f[2], reason) end
+              end
+              out[#out + 1] = 'done'
+            end
+          end
+          return out
+        end
+
+        -- listeners: registers an expiry listener and lists the live ones (they share the buckets).
+        -- KEYS[1] the registry zset. ARGV: [1] token [2] registration lifetime ms ('0' to leave)
+        -- Reply: the live tokens
+        local function listeners(keys, args)
+          local now = now_ms()
+          if args[2] == '0' then
+            redis.call('ZREM', keys[1], args[1])
+          else
+            redis.call('ZADD', keys[1], now + tonumber(args[2]), args[1])
+            redis.call('PEXPIRE', keys[1], tonumber(args[2]) * 10)
+          end
+          redis.call('ZREMRANGEBYSCORE', keys[1], '-inf', now)
+          return redis.call('ZRANGE', keys[1], 0, -1)
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- Binding an anonymous session to a user: its data moves to the user's bucket under a new id.
+        -- Two buckets are two slots, so it takes three calls, ordered so that a crash at any point
+        -- leaves the old session alive: begin (mark old), place (write new), finish (remove old).
+        -- The marks (binding_to, bound_from) let the expiry listener run one hook for the pair if a
+        -- crash left both.
+
+        -- bind_begin: KEYS[1] the anonymous session. ARGV: [1] the new id.
+        -- Reply: {'ok', timer expiry (ms), last heartbeat, HGETALL, messages} | {'not_alive'} | {'not_anonymous'}
+        local function bind_begin(keys, args)
+          local f, timer = alive(keys[1], F.user)
+          if not f then return {'not_alive'} end
+          if f[4] ~= '' then return {'not_anonymous'} end
+          redis.call('HSET', keys[1], F.binding_to, args[1])
+          return {'ok', redis.call('PEXPIRETIME', timer), redis.call('GET', timer) or '0', hgetall(keys[1]),
+            redis.call('LRANGE', K.messages(keys[1]), 0, -1)}
+        end
+
+        -- bind_place: KEYS[1] the new session (in the user's bucket).
+        -- ARGV: [1] user [2] old id [3] timer expiry (ms) [4] last heartbeat [5] warning lead ms
+        --   [6] lifetime of index keys ms [7] number of hash field/value pairs [8...] the pairs, then the
+        --   messages
+        -- Reply: {'ok', timer key, now} | {'exists'} | {'not_alive'} (the timer's expiry passed meanwhile)
+        local function bind_place(keys, args)
+          local session = keys[1]
+          local bucket, id = K.bucket(session), K.id(session)
+          if redis.call('EXISTS', session) == 1 then return {'exists'} end
+          local now = now_ms()
+          local expires = tonumber(args[3])
+          if expires <= now then return {'not_alive'} end
+          local npairs = tonumber(args[7])
+          local fields = {}
+          local idle, deadline, listener, data_until
+          for i = 8, 7 + npairs * 2, 2 do
+            local name, value = args[i], args[i + 1]
+            if name == F.idle then idle = value elseif name == F.deadline then deadline = value
+            elseif name == F.listener then listener = value elseif name == F.data_until then data_until = value end
+            if name ~= F.binding_to and name ~= F.claim_owner and name ~= F.claim_until then
+              fields[#fields + 1] = name
+              fields[#fields + 1] = value
+            end
+          end
+          fields[#fields + 1] = F.user
+          fields[#fields + 1] = args[1]
+          fields[#fields + 1] = F.bound_from
+          fields[#fields + 1] = args[2]
+          fields[#fields + 1] = F.last_activity
+          fields[#fields + 1] = now
+          hset_pairs(session, fields)
+          redis.call('PEXPIREAT', session, data_until)
+          if #args > 7 + npairs * 2 then
+            rpush_all(K.messages(session), args, 8 + npairs * 2)
+            redis.call('PEXPIREAT', K.messages(session), data_until)
+          end
+          local timer = K.timer(session, idle, deadline)
+          redis.call('SET', timer, args[4], 'PXAT', expires)
+          local lifetime = tonumber(args[6])
+          if listener == '1' then schedule(bucket, id, expires, deadline, args[5], lifetime) end
+          local index = K.user(bucket, args[1])
+          redis.call('ZADD', index, now, id)
+          keep(index, lifetime)
+          redis.call('HINCRBY', K.users(bucket), args[1], 1)
+          keep(K.users(bucket), lifetime)
+          return {'ok', timer, now}
+        end
+
+        -- bind_finish: KEYS[1] the anonymous session. ARGV: [1] the new id [2] events channel.
+        --   Removes it if it is still marked for that new id (no hook: it lives on).
+        -- Reply: {'ok'} | {'not_found'}
+        local function bind_finish(keys, args)
+          local session = keys[1]
+          local f = redis.call('HMGET', session, F.binding_to, F.idle, F.deadline, F.user)
+          if f[1] ~= args[1] then return {'not_found'} end
+          local bucket, id = K.bucket(session), K.id(session)
+          remove_session(bucket, id, session, f[2], f[3], f[4])
+          publish_event(args[2], now_ms(), 'rotated', id, '', string.sub(args[1], 1, 9))
+          return {'ok'}
+        end
+
+        -- partner (read-only): what the expiry listener needs to decide a bound pair's one hook.
+        -- KEYS[1] a session hash. Reply: {exists (0/1), alive (0/1), binding_to or ''}
+        local function partner(keys)
+          local f = redis.call('HMGET', keys[1], F.idle, F.deadline, F.binding_to, F.state)
+          if not f[1] then return {0, 0, ''} end
+          local live = f[4] ~= 'deleted' and redis.call('PTTL', K.timer(keys[1], f[1], f[2])) > 0
+          return {1, live and 1 or 0, f[3] or ''}
+        end
+
+        ------------------------------------------------------------------------------------------------
+        -- Locks. KEYS[1] is the lock key '<session>:lock[:<tab>]'; its queue and waiter heartbeats are
+        -- KEYS[1]..':queue' and KEYS[1]..':seen'. The uncontended acquire needs no function: the client
+        -- sends SET <lock> <token> NX PX <lease> and TIME in one round trip (the fence is that TIME in
+        -- microseconds: it never repeats, also after a restart that lost writes or a failover).
+
+        local function wake_next(lock, queue, seen, stale_ms, now)
+          -- Skip waiters that stopped asking (their process died), then hand the lock to the next one
+          -- directly: the lock never looks free while others wait, so nobody barges in.
+          while true do
+            local head = redis.call('ZRANGE', queue, 0, 0)[1]
+            if not head then return nil end
+            local seen_at = tonumber(redis.call('HGET', seen, head) or 0)
+            if now - seen_at <= stale_ms then return head end
+            redis.call('ZREM', queue, head)
+            redis.call('HDEL', seen, head)
+          end
+        end
+
+        -- lock_acquire: the contended path (and takeover).
+        -- ARGV: [1] token [2] lease ms [3] 'wait' (queue up), 'try' (do not) or 'takeover'
+        --   [4] ms after which a waiter that stopped asking is skipped [5] '1' when this token is queued
+        -- Reply: {'granted', seconds, microseconds} | {'held', holder's ms left}
+        local function lock_acquire(keys, args)
+          local lock = keys[1]
+          local queue, seen = lock .. ':queue', lock .. ':seen'
+          local token, lease, mode = args[1], args[2], args[3]
+          local function granted()
+            redis.call('ZREM', queue, token)
+            redis.call('HDEL', seen, token)
+            local t = redis.call('TIME')
+            return {'granted', t[1], t[2]}
+          end
+          if mode == 'takeover' then
+            redis.call('SET', lock, token, 'PX', lease)
+            return granted()
+          end
+          local holder = redis.call('GET', lock)
+          if holder == token or holder == token .. ' q' then
+            -- Handed over by a release (or a retry after a lost reply): ours, with the full lease.
+            redis.call('SET', lock, (redis.call('EXISTS', queue) == 1) and token .. ' q' or token, 'PX', lease)
+            return granted()
+          end
+          local now = now_ms()
+          if not holder then
+            local head = wake_next(lock, queue, seen, tonumber(args[4]), now)
+            if not head or head == token then
+              local waiting = head and redis.call('ZCARD', queue) > 1
+              redis.call('SET', lock, waiting and token .. ' q' or token, 'PX', lease)
+              return granted()
+            end
+            -- The lock is free but another waiter is first: it gets it now, for a short handover lease.
+            redis.call('SET', lock, head .. ' q', 'PX', math.min(tonumber(lease), tonumber(args[4])))
+            redis.call('SPUBLISH', K.wakeups(K.bucket(lock)), head)
+            holder = head .. ' q'
+          end
+          if mode == 'wait' then
+            redis.call('ZADD', queue, 'NX', now, token)
+            redis.call('HSET', seen, token, now)
+            local keep_ms = tonumber(args[4]) * 4 + tonumber(lease)
+            redis.call('PEXPIRE', queue, keep_ms)
+            redis.call('PEXPIRE', seen, keep_ms)
+            if string.sub(holder, -2) ~= ' q' then redis.call('SET', lock, holder .. ' q', 'KEEPTTL') end
+          end
+          return {'held', math.max(redis.call('PTTL', lock), 1)}
+        end
+
+        -- lock_release: ARGV: [1] token [2] ms after which a waiter that stopped asking is skipped
+        --   [3] handover lease ms. Releases if the caller holds the lock; with waiters, hands it to the
+        --   first one (short lease until it takes it) and wakes it.
+        -- Reply: 1 released | 0 not the holder (nothing changes: safe to retry)
+        local function lock_release(keys, args)
+          local lock = keys[1]
+          local holder = redis.call('GET', lock)
+          if holder == args[1] then
+            redis.call('DEL', lock)
+            return 1
+          end
+          if holder ~= args[1] .. ' q' then return 0 end
+          local queue, seen = lock .. ':queue', lock .. ':seen'
+          local head = wake_next(lock, queue, seen, tonumber(args[2]), now_ms())
+          if head then
+            redis.call('SET', lock, head .. ' q', 'PX', args[3])
+            redis.call('SPUBLISH', K.wakeups(K.bucket(lock)), head)
+          else
+            redis.call('DEL', lock)
+          end
+          return 1
+        end
+
+        -- lock_extend: ARGV: [1] token [2] lease ms. Reply: 1 extended | 0 not the holder.
+        local function lock_extend(keys, args)
+          local holder = redis.call('GET', keys[1])
+          if holder ~= args[1] and holder ~= args[1] .. ' q' then return 0 end
+          redis.call('PEXPIRE', keys[1], args[2])
+          return 1
+        end
+
+        -- lock_abandon: a waiter gives up (timeout, cancellation). ARGV: [1] token [2] stale ms
+        --   [3] handover lease ms. If the lock had been handed to it, it passes on to the next waiter.
+        -- Reply: 1
+        local function lock_abandon(keys, args)
+          local lock = keys[1]
+          local queue, seen = lock .. ':queue', lock .. ':seen'
+          redis.call('ZREM', queue, args[1])
+          redis.call('HDEL', seen, args[1])
+          if redis.call('GET', lock) == args[1] .. ' q' then
+            local head = wake_next(lock, queue, seen, tonumber(args[2]), now_ms())
+            if head then
+              redis.call('SET', lock, head .. ' q', 'PX', args[3])
+              redis.call('SPUBLISH', K.wakeups(K.bucket(lock)), head)
+            else
+              redis.call('DEL', lock)
+            end
+          end
+          return 1
+        end
+
+        local function register(name, callback, read_only)
+          redis.register_function{function_name = 'session_v1_' .. name, callback = callback,
+            flags = read_only and {'no-writes'} or {}}
+        end
+
+        register('create', create)
+        register('touch_timer', touch_timer)
+        register('touch', touch)
+        register('heartbeat', heartbeat)
+        register('resume', resume)
+        register('get', get, true)
+        register('recent_messages', recent_messages, true)
+        register('append', append)
+        register('clear_messages', clear_messages)
+        register('set_metadata', set_metadata)
+        register('rotate', rotate)
+        register('delete', delete)
+        register('delete_user', delete_user)
+        register('list', list, true)
+        register('stats', stats, true)
+        register('claim', claim)
+        register('renew', renew)
+        register('finalize', finalize)
+        register('listeners', listeners)
+        register('bind_begin', bind_begin)
+        register('bind_place', bind_place)
+        register('bind_finish', bind_finish)
+        register('partner', partner, true)
+        register('lock_acquire', lock_acquire)
+        register('lock_release', lock_release)
+        register('lock_extend', lock_extend)
+        register('lock_abandon', lock_abandon)
+
+        """#
 }

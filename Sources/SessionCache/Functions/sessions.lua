@@ -427,8 +427,8 @@ local function set_metadata(keys, args)
       writes[#writes + 1] = value
     end
   end
-  if size > tonumber(args[3]) then return {'too_large', size} end
   if count > tonumber(args[4]) then return {'too_many_keys', count} end
+  if size > tonumber(args[3]) then return {'too_large', size} end
   local now = now_ms()
   local version = tonumber(f[5]) + 1
   local fields = {F.last_activity, now, F.state, 'active', F.version, version, F.size, size, F.meta_count, count}

@@ -1,0 +1,52 @@
+import Foundation
+import HiredisNIO
+import Testing
+
+@testable import SessionCache
+
+@Suite("The function library")
+struct FunctionLibraryTests {
+    /// sessions.lua, read from the source tree.
+    static let luaFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Sources/SessionCache/Functions/sessions.lua")
+
+    @Test func theEmbeddedSourceIsSessionsLua() throws {
+        let file = try String(contentsOf: Self.luaFile, encoding: .utf8)
+        #expect(SessionFunctions.source == file, "run scripts/embed-functions after editing sessions.lua")
+    }
+
+    @Test func everyWrapperNamesARegisteredFunction() throws {
+        let source = SessionFunctions.source
+        let library = SessionFunctions.library
+        #expect(library.name == "session_cache_v1")
+        #expect(SessionFunctions.prefix == "session_v1_")
+        let names = [
+            CreateFunction.name, TouchTimerFunction.name, TouchFunction.name, HeartbeatFunction.name, ResumeFunction.name,
+            GetFunction.name, RecentMessagesFunction.name, AppendFunction.name, ClearMessagesFunction.name,
+            SetMetadataFunction.name, RotateFunction.name, DeleteFunction.name, DeleteUserFunction.name, ListFunction.name,
+            StatsFunction.name, ClaimFunction.name, RenewFunction.name, FinalizeFunction.name, ListenersFunction.name,
+            BindBeginFunction.name, BindPlaceFunction.name, BindFinishFunction.name, PartnerFunction.name,
+            LockAcquireFunction.name, LockReleaseFunction.name, LockExtendFunction.name, LockAbandonFunction.name,
+        ]
+        for name in names { #expect(source.contains("register('\(name)', "), "\(name) is not registered") }
+        for readOnly in [GetFunction.name, RecentMessagesFunction.name, ListFunction.name, StatsFunction.name, PartnerFunction.name] {
+            #expect(source.contains("register('\(readOnly)', \(readOnly), true)"), "\(readOnly) must be no-writes (FCALL_RO)")
+        }
+    }
+
+    /// Function names are global in Redis and app servers of two versions may share one during a
+    /// rolling deploy: a changed library must get a new version. This fails when the code changes
+    /// without one; then bump `session_cache_vN` and `session_vN_` (or, for a compatible change,
+    /// the fingerprint below).
+    @Test func aChangedLibraryGetsANewVersion() {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in SessionFunctions.source.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01B3
+        }
+        let fingerprint = String(hash, radix: 16)
+        #expect(fingerprint == Self.fingerprintOfV1, "sessions.lua changed: its fingerprint is \(fingerprint)")
+    }
+
+    static let fingerprintOfV1 = "f73b08bbfa4fee37"
+}
