@@ -11,6 +11,8 @@ let package = Package(
         .executable(name: "redis-example", targets: ["RedisExample"]),
         .executable(name: "session-load", targets: ["SessionLoad"]),
         .executable(name: "session-cache", targets: ["SessionCacheCLI"]),
+        // A test tool: LD_PRELOAD it to run an app server whose wall clock is off (CLOCK_SKEW_MS).
+        .library(name: "ClockSkew", type: .dynamic, targets: ["ClockSkew"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -53,6 +55,10 @@ let package = Package(
             ],
             // The function library's source; the build embeds it as a constant (scripts/embed-functions).
             exclude: ["Functions/sessions.lua"]
+        ),
+        .target(
+            name: "ClockSkew",
+            linkerSettings: [.linkedLibrary("dl")]
         ),
         // Starts and stops a real redis-server on loopback: for tests, benchmarks and the example.
         .target(

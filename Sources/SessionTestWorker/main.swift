@@ -7,6 +7,10 @@
 //       TABS tasks, each doing COUNT read-modify-write increments of metadata "counter" under the lock
 //   session-test-worker lock-hold PORT NAMESPACE SESSION LEASE_MS
 //       takes the session's lock (renewing it) and holds it until killed
+//   session-test-worker clock-probe PORT NAMESPACE BUCKETS
+//       (run under faketime) prints "clock <local unix ms>", creates a session with a 1.5 s idle
+//       timeout ("created <id>"), touches it after 300 ms ("touched"), and runs an expiry listener
+//       whose hook prints "hook <id> <reason> <expiredAt unix ms>"
 //
 // Each prints "ready" once set up, and "done" when finished.
 import Foundation
@@ -24,6 +28,7 @@ let client = try HiredisClient(configuration: HiredisConfiguration(host: "127.0.
 var storeConfiguration = SessionStoreConfiguration(namespace: arguments[3])
 storeConfiguration.expiryListener = true
 if arguments[1] == "expiry-hang", arguments.count > 5, let buckets = Int(arguments[5]) { storeConfiguration.bucketCount = buckets }
+if arguments[1] == "clock-probe", arguments.count > 4, let buckets = Int(arguments[4]) { storeConfiguration.bucketCount = buckets }
 let store = try SessionStore(client: client, configuration: storeConfiguration)
 
 switch arguments[1] {
@@ -67,6 +72,22 @@ case "lock-hold":
         say("held")
         try await Task.sleep(for: .seconds(3600))
     }
+
+case "clock-probe":
+    say("clock \(Int(Date().timeIntervalSince1970 * 1000))")
+    var configuration = ExpiryListenerConfiguration()
+    configuration.sweepInterval = .milliseconds(20)
+    configuration.fullSweepInterval = .milliseconds(200)
+    let listener = ExpiryListener(store: store, configuration: configuration) { expired in
+        say("hook \(expired.session.id) \(expired.reason.rawValue) \(Int(expired.expiredAt.timeIntervalSince1970 * 1000))")
+    }
+    let run = Task { try await listener.run() }
+    let session = try await store.create(user: "skewed", metadata: ["probe": true], mode: .custom(.milliseconds(1500)))
+    say("created \(session.id)")
+    try await Task.sleep(for: .milliseconds(300))
+    try await store.touch(session.id)
+    say("touched")
+    _ = try await run.value
 
 default:
     exit(2)

@@ -36,6 +36,19 @@ struct ConfigurationTests {
         }
     }
 
+    @Test func errorsNeverShowThePassword() {
+        for url in ["redis://app:s3cret-pw@host:notaport", "redis://:s3cret-pw@host:6379/x", "http://:s3cret-pw@host", "s3cret-pw@host"] {
+            do {
+                _ = try HiredisConfiguration(url: url)
+                Issue.record("\(HiredisConfiguration.redacted(url)) was accepted")
+            } catch {
+                #expect(!"\(error)".contains("s3cret-pw"), "\(error)")
+            }
+        }
+        #expect(HiredisConfiguration.redacted("redis://app:pw@host:6379/2") == "redis://***@host:6379/2")
+        #expect(HiredisConfiguration.redacted("redis://host:6379") == "redis://host:6379")
+    }
+
     @Test func sha1MatchesKnownVectors() {
         #expect(SHA1.hex("".utf8) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
         #expect(SHA1.hex("abc".utf8) == "a9993e364706816aba3e25717850c26c9cd0d89d")

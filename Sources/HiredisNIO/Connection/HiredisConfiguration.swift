@@ -52,9 +52,11 @@ public struct HiredisConfiguration: Sendable {
     /// `rediss://` (TLS) is refused with ``HiredisError/invalidConfiguration(_:)``: this client
     /// does not speak TLS yet, and silently downgrading would leak credentials.
     public init(url: String) throws(HiredisError) {
+        // Errors name the URL without its credentials.
+        let shown = Self.redacted(url)
         let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else {
-            throw .invalidConfiguration("'\(url)' is not a redis:// URL")
+            throw .invalidConfiguration("'\(shown)' is not a redis:// URL")
         }
         let scheme = parts[0].lowercased()
         if scheme == "rediss" {
@@ -87,14 +89,14 @@ public struct HiredisConfiguration: Sendable {
             hostPart = hostPart[hostPart.index(after: close)...]
             if hostPart.hasPrefix(":") {
                 guard let value = Int(hostPart.dropFirst()), (1...65535).contains(value) else {
-                    throw .invalidConfiguration("bad port in '\(url)'")
+                    throw .invalidConfiguration("bad port in '\(shown)'")
                 }
                 port = value
             }
         } else if let colon = hostPart.lastIndex(of: ":") {
             host = String(hostPart[..<colon])
             guard let value = Int(hostPart[hostPart.index(after: colon)...]), (1...65535).contains(value) else {
-                throw .invalidConfiguration("bad port in '\(url)'")
+                throw .invalidConfiguration("bad port in '\(shown)'")
             }
             port = value
         } else {
@@ -102,9 +104,18 @@ public struct HiredisConfiguration: Sendable {
         }
         if host.isEmpty { host = "127.0.0.1" }
         if !path.isEmpty {
-            guard let db = Int(path), db >= 0 else { throw .invalidConfiguration("bad database '\(path)' in '\(url)'") }
+            guard let db = Int(path), db >= 0 else { throw .invalidConfiguration("bad database '\(path)' in '\(shown)'") }
             database = db
         }
+    }
+
+    /// `url` with any user and password replaced by `***`, for messages and logs.
+    public static func redacted(_ url: String) -> String {
+        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return url.contains("@") ? "***" : url }
+        let authority = parts[1].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard let at = authority.lastIndex(of: "@") else { return url }
+        return parts[0] + "://***" + parts[1][at...]
     }
 
     /// `host:port`, for messages.

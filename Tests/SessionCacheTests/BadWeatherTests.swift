@@ -1,0 +1,230 @@
+import EmbeddedRedis
+import Foundation
+import HiredisNIO
+import NIOConcurrencyHelpers
+import SessionCache
+import Testing
+
+/// A child process's output, line by line, awaited with a timeout.
+final class LineFeed: Sendable {
+    private struct State {
+        var lines: [String] = []
+        var consumed = 0
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    @Sendable func receive(_ line: String) {
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            state.lines.append(line)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// The next line starting with `prefix` (earlier lines are skipped), split at spaces; nil after `timeout`.
+    func next(_ prefix: String, timeout: Duration) async -> [Substring]? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let found = state.withLockedValue { state -> String? in
+                while state.consumed < state.lines.count {
+                    let line = state.lines[state.consumed]
+                    state.consumed += 1
+                    if line.hasPrefix(prefix) { return line }
+                }
+                return nil
+            }
+            if let found { return found.split(separator: " ") }
+            // Wait for the next line, at most 50 ms (then look again and check the deadline).
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    await withCheckedContinuation { continuation in
+                        let ready = self.state.withLockedValue { state -> Bool in
+                            if state.consumed < state.lines.count { return true }
+                            state.waiter = continuation
+                            return false
+                        }
+                        if ready { continuation.resume() }
+                    }
+                }
+                group.addTask { try? await Task.sleep(for: .milliseconds(50)) }
+                await group.next()
+                // Release a parked waiter so that the group can end.
+                self.state.withLockedValue { state in
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }?.resume()
+                await group.waitForAll()
+            }
+        }
+        return nil
+    }
+}
+
+/// Regression tests for what broke the first store in bad weather: each names the defect it guards.
+@Suite("The store in bad weather")
+struct BadWeatherTests {
+    /// App-server clocks never decide anything: an app server whose wall clock is an hour ahead
+    /// or behind (a worker process run with the ClockSkew shim) creates, touches and expires
+    /// sessions, and runs their hooks, exactly as one with a correct clock.
+    @Test(arguments: [3_600_000, -3_600_000])
+    func anAppServerWhoseClockIsOffByAnHourBehavesLikeACorrectOne(skew: Int) async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let shim = URL(fileURLWithPath: workerPath).deletingLastPathComponent().appendingPathComponent("libClockSkew.so").path
+            let environment = ProcessInfo.processInfo.environment.merging(["LD_PRELOAD": shim, "CLOCK_SKEW_MS": "\(skew)"]) { $1 }
+            let output = LineFeed()
+            let process = try ChildProcess(
+                executable: workerPath, arguments: ["clock-probe", "\(fixture.server.port)", "test", "\(fixture.keyspace.bucketCount)"],
+                environment: environment, output: output.receive)
+            defer { process.send(SIGKILL) }
+            // The worker's clock really is off.
+            guard let clock = await output.next("clock", timeout: .seconds(10)), let local = Int(clock[1]) else {
+                Issue.record("the worker printed no clock")
+                return
+            }
+            let measured = local - (try await fixture.redisNow())
+            #expect(abs(measured - skew) < 60_000, "the worker's clock is off by \(measured) ms")
+
+            guard let created = await output.next("created", timeout: .seconds(10)) else { return }
+            let started = ContinuousClock.now
+            let id = String(created[1])
+            // Everything the store wrote is on Redis's clock.
+            let createdAt = Int(try await fixture.field(id, "created_at") ?? "") ?? 0
+            #expect(abs(createdAt - (try await fixture.redisNow())) < 5000)
+            guard await output.next("touched", timeout: .seconds(10)) != nil else { return }
+            let left = try await fixture.timerTTL(id)
+            #expect((1200...1500).contains(left), "after the touch the timer has \(left) ms")
+            // The hook comes when the session idled out (1.5 s after the touch), not an hour off.
+            guard let hook = await output.next("hook", timeout: .seconds(10)) else { return }
+            let after = started.elapsed
+            #expect(hook[1] == Substring(id) && hook[2] == "idle_timeout")
+            #expect(after > .milliseconds(1600) && after < .seconds(6), "hook after \(after)")
+            let expiredAt = Int(hook[3]) ?? 0
+            #expect(abs(expiredAt - (try await fixture.redisNow())) < 3000, "expiredAt is on Redis's clock")
+            #expect(try await sessionKeys(fixture).isEmpty)
+        }
+    }
+
+    @Test func rotatingASessionWithFiveThousandFieldsKeepsEveryOne() async throws {
+        try await withStore(configure: {
+            $0.limits.maxMetadataKeys = 6000
+            $0.limits.maxSessionBytes = 4 * 1024 * 1024
+        }) { fixture in
+            let metadata = Dictionary(uniqueKeysWithValues: (0..<5000).map { ("field-\($0)", JSONValue.number(Double($0))) })
+            let session = try await fixture.store.create(user: "alice", metadata: metadata)
+            try await fixture.store.appendTurn(session.id, user: "q", assistant: "a")
+            let rotated = try await fixture.store.rotate(session.id)
+            #expect(try await fixture.store.get(session.id) == nil)
+            #expect(try await fixture.store.metadata(rotated.id) == metadata)
+            #expect(try await fixture.store.recentMessages(rotated.id).count == 2)
+        }
+    }
+
+    @Test func rotationsWhileConnectionsAreKilledNeverLoseOrDuplicateASession() async throws {
+        try await withStore { fixture in
+            let (rotatorClient, rotator) = try fixture.secondStore(fixture.store.configuration)
+            var users: [String] = []
+            for index in 0..<100 {
+                let user = "user-\(index)"
+                _ = try await fixture.store.create(user: user, metadata: ["marker": .number(Double(index))])
+                users.append(user)
+            }
+            let killer = Task {
+                while !Task.isCancelled {
+                    _ = try? await fixture.client.send(RESPCommand("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+                    try? await Task.sleep(for: .milliseconds(2))
+                }
+            }
+            var failures = 0
+            for user in users {
+                for _ in 0..<3 {
+                    guard let current = try? await rotator.list(user: user).first?.id else { continue }
+                    do { _ = try await rotator.rotate(current) } catch { failures += 1 }
+                }
+            }
+            killer.cancel()
+            _ = await killer.value
+            // Whatever happened to each rotation, each user has exactly one live session with its data.
+            for (index, user) in users.enumerated() {
+                let sessions = try await fixture.store.list(user: user)
+                #expect(sessions.count == 1, "\(user) has \(sessions.count) sessions")
+                if let id = sessions.first?.id {
+                    #expect(try await fixture.store.metadata(id)["marker"] == .number(Double(index)))
+                }
+            }
+            #expect(failures > 0, "the connections were killed during rotations")
+            await rotatorClient.close()
+        }
+    }
+
+    @Test func logOutEverywhereRacingLoginsLeavesNoInvisibleSession() async throws {
+        try await withStore { fixture in
+            let (otherClient, other) = try fixture.secondStore(fixture.store.configuration)
+            let created = NIOLockedValueBox<[String]>([])
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        for _ in 0..<50 {
+                            let session = try await fixture.store.create(user: "racer")
+                            created.withLockedValue { $0.append(session.id) }
+                        }
+                    }
+                }
+                group.addTask {
+                    for _ in 0..<30 {
+                        _ = try await other.deleteAll(user: "racer")
+                        try await Task.sleep(for: .milliseconds(2))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // Every session is either ended or listed: "log out everywhere" can still reach it.
+            let listed = Set(try await other.list(user: "racer", limit: 1000).map(\.id))
+            for id in created.withLockedValue({ $0 }) {
+                let alive = try await fixture.store.get(id) != nil
+                #expect(!alive || listed.contains(id), "a live session is missing from the user's list")
+            }
+            #expect(try await other.deleteAll(user: "racer") == listed.count)
+            for id in created.withLockedValue({ $0 }) { #expect(try await fixture.store.get(id) == nil) }
+            await otherClient.close()
+        }
+    }
+
+    @Test func aTouchWithAnOutdatedTimerNameCannotKeepTheOldTimeout() async throws {
+        try await withStore { fixture in
+            let (otherClient, other) = try fixture.secondStore(fixture.store.configuration)
+            let session = try await fixture.store.create(user: "alice", mode: .lenient)
+            try await fixture.store.touch(session.id)  // this instance knows the timer's name
+            try await other.setTimeoutMode(session.id, .aggressive)  // another instance: 4 h → 5 min
+            for _ in 0..<3 { try await fixture.store.touch(session.id) }
+            let left = try await fixture.timerTTL(session.id)
+            #expect(left <= 300_000, "a touch kept the 4-hour timeout: \(left) ms left")
+            #expect(left > 290_000)
+            await otherClient.close()
+        }
+    }
+
+    @Test func eventsNeverCarryAWholeSessionID() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let subscriber = HiredisSubscriber(configuration: fixture.server.configuration)
+            try await subscriber.subscribe(channels: [fixture.keyspace.events])
+            let store = fixture.store
+            let session = try await store.create(user: "alice")
+            _ = try await store.resume(session.id, user: "alice")
+            let rotated = try await store.rotate(session.id)
+            try await store.delete(rotated.id)
+            var payloads: [String] = []
+            var iterator = subscriber.events.makeAsyncIterator()
+            while payloads.count < 4, case .message(_, _, let payload)? = await iterator.next() { payloads.append(String(buffer: payload)) }
+            await subscriber.close()
+            let events = payloads.compactMap(LifecycleEvent.init(json:))
+            #expect(events.map(\.event) == [.created, .resumed, .rotated, .deleted])
+            #expect(events[2].detail == String(rotated.id.prefix(9)))
+            for payload in payloads {
+                #expect(!payload.contains(session.id) && !payload.contains(rotated.id), "\(payload)")
+            }
+        }
+    }
+}
