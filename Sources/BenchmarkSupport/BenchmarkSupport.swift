@@ -107,3 +107,36 @@ extension HiredisClient {
         try await info("cpu", "used_cpu_user") + (try await info("cpu", "used_cpu_sys"))
     }
 }
+
+/// The pipelined ceiling of exactly some commands on a server: how many operations per second
+/// Redis serves when `connections` connections each send `depth` operations per round trip (what
+/// `redis-benchmark -c 50 -P 16` does for single commands; this one also sends transactions and
+/// mixes of commands, which redis-benchmark cannot).
+public enum PipelinedCeiling {
+    /// Runs `total` operations; `operation(connection, index)` returns the commands of one.
+    public static func operationsPerSecond(
+        configuration: HiredisConfiguration, connections: Int = 50, depth: Int = 16, total: Int,
+        _ operation: @escaping @Sendable (_ connection: Int, _ index: Int) -> [RESPCommand]
+    ) async throws -> Double {
+        var opened: [HiredisConnection] = []
+        for _ in 0..<connections { opened.append(try await HiredisConnection.connect(configuration: configuration)) }
+        let links = opened
+        let rounds = max(1, total / (connections * depth))
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, connection) in links.enumerated() {
+                group.addTask {
+                    for round in 0..<rounds {
+                        var commands: [RESPCommand] = []
+                        for slot in 0..<depth { commands += operation(index, round * depth + slot) }
+                        _ = try await connection.pipeline(commands)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = (ContinuousClock.now - start).seconds
+        for connection in links { connection.close() }
+        return Double(rounds * connections * depth) / elapsed
+    }
+}

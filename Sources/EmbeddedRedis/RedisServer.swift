@@ -111,7 +111,12 @@ public final class RedisServer: @unchecked Sendable {
                 return server
             } catch {
                 lastError = error
-                server.lock.withLock { server.process = nil }
+                // A server that did not come up must not linger (and hold the port or the CPU).
+                let failed = server.lock.withLock { () -> ChildProcess? in
+                    defer { server.process = nil }
+                    return server.process
+                }
+                failed?.send(SIGKILL)
             }
         }
         try? FileManager.default.removeItem(at: directory)

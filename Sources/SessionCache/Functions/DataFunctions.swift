@@ -81,6 +81,8 @@ struct SetMetadataFunction: SessionFunction {
         let write: WriteResult
         /// The session's timer after the write ('' when the new mode ended the session).
         let timer: String?
+        /// Redis's clock when it ran (0 unless written).
+        var now = 0
     }
 
     /// A timeout-mode change.
@@ -114,7 +116,7 @@ struct SetMetadataFunction: SessionFunction {
     static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: name)
         switch reply.status {
-        case "ok": return Result(write: .written, timer: try reply.string(1))
+        case "ok": return Result(write: .written, timer: try reply.string(1), now: try reply.int(2))
         case "not_alive": return Result(write: .notAlive, timer: nil)
         case "too_large": return Result(write: .tooLarge(bytes: try reply.int(0)), timer: nil)
         case "too_many_keys": return Result(write: .tooManyKeys(count: try reply.int(0)), timer: nil)

@@ -57,23 +57,7 @@ struct CreateFunction: SessionFunction {
     }
 }
 
-/// `touch_timer`: the fast touch on a timer whose name the caller knows.
-struct TouchTimerFunction: SessionFunction {
-    static let name = "touch_timer"
-    let timerKey: String
-
-    var keys: [RESPArgument] { [.string(timerKey)] }
-    var arguments: [RESPArgument] { [] }
-
-    /// True when the timer existed and slid; false when it is gone (the session ended, or its
-    /// timing changed and the timer has a new name).
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        guard let value = reply.int else { throw .corrupted("\(name): unexpected reply \(reply)") }
-        return value == 1
-    }
-}
-
-/// `touch`: meaningful activity, when the timer's name is not known.
+/// `touch`: meaningful activity, when a plain PEXPIRE will not do (see ``TimerNames``).
 struct TouchFunction: SessionFunction {
     static let name = "touch"
     let sessionKey: String
@@ -81,11 +65,11 @@ struct TouchFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(sessionKey)] }
     var arguments: [RESPArgument] { [] }
 
-    /// The timer's name, or nil when the session is not alive.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> String? {
+    /// The timer's name and Redis's clock, or nil when the session is not alive.
+    static func decode(_ reply: RESPReply) throws(SessionError) -> (timer: String, now: Int)? {
         let reply = try FunctionReply(reply, of: name)
         switch reply.status {
-        case "ok": return try reply.string(0)
+        case "ok": return (try reply.string(0), try reply.int(1))
         case "not_alive": return nil
         default: throw reply.unexpected()
         }

@@ -113,11 +113,13 @@ end
 -- session in it).
 local function keep(key, lifetime) redis.call('PEXPIRE', key, lifetime) end
 
--- The timing of a session if it is alive: its fields (idle, deadline, then `extra` ones), its
--- timer key and the ms it has left; nil when it has no data or its timer is gone.
-local function alive(session, ...)
+-- The timing of a session if it is alive at `now`: its fields (idle, deadline, state, then
+-- `extra` ones), its timer key and the ms it has left; nil when it has no data, its timer is gone,
+-- or its absolute deadline has passed (a touch's plain PEXPIRE run after a long Redis stall may
+-- have kept the timer a little longer: it does not count).
+local function alive(session, now, ...)
   local f = redis.call('HMGET', session, F.idle, F.deadline, F.state, ...)
-  if not f[1] or f[3] == 'deleted' then return nil end
+  if not f[1] or f[3] == 'deleted' or now >= tonumber(f[2]) then return nil end
   local timer = K.timer(session, f[1], f[2])
   local left = redis.call('PTTL', timer)
   if left <= 0 then return nil end
@@ -252,39 +254,32 @@ local function create(keys, args)
 end
 
 ------------------------------------------------------------------------------------------------
--- touch_timer: the fast touch, when the caller knows the timer's name (from an earlier reply).
--- KEYS[1] the timer key (its name carries the idle timeout and the deadline).
--- Reply: 1 alive and slid | 0 no such timer (ended, or its timing changed: use touch)
-local function touch_timer(keys)
-  local idle, deadline = string.match(keys[1], ':timer:(%d+):(%d+)$')
-  if not idle then return 0 end
-  if redis.call('PEXPIRE', keys[1], idle) == 0 then return 0 end
-  redis.call('PEXPIREAT', keys[1], deadline, 'LT')
-  return 1
-end
+-- The fast touch is no function: when the caller knows the timer's name it sends
+-- MULTI; PEXPIRE <timer> <idle>; PEXPIREAT <timer> <deadline> LT; EXEC
+-- (the idle timeout and deadline from the timer's name): the same as slide() below.
 
--- touch: meaningful activity, slides the idle expiry.
+-- touch: meaningful activity, slides the idle expiry. (A caller that knows the timer's name and
+-- is far from the deadline sends a plain PEXPIRE <timer> <idle> instead: see SessionStore.touch.)
 -- KEYS[1] the session hash. ARGV: none.
--- Reply: {'ok', timer key} | {'not_alive'}
+-- Reply: {'ok', timer key, now} | {'not_alive'}
 local function touch(keys)
   local session = keys[1]
-  local f = redis.call('HMGET', session, F.idle, F.deadline, F.listener, F.grace, F.data_until, F.state)
-  if not f[1] or f[6] == 'deleted' then return {'not_alive'} end
-  local timer = K.timer(session, f[1], f[2])
-  if not slide(timer, f[1], f[2]) then return {'not_alive'} end
-  if f[3] ~= '1' then
-    local until_ = refresh_data(session, now_ms(), f[1], f[2], f[3], f[4], f[5])
-    if until_ then redis.call('HSET', session, F.data_until, until_) end
-  end
-  return {'ok', timer}
+  local now = now_ms()
+  local f, timer = alive(session, now, F.listener, F.grace, F.data_until)
+  if not f then return {'not_alive'} end
+  slide(timer, f[1], f[2])
+  local until_ = refresh_data(session, now, f[1], f[2], f[4], f[5], f[6])
+  if until_ then redis.call('HSET', session, F.data_until, until_) end
+  return {'ok', timer, now}
 end
 
 -- heartbeat: liveness only (records the time as the timer's value; the expiry does not move).
 -- KEYS[1] the session hash. Reply: {'ok'} | {'not_alive'}
 local function heartbeat(keys)
+  local now = now_ms()
   local f = redis.call('HMGET', keys[1], F.idle, F.deadline, F.state)
-  if not f[1] or f[3] == 'deleted' then return {'not_alive'} end
-  if not redis.call('SET', K.timer(keys[1], f[1], f[2]), now_ms(), 'XX', 'KEEPTTL') then return {'not_alive'} end
+  if not f[1] or f[3] == 'deleted' or now >= tonumber(f[2]) then return {'not_alive'} end
+  if not redis.call('SET', K.timer(keys[1], f[1], f[2]), now, 'XX', 'KEEPTTL') then return {'not_alive'} end
   return {'ok'}
 end
 
@@ -296,9 +291,9 @@ end
 --   (unknown, ended, or another user's: nothing is touched)
 local function resume(keys, args)
   local session = keys[1]
-  local f, timer, left = alive(session, F.user, F.last_activity, F.listener, F.grace, F.data_until)
-  if not f or f[4] ~= args[1] then return {'not_found'} end
   local now = now_ms()
+  local f, timer, left = alive(session, now, F.user, F.last_activity, F.listener, F.grace, F.data_until)
+  if not f or f[4] ~= args[1] then return {'not_found'} end
   local la = last_activity(f[5], now, left, f[1])
   local inactive = math.max(0, now - la)
   slide(timer, f[1], f[2])
@@ -319,15 +314,16 @@ end
 -- KEYS[1] the session hash.
 -- Reply: {'ok', timer ms left, last heartbeat, now, HGETALL} | {'not_alive'}
 local function get(keys)
-  local f, timer, left = alive(keys[1])
+  local now = now_ms()
+  local f, timer, left = alive(keys[1], now)
   if not f then return {'not_alive'} end
-  return {'ok', left, redis.call('GET', timer) or '0', now_ms(), hgetall(keys[1])}
+  return {'ok', left, redis.call('GET', timer) or '0', now, hgetall(keys[1])}
 end
 
 -- recent_messages (read-only): the last ARGV[1] messages, oldest first.
 -- KEYS[1] the session hash. Reply: {'ok', messages...} | {'not_alive'}
 local function recent_messages(keys, args)
-  if not alive(keys[1]) then return {'not_alive'} end
+  if not alive(keys[1], now_ms()) then return {'not_alive'} end
   return {'ok', redis.call('LRANGE', K.messages(keys[1]), -tonumber(args[1]), -1)}
 end
 
@@ -339,10 +335,10 @@ end
 -- Reply: {'ok', list length} | {'not_alive'} | {'too_large', size} | {'stale_lease'}
 local function append(keys, args)
   local session = keys[1]
-  local f, timer = alive(session, F.size, F.message_count, F.version, F.user, F.listener, F.grace, F.data_until)
+  local now = now_ms()
+  local f, timer = alive(session, now, F.size, F.message_count, F.version, F.user, F.listener, F.grace, F.data_until)
   if not f then return {'not_alive'} end
   if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
-  local now = now_ms()
   local window, limit = tonumber(args[3]), tonumber(args[4])
   local messages = K.messages(session)
   local lines = {}
@@ -381,14 +377,15 @@ end
 -- Reply: {'ok'} | {'not_alive'} | {'stale_lease'}
 local function clear_messages(keys, args)
   local session = keys[1]
-  local f, timer = alive(session, F.size, F.version)
+  local now = now_ms()
+  local f, timer = alive(session, now, F.size, F.version)
   if not f then return {'not_alive'} end
   if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
   local size = tonumber(f[4])
   for _, line in ipairs(redis.call('LRANGE', K.messages(session), 0, -1)) do size = size - #line end
   redis.call('DEL', K.messages(session))
   slide(timer, f[1], f[2])
-  redis.call('HSET', session, F.last_activity, now_ms(), F.message_count, 0, F.version, tonumber(f[5]) + 1, F.size, size)
+  redis.call('HSET', session, F.last_activity, now, F.message_count, 0, F.version, tonumber(f[5]) + 1, F.size, size)
   return {'ok'}
 end
 
@@ -399,13 +396,14 @@ end
 --   [5] new mode name ('' to keep) [6] its idle ms [7] its absolute lifetime ms
 --   [8] warning lead ms [9] lifetime of the bucket's index keys ms
 --   [10...] field/value pairs (fields prefixed 'meta:'; an empty value removes the field)
--- Reply: {'ok', version, timer key ('' when the new mode ended the session)} | {'not_alive'}
+-- Reply: {'ok', version, timer key ('' when the new mode ended the session), now} | {'not_alive'}
 --   | {'too_large', size} | {'too_many_keys', count} | {'stale_lease'}
 -- A mode change renames the timer (its name carries the timing), moves it to
 -- min(now + idle, created + absolute lifetime), and pulls the index hints earlier if needed.
 local function set_metadata(keys, args)
   local session = keys[1]
-  local f, timer = alive(session, F.size, F.version, F.meta_count, F.created_at, F.listener, F.grace, F.user, F.data_until)
+  local now = now_ms()
+  local f, timer = alive(session, now, F.size, F.version, F.meta_count, F.created_at, F.listener, F.grace, F.user, F.data_until)
   if not f then return {'not_alive'} end
   if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
   local size, count = tonumber(f[4]), tonumber(f[6])
@@ -429,7 +427,6 @@ local function set_metadata(keys, args)
   end
   if count > tonumber(args[4]) then return {'too_many_keys', count} end
   if size > tonumber(args[3]) then return {'too_large', size} end
-  local now = now_ms()
   local version = tonumber(f[5]) + 1
   local fields = {F.last_activity, now, F.state, 'active', F.version, version, F.size, size, F.meta_count, count}
   local bucket, id = K.bucket(session), K.id(session)
@@ -484,7 +481,7 @@ local function set_metadata(keys, args)
     i = last + 1
   end
   if f[10] ~= '' then redis.call('ZADD', K.user(bucket, f[10]), 'XX', now, id) end
-  return {'ok', version, timer}
+  return {'ok', version, timer, now}
 end
 
 ------------------------------------------------------------------------------------------------
@@ -495,7 +492,8 @@ end
 -- Reply: {'ok', new timer key, now, HGETALL} | {'not_alive'} | {'exists'}
 local function rotate(keys, args)
   local old, new = keys[1], keys[2]
-  local f, timer = alive(old, F.user)
+  local now = now_ms()
+  local f, timer = alive(old, now, F.user)
   if not f then return {'not_alive'} end
   if redis.call('EXISTS', new) == 1 then return {'exists'} end
   local bucket, old_id, new_id = K.bucket(old), K.id(old), K.id(new)
@@ -510,7 +508,6 @@ local function rotate(keys, args)
       redis.call('ZREM', index, old_id)
     end
   end
-  local now = now_ms()
   publish_event(args[1], now, 'rotated', old_id, f[4], string.sub(new_id, 1, 9))
   return {'ok', new_timer, now, hgetall(new)}
 end
@@ -583,7 +580,7 @@ local function list(keys, args)
     start = start + #ids
     for _, id in ipairs(ids) do
       local session = K.session(bucket, id)
-      local f, _, left = alive(session, F.agent_type, F.last_activity, F.message_count, F.user)
+      local f, _, left = alive(session, now, F.agent_type, F.last_activity, F.message_count, F.user)
       if f and #out < limit then
         local state = f[3]
         local la = last_activity(f[5], now, left, f[1])
@@ -678,7 +675,13 @@ local function claim(keys, args)
         lost[#lost + 1] = id
       else
         local left = -2
-        if f[3] ~= 'deleted' then left = redis.call('PTTL', K.timer(session, f[1], f[2])) end
+        local timer = K.timer(session, f[1], f[2])
+        if f[3] ~= 'deleted' then left = redis.call('PTTL', timer) end
+        if left > 0 and now >= tonumber(f[2]) then
+          -- Past its absolute deadline (a late plain PEXPIRE kept the timer): it ends now.
+          redis.call('DEL', timer)
+          left = -2
+        end
         if left > 0 then
           -- Alive: the hint was early (activity since). Record the activity, come back at its end.
           local expires = now + left
@@ -699,7 +702,7 @@ local function claim(keys, args)
   if lead > 0 then
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', warnings, '-inf', now, 'LIMIT', 0, tonumber(args[2]))) do
       local session = K.session(bucket, id)
-      local f, _, left = alive(session, F.warned_for)
+      local f, _, left = alive(session, now, F.warned_for)
       local expires = f and now + left
       if not f or expires >= tonumber(f[2]) - 5 then
         redis.call('ZREM', warnings, id)
@@ -803,7 +806,7 @@ end
 -- bind_begin: KEYS[1] the anonymous session. ARGV: [1] the new id.
 -- Reply: {'ok', timer expiry (ms), last heartbeat, HGETALL, messages} | {'not_alive'} | {'not_anonymous'}
 local function bind_begin(keys, args)
-  local f, timer = alive(keys[1], F.user)
+  local f, timer = alive(keys[1], now_ms(), F.user)
   if not f then return {'not_alive'} end
   if f[4] ~= '' then return {'not_anonymous'} end
   redis.call('HSET', keys[1], F.binding_to, args[1])
@@ -1005,7 +1008,6 @@ local function register(name, callback, read_only)
 end
 
 register('create', create)
-register('touch_timer', touch_timer)
 register('touch', touch)
 register('heartbeat', heartbeat)
 register('resume', resume)

@@ -103,6 +103,15 @@ public struct SessionKeyspace: Sendable, Hashable {
         "__keyspace@\(database)__:\(namespace):{*}:session:*:timer:*"
     }
 
+    /// The idle timeout and absolute deadline (ms) a timer's name carries.
+    public func timing(ofTimer key: String) -> (idleMilliseconds: Int, deadline: Int)? {
+        let parts = key.split(separator: ":")
+        guard parts.count >= 3, parts[parts.count - 3] == "timer", let idle = Int(parts[parts.count - 2]),
+            let deadline = Int(parts[parts.count - 1])
+        else { return nil }
+        return (idle, deadline)
+    }
+
     /// The bucket and session id of a timer key of this keyspace (from a keyspace notification).
     public func parseTimer(_ key: Substring) -> (bucket: Int, id: String)? {
         let prefix = namespace + ":{"

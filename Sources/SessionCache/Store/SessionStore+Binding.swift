@@ -34,7 +34,7 @@ extension SessionStore {
                 if case .exists = placed { throw SessionError.corrupted("keys for a freshly generated id already exist") }
                 throw SessionError.notFound
             }
-            timers.remember(timer, for: newID)
+            timers.remember(timer, for: newID, redisTime: now, keyspace: keyspace)
             _ = try await redis.call(BindFinishFunction(sessionKey: keyspace.session(id), newID: newID, eventsChannel: eventsChannel))
             var session = try record.session(id: newID, lastActivity: now, lastSeen: lastSeen)
             session.user = user

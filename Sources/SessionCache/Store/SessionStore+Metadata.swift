@@ -58,7 +58,11 @@ extension SessionStore {
                     fields: fields))
             try check(result.write)
             if resolved != nil {
-                if let timer = result.timer, !timer.isEmpty { timers.remember(timer, for: id) } else { timers.forget(id) }
+                if let timer = result.timer, !timer.isEmpty {
+                    timers.remember(timer, for: id, redisTime: result.now, keyspace: keyspace)
+                } else {
+                    timers.forget(id)
+                }
             }
         }
     }

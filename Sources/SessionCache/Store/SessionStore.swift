@@ -87,7 +87,7 @@ public final class SessionStore: Sendable {
                 // 144 random bits do not collide; an existing key means someone forged one.
                 throw SessionError.corrupted("keys for a freshly generated id already exist")
             }
-            timers.remember(timer, for: id)
+            timers.remember(timer, for: id, redisTime: now, keyspace: keyspace)
             return Session(
                 id: id, user: user, state: .created, createdAt: SessionRecord.date(now), lastActivity: SessionRecord.date(now),
                 lastSeen: nil, mode: mode.mode, absoluteDeadline: SessionRecord.date(deadline), messageCount: 0, agentType: agentType,
@@ -109,7 +109,7 @@ public final class SessionStore: Sendable {
                     sessionKey: keyspace.session(id), user: user, resumeThreshold: configuration.resumeThreshold,
                     eventsChannel: eventsChannel))
             guard case .resumed(let inactive, let timer, let lastSeen, let now, let record) = result else { return .notFound }
-            timers.remember(timer, for: id)
+            timers.remember(timer, for: id, redisTime: now, keyspace: keyspace)
             return .resumed(try record.session(id: id, lastActivity: now, lastSeen: lastSeen), inactiveFor: .milliseconds(inactive))
         }
     }
@@ -143,8 +143,9 @@ public final class SessionStore: Sendable {
     /// Records activity. ``SessionActivity/meaningful`` slides the idle expiry (capped by the
     /// absolute deadline); ``SessionActivity/heartbeat`` records liveness without extending it.
     ///
-    /// A meaningful touch is one function on the session's timer when this instance has seen the
-    /// session recently (the timer's name carries its timing), else one that reads the session.
+    /// A meaningful touch is one plain command, `PEXPIRE <timer> <idle>`, when this instance has
+    /// seen the session recently and it is far from its absolute deadline (see the README's "Keys in
+    /// Redis"); else one function call that reads the session first and caps the timer exactly.
     ///
     /// - Throws: ``SessionError/notFound`` when the session is not alive (a late touch never
     ///   brings an ended session back).
@@ -156,13 +157,15 @@ public final class SessionStore: Sendable {
             }
         }
         try await instrumentation.run("touch", session: id) {
-            if let timer = timers.key(for: id) {
-                if try await redis.call(TouchTimerFunction(timerKey: timer)) { return }
+            if let (timer, idle) = timers.fastTouch(for: id) {
+                if try await redis.send(RESPCommand("PEXPIRE", .string(timer), .integer(idle))).int == 1 { return }
                 // Ended, or its timing changed (the timer was renamed): ask the session itself.
                 timers.forget(id)
             }
-            guard let timer = try await redis.call(TouchFunction(sessionKey: keyspace.session(id))) else { throw SessionError.notFound }
-            timers.remember(timer, for: id)
+            guard let (timer, now) = try await redis.call(TouchFunction(sessionKey: keyspace.session(id))) else {
+                throw SessionError.notFound
+            }
+            timers.remember(timer, for: id, redisTime: now, keyspace: keyspace)
         }
     }
 
@@ -207,8 +210,8 @@ public final class SessionStore: Sendable {
             switch try await redis.call(
                 RotateFunction(sessionKey: keyspace.session(id), newSessionKey: keyspace.session(newID), eventsChannel: eventsChannel))
             {
-            case .rotated(let timer, _, let record):
-                timers.remember(timer, for: newID)
+            case .rotated(let timer, let now, let record):
+                timers.remember(timer, for: newID, redisTime: now, keyspace: keyspace)
                 return try record.session(id: newID)
             case .notAlive:
                 throw SessionError.notFound
