@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import SessionCache
@@ -6,54 +7,59 @@ import Testing
 struct SweepScheduleTests {
     let start = ContinuousClock.now
 
+    /// Marks the visits of `due` done with the given next due times.
+    func visit(_ schedule: inout SweepSchedule, _ due: [SweepSchedule.Visit], at time: ContinuousClock.Instant, next: [Int: Duration?]) {
+        for visit in due { schedule.visited(visit, at: time, nextDueIn: next[visit.bucket] ?? nil, saturated: false) }
+    }
+
     @Test func newBucketsAreVisitedAtOnceThenWhenDueOrStale() {
         var schedule = SweepSchedule(fullSweepInterval: .seconds(1))
         schedule.assign([1, 2, 3])
-        #expect(Set(schedule.due(at: start).map(\.bucket)) == [1, 2, 3])
+        let first = schedule.due(at: start)
+        #expect(Set(first.map(\.bucket)) == [1, 2, 3] && first.allSatisfy(\.full))
         #expect(schedule.due(at: start).isEmpty, "a bucket being visited is not handed out twice")
-        schedule.visited(1, at: start, nextDueIn: .milliseconds(300), full: false)
-        schedule.visited(2, at: start, nextDueIn: nil, full: false)
-        schedule.visited(3, at: start, nextDueIn: .seconds(10), full: false)
+        visit(&schedule, first, at: start, next: [1: .milliseconds(300), 2: nil, 3: .seconds(10)])
         #expect(schedule.due(at: start + .milliseconds(100)).isEmpty)
-        #expect(schedule.due(at: start + .milliseconds(300)).map(\.bucket) == [1])
-        schedule.visited(1, at: start + .milliseconds(300), nextDueIn: nil, full: false)
+        let second = schedule.due(at: start + .milliseconds(300))
+        #expect(second == [.init(bucket: 1, recover: false, full: false)])
+        visit(&schedule, second, at: start + .milliseconds(300), next: [1: nil])
         // Every bucket at least once per full sweep, whatever it said it had due.
-        #expect(Set(schedule.due(at: start + .seconds(1)).map(\.bucket)) == [2, 3])
+        let third = schedule.due(at: start + .seconds(1))
+        #expect(Set(third.map(\.bucket)) == [1, 2, 3] && third.allSatisfy(\.full))
     }
 
-    @Test func aFullVisitComesBackAtOnceAndANotificationWakesItsBucket() {
+    @Test func aSaturatedVisitComesBackAtOnceAndANotificationWakesItsBucket() {
         var schedule = SweepSchedule(fullSweepInterval: .seconds(1))
         schedule.assign([7, 8])
-        _ = schedule.due(at: start)
-        schedule.visited(7, at: start, nextDueIn: .seconds(5), full: true)
-        schedule.visited(8, at: start, nextDueIn: .seconds(5), full: false)
+        let first = schedule.due(at: start)
+        for visit in first { schedule.visited(visit, at: start, nextDueIn: .seconds(5), saturated: visit.bucket == 7) }
         #expect(schedule.due(at: start).map(\.bucket) == [7], "it claimed as many as it could: more may be due")
-        schedule.visited(7, at: start, nextDueIn: .seconds(5), full: false)
+        schedule.visited(.init(bucket: 7, recover: false, full: false), at: start, nextDueIn: .seconds(5), saturated: false)
         schedule.notify(8)
         #expect(schedule.nextWake(after: start) == start)
-        #expect(schedule.due(at: start).map(\.bucket) == [8])
+        let notified = schedule.due(at: start)
+        #expect(notified == [.init(bucket: 8, recover: false, full: false)])
         schedule.notify(99)  // not ours: ignored
-        schedule.visited(8, at: start, nextDueIn: .seconds(5), full: false)
+        visit(&schedule, notified, at: start, next: [8: .seconds(5)])
         #expect(schedule.nextWake(after: start) == start + .seconds(1))
     }
 
     @Test func aFailedVisitRetriesAskingForOwnClaims() {
         var schedule = SweepSchedule(fullSweepInterval: .seconds(1))
         schedule.assign([4])
-        #expect(schedule.due(at: start).map(\.recover) == [false])
-        schedule.failed(4)
+        let first = schedule.due(at: start)
+        #expect(first.map(\.recover) == [false])
+        schedule.failed(first[0])
         let again = schedule.due(at: start)
         #expect(again.map(\.bucket) == [4] && again.map(\.recover) == [true])
-        schedule.visited(4, at: start, nextDueIn: nil, full: false)
+        visit(&schedule, again, at: start, next: [:])
         #expect(schedule.due(at: start + .milliseconds(999)).isEmpty)
     }
 
     @Test func reassigningDropsOldBucketsAndKeepsKnownOnes() {
         var schedule = SweepSchedule(fullSweepInterval: .seconds(1))
         schedule.assign([1, 2])
-        _ = schedule.due(at: start)
-        schedule.visited(1, at: start, nextDueIn: .seconds(10), full: false)
-        schedule.visited(2, at: start, nextDueIn: .seconds(10), full: false)
+        visit(&schedule, schedule.due(at: start), at: start, next: [1: .seconds(10), 2: .seconds(10)])
         schedule.assign([2, 3])
         #expect(schedule.owned == [2, 3])
         #expect(schedule.due(at: start).map(\.bucket) == [3], "the new bucket at once; the known one keeps its schedule")
@@ -144,5 +150,26 @@ struct TimerNamesTests {
         #expect(names.fastTouch(for: id) != nil)
         try await Task.sleep(for: .milliseconds(80))
         #expect(names.fastTouch(for: id) == nil)
+    }
+}
+
+@Suite("JSONValue's parser")
+struct JSONParsingTests {
+    @Test func itReadsWhatJSONEncoderWritesLikeJSONDecoder() throws {
+        let samples: [JSONValue] = [
+            .null, true, false, 0, -12.5, 1e21, 3.0e-7, "", "plain", "quote \" backslash \\ slash / tab \t newline \n",
+            "ünïcødé and emoji 😀 and \u{1}", ["a", 1, nil, ["nested": [true]]], [:], [], ["k": ["x": "y", "n": 2]],
+        ]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for sample in samples {
+            let text = String(decoding: try encoder.encode(sample), as: UTF8.self)
+            #expect(JSONValue(parsing: text) == sample, "\(text)")
+            #expect(JSONValue(parsing: text) == (try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))))
+        }
+        #expect(JSONValue(parsing: #" { "a" : [ 1 , 2 ] , "b":"\u00e9\ud83d\ude00" } "#) == ["a": [1, 2], "b": "é😀"])
+        for invalid in ["", "{", "[1,]", "\"open", "tru", "1 2", "{\"a\" 1}", "\"\\x\"", "01a", "[" + String(repeating: "[", count: 600)] {
+            #expect(JSONValue(parsing: invalid) == Optional<JSONValue>.none, "\(invalid)")
+        }
     }
 }

@@ -36,14 +36,32 @@ final class ReplyReader {
         }
         guard let reply else { return nil }
         defer { freeReplyObject(reply) }
-        return value(of: reply.assumingMemoryBound(to: redisReply.self))
+        let root = reply.assumingMemoryBound(to: redisReply.self)
+        // Every bulk string of the reply goes into one buffer, each a slice of it: one allocation
+        // per reply, not per element (an HGETALL of a session has dozens).
+        var storage = allocator.buffer(capacity: Self.stringBytes(of: root))
+        return value(of: root, storage: &storage)
     }
 
-    private func value(of reply: UnsafeMutablePointer<redisReply>) -> RESPReply {
+    private static func stringBytes(of reply: UnsafeMutablePointer<redisReply>) -> Int {
+        let node = reply.pointee
+        switch node.type {
+        case REDIS_REPLY_STRING: return node.len
+        case REDIS_REPLY_ARRAY:
+            var total = 0
+            for index in 0..<node.elements { if let child = node.element[index] { total += stringBytes(of: child) } }
+            return total
+        default: return 0
+        }
+    }
+
+    private func value(of reply: UnsafeMutablePointer<redisReply>, storage: inout ByteBuffer) -> RESPReply {
         let node = reply.pointee
         switch node.type {
         case REDIS_REPLY_STRING:
-            return .bulkString(allocator.buffer(bytes: UnsafeRawBufferPointer(start: node.str, count: node.len)))
+            let start = storage.writerIndex
+            storage.writeBytes(UnsafeRawBufferPointer(start: node.str, count: node.len))
+            return .bulkString(storage.getSlice(at: start, length: node.len)!)
         case REDIS_REPLY_INTEGER:
             return .integer(Int(node.integer))
         case REDIS_REPLY_STATUS:
@@ -54,7 +72,7 @@ final class ReplyReader {
             var elements: [RESPReply] = []
             elements.reserveCapacity(node.elements)
             for index in 0..<node.elements {
-                if let child = node.element[index] { elements.append(value(of: child)) }
+                if let child = node.element[index] { elements.append(value(of: child, storage: &storage)) }
             }
             return .array(elements)
         default:  // REDIS_REPLY_NIL

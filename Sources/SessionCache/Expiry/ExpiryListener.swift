@@ -39,6 +39,14 @@ public final class ExpiryListener: Service {
     /// The warning hook (see ``SessionStoreConfiguration/expiryWarningLead``).
     public typealias WarningHook = @Sendable (ExpiryWarning) async throws -> Void
 
+    /// A claimed session with its data, ready for its hook.
+    private struct EndedSession: Sendable {
+        let id: String
+        let attempt: Int
+        let record: SessionRecord
+        let messages: [RESPReply]
+    }
+
     private struct InFlight {
         let bucket: Int
         /// Cancels the hook when its claim is lost.
@@ -48,7 +56,7 @@ public final class ExpiryListener: Service {
     private struct State {
         var schedule: SweepSchedule
         var inFlight: [String: InFlight] = [:]
-        var finalizing: [Int: [(id: String, reason: FinalizeFunction.Reason)]] = [:]
+        var finalizing: [Int: [FinalizeFunction.Item]] = [:]
         /// Sessions this listener finished lately. A visit that asks for this listener's own claims
         /// (after a lost reply) may read a claim just before its finalize runs and answer after
         /// it: such a session must not start again.
@@ -84,6 +92,8 @@ public final class ExpiryListener: Service {
     }
 
     private var keyspace: SessionKeyspace { store.keyspace }
+    /// Where hook timeouts are scheduled.
+    private var eventLoop: any EventLoop { store.redis.configuration.eventLoopGroup.next() }
     private var logger: Logger { configuration.logger }
 
     /// Listens and sweeps until the task is cancelled or a graceful shutdown is requested; then
@@ -98,7 +108,7 @@ public final class ExpiryListener: Service {
         }
         let stopping = Atomic(false)
         let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
-        if await enableNotifications() {
+        if configuration.keyspaceNotifications, await enableNotifications() {
             try? await subscriber.subscribe(patterns: [keyspace.timerNotificationPattern(database: store.redis.configuration.database)])
         }
         await withGracefulShutdownHandler {
@@ -128,24 +138,35 @@ public final class ExpiryListener: Service {
         let hookSlots = Limiter(configuration.maxConcurrentHooks)
         let warningSlots = Limiter(max(8, configuration.maxConcurrentHooks / 4))
         while !Task.isCancelled && !isStopping() {
+            let tick = ContinuousClock.now
             let free = hookSlots.available
-            let now = ContinuousClock.now
-            let due = free > 0 ? state.withLock { $0.schedule.due(at: now) } : []
+            if free == 0 {
+                // Every hook slot is busy: claim nothing more until one frees up.
+                await hookSlots.waitUntilAvailable()
+                continue
+            }
+            let due = state.withLock { $0.schedule.due(at: tick) }
+            var claimedAll = 0
             if !due.isEmpty {
-                let maximum = max(1, min(configuration.claimBatchSize, free / due.count))
-                let visits = await visit(due, maximum: maximum)
-                for (bucket, result) in visits {
-                    guard let result else { continue }
-                    for claimed in result.claimed where begin(claimed.id, bucket: bucket) {
-                        let lateness = result.now
-                        work.addTask {
-                            await hookSlots.acquire()
-                            await self.process(claimed, bucket: bucket, redisNow: lateness)
-                            hookSlots.release()
-                        }
+                // One call per chunk of buckets (all on one node): its cost is shared by everything it claims.
+                let chunks = stride(from: 0, to: due.count, by: ExpiryStore.bucketsPerCall).map {
+                    Array(due[$0..<min($0 + ExpiryStore.bucketsPerCall, due.count)])
+                }
+                let budget = max(1, free / chunks.count)
+                let visits = await withTaskGroup(of: [(SweepSchedule.Visit, ClaimFunction.Visit, Int)].self) { group in
+                    for chunk in chunks { group.addTask { await self.visit(chunk, total: budget) } }
+                    var all: [(SweepSchedule.Visit, ClaimFunction.Visit, Int)] = []
+                    for await visited in group { all += visited }
+                    return all
+                }
+                var started: [(claimed: ClaimFunction.Claimed, bucket: Int, redisNow: Int)] = []
+                for (_, visit, redisNow) in visits {
+                    claimedAll += visit.claimed.count
+                    for claimed in visit.claimed where begin(claimed.id, bucket: visit.bucket) {
+                        started.append((claimed, visit.bucket, redisNow))
                     }
                     if let onWarning {
-                        for warned in result.warned {
+                        for warned in visit.warned {
                             work.addTask {
                                 await warningSlots.acquire()
                                 await self.warn(warned, hook: onWarning)
@@ -154,47 +175,76 @@ public final class ExpiryListener: Service {
                         }
                     }
                 }
+                // Their data, in one round trip per few hundred sessions, then a hook each.
+                for start in stride(from: 0, to: started.count, by: 256) {
+                    let chunk = Array(started[start..<min(start + 256, started.count)])
+                    guard let data = await read(chunk.map(\.claimed.id)) else { continue }
+                    for (item, (record, messages)) in zip(chunk, data) {
+                        let ended = EndedSession(id: item.claimed.id, attempt: item.claimed.attempt, record: record, messages: messages)
+                        let (bucket, redisNow) = (item.bucket, item.redisNow)
+                        await hookSlots.acquire()
+                        work.addTask {
+                            await self.process(ended, bucket: bucket, redisNow: redisNow)
+                            hookSlots.release()
+                        }
+                    }
+                }
+                // A backlog: everything the free slots allowed was claimed, so more is due. Go on at once.
+                if claimedAll >= free { continue }
             }
+            // At most one tick per sweep interval, however many notifications arrive; sooner than the
+            // next known due time only when a notification names a bucket.
+            let earliest = tick + configuration.sweepInterval
+            if ContinuousClock.now < earliest { try? await Task.sleep(until: earliest) }
             let wake = state.withLock { $0.schedule.nextWake(after: ContinuousClock.now) }
-            let sleep = min(max(.zero, wake - ContinuousClock.now), configuration.sweepInterval)
-            if due.isEmpty || sleep > .zero {
-                await sweepWakeup.wait(atMost: free > 0 ? max(sleep, .milliseconds(1)) : configuration.sweepInterval)
-            }
+            let remaining = wake - ContinuousClock.now
+            if remaining > .zero { await sweepWakeup.wait(atMost: remaining) }
         }
     }
 
-    /// Visits buckets concurrently; returns each one's claim result (nil when the call failed).
-    private func visit(_ due: [(bucket: Int, recover: Bool)], maximum: Int) async -> [(Int, ClaimFunction.Result?)] {
-        await withTaskGroup(of: (Int, ClaimFunction.Result?).self) { group in
-            for (bucket, recover) in due {
-                group.addTask {
-                    do {
-                        let result = try await self.store.claim(
-                            bucket: bucket, owner: self.token, maximum: maximum, lease: self.configuration.claimLease, recover: recover)
-                        let nextDue = result.nextDue.map { Duration.milliseconds($0 - result.now) }
-                        self.state.withLock {
-                            $0.schedule.visited(bucket, at: .now, nextDueIn: nextDue, full: result.claimed.count >= maximum)
-                        }
-                        self.metrics.claimBatch.record(result.claimed.count)
-                        if !result.lost.isEmpty {
-                            self.metrics.dataLost.increment(by: result.lost.count)
-                            self.logger.error(
-                                "sessions ended with no data left: no listener claimed them within the safety TTL",
-                                metadata: ["count": "\(result.lost.count)"])
-                        }
-                        return (bucket, result)
-                    } catch {
-                        // The reply may be lost after Redis claimed sessions for us: the next visit
-                        // asks for this listener's own claims.
-                        self.state.withLock { $0.schedule.failed(bucket) }
-                        self.logger.warning("expiry visit failed", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
-                        return (bucket, nil)
-                    }
+    /// Visits a chunk of buckets in one call; returns what each visit found and Redis's clock.
+    private func visit(_ chunk: [SweepSchedule.Visit], total: Int) async -> [(SweepSchedule.Visit, ClaimFunction.Visit, Int)] {
+        let maximum = configuration.claimBatchSize
+        do {
+            let outcome = try await store.claim(
+                chunk.map { ClaimFunction.Request(bucket: $0.bucket, recover: $0.recover, full: $0.full) }, owner: token, maximum: maximum,
+                total: total, lease: configuration.claimLease)
+            let now = ContinuousClock.now
+            state.withLock { state in
+                var remaining = total
+                for (request, visit) in zip(chunk, outcome.visits) {
+                    let nextDue = visit.nextDue.map { Duration.milliseconds($0 - outcome.now) }
+                    // Saturated: it claimed as many as it could take, so more may be due at once.
+                    let saturated = visit.claimed.count >= min(maximum, remaining)
+                    remaining = max(0, remaining - visit.claimed.count)
+                    state.schedule.visited(request, at: now, nextDueIn: nextDue, saturated: saturated)
                 }
             }
-            var results: [(Int, ClaimFunction.Result?)] = []
-            for await result in group { results.append(result) }
-            return results
+            metrics.claimBatch.record(outcome.visits.reduce(0) { $0 + $1.claimed.count })
+            return zip(chunk, outcome.visits).map { ($0, $1, outcome.now) }
+        } catch {
+            // The reply may be lost after Redis claimed sessions for us: the next visits ask for
+            // this listener's own claims.
+            state.withLock { state in for request in chunk { state.schedule.failed(request) } }
+            logger.warning("expiry visit failed", metadata: ["buckets": "\(chunk.count)", "error": "\(error)"])
+            return []
+        }
+    }
+
+    /// Reads claimed sessions' data; on failure gives them back to the schedule (their claims
+    /// stay this listener's, and the next visit of their buckets asks for them again).
+    private func read(_ ids: [String]) async -> [(record: SessionRecord, messages: [RESPReply])]? {
+        do {
+            return try await store.data(of: ids)
+        } catch {
+            logger.warning("reading claimed sessions failed; asking for them again", metadata: ["error": "\(error)"])
+            state.withLock { state in
+                for id in ids {
+                    guard let entry = state.inFlight.removeValue(forKey: id) else { continue }
+                    state.schedule.failed(SweepSchedule.Visit(bucket: entry.bucket, recover: true, full: false))
+                }
+            }
+            return nil
         }
     }
 
@@ -208,16 +258,27 @@ public final class ExpiryListener: Service {
 
     // MARK: One session
 
-    private func process(_ claimed: ClaimFunction.Claimed, bucket: Int, redisNow: Int) async {
+    private func process(_ claimed: EndedSession, bucket: Int, redisNow: Int) async {
         let id = claimed.id
         guard let lost = state.withLock({ $0.inFlight[id]?.lost }) else { return }
+        if claimed.record.fields.isEmpty {
+            // The data outlived no listener: its safety TTL ran out. Nothing to hand to a hook.
+            metrics.dataLost.increment()
+            logger.error(
+                "a session ended with no data left: no listener claimed it within the safety TTL",
+                metadata: ["session": "\(SessionID.redacted(id))"])
+            enqueueFinalize(.init(id: id, reason: .lost, user: "", createdAt: redisNow), bucket: bucket)
+            return
+        }
         let expired: ExpiredSession
+        let createdAt = (try? claimed.record.milliseconds(SessionKeyspace.Field.createdAt)) ?? redisNow
+        let user = claimed.record.user ?? ""
         do {
             expired = try expiredSession(claimed)
         } catch {
             logger.error(
                 "cannot read an ended session; finalizing it", metadata: ["session": "\(SessionID.redacted(id))", "error": "\(error)"])
-            enqueueFinalize(id, bucket: bucket, reason: .idleTimeout)
+            enqueueFinalize(.init(id: id, reason: .idleTimeout, user: user, createdAt: createdAt), bucket: bucket)
             return
         }
         let reason = await finalReason(of: claimed, expired: expired)
@@ -235,7 +296,7 @@ public final class ExpiryListener: Service {
                 metrics.hooks(expired.reason).increment()
             }
         }
-        enqueueFinalize(id, bucket: bucket, reason: reason)
+        enqueueFinalize(.init(id: id, reason: reason, user: user, createdAt: createdAt), bucket: bucket)
     }
 
     private enum HookOutcome {
@@ -245,7 +306,7 @@ public final class ExpiryListener: Service {
     private func runHook(_ expired: ExpiredSession, lost: LostSignal) async -> HookOutcome {
         let id = expired.session.id
         for attempt in 0..<configuration.maxHookAttempts {
-            switch await lost.race(timeout: configuration.hookTimeout, { try await self.onExpiry(expired) }) {
+            switch await lost.race(timeout: configuration.hookTimeout, on: eventLoop, { try await self.onExpiry(expired) }) {
             case .finished(.success): return .completed
             case .lost: return .lost
             case .finished(.failure(let error)):
@@ -269,7 +330,7 @@ public final class ExpiryListener: Service {
     }
 
     /// The session as its hook receives it.
-    private func expiredSession(_ claimed: ClaimFunction.Claimed) throws(SessionError) -> ExpiredSession {
+    private func expiredSession(_ claimed: EndedSession) throws(SessionError) -> ExpiredSession {
         let record = claimed.record
         typealias Field = SessionKeyspace.Field
         var session = try record.session(id: claimed.id)
@@ -299,7 +360,7 @@ public final class ExpiryListener: Service {
 
     /// How to finalize: as it ended, or `.bound` when the session is one half of an interrupted
     /// bind whose other half carries on (then no hook runs for this half).
-    private func finalReason(of claimed: ClaimFunction.Claimed, expired: ExpiredSession) async -> FinalizeFunction.Reason {
+    private func finalReason(of claimed: EndedSession, expired: ExpiredSession) async -> FinalizeFunction.Reason {
         let ordinary: FinalizeFunction.Reason =
             switch expired.reason {
             case .idleTimeout: .idleTimeout
@@ -327,8 +388,9 @@ public final class ExpiryListener: Service {
 
     private func warn(_ warned: ClaimFunction.Warned, hook: @escaping WarningHook) async {
         do {
-            let session = try warned.record.session(id: warned.id)
-            let outcome = await LostSignal().race(timeout: configuration.hookTimeout) {
+            guard let record = try await store.data(of: [warned.id]).first?.record, !record.fields.isEmpty else { return }
+            let session = try record.session(id: warned.id)
+            let outcome = await LostSignal().race(timeout: configuration.hookTimeout, on: eventLoop) {
                 try await hook(ExpiryWarning(session: session, remaining: .milliseconds(warned.millisecondsLeft)))
             }
             if case .finished(.failure(let error)) = outcome { throw error }
@@ -340,8 +402,8 @@ public final class ExpiryListener: Service {
 
     // MARK: Finalizing
 
-    private func enqueueFinalize(_ id: String, bucket: Int, reason: FinalizeFunction.Reason) {
-        state.withLock { $0.finalizing[bucket, default: []].append((id, reason)) }
+    private func enqueueFinalize(_ item: FinalizeFunction.Item, bucket: Int) {
+        state.withLock { $0.finalizing[bucket, default: []].append(item) }
         finalizeWakeup.signal()
     }
 
@@ -359,12 +421,15 @@ public final class ExpiryListener: Service {
         }
     }
 
-    /// Finalizes finished sessions in batches per bucket; failed batches are retried (their claims
-    /// are renewed meanwhile).
+    /// Finalizes finished sessions in batches (one call for many buckets); failed batches are
+    /// retried (their claims are renewed meanwhile).
     private func finalizerLoop() async {
         var failures = 0
         while !Task.isCancelled {
+            // A sweep interval's worth of finished hooks makes one batch (finalizing later never
+            // delays a hook; batches share the cost of each call); longer after failures.
             await finalizeWakeup.wait(atMost: .milliseconds(failures == 0 ? 500 : min(1000, 20 << min(failures, 6))))
+            if failures == 0 { try? await Task.sleep(for: configuration.sweepInterval) }
             if Task.isCancelled { return }
             failures = await finalizePending() ? 0 : failures + 1
         }
@@ -374,12 +439,13 @@ public final class ExpiryListener: Service {
     private func finalizePending() async -> Bool {
         let pending = state.withLock { state in
             defer { state.finalizing = [:] }
-            return state.finalizing
+            return state.finalizing.map { (bucket: $0.key, items: $0.value) }
         }
         guard !pending.isEmpty else { return true }
         return await withTaskGroup(of: Bool.self) { group in
-            for (bucket, sessions) in pending {
-                group.addTask { await self.finalize(sessions, bucket: bucket) }
+            for start in stride(from: 0, to: pending.count, by: ExpiryStore.bucketsPerCall) {
+                let chunk = Array(pending[start..<min(start + ExpiryStore.bucketsPerCall, pending.count)])
+                group.addTask { await self.finalize(chunk) }
             }
             var allDone = true
             for await done in group where !done { allDone = false }
@@ -387,22 +453,22 @@ public final class ExpiryListener: Service {
         }
     }
 
-    private func finalize(_ sessions: [(id: String, reason: FinalizeFunction.Reason)], bucket: Int) async -> Bool {
+    private func finalize(_ chunk: [(bucket: Int, items: [FinalizeFunction.Item])]) async -> Bool {
         do {
-            let outcomes = try await store.finalize(bucket: bucket, owner: token, sessions: sessions)
-            for (session, outcome) in zip(sessions, outcomes) {
+            let outcomes = try await store.finalize(chunk, owner: token)
+            for (item, outcome) in zip(chunk.flatMap(\.items), outcomes) {
                 if outcome == .lost {
                     metrics.claimsLost.increment()
                     logger.warning(
                         "a session's claim was lost before it was finalized; another listener will run its hook again",
-                        metadata: ["session": "\(SessionID.redacted(session.id))"])
+                        metadata: ["session": "\(SessionID.redacted(item.id))"])
                 }
-                end(session.id)
+                end(item.id)
             }
             return true
         } catch {
-            logger.warning("finalize failed; retrying", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
-            state.withLock { $0.finalizing[bucket, default: []].append(contentsOf: sessions) }
+            logger.warning("finalize failed; retrying", metadata: ["buckets": "\(chunk.count)", "error": "\(error)"])
+            state.withLock { state in for (bucket, items) in chunk { state.finalizing[bucket, default: []].append(contentsOf: items) } }
             return false
         }
     }
@@ -418,25 +484,26 @@ public final class ExpiryListener: Service {
 
     // MARK: Claims and registration
 
-    /// Renews the claims of running hooks and pending finalizations every third of the lease;
-    /// cancels the hooks whose claims were lost.
+    /// Renews the claims of running hooks and pending finalizations every third of the lease, in one
+    /// call per chunk of buckets; cancels the hooks whose claims were lost.
     private func renewalLoop() async {
         let period = configuration.claimLease / 3
         while !Task.isCancelled {
             try? await Task.sleep(for: period)
             if Task.isCancelled { return }
-            let byBucket = state.withLock { state in Dictionary(grouping: state.inFlight, by: { $0.value.bucket }) }
+            let byBucket = state.withLock { state in
+                Dictionary(grouping: state.inFlight, by: { $0.value.bucket }).map { (bucket: $0.key, ids: $0.value.map(\.key)) }
+            }
             await withTaskGroup(of: Void.self) { group in
-                for (bucket, entries) in byBucket {
+                for start in stride(from: 0, to: byBucket.count, by: ExpiryStore.bucketsPerCall) {
+                    let chunk = Array(byBucket[start..<min(start + ExpiryStore.bucketsPerCall, byBucket.count)])
                     group.addTask {
-                        let ids = entries.map(\.key)
                         do {
-                            let held = try await self.store.renew(
-                                bucket: bucket, owner: self.token, lease: self.configuration.claimLease, ids: ids)
-                            for id in ids where !held.contains(id) { self.claimLost(id) }
+                            let held = try await self.store.renew(chunk, owner: self.token, lease: self.configuration.claimLease)
+                            for id in chunk.flatMap(\.ids) where !held.contains(id) { self.claimLost(id) }
                         } catch {
                             // Transient: the next renewal tries again, well within the lease.
-                            self.logger.warning("claim renewal failed", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+                            self.logger.warning("claim renewal failed", metadata: ["error": "\(error)"])
                         }
                     }
                 }
@@ -483,8 +550,8 @@ public final class ExpiryListener: Service {
             switch event {
             case .message(let channel, _, let payload):
                 // Keyspace channel: `__keyspace@<db>__:<key>`, payload: the event.
-                guard payload.readableBytesView.elementsEqual("expired".utf8), let colon = channel.firstIndex(of: ":"),
-                    let (bucket, _) = keyspace.parseTimer(channel[channel.index(after: colon)...])
+                guard payload.readableBytesView.elementsEqual("expired".utf8),
+                    let bucket = keyspace.bucket(ofTimerNotification: channel.utf8)
                 else { continue }
                 state.withLock { $0.schedule.notify(bucket) }
                 sweepWakeup.signal()

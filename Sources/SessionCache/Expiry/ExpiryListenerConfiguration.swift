@@ -6,7 +6,7 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// How often the listener checks which of its buckets are due. A bucket is visited when its next
     /// entry is due (learnt at its last visit), when a keyspace notification names it, and at least
     /// every ``fullSweepInterval``.
-    public var sweepInterval: Duration = .milliseconds(50)
+    public var sweepInterval: Duration = .milliseconds(100)
     /// Every bucket the listener owns is visited at least this often: sessions created or deleted by
     /// other instances since the last visit are found then, if no notification came first.
     public var fullSweepInterval: Duration = .seconds(1)
@@ -29,6 +29,12 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// How long a listener's registration lasts without renewal: when a listener dies, the others
     /// take over its buckets after this.
     public var registrationLifetime: Duration = .seconds(5)
+    /// Whether the listener subscribes to Redis's expired-key notifications for the store's timers,
+    /// so that a session whose end the sweep has not learnt yet (created or deleted since the
+    /// bucket's last visit, with an earlier end than any it knew) is handled at once rather than at
+    /// the next full visit (``fullSweepInterval``). Every listener receives every notification:
+    /// at very high expiry rates they cost more CPU than they save.
+    public var keyspaceNotifications = true
     /// Whether to turn on keyspace notifications for expired keys (`CONFIG SET
     /// notify-keyspace-events`) when they are off. Where CONFIG is refused (managed Redis), the
     /// listener warns once and relies on the sweep.
@@ -41,7 +47,7 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
     public var metricsFactory: any MetricsFactory = MetricsSystem.factory
 
-    /// The defaults: sweeps every 50 ms (each bucket at least every second), batches of 100, 256
+    /// The defaults: sweeps every 100 ms (each bucket at least every second), batches of 100, 256
     /// concurrent hooks, a 30 s claim lease, 60 s per hook, 3 attempts.
     public init() {}
 

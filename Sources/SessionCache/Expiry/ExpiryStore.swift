@@ -19,23 +19,40 @@ struct ExpiryStore: Sendable {
         isListenerMode = store.configuration.expiryListener
     }
 
-    func claim(bucket: Int, owner: String, maximum: Int, lease: Duration, recover: Bool) async throws -> ClaimFunction.Result {
+    /// How many buckets one call takes at most (a call runs alone in Redis: keep each short).
+    static let bucketsPerCall = 128
+
+    func claim(
+        _ requests: [ClaimFunction.Request], owner: String, maximum: Int, total: Int, lease: Duration
+    ) async throws -> ClaimFunction.Outcome {
         try await redis.call(
             ClaimFunction(
-                deadlinesKey: keyspace.deadlines(bucket: bucket), owner: owner, maximum: maximum, lease: lease, warningLead: warningLead,
-                recover: recover, indexLifetimeMilliseconds: indexLifetime.wholeMilliseconds))
+                keyspace: keyspace, requests: requests, owner: owner, maximum: maximum, total: total, lease: lease,
+                warningLead: warningLead, indexLifetimeMilliseconds: indexLifetime.wholeMilliseconds))
     }
 
-    func renew(bucket: Int, owner: String, lease: Duration, ids: [String]) async throws -> Set<String> {
-        try await redis.call(RenewFunction(deadlinesKey: keyspace.deadlines(bucket: bucket), owner: owner, lease: lease, ids: ids))
+    func renew(_ sessions: [(bucket: Int, ids: [String])], owner: String, lease: Duration) async throws -> Set<String> {
+        try await redis.call(RenewFunction(keyspace: keyspace, owner: owner, lease: lease, sessions: sessions))
     }
 
-    func finalize(
-        bucket: Int, owner: String, sessions: [(id: String, reason: FinalizeFunction.Reason)]
-    ) async throws -> [FinalizeFunction.Outcome] {
-        try await redis.call(
-            FinalizeFunction(
-                deadlinesKey: keyspace.deadlines(bucket: bucket), owner: owner, eventsChannel: eventsChannel, sessions: sessions))
+    func finalize(_ sessions: [(bucket: Int, items: [FinalizeFunction.Item])], owner: String) async throws -> [FinalizeFunction.Outcome] {
+        try await redis.call(FinalizeFunction(keyspace: keyspace, owner: owner, eventsChannel: eventsChannel, sessions: sessions))
+    }
+
+    /// A session's data as it ended: its hash (empty when gone) and its messages. Plain commands in
+    /// one round trip for all: a claimed session does not change any more.
+    func data(of ids: [String]) async throws -> [(record: SessionRecord, messages: [RESPReply])] {
+        guard !ids.isEmpty else { return [] }
+        var commands: [RESPCommand] = []
+        commands.reserveCapacity(ids.count * 2)
+        for id in ids {
+            commands.append(RESPCommand("HGETALL", .string(keyspace.session(id))))
+            commands.append(RESPCommand("LRANGE", .string(keyspace.messages(id)), 0, -1))
+        }
+        let replies = try await redis.pipeline(commands)
+        return stride(from: 0, to: replies.count, by: 2).map { index in
+            (SessionRecord(replies[index].array ?? []), replies[index + 1].array ?? [])
+        }
     }
 
     /// Registers (or with `.zero` unregisters) a listener; returns the live ones.

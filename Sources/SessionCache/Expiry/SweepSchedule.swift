@@ -3,14 +3,14 @@
 ///
 /// A bucket is visited when its next entry is due (as the last visit reported it), when a
 /// keyspace notification names one of its timers, and at least every `fullSweepInterval` anyway
-/// (other instances create and delete sessions in it meanwhile). A bucket is never visited twice
-/// at once.
+/// (a full visit: other instances create and delete sessions in it meanwhile, and claims whose
+/// lease ran out are taken over then). A bucket is never visited twice at once.
 struct SweepSchedule {
     typealias Instant = ContinuousClock.Instant
 
     private struct Bucket {
         var nextDue: Instant?
-        var lastVisit: Instant?
+        var lastFullVisit: Instant?
         var notified = false
         var visiting = false
         /// The last visit's reply was lost: ask for this listener's own claims again.
@@ -37,37 +37,48 @@ struct SweepSchedule {
         buckets[bucket]?.notified = true
     }
 
-    /// The buckets to visit now (marked as being visited), with whether to recover own claims.
-    mutating func due(at now: Instant) -> [(bucket: Int, recover: Bool)] {
-        var due: [(bucket: Int, recover: Bool)] = []
+    /// A bucket to visit, and how.
+    struct Visit: Equatable {
+        let bucket: Int
+        /// Also ask for this listener's own claims: an earlier visit's reply was lost.
+        let recover: Bool
+        /// A full visit (none for `fullSweepInterval`): also take over claims whose lease ran out.
+        let full: Bool
+    }
+
+    /// The buckets to visit now (marked as being visited), the longest overdue first: when a visit
+    /// cannot take everything that is due, the buckets that waited longest are served first.
+    mutating func due(at now: Instant) -> [Visit] {
+        var due: [(visit: Visit, since: Instant)] = []
         for (bucket, state) in buckets where !state.visiting {
             let scheduled = state.nextDue.map { $0 <= now } ?? false
-            let stale = state.lastVisit.map { now - $0 >= fullSweepInterval } ?? true
+            let stale = state.lastFullVisit.map { now - $0 >= fullSweepInterval } ?? true
             if scheduled || stale || state.notified || state.recover {
                 buckets[bucket]?.visiting = true
                 buckets[bucket]?.notified = false
-                due.append((bucket, state.recover))
+                let since = min(state.nextDue ?? now, state.lastFullVisit.map { $0 + fullSweepInterval } ?? now)
+                due.append((Visit(bucket: bucket, recover: state.recover, full: stale), since))
             }
         }
-        return due
+        return due.sorted { $0.since < $1.since }.map(\.visit)
     }
 
     /// A visit ended: `nextDueIn` is how long until the bucket's next entry is due (nil: none);
-    /// `full` is false when the visit claimed as many as it could take, so more may be due.
-    mutating func visited(_ bucket: Int, at now: Instant, nextDueIn: Duration?, full: Bool) {
-        guard buckets[bucket] != nil else { return }
-        buckets[bucket]?.visiting = false
-        buckets[bucket]?.recover = false
-        buckets[bucket]?.lastVisit = now
-        buckets[bucket]?.nextDue = full ? now : nextDueIn.map { now + max(.zero, $0) }
+    /// `saturated` when the visit claimed as many as it could take, so more may be due at once.
+    mutating func visited(_ visit: Visit, at now: Instant, nextDueIn: Duration?, saturated: Bool) {
+        guard buckets[visit.bucket] != nil else { return }
+        buckets[visit.bucket]?.visiting = false
+        buckets[visit.bucket]?.recover = false
+        if visit.full { buckets[visit.bucket]?.lastFullVisit = now }
+        buckets[visit.bucket]?.nextDue = saturated ? now : nextDueIn.map { now + max(.zero, $0) }
     }
 
     /// A visit failed (its reply may have been lost after Redis ran it): visit again, asking for
     /// this listener's own claims.
-    mutating func failed(_ bucket: Int) {
-        guard buckets[bucket] != nil else { return }
-        buckets[bucket]?.visiting = false
-        buckets[bucket]?.recover = true
+    mutating func failed(_ visit: Visit) {
+        guard buckets[visit.bucket] != nil else { return }
+        buckets[visit.bucket]?.visiting = false
+        buckets[visit.bucket]?.recover = true
     }
 
     /// When the next bucket is due, for sleeping until then.
@@ -76,7 +87,7 @@ struct SweepSchedule {
         for state in buckets.values where !state.visiting {
             if state.notified || state.recover { return now }
             if let due = state.nextDue, due < wake { wake = due }
-            if let last = state.lastVisit, last + fullSweepInterval < wake { wake = last + fullSweepInterval }
+            if let last = state.lastFullVisit, last + fullSweepInterval < wake { wake = last + fullSweepInterval }
         }
         return max(now, wake)
     }

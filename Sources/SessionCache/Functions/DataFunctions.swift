@@ -43,8 +43,8 @@ struct AppendFunction: SessionFunction {
         return arguments
     }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return Result(write: .written, length: try reply.int(0))
         case "not_alive": return Result(write: .notAlive, length: 0)
@@ -64,8 +64,8 @@ struct ClearMessagesFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(sessionKey)] }
     var arguments: [RESPArgument] { lease.arguments }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> WriteResult {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> WriteResult {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return .written
         case "not_alive": return .notAlive
@@ -113,8 +113,8 @@ struct SetMetadataFunction: SessionFunction {
         return arguments
     }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return Result(write: .written, timer: try reply.string(1), now: try reply.int(2))
         case "not_alive": return Result(write: .notAlive, timer: nil)
@@ -137,8 +137,8 @@ struct RecentMessagesFunction: SessionFunction {
     var arguments: [RESPArgument] { [.integer(limit)] }
 
     /// The stored lines, oldest first; nil when the session is not alive.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> [RESPReply]? {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> [RESPReply]? {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return try reply.array(0)
         case "not_alive": return nil
@@ -157,12 +157,12 @@ struct ListFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(userIndexKey)] }
     var arguments: [RESPArgument] { [.integer(limit)] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> [SessionSummary] {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> [SessionSummary] {
+        let reply = try FunctionReply(reply, of: Self.name)
         guard reply.status == "ok" else { throw reply.unexpected() }
         return try reply.array(1).map { entry throws(SessionError) in
             guard let parts = entry.array, parts.count == 6, let id = parts[0].string, let activity = parts[2].int else {
-                throw .corrupted("\(name): unexpected entry \(entry)")
+                throw .corrupted("\(Self.name): unexpected entry \(entry)")
             }
             let agent = parts[1].string.flatMap { $0.isEmpty ? nil : $0 }
             var preview: String?
@@ -193,8 +193,8 @@ struct StatsFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(statsKey)] }
     var arguments: [RESPArgument] { [] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        guard let parts = reply.array, parts.count == 5 else { throw .corrupted("\(name): unexpected reply \(reply)") }
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        guard let parts = reply.array, parts.count == 5 else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
         return Result(
             created: parts[0].int ?? 0, ended: parts[1].int ?? 0, endedLifetimeMilliseconds: parts[2].int ?? 0, sessions: parts[3].int ?? 0,
             users: parts[4].int ?? 0)

@@ -4,89 +4,113 @@ import NIOCore
 // Typed wrappers of the expiry functions of `sessions.lua`: the listener's claims on ended
 // sessions, their renewal and finalization, and the listeners' registry.
 
-/// `claim`: visits a bucket's due entries; claims ended sessions for this listener.
+/// `claim`: visits due buckets of one node and claims their ended sessions for this listener.
 struct ClaimFunction: SessionFunction {
-    /// An ended session this listener now holds (its hook runs next).
+    /// An ended session this listener now holds (its hook runs next, once its data is read).
     struct Claimed: Sendable {
         let id: String
         /// 0 on the first claim; more when a listener died during the hook or a hook gave up.
         let attempt: Int
-        let record: SessionRecord
-        let messages: [RESPReply]
     }
 
     /// A live session whose warning is due.
     struct Warned: Sendable {
         let id: String
         let millisecondsLeft: Int
-        let record: SessionRecord
     }
 
-    struct Result: Sendable {
-        /// Redis's clock when the call ran.
-        let now: Int
+    /// What one bucket's visit found.
+    struct Visit: Sendable {
+        let bucket: Int
         /// When the bucket's next entry is due (Redis's clock), or nil when it has none.
         let nextDue: Int?
         let claimed: [Claimed]
         let warned: [Warned]
-        /// Sessions whose data was gone before any listener came (the safety TTL ran out).
-        let lost: [String]
+    }
+
+    struct Outcome: Sendable {
+        /// Redis's clock when the call ran.
+        let now: Int
+        let visits: [Visit]
     }
 
     static let name = "claim"
-    let deadlinesKey: String
+    /// One bucket to visit.
+    struct Request: Sendable {
+        let bucket: Int
+        /// Also return this owner's claims (after a reply was lost).
+        let recover: Bool
+        /// A full visit: also take over claims whose lease ran out.
+        let full: Bool
+    }
+
+    let keyspace: SessionKeyspace
+    let requests: [Request]
     let owner: String
+    /// The most sessions claimed in each bucket.
     let maximum: Int
+    /// The most sessions claimed in all (buckets are served in order).
+    let total: Int
     let lease: Duration
     let warningLead: Duration?
-    /// Also return sessions this owner claimed before (after a reply was lost).
-    let recover: Bool
     let indexLifetimeMilliseconds: Int
 
-    var keys: [RESPArgument] { [.string(deadlinesKey)] }
+    var buckets: [Int] { requests.map(\.bucket) }
+    var keys: [RESPArgument] { requests.map { .string(keyspace.deadlines(bucket: $0.bucket)) } }
     var arguments: [RESPArgument] {
-        [
+        let flags = String(requests.map { Character(String(($0.recover ? 1 : 0) + ($0.full ? 2 : 0))) })
+        return [
             .string(owner), .integer(maximum), .integer(lease.wholeMilliseconds), .integer(warningLead?.wholeMilliseconds ?? 0),
-            recover ? "1" : "0", .integer(indexLifetimeMilliseconds),
+            .string(flags), .integer(indexLifetimeMilliseconds), .integer(total),
         ]
     }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        guard let parts = reply.array, parts.count == 5, let now = parts[0].int, let next = parts[1].int,
-            let claimed = parts[2].array, let warned = parts[3].array, let lost = parts[4].array
-        else { throw .corrupted("\(name): unexpected reply \(reply)") }
-        return Result(
-            now: now, nextDue: next < 0 ? nil : next,
-            claimed: try claimed.map { entry throws(SessionError) in
-                guard let fields = entry.array, fields.count == 4, let id = fields[0].string, let attempt = fields[1].int,
-                    let hash = fields[2].array, let messages = fields[3].array
-                else { throw .corrupted("\(name): unexpected claim \(entry)") }
-                return Claimed(id: id, attempt: attempt, record: SessionRecord(hash), messages: messages)
-            },
-            warned: try warned.map { entry throws(SessionError) in
-                guard let fields = entry.array, fields.count == 3, let id = fields[0].string, let left = fields[1].int,
-                    let hash = fields[2].array
-                else { throw .corrupted("\(name): unexpected warning \(entry)") }
-                return Warned(id: id, millisecondsLeft: left, record: SessionRecord(hash))
-            },
-            lost: lost.compactMap(\.string))
+    func decode(_ reply: RESPReply) throws(SessionError) -> Outcome {
+        guard let parts = reply.array, parts.count == 2, let now = parts[0].int, let visits = parts[1].array, visits.count == buckets.count
+        else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        var decoded: [Visit] = []
+        decoded.reserveCapacity(visits.count)
+        for (bucket, visit) in zip(buckets, visits) {
+            guard let fields = visit.array, fields.count == 3, let next = fields[0].int, let claimed = fields[1].array,
+                let warned = fields[2].array
+            else { throw .corrupted("\(Self.name): unexpected visit \(visit)") }
+            decoded.append(
+                Visit(
+                    bucket: bucket, nextDue: next < 0 ? nil : next,
+                    claimed: try claimed.map { entry throws(SessionError) in
+                        guard let fields = entry.array, fields.count == 2, let id = fields[0].string, let attempt = fields[1].int
+                        else { throw .corrupted("\(Self.name): unexpected claim \(entry)") }
+                        return Claimed(id: id, attempt: attempt)
+                    },
+                    warned: try warned.map { entry throws(SessionError) in
+                        guard let fields = entry.array, fields.count == 2, let id = fields[0].string, let left = fields[1].int
+                        else { throw .corrupted("\(Self.name): unexpected warning \(entry)") }
+                        return Warned(id: id, millisecondsLeft: left)
+                    }))
+        }
+        return Outcome(now: now, visits: decoded)
     }
 }
 
 /// `renew`: extends this owner's claims while their hooks run.
 struct RenewFunction: SessionFunction {
     static let name = "renew"
-    let deadlinesKey: String
+    let keyspace: SessionKeyspace
     let owner: String
     let lease: Duration
-    let ids: [String]
+    /// The ids to renew, by bucket.
+    let sessions: [(bucket: Int, ids: [String])]
 
-    var keys: [RESPArgument] { [.string(deadlinesKey)] }
-    var arguments: [RESPArgument] { [.string(owner), .integer(lease.wholeMilliseconds)] + ids.map { .string($0) } }
+    var keys: [RESPArgument] { sessions.map { .string(keyspace.deadlines(bucket: $0.bucket)) } }
+    var arguments: [RESPArgument] {
+        var arguments: [RESPArgument] = [.string(owner), .integer(lease.wholeMilliseconds)]
+        for (_, ids) in sessions { arguments += [.integer(ids.count)] + ids.map { .string($0) } }
+        return arguments
+    }
 
     /// The ids still held (renewed).
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Set<String> {
-        guard let ids = reply.array else { throw .corrupted("\(name): unexpected reply \(reply)") }
+    func decode(_ reply: RESPReply) throws(SessionError) -> Set<String> {
+        guard let ids = reply.array else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
         return Set(ids.compactMap(\.string))
     }
 }
@@ -110,27 +134,42 @@ struct FinalizeFunction: SessionFunction {
         case deleted
         /// It lives on under another id (an anonymous session bound to a user): no counters, no event.
         case bound
+        /// Its data was gone before a listener read it (the safety TTL ran out): no counters, no event.
+        case lost
+    }
+
+    /// A session to finalize, with what its removal needs from its data.
+    struct Item: Sendable {
+        let id: String
+        let reason: Reason
+        let user: String
+        let createdAt: Int
     }
 
     static let name = "finalize"
-    let deadlinesKey: String
+    let keyspace: SessionKeyspace
     let owner: String
     let eventsChannel: String
-    let sessions: [(id: String, reason: Reason)]
+    let sessions: [(bucket: Int, items: [Item])]
 
-    var keys: [RESPArgument] { [.string(deadlinesKey)] }
+    var keys: [RESPArgument] { sessions.map { .string(keyspace.deadlines(bucket: $0.bucket)) } }
     var arguments: [RESPArgument] {
         var arguments: [RESPArgument] = [.string(owner), .string(eventsChannel)]
-        for (id, reason) in sessions { arguments += [.string(id), .string(reason.rawValue)] }
+        for (_, items) in sessions {
+            arguments.append(.integer(items.count))
+            for item in items {
+                arguments += [.string(item.id), .string(item.reason.rawValue), .string(item.user), .integer(item.createdAt)]
+            }
+        }
         return arguments
     }
 
     /// One outcome per session, in order.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> [Outcome] {
-        guard let outcomes = reply.array else { throw .corrupted("\(name): unexpected reply \(reply)") }
+    func decode(_ reply: RESPReply) throws(SessionError) -> [Outcome] {
+        guard let outcomes = reply.array else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
         return try outcomes.map { value throws(SessionError) in
             guard let outcome = value.string.flatMap(Outcome.init(rawValue:)) else {
-                throw .corrupted("\(name): unexpected outcome \(value)")
+                throw .corrupted("\(Self.name): unexpected outcome \(value)")
             }
             return outcome
         }
@@ -148,8 +187,8 @@ struct ListenersFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(registryKey)] }
     var arguments: [RESPArgument] { [.string(token), .integer(lifetime.wholeMilliseconds)] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> [String] {
-        guard let tokens = reply.array else { throw .corrupted("\(name): unexpected reply \(reply)") }
+    func decode(_ reply: RESPReply) throws(SessionError) -> [String] {
+        guard let tokens = reply.array else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
         return tokens.compactMap(\.string)
     }
 }
@@ -170,8 +209,8 @@ struct PartnerFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(sessionKey)] }
     var arguments: [RESPArgument] { [] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        guard let parts = reply.array, parts.count == 3 else { throw .corrupted("\(name): unexpected reply \(reply)") }
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        guard let parts = reply.array, parts.count == 3 else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
         let binding = parts[2].string ?? ""
         return Result(exists: parts[0].int == 1, isAlive: parts[1].int == 1, bindingTo: binding.isEmpty ? nil : binding)
     }

@@ -47,8 +47,8 @@ struct CreateFunction: SessionFunction {
         return arguments
     }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return .created(timer: try reply.string(0), now: try reply.int(1), deadline: try reply.int(2))
         case "exists": return .exists
@@ -66,8 +66,8 @@ struct TouchFunction: SessionFunction {
     var arguments: [RESPArgument] { [] }
 
     /// The timer's name and Redis's clock, or nil when the session is not alive.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> (timer: String, now: Int)? {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> (timer: String, now: Int)? {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return (try reply.string(0), try reply.int(1))
         case "not_alive": return nil
@@ -85,8 +85,8 @@ struct HeartbeatFunction: SessionFunction {
     var arguments: [RESPArgument] { [] }
 
     /// Whether the session is alive.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return true
         case "not_alive": return false
@@ -111,8 +111,8 @@ struct ResumeFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(sessionKey)] }
     var arguments: [RESPArgument] { [.string(user ?? ""), .integer(resumeThreshold.wholeMilliseconds), .string(eventsChannel)] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok":
             return .resumed(
@@ -141,8 +141,8 @@ struct GetFunction: SessionFunction {
     var arguments: [RESPArgument] { [] }
 
     /// Nil when the session is not alive.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Snapshot? {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Snapshot? {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok":
             return Snapshot(
@@ -170,8 +170,8 @@ struct RotateFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(sessionKey), .string(newSessionKey)] }
     var arguments: [RESPArgument] { [.string(eventsChannel)] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return .rotated(timer: try reply.string(0), now: try reply.int(1), record: SessionRecord(try reply.array(2)))
         case "not_alive": return .notAlive
@@ -192,8 +192,8 @@ struct DeleteFunction: SessionFunction {
     var arguments: [RESPArgument] { [.string(eventsChannel), .integer(indexLifetimeMilliseconds)] }
 
     /// Whether a live session was ended.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return true
         case "not_found": return false
@@ -213,8 +213,8 @@ struct DeleteUserFunction: SessionFunction {
     var arguments: [RESPArgument] { [.string(eventsChannel), .integer(indexLifetimeMilliseconds)] }
 
     /// How many live sessions were ended.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Int {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Int {
+        let reply = try FunctionReply(reply, of: Self.name)
         guard reply.status == "ok" else { throw reply.unexpected() }
         return try reply.int(0)
     }
@@ -237,8 +237,8 @@ struct BindBeginFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(sessionKey)] }
     var arguments: [RESPArgument] { [.string(newID)] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok":
             return .marked(
@@ -284,8 +284,8 @@ struct BindPlaceFunction: SessionFunction {
         return arguments
     }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return .placed(timer: try reply.string(0), now: try reply.int(1))
         case "exists": return .exists
@@ -306,8 +306,8 @@ struct BindFinishFunction: SessionFunction {
     var arguments: [RESPArgument] { [.string(newID), .string(eventsChannel)] }
 
     /// Whether the anonymous session was still marked for `newID` (and is gone now).
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok": return true
         case "not_found": return false

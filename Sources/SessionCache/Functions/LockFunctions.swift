@@ -40,12 +40,12 @@ struct LockAcquireFunction: SessionFunction {
         [.string(token), .integer(lease.wholeMilliseconds), .string(mode.rawValue), .integer(staleWaiter.wholeMilliseconds)]
     }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        let reply = try FunctionReply(reply, of: name)
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "granted":
             guard let fence = FencingToken.from(seconds: try reply.value(0), microseconds: try reply.value(1)) else {
-                throw .corrupted("\(name): bad fencing token")
+                throw .corrupted("\(Self.name): bad fencing token")
             }
             return .granted(fence: fence)
         case "held": return .held(millisecondsLeft: try reply.int(0))
@@ -66,8 +66,8 @@ struct LockReleaseFunction: SessionFunction {
     var arguments: [RESPArgument] { [.string(token), .integer(staleWaiter.wholeMilliseconds), .integer(handoverLease.wholeMilliseconds)] }
 
     /// Whether the caller held the lock.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        guard let value = reply.int else { throw .corrupted("\(name): unexpected reply \(reply)") }
+    func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
         return value == 1
     }
 }
@@ -83,8 +83,8 @@ struct LockExtendFunction: SessionFunction {
     var arguments: [RESPArgument] { [.string(token), .integer(lease.wholeMilliseconds)] }
 
     /// Whether the caller still held the lock.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        guard let value = reply.int else { throw .corrupted("\(name): unexpected reply \(reply)") }
+    func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
         return value == 1
     }
 }
@@ -100,5 +100,5 @@ struct LockAbandonFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(lockKey)] }
     var arguments: [RESPArgument] { [.string(token), .integer(staleWaiter.wholeMilliseconds), .integer(handoverLease.wholeMilliseconds)] }
 
-    static func decode(_ reply: RESPReply) throws(SessionError) {}
+    func decode(_ reply: RESPReply) throws(SessionError) {}
 }

@@ -35,8 +35,8 @@ protocol SessionFunction: Sendable {
     var keys: [RESPArgument] { get }
     /// `ARGV`.
     var arguments: [RESPArgument] { get }
-    /// The reply as a Swift value.
-    static func decode(_ reply: RESPReply) throws(SessionError) -> Result
+    /// The reply as a Swift value (this call's: it may depend on what was sent).
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result
 }
 
 extension SessionFunction {
@@ -49,7 +49,7 @@ extension HiredisClientProtocol {
         let reply = try await call(
             SessionFunctions.prefix + Function.name, in: SessionFunctions.library, keys: function.keys, arguments: function.arguments,
             readOnly: Function.isReadOnly)
-        return try Function.decode(reply)
+        return try function.decode(reply)
     }
 }
 

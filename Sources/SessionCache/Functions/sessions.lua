@@ -28,10 +28,12 @@
 --                                                 while waiters queue
 --   ns:{b}:session:ID:lock[:TAB]:queue    zset    waiting tokens by arrival
 --   ns:{b}:session:ID:lock[:TAB]:seen     hash    token -> when that waiter last asked (ms)
---   ns:{b}:deadlines                      zset    ID -> earliest possible end (ms); a hint the
---                                                 expiry listener visits (listener mode only)
+--   ns:{b}:deadlines                      zset    'ID:IDLE:DEADLINE' -> earliest possible end (ms):
+--                                                 a hint the expiry listener visits (listener
+--                                                 mode only); the member names the timer
 --   ns:{b}:warnings                       zset    ID -> when its expiry warning is due (ms)
 --   ns:{b}:claims                         zset    ID -> end of the claim lease (ms)
+--   ns:{b}:claim-owners                   hash    ID -> '<owner token> <claims before>' 
 --   ns:{b}:user:USER                      zset    USER's session ids -> last write (ms)
 --   ns:{b}:users                          hash    USER -> number of indexed sessions
 --   ns:{b}:stats                          hash    created, ended, ended_lifetime_ms
@@ -43,8 +45,7 @@ local F = {
   user = 'user', state = 'state', created_at = 'created_at', last_activity = 'last_activity',
   idle = 'idle_ms', deadline = 'deadline_at', mode = 'mode', message_count = 'message_count',
   agent_type = 'agent_type', version = 'version', size = 'size_bytes', meta_count = 'meta_count',
-  data_until = 'data_until', listener = 'listener', grace = 'grace_ms', claim_owner = 'claim_owner',
-  claim_until = 'claim_until', attempts = 'attempts', warned_for = 'warned_for',
+  data_until = 'data_until', listener = 'listener', grace = 'grace_ms', warned_for = 'warned_for',
   binding_to = 'binding_to', bound_from = 'bound_from',
 }
 
@@ -60,8 +61,12 @@ function K.lock(session, tab)
   return session .. ':lock:' .. tab
 end
 function K.deadlines(bucket) return bucket .. 'deadlines' end
+-- A session's member in `deadlines`: its id and its timer's timing, so that a visit knows every due
+-- session's timer without reading the session.
+function K.entry(id, idle, deadline) return id .. ':' .. idle .. ':' .. deadline end
 function K.warnings(bucket) return bucket .. 'warnings' end
 function K.claims(bucket) return bucket .. 'claims' end
+function K.owners(bucket) return bucket .. 'claim-owners' end
 function K.user(bucket, user) return bucket .. 'user:' .. user end
 function K.users(bucket) return bucket .. 'users' end
 function K.stats(bucket) return bucket .. 'stats' end
@@ -173,10 +178,13 @@ end
 -- Removes every key and index entry of a session.
 local function remove_session(bucket, id, session, f_idle, f_deadline, user)
   redis.call('DEL', session, K.messages(session))
-  if f_idle then redis.call('DEL', K.timer(session, f_idle, f_deadline)) end
-  redis.call('ZREM', K.deadlines(bucket), id)
+  if f_idle then
+    redis.call('DEL', K.timer(session, f_idle, f_deadline))
+    redis.call('ZREM', K.deadlines(bucket), K.entry(id, f_idle, f_deadline))
+  end
   redis.call('ZREM', K.warnings(bucket), id)
   redis.call('ZREM', K.claims(bucket), id)
+  redis.call('HDEL', K.owners(bucket), id)
   unlist(bucket, id, user)
 end
 
@@ -188,8 +196,8 @@ local function count_ended(bucket, now, created_at)
 end
 
 -- Schedules the session in the expiry listener's indexes (listener mode only).
-local function schedule(bucket, id, expires, deadline, lead, lifetime)
-  redis.call('ZADD', K.deadlines(bucket), 'LT', expires, id)
+local function schedule(bucket, id, idle, expires, deadline, lead, lifetime)
+  redis.call('ZADD', K.deadlines(bucket), 'LT', expires, K.entry(id, idle, deadline))
   keep(K.deadlines(bucket), lifetime)
   lead = tonumber(lead)
   if lead > 0 and expires < tonumber(deadline) then
@@ -238,7 +246,7 @@ local function create(keys, args)
   local timer = K.timer(session, idle, deadline)
   redis.call('SET', timer, 0, 'PXAT', expires)
   local lifetime = tonumber(args[9])
-  if listener == '1' then schedule(bucket, id, expires, deadline, args[8], lifetime) end
+  if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[8], lifetime) end
   if user ~= '' then
     local index = K.user(bucket, user)
     redis.call('ZADD', index, now, id)
@@ -440,11 +448,12 @@ local function set_metadata(keys, args)
     fields[#fields + 1] = idle
     fields[#fields + 1] = F.deadline
     fields[#fields + 1] = deadline
+    if f[8] == '1' then redis.call('ZREM', K.deadlines(bucket), K.entry(id, f[1], f[2])) end
     if expires <= now then
       -- The new mode's absolute lifetime is over already: the session ends now.
       redis.call('DEL', timer)
       timer = ''
-      if f[8] == '1' then redis.call('ZADD', K.deadlines(bucket), now, id) end
+      if f[8] == '1' then redis.call('ZADD', K.deadlines(bucket), now, K.entry(id, idle, deadline)) end
     else
       local renamed = K.timer(session, idle, deadline)
       if renamed ~= timer then redis.call('RENAME', timer, renamed) end
@@ -452,7 +461,7 @@ local function set_metadata(keys, args)
       redis.call('PEXPIREAT', timer, expires)
       local until_
       if f[8] == '1' then
-        schedule(bucket, id, expires, deadline, args[8], tonumber(args[9]))
+        schedule(bucket, id, idle, expires, deadline, args[8], tonumber(args[9]))
         until_ = deadline + tonumber(f[9])
         redis.call('PEXPIREAT', session, until_)
         redis.call('PEXPIREAT', K.messages(session), until_)
@@ -501,11 +510,15 @@ local function rotate(keys, args)
   if redis.call('EXISTS', K.messages(old)) == 1 then redis.call('RENAME', K.messages(old), K.messages(new)) end
   local new_timer = K.timer(new, f[1], f[2])
   redis.call('RENAME', timer, new_timer)
-  for _, index in ipairs({K.deadlines(bucket), K.warnings(bucket), K.user(bucket, f[4])}) do
-    local score = redis.call('ZSCORE', index, old_id)
+  local moves = {
+    {K.deadlines(bucket), K.entry(old_id, f[1], f[2]), K.entry(new_id, f[1], f[2])},
+    {K.warnings(bucket), old_id, new_id}, {K.user(bucket, f[4]), old_id, new_id},
+  }
+  for _, move in ipairs(moves) do
+    local score = redis.call('ZSCORE', move[1], move[2])
     if score then
-      redis.call('ZADD', index, score, new_id)  -- before the ZREM: the key must not vanish (its TTL)
-      redis.call('ZREM', index, old_id)
+      redis.call('ZADD', move[1], score, move[3])  -- before the ZREM: the key must not vanish (its TTL)
+      redis.call('ZREM', move[1], move[2])
     end
   end
   publish_event(args[1], now, 'rotated', old_id, f[4], string.sub(new_id, 1, 9))
@@ -527,7 +540,7 @@ local function delete_one(session, now, channel, lifetime)
   if f[6] == '1' then
     if not was_alive then return false end
     redis.call('HSET', session, F.state, 'deleted', F.last_activity, now)
-    redis.call('ZADD', K.deadlines(bucket), now, id)
+    redis.call('ZADD', K.deadlines(bucket), now, K.entry(id, f[3], f[4]))
     keep(K.deadlines(bucket), lifetime)
     redis.call('ZREM', K.warnings(bucket), id)
     unlist(bucket, id, f[1])
@@ -608,174 +621,314 @@ local function stats(keys)
 end
 
 ------------------------------------------------------------------------------------------------
--- Expiry (listener mode). A session is due when its deadlines entry is; an ended session is
--- claimed by one listener (owner token, lease), handed to its hook with its data, then finalized.
+-- Expiry (listener mode). A session is due when its deadlines entry is. An ended session is
+-- claimed by one listener (`claims` holds the end of the claim's lease, `claim-owners` the owner
+-- and how many claims came before), handed to its hook with its data, then finalized.
+-- claim, renew and finalize take several buckets of one node at once (flag
+-- allow-cross-slot-keys; a cluster node serves them all): the cost of a call is shared by every
+-- session it handles, and each session costs a few reads plus its share of one command per
+-- bucket for all of them.
 
--- claim: visits the bucket's due entries and claims ended sessions.
--- KEYS[1] the bucket's deadlines zset.
--- ARGV: [1] owner token [2] most sessions to claim [3] lease ms [4] warning lead ms (0: none)
---   [5] '1' to also return sessions this owner claimed already (after a lost reply)
---   [6] lifetime of the bucket's index keys ms
--- Reply: {now, next due (ms, or -1), claimed, warnings, lost}
---   claimed: {id, attempt, HGETALL, messages}...   (attempt 0 for the first claim)
---   warnings: {id, ms left, HGETALL}...
---   lost: ids whose data was gone (the safety TTL ran out before any listener came)
--- Live sessions found due are rescheduled to their timer (their last activity recorded, which a
--- touch does not write); a warning is given once per period of activity, never before an
--- absolute deadline (no activity could help).
-local function claim(keys, args)
-  local deadlines = keys[1]
+-- Parses a claim-owners value '<owner> <claims before>'.
+local function owner_of(value)
+  if not value then return nil, 0 end
+  local who, attempt = string.match(value, '^(%S+) (%d+)$')
+  return who, tonumber(attempt or 0)
+end
+
+-- ZADD / ZREM / HSET / HDEL of many members in chunks (unpack() has a stack limit). `option`
+-- (like 'XX') goes before the members, when given.
+local function multi(command, key, items, option)
+  local i = 1
+  while i <= #items do
+    local last = math.min(i + 199, #items)
+    if option then
+      redis.call(command, key, option, unpack(items, i, last))
+    else
+      redis.call(command, key, unpack(items, i, last))
+    end
+    i = last + 1
+  end
+end
+
+-- DEL of many keys in chunks.
+local function delete_keys(names)
+  local i = 1
+  while i <= #names do
+    local last = math.min(i + 199, #names)
+    redis.call('DEL', unpack(names, i, last))
+    i = last + 1
+  end
+end
+
+local function visit_bucket(deadlines, owner, budget, lease, lead, recover, full, lifetime, now)
   local bucket = K.bucket(deadlines)
-  local claims, warnings = K.claims(bucket), K.warnings(bucket)
-  local owner, budget, lease, lead = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
-  local lifetime = tonumber(args[6])
-  local now = now_ms()
-  local claimed, warned, lost = {}, {}, {}
+  local claims, owners, warnings = K.claims(bucket), K.owners(bucket), K.warnings(bucket)
+  local claimed, warned = {}, {}
   local taken = {}
+  local claim_scores, owner_pairs, unscheduled, unwarned, reschedule = {}, {}, {}, {}, {}
 
-  local function take(id, session, attempt)
-    redis.call('HSET', session, F.claim_owner, owner, F.claim_until, now + lease, F.attempts, attempt + 1)
-    redis.call('ZADD', claims, now + lease, id)
-    keep(claims, lifetime)
-    redis.call('ZREM', deadlines, id)
-    redis.call('ZREM', warnings, id)
-    claimed[#claimed + 1] = {id, attempt, hgetall(session), redis.call('LRANGE', K.messages(session), 0, -1)}
+  local function take(id, attempt, fresh)
+    claimed[#claimed + 1] = {id, attempt}
     taken[id] = true
-    budget = budget - 1
+    if fresh then
+      claim_scores[#claim_scores + 1] = now + lease
+      claim_scores[#claim_scores + 1] = id
+      owner_pairs[#owner_pairs + 1] = id
+      owner_pairs[#owner_pairs + 1] = owner .. ' ' .. attempt
+      unwarned[#unwarned + 1] = id
+    end
   end
 
-  if args[5] == '1' then
-    for _, id in ipairs(redis.call('ZRANGE', claims, 0, -1)) do
-      local session = K.session(bucket, id)
-      local f = redis.call('HMGET', session, F.claim_owner, F.attempts)
-      if f[1] == owner then
-        claimed[#claimed + 1] = {id, tonumber(f[2]) - 1, hgetall(session), redis.call('LRANGE', K.messages(session), 0, -1)}
-        taken[id] = true
-      end
+  -- After a lost reply: this owner's claims again (its listener skips those it runs already).
+  if recover then
+    local held = redis.call('HGETALL', owners)
+    for i = 1, #held, 2 do
+      local who, attempt = owner_of(held[i + 1])
+      if who == owner then take(held[i], attempt, false) end
     end
   end
   -- Claims whose lease ran out: their listener died (or stopped renewing). Claimed again.
-  if budget > 0 then
+  if full then
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0, budget)) do
-      local session = K.session(bucket, id)
-      local attempts = redis.call('HGET', session, F.attempts)
-      if attempts then take(id, session, tonumber(attempts)) else
-        redis.call('ZREM', claims, id)
-        lost[#lost + 1] = id
+      if not taken[id] then
+        local _, attempt = owner_of(redis.call('HGET', owners, id))
+        take(id, attempt + 1, true)
+        budget = budget - 1
       end
     end
   end
   if budget > 0 then
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, budget)) do
-      local session = K.session(bucket, id)
-      local f = redis.call('HMGET', session, F.idle, F.deadline, F.state, F.last_activity, F.attempts)
-      if not f[1] then
-        redis.call('ZREM', deadlines, id)
-        redis.call('ZREM', warnings, id)
-        lost[#lost + 1] = id
-      else
-        local left = -2
-        local timer = K.timer(session, f[1], f[2])
-        if f[3] ~= 'deleted' then left = redis.call('PTTL', timer) end
-        if left > 0 and now >= tonumber(f[2]) then
+    -- The due entries name their timers: one MGET tells which sessions ended.
+    local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, budget)
+    local ids, timers, idles, ends = {}, {}, {}, {}
+    for i, member in ipairs(due) do
+      local id, idle, deadline = string.match(member, '^([^:]+):(%d+):(%d+)$')
+      ids[i], idles[i], ends[i] = id, idle, tonumber(deadline)
+      timers[i] = K.timer(K.session(bucket, id), idle, deadline)
+    end
+    local values = {}
+    for i = 1, #timers, 200 do
+      local chunk = redis.call('MGET', unpack(timers, i, math.min(i + 199, #timers)))
+      for j = 1, #chunk do values[i + j - 1] = chunk[j] end
+    end
+    for i, member in ipairs(due) do
+      local id = ids[i]
+      local left = -2
+      if values[i] then
+        left = redis.call('PTTL', timers[i])
+        if left > 0 and now >= ends[i] then
           -- Past its absolute deadline (a late plain PEXPIRE kept the timer): it ends now.
-          redis.call('DEL', timer)
+          redis.call('DEL', timers[i])
           left = -2
         end
-        if left > 0 then
-          -- Alive: the hint was early (activity since). Record the activity, come back at its end.
-          local expires = now + left
-          local la = last_activity(f[4], now, left, f[1])
-          if la > tonumber(f[4]) then redis.call('HSET', session, F.last_activity, la) end
-          redis.call('ZADD', deadlines, expires, id)
-          if lead > 0 and expires < tonumber(f[2]) - 5 then
-            redis.call('ZADD', warnings, 'LT', expires - lead, id)
-            keep(warnings, lifetime)
-          end
-        elseif not taken[id] then
-          take(id, session, tonumber(f[5] or 0))
-        end
       end
-      if budget <= 0 then break end
+      if left > 0 then
+        -- Alive: the hint was early (activity since). Record the activity, come back at its end.
+        local session = K.session(bucket, id)
+        local expires = now + left
+        local recorded = tonumber(redis.call('HGET', session, F.last_activity) or 0)
+        local la = last_activity(recorded, now, left, idles[i])
+        if la > recorded then redis.call('HSET', session, F.last_activity, la) end
+        reschedule[#reschedule + 1] = expires
+        reschedule[#reschedule + 1] = member
+        if lead > 0 and expires < ends[i] - 5 then
+          redis.call('ZADD', warnings, 'LT', expires - lead, id)
+          keep(warnings, lifetime)
+        end
+      else
+        unscheduled[#unscheduled + 1] = member
+        if not taken[id] then take(id, 0, true) end
+      end
     end
   end
+  if #reschedule > 0 then multi('ZADD', deadlines, reschedule) end
+  if #unscheduled > 0 then multi('ZREM', deadlines, unscheduled) end
+  if lead > 0 and #unwarned > 0 then multi('ZREM', warnings, unwarned) end
+  if #claim_scores > 0 then
+    multi('ZADD', claims, claim_scores)
+    multi('HSET', owners, owner_pairs)
+  end
+  if full then
+    -- The claim keys get their TTL on full visits (every second or so), not on every visit.
+    keep(claims, lifetime)
+    keep(owners, lifetime)
+  end
+
   if lead > 0 then
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', warnings, '-inf', now, 'LIMIT', 0, tonumber(args[2]))) do
+    local done = {}
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', warnings, '-inf', now, 'LIMIT', 0, budget + 100)) do
       local session = K.session(bucket, id)
       local f, _, left = alive(session, now, F.warned_for)
       local expires = f and now + left
       if not f or expires >= tonumber(f[2]) - 5 then
-        redis.call('ZREM', warnings, id)
+        done[#done + 1] = id
       elseif left > lead then
         redis.call('ZADD', warnings, expires - lead, id)
       else
-        redis.call('ZREM', warnings, id)
+        done[#done + 1] = id
         -- Once per period of activity: the period is named by when it would end (within a few ms:
         -- `now` and the timer's TTL are read at slightly different instants).
         if math.abs(tonumber(f[4] or 0) - expires) > 50 then
           redis.call('HSET', session, F.warned_for, expires)
-          warned[#warned + 1] = {id, left, hgetall(session)}
+          warned[#warned + 1] = {id, left}
         end
       end
     end
+    if #done > 0 then multi('ZREM', warnings, done) end
   end
+
   local next_due = -1
-  for _, index in ipairs({deadlines, claims, warnings}) do
+  local indexes = lead > 0 and {deadlines, warnings} or {deadlines}
+  for _, index in ipairs(indexes) do
     local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
     if first[2] then
       local score = tonumber(first[2])
       if next_due < 0 or score < next_due then next_due = score end
     end
   end
-  return {now, next_due, claimed, warned, lost}
+  return {next_due, claimed, warned}
+end
+
+-- claim: visits due buckets and claims their ended sessions for this listener.
+-- KEYS: the deadlines zset of each bucket to visit (all served by this node).
+-- ARGV: [1] owner token [2] most sessions to claim per bucket [3] lease ms [4] warning lead ms
+--   (0: none) [5] one digit per bucket, in KEYS order: 1 to also return this owner's claims
+--   (after a lost reply), 2 for a full visit (also take over claims whose lease ran out), 3 for
+--   both, 0 for neither [6] lifetime of the bucket's index keys ms [7] the most sessions to
+--   claim in all (the listener's free hook slots; buckets are served in KEYS order)
+-- Reply: {now, {next due, claimed, warnings} per bucket in KEYS order}
+--   next due: when the bucket's next entry is due (ms), or -1
+--   claimed: {id, attempt}...   (attempt 0 for the first claim)
+--   warnings: {id, ms left}...
+-- The listener reads the claimed sessions' data itself (HGETALL, LRANGE: an ended session does not
+-- change any more), so that it never passes through Lua; data that is gone (the safety TTL ran out
+-- before any listener came) is finalized with the reason 'lost'.
+-- Live sessions found due are rescheduled to their timer (their last activity recorded, which a
+-- touch does not write); a warning is given once per period of activity, never before an
+-- absolute deadline (no activity could help).
+local function claim(keys, args)
+  local now = now_ms()
+  local owner, budget, lease, lead = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local lifetime, total = tonumber(args[6]), tonumber(args[7])
+  local out = {}
+  for i = 1, #keys do
+    local flag = tonumber(string.sub(args[5], i, i)) or 0
+    local visit = visit_bucket(keys[i], owner, math.min(budget, total), lease, lead, flag % 2 == 1, flag >= 2, lifetime, now)
+    total = math.max(0, total - #visit[2])
+    out[i] = visit
+  end
+  return {now, out}
 end
 
 -- renew: extends this owner's claims while their hooks run.
--- KEYS[1] the bucket's deadlines zset. ARGV: [1] owner [2] lease ms [3...] ids
+-- KEYS: the deadlines zset of each bucket (this node's).
+-- ARGV: [1] owner [2] lease ms, then per bucket in KEYS order: the number of ids, then the ids
 -- Reply: the ids this owner still holds (renewed); the others were lost.
 local function renew(keys, args)
-  local bucket = K.bucket(keys[1])
   local now = now_ms()
   local until_ = now + tonumber(args[2])
   local held = {}
-  for i = 3, #args do
-    local session = K.session(bucket, args[i])
-    if redis.call('HGET', session, F.claim_owner) == args[1] then
-      redis.call('HSET', session, F.claim_until, until_)
-      redis.call('ZADD', K.claims(bucket), 'XX', until_, args[i])
-      held[#held + 1] = args[i]
+  local at = 3
+  for k = 1, #keys do
+    local bucket = K.bucket(keys[k])
+    local n = tonumber(args[at])
+    local ids = {}
+    for i = 1, n do ids[i] = args[at + i] end
+    at = at + n + 1
+    if n > 0 then
+      local owners = {}
+      for i = 1, #ids, 200 do
+        local chunk = redis.call('HMGET', K.owners(bucket), unpack(ids, i, math.min(i + 199, #ids)))
+        for j = 1, #chunk do owners[i + j - 1] = chunk[j] end
+      end
+      local scores = {}
+      for i, id in ipairs(ids) do
+        if owner_of(owners[i]) == args[1] then
+          scores[#scores + 1] = until_
+          scores[#scores + 1] = id
+          held[#held + 1] = id
+        end
+      end
+      if #scores > 0 then multi('ZADD', K.claims(bucket), scores, 'XX') end
     end
   end
   return held
 end
 
 -- finalize: after the hooks ran, removes the sessions this owner still holds.
--- KEYS[1] the bucket's deadlines zset.
--- ARGV: [1] owner [2] events channel [3...] id/reason pairs; reason is idle_timeout,
---   absolute_lifetime, deleted (its event went out already), or bound (the session lives on under
---   another id: no counters, no event)
--- Reply: per pair 'done', 'gone' (nothing left: finalized already, e.g. a retry after a lost
---   reply) or 'lost' (another owner holds it now)
+-- KEYS: the deadlines zset of each bucket (this node's).
+-- ARGV: [1] owner [2] events channel, then per bucket in KEYS order: the number of sessions, then
+--   for each: id, reason (idle_timeout, absolute_lifetime, deleted: its event went out already,
+--   bound: it lives on under another id, or lost: its data was gone; the last two count nothing
+--   and publish nothing), user, created_at (ms)
+-- Reply: per session in order: 'done', 'gone' (nothing left: finalized already, e.g. a retry after
+--   a lost reply) or 'lost' (another owner holds it now)
 local function finalize(keys, args)
-  local bucket = K.bucket(keys[1])
   local now = now_ms()
   local out = {}
-  for i = 3, #args, 2 do
-    local id, reason = args[i], args[i + 1]
-    local session = K.session(bucket, id)
-    local f = redis.call('HMGET', session, F.claim_owner, F.user, F.created_at, F.idle, F.deadline)
-    if not f[1] and redis.call('EXISTS', session) == 0 then
-      redis.call('ZREM', K.claims(bucket), id)
-      out[#out + 1] = 'gone'
-    elseif f[1] ~= args[1] then
-      out[#out + 1] = 'lost'
-    else
-      remove_session(bucket, id, session, f[4], f[5], f[2])
-      if reason ~= 'bound' then
-        count_ended(bucket, now, f[3])
-        if reason ~= 'deleted' then publish_event(args[2], now, 'expired', id, f[2], reason) end
+  local at = 3
+  for k = 1, #keys do
+    local bucket = K.bucket(keys[k])
+    local owners = K.owners(bucket)
+    local n = tonumber(args[at])
+    local items = {}
+    local ids = {}
+    for i = 1, n do
+      local base = at + 1 + (i - 1) * 4
+      items[i] = {args[base], args[base + 1], args[base + 2], args[base + 3]}
+      ids[i] = args[base]
+    end
+    at = at + 1 + n * 4
+    if n > 0 then
+      local holders = {}
+      for i = 1, #ids, 200 do
+        local chunk = redis.call('HMGET', owners, unpack(ids, i, math.min(i + 199, #ids)))
+        for j = 1, #chunk do holders[i + j - 1] = chunk[j] end
       end
-      out[#out + 1] = 'done'
+      local doomed, done_ids = {}, {}
+      local ended, lifetime_total = 0, 0
+      local users = {}
+      for i, item in ipairs(items) do
+        local id, reason, user, created = item[1], item[2], item[3], tonumber(item[4])
+        local who = owner_of(holders[i])
+        if who == args[1] then
+          local session = K.session(bucket, id)
+          doomed[#doomed + 1] = session
+          doomed[#doomed + 1] = K.messages(session)
+          done_ids[#done_ids + 1] = id
+          if user ~= '' then
+            users[user] = users[user] or {}
+            table.insert(users[user], id)
+          end
+          if reason ~= 'bound' and reason ~= 'lost' then
+            ended = ended + 1
+            lifetime_total = lifetime_total + math.max(0, now - created)
+            if reason ~= 'deleted' then publish_event(args[2], now, 'expired', id, user, reason) end
+          end
+          out[#out + 1] = 'done'
+        elseif who == nil and redis.call('EXISTS', K.session(bucket, id)) == 0 then
+          out[#out + 1] = 'gone'
+        else
+          out[#out + 1] = 'lost'
+        end
+      end
+      if #done_ids > 0 then
+        delete_keys(doomed)
+        multi('HDEL', owners, done_ids)
+        multi('ZREM', K.claims(bucket), done_ids)
+        for user, list in pairs(users) do
+          local removed = 0
+          for i = 1, #list, 200 do removed = removed + redis.call('ZREM', K.user(bucket, user), unpack(list, i, math.min(i + 199, #list))) end
+          if removed > 0 and redis.call('HINCRBY', K.users(bucket), user, -removed) <= 0 then redis.call('HDEL', K.users(bucket), user) end
+        end
+        if ended > 0 then
+          local stats = K.stats(bucket)
+          redis.call('HINCRBY', stats, 'ended', ended)
+          redis.call('HINCRBY', stats, 'ended_lifetime_ms', lifetime_total)
+          redis.call('PEXPIRE', stats, STATS_LIFETIME)
+        end
+      end
     end
   end
   return out
@@ -833,7 +986,7 @@ local function bind_place(keys, args)
     local name, value = args[i], args[i + 1]
     if name == F.idle then idle = value elseif name == F.deadline then deadline = value
     elseif name == F.listener then listener = value elseif name == F.data_until then data_until = value end
-    if name ~= F.binding_to and name ~= F.claim_owner and name ~= F.claim_until then
+    if name ~= F.binding_to then
       fields[#fields + 1] = name
       fields[#fields + 1] = value
     end
@@ -853,7 +1006,7 @@ local function bind_place(keys, args)
   local timer = K.timer(session, idle, deadline)
   redis.call('SET', timer, args[4], 'PXAT', expires)
   local lifetime = tonumber(args[6])
-  if listener == '1' then schedule(bucket, id, expires, deadline, args[5], lifetime) end
+  if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[5], lifetime) end
   local index = K.user(bucket, args[1])
   redis.call('ZADD', index, now, id)
   keep(index, lifetime)
@@ -1002,9 +1155,11 @@ local function lock_abandon(keys, args)
   return 1
 end
 
-local function register(name, callback, read_only)
-  redis.register_function{function_name = 'session_v1_' .. name, callback = callback,
-    flags = read_only and {'no-writes'} or {}}
+local function register(name, callback, read_only, cross_slot)
+  local flags = {}
+  if read_only then flags[#flags + 1] = 'no-writes' end
+  if cross_slot then flags[#flags + 1] = 'allow-cross-slot-keys' end
+  redis.register_function{function_name = 'session_v1_' .. name, callback = callback, flags = flags}
 end
 
 register('create', create)
@@ -1021,9 +1176,9 @@ register('delete', delete)
 register('delete_user', delete_user)
 register('list', list, true)
 register('stats', stats, true)
-register('claim', claim)
-register('renew', renew)
-register('finalize', finalize)
+register('claim', claim, false, true)
+register('renew', renew, false, true)
+register('finalize', finalize, false, true)
 register('listeners', listeners)
 register('bind_begin', bind_begin)
 register('bind_place', bind_place)

@@ -75,9 +75,12 @@ public struct SessionKeyspace: Sendable, Hashable {
 
     // MARK: A bucket's keys
 
-    /// `<ns>:{b}:deadlines`: session ids scored by their earliest possible end (ms); the expiry
-    /// listener visits them.
+    /// `<ns>:{b}:deadlines`: sessions scored by their earliest possible end (ms); the expiry
+    /// listener visits them. Members are ``deadlineEntry(_:idleMilliseconds:deadline:)``.
     public func deadlines(bucket: Int) -> String { prefix(bucket: bucket) + "deadlines" }
+    /// A session's member in its bucket's deadlines: `<id>:<idle ms>:<deadline ms>`, naming its
+    /// timer, so that a visit learns which due sessions ended from one MGET of their timers.
+    public func deadlineEntry(_ id: String, idleMilliseconds: Int, deadline: Int) -> String { "\(id):\(idleMilliseconds):\(deadline)" }
     /// `<ns>:{b}:warnings`: session ids scored by when their expiry warning is due (ms).
     public func warnings(bucket: Int) -> String { prefix(bucket: bucket) + "warnings" }
     /// `<ns>:{b}:claims`: sessions whose cleanup hook runs, scored by the end of the claim lease (ms).
@@ -114,12 +117,44 @@ public struct SessionKeyspace: Sendable, Hashable {
 
     /// The bucket and session id of a timer key of this keyspace (from a keyspace notification).
     public func parseTimer(_ key: Substring) -> (bucket: Int, id: String)? {
-        let prefix = namespace + ":{"
-        guard key.hasPrefix(prefix), let marker = key.range(of: ":timer:") else { return nil }
-        guard let sessionStart = key.range(of: "}:session:")?.upperBound, sessionStart <= marker.lowerBound else { return nil }
-        let id = String(key[sessionStart..<marker.lowerBound])
-        guard let bucket = bucket(ofSession: id) else { return nil }
+        let parts = key.split(separator: ":", omittingEmptySubsequences: false)
+        // <namespace...>:{<bucket>}:session:<id>:timer:<idle>:<deadline>
+        guard parts.count >= 7, parts[parts.count - 3] == "timer", parts[parts.count - 5] == "session",
+            parts[..<(parts.count - 6)].joined(separator: ":") == namespace
+        else { return nil }
+        let tag = parts[parts.count - 6]
+        guard tag.hasPrefix("{"), tag.hasSuffix("}"), let bucket = Int(tag.dropFirst().dropLast()) else { return nil }
+        let id = String(parts[parts.count - 4])
+        guard self.bucket(ofSession: id) == bucket else { return nil }
         return (bucket, id)
+    }
+
+    /// The bucket named by a keyspace notification's channel for one of this keyspace's timers
+    /// (`__keyspace@<db>__:<namespace>:{<bucket>}:session:<id>:timer:...`), read from its bytes
+    /// without building strings: the expiry listener reads one per expired session.
+    public func bucket<Bytes: Collection<UInt8>>(ofTimerNotification channel: Bytes) -> Int? {
+        // Past "__keyspace@<db>__:" and the namespace, to the "{".
+        guard let colon = channel.firstIndex(of: UInt8(ascii: ":")) else { return nil }
+        var index = channel.index(after: colon)
+        for byte in namespace.utf8 {
+            guard index != channel.endIndex, channel[index] == byte else { return nil }
+            index = channel.index(after: index)
+        }
+        for expected in [UInt8(ascii: ":"), UInt8(ascii: "{")] {
+            guard index != channel.endIndex, channel[index] == expected else { return nil }
+            index = channel.index(after: index)
+        }
+        var bucket = 0
+        var digits = 0
+        while index != channel.endIndex, let digit = Int(exactly: channel[index]).map({ $0 - 48 }), (0...9).contains(digit) {
+            bucket = bucket * 10 + digit
+            digits += 1
+            index = channel.index(after: index)
+        }
+        guard digits > 0, digits <= 6, index != channel.endIndex, channel[index] == UInt8(ascii: "}"), bucket < bucketCount else {
+            return nil
+        }
+        return bucket
     }
 
     /// The session hash's fields (besides the application's metadata, `meta:<key>`).

@@ -118,6 +118,6 @@ enum MetadataCoding {
     }
 
     static func decode(_ text: String) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        JSONValue(parsing: text)
     }
 }

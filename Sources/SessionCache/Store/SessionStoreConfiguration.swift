@@ -67,7 +67,11 @@ public struct SessionStoreConfiguration: Sendable {
     public var namespace = "session"
     /// How many buckets (Redis Cluster hash tags) sessions are spread over. Part of the data's layout:
     /// the same on every instance, and fixed while sessions exist.
-    public var bucketCount = 1024
+    ///
+    /// More buckets spread the data over more cluster slots; fewer make the expiry listener's
+    /// batches larger (its calls handle the due sessions of many buckets at once, but each bucket
+    /// costs a few commands). 256 suits clusters of up to a few dozen primaries.
+    public var bucketCount = 256
     /// The timeout mode of sessions created without one.
     public var defaultMode: TimeoutMode = .standard
     /// The longest a session may live in each mode, whatever its activity.

@@ -2,14 +2,33 @@ import Synchronization
 
 /// A counting semaphore for tasks: at most `count` holders at once, the others wait in order.
 final class Limiter: Sendable {
-    private let state: Mutex<(available: Int, waiters: [CheckedContinuation<Void, Never>])>
+    private struct State {
+        var available: Int
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Waiting for a slot to be free, without taking it.
+        var watchers: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state: Mutex<State>
 
     init(_ count: Int) {
-        state = Mutex((max(1, count), []))
+        state = Mutex(State(available: max(1, count)))
     }
 
     /// How many could acquire at once now.
     var available: Int { state.withLock { max(0, $0.available - $0.waiters.count) } }
+
+    /// Returns when at least one slot is free (without taking it).
+    func waitUntilAvailable() async {
+        await withCheckedContinuation { continuation in
+            let free = state.withLock { state in
+                if state.available > state.waiters.count { return true }
+                state.watchers.append(continuation)
+                return false
+            }
+            if free { continuation.resume() }
+        }
+    }
 
     func acquire() async {
         await withCheckedContinuation { continuation in
@@ -26,13 +45,15 @@ final class Limiter: Sendable {
     }
 
     func release() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let (waiter, watchers) = state.withLock { state -> (CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) in
             if state.waiters.isEmpty {
                 state.available += 1
-                return nil
+                defer { state.watchers = [] }
+                return (nil, state.watchers)
             }
-            return state.waiters.removeFirst()
+            return (state.waiters.removeFirst(), [])
         }
         waiter?.resume()
+        for watcher in watchers { watcher.resume() }
     }
 }

@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// Tells work that it must stop because what it relied on is gone (a claim or lease was lost), and
@@ -11,7 +12,18 @@ final class LostSignal: Sendable {
         case lost
     }
 
-    private let state = Mutex<(fired: Bool, waiters: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>((false, [:], 0))
+    /// Why a waiter was woken.
+    private enum Wake: Sendable {
+        case fired, timedOut, cancelled
+    }
+
+    private struct State {
+        var fired = false
+        var waiters: [UInt64: CheckedContinuation<Wake, Never>] = [:]
+        var next: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
 
     var isLost: Bool { state.withLock { $0.fired } }
 
@@ -22,11 +34,14 @@ final class LostSignal: Sendable {
             defer { state.waiters = [:] }
             return Array(state.waiters.values)
         }
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter.resume(returning: .fired) }
     }
 
-    /// Runs `body`, cancelling it when the signal fires or `timeout` passes.
-    func race<Value: Sendable>(timeout: Duration, _ body: @escaping @Sendable () async throws -> Value) async -> Outcome<Value> {
+    /// Runs `body`, cancelling it when the signal fires or `timeout` passes (a timer on
+    /// `eventLoop`: one task races the body, not two).
+    func race<Value: Sendable>(
+        timeout: Duration, on eventLoop: any EventLoop, _ body: @escaping @Sendable () async throws -> Value
+    ) async -> Outcome<Value> {
         if isLost { return .lost }
         return await withTaskGroup(of: Outcome<Value>?.self) { group in
             group.addTask {
@@ -37,12 +52,11 @@ final class LostSignal: Sendable {
                 }
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
-                return Task.isCancelled ? nil : .timedOut
-            }
-            group.addTask {
-                await self.waitUntilFired()
-                return Task.isCancelled ? nil : .lost
+                switch await self.wait(timeout: timeout, on: eventLoop) {
+                case .fired: return .lost
+                case .timedOut: return .timedOut
+                case .cancelled: return nil
+                }
             }
             var outcome: Outcome<Value> = .lost
             while let next = await group.next() {
@@ -56,22 +70,36 @@ final class LostSignal: Sendable {
         }
     }
 
-    private func waitUntilFired() async {
+    private func wait(timeout: Duration, on eventLoop: any EventLoop) async -> Wake {
         let id = state.withLock { state in
             state.next += 1
             return state.next
         }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { state -> Bool in
-                    if state.fired || Task.isCancelled { return true }
+        let resume: @Sendable (Wake) -> Void = { [self] wake in
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: wake)
+        }
+        let timer = eventLoop.scheduleTask(in: timeout.timeAmount) { resume(.timedOut) }
+        defer { timer.cancel() }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Wake, Never>) in
+                let now = state.withLock { state -> Wake? in
+                    if state.fired { return .fired }
+                    if Task.isCancelled { return .cancelled }
                     state.waiters[id] = continuation
-                    return false
+                    return nil
                 }
-                if now { continuation.resume() }
+                if let now { continuation.resume(returning: now) }
             }
         } onCancel: {
-            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+            resume(.cancelled)
         }
+    }
+}
+
+extension Duration {
+    /// The duration as NIO's `TimeAmount`.
+    var timeAmount: TimeAmount {
+        let (seconds, attoseconds) = components
+        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
