@@ -17,7 +17,7 @@ if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments
 {
     var configuration = HiredisConfiguration(host: "127.0.0.1", port: port)
     configuration.poolSize = poolSize
-    let client = try HiredisClient(configuration: configuration)
+    let client = try HiredisClient.started(configuration: configuration)
     let result = try await runLoad(concurrency: callers, total: requests) { _, _ in _ = try await client.get("key:__rand_int__") }
     print(
         String(
@@ -30,7 +30,7 @@ if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: nil))
 var configuration = server.configuration
 configuration.poolSize = poolSize
-let client = try HiredisClient(configuration: configuration)
+let client = try HiredisClient.started(configuration: configuration)
 let value = RESPArgument.string("xxx")  // redis-benchmark's default 3-byte value
 try await client.set("key:__rand_int__", to: value)
 

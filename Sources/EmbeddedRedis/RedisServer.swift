@@ -11,7 +11,7 @@ import NIOConcurrencyHelpers
 ///
 /// ```swift
 /// try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex")) { server in
-///     let client = try HiredisClient(configuration: server.configuration)
+///     let client = try HiredisClient.started(configuration: server.configuration)
 ///     ...
 /// }
 /// ```

@@ -55,7 +55,7 @@ if arguments.first == "--listener" {
     else { fatalError("usage: --listener PORT WINDOW_START_MS WINDOW_MS COUNT RESULT_FILE") }
     var redis = HiredisConfiguration(host: "127.0.0.1", port: port)
     redis.clientName = "bench-listener"
-    let client = try HiredisClient(configuration: redis)
+    let client = try HiredisClient.started(configuration: redis)
     var configuration = SessionStoreConfiguration(namespace: namespace)
     configuration.expiryListener = true
     let store = try SessionStore(client: client, configuration: configuration)
@@ -103,8 +103,8 @@ let listenerProcesses = Int(ProcessInfo.processInfo.environment["EXPIRY_BENCH_LI
 let noEvents = ProcessInfo.processInfo.environment["EXPIRY_BENCH_NO_EVENTS"] == "1"
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: noEvents ? nil : "KEx"))
 let controlServer = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
-let client = try HiredisClient(configuration: server.configuration)
-let controlClient = try HiredisClient(configuration: controlServer.configuration)
+let client = try HiredisClient.started(configuration: server.configuration)
+let controlClient = try HiredisClient.started(configuration: controlServer.configuration)
 var storeConfiguration = SessionStoreConfiguration(namespace: namespace)
 storeConfiguration.expiryListener = true
 let store = try SessionStore(client: client, configuration: storeConfiguration)
@@ -269,7 +269,7 @@ print(
 // 6. Redis's own expired events for as many plain keys with the same spread of deadlines, on the
 //    control server, after the sessions' window (so that the two do not compete for the CPU).
 let controlLateness = Mutex(Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .three))
-let subscriber = HiredisSubscriber(configuration: controlServer.configuration)
+let subscriber = HiredisSubscriber.started(configuration: controlServer.configuration)
 try await subscriber.subscribe(patterns: ["__keyspace@0__:control:*"])
 let controlStart = try await redisMilliseconds() + 3000 + Int(Double(count) * perSession * 2 * 1000)
 for start in stride(from: 0, to: count, by: 5000) {

@@ -19,12 +19,13 @@ let pairs = arguments.first.flatMap { Int($0) } ?? 200_000
 let increments = arguments.dropFirst().first.flatMap { Int($0) } ?? 300
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
-let client = try HiredisClient(
+let client = try HiredisClient.started(
     configuration: {
         var c = server.configuration; c.poolSize = 1; return c
     }())
 let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "bench"))
 let locks = SessionLock(store: store)
+Task { try? await locks.run() }
 print("bench-locks: \(pairs) uncontended pairs, 3 instances x 8 tasks x \(increments) increments, redis-server on port \(server.port)")
 
 // 1. Uncontended: 200 callers, each on its own session.
@@ -73,9 +74,11 @@ func nanosSinceOrigin() -> UInt64 {
 }
 var instances: [(HiredisClient, SessionStore, SessionLock)] = []
 for _ in 0..<3 {
-    let instanceClient = try HiredisClient(configuration: server.configuration)
+    let instanceClient = try HiredisClient.started(configuration: server.configuration)
     let instanceStore = try SessionStore(client: instanceClient, configuration: store.configuration)
-    instances.append((instanceClient, instanceStore, SessionLock(store: instanceStore)))
+    let instanceLocks = SessionLock(store: instanceStore)
+    Task { try? await instanceLocks.run() }
+    instances.append((instanceClient, instanceStore, instanceLocks))
 }
 let contendedStart = ContinuousClock.now
 try await withThrowingTaskGroup(of: Void.self) { group in

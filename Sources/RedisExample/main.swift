@@ -9,7 +9,7 @@ let embedded: RedisServer? = environmentURL == nil ? try await RedisServer.start
 let configuration = try environmentURL.map { try HiredisConfiguration(url: $0) } ?? embedded!.configuration
 print("Redis at \(configuration.address)\(embedded == nil ? "" : " (embedded)")")
 
-let client = try HiredisClient(configuration: configuration)
+let client = try HiredisClient.started(configuration: configuration)
 try await client.set("example:greeting", to: "hello from Swift", expiresIn: .seconds(60))
 let value = try await client.get("example:greeting")
 print("GET example:greeting -> \(value.map { String(buffer: $0) } ?? "(nil)")")

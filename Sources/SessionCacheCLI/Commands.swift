@@ -143,6 +143,7 @@ struct Watch: AsyncParsableCommand {
         let (client, _) = try connection.connect()
         defer { Task { await client.close() } }
         let subscriber = HiredisSubscriber(configuration: client.configuration)
+        Task { try? await subscriber.run() }
         try await subscriber.subscribe(channels: ["\(connection.namespace):events"])
         if !connection.json { print("watching \(connection.namespace):events (Ctrl-C to stop)") }
         fflush(nil)

@@ -36,6 +36,8 @@ struct ConnectionOptions: ParsableArguments {
         configuration.clientName = "session-cache-cli"
         configuration.poolSize = 1
         let client = try HiredisClient(configuration: configuration)
+        // A one-shot tool: the client runs until the command closes it.
+        Task { try? await client.run() }
         var storeConfiguration = SessionStoreConfiguration(namespace: namespace)
         storeConfiguration.bucketCount = buckets
         return (client, try SessionStore(client: client, configuration: storeConfiguration))

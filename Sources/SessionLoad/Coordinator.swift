@@ -27,7 +27,7 @@ struct Coordinator {
             workers.append((process, resultFile))
         }
 
-        let client = try HiredisClient(configuration: try HiredisConfiguration(url: parameters.redisURL))
+        let client = try HiredisClient.started(configuration: try HiredisConfiguration(url: parameters.redisURL))
         defer { Task { await client.close() } }
         await showProgress(client: client, workers: workers.map(\.0))
 

@@ -1,3 +1,4 @@
+import EmbeddedRedis
 import Foundation
 import HiredisNIO
 import Histogram
@@ -23,13 +24,14 @@ final class Worker: Sendable {
         self.index = index
         var redis = try HiredisConfiguration(url: parameters.redisURL)
         redis.clientName = "session-load-\(index)"
-        client = try HiredisClient(configuration: redis)
+        client = try HiredisClient.started(configuration: redis)
         var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
         configuration.expiryListener = true
         store = try SessionStore(client: client, configuration: configuration)
         var lockConfiguration = SessionLockConfiguration()
         lockConfiguration.waitTimeout = .seconds(30)
         locks = SessionLock(store: store, configuration: lockConfiguration)
+        Task { [locks] in try? await locks.run() }
     }
 
     private var book: String { parameters.bookkeeping }

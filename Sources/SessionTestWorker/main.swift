@@ -25,6 +25,7 @@ guard arguments.count >= 4, let port = Int(arguments[2]) else {
     exit(2)
 }
 let client = try HiredisClient(configuration: HiredisConfiguration(host: "127.0.0.1", port: port))
+Task { try? await client.run() }
 var storeConfiguration = SessionStoreConfiguration(namespace: arguments[3])
 storeConfiguration.expiryListener = true
 if arguments[1] == "expiry-hang", arguments.count > 5, let buckets = Int(arguments[5]) { storeConfiguration.bucketCount = buckets }
@@ -48,6 +49,7 @@ case "lock-increment":
     let tabs = Int(arguments[5]) ?? 8
     let count = Int(arguments[6]) ?? 500
     let locks = SessionLock(store: store)
+    Task { try? await locks.run() }
     say("ready")
     try await withThrowingTaskGroup(of: Void.self) { group in
         for _ in 0..<tabs {
@@ -68,6 +70,7 @@ case "lock-hold":
     var configuration = SessionLockConfiguration()
     configuration.lease = .milliseconds(Int(arguments[5]) ?? 1000)
     let locks = SessionLock(store: store, configuration: configuration)
+    Task { try? await locks.run() }
     try await locks.withLock(arguments[4]) { _ in
         say("held")
         try await Task.sleep(for: .seconds(3600))

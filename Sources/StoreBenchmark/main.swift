@@ -14,7 +14,7 @@ let fillCount = arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000
 let callers = 200
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "Ex"))
-let client = try HiredisClient(
+let client = try HiredisClient.started(
     configuration: {
         var c = server.configuration; c.poolSize = 1; return c
     }())

@@ -25,15 +25,34 @@ struct ConfigurationTests {
         #expect(ipv6.host == "::1" && ipv6.port == 7001 && ipv6.database == 1)
     }
 
-    @Test func refusesTLSAndGarbage() {
-        for url in ["rediss://host:6379", "http://host", "redis://host:notaport", "redis://host:6379/x", "host:6379", "redis://h:0"] {
+    @Test func refusesGarbage() {
+        for url in [
+            "http://host", "redis://host:notaport", "redis://host:6379/x", "host:6379", "redis://h:0", "redis://a:1,b:2",
+            "redis+cluster://a:1/3", "redis+sentinel://a:26379", "redis://h?tls_ca_file=/x", "rediss://h?tls_verify=maybe",
+        ] {
             #expect(throws: HiredisError.self, "\(url)") { try HiredisConfiguration(url: url) }
         }
-        do {
-            _ = try HiredisConfiguration(url: "rediss://host")
-        } catch {
-            #expect("\(error)".contains("TLS"))
-        }
+    }
+
+    @Test func parsesTLSClusterAndSentinelURLs() throws {
+        let tls = try HiredisConfiguration(url: "rediss://:pw@cache.internal:6380/1?tls_ca_file=/etc/ca.pem&tls_server_name=redis")
+        #expect(tls.host == "cache.internal" && tls.port == 6380 && tls.database == 1 && tls.password == "pw")
+        #expect(tls.tls?.caFile == "/etc/ca.pem" && tls.tls?.serverName == "redis" && tls.tls?.verification == .full)
+        let cluster = try HiredisConfiguration(url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7001,[::1]:7002")
+        #expect(
+            cluster.topology
+                == .cluster(seeds: [
+                    HiredisAddress(host: "10.0.0.1", port: 7000), HiredisAddress(host: "10.0.0.2", port: 7001),
+                    HiredisAddress(host: "::1", port: 7002),
+                ]))
+        let sentinel = try HiredisConfiguration(url: "redis+sentinel://:pw@s1,s2:26380/sessions/2")
+        #expect(
+            sentinel.topology
+                == .sentinel(
+                    sentinels: [HiredisAddress(host: "s1", port: 26379), HiredisAddress(host: "s2", port: 26380)], primaryName: "sessions"))
+        #expect(sentinel.database == 2 && sentinel.password == "pw")
+        let secureCluster = try HiredisConfiguration(url: "rediss+cluster://n1:7000?tls_verify=no_hostname")
+        #expect(secureCluster.tls?.verification == .noHostname)
     }
 
     @Test func errorsNeverShowThePassword() {

@@ -7,7 +7,7 @@ import Testing
 struct SubscriberTests {
     @Test func deliversAndResubscribesAfterTheServerRestarts() async throws {
         try await withRedis { server, client in
-            let subscriber = HiredisSubscriber(configuration: server.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: server.configuration)
             try await subscriber.subscribe(channels: ["news", "other"])
             try await subscriber.subscribe(patterns: ["room:*"])
             var events = subscriber.events.makeAsyncIterator()
@@ -52,7 +52,7 @@ struct SubscriberTests {
 
     @Test func subscriberConnectionKilledByClientKill() async throws {
         try await withRedis { server, client in
-            let subscriber = HiredisSubscriber(configuration: server.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: server.configuration)
             try await subscriber.subscribe(channels: ["c"])
             var events = subscriber.events.makeAsyncIterator()
             _ = try await client.send(RESPCommand("CLIENT", "KILL", "TYPE", "pubsub"))

@@ -12,7 +12,7 @@ func withRedis<T: Sendable>(
     try await RedisServer.with(options) { server in
         var configuration = server.configuration
         configure(&configuration)
-        let client = try HiredisClient(configuration: configuration)
+        let client = try HiredisClient.started(configuration: configuration)
         do {
             let result = try await body(server, client)
             await client.close()

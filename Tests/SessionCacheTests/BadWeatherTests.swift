@@ -208,7 +208,7 @@ struct BadWeatherTests {
 
     @Test func eventsNeverCarryAWholeSessionID() async throws {
         try await withStore(configure: listenerConfiguration) { fixture in
-            let subscriber = HiredisSubscriber(configuration: fixture.server.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: fixture.server.configuration)
             try await subscriber.subscribe(channels: [fixture.keyspace.events])
             let store = fixture.store
             let session = try await store.create(user: "alice")

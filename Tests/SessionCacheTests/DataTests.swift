@@ -306,7 +306,7 @@ struct DataTests {
             var redis = server.configuration
             redis.commandTimeout = .seconds(1)
             redis.connectTimeout = .seconds(1)
-            let client = try HiredisClient(configuration: redis)
+            let client = try HiredisClient.started(configuration: redis)
             let store = try SessionStore(client: client, configuration: testConfiguration())
             let session = try await store.create(user: "alice")
             try await Task.sleep(for: .milliseconds(1100))  // on disk (appendfsync everysec)

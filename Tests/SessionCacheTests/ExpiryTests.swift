@@ -165,7 +165,7 @@ struct ExpiryTests {
         try await withStore(configure: listenerConfiguration) { fixture in
             let worker = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
                 "SessionTestWorker")
-            let announcements = HiredisSubscriber(configuration: fixture.server.configuration)
+            let announcements = HiredisSubscriber.started(configuration: fixture.server.configuration)
             try await announcements.subscribe(channels: ["worker:hook-started"])
             let process = try ChildProcess(
                 executable: worker.path,

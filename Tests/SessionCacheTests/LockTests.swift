@@ -28,7 +28,7 @@ struct LockTests {
             let stores = try (0..<3).map { _ in try fixture.secondStore(fixture.store.configuration) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for (_, store) in stores {
-                    let locks = SessionLock(store: store)
+                    let locks = SessionLock.started(store: store)
                     for _ in 0..<8 {
                         group.addTask {
                             for _ in 0..<100 {
@@ -69,7 +69,7 @@ struct LockTests {
         try await withStore { fixture in
             var configuration = SessionLockConfiguration()
             configuration.lease = .milliseconds(300)
-            let locks = SessionLock(store: fixture.store, configuration: configuration)
+            let locks = SessionLock.started(store: fixture.store, configuration: configuration)
             let session = try await fixture.store.create(user: "alice")
             let old = try await locks.acquire(session.id)  // no renewal: acquire without withLock
             try await Task.sleep(for: .milliseconds(400))  // the lease runs out
@@ -95,7 +95,7 @@ struct LockTests {
         try await withStore { fixture in
             let session = try await fixture.store.create(user: "alice")
             let holder = try await startWorker(["lock-hold", "\(fixture.server.port)", "test", session.id, "1000"], waitFor: "held")
-            let locks = SessionLock(store: fixture.store)
+            let locks = SessionLock.started(store: fixture.store)
             let waiting = Task { try await locks.acquire(session.id, timeout: .seconds(10)) }
             try await Task.sleep(for: .milliseconds(100))
             let killed = ContinuousClock.now
@@ -108,7 +108,7 @@ struct LockTests {
 
     @Test func waitTimeoutCancellationAndActiveTabWins() async throws {
         try await withStore { fixture in
-            let locks = SessionLock(store: fixture.store)
+            let locks = SessionLock.started(store: fixture.store)
             let session = try await fixture.store.create(user: "alice")
             let holder = try await locks.acquire(session.id)
 
@@ -128,7 +128,7 @@ struct LockTests {
             try await locks.release(next)
 
             // Active tab wins: the newer tab takes over at once; the older tab's writes are refused.
-            let activeTab = SessionLock(store: fixture.store, configuration: SessionLockConfiguration(policy: .activeTabWins))
+            let activeTab = SessionLock.started(store: fixture.store, configuration: SessionLockConfiguration(policy: .activeTabWins))
             let older = try await activeTab.acquire(session.id)
             let newer = try await activeTab.acquire(session.id, timeout: .milliseconds(50))
             #expect(newer.fence > older.fence)
@@ -144,7 +144,7 @@ struct LockTests {
 
     @Test func perTabLocksDoNotRefuseEachOthersWrites() async throws {
         try await withStore { fixture in
-            let locks = SessionLock(store: fixture.store, configuration: SessionLockConfiguration(policy: .sessionPerTab))
+            let locks = SessionLock.started(store: fixture.store, configuration: SessionLockConfiguration(policy: .sessionPerTab))
             let session = try await fixture.store.create(user: "alice")
             let tabA = try await locks.acquire(session.id, tab: "a")
             let tabB = try await locks.acquire(session.id, tab: "b", timeout: .milliseconds(100))  // tabs never wait for each other
@@ -167,20 +167,20 @@ struct LockTests {
             var redis = fixture.server.configuration
             redis.commandTimeout = .milliseconds(300)
             let (slowClient, slowStore) = try { () throws -> (HiredisClient, SessionStore) in
-                let client = try HiredisClient(configuration: redis)
+                let client = try HiredisClient.started(configuration: redis)
                 return (client, try SessionStore(client: client, configuration: fixture.store.configuration))
             }()
             let session = try await fixture.store.create(user: "alice")
             _ = try await slowStore.get(session.id)  // connected
             var configuration = SessionLockConfiguration()
             configuration.lease = .seconds(30)
-            let locks = SessionLock(store: slowStore, configuration: configuration)
+            let locks = SessionLock.started(store: slowStore, configuration: configuration)
             // Redis is frozen: the acquire's commands wait in its socket and run after the client gave up.
             fixture.server.pause()
             await #expect(throws: LockError.self) { _ = try await locks.acquire(session.id) }
             fixture.server.resume()
             // The lock is free at once, not after the 30 s lease of a grant nobody received.
-            let others = SessionLock(store: fixture.store)
+            let others = SessionLock.started(store: fixture.store)
             let lease = try await others.acquire(session.id, timeout: .seconds(3))
             #expect(try await others.release(lease))
             await slowClient.close()
@@ -191,11 +191,11 @@ struct LockTests {
         try await withStore { fixture in
             var redis = fixture.server.configuration
             redis.commandTimeout = .milliseconds(400)
-            let client = try HiredisClient(configuration: redis)
+            let client = try HiredisClient.started(configuration: redis)
             let store = try SessionStore(client: client, configuration: fixture.store.configuration)
             var configuration = SessionLockConfiguration()
             configuration.lease = .seconds(3)
-            let locks = SessionLock(store: store, configuration: configuration)
+            let locks = SessionLock.started(store: store, configuration: configuration)
             let session = try await store.create(user: "alice")
             // Redis stalls for 1.5 s while the body works: renewals time out, but the lease (3 s) never
             // ran out, so the body keeps it and its write goes through.
@@ -214,7 +214,7 @@ struct LockTests {
 
     @Test func waitersDoNotSpin() async throws {
         try await withStore { fixture in
-            let locks = SessionLock(store: fixture.store)
+            let locks = SessionLock.started(store: fixture.store)
             let session = try await fixture.store.create(user: "alice")
             let holder = try await locks.acquire(session.id)
             _ = try await fixture.client.send(RESPCommand("CONFIG", "RESETSTAT"))
@@ -231,7 +231,7 @@ struct LockTests {
 
     @Test func fencingTokensGrowAcrossARestartThatLostTheLastSecond() async throws {
         try await withStore(.init(notifyKeyspaceEvents: "Ex", appendOnly: true)) { fixture in
-            let locks = SessionLock(store: fixture.store)
+            let locks = SessionLock.started(store: fixture.store)
             let session = try await fixture.store.create(user: "alice")
             try await Task.sleep(for: .milliseconds(1100))  // the session is on disk; what follows may not be
             var last = 0
@@ -251,17 +251,17 @@ struct LockTests {
         try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex")) { primary in
             try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex", arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])) {
                 replica in
-                let primaryClient = try HiredisClient(configuration: primary.configuration)
+                let primaryClient = try HiredisClient.started(configuration: primary.configuration)
                 let store = try SessionStore(client: primaryClient, configuration: testConfiguration())
                 let session = try await store.create(user: "alice")
                 // Wait until the replica has the session, then freeze it: it lags from here on.
-                let replicaClient = try HiredisClient(configuration: replica.configuration)
+                let replicaClient = try HiredisClient.started(configuration: replica.configuration)
                 for _ in 0..<100 {
                     if try await replicaClient.send(RESPCommand("EXISTS", .string(store.keyspace.session(session.id)))).int == 1 { break }
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 replica.pause()
-                let locks = SessionLock(store: store)
+                let locks = SessionLock.started(store: store)
                 var last = 0
                 for _ in 0..<20 {
                     let lease = try await locks.acquire(session.id)
@@ -273,7 +273,7 @@ struct LockTests {
                 replica.resume()
                 _ = try await replicaClient.send(RESPCommand("REPLICAOF", "NO", "ONE"))
                 let promoted = try SessionStore(client: replicaClient, configuration: testConfiguration())
-                let after = try await SessionLock(store: promoted).acquire(session.id, timeout: .seconds(5))
+                let after = try await SessionLock.started(store: promoted).acquire(session.id, timeout: .seconds(5))
                 #expect(after.fence > last, "a fence after the failover (\(after.fence)) repeats or precedes one before (\(last))")
                 await primaryClient.close()
                 await replicaClient.close()
@@ -285,7 +285,7 @@ struct LockTests {
         try await withStore { fixture in
             var configuration = SessionLockConfiguration()
             configuration.lease = .milliseconds(300)
-            let locks = SessionLock(store: fixture.store, configuration: configuration)
+            let locks = SessionLock.started(store: fixture.store, configuration: configuration)
             let session = try await fixture.store.create(user: "alice")
             struct Boom: Error {}
             await #expect(throws: Boom.self) { try await locks.withLock(session.id) { _ in throw Boom() } }
@@ -298,7 +298,7 @@ struct LockTests {
                 try await fixture.store.setMetadata(session.id, key: "k", value: 1, lease: lease)
             }
             // Another tab takes the lock over while a body works: the body is told.
-            let takeover = SessionLock(store: fixture.store, configuration: SessionLockConfiguration(policy: .activeTabWins))
+            let takeover = SessionLock.started(store: fixture.store, configuration: SessionLockConfiguration(policy: .activeTabWins))
             await #expect(throws: LockError.leaseLost) {
                 try await locks.withLock(session.id) { _ in
                     _ = try await takeover.acquire(session.id)
@@ -312,7 +312,7 @@ struct LockTests {
         try await withStore(.init(notifyKeyspaceEvents: "Ex", appendOnly: true)) { fixture in
             var configuration = SessionLockConfiguration()
             configuration.waitTimeout = .seconds(3)
-            let locks = SessionLock(store: fixture.store, configuration: configuration)
+            let locks = SessionLock.started(store: fixture.store, configuration: configuration)
             let session = try await fixture.store.create(user: "alice")
             try await Task.sleep(for: .milliseconds(1100))  // on disk (appendfsync everysec)
             let holder = try await locks.acquire(session.id)

@@ -13,7 +13,7 @@ struct ReadmeExampleTests {
         try await RedisServer.with { server in
             var configuration = try HiredisConfiguration(url: server.url + "/0")
             configuration.commandTimeout = .seconds(2)
-            let client = try HiredisClient(configuration: configuration)
+            let client = try HiredisClient.started(configuration: configuration)
 
             try await client.set("greeting", to: "hello", expiresIn: .seconds(60))
             let value = try await client.get("greeting")
@@ -34,7 +34,7 @@ struct ReadmeExampleTests {
 
     @Test func theSessionsLocksAndExpiryExamples() async throws {
         try await RedisServer.with { server in
-            let client = try HiredisClient(configuration: HiredisConfiguration(url: server.url))
+            let client = try HiredisClient.started(configuration: HiredisConfiguration(url: server.url))
             var configuration = SessionStoreConfiguration(namespace: "chat")
             configuration.messageWindow = 20
             configuration.expiryListener = true
@@ -55,7 +55,7 @@ struct ReadmeExampleTests {
             try await store.setMetadata(session.id, key: "timeout_mode", value: "lenient")
             let summaries = try await store.list(user: "alice")
 
-            let locks = SessionLock(store: store)
+            let locks = SessionLock.started(store: store)
             try await locks.withLock(session.id) { lease in
                 let count = try await store.metadata(session.id)["count"]?.numberValue ?? 0
                 try await store.setMetadata(session.id, key: "count", value: .number(count + 1), lease: lease)

@@ -60,7 +60,7 @@ struct StoreFixture: Sendable {
 
     /// A second, independent store (its own client and connections) on the same server.
     func secondStore(_ configuration: SessionStoreConfiguration) throws -> (HiredisClient, SessionStore) {
-        let other = try HiredisClient(configuration: server.configuration)
+        let other = try HiredisClient.started(configuration: server.configuration)
         return (other, try SessionStore(client: other, configuration: configuration))
     }
 }
@@ -81,7 +81,7 @@ func withStore<T: Sendable>(
     try await RedisServer.with(options) { server in
         var configuration = testConfiguration()
         configure(&configuration)
-        let client = try HiredisClient(configuration: server.configuration)
+        let client = try HiredisClient.started(configuration: server.configuration)
         let fixture = StoreFixture(server: server, client: client, store: try SessionStore(client: client, configuration: configuration))
         do {
             let result = try await body(fixture)
@@ -100,7 +100,7 @@ final class ExpiryWatch: Sendable {
     private let subscriber: HiredisSubscriber
 
     init(_ server: RedisServer) async throws {
-        subscriber = HiredisSubscriber(configuration: server.configuration)
+        subscriber = HiredisSubscriber.started(configuration: server.configuration)
         try await subscriber.subscribe(channels: ["__keyevent@0__:expired"])
     }
 
@@ -148,4 +148,13 @@ func expectSessionError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
 
 extension ContinuousClock.Instant {
     var elapsed: Duration { ContinuousClock.now - self }
+}
+
+extension SessionLock {
+    /// Locks whose wake-up subscription runs in a task of its own until ``SessionLock/close()``.
+    static func started(store: SessionStore, configuration: SessionLockConfiguration = SessionLockConfiguration()) -> SessionLock {
+        let locks = SessionLock(store: store, configuration: configuration)
+        Task { try? await locks.run() }
+        return locks
+    }
 }

@@ -47,7 +47,7 @@ extension HiredisClientProtocol {
         do {
             return try await send(command)
         } catch let error as HiredisError {
-            guard case .server(let reply) = error, reply.isFunctionNotFound else { throw error }
+            guard let reply = error.serverError, reply.isFunctionNotFound else { throw error }
             _ = try await send(library.loadCommand)
             return try await send(command)
         }

@@ -75,3 +75,46 @@ public struct RESPCommand: Sendable, Hashable {
 
     var encodedSizeHint: Int { arguments.reduce(0) { $0 + $1.sizeHint } }
 }
+
+extension RESPCommand {
+    /// The Redis Cluster slot the command must go to: the slot of its first key, nil for a
+    /// command without one (`PING`, `TIME`, `INFO`, `FUNCTION`, `PUBLISH`, ...), which any node
+    /// may serve. Functions and scripts route by their first declared key.
+    public var slot: Int? {
+        guard let key = firstKeyIndex, key < arguments.count else { return nil }
+        switch arguments[key] {
+        case .string(let text): return HashSlot.of(text)
+        case .bytes(let bytes): return HashSlot.of(bytes)
+        case .buffer(let buffer): return HashSlot.of(buffer.readableBytesView)
+        case .integer(let value): return HashSlot.of(String(value))
+        }
+    }
+
+    /// Where the first key is among the arguments (0 is the name), by the command's key spec.
+    private var firstKeyIndex: Int? {
+        switch name {
+        case "FCALL", "FCALL_RO", "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "fcall", "fcall_ro", "eval", "evalsha":
+            guard arguments.count > 3, case .integer(let count) = arguments[2], count > 0 else {
+                if arguments.count > 3, case .string(let text) = arguments[2], let count = Int(text), count > 0 { return 3 }
+                return nil
+            }
+            return 3
+        case "MEMORY", "OBJECT", "memory", "object":
+            return 2
+        case "XREAD", "XREADGROUP", "xread", "xreadgroup":
+            // ... STREAMS key [key ...] id [id ...]
+            return arguments.firstIndex { if case .string(let text) = $0 { return text.uppercased() == "STREAMS" } else { return false } }
+                .map { $0 + 1 }
+        default:
+            return Self.keyless.contains(name.uppercased()) ? nil : 1
+        }
+    }
+
+    private static let keyless: Set<String> = [
+        "PING", "ECHO", "TIME", "INFO", "FUNCTION", "SCRIPT", "CONFIG", "CLUSTER", "SCAN", "DBSIZE", "FLUSHALL", "FLUSHDB",
+        "CLIENT", "HELLO", "AUTH", "SELECT", "MULTI", "EXEC", "DISCARD", "ROLE", "COMMAND", "PUBLISH", "WAIT", "WAITAOF",
+        "ASKING", "READONLY", "READWRITE", "SUBSCRIBE", "PSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "PUBSUB", "SLOWLOG",
+        "LATENCY", "DEBUG", "SAVE", "BGSAVE", "BGREWRITEAOF", "LASTSAVE", "SHUTDOWN", "REPLICAOF", "SLAVEOF", "FAILOVER",
+        "SENTINEL", "RANDOMKEY", "KEYS", "SWAPDB", "LOLWUT", "ACL", "MODULE", "QUIT", "RESET", "UNWATCH",
+    ]
+}

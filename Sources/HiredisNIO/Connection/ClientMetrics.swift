@@ -7,6 +7,8 @@ struct ClientMetrics: Sendable {
     let errors: Counter
     let duration: Timer
     let reconnects: Counter
+    let retries: Counter
+    let redirections: Counter
     /// Timing costs two clock reads per command: skipped when nobody records.
     let isRecording: Bool
 
@@ -16,6 +18,8 @@ struct ClientMetrics: Sendable {
         errors = Counter(label: "redis.errors", factory: factory)
         duration = Timer(label: "redis.command.duration", factory: factory)
         reconnects = Counter(label: "redis.reconnects", factory: factory)
+        retries = Counter(label: "redis.retries", factory: factory)
+        redirections = Counter(label: "redis.redirections", factory: factory)
     }
 
     /// Runs `body`, counting it and its failure and timing it.

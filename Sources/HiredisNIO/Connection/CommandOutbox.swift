@@ -20,6 +20,8 @@ final class CommandOutbox: Sendable {
         case queuedCheckingAt(NIODeadline)
         /// The connection is closed.
         case closed(HiredisError)
+        /// Too many commands wait on the connection: this one was not queued.
+        case overloaded(Int)
     }
 
     private struct State {
@@ -36,6 +38,13 @@ final class CommandOutbox: Sendable {
 
     private let state = NIOLockedValueBox(State())
     private let nextID = Atomic<UInt64>(0)
+    /// Commands queued here or written and owed a reply.
+    private let outstanding = Atomic<Int>(0)
+    private let maximumPending: Int
+
+    init(maximumPending: Int = .max) {
+        self.maximumPending = maximumPending
+    }
 
     /// A fresh id for a command, taken before it is appended so that cancellation can name it.
     func makeID() -> UInt64 {
@@ -44,8 +53,11 @@ final class CommandOutbox: Sendable {
 
     /// Encodes a command into the outbox.
     func append(_ entry: PendingCommand, encode: (inout ByteBuffer) -> Void) -> AppendResult {
-        state.withLockedValue { state in
+        let count = outstanding.load(ordering: .relaxed)
+        if count >= maximumPending { return .overloaded(count) }
+        return state.withLockedValue { state in
             if let closed = state.closedError { return .closed(closed) }
+            outstanding.add(1, ordering: .relaxed)
             encode(&state.bytes)
             state.commands.append(entry)
             if state.wakeScheduled { return .queued }
@@ -80,6 +92,26 @@ final class CommandOutbox: Sendable {
         }
     }
 
+    /// Commands the handler adds by itself (health-check PINGs).
+    func added(_ count: Int) {
+        outstanding.add(count, ordering: .relaxed)
+    }
+
+    /// Commands whose replies all arrived.
+    func completed(_ count: Int) {
+        outstanding.subtract(count, ordering: .relaxed)
+    }
+
+    /// Fails queued commands past their deadline (the socket cannot take them): they were
+    /// never written.
+    func expireQueued(now: NIODeadline) {
+        state.withLockedValue { state in
+            for index in state.commands.indices where state.commands[index].isWaiting && state.commands[index].deadline <= now {
+                state.commands[index].fail(HiredisError.timedOut(after: state.commands[index].timeout, written: false))
+            }
+        }
+    }
+
     /// Every written command has its reply: the next command may be written at once.
     func markIdle() {
         state.withLockedValue { $0.awaitingReplies = false }
@@ -89,6 +121,7 @@ final class CommandOutbox: Sendable {
     func close(_ error: HiredisError) -> [PendingCommand] {
         state.withLockedValue { state in
             if state.closedError == nil { state.closedError = error }
+            outstanding.store(0, ordering: .relaxed)
             defer { state.commands = [] }
             return state.commands
         }

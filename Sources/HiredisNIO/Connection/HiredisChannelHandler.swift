@@ -6,7 +6,22 @@ import NIOCore
 ///
 /// In subscriber mode (``enterSubscriberMode(_:)``) every reply is a push message and goes to
 /// the sink instead.
+///
+/// It also watches the connection's health. A connection that has been idle for the health-check
+/// interval sends a `PING`. Whenever something owed by the server (a command, a PING) passes its
+/// deadline while not one byte arrived since it was written, the connection is presumed dead
+/// (the network dropped it without a reset, or the server froze) and is closed, failing what
+/// waits on it, so that the pool replaces it instead of queueing behind it for the kernel's
+/// 15 minutes.
 final class HiredisChannelHandler: ChannelDuplexHandler {
+    /// The health check's settings.
+    struct HealthCheck {
+        /// Idle time after which a PING is sent; nil: never.
+        var idleInterval: TimeAmount?
+        /// How long the PING may take.
+        var timeout: Duration
+    }
+
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = OutboundBatch
     typealias OutboundOut = ByteBuffer
@@ -19,14 +34,27 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private let logger: Logger
     private let outbox: CommandOutbox
+    private let health: HealthCheck
+    /// When the last bytes arrived.
+    private var lastRead = NIODeadline.now()
+    /// When the connection last did anything (read or write): the idle clock.
+    private var lastActivity = NIODeadline.now()
+    private var idleCheck: Scheduled<Void>?
 
-    init(outbox: CommandOutbox, logger: Logger) {
+    init(outbox: CommandOutbox, health: HealthCheck = HealthCheck(idleInterval: nil, timeout: .seconds(5)), logger: Logger) {
         self.outbox = outbox
+        self.health = health
         self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if context.channel.isActive { scheduleIdleCheck(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        scheduleIdleCheck(context: context)
+        context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -38,9 +66,21 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     /// Writes whatever callers have queued in the outbox, in one write and one flush.
     func flushOutbox() {
-        guard let context, closedError == nil, let batch = outbox.takeBatch() else { return }
+        guard let context, closedError == nil else { return }
+        // While the socket's buffer is full, commands wait in the outbox (bounded by
+        // maximumPendingCommands); the ones past their deadline fail there, unsent.
+        guard context.channel.isWritable else {
+            outbox.expireQueued(now: .now())
+            return
+        }
+        guard let batch = outbox.takeBatch() else { return }
         write(batch, context: context)
         context.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { flushOutbox() }
+        context.fireChannelWritabilityChanged()
     }
 
     /// Writes bytes whose replies are not awaited (subscriber mode).
@@ -55,7 +95,10 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             promise?.fail(closedError)
             return
         }
-        for command in batch.commands {
+        let now = NIODeadline.now()
+        lastActivity = now
+        for var command in batch.commands {
+            command.writtenAt = now
             pending.append(command)
             scheduleTimeoutCheck(at: command.deadline, context: context)
         }
@@ -66,6 +109,8 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
+        lastRead = .now()
+        lastActivity = lastRead
         do {
             try reader.feed(buffer)
             while let reply = try reader.next() {
@@ -89,6 +134,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         // replies would be copied on every reply (quadratic in the pipeline's length).
         var head = pending.removeFirst()
         if head.receive(reply) {
+            outbox.completed(1)
             if pending.isEmpty { outbox.markIdle() }
         } else {
             pending.prepend(head)
@@ -145,10 +191,16 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         var queued = outbox.close(error)
         timeoutCheck?.task.cancel()
         timeoutCheck = nil
+        idleCheck?.cancel()
+        idleCheck = nil
         while var command = pending.popFirst() {
             command.fail(error)
         }
-        for index in queued.indices { queued[index].fail(error) }
+        // What was never written certainly did not run.
+        let unwritten = HiredisError(
+            code: error.code, message: error.message, serverError: error.serverError, underlying: error.underlying,
+            commandMayHaveRun: false)
+        for index in queued.indices { queued[index].fail(unwritten) }
     }
 
     // MARK: Timeouts
@@ -168,15 +220,66 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     private func expireOverdue(context: ChannelHandlerContext) {
         let now = NIODeadline.now()
         var next: NIODeadline?
-        for index in pending.indices where pending[index].isWaiting {
+        // Owed past its deadline and not one byte since it was written: nobody is there.
+        var silentSince: NIODeadline?
+        for index in pending.indices {
             if pending[index].deadline <= now {
-                pending[index].fail(HiredisError.timedOut(after: pending[index].timeout))
-            } else if next == nil || pending[index].deadline < next! {
+                if pending[index].writtenAt >= lastRead {
+                    silentSince = min(silentSince ?? pending[index].writtenAt, pending[index].writtenAt)
+                }
+                if pending[index].isWaiting { pending[index].fail(HiredisError.timedOut(after: pending[index].timeout)) }
+            } else if pending[index].isWaiting, next == nil || pending[index].deadline < next! {
                 next = pending[index].deadline
             }
+        }
+        if let silentSince {
+            let silence = Duration.nanoseconds(Int64(now.uptimeNanoseconds &- silentSince.uptimeNanoseconds))
+            logger.warning("Redis connection presumed dead: no reply", metadata: ["silent_for": "\(silence)"])
+            close(context: context, error: .connectionLost(reason: "no reply for \(silence); the connection was presumed dead and closed"))
+            return
         }
         if let next { scheduleTimeoutCheck(at: next, context: context) }
         // Commands queued behind a silent server are written now, so that they time out too.
         flushOutbox()
+    }
+
+    // MARK: Health check
+
+    private func scheduleIdleCheck(context: ChannelHandlerContext) {
+        guard let interval = health.idleInterval, idleCheck == nil, closedError == nil else { return }
+        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastActivity + interval) { [self] in
+            self.idleCheck = nil
+            self.checkIdle(context: context)
+        }
+    }
+
+    /// Sends a PING on a connection idle for the interval; its reply (or the lack of one within
+    /// the health-check timeout) is judged like any command's.
+    private func checkIdle(context: ChannelHandlerContext) {
+        guard let interval = health.idleInterval, closedError == nil else { return }
+        let now = NIODeadline.now()
+        if pushSink == nil, pending.isEmpty, now - lastActivity >= interval {
+            var bytes = context.channel.allocator.buffer(capacity: 14)
+            bytes.writeString("*1\r\n$4\r\nPING\r\n")
+            let ping = PendingCommand(
+                id: 0, deadline: now + health.timeout.timeAmount, timeout: health.timeout, remaining: 1, collected: [],
+                promise: .abandoned)
+            outbox.added(1)
+            write(OutboundBatch(bytes: bytes, commands: [ping]), context: context)
+            context.flush()
+        } else if pushSink != nil, now - lastActivity >= interval {
+            // A subscriber's PING is answered with a push message (which the sink ignores); if
+            // no byte at all arrives before the deadline, the connection is dead.
+            var bytes = context.channel.allocator.buffer(capacity: 14)
+            bytes.writeString("*1\r\n$4\r\nPING\r\n")
+            lastActivity = now
+            context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+            context.eventLoop.assumeIsolated().scheduleTask(deadline: now + health.timeout.timeAmount) { [self] in
+                guard self.lastRead < now, self.closedError == nil else { return }
+                self.close(
+                    context: context, error: .connectionLost(reason: "no reply to PING; the connection was presumed dead and closed"))
+            }
+        }
+        scheduleIdleCheck(context: context)
     }
 }

@@ -1,41 +1,32 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 
-/// A pool of connections to one Redis server: the object an application shares.
+/// The object an application shares: pipelined connections to a standalone Redis, to the
+/// primary a set of Sentinels names, or to every primary of a Redis Cluster
+/// (``HiredisConfiguration/topology``).
+///
+/// The client is a swift-service-lifecycle `Service`: it starts nothing in `init`; its
+/// ``run()`` makes the connections, replaces lost ones with capped exponential back-off, follows
+/// Sentinel failovers and cluster topology changes, and on graceful shutdown or cancellation
+/// closes everything. Put it first in the application's `ServiceGroup` (so that it stops last),
+/// or use ``withRunning(_:)`` in scripts and tests.
 ///
 /// Concurrent callers share connections: commands issued while others are in flight are written
-/// together and their replies matched in order. The pool spreads callers over
-/// ``HiredisConfiguration/poolSize`` connections round robin.
-///
-/// When the server goes away, commands in flight fail at once with
-/// ``HiredisError/connectionLost(reason:)``; the pool reconnects in the background with capped
-/// exponential backoff. A caller arriving while no connection is up waits for the next attempt
-/// (at most ``HiredisConfiguration/reconnectMaximumDelay`` plus ``HiredisConfiguration/connectTimeout``)
-/// and gets its outcome: a working connection, or the attempt's error.
+/// together and their replies matched in order. Replies by which Redis refused a command for a
+/// passing reason (`LOADING`, `BUSY`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`) are retried with
+/// back-off within the command's timeout.
 ///
 /// ```swift
 /// let client = try HiredisClient(configuration: HiredisConfiguration(url: "redis://127.0.0.1:6379"))
-/// try await client.set("greeting", to: "hello")
-/// let value = try await client.get("greeting")
-/// await client.close()
+/// try await client.withRunning { client in
+///     try await client.set("greeting", to: "hello")
+///     let value = try await client.get("greeting")
+/// }
 /// ```
-public final class HiredisClient: HiredisClientProtocol {
-    private enum Phase {
-        case idle
-        case connecting(waiters: [CheckedContinuation<HiredisConnection, any Error>])
-        case connected(HiredisConnection)
-        case waitingToReconnect(lastError: HiredisError, waiters: [CheckedContinuation<HiredisConnection, any Error>])
-    }
-
-    private struct Slot {
-        var phase: Phase = .idle
-        var failures = 0
-    }
-
+public final class HiredisClient: HiredisClientProtocol, Service {
     private struct State {
-        var slots: [Slot]
-        var next = 0
         var closed = false
         var exclusiveIdle: [HiredisConnection] = []
         var libraries: [LuaLibrary] = []
@@ -44,38 +35,174 @@ public final class HiredisClient: HiredisClientProtocol {
     /// The configuration the client was made with.
     public let configuration: HiredisConfiguration
     private let state: NIOLockedValueBox<State>
-    private let metrics: ClientMetrics
+    let metrics: ClientMetrics
+    private let backend: Backend
     private var logger: Logger { configuration.logger }
 
-    /// A client for `configuration`. Connections are made on first use.
+    /// A client for `configuration`. Nothing connects before ``run()``.
     public init(configuration: HiredisConfiguration) throws(HiredisError) {
         try configuration.validate()
         self.configuration = configuration
-        self.state = NIOLockedValueBox(State(slots: Array(repeating: Slot(), count: configuration.poolSize)))
-        self.metrics = ClientMetrics(factory: configuration.metricsFactory)
+        let state = NIOLockedValueBox(State())
+        self.state = state
+        let metrics = ClientMetrics(factory: configuration.metricsFactory)
+        self.metrics = metrics
+        let libraries: @Sendable () -> [LuaLibrary] = { state.withLockedValue { $0.libraries } }
+        switch configuration.topology {
+        case .standalone:
+            let pool = NodePool(address: configuration.address, configuration: configuration, metrics: metrics) {
+                () async throws(HiredisError) -> HiredisConnection in
+                try await HiredisConnection.connect(configuration: configuration, libraries: libraries())
+            }
+            backend = .single(pool)
+        case .sentinel(let sentinels, let primaryName):
+            let discovery = SentinelDiscovery(
+                sentinels: sentinels, primaryName: primaryName, configuration: configuration)
+            let pool = NodePool(address: "primary '\(primaryName)'", configuration: configuration, metrics: metrics) {
+                () async throws(HiredisError) -> HiredisConnection in
+                try await discovery.connectToPrimary(libraries: libraries())
+            }
+            discovery.onSwitch = { [weak pool] in pool?.recycle() }
+            backend = .sentinel(pool, discovery)
+        case .cluster(let seeds):
+            backend = .cluster(ClusterRouter(seeds: seeds, configuration: configuration, metrics: metrics, libraries: libraries))
+        }
+    }
+
+    // MARK: Service
+
+    /// Makes and keeps the connections until graceful shutdown or cancellation, then closes them.
+    public func run() async throws {
+        switch backend {
+        case .single(let pool):
+            await pool.run()
+        case .sentinel(let pool, let discovery):
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await pool.run() }
+                group.addTask { await discovery.run() }
+                await group.next()
+                group.cancelAll()
+            }
+        case .cluster(let router):
+            await router.run()
+        }
+        closeExclusive()
+    }
+
+    /// Runs `body` while ``run()`` runs in a child task, then stops it: for scripts, tools and
+    /// tests. Applications put the client in their `ServiceGroup` instead.
+    public func withRunning<T: Sendable>(_ body: (HiredisClient) async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.run() }
+            defer { group.cancelAll() }
+            do {
+                let result = try await body(self)
+                group.cancelAll()
+                return result
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+        }
+    }
+
+    /// Stops the client without waiting for ``run()`` to return: connections close, later calls
+    /// throw ``HiredisError/Code/clientClosed``.
+    public func close() async {
+        state.withLockedValue { $0.closed = true }
+        switch backend {
+        case .single(let pool), .sentinel(let pool, _): pool.shutDown()
+        case .cluster(let router): router.shutDown()
+        }
+        closeExclusive()
+    }
+
+    private func closeExclusive() {
+        let idle = state.withLockedValue { state in
+            defer { state.exclusiveIdle = [] }
+            return state.exclusiveIdle
+        }
+        for connection in idle { connection.close() }
     }
 
     // MARK: HiredisClientProtocol
 
-    /// Sends one command on a pooled connection and returns its reply.
+    /// Sends one command and returns its reply; an error reply is thrown (``HiredisError/Code/server``).
     public func send(_ command: RESPCommand) async throws -> RESPReply {
-        try await metrics.measure {
-            try await connection().send(command)
-        }
+        try await send(command, timeout: configuration.commandTimeout)
     }
 
-    /// Sends one command with its own timeout.
+    /// Sends one command with its own timeout (for example a blocking pop).
     public func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
         try await metrics.measure {
-            try await connection().send(command, timeout: timeout)
+            try await retryingTransient(timeout: timeout) { remaining in
+                switch backend {
+                case .single(let pool), .sentinel(let pool, _):
+                    return try await pool.connection().send(command, timeout: remaining)
+                case .cluster(let router):
+                    return try await router.send(command, timeout: remaining)
+                }
+            }
         }
     }
 
-    /// Sends several commands in one round trip on one pooled connection.
+    /// Sends several commands in one round trip and returns every reply in order (error replies
+    /// as values). On a cluster, the commands are split by node (a command without a key goes
+    /// with the one before it) and the replies put back in order.
     public func pipeline(_ commands: [RESPCommand]) async throws -> [RESPReply] {
-        try await metrics.measure(commands.count) {
-            try await connection().pipeline(commands)
+        try await pipeline(commands, timeout: configuration.commandTimeout)
+    }
+
+    /// Sends several commands in one round trip with their own timeout.
+    public func pipeline(_ commands: [RESPCommand], timeout: Duration) async throws -> [RESPReply] {
+        if commands.isEmpty { return [] }
+        return try await metrics.measure(commands.count) {
+            try await retryingTransient(timeout: timeout) { remaining in
+                let replies: [RESPReply]
+                switch backend {
+                case .single(let pool), .sentinel(let pool, _):
+                    replies = try await pool.connection().pipeline(commands, timeout: remaining)
+                case .cluster(let router):
+                    replies = try await router.pipeline(commands, timeout: remaining)
+                }
+                // Retried only when Redis refused every command: then none ran.
+                if let first = replies.first, case .error(let text) = first, replies.allSatisfy(\.isError) {
+                    let error = HiredisServerError(reply: text)
+                    if error.isTransient { throw HiredisError.server(error) }
+                }
+                return replies
+            }
         }
+    }
+
+    /// Runs `body` (given the time left) until it succeeds, throws something other than a
+    /// transient refusal, or the timeout is spent; waits 10 ms, doubling to 500 ms, between tries.
+    private func retryingTransient<T>(timeout: Duration, _ body: (Duration) async throws -> T) async throws -> T {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var delay = Duration.milliseconds(10)
+        while true {
+            do {
+                return try await body(max(deadline - clock.now, .milliseconds(1)))
+            } catch let error as HiredisError where isRetryable(error) {
+                if clock.now + delay >= deadline { throw error }
+                metrics.retries.increment()
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .milliseconds(500))
+            }
+        }
+    }
+
+    /// Whether Redis refused the command for a reason that passes: transient replies, and a
+    /// `READONLY` from a primary that Sentinel demoted (the pool reconnects to the new one).
+    private func isRetryable(_ error: HiredisError) -> Bool {
+        guard configuration.retryTransientErrors, let reply = error.serverError else { return false }
+        if reply.isTransient { return true }
+        if reply.code == "READONLY", case .sentinel(let pool, _) = backend {
+            pool.recycle()
+            return true
+        }
+        return false
     }
 
     // MARK: Function libraries
@@ -90,18 +217,20 @@ public final class HiredisClient: HiredisClientProtocol {
         }
     }
 
-    private var libraries: [LuaLibrary] { state.withLockedValue { $0.libraries } }
-
     // MARK: Exclusive connections
 
     /// Lends a connection to `body` alone, for what cannot share one: `WATCH`/`MULTI` spanning
-    /// awaits, blocking pops, `CLIENT` commands about this connection.
+    /// awaits, blocking pops, `CLIENT` commands about this connection. On a cluster, the
+    /// connection goes to the node serving `key` (any node without one).
     ///
     /// The connection returns to a small idle list afterwards, unless `body` threw (its state is
     /// then unknown, so it is closed).
-    public func withExclusiveConnection<T: Sendable>(_ body: (HiredisConnection) async throws -> T) async throws -> T {
+    public func withExclusiveConnection<T: Sendable>(
+        key: String? = nil, _ body: (HiredisConnection) async throws -> T
+    ) async throws -> T {
         let reused: HiredisConnection? = try state.withLockedValue { state in
             if state.closed { throw HiredisError.clientClosed }
+            guard key == nil || !backend.isCluster else { return nil }
             while let connection = state.exclusiveIdle.popLast() {
                 if connection.isOpen { return connection }
             }
@@ -111,12 +240,14 @@ public final class HiredisClient: HiredisClientProtocol {
         if let reused {
             connection = reused
         } else {
-            connection = try await HiredisConnection.connect(configuration: configuration, libraries: libraries)
+            connection = try await newConnection(key: key)
         }
         do {
             let result = try await body(connection)
             let keep = state.withLockedValue { state in
-                guard !state.closed, connection.isOpen, state.exclusiveIdle.count < configuration.poolSize else { return false }
+                guard !state.closed, !backend.isCluster, connection.isOpen, state.exclusiveIdle.count < configuration.poolSize else {
+                    return false
+                }
                 state.exclusiveIdle.append(connection)
                 return true
             }
@@ -128,173 +259,77 @@ public final class HiredisClient: HiredisClientProtocol {
         }
     }
 
-    // MARK: Lifecycle
-
-    /// Closes every connection; later calls throw ``HiredisError/clientClosed``.
-    public func close() async {
-        let (connections, waiters) = state.withLockedValue { state in
-            state.closed = true
-            var connections = state.exclusiveIdle
-            var waiters: [CheckedContinuation<HiredisConnection, any Error>] = []
-            state.exclusiveIdle = []
-            for index in state.slots.indices {
-                switch state.slots[index].phase {
-                case .connected(let connection): connections.append(connection)
-                case .connecting(let list), .waitingToReconnect(_, let list): waiters += list
-                case .idle: break
-                }
-                state.slots[index].phase = .idle
-            }
-            return (connections, waiters)
-        }
-        for waiter in waiters { waiter.resume(throwing: HiredisError.clientClosed) }
-        for connection in connections {
-            connection.close()
-            try? await connection.closeFuture.get()
+    private func newConnection(key: String?) async throws -> HiredisConnection {
+        let libraries = state.withLockedValue { $0.libraries }
+        switch backend {
+        case .single:
+            return try await HiredisConnection.connect(configuration: configuration, libraries: libraries)
+        case .sentinel(_, let discovery):
+            return try await discovery.connectToPrimary(libraries: libraries)
+        case .cluster(let router):
+            return try await router.newConnection(key: key, libraries: libraries)
         }
     }
 
-    /// A connected pooled connection: round robin over the connected slots; when none is up,
-    /// the outcome of the next connect attempt.
-    func connection() async throws -> HiredisConnection {
-        enum Pick {
-            case ready(HiredisConnection)
-            case wait
-            case start([Int])
-        }
-        // Fast path without a continuation.
-        let fast: HiredisConnection? = try state.withLockedValue { state in
-            if state.closed { throw HiredisError.clientClosed }
-            let count = state.slots.count
-            let start = state.next
-            state.next = (start + 1) % count
-            for offset in 0..<count {
-                if case .connected(let connection) = state.slots[(start + offset) % count].phase, connection.isOpen {
-                    return connection
-                }
-            }
-            return nil
-        }
-        if let fast { return fast }
+    // MARK: Cluster-wide
 
-        return try await withCheckedThrowingContinuation { continuation in
-            let pick: Pick = state.withLockedValue { state in
-                if state.closed {
-                    continuation.resume(throwing: HiredisError.clientClosed)
-                    return .wait
-                }
-                for index in state.slots.indices {
-                    if case .connected(let connection) = state.slots[index].phase, connection.isOpen {
-                        return .ready(connection)
-                    }
-                }
-                // Join an attempt under way, or the next scheduled one.
-                for index in state.slots.indices {
-                    switch state.slots[index].phase {
-                    case .connecting(var waiters):
-                        waiters.append(continuation)
-                        state.slots[index].phase = .connecting(waiters: waiters)
-                        return .wait
-                    default: continue
-                    }
-                }
-                for index in state.slots.indices {
-                    if case .waitingToReconnect(let error, var waiters) = state.slots[index].phase {
-                        waiters.append(continuation)
-                        state.slots[index].phase = .waitingToReconnect(lastError: error, waiters: waiters)
-                        return .wait
-                    }
-                }
-                // Nothing under way: start every idle slot; this caller waits on the first.
-                var started: [Int] = []
-                for index in state.slots.indices {
-                    if case .idle = state.slots[index].phase {
-                        state.slots[index].phase = .connecting(waiters: started.isEmpty ? [continuation] : [])
-                        started.append(index)
-                    }
-                }
-                if started.isEmpty {
-                    // A slot reported connected but its connection just closed: reconnect it.
-                    state.slots[0].phase = .connecting(waiters: [continuation])
-                    started = [0]
-                }
-                return .start(started)
-            }
-            switch pick {
-            case .ready(let connection): continuation.resume(returning: connection)
-            case .wait: break
-            case .start(let slots): for slot in slots { attemptConnect(slot: slot) }
-            }
+    /// Sends `command` to every primary (to each node once, for a standalone or Sentinel
+    /// client): `FUNCTION LOAD`, `CONFIG SET`, `SCAN` over the whole data set. Replies in the
+    /// order of ``primaries()``.
+    public func sendToEveryPrimary(_ command: RESPCommand) async throws -> [RESPReply] {
+        switch backend {
+        case .single, .sentinel:
+            return [try await send(command)]
+        case .cluster(let router):
+            return try await router.sendToEveryPrimary(command, timeout: configuration.commandTimeout)
         }
     }
 
-    private func attemptConnect(slot: Int) {
-        Task {
-            do {
-                let connection = try await HiredisConnection.connect(configuration: configuration, libraries: libraries)
-                let waiters: [CheckedContinuation<HiredisConnection, any Error>]? = state.withLockedValue { state in
-                    guard !state.closed else { return nil }
-                    var waiters: [CheckedContinuation<HiredisConnection, any Error>] = []
-                    if case .connecting(let list) = state.slots[slot].phase { waiters = list }
-                    if state.slots[slot].failures > 0 { metrics.reconnects.increment() }
-                    state.slots[slot] = Slot(phase: .connected(connection), failures: 0)
-                    return waiters
-                }
-                guard let waiters else {
-                    connection.close()
-                    return
-                }
-                connection.closeFuture.whenComplete { [weak self] _ in self?.connectionLost(slot: slot, connection: connection) }
-                for waiter in waiters { waiter.resume(returning: connection) }
-            } catch {
-                let redisError = error as? HiredisError ?? .cannotConnect(address: configuration.address, reason: "\(error)")
-                connectFailed(slot: slot, error: redisError)
-            }
+    /// The primaries the client talks to, as `host:port`.
+    public func primaries() async throws -> [String] {
+        switch backend {
+        case .single(let pool), .sentinel(let pool, _): return [pool.address]
+        case .cluster(let router): return try await router.primaryAddresses()
         }
     }
 
-    private func connectFailed(slot: Int, error: HiredisError) {
-        let (waiters, delay): ([CheckedContinuation<HiredisConnection, any Error>], Duration?) = state.withLockedValue { state in
-            var waiters: [CheckedContinuation<HiredisConnection, any Error>] = []
-            if case .connecting(let list) = state.slots[slot].phase { waiters = list }
-            if state.closed { return (waiters, nil) }
-            state.slots[slot].failures += 1
-            state.slots[slot].phase = .waitingToReconnect(lastError: error, waiters: [])
-            return (waiters, backoff(failures: state.slots[slot].failures))
-        }
-        logger.debug("Redis connect attempt failed", metadata: ["error": "\(error)"])
-        for waiter in waiters { waiter.resume(throwing: error) }
-        if let delay { scheduleReconnect(slot: slot, after: delay) }
-    }
-
-    private func connectionLost(slot: Int, connection: HiredisConnection) {
-        let reconnect = state.withLockedValue { state in
-            guard !state.closed, case .connected(let current) = state.slots[slot].phase, current === connection else { return false }
-            state.slots[slot].failures = 1
-            state.slots[slot].phase = .waitingToReconnect(lastError: .connectionLost(reason: "connection closed"), waiters: [])
-            return true
-        }
-        if reconnect {
-            logger.info("Redis connection lost; reconnecting", metadata: ["address": "\(configuration.address)"])
-            scheduleReconnect(slot: slot, after: configuration.reconnectInitialDelay)
+    /// Sends `command` to the primary `address` (one of ``primaries()``).
+    public func send(_ command: RESPCommand, toPrimary address: String) async throws -> RESPReply {
+        switch backend {
+        case .single, .sentinel: return try await send(command)
+        case .cluster(let router): return try await router.send(command, toPrimary: address, timeout: configuration.commandTimeout)
         }
     }
 
-    private func scheduleReconnect(slot: Int, after delay: Duration) {
-        Task {
-            try? await Task.sleep(for: delay)
-            let go = state.withLockedValue { state in
-                guard !state.closed, case .waitingToReconnect(_, let waiters) = state.slots[slot].phase else { return false }
-                state.slots[slot].phase = .connecting(waiters: waiters)
-                return true
-            }
-            if go { attemptConnect(slot: slot) }
+    /// The configuration for a connection of its own to the primary `address` (a subscriber
+    /// for that node's keyspace notifications, say).
+    public func configuration(forPrimary address: String) -> HiredisConfiguration {
+        switch backend {
+        case .single: return configuration
+        case .sentinel(_, let discovery): return discovery.currentPrimaryConfiguration() ?? configuration
+        case .cluster: return configuration.forNode(address)
         }
     }
 
-    /// Capped exponential backoff: initial × 2^(failures−1), at most the maximum.
-    private func backoff(failures: Int) -> Duration {
-        let factor = 1 << min(failures - 1, 20)
-        return min(configuration.reconnectInitialDelay * factor, configuration.reconnectMaximumDelay)
+    /// Whether this client talks to a Redis Cluster.
+    public var isCluster: Bool { backend.isCluster }
+}
+
+/// Where a client's commands go.
+enum Backend: Sendable {
+    case single(NodePool)
+    case sentinel(NodePool, SentinelDiscovery)
+    case cluster(ClusterRouter)
+
+    var isCluster: Bool {
+        if case .cluster = self { return true }
+        return false
+    }
+}
+
+extension RESPReply {
+    var isError: Bool {
+        if case .error = self { return true }
+        return false
     }
 }

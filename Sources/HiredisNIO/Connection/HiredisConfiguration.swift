@@ -8,35 +8,79 @@ import NIOPosix
 /// ```swift
 /// var configuration = try HiredisConfiguration(url: "redis://app:secret@127.0.0.1:6379/2")
 /// configuration.commandTimeout = .seconds(2)
+/// let cluster = try HiredisConfiguration(url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
+/// let sentinel = try HiredisConfiguration(url: "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/sessions")
+/// let secure = try HiredisConfiguration(url: "rediss://redis.internal:6380?tls_ca_file=/etc/ssl/redis-ca.pem")
 /// ```
 public struct HiredisConfiguration: Sendable {
-    /// Host name or address.
+    /// How the servers are arranged.
+    public enum Topology: Sendable, Hashable {
+        /// One server at ``HiredisConfiguration/host``:``HiredisConfiguration/port``.
+        case standalone
+        /// A Redis Cluster, discovered from any of `seeds` (`CLUSTER SHARDS`).
+        case cluster(seeds: [HiredisAddress])
+        /// A primary with replicas, watched by Sentinels: the primary named `primaryName`, as any
+        /// of `sentinels` reports it.
+        case sentinel(sentinels: [HiredisAddress], primaryName: String)
+    }
+
+    /// Host name or address (standalone; for a cluster or Sentinel, set by the client per node).
     public var host: String = "127.0.0.1"
     /// TCP port.
     public var port: Int = 6379
+    /// Standalone, cluster or Sentinel.
+    public var topology: Topology = .standalone
+    /// TLS (`rediss://`); nil for plaintext.
+    public var tls: HiredisTLSConfiguration? = nil
     /// ACL user name; with a password only, `AUTH password` is sent.
     public var username: String? = nil
     /// Password for `AUTH`.
     public var password: String? = nil
-    /// Database for `SELECT` (sent when not 0).
+    /// Password for the Sentinels, when they require one (they usually have their own).
+    public var sentinelPassword: String? = nil
+    /// Database for `SELECT` (sent when not 0; a cluster has only database 0).
     public var database: Int = 0
     /// Name for `CLIENT SETNAME`, so operators can tell connections apart in `CLIENT LIST`.
     public var clientName: String? = "swift-session-cache"
-    /// Connections that share the command load; concurrent commands on one connection are pipelined.
+    /// Connections per node that share the command load; concurrent commands on one connection
+    /// are pipelined.
     public var poolSize: Int = 2
-    /// How long to wait for TCP connect plus the handshake (AUTH, SELECT, CLIENT SETNAME).
+    /// How long to wait for TCP connect plus the handshake (TLS, AUTH, SELECT, CLIENT SETNAME).
     public var connectTimeout: Duration = .seconds(5)
-    /// How long a command waits for its reply.
+    /// How long a command waits for its reply, retries of transient refusals included.
     public var commandTimeout: Duration = .seconds(5)
-    /// Delay before the first reconnect attempt after a connection is lost; doubled after each
-    /// failed attempt up to ``reconnectMaximumDelay``.
+    /// Delay before the first reconnect attempt after a failed one; doubled after each failed
+    /// attempt up to ``reconnectMaximumDelay``. A lost connection is replaced at once.
     public var reconnectInitialDelay: Duration = .milliseconds(20)
     /// The cap of the reconnect delay.
     public var reconnectMaximumDelay: Duration = .seconds(1)
-    /// Where the client logs (connects, disconnects, protocol errors), never per command.
+    /// A connection idle this long sends a `PING`; one that gets no reply within
+    /// ``commandTimeout`` is closed and replaced. nil turns the check off.
+    ///
+    /// With commands in flight no PING is needed: a command that times out while nothing at all
+    /// arrived on its connection since it was written closes the connection too. So a connection
+    /// the network dropped without a reset is found within `commandTimeout` when busy and
+    /// `healthCheckInterval + commandTimeout` when idle, not the kernel's 15 minutes.
+    public var healthCheckInterval: Duration? = .seconds(10)
+    /// TCP keepalive on every connection (idle 10 s, then 3 probes 5 s apart), which also keeps
+    /// idle connections through NAT and firewalls.
+    public var tcpKeepalive = true
+    /// Commands that may wait on one connection (written or queued); past it a command fails at
+    /// once with ``HiredisError/Code/overloaded``, without being sent.
+    public var maximumPendingCommands = 10_000
+    /// Replies by which Redis refused a command for a passing reason (`LOADING`, `BUSY`,
+    /// `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`) are retried with back-off within the command's
+    /// timeout.
+    public var retryTransientErrors = true
+    /// Cluster: how many `MOVED`/`ASK` redirections one command may follow.
+    public var maximumRedirections = 5
+    /// Cluster: how often the topology is read again besides after `MOVED` and connection loss.
+    public var topologyRefreshInterval: Duration = .seconds(30)
+    /// Where the client logs (connects, disconnects, failovers, protocol errors), never per command.
     public var logger: Logger = Logger(label: "redis-client", factory: { _ in SwiftLogNoOpLogHandler() })
-    /// Where the client records `redis.commands`, `redis.errors` and `redis.command.duration`.
-    /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
+    /// Where the client records `redis.commands`, `redis.errors`, `redis.command.duration`,
+    /// `redis.reconnects`, `redis.retries` and `redis.redirections`. Defaults to the factory the
+    /// application bootstrapped (`MetricsSystem.bootstrap`).
     public var metricsFactory: any MetricsFactory = MetricsSystem.factory
     /// The event loops connections run on.
     public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
@@ -47,25 +91,45 @@ public struct HiredisConfiguration: Sendable {
         self.port = port
     }
 
-    /// A configuration from a `redis://[[user]:password@]host[:port][/db]` URL.
+    /// A configuration from a URL:
     ///
-    /// `rediss://` (TLS) is refused with ``HiredisError/invalidConfiguration(_:)``: this client
-    /// does not speak TLS yet, and silently downgrading would leak credentials.
+    /// - `redis://[[user]:password@]host[:port][/db]`, `rediss://...` for TLS;
+    /// - `redis+cluster://[[user]:password@]host1:port1,host2:port2` (`rediss+cluster://`): any
+    ///   nodes of a cluster, from which the rest is discovered;
+    /// - `redis+sentinel://[[user]:password@]host1:port1,host2:port2/primaryName[/db]`
+    ///   (`rediss+sentinel://`): the Sentinels and the name of the primary they watch.
+    ///
+    /// TLS options go in the query: `tls_ca_file`, `tls_cert_file`, `tls_key_file`,
+    /// `tls_server_name`, `tls_verify` (`full`, the default; `no_hostname`; `none`).
+    /// Errors name the URL without its credentials.
     public init(url: String) throws(HiredisError) {
-        // Errors name the URL without its credentials.
         let shown = Self.redacted(url)
         let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else {
             throw .invalidConfiguration("'\(shown)' is not a redis:// URL")
         }
         let scheme = parts[0].lowercased()
-        if scheme == "rediss" {
-            throw .invalidConfiguration("rediss:// (TLS) is not supported yet; use redis:// over a trusted network or a TLS tunnel")
+        let secure: Bool
+        enum Kind { case standalone, cluster, sentinel }
+        let kind: Kind
+        switch scheme {
+        case "redis": (secure, kind) = (false, .standalone)
+        case "rediss": (secure, kind) = (true, .standalone)
+        case "redis+cluster": (secure, kind) = (false, .cluster)
+        case "rediss+cluster": (secure, kind) = (true, .cluster)
+        case "redis+sentinel": (secure, kind) = (false, .sentinel)
+        case "rediss+sentinel": (secure, kind) = (true, .sentinel)
+        default: throw .invalidConfiguration("unsupported scheme '\(scheme)://'")
         }
-        guard scheme == "redis" else { throw .invalidConfiguration("unsupported scheme '\(scheme)://'") }
 
         var rest = parts[1]
-        if let query = rest.firstIndex(where: { $0 == "?" || $0 == "#" }) { rest = rest[..<query] }
+        var query = Substring("")
+        if let mark = rest.firstIndex(of: "?") {
+            query = rest[rest.index(after: mark)...].prefix { $0 != "#" }
+            rest = rest[..<mark]
+        } else if let hash = rest.firstIndex(of: "#") {
+            rest = rest[..<hash]
+        }
         var path = Substring("")
         if let slash = rest.firstIndex(of: "/") {
             path = rest[rest.index(after: slash)...]
@@ -83,30 +147,62 @@ public struct HiredisConfiguration: Sendable {
                 password = Self.percentDecoded(credentials)
             }
         }
-        var hostPart = rest
-        if hostPart.hasPrefix("["), let close = hostPart.firstIndex(of: "]") {  // [::1]:6379
-            host = String(hostPart[hostPart.index(after: hostPart.startIndex)..<close])
-            hostPart = hostPart[hostPart.index(after: close)...]
-            if hostPart.hasPrefix(":") {
-                guard let value = Int(hostPart.dropFirst()), (1...65535).contains(value) else {
-                    throw .invalidConfiguration("bad port in '\(shown)'")
+        let defaultPort = kind == .sentinel ? 26379 : 6379
+        var addresses: [HiredisAddress] = []
+        for item in rest.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let address = HiredisAddress(parsing: item, defaultPort: defaultPort) else {
+                throw .invalidConfiguration("bad host or port in '\(shown)'")
+            }
+            addresses.append(address)
+        }
+        if kind == .standalone && addresses.count != 1 {
+            throw .invalidConfiguration("'\(shown)' names several hosts: use redis+cluster:// or redis+sentinel://")
+        }
+        host = addresses[0].host
+        port = addresses[0].port
+
+        var pathParts = path.split(separator: "/", omittingEmptySubsequences: true)
+        switch kind {
+        case .standalone:
+            break
+        case .cluster:
+            topology = .cluster(seeds: addresses)
+        case .sentinel:
+            guard let name = pathParts.first else {
+                throw .invalidConfiguration("'\(shown)' needs the primary's name: redis+sentinel://host:26379/<name>")
+            }
+            topology = .sentinel(sentinels: addresses, primaryName: Self.percentDecoded(name))
+            pathParts.removeFirst()
+        }
+        if let db = pathParts.first {
+            guard pathParts.count == 1, let value = Int(db), value >= 0 else {
+                throw .invalidConfiguration("bad database '\(path)' in '\(shown)'")
+            }
+            if kind == .cluster && value != 0 { throw .invalidConfiguration("a cluster has only database 0") }
+            database = value
+        }
+
+        var tls = secure ? HiredisTLSConfiguration() : nil
+        for pair in query.split(separator: "&") {
+            let item = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(item[0])
+            let value = item.count == 2 ? Self.percentDecoded(item[1]) : ""
+            guard name.hasPrefix("tls_") else { continue }
+            guard tls != nil else { throw .invalidConfiguration("\(name) needs a rediss:// URL") }
+            switch name {
+            case "tls_ca_file": tls?.caFile = value
+            case "tls_cert_file": tls?.certificateFile = value
+            case "tls_key_file": tls?.privateKeyFile = value
+            case "tls_server_name": tls?.serverName = value
+            case "tls_verify":
+                guard let verification = HiredisTLSConfiguration.Verification(rawValue: value) else {
+                    throw .invalidConfiguration("tls_verify must be full, no_hostname or none")
                 }
-                port = value
+                tls?.verification = verification
+            default: throw .invalidConfiguration("unknown option \(name)")
             }
-        } else if let colon = hostPart.lastIndex(of: ":") {
-            host = String(hostPart[..<colon])
-            guard let value = Int(hostPart[hostPart.index(after: colon)...]), (1...65535).contains(value) else {
-                throw .invalidConfiguration("bad port in '\(shown)'")
-            }
-            port = value
-        } else {
-            host = String(hostPart)
         }
-        if host.isEmpty { host = "127.0.0.1" }
-        if !path.isEmpty {
-            guard let db = Int(path), db >= 0 else { throw .invalidConfiguration("bad database '\(path)' in '\(shown)'") }
-            database = db
-        }
+        self.tls = tls
     }
 
     /// `url` with any user and password replaced by `***`, for messages and logs.
@@ -119,16 +215,41 @@ public struct HiredisConfiguration: Sendable {
     }
 
     /// `host:port`, for messages.
-    public var address: String { "\(host):\(port)" }
+    public var address: String { HiredisAddress(host: host, port: port).description }
+
+    /// This configuration aimed at one node (`host:port`) of a cluster or Sentinel setup.
+    public func forNode(_ address: String) -> HiredisConfiguration {
+        var copy = self
+        if let parsed = HiredisAddress(parsing: Substring(address), defaultPort: port) {
+            copy.host = parsed.host
+            copy.port = parsed.port
+        }
+        copy.topology = .standalone
+        return copy
+    }
 
     func validate() throws(HiredisError) {
         if poolSize < 1 { throw .invalidConfiguration("poolSize must be at least 1") }
         if connectTimeout <= .zero || commandTimeout <= .zero {
             throw .invalidConfiguration("timeouts must be positive")
         }
+        if let interval = healthCheckInterval, interval <= .zero {
+            throw .invalidConfiguration("healthCheckInterval must be positive")
+        }
+        if maximumPendingCommands < 1 || maximumRedirections < 1 {
+            throw .invalidConfiguration("maximumPendingCommands and maximumRedirections must be at least 1")
+        }
+        switch topology {
+        case .standalone: break
+        case .cluster(let seeds):
+            if seeds.isEmpty { throw .invalidConfiguration("a cluster needs at least one seed node") }
+            if database != 0 { throw .invalidConfiguration("a cluster has only database 0") }
+        case .sentinel(let sentinels, let name):
+            if sentinels.isEmpty || name.isEmpty { throw .invalidConfiguration("Sentinel needs sentinels and a primary name") }
+        }
     }
 
-    private static func percentDecoded(_ text: Substring) -> String {
+    static func percentDecoded(_ text: Substring) -> String {
         var bytes: [UInt8] = []
         var iterator = Array(text.utf8).makeIterator()
         while let byte = iterator.next() {
@@ -142,6 +263,48 @@ public struct HiredisConfiguration: Sendable {
         }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// A server's host and port.
+public struct HiredisAddress: Sendable, Hashable, CustomStringConvertible {
+    /// Host name or IP address.
+    public var host: String
+    /// TCP port.
+    public var port: Int
+
+    /// An address.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`, `[v6]:port`, or `host` with `defaultPort`; nil when malformed.
+    init?(parsing text: Substring, defaultPort: Int) {
+        var hostPart = text
+        var port = defaultPort
+        if hostPart.hasPrefix("["), let close = hostPart.firstIndex(of: "]") {
+            host = String(hostPart[hostPart.index(after: hostPart.startIndex)..<close])
+            hostPart = hostPart[hostPart.index(after: close)...]
+            if hostPart.hasPrefix(":") {
+                guard let value = Int(hostPart.dropFirst()) else { return nil }
+                port = value
+            } else if !hostPart.isEmpty {
+                return nil
+            }
+        } else if let colon = hostPart.lastIndex(of: ":") {
+            host = String(hostPart[..<colon])
+            guard let value = Int(hostPart[hostPart.index(after: colon)...]) else { return nil }
+            port = value
+        } else {
+            host = String(hostPart)
+        }
+        guard (1...65535).contains(port) else { return nil }
+        if host.isEmpty { host = "127.0.0.1" }
+        self.port = port
+    }
+
+    /// `host:port` (`[host]:port` for IPv6).
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 extension Duration {

@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One TCP connection to Redis.
 ///
@@ -37,14 +38,31 @@ public final class HiredisConnection: HiredisClientProtocol {
         let logger = configuration.logger
         let eventLoop = configuration.eventLoopGroup.next()
         let connection: HiredisConnection
-        let outbox = CommandOutbox()
+        let outbox = CommandOutbox(maximumPending: configuration.maximumPendingCommands)
+        let tlsContext = try configuration.tls?.makeContext()
+        let health = HiredisChannelHandler.HealthCheck(
+            idleInterval: configuration.healthCheckInterval?.timeAmount, timeout: configuration.commandTimeout)
         do {
-            let channel = try await ClientBootstrap(group: eventLoop)
+            var bootstrap = ClientBootstrap(group: eventLoop)
                 .connectTimeout(configuration.connectTimeout.timeAmount)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            if configuration.tcpKeepalive {
+                bootstrap = bootstrap.channelOption(.socketOption(.so_keepalive), value: 1)
+                    .channelOption(ChannelOptions.tcpKeepaliveIdle, value: 10)
+                    .channelOption(ChannelOptions.tcpKeepaliveInterval, value: 5)
+                    .channelOption(ChannelOptions.tcpKeepaliveCount, value: 3)
+            }
+            let host = configuration.host
+            let tls = configuration.tls
+            let channel =
+                try await bootstrap
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(HiredisChannelHandler(outbox: outbox, logger: logger))
+                        if let tls, let tlsContext {
+                            try channel.pipeline.syncOperations.addHandler(tls.makeHandler(context: tlsContext, host: host))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(
+                            HiredisChannelHandler(outbox: outbox, health: health, logger: logger))
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port)
@@ -54,15 +72,20 @@ public final class HiredisConnection: HiredisClientProtocol {
             }.get()
             connection = HiredisConnection(
                 channel: channel, handler: handler, outbox: outbox, commandTimeout: configuration.commandTimeout)
+        } catch let error as HiredisError {
+            throw error
         } catch {
-            throw .cannotConnect(address: configuration.address, reason: "\(error)")
+            throw .cannotConnect(address: configuration.address, reason: "\(error)", underlying: error)
         }
 
         do {
             try await connection.handshake(configuration, libraries: libraries)
         } catch {
             connection.close()
-            switch error {
+            if configuration.tls != nil, Self.isTLSFailure(error) {
+                throw .tlsFailure(address: configuration.address, underlying: error.underlying ?? error)
+            }
+            switch error.code {
             case .server: throw error
             case .timedOut: throw .cannotConnect(address: configuration.address, reason: "handshake timed out")
             default: throw .cannotConnect(address: configuration.address, reason: "handshake failed: \(error)")
@@ -72,13 +95,21 @@ public final class HiredisConnection: HiredisClientProtocol {
         return connection
     }
 
+    /// Whether a handshake failure came from TLS (the NIOSSL handler closes the channel with
+    /// its error).
+    private static func isTLSFailure(_ error: HiredisError) -> Bool {
+        if let underlying = error.underlying, underlying is NIOSSLError || underlying is BoringSSLError { return true }
+        return error.message.contains("NIOSSL") || error.message.contains("BoringSSL") || error.message.contains("handshakeFailed")
+    }
+
     private func handshake(_ configuration: HiredisConfiguration, libraries: [LuaLibrary]) async throws(HiredisError) {
         do {
             try await runHandshake(configuration, libraries: libraries)
         } catch let error as HiredisError {
             throw error
         } catch {
-            throw .connectionLost(reason: "\(error)")
+            throw HiredisError(
+                code: .connectionLost, message: "connection to Redis lost: \(error)", underlying: error, commandMayHaveRun: true)
         }
     }
 
@@ -198,7 +229,11 @@ public final class HiredisConnection: HiredisClientProtocol {
                     let handler = self.handler
                     channel.eventLoop.scheduleTask(deadline: deadline) { handler.value.flushOutbox() }
                 case .closed(let error):
-                    continuation.resume(throwing: error)
+                    continuation.resume(
+                        throwing: HiredisError(
+                            code: error.code, message: error.message, underlying: error.underlying, commandMayHaveRun: false))
+                case .overloaded(let count):
+                    continuation.resume(throwing: HiredisError.overloaded(pending: count))
                 }
             }
         } onCancel: {

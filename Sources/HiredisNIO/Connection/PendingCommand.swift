@@ -22,6 +22,8 @@ struct PendingCommand {
     var remaining: Int
     var collected: [RESPReply]
     var promise: Promise
+    /// When the handler wrote it (set then).
+    var writtenAt = NIODeadline.uptimeNanoseconds(0)
 
     /// Resumes the caller with an error and keeps the entry as a placeholder.
     mutating func fail(_ error: any Error) {

@@ -1,22 +1,33 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 
 /// A pub/sub subscriber on a connection of its own, delivering messages as an `AsyncSequence`.
 ///
-/// Channels and patterns can be added and removed while it runs. When the connection drops it
-/// reconnects with capped exponential backoff, subscribes to everything again, and then yields
-/// ``Event/resubscribed`` so the consumer knows that messages published meanwhile were lost
-/// (Redis does not keep pub/sub messages for absent subscribers).
+/// A swift-service-lifecycle `Service`: ``run()`` connects, keeps the connection (reconnecting with
+/// capped exponential back-off; an idle connection is checked with `PING`, so one the network
+/// dropped silently is found and replaced), and ends on graceful shutdown or cancellation.
+/// Channels and patterns can be added and removed while it runs (and before: they are
+/// subscribed when it connects). After a reconnect it subscribes to everything again, then yields
+/// ``Event/resubscribed``: messages published meanwhile were lost (Redis keeps none for absent
+/// subscribers).
+///
+/// The buffer between the connection and a slow consumer is bounded
+/// (``init(configuration:bufferSize:)``): when it is full the oldest message is dropped and
+/// ``Event/gap(dropped:)`` is yielded, so the consumer knows to catch up another way.
 ///
 /// ```swift
 /// let subscriber = HiredisSubscriber(configuration: configuration)
-/// try await subscriber.subscribe(channels: ["news"])
-/// for await event in subscriber.events {
-///     if case .message(let channel, _, let payload) = event { print(channel, String(buffer: payload)) }
+/// try await withThrowingTaskGroup(of: Void.self) { group in
+///     group.addTask { try await subscriber.run() }
+///     try await subscriber.subscribe(channels: ["news"])
+///     for await event in subscriber.events {
+///         if case .message(let channel, _, let payload) = event { print(channel, String(buffer: payload)) }
+///     }
 /// }
 /// ```
-public final class HiredisSubscriber: Sendable {
+public final class HiredisSubscriber: Service {
     /// What the subscriber delivers.
     public enum Event: Sendable {
         /// A message on `channel`; `pattern` is set when it matched a pattern subscription. Messages
@@ -25,6 +36,9 @@ public final class HiredisSubscriber: Sendable {
         /// The connection was lost and is back with every subscription restored: messages
         /// published in between were missed.
         case resubscribed
+        /// The consumer fell behind and the buffer overflowed: this many messages were dropped
+        /// (the oldest ones) since the subscriber started.
+        case gap(dropped: Int)
     }
 
     private enum Kind: String {
@@ -50,7 +64,7 @@ public final class HiredisSubscriber: Sendable {
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
         var closed = false
-        var supervisor: Task<Void, Never>?
+        var dropped = 0
     }
 
     /// The messages and gap notices, in order. Iterate it from one task.
@@ -59,19 +73,42 @@ public final class HiredisSubscriber: Sendable {
     private let configuration: HiredisConfiguration
     private let state = NIOLockedValueBox(State())
 
-    /// A subscriber; it connects at once and keeps reconnecting until ``close()``.
-    public init(configuration: HiredisConfiguration) {
+    /// A subscriber that buffers at most `bufferSize` events for its consumer. Nothing connects
+    /// before ``run()``.
+    public init(configuration: HiredisConfiguration, bufferSize: Int = 10_000) {
         var configuration = configuration
         configuration.poolSize = 1
+        configuration.topology = .standalone
         if let name = configuration.clientName { configuration.clientName = name + "-subscriber" }
         self.configuration = configuration
-        (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .unbounded)
-        // The supervisor keeps the subscriber alive until close().
-        let supervisor = Task { [weak self] in
-            guard let self else { return }
-            await self.supervise()
+        (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(max(bufferSize, 2)))
+    }
+
+    /// Connects and keeps subscribed until graceful shutdown, cancellation or ``close()``; then
+    /// ends ``events``.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await supervise()
+            } onCancel: {
+                self.stop()
+            }
+        } onGracefulShutdown: {
+            self.stop()
         }
-        state.withLockedValue { $0.supervisor = supervisor }
+        stop()
+    }
+
+    /// Hands an event to the consumer; when the buffer is full the oldest one is dropped and a
+    /// gap notice follows.
+    private func deliver(_ event: Event) {
+        if case .dropped = continuation.yield(event) {
+            let dropped = state.withLockedValue { state in
+                state.dropped += 1
+                return state.dropped
+            }
+            _ = continuation.yield(.gap(dropped: dropped))
+        }
     }
 
     /// Subscribes to channels and waits until Redis confirms (at most the command timeout; the
@@ -107,18 +144,20 @@ public final class HiredisSubscriber: Sendable {
         try await change(.unsubscribeShardChannel, names: shardChannels)
     }
 
-    /// Stops the subscriber and ends ``events``.
+    /// Stops the subscriber: ``run()`` returns and ``events`` ends.
     public func close() async {
-        let (connection, supervisor, waiters) = state.withLockedValue { state in
+        stop()
+    }
+
+    private func stop() {
+        let (connection, waiters) = state.withLockedValue { state in
             state.closed = true
             let waiters = state.waiters.values.map(\.continuation)
             state.waiters = [:]
-            return (state.connection, state.supervisor, waiters)
+            return (state.connection, waiters)
         }
         for waiter in waiters { waiter.resume(throwing: HiredisError.clientClosed) }
-        supervisor?.cancel()
         connection?.close()
-        await supervisor?.value
         continuation.finish()
     }
 
@@ -162,21 +201,29 @@ public final class HiredisSubscriber: Sendable {
             state.nextWaiter += 1
             return state.nextWaiter
         }
+        let timer = configuration.eventLoopGroup.any().scheduleTask(in: timeout.timeAmount) { [weak self] in
+            let waiter = self?.state.withLockedValue { $0.waiters.removeValue(forKey: id) }
+            waiter?.continuation.resume(throwing: HiredisError.timedOut(after: timeout))
+        }
+        defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            state.withLockedValue { $0.waiters[id] = Waiter(kind: kind, remaining: names, continuation: continuation) }
-            send()
-            Task { [weak self] in
-                try? await Task.sleep(for: timeout)
-                let waiter = self?.state.withLockedValue { $0.waiters.removeValue(forKey: id) }
-                waiter?.continuation.resume(throwing: HiredisError.timedOut(after: timeout))
+            let closed = state.withLockedValue { state in
+                if state.closed { return true }
+                state.waiters[id] = Waiter(kind: kind, remaining: names, continuation: continuation)
+                return false
             }
+            if closed {
+                continuation.resume(throwing: HiredisError.clientClosed)
+                return
+            }
+            send()
         }
     }
 
     private func supervise() async {
         var failures = 0
         var connectedBefore = false
-        while !Task.isCancelled, !state.withLockedValue({ $0.closed }) {
+        while !Task.isCancelled, !Task.isShuttingDownGracefully, !state.withLockedValue({ $0.closed }) {
             let connection: HiredisConnection
             do {
                 connection = try await HiredisConnection.connect(configuration: configuration)
@@ -212,7 +259,7 @@ public final class HiredisSubscriber: Sendable {
                     try await awaitConfirmation(.shardChannel, names: shardChannels) {
                         try? connection.sendWithoutReply(Self.commands(.shardChannel, shardChannels))
                     }
-                    continuation.yield(.resubscribed)
+                    deliver(.resubscribed)
                     configuration.logger.info("subscriber reconnected and resubscribed")
                 } catch {
                     connection.close()
@@ -233,11 +280,11 @@ public final class HiredisSubscriber: Sendable {
         switch kind {
         case "message" where parts.count == 3, "smessage" where parts.count == 3:
             if let channel = parts[1].string, case .bulkString(let payload) = parts[2] {
-                continuation.yield(.message(channel: channel, pattern: nil, payload: payload))
+                deliver(.message(channel: channel, pattern: nil, payload: payload))
             }
         case "pmessage" where parts.count == 4:
             if let pattern = parts[1].string, let channel = parts[2].string, case .bulkString(let payload) = parts[3] {
-                continuation.yield(.message(channel: channel, pattern: pattern, payload: payload))
+                deliver(.message(channel: channel, pattern: pattern, payload: payload))
             }
         default:
             guard let confirmed = Kind(rawValue: kind), parts.count >= 2, let name = parts[1].string else { return }

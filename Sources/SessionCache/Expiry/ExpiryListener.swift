@@ -108,12 +108,18 @@ public final class ExpiryListener: Service {
         }
         let stopping = Atomic(false)
         let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
-        if configuration.keyspaceNotifications, await enableNotifications() {
-            try? await subscriber.subscribe(patterns: [keyspace.timerNotificationPattern(database: store.redis.configuration.database)])
-        }
+        let notifications = configuration.keyspaceNotifications ? await enableNotifications() : false
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
-                background.addTask { await self.collectNotifications(from: subscriber) }
+                background.addTask { try? await subscriber.run() }
+                background.addTask {
+                    if notifications {
+                        // Remembered by the subscriber even when the first confirmation is late.
+                        try? await subscriber.subscribe(
+                            patterns: [self.keyspace.timerNotificationPattern(database: self.store.redis.configuration.database)])
+                    }
+                    await self.collectNotifications(from: subscriber)
+                }
                 background.addTask { await self.registryLoop() }
                 background.addTask { await self.renewalLoop() }
                 background.addTask { await self.finalizerLoop() }
@@ -122,6 +128,7 @@ public final class ExpiryListener: Service {
                 }
                 // Every hook has finished: finalize what they left, then stop the helpers.
                 await self.finalizeRemaining()
+                await subscriber.close()
                 background.cancelAll()
             }
         } onGracefulShutdown: {
@@ -557,6 +564,8 @@ public final class ExpiryListener: Service {
                 sweepWakeup.signal()
             case .resubscribed:
                 logger.info("expired-key notifications were missed while reconnecting; the sweep covers them")
+            case .gap(let dropped):
+                logger.warning("expired-key notifications overflowed; the sweep covers them", metadata: ["dropped": "\(dropped)"])
             }
         }
     }

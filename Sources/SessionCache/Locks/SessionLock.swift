@@ -4,6 +4,7 @@ import HiredisNIO
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// Per-session locks with leases and fencing, across app-server instances: two tabs of one user,
@@ -28,7 +29,11 @@ import Synchronization
 /// - The store's writes made with a lease (`lease:`) happen only while the lease is held
 ///   (``SessionError/staleLease`` otherwise), atomically with the write.
 /// - Reads need no lock (``SessionStore/get(_:)``, ``SessionStore/metadata(_:)``).
-public final class SessionLock: Sendable {
+///
+/// A swift-service-lifecycle `Service`: ``run()`` keeps the wake-up subscription (put it in the
+/// application's `ServiceGroup`). Without it locks still work; waiters then learn of releases by
+/// asking again (``SessionLockConfiguration/waiterHeartbeat``), which is slower.
+public final class SessionLock: Service {
     private struct Metrics: Sendable {
         let acquisitions: Counter
         let wait: CoreMetrics.Timer
@@ -43,6 +48,15 @@ public final class SessionLock: Sendable {
     /// Local waiters by token, woken by release messages.
     private let waiters = Mutex<[String: CheckedContinuation<Bool, Never>]>([:])
     private let wakeups: WakeupSubscription
+    /// Locks to give back (see ``abandonLater(_:token:)``).
+    private let cleanup = Mutex<[Abandoned]>([])
+    private let cleanupWakeup = Wakeup()
+
+    private struct Abandoned: Sendable {
+        let lockKey: String
+        let token: String
+        let until: ContinuousClock.Instant
+    }
 
     /// Locks for `store`'s sessions. Share one per process: it holds the wake-up subscription.
     public init(store: SessionStore, configuration: SessionLockConfiguration = SessionLockConfiguration()) {
@@ -57,7 +71,21 @@ public final class SessionLock: Sendable {
         wakeups = WakeupSubscription(configuration: store.redis.configuration, logger: configuration.logger)
     }
 
-    /// Stops the wake-up subscription. Waiters still waiting fall back to their heartbeat.
+    /// Keeps the wake-up subscription, and gives back locks whose acquisition or release was
+    /// interrupted (a timeout after Redis granted it, a cancelled task, Redis away), until
+    /// graceful shutdown, cancellation or ``close()``.
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.cleanupLoop() }
+            await wakeups.run { [weak self] token in
+                if let token { self?.wake(token) } else { self?.wakeAll() }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Stops the wake-up subscription (``run()`` returns). Waiters still waiting fall back to
+    /// their heartbeat.
     public func close() async {
         await wakeups.close()
     }
@@ -113,9 +141,7 @@ public final class SessionLock: Sendable {
         if case .error(let text) = replies[0] { throw LockError.redis(text) }
 
         // Contended: listen for wake-ups first, then queue up (a release in between wakes us).
-        await wakeups.ensureSubscribed(keyspace.lockWakeups(bucket: bucket)) { [weak self] token in
-            if let token { self?.wake(token) } else { self?.wakeAll() }
-        }
+        await wakeups.ensureSubscribed(keyspace.lockWakeups(bucket: bucket))
         do {
             while true {
                 try Task.checkCancellation()
@@ -186,8 +212,13 @@ public final class SessionLock: Sendable {
         } catch {
             result = .failure(lost.withLockedValue { $0 } ? LockError.leaseLost : error)
         }
-        // Release even when this task is cancelled: in a task of its own.
-        _ = await Task { try? await self.release(lease) }.value
+        // Release, also when this task is cancelled (the command is written all the same); if
+        // the release fails, run() keeps trying while the lease lasts.
+        do {
+            _ = try await release(lease)
+        } catch {
+            abandonLater(keyspace.lock(lease.sessionID, tab: lease.tab), token: lease.token)
+        }
         return try result.get()
     }
 
@@ -241,13 +272,45 @@ public final class SessionLock: Sendable {
     }
 
     /// Leaves the queue and gives the lock back if this token got it (owner-checked, so harmless
-    /// when it did not). In a task of its own, so that it runs even when the caller is cancelled.
+    /// when it did not). When that fails (Redis away, the task cancelled), ``run()`` keeps trying
+    /// until the lease would have ended anyway.
     private func abandon(_ lockKey: String, token: String) async {
-        _ = await Task {
-            _ = try? await self.store.redis.call(
-                LockAbandonFunction(lockKey: lockKey, token: token, staleWaiter: self.staleWaiter, handoverLease: self.staleWaiter))
-            _ = try? await self.store.redis.call(self.releaseFunction(lockKey, token: token))
-        }.value
+        do {
+            try await abandonNow(lockKey, token: token)
+        } catch {
+            abandonLater(lockKey, token: token)
+        }
+    }
+
+    private func abandonNow(_ lockKey: String, token: String) async throws {
+        _ = try await store.redis.call(
+            LockAbandonFunction(lockKey: lockKey, token: token, staleWaiter: staleWaiter, handoverLease: staleWaiter))
+        _ = try await store.redis.call(releaseFunction(lockKey, token: token))
+    }
+
+    private func abandonLater(_ lockKey: String, token: String) {
+        let until = ContinuousClock.now + configuration.lease + staleWaiter
+        cleanup.withLock { $0.append(Abandoned(lockKey: lockKey, token: token, until: until)) }
+        cleanupWakeup.signal()
+    }
+
+    /// Gives back locks whose acquisition or release was interrupted, until it works or the lease
+    /// is over.
+    private func cleanupLoop() async {
+        while !Task.isCancelled {
+            await cleanupWakeup.wait(atMost: .milliseconds(200))
+            let items = cleanup.withLock { $0 }
+            guard !items.isEmpty else { continue }
+            var done: Set<String> = []
+            for item in items {
+                if ContinuousClock.now > item.until {
+                    done.insert(item.token)
+                } else if (try? await abandonNow(item.lockKey, token: item.token)) != nil {
+                    done.insert(item.token)
+                }
+            }
+            cleanup.withLock { $0.removeAll { done.contains($0.token) } }
+        }
     }
 
     /// Waits until a release names `token`, or `atMost` passes, or the task is cancelled. True when woken.
@@ -288,37 +351,36 @@ public final class SessionLock: Sendable {
 }
 
 /// The lock's wake-up subscription: one shard channel per bucket that has had waiters, made the
-/// first time a caller waits there.
+/// first time a caller waits there. Its connection lives in ``run()``.
 final class WakeupSubscription: Sendable {
-    private let configuration: HiredisConfiguration
+    private let subscriber: HiredisSubscriber
     private let logger: Logger
-    private let state = Mutex<(subscriber: HiredisSubscriber?, channels: Set<String>, consumer: Task<Void, Never>?)>((nil, [], nil))
+    private let channels = Mutex<Set<String>>([])
 
     init(configuration: HiredisConfiguration, logger: Logger) {
-        self.configuration = configuration
+        self.subscriber = HiredisSubscriber(configuration: configuration)
         self.logger = logger
     }
 
-    /// Subscribes to `channel` unless subscribed already. `wake` gets the token a release names, or
-    /// nil after the subscription reconnected (wake-ups may have been lost: everyone asks again).
-    func ensureSubscribed(_ channel: String, wake: @escaping @Sendable (String?) -> Void) async {
-        let subscriber = state.withLock { state -> HiredisSubscriber? in
-            if state.channels.contains(channel) { return nil }
-            state.channels.insert(channel)
-            if let subscriber = state.subscriber { return subscriber }
-            let subscriber = HiredisSubscriber(configuration: configuration)
-            state.subscriber = subscriber
-            state.consumer = Task {
-                for await event in subscriber.events {
-                    switch event {
-                    case .message(_, _, let payload): wake(String(buffer: payload))
-                    case .resubscribed: wake(nil)
-                    }
+    /// Keeps the subscription and hands every wake-up to `wake`: the token a release names, or
+    /// nil after the subscription reconnected or overflowed (wake-ups may have been lost:
+    /// everyone asks again).
+    func run(wake: @escaping @Sendable (String?) -> Void) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await self.subscriber.run() }
+            for await event in subscriber.events {
+                switch event {
+                case .message(_, _, let payload): wake(String(buffer: payload))
+                case .resubscribed, .gap: wake(nil)
                 }
             }
-            return subscriber
+            group.cancelAll()
         }
-        guard let subscriber else { return }
+    }
+
+    /// Subscribes to `channel` unless subscribed already.
+    func ensureSubscribed(_ channel: String) async {
+        guard channels.withLock({ $0.insert(channel).inserted }) else { return }
         do {
             try await subscriber.subscribe(shardChannels: [channel])
         } catch {
@@ -327,16 +389,7 @@ final class WakeupSubscription: Sendable {
     }
 
     func close() async {
-        let (subscriber, consumer) = state.withLock { state in
-            defer {
-                state.subscriber = nil
-                state.consumer = nil
-                state.channels = []
-            }
-            return (state.subscriber, state.consumer)
-        }
-        await subscriber?.close()
-        await consumer?.value
+        await subscriber.close()
     }
 }
 

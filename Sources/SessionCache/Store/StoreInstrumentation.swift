@@ -82,7 +82,7 @@ struct StoreInstrumentation: Sendable {
         case let error as SessionError: return error
         case let error as HiredisError:
             if error.serverCode == "WRONGTYPE" { return .corrupted("a key holds the wrong Redis type (\(error))") }
-            if case .server(let reply) = error,
+            if let reply = error.serverError,
                 reply.message.contains("unknown command 'FCALL") || reply.message.contains("unknown command 'FUNCTION")
             {
                 return .unsupportedServer("the session store needs Redis 7.0 or later (Functions): \(reply.message)")

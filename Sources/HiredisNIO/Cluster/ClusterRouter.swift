@@ -1,0 +1,376 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+
+/// Sends commands to the primary serving their slot, with one automatically pipelined pool per
+/// primary: the cluster side of ``HiredisClient``.
+///
+/// The slot map (``ClusterSlotMap``) comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` on older
+/// servers), read at start, every ``HiredisConfiguration/topologyRefreshInterval``, after a
+/// `MOVED` and after a connection loss. A `MOVED` reply also updates the map at once and the
+/// command is sent again to the new node; an `ASK` reply sends `ASKING` plus the command to the
+/// target without touching the map. A command follows at most
+/// ``HiredisConfiguration/maximumRedirections`` redirections. The pools' connect and back-off
+/// work, and the refreshes, run in ``run()``.
+final class ClusterRouter: Sendable {
+    private struct State {
+        var map = ClusterSlotMap()
+        var pools: [String: NodePool] = [:]
+        var waiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+        var nextWaiter: UInt64 = 0
+        var lastError: HiredisError?
+        var shutDown = false
+        var running = false
+    }
+
+    private let seeds: [HiredisAddress]
+    private let configuration: HiredisConfiguration
+    private let metrics: ClientMetrics
+    private let libraries: @Sendable () -> [LuaLibrary]
+    private let state = NIOLockedValueBox(State())
+    /// Pools made since `run()` started them: `run()` runs each.
+    private let newPools: AsyncStream<NodePool>
+    private let newPoolsContinuation: AsyncStream<NodePool>.Continuation
+    /// Refresh requests; the newest one is enough.
+    private let refreshes: AsyncStream<Void>
+    private let refreshesContinuation: AsyncStream<Void>.Continuation
+
+    init(
+        seeds: [HiredisAddress], configuration: HiredisConfiguration, metrics: ClientMetrics,
+        libraries: @escaping @Sendable () -> [LuaLibrary]
+    ) {
+        self.seeds = seeds
+        self.configuration = configuration
+        self.metrics = metrics
+        self.libraries = libraries
+        (newPools, newPoolsContinuation) = AsyncStream.makeStream(of: NodePool.self)
+        (refreshes, refreshesContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    private var logger: Logger { configuration.logger }
+
+    // MARK: Running
+
+    func run() async {
+        state.withLockedValue { $0.running = true }
+        refreshesContinuation.yield()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in self.refreshes.cancelOnGracefulShutdown() {
+                    await self.refresh()
+                }
+                // Graceful shutdown, cancellation or shutDown(): everything stops.
+                self.shutDown()
+            }
+            group.addTask {
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    try? await Task.sleep(for: self.configuration.topologyRefreshInterval)
+                    self.requestRefresh()
+                }
+            }
+            // Ends when shutDown() finishes the stream (or the task is cancelled).
+            for await pool in newPools {
+                group.addTask { await pool.run() }
+            }
+            shutDown()
+            group.cancelAll()
+        }
+    }
+
+    func shutDown() {
+        let (pools, waiters) = state.withLockedValue { state in
+            state.shutDown = true
+            defer {
+                state.pools = [:]
+                state.waiters = [:]
+            }
+            return (Array(state.pools.values), Array(state.waiters.values))
+        }
+        for pool in pools { pool.shutDown() }
+        for waiter in waiters { waiter.resume(throwing: HiredisError.clientClosed) }
+        newPoolsContinuation.finish()
+        refreshesContinuation.finish()
+    }
+
+    func requestRefresh() {
+        refreshesContinuation.yield()
+    }
+
+    /// Reads the topology from a known primary or a seed, on a connection of its own, and
+    /// applies it.
+    private func refresh() async {
+        let candidates = state.withLockedValue { $0.map.primaries } + seeds.map(\.description)
+        var lastError: HiredisError?
+        for address in orderedUnique(candidates) {
+            do {
+                let topology = try await readTopology(from: address)
+                guard !topology.shards.isEmpty else { continue }
+                apply(topology)
+                return
+            } catch let error as HiredisError {
+                lastError = error
+            } catch {
+                lastError = .connectionLost(reason: "\(error)")
+            }
+        }
+        let error = lastError ?? .cannotConnect(address: "cluster", reason: "no node answered")
+        logger.warning("cluster topology refresh failed", metadata: ["error": "\(error)"])
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>] in
+            state.lastError = error
+            guard !state.map.isKnown else { return [] }
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(throwing: error) }
+        // Try again soon while nothing is known.
+        if !state.withLockedValue({ $0.map.isKnown }) {
+            try? await Task.sleep(for: configuration.reconnectMaximumDelay)
+            requestRefresh()
+        }
+    }
+
+    private func readTopology(from address: String) async throws -> ClusterTopology {
+        let connection = try await HiredisConnection.connect(configuration: configuration.forNode(address))
+        defer { connection.close() }
+        let host = HiredisAddress(parsing: Substring(address), defaultPort: 6379)?.host ?? "127.0.0.1"
+        do {
+            let reply = try await connection.send(RESPCommand("CLUSTER", "SHARDS"))
+            return try ClusterTopology(shardsReply: reply, fallbackHost: host)
+        } catch let error as HiredisError where error.code == .server {
+            let reply = try await connection.send(RESPCommand("CLUSTER", "SLOTS"))
+            return try ClusterTopology(slotsReply: reply, fallbackHost: host)
+        }
+    }
+
+    private func apply(_ topology: ClusterTopology) {
+        let (added, removed, waiters) = state.withLockedValue { state in
+            let (added, removed) = state.map.apply(topology)
+            var made: [NodePool] = []
+            for address in added where state.pools[address] == nil {
+                let pool = makePool(address)
+                state.pools[address] = pool
+                made.append(pool)
+            }
+            var dropped: [NodePool] = []
+            for address in removed {
+                if let pool = state.pools.removeValue(forKey: address) { dropped.append(pool) }
+            }
+            state.lastError = nil
+            defer { state.waiters = [:] }
+            return (made, dropped, Array(state.waiters.values))
+        }
+        if !added.isEmpty || !removed.isEmpty {
+            logger.info(
+                "cluster topology changed",
+                metadata: [
+                    "primaries": "\(topology.primaries)", "added": "\(added.map(\.address))", "removed": "\(removed.map(\.address))",
+                ])
+        }
+        for pool in added { newPoolsContinuation.yield(pool) }
+        for pool in removed { pool.shutDown() }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private func makePool(_ address: String) -> NodePool {
+        let configuration = configuration.forNode(address)
+        let libraries = self.libraries
+        return NodePool(address: address, configuration: configuration, metrics: metrics) {
+            () async throws(HiredisError) -> HiredisConnection in
+            try await HiredisConnection.connect(configuration: configuration, libraries: libraries())
+        }
+    }
+
+    /// The pool of `address`, made (and handed to `run()`) when new.
+    private func pool(_ address: String) throws -> NodePool {
+        let (pool, isNew): (NodePool, Bool) = try state.withLockedValue { state in
+            if state.shutDown { throw HiredisError.clientClosed }
+            if let pool = state.pools[address] { return (pool, false) }
+            let pool = makePool(address)
+            state.pools[address] = pool
+            return (pool, true)
+        }
+        if isNew { newPoolsContinuation.yield(pool) }
+        return pool
+    }
+
+    // MARK: Routing
+
+    /// Waits until a topology is known (at most the connect timeout plus the longest back-off).
+    private func awaitTopology() async throws {
+        if state.withLockedValue({ $0.map.isKnown }) { return }
+        let id = state.withLockedValue { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        let limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
+        let timer = configuration.eventLoopGroup.any().scheduleTask(in: limit.timeAmount) { [weak self] in
+            guard let self else { return }
+            let (waiter, running, lastError) = self.state.withLockedValue { ($0.waiters.removeValue(forKey: id), $0.running, $0.lastError) }
+            let reason = running ? "no cluster node answered" : "the client is not running: add it to a ServiceGroup or call run()"
+            waiter?.resume(throwing: lastError ?? HiredisError.cannotConnect(address: "cluster", reason: reason))
+        }
+        defer { timer.cancel() }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let resume: Result<Void, HiredisError>? = state.withLockedValue { state in
+                if state.shutDown { return .failure(.clientClosed) }
+                if state.map.isKnown { return .success(()) }
+                state.waiters[id] = continuation
+                return nil
+            }
+            if let resume { continuation.resume(with: resume) }
+        }
+    }
+
+    /// The primary serving `slot` (any primary when nil).
+    func primary(forSlot slot: Int?) async throws -> String {
+        try await awaitTopology()
+        return try state.withLockedValue { state in
+            if let slot, let address = state.map.primary(forSlot: slot) { return address }
+            if let any = state.map.primaries.randomElement() { return any }
+            throw HiredisError.cannotConnect(address: "cluster", reason: "no primary serves slot \(slot.map(String.init) ?? "-")")
+        }
+    }
+
+    func primaryAddresses() async throws -> [String] {
+        try await awaitTopology()
+        return state.withLockedValue { $0.map.primaries }
+    }
+
+    /// One command, following redirections.
+    func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
+        var address = try await primary(forSlot: command.slot)
+        var asking = false
+        for _ in 0...configuration.maximumRedirections {
+            do {
+                let connection = try await pool(address).connection()
+                if asking {
+                    let replies = try await connection.pipeline([RESPCommand("ASKING"), command], timeout: timeout)
+                    if case .error(let text) = replies.last { throw HiredisError.server(HiredisServerError(reply: text)) }
+                    return replies.last ?? .null
+                }
+                return try await connection.send(command, timeout: timeout)
+            } catch let error as HiredisError {
+                if let redirection = redirection(error, from: address) {
+                    asking = follow(redirection)
+                    address = redirection.address
+                    continue
+                }
+                if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
+                throw error
+            }
+        }
+        throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
+    }
+
+    /// The redirection an error reply names, if any.
+    private func redirection(_ error: HiredisError, from address: String) -> Redirection? {
+        guard let reply = error.serverError else { return nil }
+        let host = HiredisAddress(parsing: Substring(address), defaultPort: 6379)?.host ?? "127.0.0.1"
+        return Redirection(reply, fallbackHost: host)
+    }
+
+    /// Records a redirection; returns whether the next try must be preceded by `ASKING`.
+    private func follow(_ redirection: Redirection) -> Bool {
+        metrics.redirections.increment()
+        switch redirection.kind {
+        case .moved:
+            _ = state.withLockedValue { $0.map.moved(slot: redirection.slot, to: redirection.address) }
+            requestRefresh()
+            return false
+        case .ask:
+            return true
+        }
+    }
+
+    /// An explicit pipeline split by node: a command without a key goes with the command before
+    /// it (or, at the start, the first keyed one), so `[SET k v, TIME]` stays on `k`'s node. The
+    /// parts go out concurrently; a part redirected as a whole is sent again command by command.
+    func pipeline(_ commands: [RESPCommand], timeout: Duration) async throws -> [RESPReply] {
+        try await awaitTopology()
+        // Segments: each keyed command starts one; commands without a key join the segment they
+        // follow (leading ones join the first keyed command's).
+        var segments: [(slot: Int?, range: Range<Int>)] = []
+        var currentStart = 0
+        var currentSlot: Int? = nil
+        for (index, command) in commands.enumerated() {
+            guard let slot = command.slot else { continue }
+            if currentSlot == nil {
+                currentSlot = slot
+                continue
+            }
+            segments.append((currentSlot, currentStart..<index))
+            currentStart = index
+            currentSlot = slot
+        }
+        segments.append((currentSlot, currentStart..<commands.count))
+        var byNode: [String: [Int]] = [:]
+        var nodeOrder: [String] = []
+        try state.withLockedValue { state in
+            for (index, segment) in segments.enumerated() {
+                let address = segment.slot.flatMap { state.map.primary(forSlot: $0) } ?? state.map.primaries.first
+                guard let address else { throw HiredisError.cannotConnect(address: "cluster", reason: "no primary known") }
+                if byNode[address] == nil { nodeOrder.append(address) }
+                byNode[address, default: []].append(index)
+            }
+        }
+        var replies = [RESPReply](repeating: .null, count: commands.count)
+        try await withThrowingTaskGroup(of: (String, [RESPReply]).self) { group in
+            for address in nodeOrder {
+                let indexes = byNode[address]!.flatMap { Array(segments[$0].range) }
+                let part = indexes.map { commands[$0] }
+                group.addTask {
+                    (address, try await self.pool(address).connection().pipeline(part, timeout: timeout))
+                }
+            }
+            for try await (address, partReplies) in group {
+                let indexes = byNode[address]!.flatMap { Array(segments[$0].range) }
+                for (position, index) in indexes.enumerated() { replies[index] = partReplies[position] }
+            }
+        }
+        // Commands answered with a redirection did not run: send them again where they belong.
+        for index in replies.indices {
+            guard case .error(let text) = replies[index] else { continue }
+            let error = HiredisServerError(reply: text)
+            guard error.code == "MOVED" || error.code == "ASK" else { continue }
+            do {
+                replies[index] = try await send(commands[index], timeout: timeout)
+            } catch let error as HiredisError where error.code == .server {
+                replies[index] = .error(error.serverError?.message ?? error.message)
+            }
+        }
+        return replies
+    }
+
+    func sendToEveryPrimary(_ command: RESPCommand, timeout: Duration) async throws -> [RESPReply] {
+        let primaries = try await primaryAddresses()
+        return try await withThrowingTaskGroup(of: (Int, RESPReply).self) { group in
+            for (index, address) in primaries.enumerated() {
+                group.addTask { (index, try await self.send(command, toPrimary: address, timeout: timeout)) }
+            }
+            var replies = [RESPReply](repeating: .null, count: primaries.count)
+            for try await (index, reply) in group { replies[index] = reply }
+            return replies
+        }
+    }
+
+    func send(_ command: RESPCommand, toPrimary address: String, timeout: Duration) async throws -> RESPReply {
+        try await awaitTopology()
+        do {
+            return try await pool(address).connection().send(command, timeout: timeout)
+        } catch let error as HiredisError where error.code == .connectionLost || error.code == .cannotConnect {
+            requestRefresh()
+            throw error
+        }
+    }
+
+    func newConnection(key: String?, libraries: [LuaLibrary]) async throws -> HiredisConnection {
+        let address = try await primary(forSlot: key.map { HashSlot.of($0) })
+        return try await HiredisConnection.connect(configuration: configuration.forNode(address), libraries: libraries)
+    }
+
+    private func orderedUnique(_ items: [String]) -> [String] {
+        var seen = Set<String>()
+        return items.filter { seen.insert($0).inserted }
+    }
+}
