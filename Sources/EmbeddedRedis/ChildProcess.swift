@@ -155,3 +155,15 @@ public final class ChildProcess: Sendable {
         }
     }
 }
+
+extension ChildProcess {
+    /// Runs a program to its end; its exit status and everything it printed.
+    public static func run(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let output = NIOLockedValueBox("")
+        let process = try ChildProcess(executable: executable, arguments: arguments) { line in
+            output.withLockedValue { $0 += line + "\n" }
+        }
+        _ = await process.waitForExit()
+        return (process.exitCode ?? -1, output.withLockedValue { $0 })
+    }
+}

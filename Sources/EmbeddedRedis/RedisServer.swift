@@ -34,12 +34,22 @@ public final class RedisServer: @unchecked Sendable {
         public var arguments: [String]
         /// The executable, found on PATH or in /usr/bin by default.
         public var executable: String
+        /// TLS only (`--port 0 --tls-port`), with these certificates; clients must present one
+        /// signed by the same authority (mutual TLS).
+        public var tls: TLSCertificates?
+        /// Lines of a configuration file written to the server's directory and passed first
+        /// (Sentinel needs a file it can rewrite).
+        public var configurationFile: [String]?
+        /// Runs as a Sentinel (`--sentinel`).
+        public var sentinel: Bool = false
 
         /// Options; the defaults give a throwaway server with expired-key events on.
         public init(
             notifyKeyspaceEvents: String? = "Ex", appendOnly: Bool = false, password: String? = nil,
-            extra: [(String, String)] = [], arguments: [String] = [], executable: String? = nil
+            extra: [(String, String)] = [], arguments: [String] = [], executable: String? = nil,
+            tls: TLSCertificates? = nil
         ) {
+            self.tls = tls
             self.notifyKeyspaceEvents = notifyKeyspaceEvents
             self.appendOnly = appendOnly
             self.password = password
@@ -70,18 +80,29 @@ public final class RedisServer: @unchecked Sendable {
     /// The port it listens on (127.0.0.1).
     public var port: Int { lock.withLock { _port } }
 
-    /// `redis://[:password@]127.0.0.1:port`.
+    /// `redis://[:password@]127.0.0.1:port` (`rediss://...` with the certificates as query
+    /// options for a TLS server).
     public var url: String {
-        if let password = options.password { return "redis://:\(password)@127.0.0.1:\(port)" }
-        return "redis://127.0.0.1:\(port)"
+        let scheme = options.tls == nil ? "redis" : "rediss"
+        let credentials = options.password.map { ":\($0)@" } ?? ""
+        var url = "\(scheme)://\(credentials)127.0.0.1:\(port)"
+        if let tls = options.tls {
+            url += "?tls_ca_file=\(tls.caFile)&tls_cert_file=\(tls.clientCertificateFile)&tls_key_file=\(tls.clientKeyFile)"
+        }
+        return url
     }
 
-    /// A client configuration pointing at the server (with its password, if any).
+    /// A client configuration pointing at the server (with its password and client
+    /// certificate, if any).
     public var configuration: HiredisConfiguration {
         var configuration = HiredisConfiguration(host: "127.0.0.1", port: port)
         configuration.password = options.password
+        if let tls = options.tls { configuration.tls = tls.clientConfiguration }
         return configuration
     }
+
+    /// The `host:port` clients connect to.
+    public var address: HiredisAddress { HiredisAddress(host: "127.0.0.1", port: port) }
 
     /// The process id, while running.
     public var pid: Int32? { lock.withLock { process?.isRunning == true ? process?.pid : nil } }
@@ -178,8 +199,25 @@ public final class RedisServer: @unchecked Sendable {
     public var log: String { lock.withLock { output } }
 
     private func launch() async throws {
-        var arguments = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path,
+        var arguments: [String] = []
+        if let lines = options.configurationFile {
+            let file = directory.appendingPathComponent(options.sentinel ? "sentinel.conf" : "redis.conf")
+            if !FileManager.default.fileExists(atPath: file.path) {
+                try lines.joined(separator: "\n").appending("\n").write(to: file, atomically: true, encoding: .utf8)
+            }
+            arguments.append(file.path)
+        }
+        if options.sentinel { arguments.append("--sentinel") }
+        if let tls = options.tls {
+            arguments += [
+                "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", tls.serverCertificateFile,
+                "--tls-key-file", tls.serverKeyFile, "--tls-ca-cert-file", tls.caFile, "--tls-auth-clients", "yes",
+            ]
+        } else {
+            arguments += ["--port", "\(port)"]
+        }
+        arguments += [
+            "--bind", "127.0.0.1", "--dir", directory.path,
             "--pidfile", directory.appendingPathComponent("redis.pid").path,
             "--save", "", "--daemonize", "no", "--logfile", "", "--loglevel", "notice",
             "--protected-mode", "no",
@@ -208,11 +246,14 @@ public final class RedisServer: @unchecked Sendable {
                         self.output += line + "\n"
                         if self.output.utf8.count > 64_000 { self.output = String(self.output.suffix(32_000)) }
                     }
-                    if line.contains("Ready to accept connections") { finish(.success(())) }
+                    // A Sentinel never says it is ready; it is once it monitors its primary.
+                    if line.contains("Ready to accept connections") || line.contains("+monitor master") {
+                        finish(.success(()))
+                    }
                 }
                 lock.withLock { self.process = process }
                 Task {
-                    await process.waitForExit()
+                    _ = await process.waitForExit()
                     finish(.failure(StartError(description: "redis-server on port \(port) exited at start: \(self.log)")))
                 }
             } catch {

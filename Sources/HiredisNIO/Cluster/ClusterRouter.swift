@@ -315,18 +315,24 @@ final class ClusterRouter: Sendable {
             }
         }
         var replies = [RESPReply](repeating: .null, count: commands.count)
-        try await withThrowingTaskGroup(of: (String, [RESPReply]).self) { group in
-            for address in nodeOrder {
-                let indexes = byNode[address]!.flatMap { Array(segments[$0].range) }
-                let part = indexes.map { commands[$0] }
-                group.addTask {
-                    (address, try await self.pool(address).connection().pipeline(part, timeout: timeout))
+        do {
+            try await withThrowingTaskGroup(of: (String, [RESPReply]).self) { group in
+                for address in nodeOrder {
+                    let indexes = byNode[address]!.flatMap { Array(segments[$0].range) }
+                    let part = indexes.map { commands[$0] }
+                    group.addTask {
+                        (address, try await self.pool(address).connection().pipeline(part, timeout: timeout))
+                    }
+                }
+                for try await (address, partReplies) in group {
+                    let indexes = byNode[address]!.flatMap { Array(segments[$0].range) }
+                    for (position, index) in indexes.enumerated() { replies[index] = partReplies[position] }
                 }
             }
-            for try await (address, partReplies) in group {
-                let indexes = byNode[address]!.flatMap { Array(segments[$0].range) }
-                for (position, index) in indexes.enumerated() { replies[index] = partReplies[position] }
-            }
+        } catch let error as HiredisError {
+            if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
+            // Other parts went out: the pipeline as a whole may have partly run.
+            throw nodeOrder.count > 1 ? error.mayHaveRun() : error
         }
         // Commands answered with a redirection did not run: send them again where they belong.
         for index in replies.indices {

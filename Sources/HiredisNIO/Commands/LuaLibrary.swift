@@ -48,7 +48,12 @@ extension HiredisClientProtocol {
             return try await send(command)
         } catch let error as HiredisError {
             guard let reply = error.serverError, reply.isFunctionNotFound else { throw error }
-            _ = try await send(library.loadCommand)
+            // In a cluster the node that answered is one of several: load it everywhere.
+            if let client = self as? HiredisClient {
+                _ = try await client.sendToEveryPrimary(library.loadCommand)
+            } else {
+                _ = try await send(library.loadCommand)
+            }
             return try await send(command)
         }
     }

@@ -193,10 +193,20 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         }
     }
 
-    /// Whether Redis refused the command for a reason that passes: transient replies, and a
-    /// `READONLY` from a primary that Sentinel demoted (the pool reconnects to the new one).
+    /// Whether Redis refused the command for a reason that passes: transient replies, a
+    /// `READONLY` from a primary that Sentinel demoted (the pool reconnects to the new one), and,
+    /// behind a cluster or Sentinels, a node that could not be reached.
     private func isRetryable(_ error: HiredisError) -> Bool {
-        guard configuration.retryTransientErrors, let reply = error.serverError else { return false }
+        guard configuration.retryTransientErrors else { return false }
+        // Behind a cluster or Sentinels another node may take over: a command that never reached
+        // a node is tried again once the topology is read again (already requested).
+        if !error.commandMayHaveRun, error.code == .cannotConnect || error.code == .connectionLost {
+            switch backend {
+            case .single: return false
+            case .sentinel, .cluster: return true
+            }
+        }
+        guard let reply = error.serverError else { return false }
         if reply.isTransient { return true }
         if reply.code == "READONLY", case .sentinel(let pool, _) = backend {
             pool.recycle()

@@ -106,6 +106,14 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
         self.commandMayHaveRun = commandMayHaveRun
     }
 
+    /// The same error, marked as possibly applied: a part of a split pipeline failed while
+    /// other parts ran.
+    func mayHaveRun() -> HiredisError {
+        HiredisError(
+            code: code, message: message, serverError: serverError, reply: reply, underlying: underlying,
+            commandMayHaveRun: true)
+    }
+
     /// The Redis error code, when this is an error reply.
     public var serverCode: String? { serverError?.code }
 

@@ -1,0 +1,259 @@
+import Foundation
+import HiredisNIO
+
+/// A real Redis Cluster on loopback: `primaries` primaries with `replicasPerPrimary` replicas
+/// each, created with `redis-cli --cluster create`, with a short `cluster-node-timeout` so that
+/// failovers take about a second. For tests and benchmarks.
+///
+/// ```swift
+/// try await RedisCluster.with { cluster in
+///     let client = try HiredisClient.started(configuration: cluster.configuration)
+///     try await client.set("greeting", to: "hello")  // routed to the slot's primary
+///     try await cluster.failover(try await cluster.primary(forSlot: 0))
+/// }
+/// ```
+public final class RedisCluster: Sendable {
+    /// How the cluster is made.
+    public struct Options: Sendable {
+        public var primaries = 3
+        public var replicasPerPrimary = 1
+        /// `cluster-node-timeout`: how long a node may be silent before it is failed over.
+        public var nodeTimeout: Duration = .milliseconds(1000)
+        /// Options for every node (keyspace events, append-only file, ...).
+        public var node = RedisServer.Options()
+
+        public init(primaries: Int = 3, replicasPerPrimary: Int = 1) {
+            self.primaries = primaries
+            self.replicasPerPrimary = replicasPerPrimary
+        }
+    }
+
+    /// A migration of one slot that has begun and not ended: the source answers `ASK` for keys
+    /// it no longer holds.
+    public struct SlotMigration: Sendable {
+        public let slot: Int
+        public let source: RedisServer
+        public let target: RedisServer
+    }
+
+    /// Every node, primaries first as created (roles change with failovers: see ``primaries()``).
+    public let nodes: [RedisServer]
+    public let options: Options
+
+    private init(nodes: [RedisServer], options: Options) {
+        self.nodes = nodes
+        self.options = options
+    }
+
+    /// The seed addresses: every node.
+    public var seeds: [HiredisAddress] { nodes.map(\.address) }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`.
+    public var url: String { "redis+cluster://" + seeds.map(\.description).joined(separator: ",") }
+
+    /// A client configuration for the cluster.
+    public var configuration: HiredisConfiguration {
+        var configuration = nodes[0].configuration
+        configuration.topology = .cluster(seeds: seeds)
+        return configuration
+    }
+
+    /// Starts the nodes, creates the cluster and waits until every node agrees on it.
+    public static func start(_ options: Options = Options()) async throws -> RedisCluster {
+        var nodes: [RedisServer] = []
+        do {
+            for _ in 0..<(options.primaries * (1 + options.replicasPerPrimary)) {
+                var node = options.node
+                node.extra += [
+                    ("cluster-enabled", "yes"), ("cluster-config-file", "nodes.conf"),
+                    ("cluster-node-timeout", "\(options.nodeTimeout.wholeMilliseconds)"),
+                    ("cluster-port", "\(try RedisServer.freePort())"),
+                ]
+                nodes.append(try await RedisServer.start(node))
+            }
+            let cluster = RedisCluster(nodes: nodes, options: options)
+            let (status, output) = try await ChildProcess.run(
+                RedisServer.findExecutable("redis-cli"),
+                cluster.authentication + ["--cluster", "create"] + nodes.map(\.address.description)
+                    + ["--cluster-replicas", "\(options.replicasPerPrimary)", "--cluster-yes"])
+            guard status == 0 else {
+                throw RedisServer.StartError(description: "redis-cli --cluster create failed: \(output)")
+            }
+            try await cluster.waitUntilStable()
+            return cluster
+        } catch {
+            for node in nodes { await node.stop() }
+            throw error
+        }
+    }
+
+    /// Starts a cluster, runs `body`, and stops every node, also when `body` throws.
+    public static func with<T: Sendable>(_ options: Options = Options(), _ body: (RedisCluster) async throws -> T) async throws -> T {
+        let cluster = try await start(options)
+        do {
+            let result = try await body(cluster)
+            await cluster.stop()
+            return result
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+    }
+
+    /// Stops every node and removes their files.
+    public func stop() async {
+        for node in nodes { await node.stop() }
+    }
+
+    private var authentication: [String] { options.node.password.map { ["-a", $0, "--no-auth-warning"] } ?? [] }
+
+    // MARK: Asking the nodes
+
+    /// Sends one command to one node over a connection of its own.
+    public func send(_ command: RESPCommand, to node: RedisServer) async throws -> RESPReply {
+        let connection = try await HiredisConnection.connect(configuration: node.configuration)
+        defer { connection.close() }
+        return try await connection.send(command)
+    }
+
+    private func info(_ node: RedisServer, _ section: String) async throws -> [String: String] {
+        let text = try await send(RESPCommand("INFO", .string(section)), to: node).string ?? ""
+        var fields: [String: String] = [:]
+        for line in text.split(whereSeparator: \.isNewline) {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+        }
+        return fields
+    }
+
+    /// A node's cluster id.
+    public func id(of node: RedisServer) async throws -> String {
+        guard let id = try await send(RESPCommand("CLUSTER", "MYID"), to: node).string else {
+            throw RedisServer.StartError(description: "CLUSTER MYID gave no id")
+        }
+        return id
+    }
+
+    /// The nodes that are primaries now (running ones only).
+    public func primaries() async throws -> [RedisServer] {
+        var primaries: [RedisServer] = []
+        for node in nodes where node.pid != nil {
+            if try await info(node, "replication")["role"] == "master" { primaries.append(node) }
+        }
+        return primaries
+    }
+
+    /// The primary serving `slot` according to a running node.
+    public func primary(forSlot slot: Int) async throws -> RedisServer {
+        for node in nodes where node.pid != nil {
+            let shards = try await send(RESPCommand("CLUSTER", "SLOTS"), to: node).array ?? []
+            for shard in shards {
+                guard let range = shard.array, range.count >= 3, let low = range[0].int, let high = range[1].int,
+                    (low...high).contains(slot), let port = range[2].array?[1].int
+                else { continue }
+                if let owner = nodes.first(where: { $0.port == port }) { return owner }
+            }
+        }
+        throw RedisServer.StartError(description: "no node serves slot \(slot)")
+    }
+
+    /// A running replica of `primary`.
+    public func replica(of primary: RedisServer) async throws -> RedisServer {
+        for node in nodes where node.pid != nil && node !== primary {
+            let replication = try await info(node, "replication")
+            if replication["role"] == "slave", replication["master_port"] == "\(primary.port)" { return node }
+        }
+        throw RedisServer.StartError(description: "no replica of \(primary.address)")
+    }
+
+    // MARK: Faults and changes
+
+    /// A manual failover: `primary`'s replica takes over once it has all of its writes
+    /// (`CLUSTER FAILOVER`); waits until the cluster agrees.
+    @discardableResult
+    public func failover(_ primary: RedisServer) async throws -> RedisServer {
+        let replica = try await replica(of: primary)
+        _ = try await send(RESPCommand("CLUSTER", "FAILOVER"), to: replica)
+        try await waitUntil("\(replica.address) to become a primary") {
+            try await self.info(replica, "replication")["role"] == "master"
+        }
+        try await waitUntilStable()
+        return replica
+    }
+
+    /// Kills `primary` (SIGKILL) and waits until its replica has been promoted by the cluster's
+    /// own failure detection; returns the new primary. The killed node stays down
+    /// (``RedisServer/restart()`` brings it back as a replica).
+    @discardableResult
+    public func killPrimary(_ primary: RedisServer) async throws -> RedisServer {
+        let replica = try await replica(of: primary)
+        await primary.kill()
+        try await waitUntil("\(replica.address) to be promoted") {
+            try await self.info(replica, "replication")["role"] == "master"
+        }
+        try await waitUntilStable()
+        return replica
+    }
+
+    /// Begins moving `slot` to `target` and moves its keys, without handing the slot over: while
+    /// the migration is open the source answers `ASK` for every key of the slot.
+    public func beginMigration(ofSlot slot: Int, to target: RedisServer) async throws -> SlotMigration {
+        let source = try await primary(forSlot: slot)
+        let sourceID = try await id(of: source)
+        let targetID = try await id(of: target)
+        _ = try await send(RESPCommand("CLUSTER", "SETSLOT", .integer(slot), "IMPORTING", .string(sourceID)), to: target)
+        _ = try await send(RESPCommand("CLUSTER", "SETSLOT", .integer(slot), "MIGRATING", .string(targetID)), to: source)
+        while true {
+            let keys = try await send(RESPCommand("CLUSTER", "GETKEYSINSLOT", .integer(slot), .integer(500)), to: source).array ?? []
+            if keys.isEmpty { break }
+            var migrate = RESPCommand("MIGRATE", "127.0.0.1", .integer(target.port), "", .integer(0), .integer(5000))
+            if let password = options.node.password { migrate.arguments += ["AUTH", .string(password)] }
+            migrate.arguments.append("KEYS")
+            migrate.arguments += keys.compactMap { $0.string.map { .string($0) } }
+            _ = try await send(migrate, to: source)
+        }
+        return SlotMigration(slot: slot, source: source, target: target)
+    }
+
+    /// Hands a migrated slot to its target on every node.
+    public func finish(_ migration: SlotMigration) async throws {
+        let targetID = try await id(of: migration.target)
+        for node in [migration.target, migration.source] + nodes where node.pid != nil {
+            _ = try? await send(RESPCommand("CLUSTER", "SETSLOT", .integer(migration.slot), "NODE", .string(targetID)), to: node)
+        }
+        try await waitUntilStable()
+    }
+
+    /// Moves `slot` to `target` (keys included).
+    public func moveSlot(_ slot: Int, to target: RedisServer) async throws {
+        try await finish(try await beginMigration(ofSlot: slot, to: target))
+    }
+
+    /// Waits until every running node says the cluster is ok, knows every slot, and every replica
+    /// is in sync with its primary.
+    public func waitUntilStable() async throws {
+        try await waitUntil("the cluster to be stable") {
+            var owners: Set<String> = []
+            for node in self.nodes where node.pid != nil {
+                let info = try await self.send(RESPCommand("CLUSTER", "INFO"), to: node).string ?? ""
+                guard info.contains("cluster_state:ok"), info.contains("cluster_slots_assigned:16384") else { return false }
+                let replication = try await self.info(node, "replication")
+                if replication["role"] == "slave", replication["master_link_status"] != "up" { return false }
+                // Every node must agree on who serves the first slot of each shard.
+                let slots = try await self.send(RESPCommand("CLUSTER", "SLOTS"), to: node).array ?? []
+                owners.insert(
+                    slots.map { "\($0.array?[0].int ?? -1)-\($0.array?[2].array?[1].int ?? -1)" }.sorted().joined(separator: ","))
+            }
+            return owners.count == 1
+        }
+    }
+
+    private func waitUntil(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if (try? await condition()) == true { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RedisServer.StartError(description: "timed out after \(timeout) waiting for \(what)")
+    }
+}

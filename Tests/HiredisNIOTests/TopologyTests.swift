@@ -1,0 +1,177 @@
+import EmbeddedRedis
+import HiredisNIO
+import NIOCore
+import Testing
+
+@Suite("TLS (rediss://)")
+struct TLSTests {
+    @Test func mutualTLSWorksAndAWrongAuthorityIsRefusedTyped() async throws {
+        let certificates = try await TLSCertificates.make()
+        let stranger = try await TLSCertificates.make()
+        defer {
+            certificates.remove()
+            stranger.remove()
+        }
+        try await RedisServer.with(.init(tls: certificates)) { server in
+            // The URL form carries the files; verification is on by default.
+            let client = try HiredisClient.started(configuration: HiredisConfiguration(url: server.url))
+            try await client.set("greeting", to: "hello over TLS")
+            #expect(try await client.get("greeting").map { String(buffer: $0) } == "hello over TLS")
+            await client.close()
+
+            // A server whose certificate does not chain to the trusted authority.
+            var wrongAuthority = server.configuration
+            wrongAuthority.tls = stranger.clientConfiguration
+            wrongAuthority.connectTimeout = .seconds(2)
+            let refused = try HiredisClient.started(configuration: wrongAuthority)
+            let error = await expectRedisError { _ = try await refused.send(RESPCommand("PING")) }
+            #expect(error?.code == .tlsFailure)
+            #expect(error?.commandMayHaveRun == false)
+            await refused.close()
+
+            // No client certificate: the server (tls-auth-clients yes) refuses the handshake.
+            var anonymous = server.configuration
+            anonymous.tls = HiredisTLSConfiguration(caFile: certificates.caFile)
+            anonymous.connectTimeout = .seconds(2)
+            let noCertificate = try HiredisClient.started(configuration: anonymous)
+            let anonymousError = await expectRedisError { _ = try await noCertificate.send(RESPCommand("PING")) }
+            #expect(anonymousError != nil)
+            await noCertificate.close()
+        }
+    }
+}
+
+@Suite("Redis Cluster")
+struct ClusterTests {
+    @Test func keysSpreadOverThePrimariesAndPipelinesKeepTheirOrder() async throws {
+        try await RedisCluster.with { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            #expect(try await client.primaries().count == 3)
+            let keys = (0..<300).map { "key-\($0)" }
+            let replies = try await client.pipeline(keys.map { RESPCommand("SET", .string($0), .string("value of \($0)")) })
+            #expect(replies.allSatisfy { $0.string == "OK" })
+            // Every primary holds some of them.
+            let sizes = try await client.sendToEveryPrimary(RESPCommand("DBSIZE")).compactMap(\.int)
+            #expect(sizes.count == 3 && sizes.allSatisfy { $0 > 0 } && sizes.reduce(0, +) == 300)
+            // A pipeline across nodes answers in the caller's order, keyless commands included.
+            var mixed: [RESPCommand] = []
+            for key in keys.reversed() { mixed += [RESPCommand("GET", .string(key)), RESPCommand("PING")] }
+            let answers = try await client.pipeline(mixed)
+            for (index, key) in keys.reversed().enumerated() {
+                #expect(answers[2 * index].string == "value of \(key)")
+                #expect(answers[2 * index + 1].string == "PONG")
+            }
+            // Keys of one hash tag go together (multi-key commands work within a slot).
+            _ = try await client.send(RESPCommand("MSET", "{user}:a", "1", "{user}:b", "2"))
+            #expect(try await client.send(RESPCommand("MGET", "{user}:a", "{user}:b")).array?.compactMap(\.string) == ["1", "2"])
+        }
+    }
+
+    @Test func movedAndAskAreFollowedWhileASlotMigrates() async throws {
+        try await RedisCluster.with { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            let key = "migrating-key"
+            let slot = HashSlot.of(key)
+            try await client.set(key, to: "before")
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+
+            // Keys already moved to the target: the source answers ASK, the client follows it.
+            let migration = try await cluster.beginMigration(ofSlot: slot, to: target)
+            #expect(try await client.get(key).map { String(buffer: $0) } == "before")
+            try await client.set(key, to: "during")
+            // The slot map is not updated by ASK: the source still owns the slot.
+            #expect(try await cluster.primary(forSlot: slot) === source)
+
+            // Slot handed over: the next command gets MOVED and the client updates its map.
+            try await cluster.finish(migration)
+            #expect(try await client.get(key).map { String(buffer: $0) } == "during")
+            try await client.set(key, to: "after")
+            let onTarget = try await cluster.send(RESPCommand("GET", .string(key)), to: target)
+            #expect(onTarget.string == "after")
+        }
+    }
+
+    @Test func aKilledPrimaryIsReplacedByItsReplicaAndWritesResume() async throws {
+        try await RedisCluster.with { cluster in
+            var configuration = cluster.configuration
+            configuration.commandTimeout = .seconds(10)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            let key = "survivor"
+            try await client.set(key, to: "1")
+            // Wait for the replica to have it, as WAIT does for acknowledged writes.
+            #expect(try await client.send(RESPCommand("WAIT", "1", "2000")).int == 1)
+            let primary = try await cluster.primary(forSlot: HashSlot.of(key))
+            let promoted = try await cluster.killPrimary(primary)
+            // The client finds the new primary (CLUSTERDOWN/connection loss → refresh) within
+            // its command timeout.
+            #expect(try await client.get(key).map { String(buffer: $0) } == "1")
+            try await client.set(key, to: "2")
+            #expect(try await cluster.send(RESPCommand("GET", .string(key)), to: promoted).string == "2")
+        }
+    }
+
+    @Test func functionsAreLoadedOnEveryPrimaryAndRoutedByTheirFirstKey() async throws {
+        let library = try LuaLibrary(
+            source: """
+                #!lua name=cluster_test
+                redis.register_function('cluster_test_incr', function(keys, args)
+                  return redis.call('INCRBY', keys[1], args[1])
+                end)
+                """)
+        try await RedisCluster.with { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            client.preload(library)
+            for index in 0..<30 {
+                let reply = try await client.call(
+                    "cluster_test_incr", in: library, keys: [.string("counter-\(index)")], arguments: [.integer(index)])
+                #expect(reply.int == index)
+            }
+            let listed = try await client.sendToEveryPrimary(RESPCommand("FUNCTION", "LIST", "LIBRARYNAME", "cluster_test"))
+            #expect(listed.count == 3 && listed.allSatisfy { ($0.array?.count ?? 0) == 1 })
+        }
+    }
+}
+
+@Suite("Sentinel")
+struct SentinelTests {
+    @Test func theClientFollowsAFailoverAndAKilledPrimary() async throws {
+        try await RedisSentinelGroup.with { group in
+            var configuration = group.configuration
+            configuration.commandTimeout = .seconds(15)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            try await client.set("color", to: "blue")
+            #expect(try await client.send(RESPCommand("WAIT", "2", "2000")).int == 2)
+
+            // A manual failover (+switch-master, the old primary demoted: READONLY).
+            let first = try await group.failover()
+            try await client.set("color", to: "green")
+            #expect(try await group.send(RESPCommand("GET", "color"), to: first).string == "green")
+            #expect(try await client.send(RESPCommand("WAIT", "1", "2000")).int ?? 0 >= 1)
+
+            // The primary dies: the Sentinels promote a replica, the client rediscovers.
+            let second = try await group.killPrimary()
+            #expect(second !== first)
+            #expect(try await client.get("color").map { String(buffer: $0) } == "green")
+            try await client.set("color", to: "red")
+            #expect(try await group.send(RESPCommand("GET", "color"), to: second).string == "red")
+        }
+    }
+
+    @Test func sentinelsThatAreDownAreSkipped() async throws {
+        try await RedisSentinelGroup.with(.init(replicas: 1, sentinels: 3)) { group in
+            await group.sentinels[0].kill()
+            var configuration = group.configuration
+            configuration.connectTimeout = .seconds(2)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            try await client.set("k", to: "v")
+            #expect(try await group.send(RESPCommand("GET", "k"), to: try await group.primary()).string == "v")
+        }
+    }
+}
