@@ -66,7 +66,12 @@ let package = Package(
         // Starts and stops a real redis-server on loopback: for tests, benchmarks and the example.
         .target(
             name: "EmbeddedRedis",
-            dependencies: ["HiredisNIO"]
+            dependencies: [
+                "HiredisNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .executableTarget(
             name: "RedisExample",
@@ -85,11 +90,13 @@ let package = Package(
             name: "ClientBenchmark",
             dependencies: ["HiredisNIO", "EmbeddedRedis", "BenchmarkSupport"]
         ),
+        // The load driver's fault plan and checker: plain types, unit-tested.
+        .target(name: "LoadVerdict"),
         // The load driver: several app-server instances (worker processes), checks, reports.
         .executableTarget(
             name: "SessionLoad",
             dependencies: [
-                "SessionCache", "HiredisNIO", "EmbeddedRedis",
+                "SessionCache", "HiredisNIO", "EmbeddedRedis", "LoadVerdict",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -146,7 +153,7 @@ let package = Package(
         // Unit tests of the session module's plain parts: no server.
         .testTarget(
             name: "SessionCacheUnitTests",
-            dependencies: ["SessionCache", "HiredisNIO"]
+            dependencies: ["SessionCache", "HiredisNIO", "LoadVerdict"]
         ),
         .testTarget(
             name: "HiredisNIOTests",

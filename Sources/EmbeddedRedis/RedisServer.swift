@@ -23,8 +23,11 @@ public final class RedisServer: @unchecked Sendable {
     public struct Options: Sendable {
         /// `notify-keyspace-events`; nil leaves notifications off.
         public var notifyKeyspaceEvents: String?
-        /// `appendonly yes` with `appendfsync everysec`.
+        /// `appendonly yes`, with ``appendFsync``.
         public var appendOnly: Bool
+        /// `appendfsync` when ``appendOnly``: `everysec` (the default: a crash may lose the last
+        /// second of writes) or `always` (nothing acknowledged is lost).
+        public var appendFsync = "everysec"
         /// `requirepass`.
         public var password: String?
         /// Any other `--name value` options.
@@ -223,7 +226,7 @@ public final class RedisServer: @unchecked Sendable {
             "--protected-mode", "no",
         ]
         if let events = options.notifyKeyspaceEvents { arguments += ["--notify-keyspace-events", events] }
-        if options.appendOnly { arguments += ["--appendonly", "yes", "--appendfsync", "everysec"] }
+        if options.appendOnly { arguments += ["--appendonly", "yes", "--appendfsync", options.appendFsync] }
         if let password = options.password { arguments += ["--requirepass", password] }
         for (name, value) in options.extra { arguments += ["--\(name)", value] }
         arguments += options.arguments

@@ -1,108 +1,91 @@
 import Foundation
 import HiredisNIO
+import LoadVerdict
 import SessionCache
 
-/// The correctness checks of a run, from what Redis holds and what the workers recorded.
-struct Checks: Codable, Sendable {
-    var sessions = 0
-    var lostUpdates = 0
-    var phantomUpdates = 0
-    var hooksMissed = 0
-    var hooksDuplicated = 0
-    var resurrected = 0
-    var aliveAtEnd = 0
-    var keysWithoutTTL: [String] = []
-    var messages: [String] = []
-
-    var passed: Bool {
-        lostUpdates == 0 && phantomUpdates == 0 && hooksMissed == 0 && hooksDuplicated == 0 && resurrected == 0
-            && keysWithoutTTL.isEmpty
-    }
-
-    static func run(client: HiredisClient, store: SessionStore, parameters: LoadParameters) async throws -> Checks {
+/// Gathers each session's history from the bookkeeping Redis (what the workers saw) and the data
+/// Redis (what is left), and has the checker judge it.
+enum Checks {
+    static func run(
+        client: HiredisClient, books: HiredisClient, store: SessionStore, parameters: LoadParameters, killedWorkers: Set<Int>,
+        unfinishedAfterDrain: Int
+    ) async throws -> Verdict {
         let book = parameters.bookkeeping
-        let namespace = parameters.namespace
-        var checks = Checks()
-        func hash(_ key: String) async throws -> [String: Int] {
-            let pairs = try await client.send(RESPCommand("HGETALL", .string(key))).array ?? []
+        func members(_ key: String) async throws -> Set<String> {
+            Set(try await books.send(RESPCommand("SMEMBERS", .string("\(book):\(key)"))).array?.compactMap(\.string) ?? [])
+        }
+        func counts(_ key: String) async throws -> [String: Int] {
+            let pairs = try await books.send(RESPCommand("HGETALL", .string("\(book):\(key)"))).array ?? []
             var result: [String: Int] = [:]
             for index in stride(from: 0, to: pairs.count - 1, by: 2) { result[pairs[index].string ?? ""] = pairs[index + 1].int ?? 0 }
             return result
         }
-        let created = Set(try await client.send(RESPCommand("SMEMBERS", .string("\(book):created"))).array?.compactMap(\.string) ?? [])
-        let rotated = Set(try await client.send(RESPCommand("SMEMBERS", .string("\(book):rotated"))).array?.compactMap(\.string) ?? [])
-        let expected = try await hash("\(book):expected")
-        let hooks = try await hash("\(book):hooks")
-        let final = try await hash("\(book):final")
-        let sessions = created.subtracting(rotated)
-        checks.sessions = sessions.count
+        // Rotated ids live on under their new id; an id whose rotation is indeterminate cannot be
+        // judged (the new id is unknown).
+        let sessions = try await members("created").subtracting(try await members("rotated")).subtracting(try await members("uncertain"))
+        let ok = try await counts("ok")
+        let pending = try await counts("pending")
+        var runs: [String: [SessionHistory.HookRun]] = [:]
+        for entry in try await books.send(RESPCommand("LRANGE", .string("\(book):hook-runs"), 0, -1)).array ?? [] {
+            let words = (entry.string ?? "").split(separator: " ")
+            guard words.count == 4, let worker = Int(words[1]), let attempt = Int(words[2]), let counter = Int(words[3]) else { continue }
+            runs[String(words[0]), default: []].append(.init(worker: worker, attempt: attempt, counter: counter))
+        }
 
-        // What is still there for each session.
+        // What is left of each session.
         let keyspace = store.keyspace
         let ordered = Array(sessions)
-        var alive: [String: Bool] = [:]
-        var data: [String: Bool] = [:]
-        var counters: [String: Int] = [:]
+        var histories: [SessionHistory] = []
         for start in stride(from: 0, to: ordered.count, by: 500) {
-            let chunk = ordered[start..<min(start + 500, ordered.count)]
-            let replies = try await client.pipeline(
-                chunk.map { RESPCommand("HGET", .string(keyspace.session($0)), .string(SessionKeyspace.Field.metadataPrefix + "turns")) })
+            let chunk = Array(ordered[start..<min(start + 500, ordered.count)])
+            var commands: [RESPCommand] = []
+            for id in chunk {
+                commands.append(RESPCommand("HGET", .string(keyspace.session(id)), .string(SessionKeyspace.Field.metadataPrefix + "turns")))
+                commands.append(RESPCommand("EXISTS", .string(keyspace.session(id))))
+                commands.append(RESPCommand("EXISTS", .string(keyspace.messages(id))))
+            }
+            let replies = try await client.pipeline(commands)
+            var alive: [String: Bool] = [:]
             try await withThrowingTaskGroup(of: (String, Bool).self) { group in
                 for id in chunk { group.addTask { (id, try await store.get(id) != nil) } }
                 for try await (id, isAlive) in group { alive[id] = isAlive }
             }
             for (offset, id) in chunk.enumerated() {
-                data[id] = !replies[offset].isNull
-                counters[id] = replies[offset].int
-            }
-        }
-
-        for id in sessions {
-            let hookRuns = hooks[id] ?? 0
-            if hookRuns > 1 {
-                checks.hooksDuplicated += 1
-                checks.messages.append("hook ran \(hookRuns) times for session \(id.prefix(8))…")
-            }
-            if alive[id] == true {
-                checks.aliveAtEnd += 1
-                if hookRuns > 0 {
-                    checks.resurrected += 1
-                    checks.messages.append("session \(id.prefix(8))… is alive after its hook ran")
-                }
-            } else if hookRuns == 0 {
-                checks.hooksMissed += 1
-                checks.messages.append("session \(id.prefix(8))… ended but its hook never ran")
-            } else if data[id] == true {
-                checks.resurrected += 1
-                checks.messages.append("session \(id.prefix(8))… has data after its hook ran")
-            }
-            // Every increment a worker saw succeed must be in the session's counter.
-            let wanted = expected[id] ?? 0
-            let actual = alive[id] == true ? (counters[id] ?? 0) : (final[id] ?? counters[id] ?? 0)
-            if actual < wanted {
-                checks.lostUpdates += wanted - actual
-                checks.messages.append("session \(id.prefix(8))…: \(wanted) increments succeeded, counter is \(actual)")
-            } else if actual > wanted {
-                checks.phantomUpdates += actual - wanted
-                checks.messages.append("session \(id.prefix(8))…: counter is \(actual) but only \(wanted) increments succeeded")
+                histories.append(
+                    SessionHistory(
+                        id: id, ok: ok[id] ?? 0, indeterminate: max(0, pending[id] ?? 0), alive: alive[id] ?? false,
+                        hasData: replies[offset * 3 + 1].int == 1 || replies[offset * 3 + 2].int == 1,
+                        storedCounter: replies[offset * 3].int, hookRuns: runs[id] ?? []))
             }
         }
 
         // Nothing lives forever: every key of the run has a TTL.
-        for pattern in ["\(namespace):*", "\(book):*"] {
+        var withoutTTL: [String] = []
+        for (redis, pattern) in [(client, "\(parameters.namespace):*"), (books, "\(book):*")] {
+            let keys = try await scan(redis, pattern: pattern)
+            for start in stride(from: 0, to: keys.count, by: 1000) {
+                let chunk = Array(keys[start..<min(start + 1000, keys.count)])
+                let ttls = try await redis.pipeline(chunk.map { RESPCommand("PTTL", .string($0)) })
+                for (key, ttl) in zip(chunk, ttls) where ttl.int == -1 { withoutTTL.append(key) }
+            }
+        }
+        return Verdict.judge(
+            histories, killedWorkers: killedWorkers, keysWithoutTTL: withoutTTL, unfinishedAfterDrain: unfinishedAfterDrain)
+    }
+
+    /// Every key matching `pattern`, over every primary (SCAN is per node on a cluster).
+    static func scan(_ client: HiredisClient, pattern: String) async throws -> [String] {
+        var keys: [String] = []
+        for primary in try await client.primaries() {
             var cursor = "0"
             repeat {
-                let reply = try await client.send(RESPCommand("SCAN", .string(cursor), "MATCH", .string(pattern), "COUNT", 1000))
+                let reply = try await client.send(
+                    RESPCommand("SCAN", .string(cursor), "MATCH", .string(pattern), "COUNT", 1000), toPrimary: primary)
                 guard let parts = reply.array, parts.count == 2 else { break }
                 cursor = parts[0].string ?? "0"
-                let keys = parts[1].array?.compactMap(\.string) ?? []
-                if !keys.isEmpty {
-                    let ttls = try await client.pipeline(keys.map { RESPCommand("PTTL", .string($0)) })
-                    for (key, ttl) in zip(keys, ttls) where ttl.int == -1 { checks.keysWithoutTTL.append(key) }
-                }
+                keys += parts[1].array?.compactMap(\.string) ?? []
             } while cursor != "0"
         }
-        if !checks.keysWithoutTTL.isEmpty { checks.messages.append("keys without a TTL: \(checks.keysWithoutTTL.prefix(5))") }
-        return checks
+        return keys
     }
 }

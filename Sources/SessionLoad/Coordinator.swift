@@ -2,14 +2,23 @@ import EmbeddedRedis
 import Foundation
 import HiredisNIO
 import Histogram
+import LoadVerdict
 import NIOConcurrencyHelpers
 import SessionCache
 
-/// Starts Redis (unless given one), the worker processes, shows progress, then checks and reports.
+/// Starts the worker processes, injects the planned faults, shows progress, waits until every
+/// session has been finalized, then checks and reports.
 struct Coordinator {
     var parameters: LoadParameters
     var reportDirectory: URL
-    var embedded: RedisServer?
+    /// The data Redis the faults act on, when the run started it.
+    var target: FaultTarget?
+
+    /// A moment of the run worth marking on the report's timelines.
+    struct Mark: Codable, Sendable {
+        var second: Double
+        var event: String
+    }
 
     /// Runs the load; returns the process exit code (non-zero when a check failed).
     func run() async throws -> Int32 {
@@ -18,8 +27,10 @@ struct Coordinator {
         try FileManager.default.createDirectory(at: reportDirectory, withIntermediateDirectories: true)
         var workers: [(ChildProcess, URL)] = []
         let output = NIOLockedValueBox<[String]>([])
+        let start = ContinuousClock.now
         for index in 0..<parameters.instances {
             let resultFile = reportDirectory.appendingPathComponent("worker-\(index).json")
+            try? FileManager.default.removeItem(at: resultFile)
             let process = try ChildProcess(
                 executable: executable,
                 arguments: ["--worker-index", "\(index)", "--worker-parameters", encoded, "--worker-result", resultFile.path]
@@ -28,12 +39,28 @@ struct Coordinator {
         }
 
         let client = try HiredisClient.started(configuration: try HiredisConfiguration(url: parameters.redisURL))
-        defer { Task { await client.close() } }
-        await showProgress(client: client, workers: workers.map(\.0))
+        let books = try HiredisClient.started(configuration: try HiredisConfiguration(url: parameters.bookkeepingURL))
+        defer {
+            Task {
+                await client.close()
+                await books.close()
+            }
+        }
+        let marks = NIOLockedValueBox<[Mark]>([])
+        let killedWorkers = NIOLockedValueBox<Set<Int>>([])
+        let faults = Task {
+            await inject(
+                parameters.faults, start: start, workers: workers.map(\.0), marks: marks, killed: killedWorkers)
+        }
+        let drain = Task { try await drainUntilDone(client: client, books: books, start: start, marks: marks) }
+        await showProgress(books: books, workers: workers.map(\.0), start: start)
+        faults.cancel()
+        let unfinished = (try? await drain.value) ?? -1
 
         var results: [WorkerResult] = []
         var failures: [String] = []
-        for (index, (process, file)) in workers.enumerated() {
+        let killed = killedWorkers.withLockedValue { $0 }
+        for (index, (process, file)) in workers.enumerated() where !killed.contains(index) {
             if process.exitCode != 0 { failures.append("worker \(index) exited with status \(process.waitStatus ?? -1)") }
             if let data = try? Data(contentsOf: file), let result = try? JSONDecoder().decode(WorkerResult.self, from: data) {
                 results.append(result)
@@ -41,13 +68,16 @@ struct Coordinator {
                 failures.append("worker \(index) left no result")
             }
         }
-        for line in output.withLockedValue({ $0 }) where line.contains("error") || line.contains("Fatal") { print(line) }
+        for line in output.withLockedValue({ $0 }) where line.contains("Fatal") || line.contains("fatal error") { print(line) }
 
         var storeConfiguration = SessionStoreConfiguration(namespace: parameters.namespace)
         storeConfiguration.expiryListener = true
         let store = try SessionStore(client: client, configuration: storeConfiguration)
-        let checks = try await Checks.run(client: client, store: store, parameters: parameters)
-        let report = Report(parameters: parameters, results: results, checks: checks, workerFailures: failures)
+        let verdict = try await Checks.run(
+            client: client, books: books, store: store, parameters: parameters, killedWorkers: killed,
+            unfinishedAfterDrain: max(0, unfinished))
+        let report = Report(
+            parameters: parameters, results: results, verdict: verdict, workerFailures: failures, marks: marks.withLockedValue { $0 })
         report.printTable()
         try report.write(to: reportDirectory)
         print("report: \(reportDirectory.appendingPathComponent("report.html").path) (and report.json)")
@@ -55,11 +85,113 @@ struct Coordinator {
         return report.passed ? 0 : 1
     }
 
+    // MARK: Faults
+
+    /// Carries out the plan at its times; every step is marked on the timeline.
+    private func inject(
+        _ plan: FaultPlan, start: ContinuousClock.Instant, workers: [ChildProcess], marks: NIOLockedValueBox<[Mark]>,
+        killed: NIOLockedValueBox<Set<Int>>
+    ) async {
+        func mark(_ event: String) {
+            let elapsed = ContinuousClock.now - start
+            let second = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            marks.withLockedValue { $0.append(Mark(second: second, event: event)) }
+            print(String(format: "[fault %.1fs] %@", second, event))
+        }
+        for fault in plan.faults {
+            do {
+                try await Task.sleep(until: start + .milliseconds(Int(fault.at * 1000)))
+            } catch {
+                return
+            }
+            switch fault.kind {
+            case .pause:
+                guard let target else { continue }
+                await target.pause()
+                mark("Redis paused (SIGSTOP) for \(fault.duration) s")
+                try? await Task.sleep(for: .milliseconds(Int(fault.duration * 1000)))
+                await target.resume()
+                mark("Redis resumed (SIGCONT)")
+            case .kill:
+                guard let target else { continue }
+                mark("Redis killed (SIGKILL)")
+                do {
+                    try await target.killAndRestart()
+                    mark("Redis restarted from its append-only file")
+                } catch {
+                    mark("Redis did not restart: \(error)")
+                }
+            case .workerKill:
+                // The last worker: its claims, locks and in-flight writes are left behind.
+                let index = workers.count - 1
+                killed.withLockedValue { _ = $0.insert(index) }
+                workers[index].send(SIGKILL)
+                mark("worker \(index) killed (SIGKILL)")
+            case .blackhole:
+                guard let target else { continue }
+                await target.blackhole(true)
+                mark("network to Redis blackholed for \(fault.duration) s")
+                try? await Task.sleep(for: .milliseconds(Int(fault.duration * 1000)))
+                await target.blackhole(false)
+                mark("network to Redis restored")
+            }
+        }
+    }
+
+    // MARK: Drain
+
+    /// After the load, waits until no session of the run is left unfinished (no session data, no
+    /// expiry hints, no claims), then tells the workers to stop. Returns how many were left when
+    /// the drain limit ran out (0: done).
+    private func drainUntilDone(
+        client: HiredisClient, books: HiredisClient, start: ContinuousClock.Instant, marks: NIOLockedValueBox<[Mark]>
+    ) async throws -> Int {
+        try await Task.sleep(until: start + .milliseconds(Int(parameters.duration * 1000)))
+        let limit = ContinuousClock.now + .milliseconds(Int(parameters.drainLimit * 1000))
+        var left = -1
+        var zeroes = 0
+        while ContinuousClock.now < limit {
+            left = (try? await unfinished(client)) ?? -1
+            zeroes = left == 0 ? zeroes + 1 : 0
+            // Twice in a row: a finalize between two scans cannot fool it.
+            if zeroes >= 2 { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        let elapsed = ContinuousClock.now - start
+        marks.withLockedValue {
+            $0.append(
+                Mark(
+                    second: Double(elapsed.components.seconds),
+                    event: left == 0 ? "drained: every session finalized" : "drain limit reached with \(left) unfinished"))
+        }
+        _ = try? await books.send(
+            RESPCommand("SET", .string("\(parameters.bookkeeping):stop"), "1", "PX", .integer(parameters.bookkeepingTTLMilliseconds)))
+        return left == 0 ? 0 : max(left, 1)
+    }
+
+    /// Sessions of the run that are not finished: session hashes, expiry hints and claims.
+    private func unfinished(_ client: HiredisClient) async throws -> Int {
+        var count = 0
+        var indexes: [String] = []
+        for key in try await Checks.scan(client, pattern: "\(parameters.namespace):*") {
+            if key.hasSuffix(":deadlines") || key.hasSuffix(":claims") {
+                indexes.append(key)
+            } else if let range = key.range(of: ":session:"), !key[range.upperBound...].contains(":") {
+                count += 1
+            }
+        }
+        if !indexes.isEmpty {
+            count += try await client.pipeline(indexes.map { RESPCommand("ZCARD", .string($0)) }).reduce(0) { $0 + ($1.int ?? 0) }
+        }
+        return count
+    }
+
+    // MARK: Progress
+
     /// A live progress bar on a terminal; a plain line every five seconds otherwise (CI logs).
-    private func showProgress(client: HiredisClient, workers: [ChildProcess]) async {
+    private func showProgress(books: HiredisClient, workers: [ChildProcess], start: ContinuousClock.Instant) async {
         let interactive = isatty(STDOUT_FILENO) == 1
-        let start = ContinuousClock.now
-        let total = parameters.duration + parameters.drain
+        let total = parameters.duration + parameters.drainLimit
         var lastLine = ContinuousClock.now - .seconds(10)
         var lastOps = 0
         var lastTime = start
@@ -70,24 +202,22 @@ struct Coordinator {
                 for worker in workers { worker.send(SIGKILL) }
                 break
             }
-            let replies = try? await client.pipeline([
-                RESPCommand("HGETALL", .string("\(parameters.bookkeeping):progress")),
-                RESPCommand("HGET", .string("\(parameters.bookkeeping):progress"), "active"),
-            ])
+            let fields = (try? await books.send(RESPCommand("HGETALL", .string("\(parameters.bookkeeping):progress"))))?.array ?? []
             var operations = 0
             var errors = 0
-            let fields = replies?.first?.array ?? []
+            var active = 0
             for index in stride(from: 0, to: fields.count - 1, by: 2) {
                 let name = fields[index].string ?? ""
                 if name.hasPrefix("ops-") { operations += fields[index + 1].int ?? 0 }
                 if name.hasPrefix("errors-") { errors += fields[index + 1].int ?? 0 }
+                if name == "active" { active = fields[index + 1].int ?? 0 }
             }
-            let active = replies?.last?.int ?? 0
             let now = ContinuousClock.now
             let elapsed = (now - start).components.seconds
+            let interval = now - lastTime
             let rate =
                 Double(operations - lastOps)
-                / max(0.001, Double((now - lastTime).components.seconds) + Double((now - lastTime).components.attoseconds) / 1e18)
+                / max(0.001, Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18)
             lastOps = operations
             lastTime = now
             let phase = Double(elapsed) <= parameters.duration ? "load" : "drain"
@@ -96,16 +226,32 @@ struct Coordinator {
                 let filled = min(width, Int(Double(width) * Double(elapsed) / total))
                 let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
                 print(
-                    "\r\(bar) \(elapsed)s/\(Int(total))s \(phase)  \(Int(rate)) ops/s  errors \(errors)  active sessions \(active)   ",
+                    "\r\(bar) \(elapsed)s \(phase)  \(Int(rate)) ops/s  errors \(errors)  active sessions \(active)   ",
                     terminator: "")
                 fflush(nil)
             } else if now - lastLine >= .seconds(5) {
-                print(
-                    "[\(elapsed)s/\(Int(total))s \(phase)] \(Int(rate)) ops/s, \(operations) ops, errors \(errors), active sessions \(active)"
-                )
+                print("[\(elapsed)s \(phase)] \(Int(rate)) ops/s, \(operations) ops, errors \(errors), active sessions \(active)")
                 lastLine = now
             }
         }
         if interactive { print("") }
+    }
+}
+
+/// The Redis the faults act on: an embedded server, or one node of an embedded cluster.
+struct FaultTarget: Sendable {
+    let server: RedisServer
+    let proxy: FaultProxy?
+
+    func pause() async { server.pause() }
+    func resume() async { server.resume() }
+
+    func killAndRestart() async throws {
+        await server.kill()
+        try await server.restart()
+    }
+
+    func blackhole(_ on: Bool) async {
+        proxy?.mode = on ? .blackhole : .pass
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import LoadVerdict
 
 /// The parameters of a run, shared by the coordinator and its workers.
 struct LoadParameters: Codable, Sendable {
@@ -14,15 +15,25 @@ struct LoadParameters: Codable, Sendable {
     var thinkMilliseconds: Int
     /// Hidden: workers write the counter without the lock (a deliberately broken run).
     var unsafeNoLock: Bool
+    /// The run's own Redis for what the workers saw (never faulted, so the record survives
+    /// what the data Redis goes through).
+    var bookkeepingURL: String
+    /// The faults the coordinator injects (workers only need to know there are any).
+    var faults = FaultPlan()
+    /// The expiry listeners' claim lease: how long a killed worker's claims block their sessions.
+    var claimLeaseSeconds: Double = 5
 
     /// The store's namespace for this run.
     var namespace: String { "load-\(runID)" }
     /// Where the run keeps its own bookkeeping (cookies, expected counts, hook counts).
     var bookkeeping: String { "load:\(runID)" }
-    /// After the load stops, workers keep listening this long so that every session can expire.
-    var drain: Double { ttl + 3 }
+    /// After the load stops, workers keep listening until every session has ended and been
+    /// finalized, at most this long (then the run is reported as hung): an idle timeout for the
+    /// last sessions, two claim leases for hooks a killed worker held, and a margin for a Redis
+    /// restart.
+    var drainLimit: Double { ttl * 2 + claimLeaseSeconds * 2 + 20 }
     /// Bookkeeping keys expire after this (everything has a TTL).
-    var bookkeepingTTLMilliseconds: Int { Int((duration + drain + 600) * 1000) }
+    var bookkeepingTTLMilliseconds: Int { Int((duration + drainLimit + 600) * 1000) }
 }
 
 /// The operations a simulated tab performs.
@@ -37,6 +48,9 @@ struct WorkerResult: Codable, Sendable {
     var expiryLateness = LoadHistogram.make()  // milliseconds
     var perSecond: [Int] = []  // operations completed in each second of the run
     var errors: [String: Int] = [:]
+    /// Errors per second of the run, and those whose outcome is unknown (the write may have run).
+    var errorsPerSecond: [Int] = []
+    var indeterminatePerSecond: [Int] = []
     var staleRejected = 0
     var hooks = 0
 }

@@ -1,14 +1,17 @@
 import Foundation
 import Histogram
+import LoadVerdict
 
 /// The run's results: a terminal table, report.json, and a self-contained report.html.
 struct Report {
     let parameters: LoadParameters
     let results: [WorkerResult]
-    let checks: Checks
+    let verdict: Verdict
     let workerFailures: [String]
+    /// Faults and the drain, on the run's timeline.
+    let marks: [Coordinator.Mark]
 
-    var passed: Bool { checks.passed && workerFailures.isEmpty }
+    var passed: Bool { verdict.passed && workerFailures.isEmpty }
 
     private var latencies: [(String, Histogram<UInt64>)] {
         LoadOperation.allCases.compactMap { operation in
@@ -30,10 +33,13 @@ struct Report {
         return merged
     }
 
-    private var perSecond: [Int] {
+    private var perSecond: [Int] { series(\.perSecond) }
+
+    /// A per-second series summed over the workers.
+    private func series(_ path: KeyPath<WorkerResult, [Int]>) -> [Int] {
         var series: [Int] = []
         for result in results {
-            for (second, count) in result.perSecond.enumerated() {
+            for (second, count) in result[keyPath: path].enumerated() {
                 while series.count <= second { series.append(0) }
                 series[second] += count
             }
@@ -83,17 +89,24 @@ struct Report {
         )
         let errors = results.reduce(into: [String: Int]()) { total, result in total.merge(result.errors, uniquingKeysWith: +) }
         for (error, count) in errors.sorted(by: { $0.value > $1.value }).prefix(5) { print("error x\(count): \(error)") }
-        print("checks over \(checks.sessions) sessions:")
-        print("  lost updates \(checks.lostUpdates), phantom updates \(checks.phantomUpdates)")
-        print("  hooks missed \(checks.hooksMissed), duplicated \(checks.hooksDuplicated), sessions resurrected \(checks.resurrected)")
-        print("  keys without a TTL \(checks.keysWithoutTTL.count), sessions still alive \(checks.aliveAtEnd)")
-        for message in (workerFailures + checks.messages).prefix(20) { print("  FAILED: \(message)") }
+        for mark in marks { print(String(format: "  %6.1f s  %@", mark.second, mark.event)) }
+        let v = verdict
+        print("checks over \(v.sessions) sessions (\(v.ended) ended):")
+        print(
+            "  increments: \(v.okIncrements) acknowledged, \(v.indeterminateIncrements) indeterminate; lost updates \(v.lostUpdates), phantoms \(v.unexplainedPhantoms) unexplained (\(v.explainedPhantoms) explained by indeterminate writes)"
+        )
+        print(
+            "  hooks missed \(v.hooksMissed), duplicated \(v.hooksDuplicatedUnexplained) unexplained (\(v.hooksDuplicatedExplained) after a killed worker), sessions resurrected \(v.resurrected)"
+        )
+        print("  keys without a TTL \(v.keysWithoutTTL), hangs \(v.hangs)")
+        for message in (workerFailures + v.messages).prefix(20) { print("  FAILED: \(message)") }
         print(passed ? "all checks passed" : "CHECKS FAILED")
     }
 
     func printSummaryLine() {
+        let v = verdict
         print(
-            "{\"bench\":\"load\",\"instances\":\(parameters.instances),\"ops_per_s\":\(Int(opsPerSecond)),\"p99_ms\":\(String(format: "%.2f", Self.ms(all.valueAtPercentile(99)))),\"lost_updates\":\(checks.lostUpdates),\"hooks_missed\":\(checks.hooksMissed),\"hooks_duplicated\":\(checks.hooksDuplicated),\"resurrected\":\(checks.resurrected)}"
+            "{\"bench\":\"load\",\"instances\":\(parameters.instances),\"ops_per_s\":\(Int(opsPerSecond)),\"p99_ms\":\(String(format: "%.2f", Self.ms(all.valueAtPercentile(99)))),\"passed\":\(passed),\"lost_updates\":\(v.lostUpdates),\"unexplained_phantoms\":\(v.unexplainedPhantoms),\"hooks_missed\":\(v.hooksMissed),\"hooks_duplicated_unexplained\":\(v.hooksDuplicatedUnexplained),\"resurrected\":\(v.resurrected),\"keys_without_ttl\":\(v.keysWithoutTTL),\"hangs\":\(v.hangs),\"indeterminate\":\(v.indeterminateIncrements)}"
         )
     }
 
@@ -111,7 +124,10 @@ struct Report {
         var throughputPerSecond: [Int]
         var lockWaitP50Ms, lockWaitP99Ms, lockWaitMaxMs: Double
         var expiryLatenessMs: [String: UInt64]
-        var checks: Checks
+        var verdict: Verdict
+        var marks: [Coordinator.Mark]
+        var errorsPerSecond: [Int]
+        var indeterminatePerSecond: [Int]
         var workerFailures: [String]
         var passed: Bool
     }
@@ -131,7 +147,8 @@ struct Report {
             parameters: parameters, opsPerSecond: opsPerSecond, operations: operations, throughputPerSecond: perSecond,
             lockWaitP50Ms: Self.ms(lock.valueAtPercentile(50)), lockWaitP99Ms: Self.ms(lock.valueAtPercentile(99)),
             lockWaitMaxMs: Self.ms(lock.maxRecorded),
-            expiryLatenessMs: latenessPercentiles, checks: checks, workerFailures: workerFailures, passed: passed)
+            expiryLatenessMs: latenessPercentiles, verdict: verdict, marks: marks, errorsPerSecond: series(\.errorsPerSecond),
+            indeterminatePerSecond: series(\.indeterminatePerSecond), workerFailures: workerFailures, passed: passed)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(report).write(to: directory.appendingPathComponent("report.json"))
@@ -142,7 +159,12 @@ struct Report {
     // MARK: HTML (inline SVG, no scripts: works offline)
 
     private func html(operations: [JSONReport.Operation], lateness: Histogram<UInt64>) -> String {
-        let throughput = lineChart(perSecond.map(Double.init), title: "Throughput over time (operations per second)", xLabel: "second")
+        let throughput = lineChart(
+            perSecond.map(Double.init), title: "Throughput over time", yLabel: "operations per second", xLabel: "time (s)")
+        let errors = lineChart(
+            series(\.errorsPerSecond).map(Double.init), title: "Errors over time (indeterminate ones in red)", yLabel: "errors per second",
+            xLabel: "time (s)", second: series(\.indeterminatePerSecond).map(Double.init))
+        let timeline = marks.map { String(format: "<tr><td>%.1f s</td><td>%@</td></tr>", $0.second, $0.event) }.joined()
         let percentiles = groupedBars(
             operations.map { ($0.name, [$0.p50Ms, $0.p90Ms, $0.p99Ms, $0.p999Ms]) }, series: ["p50", "p90", "p99", "p99.9"],
             title: "Latency percentiles per operation (ms)")
@@ -155,11 +177,18 @@ struct Report {
         let rows = operations.map {
             "<tr><td>\($0.name)</td><td>\($0.count)</td><td>\(String(format: "%.2f", $0.p50Ms))</td><td>\(String(format: "%.2f", $0.p90Ms))</td><td>\(String(format: "%.2f", $0.p99Ms))</td><td>\(String(format: "%.2f", $0.p999Ms))</td><td>\(String(format: "%.2f", $0.maxMs))</td></tr>"
         }.joined()
+        let v = verdict
         let checkRows = [
-            ("lost updates", checks.lostUpdates), ("phantom updates", checks.phantomUpdates), ("hooks missed", checks.hooksMissed),
-            ("hooks duplicated", checks.hooksDuplicated), ("sessions resurrected", checks.resurrected),
-            ("keys without TTL", checks.keysWithoutTTL.count),
+            ("lost updates", v.lostUpdates), ("unexplained phantoms", v.unexplainedPhantoms), ("hooks missed", v.hooksMissed),
+            ("hooks duplicated (unexplained)", v.hooksDuplicatedUnexplained), ("sessions resurrected", v.resurrected),
+            ("keys without TTL", v.keysWithoutTTL), ("hangs", v.hangs),
         ].map { "<tr><td>\($0.0)</td><td class=\"\($0.1 == 0 ? "ok" : "bad")\">\($0.1)</td></tr>" }.joined()
+        let facts = [
+            ("sessions judged", v.sessions), ("ended", v.ended), ("increments acknowledged", v.okIncrements),
+            ("increments indeterminate", v.indeterminateIncrements), ("phantoms explained by indeterminate writes", v.explainedPhantoms),
+            ("duplicate hooks after a killed worker", v.hooksDuplicatedExplained),
+        ].map { "<tr><td>\($0.0)</td><td>\($0.1)</td></tr>" }.joined()
+        let offending = (workerFailures + v.messages).prefix(50).map { "<li>\($0)</li>" }.joined()
         return """
             <!doctype html><html><head><meta charset="utf-8"><title>session-load report</title>
             <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -167,28 +196,56 @@ struct Report {
             <h1>session-load</h1>
             <p>\(parameters.instances) instances, \(parameters.users) users × \(parameters.tabs) tabs, \(Int(parameters.duration)) s, TTL \(parameters.ttl) s, seed \(parameters.seed): \
             <b>\(Int(opsPerSecond)) ops/s</b>, \(passed ? "<span class=ok>all checks passed</span>" : "<span class=bad>checks failed</span>")</p>
+            <h2>Timeline</h2><table><tr><th>time</th><th>event</th></tr>\(timeline)</table>
             \(throughput)
+            \(errors)
             <h2>Latency per operation (ms)</h2><table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>\(rows)</table>
             \(percentiles)
             \(latenessChart)
-            <h2>Checks</h2><table>\(checkRows)</table>
+            <h2>Checks</h2><table>\(checkRows)</table><table>\(facts)</table><ul>\(offending)</ul>
             </body></html>
             """
     }
 
-    private func lineChart(_ values: [Double], title: String, xLabel: String) -> String {
+    /// A line chart with labelled axes; fault and drain marks as vertical lines.
+    private func lineChart(_ values: [Double], title: String, yLabel: String, xLabel: String, second: [Double] = []) -> String {
         let width = 900.0
-        let height = 240.0
-        let top = max(1, values.max() ?? 1)
-        let step = values.count > 1 ? (width - 60) / Double(values.count - 1) : 0
-        let points = values.enumerated().map { index, value in
-            String(format: "%.1f,%.1f", 50 + Double(index) * step, height - 30 - (value / top) * (height - 60))
-        }.joined(separator: " ")
+        let height = 260.0
+        let (left, bottom, topMargin) = (70.0, 40.0, 20.0)
+        let count = max(values.count, second.count, 2)
+        let top = max(1, values.max() ?? 1, second.max() ?? 1)
+        let step = (width - left - 10) / Double(count - 1)
+        func x(_ index: Double) -> Double { left + index * step }
+        func y(_ value: Double) -> Double { height - bottom - (value / top) * (height - bottom - topMargin) }
+        func line(_ series: [Double], color: String) -> String {
+            let points = series.enumerated().map { String(format: "%.1f,%.1f", x(Double($0)), y($1)) }.joined(separator: " ")
+            return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(points)\"/>"
+        }
+        var ticks = ""
+        let every = max(1, count / 10)
+        for index in stride(from: 0, to: count, by: every) {
+            ticks += String(
+                format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%d</text>", x(Double(index)),
+                height - bottom + 14, index)
+        }
+        for fraction in [0.0, 0.5, 1.0] {
+            ticks += String(
+                format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.0f</text>", left - 6, y(top * fraction) + 4,
+                top * fraction)
+        }
+        let markLines = marks.map { mark in
+            String(
+                format:
+                    "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#b00\" stroke-dasharray=\"4 3\"><title>%@</title></line>",
+                x(mark.second), x(mark.second), topMargin, height - bottom, mark.event)
+        }.joined()
         return """
-            <h2>\(title)</h2><svg width="\(Int(width))" height="\(Int(height))" role="img">
-            <polyline fill="none" stroke="#2a6" stroke-width="2" points="\(points)"/>
-            <text x="5" y="25" font-size="12">\(Int(top))</text><text x="5" y="\(Int(height) - 30)" font-size="12">0</text>
-            <text x="\(Int(width) / 2)" y="\(Int(height) - 8)" font-size="12">\(xLabel)</text></svg>
+            <h2>\(title)</h2><svg width="\(Int(width))" height="\(Int(height))" role="img" aria-label="\(title)">
+            <line class="axis x" x1="\(left)" y1="\(height - bottom)" x2="\(width - 10)" y2="\(height - bottom)" stroke="#333"/>
+            <line class="axis y" x1="\(left)" y1="\(topMargin)" x2="\(left)" y2="\(height - bottom)" stroke="#333"/>
+            \(ticks)\(markLines)\(line(values, color: "#2a6"))\(second.isEmpty ? "" : line(second, color: "#c33"))
+            <text class="axis-label x" x="\(Int(width) / 2)" y="\(Int(height) - 6)" font-size="12" text-anchor="middle">\(xLabel)</text>
+            <text class="axis-label y" x="14" y="\(Int(height / 2))" font-size="12" text-anchor="middle" transform="rotate(-90 14 \(Int(height / 2)))">\(yLabel)</text></svg>
             """
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EmbeddedRedis
 import Foundation
+import LoadVerdict
 
 /// `session-load`: simulated users with several tabs each across several app-server instances.
 @main
@@ -17,7 +18,17 @@ struct SessionLoadCommand: AsyncParsableCommand {
             recorded: no lost update, every ended session's hook ran exactly once, no session came back after \
             its hook, every key has a TTL. A failed check exits non-zero.
 
-            Without --redis (or REDIS_URL) it starts its own redis-server on a free loopback port.
+            Without --redis (or REDIS_URL) it starts its own redis-server on a free loopback port (with \
+            --cluster, a 3-primary Redis Cluster), with an append-only file. What the workers saw is kept \
+            in a second redis-server that no fault touches.
+
+            Faults (--faults, embedded Redis only except worker-kill): a comma-separated timeline of \
+            kind[:duration]@time, times in seconds from the start of the load: pause:3s@5s (SIGSTOP, then \
+            SIGCONT), kill@8s (SIGKILL and restart from the append-only file), worker-kill@6s (SIGKILL the \
+            last worker; the others take over its hooks), blackhole:2s@12s (a proxy between the workers and \
+            Redis drops every byte, without a reset). The checker counts an operation whose reply was lost \
+            as indeterminate: a counter must lie between the acknowledged increments and those plus the \
+            indeterminate ones.
             """)
 
     @Option(help: "Seconds of load.") var duration: Double = 30
@@ -29,6 +40,10 @@ struct SessionLoadCommand: AsyncParsableCommand {
     @Option(help: "Pause between a tab's operations, at most this many milliseconds.") var think = 5
     @Option(help: "Directory for report.json and report.html.") var report = "session-load-report"
     @Option(help: "Redis URL (default: REDIS_URL, or an embedded redis-server).") var redis: String?
+    @Option(help: "Faults to inject, e.g. pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s.") var faults = ""
+    @Option(help: "appendfsync of the embedded Redis: always or everysec.") var appendfsync = "always"
+    @Flag(help: "Run on an embedded 3-primary Redis Cluster (faults act on the primary of slot 0).") var cluster = false
+    @Option(help: "The expiry listeners' claim lease, in seconds.") var claimLease: Double = 5
 
     @Flag(help: .hidden) var unsafeNoLock = false
     @Option(help: .hidden) var workerIndex: Int?
@@ -44,22 +59,72 @@ struct SessionLoadCommand: AsyncParsableCommand {
             return
         }
 
+        let plan: FaultPlan
+        do {
+            plan = try FaultPlan(parsing: faults)
+        } catch {
+            throw ValidationError("--faults: \(error)")
+        }
+        guard ["always", "everysec"].contains(appendfsync) else { throw ValidationError("--appendfsync: always or everysec") }
+        if let late = plan.faults.first(where: { $0.at + $0.duration >= duration }) {
+            throw ValidationError("--faults: \(late.description) does not end before the load does (\(duration) s)")
+        }
         let url = redis ?? ProcessInfo.processInfo.environment["REDIS_URL"]
-        let embedded: RedisServer? = url == nil ? try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx")) : nil
-        if let embedded { print("embedded redis-server on 127.0.0.1:\(embedded.port)") }
+        if url != nil, plan.faults.contains(where: { $0.kind != .workerKill }) {
+            throw ValidationError("--faults: only worker-kill acts on a Redis the run did not start")
+        }
+
+        var node = RedisServer.Options(notifyKeyspaceEvents: "KEx", appendOnly: true)
+        node.appendFsync = appendfsync
+        var stops: [@Sendable () async -> Void] = []
+        var target: FaultTarget?
+        let dataURL: String
+        if let url {
+            dataURL = url
+        } else if cluster {
+            var options = RedisCluster.Options()
+            options.node = node
+            let embedded = try await RedisCluster.start(options)
+            stops.append { await embedded.stop() }
+            print("embedded Redis Cluster: \(embedded.url)")
+            target = FaultTarget(server: try await embedded.primary(forSlot: 0), proxy: nil)
+            dataURL = embedded.url
+        } else {
+            let embedded = try await RedisServer.start(node)
+            stops.append { await embedded.stop() }
+            print("embedded redis-server on 127.0.0.1:\(embedded.port) (appendfsync \(appendfsync))")
+            if plan.faults.contains(where: { $0.kind == .blackhole }) {
+                let proxy = try await FaultProxy.start(forwardingTo: embedded.port)
+                stops.append { await proxy.stop() }
+                target = FaultTarget(server: embedded, proxy: proxy)
+                dataURL = "redis://127.0.0.1:\(proxy.port)"
+            } else {
+                target = FaultTarget(server: embedded, proxy: nil)
+                dataURL = embedded.url
+            }
+        }
+        if plan.faults.contains(where: { $0.kind == .blackhole }), target?.proxy == nil {
+            throw ValidationError("--faults: blackhole needs the embedded standalone Redis (it runs through a proxy)")
+        }
+        let bookkeeping = try await RedisServer.start(.init(notifyKeyspaceEvents: nil))
+        stops.append { await bookkeeping.stop() }
+
         let runID = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        let parameters = LoadParameters(
-            runID: runID, redisURL: url ?? embedded!.url, duration: duration, users: users, tabs: tabs, instances: instances, ttl: ttl,
-            seed: seed, thinkMilliseconds: think, unsafeNoLock: unsafeNoLock)
-        let coordinator = Coordinator(parameters: parameters, reportDirectory: URL(fileURLWithPath: report), embedded: embedded)
+        var parameters = LoadParameters(
+            runID: runID, redisURL: dataURL, duration: duration, users: users, tabs: tabs, instances: instances, ttl: ttl,
+            seed: seed, thinkMilliseconds: think, unsafeNoLock: unsafeNoLock, bookkeepingURL: bookkeeping.url)
+        parameters.faults = plan
+        parameters.claimLeaseSeconds = claimLease
+        if !plan.faults.isEmpty { print("faults: \(plan.description)") }
+        let coordinator = Coordinator(parameters: parameters, reportDirectory: URL(fileURLWithPath: report), target: target)
         let status: Int32
         do {
             status = try await coordinator.run()
         } catch {
-            await embedded?.stop()
+            for stop in stops.reversed() { await stop() }
             throw error
         }
-        await embedded?.stop()
+        for stop in stops.reversed() { await stop() }
         if status != 0 { throw ExitCode(status) }
     }
 }

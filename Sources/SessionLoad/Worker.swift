@@ -16,6 +16,8 @@ final class Worker: Sendable {
     let client: HiredisClient
     let store: SessionStore
     let locks: SessionLock
+    /// The bookkeeping Redis (outcomes, hook runs), apart from the data Redis under test.
+    let books: HiredisClient
     private let result = Mutex(WorkerResult())
     private let start = ContinuousClock.now
 
@@ -25,6 +27,9 @@ final class Worker: Sendable {
         var redis = try HiredisConfiguration(url: parameters.redisURL)
         redis.clientName = "session-load-\(index)"
         client = try HiredisClient.started(configuration: redis)
+        var bookkeeping = try HiredisConfiguration(url: parameters.bookkeepingURL)
+        bookkeeping.clientName = "session-load-books-\(index)"
+        books = try HiredisClient.started(configuration: bookkeeping)
         var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
         configuration.expiryListener = true
         store = try SessionStore(client: client, configuration: configuration)
@@ -39,7 +44,9 @@ final class Worker: Sendable {
 
     /// Runs the load, then keeps the listener running while the last sessions expire; returns what it measured.
     func run() async throws -> WorkerResult {
-        let listener = ExpiryListener(store: store) { [self] expired in await self.hookRan(expired) }
+        var listenerConfiguration = ExpiryListenerConfiguration()
+        listenerConfiguration.claimLease = .milliseconds(Int(parameters.claimLeaseSeconds * 1000))
+        let listener = ExpiryListener(store: store, configuration: listenerConfiguration) { [self] expired in await self.hookRan(expired) }
         let group = ServiceGroup(services: [listener], logger: Logger(label: "session-load"))
         let listening = Task { try await group.run() }
 
@@ -58,10 +65,10 @@ final class Worker: Sendable {
                     RESPCommand("PEXPIRE", .string("\(book):progress"), ttlBook),
                 ]
                 // One worker samples the store's figures (a call per bucket) every few seconds.
-                if index == 0, tick % 5 == 1, let stats = try? await store.stats() {
+                if index == 0, tick % 5 == 1, let stats = try? await store.stats(), !Task.isCancelled {
                     commands.append(RESPCommand("HSET", .string("\(book):progress"), "active", .integer(stats.activeSessions)))
                 }
-                _ = try? await client.pipeline(commands)
+                _ = try? await books.pipeline(commands)
             }
         }
         defer { progress.cancel() }
@@ -72,11 +79,17 @@ final class Worker: Sendable {
                 }
             }
         }
-        try? await Task.sleep(for: .milliseconds(Int(parameters.drain * 1000)))
+        // Drain: hooks go on until the coordinator has seen every session finalized (or gave up).
+        let drainEnd = ContinuousClock.now + .milliseconds(Int((parameters.drainLimit + 30) * 1000))
+        while ContinuousClock.now < drainEnd {
+            if (try? await books.send(RESPCommand("EXISTS", .string("\(book):stop"))).int) == 1 { break }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
         await group.triggerGracefulShutdown()
         _ = await listening.result
         await locks.close()
         await client.close()
+        await books.close()
         return result.withLock { $0 }
     }
 
@@ -146,20 +159,33 @@ final class Worker: Sendable {
             _ = try await store.list(user: user)
         case .rotate:
             try await withLockTimed(id) { lease in
-                let rotated = try await self.store.rotate(id)
-                let moved = try await self.client.pipeline([
-                    RESPCommand("HGET", .string("\(self.book):expected"), .string(id)),
+                let rotated: Session
+                do {
+                    rotated = try await self.store.rotate(id)
+                } catch {
+                    // Rotated or not, nobody knows: the old id's record cannot be judged.
+                    if Self.isIndeterminate(error) {
+                        _ = try? await self.books.pipeline([
+                            RESPCommand("SADD", .string("\(self.book):uncertain"), .string(id)),
+                            RESPCommand("PEXPIRE", .string("\(self.book):uncertain"), self.ttlBook),
+                        ])
+                    }
+                    throw error
+                }
+                let moved = try await self.books.pipeline([
+                    RESPCommand("HGET", .string("\(self.book):ok"), .string(id)),
+                    RESPCommand("HGET", .string("\(self.book):pending"), .string(id)),
                     RESPCommand("SET", .string("\(self.book):cookie:\(user)"), .string(rotated.id), "PX", self.ttlBook),
                     RESPCommand("SADD", .string("\(self.book):rotated"), .string(id)),
                     RESPCommand("PEXPIRE", .string("\(self.book):rotated"), self.ttlBook),
                     RESPCommand("SADD", .string("\(self.book):created"), .string(rotated.id)),
                 ])
-                if let count = moved[0].int {
-                    _ = try await self.client.pipeline([
-                        RESPCommand("HINCRBY", .string("\(self.book):expected"), .string(rotated.id), .integer(count)),
-                        RESPCommand("HDEL", .string("\(self.book):expected"), .string(id)),
-                    ])
-                }
+                _ = try await self.books.pipeline([
+                    RESPCommand("HINCRBY", .string("\(self.book):ok"), .string(rotated.id), .integer(moved[0].int ?? 0)),
+                    RESPCommand("HINCRBY", .string("\(self.book):pending"), .string(rotated.id), .integer(moved[1].int ?? 0)),
+                    RESPCommand("HDEL", .string("\(self.book):ok"), .string(id)),
+                    RESPCommand("HDEL", .string("\(self.book):pending"), .string(id)),
+                ])
                 _ = lease
             }
         case .delete:
@@ -182,20 +208,47 @@ final class Worker: Sendable {
         if parameters.unsafeNoLock {
             let value = try await store.metadata(id)["turns"]?.numberValue ?? 0
             try await Task.sleep(for: .microseconds(200))  // the window in which another tab's write is lost
-            try await store.setMetadata(id, key: "turns", value: .number(value + 1))
-            _ = try await client.send(RESPCommand("HINCRBY", .string("\(book):expected"), .string(id), 1))
+            try await increment(id) { try await self.store.setMetadata(id, key: "turns", value: .number(value + 1)) }
             return
         }
         try await withLockTimed(id) { lease in
             try await self.store.appendTurn(
                 id, user: "question of \(words) words", assistant: String(repeating: "answer ", count: words), lease: lease)
             let value = try await self.store.metadata(id)["turns"]?.numberValue ?? 0
-            try await self.store.setMetadata(id, key: "turns", value: .number(value + 1), lease: lease)
-            _ = try await self.client.pipeline([
-                RESPCommand("HINCRBY", .string("\(self.book):expected"), .string(id), 1),
-                RESPCommand("PEXPIRE", .string("\(self.book):expected"), self.ttlBook),
-            ])
+            try await self.increment(id) {
+                try await self.store.setMetadata(id, key: "turns", value: .number(value + 1), lease: lease)
+            }
         }
+    }
+
+    /// Runs the write that increments `id`'s counter, recording its outcome Jepsen style: pending
+    /// before it is sent; ok when acknowledged; nothing when it certainly did not run; pending
+    /// stays (indeterminate) when the reply was lost, or the worker dies meanwhile.
+    private func increment(_ id: String, _ write: @Sendable () async throws -> Void) async throws {
+        _ = try await books.pipeline([
+            RESPCommand("HINCRBY", .string("\(book):pending"), .string(id), 1),
+            RESPCommand("PEXPIRE", .string("\(book):pending"), ttlBook),
+        ])
+        do {
+            try await write()
+        } catch {
+            if !Self.isIndeterminate(error) {
+                _ = try? await books.send(RESPCommand("HINCRBY", .string("\(book):pending"), .string(id), -1))
+            }
+            throw error
+        }
+        _ = try await books.pipeline([
+            RESPCommand("HINCRBY", .string("\(book):ok"), .string(id), 1),
+            RESPCommand("HINCRBY", .string("\(book):pending"), .string(id), -1),
+            RESPCommand("PEXPIRE", .string("\(book):ok"), ttlBook),
+        ])
+    }
+
+    /// Whether a failed operation may nevertheless have been applied (its reply was lost).
+    static func isIndeterminate(_ error: any Error) -> Bool {
+        if let error = error as? HiredisError { return error.commandMayHaveRun }
+        if case .redis(let error) = error as? SessionError { return error.commandMayHaveRun }
+        return false
     }
 
     private func withLockTimed(_ id: String, _ body: @escaping @Sendable (LockLease) async throws -> Void) async throws {
@@ -219,10 +272,10 @@ final class Worker: Sendable {
     /// there is none or it ended.
     private func currentSession(user: String) async throws -> String {
         let cookie = "\(book):cookie:\(user)"
-        if let id = try await client.get(cookie).map({ String(buffer: $0) }), !id.isEmpty { return id }
+        if let id = try await books.get(cookie).map({ String(buffer: $0) }), !id.isEmpty { return id }
         let began = ContinuousClock.now
         let session = try await store.create(user: user, metadata: ["turns": 0], mode: .custom(.milliseconds(Int(parameters.ttl * 1000))))
-        let replies = try await client.pipeline([
+        let replies = try await books.pipeline([
             RESPCommand("SET", .string(cookie), .string(session.id), "NX", "PX", ttlBook),
             RESPCommand("GET", .string(cookie)),
             RESPCommand("SADD", .string("\(book):created"), .string(session.id)),
@@ -235,7 +288,7 @@ final class Worker: Sendable {
     /// Drops the cookie if it still names `id` (the session ended).
     private func forget(_ id: String, user: String) async throws {
         let cookie = "\(book):cookie:\(user)"
-        if try await client.get(cookie).map({ String(buffer: $0) }) == id { _ = try await client.delete([cookie]) }
+        if try await books.get(cookie).map({ String(buffer: $0) }) == id { _ = try await books.delete([cookie]) }
     }
 
     // MARK: Measurements
@@ -258,7 +311,15 @@ final class Worker: Sendable {
             return
         }
         if let error = error as? LockError, error == .notFound { return }
-        result.withLock { $0.errors["\(operation.rawValue): \(error)", default: 0] += 1 }
+        let second = Int((ContinuousClock.now - start).components.seconds)
+        let indeterminate = Self.isIndeterminate(error)
+        result.withLock { result in
+            result.errors["\(operation.rawValue): \(error)", default: 0] += 1
+            while result.errorsPerSecond.count <= second { result.errorsPerSecond.append(0) }
+            while result.indeterminatePerSecond.count <= second { result.indeterminatePerSecond.append(0) }
+            result.errorsPerSecond[second] += 1
+            if indeterminate { result.indeterminatePerSecond[second] += 1 }
+        }
     }
 
     private func hookRan(_ expired: ExpiredSession) async {
@@ -269,11 +330,11 @@ final class Worker: Sendable {
             result.hooks += 1
             if expired.reason != .deleted { _ = result.expiryLateness.record(UInt64(lateness)) }
         }
-        _ = try? await client.pipeline([
-            RESPCommand("HINCRBY", .string("\(book):hooks"), .string(id), 1),
-            RESPCommand("HSETNX", .string("\(book):final"), .string(id), .integer(turns)),
-            RESPCommand("PEXPIRE", .string("\(book):hooks"), ttlBook),
-            RESPCommand("PEXPIRE", .string("\(book):final"), ttlBook),
+        // One entry per run, written before the hook returns: a worker killed right after still
+        // counts as having run it.
+        _ = try? await books.pipeline([
+            RESPCommand("RPUSH", .string("\(book):hook-runs"), .string("\(id) \(index) \(expired.attempt) \(turns)")),
+            RESPCommand("PEXPIRE", .string("\(book):hook-runs"), ttlBook),
         ])
     }
 }

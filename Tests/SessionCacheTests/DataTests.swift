@@ -7,8 +7,8 @@ import Testing
 
 @Suite("Messages, metadata, users, limits")
 struct DataTests {
-    @Test func messagesKeepAWindowInRedisStampedWithRedisTime() async throws {
-        try await withStore(configure: { $0.messageWindow = 5 }) { fixture in
+    @Test(arguments: Deployment.allCases) func messagesKeepAWindowInRedisStampedWithRedisTime(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: { $0.messageWindow = 5 }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
             for turn in 0..<6 { try await store.appendTurn(session.id, user: "question \(turn)", assistant: "answer \(turn)") }
@@ -38,8 +38,8 @@ struct DataTests {
         }
     }
 
-    @Test func metadataWritesOnlyTheChangedFields() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func metadataWritesOnlyTheChangedFields(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let (otherClient, other) = try fixture.secondStore(fixture.store.configuration)
             let session = try await fixture.store.create(user: "alice", metadata: ["theme": "dark"])
             // 2 stores × 50 tasks, each writing its own key at the same time: none is lost.
@@ -63,8 +63,8 @@ struct DataTests {
         }
     }
 
-    @Test func timeoutModesHaveTheirOwnAbsoluteLifetimes() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func timeoutModesHaveTheirOwnAbsoluteLifetimes(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["timeout_mode": "aggressive"])
             #expect(session.mode == .aggressive)
@@ -95,8 +95,8 @@ struct DataTests {
         }
     }
 
-    @Test func usersListCountAndLogOutEverywhere() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func usersListCountAndLogOutEverywhere(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let first = try await store.create(user: "alice", agentType: "sales")
             let second = try await store.create(user: "alice", agentType: "support")
@@ -133,11 +133,14 @@ struct DataTests {
         }
     }
 
-    @Test func everyKeyTheStoreWritesHasATTL() async throws {
+    @Test(arguments: Deployment.allCases) func everyKeyTheStoreWritesHasATTL(_ deployment: Deployment) async throws {
         for listener in [false, true] {
-            try await withStore(configure: {
-                $0.expiryListener = listener; $0.expiryWarningLead = listener ? .seconds(1) : nil
-            }) { fixture in
+            try await withStore(
+                on: deployment,
+                configure: {
+                    $0.expiryListener = listener; $0.expiryWarningLead = listener ? .seconds(1) : nil
+                }
+            ) { fixture in
                 let store = fixture.store
                 for user in ["u1", "u2"] {
                     let session = try await store.create(user: user, metadata: ["x": 1])
@@ -159,14 +162,17 @@ struct DataTests {
         }
     }
 
-    @Test func limitsAreTypedAndWriteNothing() async throws {
-        try await withStore(configure: {
-            $0.limits.maxMetadataValueBytes = 100
-            $0.limits.maxMessageBytes = 200
-            $0.limits.maxSessionBytes = 600
-            $0.limits.maxMetadataKeys = 10
-            $0.messageWindow = 3
-        }) { fixture in
+    @Test(arguments: Deployment.allCases) func limitsAreTypedAndWriteNothing(_ deployment: Deployment) async throws {
+        try await withStore(
+            on: deployment,
+            configure: {
+                $0.limits.maxMetadataValueBytes = 100
+                $0.limits.maxMessageBytes = 200
+                $0.limits.maxSessionBytes = 600
+                $0.limits.maxMetadataKeys = 10
+                $0.messageWindow = 3
+            }
+        ) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["a": "small"])
             let before = try await store.get(session.id)
@@ -225,8 +231,8 @@ struct DataTests {
         }
     }
 
-    @Test func tenThousandMetadataFieldsAreRefusedWithATypedError() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func tenThousandMetadataFieldsAreRefusedWithATypedError(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["kept": true])
             let flood = Dictionary(uniqueKeysWithValues: (0..<10_000).map { ("field-\($0)", JSONValue.number(Double($0))) })
@@ -241,8 +247,8 @@ struct DataTests {
         }
     }
 
-    @Test func aKeyOfTheWrongTypeGivesATypedError() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func aKeyOfTheWrongTypeGivesATypedError(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
             _ = try await fixture.client.send(RESPCommand("DEL", .string(fixture.keyspace.session(session.id))))
@@ -265,9 +271,9 @@ struct DataTests {
         }
     }
 
-    @Test func statsCountSessionsUsersAndDurations() async throws {
+    @Test(arguments: Deployment.allCases) func statsCountSessionsUsersAndDurations(_ deployment: Deployment) async throws {
         for listener in [false, true] {
-            try await withStore(configure: { $0.expiryListener = listener }) { fixture in
+            try await withStore(on: deployment, configure: { $0.expiryListener = listener }) { fixture in
                 let store = fixture.store
                 for user in ["a", "a", "b", "c"] { _ = try await store.create(user: user) }
                 let doomed = try await store.create(user: "c")

@@ -71,7 +71,7 @@ struct RunningListener: Sendable {
         storeConfiguration: SessionStoreConfiguration? = nil,
         onWarning: ExpiryListener.WarningHook? = nil, onExpiry: @escaping ExpiryListener.Hook
     ) throws -> RunningListener {
-        let client = try HiredisClient.started(configuration: fixture.server.configuration)
+        let client = try HiredisClient.started(configuration: fixture.client.configuration)
         let store = try SessionStore(client: client, configuration: storeConfiguration ?? fixture.store.configuration)
         let listener = ExpiryListener(store: store, configuration: configuration, onWarning: onWarning, onExpiry: onExpiry)
         let group = ServiceGroup(services: [listener], logger: Logger(label: "test-listener"))

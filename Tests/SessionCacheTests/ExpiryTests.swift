@@ -7,8 +7,10 @@ import Testing
 
 @Suite("Expiry hooks against a real redis-server")
 struct ExpiryTests {
-    @Test func threeListenersRunEachHookExactlyOnceWithTheSessionsData() async throws {
-        try await withStore(configure: listenerConfiguration) { fixture in
+    @Test(arguments: Deployment.allCases) func threeListenersRunEachHookExactlyOnceWithTheSessionsData(
+        _ deployment: Deployment
+    ) async throws {
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listeners = try (0..<3).map { _ in try RunningListener.start(fixture, onExpiry: recorder.record) }
             let count = 2000
@@ -52,8 +54,8 @@ struct ExpiryTests {
         }
     }
 
-    @Test func listenersShareTheBucketsAndTakeOverWhenOneStops() async throws {
-        try await withStore(configure: listenerConfiguration) { fixture in
+    @Test(arguments: Deployment.allCases) func listenersShareTheBucketsAndTakeOverWhenOneStops(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let first = try RunningListener.start(fixture, onExpiry: recorder.record)
             let second = try RunningListener.start(fixture, onExpiry: recorder.record)
@@ -77,8 +79,8 @@ struct ExpiryTests {
         }
     }
 
-    @Test func hooksFireWhenTheSubscribersConnectionIsKilled() async throws {
-        try await withStore(configure: listenerConfiguration) { fixture in
+    @Test(arguments: Deployment.allCases) func hooksFireWhenTheSubscribersConnectionIsKilled(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
             for index in 0..<200 {
@@ -91,7 +93,9 @@ struct ExpiryTests {
         }
     }
 
-    @Test func hooksFireThroughTheSweepWhenNotificationsAreOffAndCONFIGIsRefused() async throws {
+    @Test(arguments: Deployment.allCases) func hooksFireThroughTheSweepWhenNotificationsAreOffAndCONFIGIsRefused(
+        _ deployment: Deployment
+    ) async throws {
         // A managed Redis: no notifications, CONFIG renamed away.
         try await withStore(
             .init(notifyKeyspaceEvents: nil, arguments: ["--rename-command", "CONFIG", ""]), configure: listenerConfiguration
@@ -107,11 +111,13 @@ struct ExpiryTests {
         }
     }
 
-    @Test func hooksMissedWhileNoListenerRanFireWithTheDataWhenOneStartsLongAfter() async throws {
+    @Test(arguments: Deployment.allCases) func hooksMissedWhileNoListenerRanFireWithTheDataWhenOneStartsLongAfter(
+        _ deployment: Deployment
+    ) async throws {
         // All listeners down for far longer than the old 60-second grace would allow (here: the
         // data outlives the idle timer by the safety TTL only), and the hooks still run with data.
-        try await withStore(configure: listenerConfiguration) { fixture in
-            let expiry = try await ExpiryWatch(fixture.server)
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
+            let expiry = try await ExpiryWatch(fixture)
             var timers: Set<String> = []
             var ids: [String] = []
             for index in 0..<100 {
@@ -195,12 +201,15 @@ struct ExpiryTests {
         }
     }
 
-    @Test func warningsAbsoluteLifetimeAndDeleteHooks() async throws {
-        try await withStore(configure: {
-            $0.expiryListener = true
-            $0.expiryWarningLead = .milliseconds(400)
-            $0.absoluteLifetimes.custom = .milliseconds(1200)
-        }) { fixture in
+    @Test(arguments: Deployment.allCases) func warningsAbsoluteLifetimeAndDeleteHooks(_ deployment: Deployment) async throws {
+        try await withStore(
+            on: deployment,
+            configure: {
+                $0.expiryListener = true
+                $0.expiryWarningLead = .milliseconds(400)
+                $0.absoluteLifetimes.custom = .milliseconds(1200)
+            }
+        ) { fixture in
             let recorder = HookRecorder()
             let warnings = NIOLockedValueBox<[String: Int]>([:])
             let listener = try RunningListener.start(
@@ -232,10 +241,15 @@ struct ExpiryTests {
         }
     }
 
-    @Test func shorteningTheModeMovesTheHookAndWarningToTheNewDeadline() async throws {
-        try await withStore(configure: {
-            $0.expiryListener = true; $0.expiryWarningLead = .milliseconds(500)
-        }) { fixture in
+    @Test(arguments: Deployment.allCases) func shorteningTheModeMovesTheHookAndWarningToTheNewDeadline(
+        _ deployment: Deployment
+    ) async throws {
+        try await withStore(
+            on: deployment,
+            configure: {
+                $0.expiryListener = true; $0.expiryWarningLead = .milliseconds(500)
+            }
+        ) { fixture in
             let recorder = HookRecorder()
             let warnings = NIOLockedValueBox<[String: Int]>([:])
             let listener = try RunningListener.start(
@@ -254,8 +268,10 @@ struct ExpiryTests {
         }
     }
 
-    @Test func aDeleteWhoseConnectionDropsEitherHappensWithItsHookOrNotAtAll() async throws {
-        try await withStore(configure: listenerConfiguration) { fixture in
+    @Test(arguments: Deployment.allCases) func aDeleteWhoseConnectionDropsEitherHappensWithItsHookOrNotAtAll(
+        _ deployment: Deployment
+    ) async throws {
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
             var ids: [String] = []
@@ -287,8 +303,8 @@ struct ExpiryTests {
         }
     }
 
-    @Test func aTouchRacingWithExpiryNeverBringsTheSessionBack() async throws {
-        try await withStore(configure: listenerConfiguration) { fixture in
+    @Test(arguments: Deployment.allCases) func aTouchRacingWithExpiryNeverBringsTheSessionBack(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
             var ids: [String] = []
@@ -315,8 +331,8 @@ struct ExpiryTests {
         }
     }
 
-    @Test func aListenerNeedsAStoreInListenerMode() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func aListenerNeedsAStoreInListenerMode(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let listener = ExpiryListener(store: fixture.store) { _ in }
             await #expect(throws: SessionError.self) { try await listener.run() }
         }

@@ -7,8 +7,10 @@ import Testing
 
 @Suite("Session lifecycle against a real redis-server")
 struct LifecycleTests {
-    @Test func createIssuesFreshURLSafeIdsInTheUsersBucketAndStoresAReadableHash() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func createIssuesFreshURLSafeIdsInTheUsersBucketAndStoresAReadableHash(
+        _ deployment: Deployment
+    ) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(
                 user: "alice", metadata: ["plan": "pro", "seats": 3], mode: .lenient, agentType: "support")
@@ -46,8 +48,8 @@ struct LifecycleTests {
         }
     }
 
-    @Test func resumeReturnsActiveOrResumedAndNotFoundForStrangers() async throws {
-        try await withStore(configure: { $0.resumeThreshold = .seconds(1) }) { fixture in
+    @Test(arguments: Deployment.allCases) func resumeReturnsActiveOrResumedAndNotFoundForStrangers(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: { $0.resumeThreshold = .seconds(1) }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
             guard case .resumed(let active, let inactive) = try await store.resume(session.id, user: "alice") else {
@@ -80,8 +82,8 @@ struct LifecycleTests {
         }
     }
 
-    @Test func recoverResumesOrCreates() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func recoverResumesOrCreates(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let first = try await store.recover(nil, user: "carol", metadata: ["lang": "en"])
             guard case .created(let created) = first else {
@@ -101,8 +103,8 @@ struct LifecycleTests {
         }
     }
 
-    @Test func touchSlidesTheTimerAndAHeartbeatDoesNot() async throws {
-        try await withStore(configure: { $0.dataGrace = .seconds(4) }) { fixture in
+    @Test(arguments: Deployment.allCases) func touchSlidesTheTimerAndAHeartbeatDoesNot(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: { $0.dataGrace = .seconds(4) }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", mode: .custom(.seconds(2)))
             let id = session.id
@@ -137,11 +139,14 @@ struct LifecycleTests {
         }
     }
 
-    @Test func theAbsoluteLifetimeHoldsAgainstConstantActivity() async throws {
-        try await withStore(configure: {
-            $0.absoluteLifetimes.custom = .milliseconds(2500)
-            $0.dataGrace = .milliseconds(500)
-        }) { fixture in
+    @Test(arguments: Deployment.allCases) func theAbsoluteLifetimeHoldsAgainstConstantActivity(_ deployment: Deployment) async throws {
+        try await withStore(
+            on: deployment,
+            configure: {
+                $0.absoluteLifetimes.custom = .milliseconds(2500)
+                $0.dataGrace = .milliseconds(500)
+            }
+        ) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", mode: .custom(.seconds(1)))
             let start = ContinuousClock.now
@@ -163,9 +168,9 @@ struct LifecycleTests {
         }
     }
 
-    @Test func aLateWriteNeverResurrectsAnEndedSession() async throws {
-        try await withStore(configure: listenerConfiguration) { fixture in
-            let expiry = try await ExpiryWatch(fixture.server)
+    @Test(arguments: Deployment.allCases) func aLateWriteNeverResurrectsAnEndedSession(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
+            let expiry = try await ExpiryWatch(fixture)
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["k": "v"], mode: .custom(.milliseconds(300)))
             #expect(try await expiry.wait(for: try await fixture.timer(session.id) ?? ""))
@@ -190,8 +195,8 @@ struct LifecycleTests {
         }
     }
 
-    @Test func rotateGivesANewIdInTheSameBucketAndKillsTheOldOne() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func rotateGivesANewIdInTheSameBucketAndKillsTheOldOne(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["cart": ["book"]])
             try await store.appendTurn(session.id, user: "hello", assistant: "hi there")
@@ -212,8 +217,8 @@ struct LifecycleTests {
         }
     }
 
-    @Test func deleteLeavesNoKeyBehind() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func deleteLeavesNoKeyBehind(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["a": 1])
             try await store.appendTurn(session.id, user: "q", assistant: "a")
@@ -231,8 +236,8 @@ struct LifecycleTests {
         }
     }
 
-    @Test func anAnonymousSessionIsBoundToItsUserAtLogin() async throws {
-        try await withStore(configure: listenerConfiguration) { fixture in
+    @Test(arguments: Deployment.allCases) func anAnonymousSessionIsBoundToItsUserAtLogin(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let store = fixture.store
             let visitor = try await store.createAnonymous(metadata: ["cart": ["book"]])
             #expect(visitor.user == nil && visitor.isAnonymous)

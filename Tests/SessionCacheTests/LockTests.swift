@@ -22,8 +22,8 @@ func counter(_ store: SessionStore, _ id: String) async throws -> Double {
 
 @Suite("Session locks against a real redis-server")
 struct LockTests {
-    @Test func threeStoresTimesEightTabsLoseNoIncrement() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func threeStoresTimesEightTabsLoseNoIncrement(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let session = try await fixture.store.create(user: "alice", mode: .lenient)
             let stores = try (0..<3).map { _ in try fixture.secondStore(fixture.store.configuration) }
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -65,8 +65,10 @@ struct LockTests {
         }
     }
 
-    @Test func aHolderPastItsLeaseCannotWriteAndTheNewHoldersDataIsIntact() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func aHolderPastItsLeaseCannotWriteAndTheNewHoldersDataIsIntact(
+        _ deployment: Deployment
+    ) async throws {
+        try await withStore(on: deployment) { fixture in
             var configuration = SessionLockConfiguration()
             configuration.lease = .milliseconds(300)
             let locks = SessionLock.started(store: fixture.store, configuration: configuration)
@@ -106,8 +108,8 @@ struct LockTests {
         }
     }
 
-    @Test func waitTimeoutCancellationAndActiveTabWins() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func waitTimeoutCancellationAndActiveTabWins(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let locks = SessionLock.started(store: fixture.store)
             let session = try await fixture.store.create(user: "alice")
             let holder = try await locks.acquire(session.id)
@@ -142,8 +144,8 @@ struct LockTests {
         }
     }
 
-    @Test func perTabLocksDoNotRefuseEachOthersWrites() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func perTabLocksDoNotRefuseEachOthersWrites(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let locks = SessionLock.started(store: fixture.store, configuration: SessionLockConfiguration(policy: .sessionPerTab))
             let session = try await fixture.store.create(user: "alice")
             let tabA = try await locks.acquire(session.id, tab: "a")
@@ -212,8 +214,8 @@ struct LockTests {
         }
     }
 
-    @Test func waitersDoNotSpin() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func waitersDoNotSpin(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
             let locks = SessionLock.started(store: fixture.store)
             let session = try await fixture.store.create(user: "alice")
             let holder = try await locks.acquire(session.id)
@@ -281,8 +283,9 @@ struct LockTests {
         }
     }
 
-    @Test func withLockReleasesOnThrowAndTellsAHolderThatLostItsLease() async throws {
-        try await withStore { fixture in
+    @Test(arguments: Deployment.allCases) func withLockReleasesOnThrowAndTellsAHolderThatLostItsLease(_ deployment: Deployment) async throws
+    {
+        try await withStore(on: deployment) { fixture in
             var configuration = SessionLockConfiguration()
             configuration.lease = .milliseconds(300)
             let locks = SessionLock.started(store: fixture.store, configuration: configuration)

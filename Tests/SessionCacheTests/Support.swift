@@ -4,11 +4,25 @@ import NIOCore
 import SessionCache
 import Testing
 
-/// A redis-server with keyspace notifications, a client, and a store on it, for one test.
+/// Where a parametrized test's store lives: suites of store, expiry and lock tests run on both.
+enum Deployment: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    /// One redis-server.
+    case standalone
+    /// The embedded 3-primary Redis Cluster (with a replica each).
+    case cluster
+
+    var testDescription: String { rawValue }
+}
+
+/// A redis-server (or a cluster) with keyspace notifications, a client, and a store on it, for
+/// one test.
 struct StoreFixture: Sendable {
+    /// The server; on a cluster, its first node.
     let server: RedisServer
     let client: HiredisClient
     let store: SessionStore
+    /// The cluster, when the test runs on one.
+    var cluster: RedisCluster? = nil
 
     var keyspace: SessionKeyspace { store.keyspace }
 
@@ -47,20 +61,22 @@ struct StoreFixture: Sendable {
 
     /// Every key in the database (SCAN, as an operator would).
     func allKeys() async throws -> [String] {
-        var cursor = "0"
         var keys: [String] = []
-        repeat {
-            let reply = try await client.send(RESPCommand("SCAN", .string(cursor), "COUNT", 1000))
-            guard let parts = reply.array, parts.count == 2 else { break }
-            cursor = parts[0].string ?? "0"
-            keys += parts[1].array?.compactMap(\.string) ?? []
-        } while cursor != "0"
+        for primary in try await client.primaries() {
+            var cursor = "0"
+            repeat {
+                let reply = try await client.send(RESPCommand("SCAN", .string(cursor), "COUNT", 1000), toPrimary: primary)
+                guard let parts = reply.array, parts.count == 2 else { break }
+                cursor = parts[0].string ?? "0"
+                keys += parts[1].array?.compactMap(\.string) ?? []
+            } while cursor != "0"
+        }
         return keys
     }
 
     /// A second, independent store (its own client and connections) on the same server.
     func secondStore(_ configuration: SessionStoreConfiguration) throws -> (HiredisClient, SessionStore) {
-        let other = try HiredisClient.started(configuration: server.configuration)
+        let other = try HiredisClient.started(configuration: client.configuration)
         return (other, try SessionStore(client: other, configuration: configuration))
     }
 }
@@ -75,22 +91,41 @@ func testConfiguration() -> SessionStoreConfiguration {
 
 func withStore<T: Sendable>(
     _ options: RedisServer.Options = .init(notifyKeyspaceEvents: "Ex"),
+    on deployment: Deployment = .standalone,
     configure: (inout SessionStoreConfiguration) -> Void = { _ in },
     _ body: (StoreFixture) async throws -> T
 ) async throws -> T {
-    try await RedisServer.with(options) { server in
-        var configuration = testConfiguration()
-        configure(&configuration)
-        let client = try HiredisClient.started(configuration: server.configuration)
-        let fixture = StoreFixture(server: server, client: client, store: try SessionStore(client: client, configuration: configuration))
-        do {
-            let result = try await body(fixture)
-            await client.close()
-            return result
-        } catch {
-            await client.close()
-            throw error
+    var configuration = testConfiguration()
+    configure(&configuration)
+    switch deployment {
+    case .standalone:
+        return try await RedisServer.with(options) { server in
+            let client = try HiredisClient.started(configuration: server.configuration)
+            return try await run(
+                StoreFixture(server: server, client: client, store: try SessionStore(client: client, configuration: configuration)), body)
         }
+    case .cluster:
+        var clusterOptions = RedisCluster.Options()
+        clusterOptions.node = options
+        return try await RedisCluster.with(clusterOptions) { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            return try await run(
+                StoreFixture(
+                    server: cluster.nodes[0], client: client, store: try SessionStore(client: client, configuration: configuration),
+                    cluster: cluster), body)
+        }
+    }
+}
+
+private func run<T: Sendable>(_ fixture: StoreFixture, _ body: (StoreFixture) async throws -> T) async throws -> T {
+    let client = fixture.client
+    do {
+        let result = try await body(fixture)
+        await client.close()
+        return result
+    } catch {
+        await client.close()
+        throw error
     }
 }
 
@@ -99,9 +134,19 @@ func withStore<T: Sendable>(
 final class ExpiryWatch: Sendable {
     private let subscriber: HiredisSubscriber
 
-    init(_ server: RedisServer) async throws {
-        subscriber = HiredisSubscriber.started(configuration: server.configuration)
-        try await subscriber.subscribe(channels: ["__keyevent@0__:expired"])
+    convenience init(_ server: RedisServer) async throws {
+        try await self.init(server.configuration)
+    }
+
+    /// Watches every primary the fixture's client talks to (notifications are node-local: a
+    /// pattern subscription goes to every primary of a cluster).
+    convenience init(_ fixture: StoreFixture) async throws {
+        try await self.init(fixture.client.configuration)
+    }
+
+    init(_ configuration: HiredisConfiguration) async throws {
+        subscriber = HiredisSubscriber.started(configuration: configuration)
+        try await subscriber.subscribe(patterns: ["__keyevent@0__:expired"])
     }
 
     func wait(for key: String, timeout: Duration = .seconds(10)) async throws -> Bool {

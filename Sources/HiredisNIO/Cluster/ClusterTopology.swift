@@ -48,8 +48,10 @@ public struct ClusterTopology: Sendable, Hashable {
             var replicas: [Node] = []
             for nodeReply in fields["nodes"]?.array ?? [] {
                 let node = Self.map(nodeReply)
-                var host = node["endpoint"]?.string ?? ""
-                if host.isEmpty || host == "?" { host = node["ip"]?.string ?? fallbackHost }
+                // An empty endpoint means "the host you asked" (cluster-preferred-endpoint-type
+                // unknown-endpoint); "?" means the node does not know it: try its IP.
+                var host = node["endpoint"]?.string ?? "?"
+                if host == "?" { host = node["ip"]?.string ?? "" }
                 if host.isEmpty || host == "?" { host = fallbackHost }
                 guard let port = (node["port"]?.int ?? node["tls-port"]?.int) else { continue }
                 let parsed = Node(
@@ -68,7 +70,8 @@ public struct ClusterTopology: Sendable, Hashable {
         var byPrimary: [String: Shard] = [:]
         var order: [String] = []
         for item in items {
-            guard let parts = item.array, parts.count >= 3, let start = parts[0].int, let end = parts[1].int else { continue }
+            guard let parts = item.array, parts.count >= 3, let start = parts[0].int, let end = parts[1].int, start <= end
+            else { continue }
             func node(_ reply: RESPReply) -> Node? {
                 guard let fields = reply.array, fields.count >= 2, let port = fields[1].int else { return nil }
                 var host = fields[0].string ?? ""
@@ -116,11 +119,14 @@ struct Redirection: Sendable, Hashable {
         case "ASK": kind = .ask
         default: return nil
         }
-        // An empty host (":6381") means the host the reply came from.
-        guard let parsed = HiredisAddress(parsing: words[2], defaultPort: 6379) else { return nil }
-        let host = words[2].hasPrefix(":") ? fallbackHost : parsed.host
+        // An empty or unknown host (":6381", "?:6381") means the host the reply came from; IPv6
+        // hosts come unbracketed ("::1:6381"): the port follows the last colon.
+        guard let colon = words[2].lastIndex(of: ":"), let port = Int(words[2][words[2].index(after: colon)...]) else { return nil }
+        let named = words[2][..<colon]
+        let host = named.isEmpty || named == "?" ? fallbackHost : String(named)
+        let parsed = HiredisAddress(host: host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host, port: port)
         self.slot = slot
-        self.address = HiredisAddress(host: host, port: parsed.port).description
+        self.address = parsed.description
     }
 
     init(kind: Kind, slot: Int, address: String) {

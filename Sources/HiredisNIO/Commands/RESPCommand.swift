@@ -92,21 +92,23 @@ extension RESPCommand {
 
     /// Where the first key is among the arguments (0 is the name), by the command's key spec.
     private var firstKeyIndex: Int? {
+        // Our own commands are upper case; anything else pays for one uppercasing.
+        let name = self.name.utf8.allSatisfy { $0 < 0x61 || $0 > 0x7a } ? self.name : self.name.uppercased()
         switch name {
-        case "FCALL", "FCALL_RO", "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "fcall", "fcall_ro", "eval", "evalsha":
+        case "FCALL", "FCALL_RO", "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO":
             guard arguments.count > 3, case .integer(let count) = arguments[2], count > 0 else {
                 if arguments.count > 3, case .string(let text) = arguments[2], let count = Int(text), count > 0 { return 3 }
                 return nil
             }
             return 3
-        case "MEMORY", "OBJECT", "memory", "object":
+        case "MEMORY", "OBJECT":
             return 2
-        case "XREAD", "XREADGROUP", "xread", "xreadgroup":
+        case "XREAD", "XREADGROUP":
             // ... STREAMS key [key ...] id [id ...]
             return arguments.firstIndex { if case .string(let text) = $0 { return text.uppercased() == "STREAMS" } else { return false } }
                 .map { $0 + 1 }
         default:
-            return Self.keyless.contains(name.uppercased()) ? nil : 1
+            return Self.keyless.contains(name) ? nil : 1
         }
     }
 

@@ -298,8 +298,19 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// The primaries the client talks to, as `host:port`.
     public func primaries() async throws -> [String] {
         switch backend {
-        case .single(let pool), .sentinel(let pool, _): return [pool.address]
+        case .single(let pool): return [pool.address]
+        case .sentinel(_, let discovery):
+            if let known = discovery.currentPrimaryConfiguration() { return [known.address] }
+            return [try await discovery.discoverPrimary().description]
         case .cluster(let router): return try await router.primaryAddresses()
+        }
+    }
+
+    /// The primary serving a hash slot, as `host:port` (the only primary, outside a cluster).
+    func primary(forSlot slot: Int) async throws -> String {
+        switch backend {
+        case .single, .sentinel: return try await primaries()[0]
+        case .cluster(let router): return try await router.primary(forSlot: slot)
         }
     }
 

@@ -152,8 +152,9 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
     /// A connection closed (the server went away, a protocol error, a health check failed).
     mutating func connectionClosed(slot: Int, _ connection: Connection) -> Action {
         guard !isShutDown, case .connected(let current) = slots[slot], current === connection else { return .none }
-        // Reconnect at once: the first attempt after a loss pays no back-off.
-        failures[slot] = 1
+        // Reconnect at once: a loss is not a failed attempt, so a failing reconnect then waits
+        // the initial back-off.
+        failures[slot] = 0
         slots[slot] = .connecting
         return .connect(slot: slot)
     }

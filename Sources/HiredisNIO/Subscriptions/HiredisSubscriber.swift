@@ -13,6 +13,11 @@ import ServiceLifecycle
 /// ``Event/resubscribed``: messages published meanwhile were lost (Redis keeps none for absent
 /// subscribers).
 ///
+/// Behind a Redis Cluster or Sentinels (``HiredisConfiguration/topology``) the subscriber keeps one
+/// connection per primary and follows failovers and resharding: patterns are subscribed on every
+/// primary (keyspace notifications are node-local), shard channels on the primary of their slot,
+/// plain channels on one primary; a move yields ``Event/resubscribed``.
+///
 /// The buffer between the connection and a slow consumer is bounded
 /// (``init(configuration:bufferSize:)``): when it is full the oldest message is dropped and
 /// ``Event/gap(dropped:)`` is yielded, so the consumer knows to catch up another way.
@@ -41,7 +46,7 @@ public final class HiredisSubscriber: Service {
         case gap(dropped: Int)
     }
 
-    private enum Kind: String {
+    enum Kind: String, Sendable {
         case channel = "subscribe"
         case pattern = "psubscribe"
         case shardChannel = "ssubscribe"
@@ -71,17 +76,31 @@ public final class HiredisSubscriber: Service {
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
     private let configuration: HiredisConfiguration
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
+    /// Behind a cluster or Sentinels: the node subscribers that carry the subscriptions.
+    private let primaries: PrimariesSubscription?
 
     /// A subscriber that buffers at most `bufferSize` events for its consumer. Nothing connects
     /// before ``run()``.
     public init(configuration: HiredisConfiguration, bufferSize: Int = 10_000) {
         var configuration = configuration
         configuration.poolSize = 1
-        configuration.topology = .standalone
         if let name = configuration.clientName { configuration.clientName = name + "-subscriber" }
+        let (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(max(bufferSize, 2)))
+        let state = NIOLockedValueBox(State())
+        self.events = events
+        self.continuation = continuation
+        self.state = state
+        switch configuration.topology {
+        case .standalone:
+            primaries = nil
+        case .cluster, .sentinel:
+            primaries = PrimariesSubscription(configuration: configuration, bufferSize: bufferSize) { event in
+                Self.deliver(event, to: continuation, state: state)
+            }
+        }
+        configuration.topology = .standalone
         self.configuration = configuration
-        (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(max(bufferSize, 2)))
     }
 
     /// Connects and keeps subscribed until graceful shutdown, cancellation or ``close()``; then
@@ -89,7 +108,15 @@ public final class HiredisSubscriber: Service {
     public func run() async throws {
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
-                await supervise()
+                if let primaries {
+                    try? await primaries.run { [state] in
+                        state.withLockedValue {
+                            PrimariesSubscription.Wanted(channels: $0.channels, patterns: $0.patterns, shardChannels: $0.shardChannels)
+                        }
+                    }
+                } else {
+                    await supervise()
+                }
             } onCancel: {
                 self.stop()
             }
@@ -102,6 +129,10 @@ public final class HiredisSubscriber: Service {
     /// Hands an event to the consumer; when the buffer is full the oldest one is dropped and a
     /// gap notice follows.
     private func deliver(_ event: Event) {
+        Self.deliver(event, to: continuation, state: state)
+    }
+
+    private static func deliver(_ event: Event, to continuation: AsyncStream<Event>.Continuation, state: NIOLockedValueBox<State>) {
         if case .dropped = continuation.yield(event) {
             let dropped = state.withLockedValue { state in
                 state.dropped += 1
@@ -158,13 +189,14 @@ public final class HiredisSubscriber: Service {
         }
         for waiter in waiters { waiter.resume(throwing: HiredisError.clientClosed) }
         connection?.close()
+        primaries?.close()
         continuation.finish()
     }
 
-    private func change(_ kind: Kind, names: [String]) async throws {
+    func change(_ kind: Kind, names: [String]) async throws {
         guard !names.isEmpty else { return }
         let unique = Set(names)
-        let connection: HiredisConnection? = try state.withLockedValue { state in
+        let (connection, wanted): (HiredisConnection?, PrimariesSubscription.Wanted) = try state.withLockedValue { state in
             if state.closed { throw HiredisError.clientClosed }
             switch kind {
             case .channel: state.channels.formUnion(unique)
@@ -174,7 +206,14 @@ public final class HiredisSubscriber: Service {
             case .unsubscribePattern: state.patterns.subtract(unique)
             case .unsubscribeShardChannel: state.shardChannels.subtract(unique)
             }
-            return state.connection
+            return (
+                state.connection,
+                PrimariesSubscription.Wanted(channels: state.channels, patterns: state.patterns, shardChannels: state.shardChannels)
+            )
+        }
+        if let primaries {
+            try await primaries.apply(wanted)
+            return
         }
         try await awaitConfirmation(kind, names: unique) {
             // Without a connection, the supervisor sends the current sets when it reconnects.

@@ -564,6 +564,8 @@ public final class ExpiryListener: Service {
                 sweepWakeup.signal()
             case .resubscribed:
                 logger.info("expired-key notifications were missed while reconnecting; the sweep covers them")
+                // A new primary (failover, resharding) has its own setting: CONFIG is not replicated.
+                if configuration.keyspaceNotifications { _ = await enableNotifications() }
             case .gap(let dropped):
                 logger.warning("expired-key notifications overflowed; the sweep covers them", metadata: ["dropped": "\(dropped)"])
             }
@@ -574,28 +576,49 @@ public final class ExpiryListener: Service {
     /// where CONFIG is allowed. Returns whether they are on.
     private func enableNotifications() async -> Bool {
         let redis = store.redis
-        var flags = ""
+        let primaries: [String]
         do {
-            flags = try await redis.send(RESPCommand("CONFIG", "GET", "notify-keyspace-events")).array?.last?.string ?? ""
+            primaries = try await redis.primaries()
         } catch {
-            logger.warning("cannot read notify-keyspace-events (CONFIG refused); relying on the sweep", metadata: ["error": "\(error)"])
+            logger.warning("cannot list the primaries; relying on the sweep", metadata: ["error": "\(error)"])
             return false
         }
-        let hasExpired = flags.contains("x") || flags.contains("A")
-        if flags.contains("K") && hasExpired { return true }
-        guard configuration.enableKeyspaceNotifications else { return false }
-        var wanted = flags
-        if !flags.contains("K") { wanted += "K" }
-        if !hasExpired { wanted += "x" }
-        do {
-            _ = try await redis.send(RESPCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)))
-            logger.info("enabled expired-key notifications", metadata: ["notify-keyspace-events": "\(wanted)"])
-            return true
-        } catch {
-            logger.warning(
-                "cannot enable expired-key notifications (CONFIG refused); relying on the sweep", metadata: ["error": "\(error)"])
-            return false
+        // Notifications are node-local and so is their setting: every primary needs it.
+        var allOn = true
+        for primary in primaries {
+            var flags = ""
+            do {
+                flags =
+                    try await redis.send(RESPCommand("CONFIG", "GET", "notify-keyspace-events"), toPrimary: primary).array?.last?.string
+                    ?? ""
+            } catch {
+                logger.warning(
+                    "cannot read notify-keyspace-events (CONFIG refused); relying on the sweep",
+                    metadata: ["primary": "\(primary)", "error": "\(error)"])
+                allOn = false
+                continue
+            }
+            let hasExpired = flags.contains("x") || flags.contains("A")
+            if flags.contains("K") && hasExpired { continue }
+            guard configuration.enableKeyspaceNotifications else {
+                allOn = false
+                continue
+            }
+            var wanted = flags
+            if !flags.contains("K") { wanted += "K" }
+            if !hasExpired { wanted += "x" }
+            do {
+                _ = try await redis.send(RESPCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)), toPrimary: primary)
+                logger.info(
+                    "enabled expired-key notifications", metadata: ["primary": "\(primary)", "notify-keyspace-events": "\(wanted)"])
+            } catch {
+                logger.warning(
+                    "cannot enable expired-key notifications (CONFIG refused); relying on the sweep",
+                    metadata: ["primary": "\(primary)", "error": "\(error)"])
+                allOn = false
+            }
         }
+        return allOn
     }
 }
 

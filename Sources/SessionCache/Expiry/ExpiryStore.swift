@@ -22,21 +22,39 @@ struct ExpiryStore: Sendable {
     /// How many buckets one call takes at most (a call runs alone in Redis: keep each short).
     static let bucketsPerCall = 128
 
+    // A call spanning several buckets touches several hash slots: fine on one server, refused by
+    // a cluster (declared keys must share a slot). On a cluster each bucket gets a call of its
+    // own; they go out in one pipeline, which the client splits by node.
+
     func claim(
         _ requests: [ClaimFunction.Request], owner: String, maximum: Int, total: Int, lease: Duration
     ) async throws -> ClaimFunction.Outcome {
-        try await redis.call(
+        func function(_ requests: [ClaimFunction.Request], total: Int) -> ClaimFunction {
             ClaimFunction(
                 keyspace: keyspace, requests: requests, owner: owner, maximum: maximum, total: total, lease: lease,
-                warningLead: warningLead, indexLifetimeMilliseconds: indexLifetime.wholeMilliseconds))
+                warningLead: warningLead, indexLifetimeMilliseconds: indexLifetime.wholeMilliseconds)
+        }
+        guard redis.isCluster, requests.count > 1 else { return try await redis.call(function(requests, total: total)) }
+        // The budget is shared out; together the calls claim at most `total` (rounded up per bucket).
+        let share = max(1, (total + requests.count - 1) / requests.count)
+        let outcomes = try await redis.callEach(requests.map { function([$0], total: min(share, total)) })
+        return ClaimFunction.Outcome(now: outcomes.map(\.now).max() ?? 0, visits: outcomes.flatMap(\.visits))
     }
 
     func renew(_ sessions: [(bucket: Int, ids: [String])], owner: String, lease: Duration) async throws -> Set<String> {
-        try await redis.call(RenewFunction(keyspace: keyspace, owner: owner, lease: lease, sessions: sessions))
+        guard redis.isCluster, sessions.count > 1 else {
+            return try await redis.call(RenewFunction(keyspace: keyspace, owner: owner, lease: lease, sessions: sessions))
+        }
+        let held = try await redis.callEach(sessions.map { RenewFunction(keyspace: keyspace, owner: owner, lease: lease, sessions: [$0]) })
+        return held.reduce(into: Set<String>()) { $0.formUnion($1) }
     }
 
     func finalize(_ sessions: [(bucket: Int, items: [FinalizeFunction.Item])], owner: String) async throws -> [FinalizeFunction.Outcome] {
-        try await redis.call(FinalizeFunction(keyspace: keyspace, owner: owner, eventsChannel: eventsChannel, sessions: sessions))
+        func function(_ sessions: [(bucket: Int, items: [FinalizeFunction.Item])]) -> FinalizeFunction {
+            FinalizeFunction(keyspace: keyspace, owner: owner, eventsChannel: eventsChannel, sessions: sessions)
+        }
+        guard redis.isCluster, sessions.count > 1 else { return try await redis.call(function(sessions)) }
+        return try await redis.callEach(sessions.map { function([$0]) }).flatMap { $0 }
     }
 
     /// A session's data as it ended: its hash (empty when gone) and its messages. Plain commands in

@@ -53,6 +53,31 @@ extension HiredisClientProtocol {
     }
 }
 
+extension HiredisClient {
+    /// Calls several session functions in one pipeline (split by node on a cluster) and decodes
+    /// their replies in order; the first error reply is thrown. A server that lost the library
+    /// gets it again and the calls are repeated once (a function that is not found ran nowhere).
+    func callEach<Function: SessionFunction>(_ functions: [Function]) async throws -> [Function.Result] {
+        let commands = functions.map { function in
+            RESPCommand(
+                Function.isReadOnly ? "FCALL_RO" : "FCALL",
+                arguments: [.string(SessionFunctions.prefix + Function.name), .integer(function.keys.count)] + function.keys
+                    + function.arguments)
+        }
+        var replies = try await pipeline(commands)
+        if replies.contains(where: {
+            if case .error(let text) = $0 { return text.hasPrefix("ERR Function not found") } else { return false }
+        }) {
+            _ = try await sendToEveryPrimary(SessionFunctions.library.loadCommand)
+            replies = try await pipeline(commands)
+        }
+        return try zip(functions, replies).map { function, reply in
+            if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
+            return try function.decode(reply)
+        }
+    }
+}
+
 /// A function's reply: a status word followed by values (see the header of `sessions.lua`).
 struct FunctionReply {
     let status: String

@@ -1,0 +1,134 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A TCP proxy on 127.0.0.1 in front of a server, for network faults without root: pass traffic,
+/// delay it, blackhole it (the connections stay open but no byte gets through, as when a network
+/// drops packets without a reset), or close every connection.
+///
+/// ```swift
+/// let proxy = try await FaultProxy.start(forwardingTo: server.port)
+/// var configuration = server.configuration
+/// configuration.port = proxy.port
+/// proxy.mode = .blackhole  // commands now time out; the client must notice the dead connection
+/// ```
+public final class FaultProxy: Sendable {
+    /// What happens to the bytes.
+    public enum Mode: Sendable, Equatable {
+        case pass
+        /// Every chunk is held this long before it goes on.
+        case delay(Duration)
+        /// Every byte is dropped, in both directions; connections stay open.
+        case blackhole
+    }
+
+    private let channel: any Channel
+    private let state = NIOLockedValueBox<(mode: Mode, connections: [ObjectIdentifier: any Channel])>((.pass, [:]))
+
+    /// The port clients connect to.
+    public let port: Int
+
+    /// What the proxy does now; takes effect for the next chunk on every connection.
+    public var mode: Mode {
+        get { state.withLockedValue { $0.mode } }
+        set { state.withLockedValue { $0.mode = newValue } }
+    }
+
+    private init(channel: any Channel, port: Int) {
+        self.channel = channel
+        self.port = port
+    }
+
+    /// Starts a proxy on a free loopback port that forwards to `127.0.0.1:targetPort`.
+    public static func start(
+        forwardingTo targetPort: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    )
+        async throws -> FaultProxy
+    {
+        let box = NIOLockedValueBox<FaultProxy?>(nil)
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { inbound in
+                inbound.setOption(.autoRead, value: false).flatMap {
+                    ClientBootstrap(group: inbound.eventLoop).connect(host: "127.0.0.1", port: targetPort)
+                }.flatMap { outbound in
+                    guard let proxy = box.withLockedValue({ $0 }) else { return inbound.close() }
+                    proxy.register(inbound)
+                    proxy.register(outbound)
+                    let toServer = Forwarder(proxy: proxy, partner: outbound)
+                    let toClient = Forwarder(proxy: proxy, partner: inbound)
+                    return inbound.pipeline.addHandler(toServer).flatMap {
+                        outbound.pipeline.addHandler(toClient)
+                    }.flatMap {
+                        inbound.setOption(.autoRead, value: true)
+                    }
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let proxy = FaultProxy(channel: server, port: server.localAddress?.port ?? 0)
+        box.withLockedValue { $0 = proxy }
+        return proxy
+    }
+
+    /// Closes every connection at once (as a restarted middlebox would); new ones are accepted.
+    public func closeConnections() {
+        let connections = state.withLockedValue { state in
+            defer { state.connections = [:] }
+            return Array(state.connections.values)
+        }
+        for connection in connections { connection.close(promise: nil) }
+    }
+
+    /// Stops listening and closes every connection.
+    public func stop() async {
+        try? await channel.close()
+        let connections = state.withLockedValue { Array($0.connections.values) }
+        for connection in connections { try? await connection.close() }
+    }
+
+    private func register(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        state.withLockedValue { $0.connections[id] = channel }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            self?.state.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
+        }
+    }
+
+    /// Copies what one side reads to the other, as the mode says; closes the partner with it.
+    private final class Forwarder: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let proxy: FaultProxy
+        let partner: any Channel
+
+        init(proxy: FaultProxy, partner: any Channel) {
+            self.proxy = proxy
+            self.partner = partner
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = unwrapInboundIn(data)
+            switch proxy.mode {
+            case .pass:
+                partner.writeAndFlush(bytes, promise: nil)
+            case .delay(let duration):
+                let partner = self.partner
+                context.eventLoop.scheduleTask(
+                    in: .nanoseconds(Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+                ) {
+                    partner.writeAndFlush(bytes, promise: nil)
+                }
+            case .blackhole:
+                break
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            partner.close(promise: nil)
+            context.fireChannelInactive()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
+    }
+}

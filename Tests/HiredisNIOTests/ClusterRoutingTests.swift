@@ -1,0 +1,513 @@
+import NIOCore
+import Testing
+
+@testable import HiredisNIO
+
+// MARK: Reply builders
+
+private func bulk(_ text: String) -> RESPReply { .bulkString(ByteBuffer(string: text)) }
+
+/// One node of a `CLUSTER SHARDS` reply, as the flat key-value array Redis 7 sends in RESP2.
+/// A nil field is left out of the reply.
+private func shardNode(
+    id: String, port: Int? = nil, tlsPort: Int? = nil, ip: String? = "127.0.0.1", endpoint: String? = "127.0.0.1",
+    role: String, health: String = "online"
+) -> RESPReply {
+    var fields: [RESPReply] = [bulk("id"), bulk(id)]
+    if let port { fields += [bulk("port"), .integer(port)] }
+    if let tlsPort { fields += [bulk("tls-port"), .integer(tlsPort)] }
+    if let ip { fields += [bulk("ip"), bulk(ip)] }
+    if let endpoint { fields += [bulk("endpoint"), bulk(endpoint)] }
+    fields += [bulk("role"), bulk(role), bulk("replication-offset"), .integer(72156), bulk("health"), bulk(health)]
+    return .array(fields)
+}
+
+/// One shard of a `CLUSTER SHARDS` reply: `slots` holds flat start/end pairs.
+private func shard(slots: [Int], nodes: [RESPReply]) -> RESPReply {
+    .array([bulk("slots"), .array(slots.map(RESPReply.integer)), bulk("nodes"), .array(nodes)])
+}
+
+/// One node of a `CLUSTER SLOTS` entry: endpoint, port, id.
+private func slotsNode(_ host: RESPReply, _ port: Int, _ id: String) -> RESPReply {
+    .array([host, .integer(port), bulk(id)])
+}
+
+/// One `CLUSTER SLOTS` entry: start, end, primary, replicas...
+private func slotsEntry(_ start: Int, _ end: Int, _ nodes: RESPReply...) -> RESPReply {
+    .array([.integer(start), .integer(end)] + nodes)
+}
+
+private func node(_ address: String, _ id: String, isOnline: Bool = true) -> ClusterTopology.Node {
+    ClusterTopology.Node(address: address, id: id, isOnline: isOnline)
+}
+
+/// A topology with primaries on 127.0.0.1: each slot range with its primary's port, parsed from
+/// a `CLUSTER SLOTS` reply as the router gets one.
+private func topology(_ assignments: [(ClosedRange<Int>, Int)]) throws -> ClusterTopology {
+    var entries: [RESPReply] = []
+    for (range, port) in assignments {
+        entries.append(slotsEntry(range.lowerBound, range.upperBound, slotsNode(bulk("127.0.0.1"), port, "id-\(port)")))
+    }
+    return try ClusterTopology(slotsReply: .array(entries), fallbackHost: "127.0.0.1")
+}
+
+// MARK: - Topology
+
+@Suite("CLUSTER SHARDS and CLUSTER SLOTS parsing")
+struct ClusterTopologyParsingTests {
+    @Test func parsesClusterShardsIntoPrimariesAndReplicas() throws {
+        // The shape redis-server 7 answers for the usual three primaries with one replica each.
+        let reply = RESPReply.array([
+            shard(
+                slots: [0, 5460],
+                nodes: [
+                    shardNode(id: "a1", port: 30001, role: "master"), shardNode(id: "a2", port: 30004, role: "replica"),
+                ]),
+            shard(
+                slots: [5461, 10922],
+                nodes: [
+                    // Replicas may come first: the role decides, not the order.
+                    shardNode(id: "b2", port: 30005, role: "replica"), shardNode(id: "b1", port: 30002, role: "master"),
+                ]),
+            shard(
+                slots: [10923, 16383],
+                nodes: [
+                    shardNode(id: "c1", port: 30003, role: "master"), shardNode(id: "c2", port: 30006, role: "replica"),
+                ]),
+        ])
+        let topology = try ClusterTopology(shardsReply: reply, fallbackHost: "10.9.9.9")
+        let expected: [ClusterTopology.Shard] = [
+            .init(slots: [0...5460], primary: node("127.0.0.1:30001", "a1"), replicas: [node("127.0.0.1:30004", "a2")]),
+            .init(slots: [5461...10922], primary: node("127.0.0.1:30002", "b1"), replicas: [node("127.0.0.1:30005", "b2")]),
+            .init(slots: [10923...16383], primary: node("127.0.0.1:30003", "c1"), replicas: [node("127.0.0.1:30006", "c2")]),
+        ]
+        #expect(topology.shards == expected)
+        #expect(topology.primaries == ["127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003"])
+        #expect(topology.coversEverySlot)
+    }
+
+    @Test func shardKeepsEachOfItsSlotRanges() throws {
+        // After resharding a primary may serve several ranges; a reversed pair is malformed and dropped.
+        let reply = RESPReply.array([
+            shard(slots: [0, 100, 200, 300, 500, 400, 16383, 16383], nodes: [shardNode(id: "a", port: 30001, role: "master")])
+        ])
+        let topology = try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1")
+        #expect(topology.shards.map(\.slots) == [[0...100, 200...300, 16383...16383]])
+        #expect(!topology.coversEverySlot)
+    }
+
+    @Test func shardsWithoutSlotsOrWithoutPrimaryAreLeftOut() throws {
+        let reply = RESPReply.array([
+            // A primary just added to the cluster, before any slot moved to it: nothing to route there.
+            shard(slots: [], nodes: [shardNode(id: "new", port: 30007, role: "master")]),
+            // A shard whose primary is not listed: there is nowhere to send its writes.
+            shard(slots: [0, 16383], nodes: [shardNode(id: "orphan", port: 30008, role: "replica")]),
+            shard(slots: [0, 16383], nodes: [shardNode(id: "a", port: 30001, role: "master")]),
+        ])
+        let topology = try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1")
+        #expect(topology.primaries == ["127.0.0.1:30001"])
+    }
+
+    @Test func nodeHealthIsReported() throws {
+        let reply = RESPReply.array([
+            shard(
+                slots: [0, 16383],
+                nodes: [
+                    shardNode(id: "p", port: 30001, role: "master"),
+                    shardNode(id: "r1", port: 30002, role: "replica", health: "loading"),
+                    shardNode(id: "r2", port: 30003, role: "replica", health: "fail"),
+                ])
+        ])
+        let parsed = try #require(try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1").shards.first)
+        #expect(parsed.primary.isOnline)
+        // Only "online" counts as healthy: a loading or failed replica must not serve reads.
+        #expect(parsed.replicas.map(\.isOnline) == [false, false])
+    }
+
+    @Test func shardsEndpointFallsBackToTheIPThenToTheReplyingHost() throws {
+        let reply = RESPReply.array([
+            shard(
+                slots: [0, 16383],
+                nodes: [
+                    // `?`: preferred endpoint type hostname, but the node announces none; its IP still works.
+                    shardNode(id: "p", port: 30001, ip: "10.0.0.1", endpoint: "?", role: "master"),
+                    // Neither endpoint nor IP: only the host that answered is left.
+                    shardNode(id: "r", port: 30002, ip: nil, endpoint: "?", role: "replica"),
+                ])
+        ])
+        let parsed = try #require(try ClusterTopology(shardsReply: reply, fallbackHost: "seed.internal").shards.first)
+        #expect(parsed.primary.address == "10.0.0.1:30001")
+        #expect(parsed.replicas.map(\.address) == ["seed.internal:30002"])
+    }
+
+    @Test func emptyShardsEndpointMeansTheHostTheReplyCameFrom() throws {
+        // `cluster-preferred-endpoint-type unknown-endpoint` reports an empty endpoint: the server
+        // does not know how clients reach it (NAT, load balancer) and expects them to use the host
+        // they asked, with the reported port. The node's own IP is the address clients cannot use.
+        let reply = RESPReply.array([
+            shard(slots: [0, 16383], nodes: [shardNode(id: "p", port: 30001, ip: "172.17.0.2", endpoint: "", role: "master")])
+        ])
+        let topology = try ClusterTopology(shardsReply: reply, fallbackHost: "redis.example.com")
+        #expect(topology.primaries == ["redis.example.com:30001"])
+    }
+
+    @Test func shardsIPv6EndpointIsBracketed() throws {
+        let reply = RESPReply.array([
+            shard(slots: [0, 16383], nodes: [shardNode(id: "p", port: 30001, ip: "::1", endpoint: "::1", role: "master")])
+        ])
+        // `host:port` must stay parseable when the host has colons of its own.
+        #expect(try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1").primaries == ["[::1]:30001"])
+    }
+
+    @Test func shardsNodeWithOnlyATLSPortUsesIt() throws {
+        // A TLS-only cluster (`port 0`) reports `tls-port` and no `port`.
+        let reply = RESPReply.array([
+            shard(slots: [0, 16383], nodes: [shardNode(id: "p", tlsPort: 31001, role: "master")])
+        ])
+        #expect(try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1").primaries == ["127.0.0.1:31001"])
+    }
+
+    @Test func parsesClusterSlots() throws {
+        let reply = RESPReply.array([
+            slotsEntry(0, 5460, slotsNode(bulk("127.0.0.1"), 30001, "a1"), slotsNode(bulk("127.0.0.1"), 30004, "a2")),
+            // Redis 7 appends a metadata map to each node; the parser reads the first three fields.
+            slotsEntry(
+                5461, 10922, .array([bulk("127.0.0.1"), .integer(30002), bulk("b1"), .array([bulk("hostname"), bulk("b.example")])]),
+                slotsNode(bulk("127.0.0.1"), 30005, "b2")),
+            slotsEntry(10923, 16383, slotsNode(bulk("127.0.0.1"), 30003, "c1")),
+        ])
+        let topology = try ClusterTopology(slotsReply: reply, fallbackHost: "10.9.9.9")
+        let expected: [ClusterTopology.Shard] = [
+            .init(slots: [0...5460], primary: node("127.0.0.1:30001", "a1"), replicas: [node("127.0.0.1:30004", "a2")]),
+            .init(slots: [5461...10922], primary: node("127.0.0.1:30002", "b1"), replicas: [node("127.0.0.1:30005", "b2")]),
+            .init(slots: [10923...16383], primary: node("127.0.0.1:30003", "c1"), replicas: []),
+        ]
+        #expect(topology.shards == expected)
+        #expect(topology.coversEverySlot)
+    }
+
+    @Test func clusterSlotsRangesOfOnePrimaryMakeOneShard() throws {
+        // CLUSTER SLOTS lists ranges, not shards: a primary with two ranges appears twice.
+        let reply = RESPReply.array([
+            slotsEntry(0, 99, slotsNode(bulk("127.0.0.1"), 30001, "a")),
+            slotsEntry(100, 199, slotsNode(bulk("127.0.0.1"), 30002, "b")),
+            slotsEntry(200, 16383, slotsNode(bulk("127.0.0.1"), 30001, "a")),
+        ])
+        let topology = try ClusterTopology(slotsReply: reply, fallbackHost: "127.0.0.1")
+        #expect(topology.primaries == ["127.0.0.1:30001", "127.0.0.1:30002"])
+        #expect(topology.shards.map(\.slots) == [[0...99, 200...16383], [100...199]])
+        #expect(topology.coversEverySlot)
+    }
+
+    @Test func unknownClusterSlotsEndpointMeansTheHostTheReplyCameFrom() throws {
+        // NULL (unknown-endpoint), "" and "?" (hostname preferred but none announced) all mean:
+        // use the host that answered, with the reported port.
+        let reply = RESPReply.array([
+            slotsEntry(0, 99, slotsNode(.null, 30001, "a")),
+            slotsEntry(100, 199, slotsNode(bulk(""), 30002, "b")),
+            slotsEntry(200, 16383, slotsNode(bulk("?"), 30003, "c")),
+        ])
+        let topology = try ClusterTopology(slotsReply: reply, fallbackHost: "redis.example.com")
+        #expect(topology.primaries == ["redis.example.com:30001", "redis.example.com:30002", "redis.example.com:30003"])
+    }
+
+    @Test func clusterSlotsEntryWithAReversedRangeIsSkipped() throws {
+        // A malformed entry must cost its own range, not crash the process (`start...end` traps
+        // when start > end); CLUSTER SHARDS parsing already skips such a pair.
+        let reply = RESPReply.array([
+            slotsEntry(200, 100, slotsNode(bulk("127.0.0.1"), 30002, "bad")),
+            slotsEntry(0, 16383, slotsNode(bulk("127.0.0.1"), 30001, "a")),
+        ])
+        let topology = try ClusterTopology(slotsReply: reply, fallbackHost: "127.0.0.1")
+        #expect(topology.primaries == ["127.0.0.1:30001"])
+    }
+
+    @Test func nonArrayRepliesAreRefused() {
+        for reply in [RESPReply.null, .simpleString("OK"), .integer(0)] {
+            let shards = #expect(throws: HiredisError.self) { try ClusterTopology(shardsReply: reply, fallbackHost: "h") }
+            #expect(shards?.code == .unexpectedReply)
+            let slots = #expect(throws: HiredisError.self) { try ClusterTopology(slotsReply: reply, fallbackHost: "h") }
+            #expect(slots?.code == .unexpectedReply)
+        }
+    }
+}
+
+// MARK: - Redirections
+
+@Suite("MOVED and ASK redirections")
+struct RedirectionParsingTests {
+    private func redirection(_ reply: String, from host: String = "10.0.0.7") -> Redirection? {
+        Redirection(HiredisServerError(reply: reply), fallbackHost: host)
+    }
+
+    @Test func parsesMoved() {
+        #expect(redirection("MOVED 3999 127.0.0.1:6381") == Redirection(kind: .moved, slot: 3999, address: "127.0.0.1:6381"))
+    }
+
+    @Test func parsesAsk() {
+        #expect(redirection("ASK 3999 127.0.0.1:6381") == Redirection(kind: .ask, slot: 3999, address: "127.0.0.1:6381"))
+    }
+
+    @Test func emptyHostMeansTheHostTheReplyCameFrom() {
+        // unknown-endpoint clusters redirect with an empty host: same host as the replying node, new port.
+        #expect(redirection("MOVED 3999 :6381", from: "10.0.0.7") == Redirection(kind: .moved, slot: 3999, address: "10.0.0.7:6381"))
+        #expect(redirection("ASK 0 :6382", from: "cache.internal") == Redirection(kind: .ask, slot: 0, address: "cache.internal:6382"))
+    }
+
+    @Test func hostnamesAndIPv6AddressesAreKept() {
+        #expect(redirection("MOVED 16383 redis-2.internal:6381")?.address == "redis-2.internal:6381")
+        // Redis writes IPv6 hosts unbracketed: the port is after the last colon.
+        #expect(redirection("MOVED 3999 2001:db8::5:6381")?.address == "[2001:db8::5]:6381")
+    }
+
+    @Test func ipv6AddressStartingWithDoubleColonIsNotAnEmptyHost() {
+        // "::1:6381" is host ::1, port 6381; only a lone leading colon means "no host".
+        #expect(redirection("MOVED 3999 ::1:6381", from: "10.0.0.7")?.address == "[::1]:6381")
+    }
+
+    @Test func unknownHostnameMeansTheHostTheReplyCameFrom() {
+        // "?" is what a node preferring hostnames sends when it has none, as in CLUSTER SLOTS
+        // and CLUSTER SHARDS, where the parser already falls back; "?:6381" cannot be connected to.
+        #expect(redirection("MOVED 3999 ?:6381", from: "10.0.0.7")?.address == "10.0.0.7:6381")
+    }
+
+    @Test(arguments: [
+        "ERR unknown command 'FOO'", "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "CLUSTERDOWN Hash slot not served", "TRYAGAIN Multiple keys request during rehashing of slot", "ERR bad thing",
+        "MOVED", "MOVED 3999", "MOVED notaslot 127.0.0.1:6381", "MOVED 3999 127.0.0.1:notaport", "MOVED 3999 127.0.0.1:6381 extra",
+    ])
+    func otherErrorsAreNotRedirections(reply: String) {
+        #expect(redirection(reply) == nil)
+    }
+}
+
+// MARK: - Slot map
+
+@Suite("Cluster slot map")
+struct ClusterSlotMapTests {
+    private let threeShards: [(ClosedRange<Int>, Int)] = [(0...5460, 30001), (5461...10922, 30002), (10923...16383, 30003)]
+
+    @Test func emptyMapKnowsNothing() {
+        let map = ClusterSlotMap()
+        #expect(!map.isKnown)
+        #expect(map.primaries.isEmpty)
+        #expect(map.primary(forSlot: 0) == nil)
+        #expect(map.primary(forSlot: 16383) == nil)
+    }
+
+    @Test func applyMapsEverySlotToItsPrimary() throws {
+        var map = ClusterSlotMap()
+        let changes = try map.apply(topology(threeShards))
+        #expect(changes.added == ["127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003"])
+        #expect(changes.removed.isEmpty)
+        #expect(map.isKnown)
+        // Both ends of every range, where an off-by-one would show.
+        #expect(map.primary(forSlot: 0) == "127.0.0.1:30001")
+        #expect(map.primary(forSlot: 5460) == "127.0.0.1:30001")
+        #expect(map.primary(forSlot: 5461) == "127.0.0.1:30002")
+        #expect(map.primary(forSlot: 10922) == "127.0.0.1:30002")
+        #expect(map.primary(forSlot: 10923) == "127.0.0.1:30003")
+        #expect(map.primary(forSlot: 16383) == "127.0.0.1:30003")
+        #expect(map.primary(forSlot: HashSlot.of("foo")) == "127.0.0.1:30003")
+    }
+
+    @Test func applyReportsPrimariesThatAppearedAndDisappeared() throws {
+        var map = ClusterSlotMap()
+        _ = try map.apply(topology(threeShards))
+        let version = map.version
+        // A failover: 30004 took over 30002's slots.
+        let changes = try map.apply(topology([(0...5460, 30001), (5461...10922, 30004), (10923...16383, 30003)]))
+        #expect(changes.added == ["127.0.0.1:30004"])
+        #expect(changes.removed == ["127.0.0.1:30002"])
+        #expect(map.primaries == ["127.0.0.1:30001", "127.0.0.1:30004", "127.0.0.1:30003"])
+        #expect(map.primary(forSlot: 6000) == "127.0.0.1:30004")
+        // A router holding the old version can tell its view is stale.
+        #expect(map.version > version)
+    }
+
+    @Test func slotsNoShardServesHaveNoPrimary() throws {
+        var map = ClusterSlotMap()
+        _ = try map.apply(topology([(0...99, 30001), (200...16383, 30002)]))
+        #expect(map.primary(forSlot: 100) == nil)
+        #expect(map.primary(forSlot: 199) == nil)
+        #expect(map.primary(forSlot: 200) == "127.0.0.1:30002")
+    }
+
+    @Test func movedToAKnownPrimaryChangesOnlyThatSlot() throws {
+        var map = ClusterSlotMap()
+        _ = try map.apply(topology(threeShards))
+        let version = map.version
+        // `#expect` cannot hold a mutating call (swiftlang/swift-testing#1360): each result is taken first.
+        let isNewPrimary = map.moved(slot: 3999, to: "127.0.0.1:30002")
+        #expect(!isNewPrimary)
+        #expect(map.primary(forSlot: 3999) == "127.0.0.1:30002")
+        // Its neighbours are still where the topology put them until the next refresh says otherwise.
+        #expect(map.primary(forSlot: 3998) == "127.0.0.1:30001")
+        #expect(map.primary(forSlot: 4000) == "127.0.0.1:30001")
+        #expect(map.primaries.count == 3)
+        #expect(map.version > version)
+    }
+
+    @Test func movedToAnUnknownAddressAddsAPrimary() throws {
+        var map = ClusterSlotMap()
+        _ = try map.apply(topology(threeShards))
+        // true: the router must make a pool for the new node.
+        let isNewPrimary = map.moved(slot: 3999, to: "127.0.0.1:30007")
+        #expect(isNewPrimary)
+        #expect(map.primaries == ["127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003", "127.0.0.1:30007"])
+        #expect(map.primary(forSlot: 3999) == "127.0.0.1:30007")
+        // The second slot to move there finds it known.
+        let isNewAgain = map.moved(slot: 4000, to: "127.0.0.1:30007")
+        #expect(!isNewAgain)
+        #expect(map.primaries.count == 4)
+    }
+
+    @Test func movedForASlotOutOfRangeIsIgnored() throws {
+        var map = ClusterSlotMap()
+        _ = try map.apply(topology(threeShards))
+        let version = map.version
+        let below = map.moved(slot: -1, to: "127.0.0.1:30007")
+        let above = map.moved(slot: 16384, to: "127.0.0.1:30007")
+        #expect(!below && !above)
+        #expect(map.primaries.count == 3)
+        #expect(map.version == version)
+    }
+}
+
+// MARK: - Command routing
+
+@Suite("Command slots")
+struct CommandSlotTests {
+    @Test func keyCommandsRouteByTheirFirstArgument() {
+        let foo = 12182  // CLUSTER KEYSLOT foo
+        #expect(RESPCommand("GET", "foo").slot == foo)
+        // The value does not count, only the key.
+        #expect(RESPCommand("SET", "foo", "bar", "PX", 1000).slot == foo)
+        #expect(RESPCommand("HSET", "foo", "field", "value").slot == foo)
+        // Multi-key commands go by their first key (the server answers CROSSSLOT if they differ).
+        #expect(RESPCommand("DEL", "foo", "somekey").slot == foo)
+        // Case does not matter to Redis, so it must not matter to routing.
+        #expect(RESPCommand("get", "foo").slot == foo)
+        #expect(RESPCommand("GET", "somekey").slot == 11058)
+    }
+
+    @Test func keysWithTheSameHashTagRouteTogether() {
+        let following = RESPCommand("SMEMBERS", "{user1000}.following").slot
+        #expect(following == 3443)
+        #expect(RESPCommand("SMEMBERS", "{user1000}.followers").slot == following)
+        #expect(RESPCommand("GET", "user1000").slot == following)
+    }
+
+    @Test func binaryAndIntegerKeysHashTheirBytes() {
+        let foo = RESPCommand("GET", "foo").slot
+        #expect(RESPCommand("GET", .bytes(Array("foo".utf8))).slot == foo)
+        #expect(RESPCommand("GET", .buffer(ByteBuffer(string: "foo"))).slot == foo)
+        // An integer key is sent as its decimal text, so it hashes as that text.
+        #expect(RESPCommand("GET", .integer(123)).slot == HashSlot.of("123"))
+        // Binary-safe: a NUL byte is part of the key.
+        #expect(RESPCommand("GET", .bytes([107, 0, 121])).slot == 1060)
+    }
+
+    @Test func functionsAndScriptsRouteByTheirFirstDeclaredKey() {
+        let foo = HashSlot.of("foo")
+        // FCALL name numkeys key... arg...: argument 1 is the function's name, never a key.
+        #expect(RESPCommand("FCALL", "touch", 1, "foo", "30000").slot == foo)
+        #expect(RESPCommand("FCALL", "move", 2, "foo", "somekey").slot == foo)
+        #expect(RESPCommand("FCALL_RO", "read", 1, "foo").slot == foo)
+        #expect(RESPCommand("EVAL", "return redis.call('GET', KEYS[1])", 1, "foo").slot == foo)
+        #expect(RESPCommand("EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", 1, "foo").slot == foo)
+        #expect(RESPCommand("EVAL_RO", "return 1", 1, "foo").slot == foo)
+        #expect(RESPCommand("EVALSHA_RO", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", 1, "foo").slot == foo)
+        // numkeys may be sent as text.
+        #expect(RESPCommand("FCALL", "touch", "1", "foo").slot == foo)
+        // Hash tags apply to the declared key, as for any key.
+        #expect(RESPCommand("FCALL", "touch", 1, "{user1000}.session", "x").slot == 3443)
+    }
+
+    @Test func functionsAndScriptsWithoutKeysGoAnywhere() {
+        // With numkeys 0 every following argument is a plain argument: hashing one would pin the
+        // call to an arbitrary node.
+        #expect(RESPCommand("FCALL", "stats", 0).slot == nil)
+        #expect(RESPCommand("FCALL", "stats", 0, "foo").slot == nil)
+        #expect(RESPCommand("FCALL", "stats", "0", "foo").slot == nil)
+        #expect(RESPCommand("EVAL", "return 1", 0).slot == nil)
+        #expect(RESPCommand("EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", 0, "foo").slot == nil)
+    }
+
+    @Test func scriptCommandsRouteTheSameInAnyCase() {
+        // Redis takes command names in any case, and the other commands route case-insensitively.
+        let foo = HashSlot.of("foo")
+        #expect(RESPCommand("fcall", "touch", 1, "foo").slot == foo)
+        #expect(RESPCommand("eval", "return 1", 0, "foo").slot == nil)
+        #expect(RESPCommand("Fcall", "touch", 1, "foo").slot == foo)
+        #expect(RESPCommand("Fcall", "stats", 0, "foo").slot == nil)
+        #expect(RESPCommand("eval_ro", "return 1", 0).slot == nil)
+        #expect(RESPCommand("evalsha_ro", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", 1, "foo").slot == foo)
+    }
+
+    @Test(arguments: [
+        RESPCommand("PING"), RESPCommand("ping"), RESPCommand("TIME"), RESPCommand("INFO", "server"),
+        RESPCommand("FUNCTION", "LOAD", "REPLACE", "#!lua name=sessions"), RESPCommand("SCRIPT", "LOAD", "return 1"),
+        RESPCommand("PUBLISH", "channel", "message"), RESPCommand("CLUSTER", "SHARDS"), RESPCommand("CONFIG", "GET", "maxmemory"),
+        RESPCommand("SCAN", 0, "MATCH", "session:*"), RESPCommand("DBSIZE"), RESPCommand("MEMORY", "STATS"),
+    ])
+    func keylessCommandsGoAnywhere(command: RESPCommand) {
+        #expect(command.slot == nil)
+    }
+
+    @Test func keysAfterASubcommandOrKeyword() {
+        let foo = HashSlot.of("foo")
+        // The key follows the subcommand.
+        #expect(RESPCommand("MEMORY", "USAGE", "foo").slot == foo)
+        #expect(RESPCommand("OBJECT", "ENCODING", "foo").slot == foo)
+        // Streams are named after the STREAMS keyword, in any case.
+        #expect(RESPCommand("XREAD", "COUNT", 10, "STREAMS", "foo", "somekey", "0", "0").slot == foo)
+        #expect(RESPCommand("XREAD", "streams", "foo", "0").slot == foo)
+        #expect(RESPCommand("XREADGROUP", "GROUP", "workers", "w1", "STREAMS", "foo", ">").slot == foo)
+    }
+}
+
+// MARK: - Hash slots
+
+@Suite("Hash slots")
+struct HashSlotTests {
+    @Test func crc16MatchesTheClusterSpecCheckValue() {
+        // The Redis Cluster spec's reference: CRC16 (XMODEM) of "123456789" is 0x31C3.
+        #expect(HashSlot.crc16("123456789".utf8) == 0x31C3)
+        #expect(HashSlot.crc16([UInt8]()) == 0)
+    }
+
+    @Test(arguments: [("foo", 12182), ("somekey", 11058), ("hello", 866), ("bar", 5061), ("", 0)])
+    func slotMatchesClusterKeyslot(key: String, slot: Int) {
+        // What `CLUSTER KEYSLOT key` answers.
+        #expect(HashSlot.of(key) == slot)
+    }
+
+    @Test func keysWithTheSameHashTagShareASlot() {
+        // Only the tag is hashed, so these keys may be used together by one command or function.
+        #expect(HashSlot.of("{user1000}.following") == HashSlot.of("{user1000}.followers"))
+        #expect(HashSlot.of("{user1000}.following") == HashSlot.of("user1000"))
+        #expect(HashSlot.of("user1000") == 3443)
+    }
+
+    @Test func onlyTheFirstNonEmptyTagCounts() {
+        // The spec's examples. An empty first tag means no tag: the whole key is hashed.
+        #expect(HashSlot.of("foo{}{bar}") == Int(HashSlot.crc16("foo{}{bar}".utf8) & 0x3FFF))
+        #expect(HashSlot.of("foo{}{bar}") == 8363)
+        #expect(HashSlot.of("foo{}{bar}") != HashSlot.of("bar"))
+        // The tag runs from the first "{" to the next "}": here it is "{bar".
+        #expect(HashSlot.of("foo{{bar}}zap") == HashSlot.of("{bar"))
+        #expect(HashSlot.of("foo{{bar}}zap") == 4015)
+        // Only the first tag counts.
+        #expect(HashSlot.of("foo{bar}{zap}") == HashSlot.of("bar"))
+        // An unclosed brace is no tag.
+        #expect(HashSlot.of("foo{bar") == Int(HashSlot.crc16("foo{bar".utf8) & 0x3FFF))
+    }
+
+    @Test func bytesAndStringsHashAlike() {
+        #expect(HashSlot.of(Array("foo".utf8)) == HashSlot.of("foo"))
+        #expect(HashSlot.of(Array("{user1000}.following".utf8)) == 3443)
+        // Binary-safe: "k\0y".
+        #expect(HashSlot.of([107, 0, 121] as [UInt8]) == 1060)
+    }
+}
