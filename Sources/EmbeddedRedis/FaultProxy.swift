@@ -18,12 +18,20 @@ public final class FaultProxy: Sendable {
         case pass
         /// Every chunk is held this long before it goes on.
         case delay(Duration)
-        /// Every byte is dropped, in both directions; connections stay open.
+        /// No byte gets through, in either direction; connections stay open. As with a network
+        /// that drops packets, TCP would deliver them once the path is back: the bytes are held
+        /// and go on, in order, when the mode changes (unless the connection was closed first).
         case blackhole
     }
 
+    private struct State {
+        var mode: Mode = .pass
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var forwarders: [ObjectIdentifier: Forwarder] = [:]
+    }
+
     private let channel: any Channel
-    private let state = NIOLockedValueBox<(mode: Mode, connections: [ObjectIdentifier: any Channel])>((.pass, [:]))
+    private let state = NIOLockedValueBox(State())
 
     /// The port clients connect to.
     public let port: Int
@@ -31,7 +39,13 @@ public final class FaultProxy: Sendable {
     /// What the proxy does now; takes effect for the next chunk on every connection.
     public var mode: Mode {
         get { state.withLockedValue { $0.mode } }
-        set { state.withLockedValue { $0.mode = newValue } }
+        set {
+            let forwarders = state.withLockedValue { state in
+                state.mode = newValue
+                return Array(state.forwarders.values)
+            }
+            if newValue != .blackhole { for forwarder in forwarders { forwarder.release() } }
+        }
     }
 
     private init(channel: any Channel, port: Int) {
@@ -55,8 +69,10 @@ public final class FaultProxy: Sendable {
                     guard let proxy = box.withLockedValue({ $0 }) else { return inbound.close() }
                     proxy.register(inbound)
                     proxy.register(outbound)
-                    let toServer = Forwarder(proxy: proxy, partner: outbound)
-                    let toClient = Forwarder(proxy: proxy, partner: inbound)
+                    let toServer = Forwarder(proxy: proxy, partner: outbound, loop: inbound.eventLoop)
+                    let toClient = Forwarder(proxy: proxy, partner: inbound, loop: outbound.eventLoop)
+                    proxy.track(toServer, closing: inbound)
+                    proxy.track(toClient, closing: outbound)
                     return inbound.pipeline.addHandler(toServer).flatMap {
                         outbound.pipeline.addHandler(toClient)
                     }.flatMap {
@@ -94,21 +110,45 @@ public final class FaultProxy: Sendable {
         }
     }
 
+    private func track(_ forwarder: Forwarder, closing channel: any Channel) {
+        let id = ObjectIdentifier(forwarder)
+        state.withLockedValue { $0.forwarders[id] = forwarder }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            self?.state.withLockedValue { _ = $0.forwarders.removeValue(forKey: id) }
+        }
+    }
+
     /// Copies what one side reads to the other, as the mode says; closes the partner with it.
-    private final class Forwarder: ChannelInboundHandler, Sendable {
+    /// Everything but ``release()`` runs on `loop`, which release hops to.
+    private final class Forwarder: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = ByteBuffer
         let proxy: FaultProxy
         let partner: any Channel
+        let loop: any EventLoop
+        /// Bytes read during a blackhole, in order.
+        private var held: [ByteBuffer] = []
 
-        init(proxy: FaultProxy, partner: any Channel) {
+        init(proxy: FaultProxy, partner: any Channel, loop: any EventLoop) {
             self.proxy = proxy
             self.partner = partner
+            self.loop = loop
+        }
+
+        /// Sends what was held (the blackhole ended).
+        func release() {
+            loop.execute {
+                for bytes in self.held { self.partner.write(bytes, promise: nil) }
+                self.held = []
+                self.partner.flush()
+            }
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let bytes = unwrapInboundIn(data)
             switch proxy.mode {
             case .pass:
+                for earlier in held { partner.write(earlier, promise: nil) }
+                held = []
                 partner.writeAndFlush(bytes, promise: nil)
             case .delay(let duration):
                 let partner = self.partner
@@ -118,7 +158,7 @@ public final class FaultProxy: Sendable {
                     partner.writeAndFlush(bytes, promise: nil)
                 }
             case .blackhole:
-                break
+                held.append(bytes)
             }
         }
 

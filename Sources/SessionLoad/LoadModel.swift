@@ -51,6 +51,8 @@ struct WorkerResult: Codable, Sendable {
     /// Errors per second of the run, and those whose outcome is unknown (the write may have run).
     var errorsPerSecond: [Int] = []
     var indeterminatePerSecond: [Int] = []
+    /// Counter increments acknowledged in each second (what a crash could lose at most).
+    var incrementsPerSecond: [Int] = []
     var staleRejected = 0
     var hooks = 0
 }

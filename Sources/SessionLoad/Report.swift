@@ -103,10 +103,20 @@ struct Report {
         print(passed ? "all checks passed" : "CHECKS FAILED")
     }
 
+    /// Increments acknowledged in the second before the first kill of Redis: with appendfsync
+    /// everysec, at most these may be lost.
+    private var incrementsInSecondBeforeKill: Int? {
+        guard let kill = parameters.faults.faults.first(where: { $0.kind == .kill }) else { return nil }
+        let increments = series(\.incrementsPerSecond)
+        let second = Int(kill.at) - 1
+        return second >= 0 && second < increments.count ? increments[second] : 0
+    }
+
     func printSummaryLine() {
         let v = verdict
+        let beforeKill = incrementsInSecondBeforeKill.map { ",\"increments_in_second_before_kill\":\($0)" } ?? ""
         print(
-            "{\"bench\":\"load\",\"instances\":\(parameters.instances),\"ops_per_s\":\(Int(opsPerSecond)),\"p99_ms\":\(String(format: "%.2f", Self.ms(all.valueAtPercentile(99)))),\"passed\":\(passed),\"lost_updates\":\(v.lostUpdates),\"unexplained_phantoms\":\(v.unexplainedPhantoms),\"hooks_missed\":\(v.hooksMissed),\"hooks_duplicated_unexplained\":\(v.hooksDuplicatedUnexplained),\"resurrected\":\(v.resurrected),\"keys_without_ttl\":\(v.keysWithoutTTL),\"hangs\":\(v.hangs),\"indeterminate\":\(v.indeterminateIncrements)}"
+            "{\"bench\":\"load\",\"instances\":\(parameters.instances),\"ops_per_s\":\(Int(opsPerSecond)),\"p99_ms\":\(String(format: "%.2f", Self.ms(all.valueAtPercentile(99)))),\"passed\":\(passed),\"lost_updates\":\(v.lostUpdates),\"unexplained_phantoms\":\(v.unexplainedPhantoms),\"hooks_missed\":\(v.hooksMissed),\"hooks_duplicated_unexplained\":\(v.hooksDuplicatedUnexplained),\"resurrected\":\(v.resurrected),\"keys_without_ttl\":\(v.keysWithoutTTL),\"hangs\":\(v.hangs),\"indeterminate\":\(v.indeterminateIncrements)\(beforeKill)}"
         )
     }
 

@@ -237,6 +237,11 @@ final class Worker: Sendable {
             }
             throw error
         }
+        let second = Int((ContinuousClock.now - start).components.seconds)
+        result.withLock { result in
+            while result.incrementsPerSecond.count <= second { result.incrementsPerSecond.append(0) }
+            result.incrementsPerSecond[second] += 1
+        }
         _ = try await books.pipeline([
             RESPCommand("HINCRBY", .string("\(book):ok"), .string(id), 1),
             RESPCommand("HINCRBY", .string("\(book):pending"), .string(id), -1),
@@ -247,8 +252,12 @@ final class Worker: Sendable {
     /// Whether a failed operation may nevertheless have been applied (its reply was lost).
     static func isIndeterminate(_ error: any Error) -> Bool {
         if let error = error as? HiredisError { return error.commandMayHaveRun }
-        if case .redis(let error) = error as? SessionError { return error.commandMayHaveRun }
-        return false
+        switch error as? SessionError {
+        case .redis(let error): return error.commandMayHaveRun
+        // A reply the store could not read says nothing about whether the write happened.
+        case .corrupted: return true
+        default: return false
+        }
     }
 
     private func withLockTimed(_ id: String, _ body: @escaping @Sendable (LockLease) async throws -> Void) async throws {

@@ -93,11 +93,44 @@ struct ToolTests {
         #expect(run.status == 0, "\(run.output)")
         let summary = run.output.split(separator: "\n").last.map(String.init) ?? ""
         #expect(summary.hasPrefix("{\"bench\":\"load\",\"instances\":3"))
-        #expect(summary.contains("\"lost_updates\":0,\"hooks_missed\":0,\"hooks_duplicated\":0,\"resurrected\":0"))
+        #expect(summary.contains("\"passed\":true,\"lost_updates\":0,\"unexplained_phantoms\":0,\"hooks_missed\":0"))
         let html = try String(contentsOf: report.appendingPathComponent("report.html"), encoding: .utf8)
         #expect(html.contains("<svg") && html.contains("Throughput over time"))
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: report.appendingPathComponent("report.json"))) as? [String: Any]
         #expect(json?["passed"] as? Bool == true)
+    }
+
+    /// The short fault run: a pause longer than the idle timeout, a kill and restart with
+    /// appendfsync always, a worker killed, a blackhole; every check must pass.
+    @Test func aShortFaultRunPassesEveryCheck() async throws {
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("session-load-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: report) }
+        let run = try await runTool(
+            "session-load",
+            [
+                "--duration", "14", "--users", "30", "--tabs", "2", "--instances", "3", "--ttl", "2", "--claim-lease", "3",
+                "--appendfsync", "always", "--faults", "pause:3s@2s,kill@6s,worker-kill@8s,blackhole:2s@10s", "--report", report.path,
+            ],
+            timeout: .seconds(240))
+        #expect(run.status == 0, "\(run.output)")
+        for event in [
+            "Redis paused (SIGSTOP)", "Redis restarted from its append-only file", "worker 2 killed", "network to Redis restored",
+        ] {
+            #expect(run.output.contains(event), "missing fault mark: \(event)")
+        }
+        #expect(run.output.contains("drained: every session finalized"))
+        let summary = run.output.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(summary.contains("\"passed\":true"), "\(summary)")
+        let html = try String(contentsOf: report.appendingPathComponent("report.html"), encoding: .utf8)
+        #expect(html.contains("Errors over time") && html.contains("Redis killed (SIGKILL)"))
+    }
+
+    @Test func badFaultPlansAreRefusedBeforeAnythingStarts() async throws {
+        for faults in ["freeze@1s", "pause:3s@9s"] {
+            let run = try await runTool("session-load", ["--duration", "10", "--faults", faults], timeout: .seconds(30))
+            #expect(run.status != 0)
+            #expect(run.output.contains("--faults"), "\(run.output)")
+        }
     }
 
     @Test func aRunThatWritesWithoutTheLockIsCaught() async throws {
@@ -112,6 +145,6 @@ struct ToolTests {
             timeout: .seconds(120))
         #expect(run.status != 0)
         #expect(run.output.contains("CHECKS FAILED"))
-        #expect(run.output.contains("increments succeeded, counter is"))
+        #expect(run.output.contains("(lost update)"))
     }
 }
