@@ -13,22 +13,60 @@ struct ReadmeExampleTests {
         try await RedisServer.with { server in
             var configuration = try HiredisConfiguration(url: server.url + "/0")
             configuration.commandTimeout = .seconds(2)
-            let client = try HiredisClient.started(configuration: configuration)
+            let client = try HiredisClient(configuration: configuration)
 
-            try await client.set("greeting", to: "hello", expiresIn: .seconds(60))
-            let value = try await client.get("greeting")
-            let reply = try await client.send(RESPCommand("INCRBY", "counter", 5))
-            let replies = try await client.pipeline([RESPCommand("INCR", "a"), RESPCommand("GET", "a")])
-            let results = try await client.transaction([RESPCommand("INCR", "a"), RESPCommand("EXPIRE", "a", 60)])
-            let script = LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
-            let total = try await client.run(script, keys: ["counter"], arguments: [2])
-            try await client.withExclusiveConnection { connection in
-                _ = try await connection.send(RESPCommand("WATCH", "a"))
-                _ = try await connection.transaction([RESPCommand("SET", "a", "1")])
+            let (value, reply, replies, results, total) = try await client.withRunning { client in
+                try await client.set("greeting", to: "hello", expiresIn: .seconds(60))
+                let value = try await client.get("greeting")
+                let reply = try await client.send(RESPCommand("INCRBY", "counter", 5))
+                let replies = try await client.pipeline([RESPCommand("INCR", "a"), RESPCommand("GET", "a")])
+                let results = try await client.transaction([RESPCommand("INCR", "a"), RESPCommand("EXPIRE", "a", 60)])
+                let script = LuaScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+                let total = try await client.run(script, keys: ["counter"], arguments: [2])
+                try await client.withExclusiveConnection { connection in
+                    _ = try await connection.send(RESPCommand("WATCH", "a"))
+                    _ = try await connection.transaction([RESPCommand("SET", "a", "1")])
+                }
+                return (value, reply, replies, results, total)
             }
             #expect(value.map { String(buffer: $0) } == "hello")
             #expect(reply == .integer(5) && replies.count == 2 && results.count == 2 && total == .integer(7))
-            await client.close()
+            // After withRunning the client is stopped.
+            do {
+                _ = try await client.get("greeting")
+                Issue.record("a stopped client answered")
+            } catch let error as HiredisError {
+                #expect(error.code == .clientClosed)
+            }
+        }
+    }
+
+    @Test func thePubSubExample() async throws {
+        try await RedisServer.with { server in
+            let configuration = server.configuration
+            let publisher = try HiredisClient.started(configuration: configuration)
+            defer { Task { await publisher.close() } }
+            let subscriber = HiredisSubscriber(configuration: configuration)
+            var seen: [String] = []
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await subscriber.run() }
+                try await subscriber.subscribe(channels: ["news"])
+                try await subscriber.subscribe(patterns: ["room:*"])
+                _ = try await publisher.publish("hello", to: "news")
+                _ = try await publisher.publish("hi all", to: "room:1")
+                for await event in subscriber.events {
+                    switch event {
+                    case .message(let channel, let pattern, let payload):
+                        seen.append("\(channel) \(pattern ?? "-") \(String(buffer: payload))")
+                    case .resubscribed: seen.append("resubscribed")
+                    case .gap(let dropped): seen.append("gap \(dropped)")
+                    }
+                    if seen.count == 2 { break }
+                }
+                await subscriber.close()
+                try await group.waitForAll()
+            }
+            #expect(seen == ["news - hello", "room:1 room:* hi all"])
         }
     }
 

@@ -18,7 +18,7 @@ extension HiredisClientProtocol {
     /// Runs commands inside `MULTI`/`EXEC` in one round trip and returns `EXEC`'s replies.
     ///
     /// The block is written contiguously, so it is atomic even on a shared connection; `WATCH`
-    /// needs a connection of its own (``HiredisClient/withExclusiveConnection(_:)``).
+    /// needs a connection of its own (``HiredisClient/withExclusiveConnection(key:_:)``).
     ///
     /// - Throws: ``HiredisError/server(_:)`` when a command is refused while queuing (Redis then
     ///   discards the whole transaction, `EXECABORT`); ``HiredisError/unexpectedReply(expected:got:)``

@@ -11,7 +11,7 @@ import NIOSSL
 /// pipelining); replies are matched in order. A connection never blocks a thread.
 ///
 /// Most code uses ``HiredisClient``; a connection is handed out directly only for exclusive use
-/// (``HiredisClient/withExclusiveConnection(_:)``).
+/// (``HiredisClient/withExclusiveConnection(key:_:)``).
 public final class HiredisConnection: HiredisClientProtocol {
     private let channel: any Channel
     private let handler: NIOLoopBound<HiredisChannelHandler>
@@ -29,7 +29,7 @@ public final class HiredisConnection: HiredisClientProtocol {
     /// Connects, then authenticates, selects the database, names the client and loads `libraries`
     /// that the server does not have yet, all within `configuration.connectTimeout`.
     ///
-    /// - Throws: ``HiredisError/cannotConnect(address:reason:)``, or ``HiredisError/server(_:)``
+    /// - Throws: ``HiredisError/Code/cannotConnect``, or ``HiredisError/server(_:)``
     ///   when the handshake is refused (`WRONGPASS`, `NOAUTH`, ...).
     public static func connect(
         configuration: HiredisConfiguration, libraries: [LuaLibrary] = []
@@ -146,7 +146,7 @@ public final class HiredisConnection: HiredisClientProtocol {
     /// Completes when the connection has closed, for whatever reason.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 
-    /// Closes the connection; commands in flight fail with ``HiredisError/connectionLost(reason:)``.
+    /// Closes the connection; commands in flight fail with ``HiredisError/Code/connectionLost``.
     public func close() {
         let handler = self.handler
         channel.eventLoop.execute {

@@ -54,6 +54,34 @@ extension HiredisClientProtocol {
 }
 
 extension HiredisClient {
+    /// Calls a session function and, when `acknowledgement` is set, waits on the same connection
+    /// (`WAIT` goes with the call in one pipeline, to the same node) until that many replicas
+    /// have the write.
+    ///
+    /// - Throws: ``SessionError/notReplicated(acknowledged:required:)`` when fewer confirm in time.
+    func call<Function: SessionFunction>(
+        _ function: Function, replicatedTo acknowledgement: SessionStoreConfiguration.ReplicaAcknowledgement?
+    ) async throws -> Function.Result {
+        guard let acknowledgement else { return try await call(function) }
+        let command = RESPCommand(
+            "FCALL",
+            arguments: [.string(SessionFunctions.prefix + Function.name), .integer(function.keys.count)] + function.keys
+                + function.arguments)
+        let wait = RESPCommand("WAIT", .integer(acknowledgement.replicas), .integer(acknowledgement.timeout.wholeMilliseconds))
+        var replies = try await pipeline([command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
+        if case .error(let text) = replies[0], text.hasPrefix("ERR Function not found") {
+            _ = try await sendToEveryPrimary(SessionFunctions.library.loadCommand)
+            replies = try await pipeline([command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
+        }
+        if case .error(let text) = replies[0] { throw HiredisError.server(HiredisServerError(reply: text)) }
+        let result = try function.decode(replies[0])
+        let acknowledged = replies[1].int ?? 0
+        if acknowledged < acknowledgement.replicas {
+            throw SessionError.notReplicated(acknowledged: acknowledged, required: acknowledgement.replicas)
+        }
+        return result
+    }
+
     /// Calls several session functions in one pipeline (split by node on a cluster) and decodes
     /// their replies in order; the first error reply is thrown. A server that lost the library
     /// gets it again and the calls are repeated once (a function that is not found ran nowhere).

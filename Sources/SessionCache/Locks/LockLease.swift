@@ -31,6 +31,9 @@ public enum LockError: Error, Sendable, Hashable, CustomStringConvertible {
     case leaseLost
     /// Redis failed.
     case redis(String)
+    /// The lock was granted on the primary but too few replicas confirmed it
+    /// (``SessionStoreConfiguration/replicaAcknowledgement``); it has been given back.
+    case notReplicated
 
     public var description: String {
         switch self {
@@ -39,6 +42,7 @@ public enum LockError: Error, Sendable, Hashable, CustomStringConvertible {
         case .timedOut: return "timed out waiting for the session lock"
         case .leaseLost: return "the session lock's lease was lost"
         case .redis(let text): return text
+        case .notReplicated: return "the session lock was not confirmed by enough replicas"
         }
     }
 }

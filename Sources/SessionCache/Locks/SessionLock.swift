@@ -120,22 +120,34 @@ public final class SessionLock: Service {
 
         if configuration.policy == .activeTabWins {
             let result = try await guarded(lockKey, token: token) {
-                try await self.store.redis.call(self.acquireFunction(lockKey, token: token, mode: .takeover))
+                try await self.store.redis.call(
+                    self.acquireFunction(lockKey, token: token, mode: .takeover),
+                    replicatedTo: self.store.configuration.replicaAcknowledgement)
             }
             guard case .granted(let fence) = result else { throw LockError.redis("takeover refused") }
             return granted(fence)
         }
 
-        // Uncontended: two plain commands in one round trip.
+        // Uncontended: two plain commands in one round trip (three when replicas must confirm).
+        let acknowledgement = store.configuration.replicaAcknowledgement
         let replies = try await guarded(lockKey, token: token) {
-            try await self.store.redis.pipeline([
+            var commands = [
                 RESPCommand("SET", .string(lockKey), .string(token), "NX", "PX", .integer(self.configuration.lease.wholeMilliseconds)),
                 RESPCommand("TIME"),
-            ])
+            ]
+            if let acknowledgement {
+                commands.append(
+                    RESPCommand("WAIT", .integer(acknowledgement.replicas), .integer(acknowledgement.timeout.wholeMilliseconds)))
+            }
+            return try await self.store.redis.pipeline(commands)
         }
         if case .simpleString = replies[0], let time = replies[1].array, time.count == 2,
             let fence = FencingToken.from(seconds: time[0], microseconds: time[1])
         {
+            if let acknowledgement, (replies[2].int ?? 0) < acknowledgement.replicas {
+                await abandon(lockKey, token: token)
+                throw LockError.notReplicated
+            }
             return granted(fence)
         }
         if case .error(let text) = replies[0] { throw LockError.redis(text) }
@@ -146,7 +158,9 @@ public final class SessionLock: Service {
             while true {
                 try Task.checkCancellation()
                 let result = try await guarded(lockKey, token: token) {
-                    try await self.store.redis.call(self.acquireFunction(lockKey, token: token, mode: .wait))
+                    try await self.store.redis.call(
+                        self.acquireFunction(lockKey, token: token, mode: .wait),
+                        replicatedTo: self.store.configuration.replicaAcknowledgement)
                 }
                 switch result {
                 case .granted(let fence): return granted(fence)
@@ -267,6 +281,7 @@ public final class SessionLock: Service {
         } catch {
             await abandon(lockKey, token: token)
             if error is CancellationError { throw error }
+            if case .notReplicated = error as? SessionError { throw LockError.notReplicated }
             throw LockError.redis("\(error)")
         }
     }

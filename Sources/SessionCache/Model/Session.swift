@@ -12,7 +12,7 @@ public enum SessionState: String, Sendable, Codable, CaseIterable {
     /// Its idle timeout or absolute lifetime ran out; its cleanup hook has not run yet.
     case expired
     /// Deleted explicitly; its cleanup hook has not run yet (stores with
-    /// ``SessionStoreConfiguration/cleanupHooks``).
+    /// ``SessionStoreConfiguration/expiryListener``).
     case deleted
     /// Its cleanup hook ran and its keys are gone.
     case cleanedUp = "cleaned_up"

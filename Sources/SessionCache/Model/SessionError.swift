@@ -1,6 +1,8 @@
 import HiredisNIO
 
-/// What the session store throws. Every case means nothing was written.
+/// What the session store throws. Every case means nothing was written, except two:
+/// ``redis(_:)`` with `commandMayHaveRun` (the reply was lost: the write may have happened), and
+/// ``notReplicated(acknowledged:required:)`` (it happened on the primary).
 public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The id is not one the store issues (27 URL-safe base64 characters naming one of its buckets).
     case invalidID
@@ -43,6 +45,10 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     case corrupted(String)
     /// Redis failed: unreachable, timed out, or refused the command.
     case redis(HiredisError)
+    /// The write was applied on the primary, but fewer replicas than
+    /// ``SessionStoreConfiguration/replicaAcknowledgement`` asks for confirmed it in time: a
+    /// failover could lose it.
+    case notReplicated(acknowledged: Int, required: Int)
 
     public var description: String {
         switch self {
@@ -64,6 +70,8 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unsupportedServer(let text): return "unsupported Redis server: \(text)"
         case .corrupted(let detail): return "session data is corrupted: \(detail)"
         case .redis(let error): return "\(error)"
+        case .notReplicated(let acknowledged, let required):
+            return "the write is on the primary but only \(acknowledged) of \(required) replicas confirmed it"
         }
     }
 

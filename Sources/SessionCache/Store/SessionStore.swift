@@ -82,7 +82,8 @@ public final class SessionStore: Sendable {
             let result = try await redis.call(
                 CreateFunction(
                     sessionKey: keyspace.session(id), user: user, mode: mode.mode, absoluteLifetime: mode.absoluteLifetime,
-                    agentType: agentType, retention: retention(for: mode), eventsChannel: eventsChannel, metadata: encoded))
+                    agentType: agentType, retention: retention(for: mode), eventsChannel: eventsChannel, metadata: encoded),
+                replicatedTo: configuration.replicaAcknowledgement)
             guard case .created(let timer, let now, let deadline) = result else {
                 // 144 random bits do not collide; an existing key means someone forged one.
                 throw SessionError.corrupted("keys for a freshly generated id already exist")
@@ -192,7 +193,8 @@ public final class SessionStore: Sendable {
             try await redis.call(
                 DeleteFunction(
                     sessionKey: keyspace.session(id), eventsChannel: eventsChannel,
-                    indexLifetimeMilliseconds: configuration.indexLifetime.wholeMilliseconds))
+                    indexLifetimeMilliseconds: configuration.indexLifetime.wholeMilliseconds),
+                replicatedTo: configuration.replicaAcknowledgement)
         }
     }
 
@@ -208,7 +210,8 @@ public final class SessionStore: Sendable {
         let newID = SessionID.make(bucket: bucket)
         return try await instrumentation.run("rotate", session: id) {
             switch try await redis.call(
-                RotateFunction(sessionKey: keyspace.session(id), newSessionKey: keyspace.session(newID), eventsChannel: eventsChannel))
+                RotateFunction(sessionKey: keyspace.session(id), newSessionKey: keyspace.session(newID), eventsChannel: eventsChannel),
+                replicatedTo: configuration.replicaAcknowledgement)
             {
             case .rotated(let timer, let now, let record):
                 timers.remember(timer, for: newID, redisTime: now, keyspace: keyspace)

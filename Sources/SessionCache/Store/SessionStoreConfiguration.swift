@@ -99,6 +99,33 @@ public struct SessionStoreConfiguration: Sendable {
     /// `<namespace>:events` as JSON, for `session-cache watch` and other observers. Events name a
     /// session by a 9-character prefix of its id, never the whole id.
     public var publishEvents = true
+
+    /// How many replicas must have a write before the store acknowledges it.
+    public struct ReplicaAcknowledgement: Sendable, Hashable {
+        /// Replicas that must confirm (`WAIT replicas timeout`).
+        public var replicas: Int
+        /// How long to wait for them.
+        public var timeout: Duration
+
+        public init(replicas: Int, timeout: Duration = .seconds(1)) {
+            self.replicas = replicas
+            self.timeout = timeout
+        }
+    }
+
+    /// Durability against a failover: when set, `create`, `rotate`, `delete` and lock acquisition
+    /// return only after this many replicas have the write, and throw
+    /// ``SessionError/notReplicated(acknowledged:required:)`` (``LockError/notReplicated`` for
+    /// locks) when they do not within the timeout.
+    ///
+    /// What it protects: a write acknowledged to the caller is on `replicas` replicas, so a failover
+    /// to one of them (Sentinel, Redis Cluster) keeps it. What it does not: the write is applied on
+    /// the primary even when the wait fails (the error says so; the caller may retry or give up);
+    /// a failover may still promote a replica that did not confirm (Redis picks the most up to date
+    /// one, which had it if any had); other writes (touch, messages, metadata) are not waited for;
+    /// and it is not a disk sync (`appendfsync` decides that). nil (the default): Redis's
+    /// asynchronous replication.
+    public var replicaAcknowledgement: ReplicaAcknowledgement? = nil
     /// Sizes past which writes are refused.
     public var limits = Limits()
     /// Debug-level log of every operation (never the full session id).
