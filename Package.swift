@@ -119,6 +119,14 @@ let package = Package(
             dependencies: ["SessionCache", "HiredisNIO"]
         ),
         .executableTarget(
+            name: "ClusterBenchmark",
+            dependencies: [
+                "SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "ExpiryBenchmark",
             dependencies: [
                 "SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
@@ -151,6 +159,12 @@ let package = Package(
             ]
         ),
         // Unit tests of the session module's plain parts: no server.
+        // RediStack's public names (vapor/redis re-exports them), to prove that ours coexist.
+        .target(name: "RediStackStandIn", path: "Tests/RediStackStandIn"),
+        .testTarget(
+            name: "CoexistenceTests",
+            dependencies: ["RediStackStandIn", "HiredisNIO", "SessionCache", "EmbeddedRedis"]
+        ),
         .testTarget(
             name: "SessionCacheUnitTests",
             dependencies: ["SessionCache", "HiredisNIO", "LoadVerdict"]

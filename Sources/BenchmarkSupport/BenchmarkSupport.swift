@@ -93,13 +93,15 @@ public func printJSONLine(_ fields: [(String, Any)]) {
 }
 
 extension HiredisClient {
-    /// A numeric field of `INFO <section>` (0 when absent).
+    /// A numeric field of `INFO <section>` (0 when absent), summed over the primaries of a cluster.
     public func info(_ section: String, _ field: String) async throws -> Double {
-        let text = try await send(RESPCommand("INFO", .string(section))).string ?? ""
-        for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
-            return Double(line.dropFirst(field.count + 1)) ?? 0
+        var total = 0.0
+        for reply in try await sendToEveryPrimary(RESPCommand("INFO", .string(section))) {
+            for line in (reply.string ?? "").split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
+                total += Double(line.dropFirst(field.count + 1)) ?? 0
+            }
         }
-        return 0
+        return total
     }
 
     /// Redis's CPU time so far (user + system), in seconds.

@@ -9,7 +9,8 @@
 // Redis CPU and the listeners' CPU are divided by N. Last line: one JSON object.
 //
 //   ExpiryBenchmark [sessions] [window seconds]
-//   ExpiryBenchmark --listener PORT WINDOW_START_MS WINDOW_MS COUNT RESULT_FILE   (internal)
+//   ExpiryBenchmark --listener URL WINDOW_START_MS WINDOW_MS COUNT RESULT_FILE   (internal)
+// EXPIRY_BENCH_CLUSTER=1: the sessions live on an embedded 3-primary Redis Cluster.
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
@@ -50,10 +51,9 @@ struct ListenerResult: Codable {
 
 if arguments.first == "--listener" {
     // A listener process: an app-server instance of its own.
-    guard arguments.count == 6, let port = Int(arguments[1]), let windowStart = Int(arguments[2]), let window = Int(arguments[3]),
-        let count = Int(arguments[4])
-    else { fatalError("usage: --listener PORT WINDOW_START_MS WINDOW_MS COUNT RESULT_FILE") }
-    var redis = HiredisConfiguration(host: "127.0.0.1", port: port)
+    guard arguments.count == 6, var redis = try? HiredisConfiguration(url: arguments[1]), let windowStart = Int(arguments[2]),
+        let window = Int(arguments[3]), let count = Int(arguments[4])
+    else { fatalError("usage: --listener URL WINDOW_START_MS WINDOW_MS COUNT RESULT_FILE") }
     redis.clientName = "bench-listener"
     let client = try HiredisClient.started(configuration: redis)
     var configuration = SessionStoreConfiguration(namespace: namespace)
@@ -101,16 +101,26 @@ let window = windowSeconds * 1000
 let listenerProcesses = Int(ProcessInfo.processInfo.environment["EXPIRY_BENCH_LISTENERS"] ?? "") ?? 3
 
 let noEvents = ProcessInfo.processInfo.environment["EXPIRY_BENCH_NO_EVENTS"] == "1"
-let server = try await RedisServer.start(.init(notifyKeyspaceEvents: noEvents ? nil : "KEx"))
+let onCluster = ProcessInfo.processInfo.environment["EXPIRY_BENCH_CLUSTER"] == "1"
+let serverOptions = RedisServer.Options(notifyKeyspaceEvents: noEvents ? nil : "KEx")
+let server: RedisServer? = onCluster ? nil : try await RedisServer.start(serverOptions)
+let cluster: RedisCluster? =
+    onCluster
+    ? try await {
+        var options = RedisCluster.Options()
+        options.node = serverOptions
+        return try await RedisCluster.start(options)
+    }() : nil
+let dataURL = server?.url ?? cluster!.url
 let controlServer = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
-let client = try HiredisClient.started(configuration: server.configuration)
+let client = try HiredisClient.started(configuration: try HiredisConfiguration(url: dataURL))
 let controlClient = try HiredisClient.started(configuration: controlServer.configuration)
 var storeConfiguration = SessionStoreConfiguration(namespace: namespace)
 storeConfiguration.expiryListener = true
 let store = try SessionStore(client: client, configuration: storeConfiguration)
 let keyspace = store.keyspace
 print(
-    "bench-expiry: \(count) sessions over \(windowSeconds) s, \(listenerProcesses) listener processes, keyspace notifications \(noEvents ? "off" : "on"), redis-server on port \(server.port)"
+    "bench-expiry: \(count) sessions over \(windowSeconds) s, \(listenerProcesses) listener processes, keyspace notifications \(noEvents ? "off" : "on"), on \(dataURL)"
 )
 
 // 1. Create the sessions (long idle timeout for now), each carrying its index.
@@ -178,7 +188,7 @@ try FileManager.default.createDirectory(at: directory, withIntermediateDirectori
 defer { try? FileManager.default.removeItem(at: directory) }
 let output = NIOLockedValueBox<[String]>([])
 var listeners: [(ChildProcess, URL)] = []
-_ = try await client.send(RESPCommand("CONFIG", "RESETSTAT"))
+_ = try await client.sendToEveryPrimary(RESPCommand("CONFIG", "RESETSTAT"))
 // EXPIRY_BENCH_FUNCTIONS=1: log every call (SLOWLOG with a 0 µs threshold) to show each function's cost.
 let profileFunctions = ProcessInfo.processInfo.environment["EXPIRY_BENCH_FUNCTIONS"] == "1"
 if profileFunctions {
@@ -191,7 +201,7 @@ for index in 0..<listenerProcesses {
     let file = directory.appendingPathComponent("listener-\(index).json")
     let process = try ChildProcess(
         executable: executable,
-        arguments: ["--listener", "\(server.port)", "\(windowStart)", "\(window)", "\(count)", file.path]
+        arguments: ["--listener", dataURL, "\(windowStart)", "\(window)", "\(count)", file.path]
     ) { line in output.withLockedValue { $0.append("listener \(index): \(line)") } }
     listeners.append((process, file))
 }
@@ -206,7 +216,7 @@ while ContinuousClock.now < limit {
 }
 let cpuAfter = try await client.redisCPUSeconds()
 // Where Redis's time went: the most expensive commands, with calls and time per hook.
-let statistics = try await client.send(RESPCommand("INFO", "commandstats")).string ?? ""
+let statistics = try await client.sendToEveryPrimary(RESPCommand("INFO", "commandstats")).compactMap(\.string).joined(separator: "\n")
 var costs: [(name: String, calls: Int, usec: Int)] = []
 for line in statistics.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
     let fields = line.split(separator: ":", maxSplits: 1)
@@ -232,6 +242,10 @@ if profileFunctions {
                 format: "  %-28@ %8d calls, %7.1f µs each, %6.1f µs per hook", name as NSString, cost.calls,
                 Double(cost.usec) / Double(max(1, cost.calls)), Double(cost.usec) / Double(count)))
     }
+}
+// One line per command, summed over the primaries of a cluster.
+costs = Dictionary(grouping: costs, by: \.name).map { name, parts in
+    (name, parts.reduce(0) { $0 + $1.calls }, parts.reduce(0) { $0 + $1.usec })
 }
 for cost in costs.sorted(by: { $0.usec > $1.usec }).prefix(8) {
     print(
@@ -316,7 +330,8 @@ print(
         redisEvents.valueAtPercentile(50), redisEvents.valueAtPercentile(99), redisEvents.maxRecorded))
 await client.close()
 await controlClient.close()
-await server.stop()
+await server?.stop()
+await cluster?.stop()
 await controlServer.stop()
 printJSONLine([
     ("bench", "expiry"), ("sessions", count), ("listener_processes", listenerProcesses),

@@ -1,5 +1,5 @@
 /// The faults a `session-load` run injects, parsed from `--faults`:
-/// `pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s`.
+/// `pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s,failover@15s`.
 ///
 /// Each item is `kind[:duration]@at`: `at` is seconds from the start of the load, `duration`
 /// (for pause and blackhole) how long the fault lasts. Durations take `ms` or `s`.
@@ -14,6 +14,10 @@ public struct FaultPlan: Sendable, Hashable, Codable {
         case workerKill = "worker-kill"
         /// Drop the traffic between the workers and Redis for `duration` (no RST).
         case blackhole
+        /// SIGKILL the primary of a cluster or a Sentinel group and let its replica be promoted
+        /// (what asynchronous replication had not copied is lost); the old primary comes back as
+        /// a replica.
+        case failover
     }
 
     public struct Fault: Sendable, Hashable, Codable {
@@ -62,7 +66,7 @@ public struct FaultPlan: Sendable, Hashable, Codable {
             }
             let head = halves[0].split(separator: ":", omittingEmptySubsequences: false)
             guard let kind = Kind(rawValue: String(head[0])) else {
-                throw ParseError(description: "'\(item)': unknown fault '\(head[0])' (pause, kill, worker-kill, blackhole)")
+                throw ParseError(description: "'\(item)': unknown fault '\(head[0])' (pause, kill, worker-kill, blackhole, failover)")
             }
             var duration = 0.0
             switch kind {
@@ -71,7 +75,7 @@ public struct FaultPlan: Sendable, Hashable, Codable {
                     throw ParseError(description: "'\(item)': \(kind.rawValue) needs a duration, e.g. \(kind.rawValue):3s@5s")
                 }
                 duration = parsed
-            case .kill, .workerKill:
+            case .kill, .workerKill, .failover:
                 guard head.count == 1 else { throw ParseError(description: "'\(item)': \(kind.rawValue) takes no duration") }
             }
             faults.append(Fault(kind: kind, at: at, duration: duration))

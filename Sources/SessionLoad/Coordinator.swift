@@ -20,8 +20,27 @@ struct Coordinator {
         var event: String
     }
 
-    /// Runs the load; returns the process exit code (non-zero when a check failed).
-    func run() async throws -> Int32 {
+    /// The data Redis once a second (summed over the primaries of a cluster); nil fields when it
+    /// did not answer (paused, restarting).
+    struct RedisSample: Codable, Sendable {
+        var second: Double
+        /// Share of one core used by Redis since the previous sample (user + system).
+        var cpu: Double?
+        var usedMemoryBytes: Double?
+        var connectedClients: Double?
+        var opsPerSecond: Double?
+    }
+
+    /// What a run came to, for `--find-capacity`.
+    struct Outcome {
+        var passed: Bool
+        var opsPerSecond: Double
+        var p99Milliseconds: Double
+        var errors: Int
+    }
+
+    /// Runs the load, checks and reports.
+    func run() async throws -> Outcome {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let encoded = try JSONEncoder().encode(parameters).base64EncodedString()
         try FileManager.default.createDirectory(at: reportDirectory, withIntermediateDirectories: true)
@@ -53,7 +72,10 @@ struct Coordinator {
                 parameters.faults, start: start, workers: workers.map(\.0), marks: marks, killed: killedWorkers)
         }
         let drain = Task { try await drainUntilDone(client: client, books: books, start: start, marks: marks) }
+        let samples = NIOLockedValueBox<[RedisSample]>([])
+        let sampling = Task { await sample(client, start: start, into: samples) }
         await showProgress(books: books, workers: workers.map(\.0), start: start)
+        sampling.cancel()
         faults.cancel()
         let unfinished = (try? await drain.value) ?? -1
 
@@ -77,12 +99,14 @@ struct Coordinator {
             client: client, books: books, store: store, parameters: parameters, killedWorkers: killed,
             unfinishedAfterDrain: max(0, unfinished))
         let report = Report(
-            parameters: parameters, results: results, verdict: verdict, workerFailures: failures, marks: marks.withLockedValue { $0 })
+            parameters: parameters, results: results, verdict: verdict, workerFailures: failures, marks: marks.withLockedValue { $0 },
+            samples: samples.withLockedValue { $0 })
         report.printTable()
         try report.write(to: reportDirectory)
         print("report: \(reportDirectory.appendingPathComponent("report.html").path) (and report.json)")
         report.printSummaryLine()
-        return report.passed ? 0 : 1
+        return Outcome(
+            passed: report.passed, opsPerSecond: report.opsPerSecond, p99Milliseconds: report.p99Milliseconds, errors: report.errorCount)
     }
 
     // MARK: Faults
@@ -106,11 +130,10 @@ struct Coordinator {
             }
             switch fault.kind {
             case .pause:
-                guard let target else { continue }
-                await target.pause()
+                guard let target, let paused = try? await target.pause() else { continue }
                 mark("Redis paused (SIGSTOP) for \(fault.duration) s")
                 try? await Task.sleep(for: .milliseconds(Int(fault.duration * 1000)))
-                await target.resume()
+                target.resume(paused)
                 mark("Redis resumed (SIGCONT)")
             case .kill:
                 guard let target else { continue }
@@ -129,11 +152,20 @@ struct Coordinator {
                 mark("worker \(index) killed (SIGKILL)")
             case .blackhole:
                 guard let target else { continue }
-                await target.blackhole(true)
+                target.blackhole(true)
                 mark("network to Redis blackholed for \(fault.duration) s")
                 try? await Task.sleep(for: .milliseconds(Int(fault.duration * 1000)))
-                await target.blackhole(false)
+                target.blackhole(false)
                 mark("network to Redis restored")
+            case .failover:
+                guard let target else { continue }
+                mark("primary killed (SIGKILL): failover")
+                do {
+                    let promoted = try await target.failover()
+                    mark("replica \(promoted) promoted; the old primary is back as a replica")
+                } catch {
+                    mark("failover failed: \(error)")
+                }
             }
         }
     }
@@ -184,6 +216,42 @@ struct Coordinator {
             count += try await client.pipeline(indexes.map { RESPCommand("ZCARD", .string($0)) }).reduce(0) { $0 + ($1.int ?? 0) }
         }
         return count
+    }
+
+    // MARK: Redis over time
+
+    /// Samples INFO from the data Redis every second until cancelled.
+    private func sample(_ client: HiredisClient, start: ContinuousClock.Instant, into samples: NIOLockedValueBox<[RedisSample]>) async {
+        var previousCPU: (seconds: Double, at: ContinuousClock.Instant)?
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let elapsed = (now - start)
+            var sample = RedisSample(second: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            if let replies = try? await client.sendToEveryPrimary(RESPCommand("INFO")) {
+                var fields: [String: Double] = [:]
+                for reply in replies {
+                    for line in (reply.string ?? "").split(whereSeparator: \.isNewline) {
+                        let parts = line.split(separator: ":", maxSplits: 1)
+                        if parts.count == 2, let value = Double(parts[1]) { fields[String(parts[0]), default: 0] += value }
+                    }
+                }
+                let cpu = (fields["used_cpu_user"] ?? 0) + (fields["used_cpu_sys"] ?? 0)
+                if let previousCPU, cpu >= previousCPU.seconds {
+                    let wall = now - previousCPU.at
+                    sample.cpu =
+                        (cpu - previousCPU.seconds)
+                        / max(0.001, Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18)
+                }
+                previousCPU = (cpu, now)
+                sample.usedMemoryBytes = fields["used_memory"]
+                sample.connectedClients = fields["connected_clients"]
+                sample.opsPerSecond = fields["instantaneous_ops_per_sec"]
+            } else {
+                previousCPU = nil  // a restart resets the counters
+            }
+            samples.withLockedValue { $0.append(sample) }
+            try? await Task.sleep(until: now + .seconds(1))
+        }
     }
 
     // MARK: Progress
@@ -238,20 +306,65 @@ struct Coordinator {
     }
 }
 
-/// The Redis the faults act on: an embedded server, or one node of an embedded cluster.
-struct FaultTarget: Sendable {
-    let server: RedisServer
-    let proxy: FaultProxy?
+/// The Redis the faults act on: an embedded server (behind a fault proxy for blackholes), an
+/// embedded cluster, or an embedded primary with Sentinels. Pause and kill act on the current
+/// primary (of slot 0, on a cluster).
+enum FaultTarget: Sendable {
+    case server(RedisServer, proxy: FaultProxy?)
+    case cluster(RedisCluster)
+    case sentinel(RedisSentinelGroup)
 
-    func pause() async { server.pause() }
-    func resume() async { server.resume() }
+    private func primary() async throws -> RedisServer {
+        switch self {
+        case .server(let server, _): return server
+        case .cluster(let cluster): return try await cluster.primary(forSlot: 0)
+        case .sentinel(let group): return try await group.primary()
+        }
+    }
 
+    /// SIGSTOP the primary; returns it for ``resume(_:)``.
+    func pause() async throws -> RedisServer {
+        let server = try await primary()
+        server.pause()
+        return server
+    }
+
+    func resume(_ server: RedisServer) { server.resume() }
+
+    /// SIGKILL the primary and restart it at once from its append-only file (too soon for a
+    /// failover: the same node serves again).
     func killAndRestart() async throws {
+        let server = try await primary()
         await server.kill()
         try await server.restart()
     }
 
-    func blackhole(_ on: Bool) async {
+    /// SIGKILL the primary, wait until its replica is promoted, restart the old one (it comes
+    /// back as a replica). Returns the new primary's address.
+    func failover() async throws -> String {
+        switch self {
+        case .server:
+            throw RedisServer.StartError(description: "failover needs --cluster or --sentinel")
+        case .cluster(let cluster):
+            let old = try await cluster.primary(forSlot: 0)
+            let promoted = try await cluster.killPrimary(old)
+            try await old.restart()
+            try await cluster.waitUntilStable()
+            return promoted.address.description
+        case .sentinel(let group):
+            let old = try await group.primary()
+            let promoted = try await group.killPrimary()
+            try await old.restart()
+            return promoted.address.description
+        }
+    }
+
+    var proxy: FaultProxy? {
+        if case .server(_, let proxy) = self { return proxy }
+        return nil
+    }
+
+    func blackhole(_ on: Bool) {
         proxy?.mode = on ? .blackhole : .pass
     }
 }

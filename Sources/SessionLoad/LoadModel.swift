@@ -22,6 +22,12 @@ struct LoadParameters: Codable, Sendable {
     var faults = FaultPlan()
     /// The expiry listeners' claim lease: how long a killed worker's claims block their sessions.
     var claimLeaseSeconds: Double = 5
+    /// Replicas every write waits for (the store's replicaAcknowledgement, scope everyWrite); 0: none.
+    var replicaWait = 0
+    /// Open loop: operations per second started on schedule over all workers, whether or not
+    /// earlier ones finished (latency counts from the scheduled start); 0: closed loop (each tab
+    /// waits for its previous operation).
+    var rate: Double = 0
 
     /// The store's namespace for this run.
     var namespace: String { "load-\(runID)" }
@@ -53,6 +59,8 @@ struct WorkerResult: Codable, Sendable {
     var indeterminatePerSecond: [Int] = []
     /// Counter increments acknowledged in each second (what a crash could lose at most).
     var incrementsPerSecond: [Int] = []
+    /// Open loop: arrivals not started because too many operations were already in flight.
+    var shed = 0
     var staleRejected = 0
     var hooks = 0
 }

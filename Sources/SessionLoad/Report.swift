@@ -10,6 +10,8 @@ struct Report {
     let workerFailures: [String]
     /// Faults and the drain, on the run's timeline.
     let marks: [Coordinator.Mark]
+    /// The data Redis over time.
+    let samples: [Coordinator.RedisSample]
 
     var passed: Bool { verdict.passed && workerFailures.isEmpty }
 
@@ -47,7 +49,13 @@ struct Report {
         return series
     }
 
-    private var opsPerSecond: Double {
+    /// p99 of every operation, in milliseconds.
+    var p99Milliseconds: Double { Self.ms(all.valueAtPercentile(99)) }
+
+    /// Errors of every worker (expected ones, such as a session that ended under a tab, excluded).
+    var errorCount: Int { results.reduce(0) { $0 + $1.errors.values.reduce(0, +) } }
+
+    var opsPerSecond: Double {
         let total = perSecond.prefix(Int(parameters.duration)).reduce(0, +)
         return Double(total) / max(1, parameters.duration)
     }
@@ -89,6 +97,10 @@ struct Report {
         )
         let errors = results.reduce(into: [String: Int]()) { total, result in total.merge(result.errors, uniquingKeysWith: +) }
         for (error, count) in errors.sorted(by: { $0.value > $1.value }).prefix(5) { print("error x\(count): \(error)") }
+        if parameters.rate > 0 {
+            let shed = results.reduce(0) { $0 + $1.shed }
+            print(String(format: "open loop at %.0f ops/s (latency from the scheduled start); %d arrivals shed", parameters.rate, shed))
+        }
         for mark in marks { print(String(format: "  %6.1f s  %@", mark.second, mark.event)) }
         let v = verdict
         print("checks over \(v.sessions) sessions (\(v.ended) ended):")
@@ -136,6 +148,7 @@ struct Report {
         var expiryLatenessMs: [String: UInt64]
         var verdict: Verdict
         var marks: [Coordinator.Mark]
+        var redis: [Coordinator.RedisSample]
         var errorsPerSecond: [Int]
         var indeterminatePerSecond: [Int]
         var workerFailures: [String]
@@ -157,7 +170,8 @@ struct Report {
             parameters: parameters, opsPerSecond: opsPerSecond, operations: operations, throughputPerSecond: perSecond,
             lockWaitP50Ms: Self.ms(lock.valueAtPercentile(50)), lockWaitP99Ms: Self.ms(lock.valueAtPercentile(99)),
             lockWaitMaxMs: Self.ms(lock.maxRecorded),
-            expiryLatenessMs: latenessPercentiles, verdict: verdict, marks: marks, errorsPerSecond: series(\.errorsPerSecond),
+            expiryLatenessMs: latenessPercentiles, verdict: verdict, marks: marks, redis: samples,
+            errorsPerSecond: series(\.errorsPerSecond),
             indeterminatePerSecond: series(\.indeterminatePerSecond), workerFailures: workerFailures, passed: passed)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -174,16 +188,35 @@ struct Report {
         let errors = lineChart(
             series(\.errorsPerSecond).map(Double.init), title: "Errors over time (indeterminate ones in red)", yLabel: "errors per second",
             xLabel: "time (s)", second: series(\.indeterminatePerSecond).map(Double.init))
+        // Redis, one value per second of the run (a gap where it did not answer is drawn as 0).
+        func redisPerSecond(_ value: (Coordinator.RedisSample) -> Double?) -> [Double] {
+            var series: [Double] = []
+            for sample in samples {
+                let second = Int(sample.second)
+                while series.count <= second { series.append(0) }
+                series[second] = value(sample) ?? 0
+            }
+            return series
+        }
+        let redisCPU = lineChart(
+            redisPerSecond { $0.cpu.map { $0 * 100 } }, title: "Redis CPU over time", yLabel: "% of one core", xLabel: "time (s)")
+        let redisMemory = lineChart(
+            redisPerSecond { $0.usedMemoryBytes.map { $0 / 1_048_576 } }, title: "Redis memory over time", yLabel: "used memory (MiB)",
+            xLabel: "time (s)")
+        let redisClients = lineChart(
+            redisPerSecond(\.connectedClients), title: "Redis connected clients over time", yLabel: "clients", xLabel: "time (s)",
+            second: redisPerSecond(\.opsPerSecond).map { $0 / 1000 })
         let timeline = marks.map { String(format: "<tr><td>%.1f s</td><td>%@</td></tr>", $0.second, $0.event) }.joined()
         let percentiles = groupedBars(
             operations.map { ($0.name, [$0.p50Ms, $0.p90Ms, $0.p99Ms, $0.p999Ms]) }, series: ["p50", "p90", "p99", "p99.9"],
-            title: "Latency percentiles per operation (ms)")
+            title: "Latency percentiles per operation", yLabel: "latency (ms)", xLabel: "operation")
         var buckets: [(String, [Double])] = []
         for percentile in [10.0, 25, 50, 75, 90, 95, 99, 99.9, 100] {
             buckets.append(("p\(percentile)", [Double(lateness.valueAtPercentile(percentile))]))
         }
         let latenessChart = groupedBars(
-            buckets, series: ["lateness ms"], title: "Expiry hook lateness distribution (ms, deadline to hook start)")
+            buckets, series: ["lateness"], title: "Expiry hook lateness distribution (deadline to hook start)",
+            yLabel: "lateness (ms)", xLabel: "percentile")
         let rows = operations.map {
             "<tr><td>\($0.name)</td><td>\($0.count)</td><td>\(String(format: "%.2f", $0.p50Ms))</td><td>\(String(format: "%.2f", $0.p90Ms))</td><td>\(String(format: "%.2f", $0.p99Ms))</td><td>\(String(format: "%.2f", $0.p999Ms))</td><td>\(String(format: "%.2f", $0.maxMs))</td></tr>"
         }.joined()
@@ -209,6 +242,9 @@ struct Report {
             <h2>Timeline</h2><table><tr><th>time</th><th>event</th></tr>\(timeline)</table>
             \(throughput)
             \(errors)
+            \(redisCPU)
+            \(redisMemory)
+            \(redisClients)<p>(red: thousands of Redis operations per second, from INFO)</p>
             <h2>Latency per operation (ms)</h2><table><tr><th>operation</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>\(rows)</table>
             \(percentiles)
             \(latenessChart)
@@ -259,32 +295,43 @@ struct Report {
             """
     }
 
-    private func groupedBars(_ groups: [(String, [Double])], series: [String], title: String) -> String {
+    private func groupedBars(_ groups: [(String, [Double])], series: [String], title: String, yLabel: String, xLabel: String) -> String {
         let width = 900.0
-        let height = 260.0
+        let height = 280.0
+        let (left, bottom, topMargin) = (70.0, 50.0, 30.0)
         let top = max(0.001, groups.flatMap(\.1).max() ?? 1)
         let colors = ["#2a6", "#27c", "#e80", "#c33"]
-        let groupWidth = (width - 60) / Double(max(1, groups.count))
+        let groupWidth = (width - left - 10) / Double(max(1, groups.count))
         let barWidth = groupWidth * 0.8 / Double(max(1, series.count))
         var bars = ""
         for (groupIndex, (name, values)) in groups.enumerated() {
-            let x0 = 50 + Double(groupIndex) * groupWidth
+            let x0 = left + Double(groupIndex) * groupWidth
             for (seriesIndex, value) in values.enumerated() {
-                let barHeight = value / top * (height - 70)
+                let barHeight = value / top * (height - bottom - topMargin)
                 bars += String(
                     format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>%@ %@: %.2f</title></rect>",
-                    x0 + Double(seriesIndex) * barWidth, height - 40 - barHeight, barWidth, barHeight, colors[seriesIndex % colors.count],
-                    name,
-                    series[seriesIndex], value)
+                    x0 + Double(seriesIndex) * barWidth, height - bottom - barHeight, barWidth, barHeight,
+                    colors[seriesIndex % colors.count],
+                    name, series[seriesIndex], value)
             }
-            bars += "<text x=\"\(Int(x0))\" y=\"\(Int(height) - 22)\" font-size=\"11\">\(name)</text>"
+            bars +=
+                "<text x=\"\(Int(x0 + groupWidth * 0.4))\" y=\"\(Int(height - bottom + 14))\" font-size=\"11\" text-anchor=\"middle\">\(name)</text>"
+        }
+        var ticks = ""
+        for fraction in [0.0, 0.5, 1.0] {
+            ticks += String(
+                format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.1f</text>", left - 6,
+                height - bottom - fraction * (height - bottom - topMargin) + 4, top * fraction)
         }
         let legend = series.enumerated().map { index, name in
-            "<rect x=\"\(60 + index * 90)\" y=\"8\" width=\"12\" height=\"12\" fill=\"\(colors[index % colors.count])\"/><text x=\"\(76 + index * 90)\" y=\"19\" font-size=\"12\">\(name)</text>"
+            "<rect x=\"\(Int(left) + 10 + index * 90)\" y=\"8\" width=\"12\" height=\"12\" fill=\"\(colors[index % colors.count])\"/><text x=\"\(Int(left) + 26 + index * 90)\" y=\"19\" font-size=\"12\">\(name)</text>"
         }.joined()
         return """
-            <h2>\(title)</h2><svg width="\(Int(width))" height="\(Int(height))" role="img">\(legend)\(bars)
-            <text x="5" y="35" font-size="12">\(String(format: "%.1f", top))</text></svg>
+            <h2>\(title)</h2><svg width="\(Int(width))" height="\(Int(height))" role="img" aria-label="\(title)">\(legend)\(bars)\(ticks)
+            <line class="axis x" x1="\(left)" y1="\(height - bottom)" x2="\(width - 10)" y2="\(height - bottom)" stroke="#333"/>
+            <line class="axis y" x1="\(left)" y1="\(topMargin)" x2="\(left)" y2="\(height - bottom)" stroke="#333"/>
+            <text class="axis-label x" x="\(Int(width) / 2)" y="\(Int(height) - 8)" font-size="12" text-anchor="middle">\(xLabel)</text>
+            <text class="axis-label y" x="14" y="\(Int(height / 2))" font-size="12" text-anchor="middle" transform="rotate(-90 14 \(Int(height / 2)))">\(yLabel)</text></svg>
             """
     }
 }

@@ -26,7 +26,8 @@ struct SessionLoadCommand: AsyncParsableCommand {
             kind[:duration]@time, times in seconds from the start of the load: pause:3s@5s (SIGSTOP, then \
             SIGCONT), kill@8s (SIGKILL and restart from the append-only file), worker-kill@6s (SIGKILL the \
             last worker; the others take over its hooks), blackhole:2s@12s (a proxy between the workers and \
-            Redis drops every byte, without a reset). The checker counts an operation whose reply was lost \
+            Redis holds every byte, without a reset), failover@10s (with --cluster or --sentinel: SIGKILL the \
+            primary, its replica is promoted; with --replica-wait 1 nothing acknowledged may be lost). The checker counts an operation whose reply was lost \
             as indeterminate: a counter must lie between the acknowledged increments and those plus the \
             indeterminate ones.
             """)
@@ -43,7 +44,13 @@ struct SessionLoadCommand: AsyncParsableCommand {
     @Option(help: "Faults to inject, e.g. pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s.") var faults = ""
     @Option(help: "appendfsync of the embedded Redis: always or everysec.") var appendfsync = "always"
     @Flag(help: "Run on an embedded 3-primary Redis Cluster (faults act on the primary of slot 0).") var cluster = false
+    @Flag(help: "Run on an embedded primary with 2 replicas and 3 Sentinels.") var sentinel = false
+    @Option(help: "Replicas every write waits for (the store's replicaAcknowledgement); 0: none.") var replicaWait = 0
     @Option(help: "The expiry listeners' claim lease, in seconds.") var claimLease: Double = 5
+    @Option(help: "Open loop: operations per second started on schedule over all instances (0: closed loop).") var rate: Double = 0
+    @Flag(help: "Open-loop runs of --duration at rising rates (from --rate, default 200): the highest whose p99 stays under --p99-bound.")
+    var findCapacity = false
+    @Option(help: "The p99 bound for --find-capacity, in milliseconds.") var p99Bound: Double = 50
 
     @Flag(help: .hidden) var unsafeNoLock = false
     @Option(help: .hidden) var workerIndex: Int?
@@ -70,6 +77,8 @@ struct SessionLoadCommand: AsyncParsableCommand {
             throw ValidationError("--faults: \(late.description) does not end before the load does (\(duration) s)")
         }
         let url = redis ?? ProcessInfo.processInfo.environment["REDIS_URL"]
+        if findCapacity, !plan.faults.isEmpty { throw ValidationError("--find-capacity runs without --faults") }
+        if rate < 0 { throw ValidationError("--rate must be positive (0: closed loop)") }
         if url != nil, plan.faults.contains(where: { $0.kind != .workerKill }) {
             throw ValidationError("--faults: only worker-kill acts on a Redis the run did not start")
         }
@@ -87,7 +96,15 @@ struct SessionLoadCommand: AsyncParsableCommand {
             let embedded = try await RedisCluster.start(options)
             stops.append { await embedded.stop() }
             print("embedded Redis Cluster: \(embedded.url)")
-            target = FaultTarget(server: try await embedded.primary(forSlot: 0), proxy: nil)
+            target = .cluster(embedded)
+            dataURL = embedded.url
+        } else if sentinel {
+            var options = RedisSentinelGroup.Options()
+            options.node = node
+            let embedded = try await RedisSentinelGroup.start(options)
+            stops.append { await embedded.stop() }
+            print("embedded primary with Sentinels: \(embedded.url)")
+            target = .sentinel(embedded)
             dataURL = embedded.url
         } else {
             let embedded = try await RedisServer.start(node)
@@ -96,12 +113,15 @@ struct SessionLoadCommand: AsyncParsableCommand {
             if plan.faults.contains(where: { $0.kind == .blackhole }) {
                 let proxy = try await FaultProxy.start(forwardingTo: embedded.port)
                 stops.append { await proxy.stop() }
-                target = FaultTarget(server: embedded, proxy: proxy)
+                target = .server(embedded, proxy: proxy)
                 dataURL = "redis://127.0.0.1:\(proxy.port)"
             } else {
-                target = FaultTarget(server: embedded, proxy: nil)
+                target = .server(embedded, proxy: nil)
                 dataURL = embedded.url
             }
+        }
+        if plan.faults.contains(where: { $0.kind == .failover }), !cluster, !sentinel {
+            throw ValidationError("--faults: failover needs --cluster or --sentinel")
         }
         if plan.faults.contains(where: { $0.kind == .blackhole }), target?.proxy == nil {
             throw ValidationError("--faults: blackhole needs the embedded standalone Redis (it runs through a proxy)")
@@ -115,16 +135,50 @@ struct SessionLoadCommand: AsyncParsableCommand {
             seed: seed, thinkMilliseconds: think, unsafeNoLock: unsafeNoLock, bookkeepingURL: bookkeeping.url)
         parameters.faults = plan
         parameters.claimLeaseSeconds = claimLease
+        parameters.replicaWait = replicaWait
+        parameters.rate = rate
         if !plan.faults.isEmpty { print("faults: \(plan.description)") }
-        let coordinator = Coordinator(parameters: parameters, reportDirectory: URL(fileURLWithPath: report), target: target)
-        let status: Int32
+        let passed: Bool
         do {
-            status = try await coordinator.run()
+            if findCapacity {
+                passed = try await searchCapacity(parameters, target: target)
+            } else {
+                let coordinator = Coordinator(parameters: parameters, reportDirectory: URL(fileURLWithPath: report), target: target)
+                passed = try await coordinator.run().passed
+            }
         } catch {
             for stop in stops.reversed() { await stop() }
             throw error
         }
         for stop in stops.reversed() { await stop() }
-        if status != 0 { throw ExitCode(status) }
+        if !passed { throw ExitCode(1) }
+    }
+
+    /// Open-loop runs at rising rates (×1.5 each) until p99 exceeds the bound, the checks fail, or
+    /// the achieved rate falls short of the offered one; prints the highest rate that held.
+    private func searchCapacity(_ base: LoadParameters, target: FaultTarget?) async throws -> Bool {
+        var offered = base.rate > 0 ? base.rate : 200
+        var best: (rate: Double, p99: Double)?
+        var allPassed = true
+        for step in 0..<12 {
+            var parameters = base
+            parameters.rate = offered
+            parameters.runID = base.runID + "-\(step)"
+            let directory = URL(fileURLWithPath: report).appendingPathComponent(String(format: "rate-%.0f", offered))
+            let outcome = try await Coordinator(parameters: parameters, reportDirectory: directory, target: target).run()
+            allPassed = allPassed && outcome.passed
+            let held = outcome.passed && outcome.p99Milliseconds <= p99Bound && outcome.opsPerSecond >= offered * 0.9
+            print(
+                String(
+                    format: "capacity step %d: offered %.0f ops/s, achieved %.0f, p99 %.1f ms, %@", step, offered, outcome.opsPerSecond,
+                    outcome.p99Milliseconds, held ? "held" : "did not hold"))
+            guard held else { break }
+            best = (offered, outcome.p99Milliseconds)
+            offered *= 1.5
+        }
+        print(
+            "{\"bench\":\"capacity\",\"instances\":\(base.instances),\"p99_bound_ms\":\(p99Bound),\"capacity_ops_per_s\":\(Int(best?.rate ?? 0)),\"p99_ms_at_capacity\":\(String(format: "%.2f", best?.p99 ?? 0))}"
+        )
+        return allPassed
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import HiredisNIO
 import Histogram
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SessionCache
 import Synchronization
@@ -32,6 +33,9 @@ final class Worker: Sendable {
         books = try HiredisClient.started(configuration: bookkeeping)
         var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
         configuration.expiryListener = true
+        if parameters.replicaWait > 0 {
+            configuration.replicaAcknowledgement = .init(replicas: parameters.replicaWait, timeout: .seconds(1), scope: .everyWrite)
+        }
         store = try SessionStore(client: client, configuration: configuration)
         var lockConfiguration = SessionLockConfiguration()
         lockConfiguration.waitTimeout = .seconds(30)
@@ -72,10 +76,14 @@ final class Worker: Sendable {
             }
         }
         defer { progress.cancel() }
-        await withTaskGroup(of: Void.self) { tasks in
-            for user in 0..<parameters.users {
-                for tab in 0..<parameters.tabs where (user * parameters.tabs + tab) % parameters.instances == index {
-                    tasks.addTask { await self.simulate(user: user, tab: tab, until: loadEnd) }
+        if parameters.rate > 0 {
+            await openLoop(until: loadEnd)
+        } else {
+            await withTaskGroup(of: Void.self) { tasks in
+                for user in 0..<parameters.users {
+                    for tab in 0..<parameters.tabs where (user * parameters.tabs + tab) % parameters.instances == index {
+                        tasks.addTask { await self.simulate(user: user, tab: tab, until: loadEnd) }
+                    }
                 }
             }
         }
@@ -116,6 +124,51 @@ final class Worker: Sendable {
             }
             if parameters.thinkMilliseconds > 0 {
                 try? await Task.sleep(for: .milliseconds(Int.random(in: 0...parameters.thinkMilliseconds, using: &random)))
+            }
+        }
+    }
+
+    /// Open loop: this worker's share of `rate` operations per second, each started at its
+    /// scheduled time on a tab of its own users, whether or not earlier ones finished. Latency is
+    /// measured from the scheduled start (free of coordinated omission). At most 5,000 in flight:
+    /// beyond, arrivals are shed and counted.
+    private func openLoop(until end: ContinuousClock.Instant) async {
+        let tabs = (0..<parameters.users).flatMap { user in
+            (0..<parameters.tabs).filter { (user * parameters.tabs + $0) % parameters.instances == index }.map { (user, $0) }
+        }
+        guard !tabs.isEmpty else { return }
+        let interval = Duration.nanoseconds(Int64(1e9 * Double(parameters.instances) / parameters.rate))
+        let inFlight = NIOLockedValueBox(0)
+        var random = SplitMix64(seed: parameters.seed ^ UInt64(index &* 7_654_321 &+ 17))
+        await withDiscardingTaskGroup { group in
+            var scheduled = start
+            while scheduled < end {
+                try? await Task.sleep(until: scheduled)
+                let (user, _) = tabs[Int.random(in: 0..<tabs.count, using: &random)]
+                let operation = pick(&random)
+                let seed = random.next()
+                let at = scheduled
+                scheduled += interval
+                if isIdle(user: user) { continue }
+                let admitted = inFlight.withLockedValue { count in
+                    guard count < 5_000 else { return false }
+                    count += 1
+                    return true
+                }
+                guard admitted else {
+                    result.withLock { $0.shed += 1 }
+                    continue
+                }
+                group.addTask {
+                    var random = SplitMix64(seed: seed)
+                    do {
+                        try await self.perform(operation, user: "user-\(user)", random: &random)
+                        self.record(operation, since: at)
+                    } catch {
+                        self.recordError(operation, error)
+                    }
+                    inFlight.withLockedValue { $0 -= 1 }
+                }
             }
         }
     }
@@ -254,8 +307,9 @@ final class Worker: Sendable {
         if let error = error as? HiredisError { return error.commandMayHaveRun }
         switch error as? SessionError {
         case .redis(let error): return error.commandMayHaveRun
-        // A reply the store could not read says nothing about whether the write happened.
-        case .corrupted: return true
+        // A reply the store could not read says nothing about whether the write happened; a write
+        // too few replicas confirmed happened on a primary that a failover may lose.
+        case .corrupted, .notReplicated: return true
         default: return false
         }
     }

@@ -73,6 +73,14 @@ struct LifecycleTests {
             #expect(try await store.resume(session.id, user: "mallory") == .notFound)
             #expect(try await store.resume(session.id, user: nil) == .notFound)
             #expect(try await fixture.timerTTL(session.id) < before)
+            // By its id alone (a cookie): whoever its user is, named in the reply; the timer slides.
+            guard case .resumed(let byCookie, _) = try await store.resume(session.id) else {
+                Issue.record("expected the session by its id alone")
+                return
+            }
+            #expect(byCookie.user == "alice" && byCookie.id == session.id)
+            #expect(try await fixture.timerTTL(session.id) > before - 100)
+            #expect(try await store.resume("AAA" + String(repeating: "A", count: 24)) == .notFound)
             // Unknown but well-formed id: not found. Malformed: a typed error.
             #expect(try await store.resume("AAA" + String(repeating: "A", count: 24), user: "alice") == .notFound)
             let malformed = await expectSessionError { _ = try await store.resume("../../etc", user: "alice") }

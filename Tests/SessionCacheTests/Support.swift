@@ -105,15 +105,39 @@ func withStore<T: Sendable>(
                 StoreFixture(server: server, client: client, store: try SessionStore(client: client, configuration: configuration)), body)
         }
     case .cluster:
+        let cluster = try await SharedCluster.shared.fresh(options)
+        let client = try HiredisClient.started(configuration: cluster.configuration)
+        return try await run(
+            StoreFixture(
+                server: cluster.nodes[0], client: client, store: try SessionStore(client: client, configuration: configuration),
+                cluster: cluster), body)
+    }
+}
+
+/// One embedded cluster for every cluster-parametrized test of the process (a cluster takes
+/// seconds to form): emptied before each test. Tests that kill, pause or reconfigure nodes start
+/// clusters of their own. Its servers outlive a test process that crashed or was run by hand:
+/// scripts/test kills every leftover test server (their pid files) when it ends.
+actor SharedCluster {
+    static let shared = SharedCluster()
+    private var cluster: RedisCluster?
+    private var options: RedisServer.Options?
+
+    /// The cluster, with no keys left by an earlier test.
+    func fresh(_ options: RedisServer.Options) async throws -> RedisCluster {
+        if let cluster, self.options?.notifyKeyspaceEvents == options.notifyKeyspaceEvents,
+            self.options?.appendOnly == options.appendOnly
+        {
+            for node in try await cluster.primaries() { _ = try await cluster.send(RESPCommand("FLUSHALL"), to: node) }
+            return cluster
+        }
+        await cluster?.stop()
         var clusterOptions = RedisCluster.Options()
         clusterOptions.node = options
-        return try await RedisCluster.with(clusterOptions) { cluster in
-            let client = try HiredisClient.started(configuration: cluster.configuration)
-            return try await run(
-                StoreFixture(
-                    server: cluster.nodes[0], client: client, store: try SessionStore(client: client, configuration: configuration),
-                    cluster: cluster), body)
-        }
+        let started = try await RedisCluster.start(clusterOptions)
+        cluster = started
+        self.options = options
+        return started
     }
 }
 

@@ -123,6 +123,16 @@ struct ToolTests {
         #expect(summary.contains("\"passed\":true"), "\(summary)")
         let html = try String(contentsOf: report.appendingPathComponent("report.html"), encoding: .utf8)
         #expect(html.contains("Errors over time") && html.contains("Redis killed (SIGKILL)"))
+
+        // The report in a real browser: headless Chromium driven by Selenium.
+        let checker = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Browser/check_report.py").path
+        let lines = NIOLockedValueBox<[String]>([])
+        let browser = try ChildProcess(
+            executable: RedisServer.findExecutable("python3"), arguments: [checker, report.appendingPathComponent("report.html").path]
+        ) { line in lines.withLockedValue { $0.append(line) } }
+        let finished = await browser.waitForExit(timeout: .seconds(120))
+        #expect(finished && browser.exitCode == 0, "\(lines.withLockedValue { $0 }.joined(separator: "\n"))")
     }
 
     @Test func badFaultPlansAreRefusedBeforeAnythingStarts() async throws {

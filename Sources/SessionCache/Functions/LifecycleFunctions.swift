@@ -107,9 +107,13 @@ struct ResumeFunction: SessionFunction {
     let user: String?
     let resumeThreshold: Duration
     let eventsChannel: String
+    /// Whoever the session's user is (the id alone is the credential).
+    var anyUser = false
 
     var keys: [RESPArgument] { [.string(sessionKey)] }
-    var arguments: [RESPArgument] { [.string(user ?? ""), .integer(resumeThreshold.wholeMilliseconds), .string(eventsChannel)] }
+    var arguments: [RESPArgument] {
+        [.string(user ?? ""), .integer(resumeThreshold.wholeMilliseconds), .string(eventsChannel), .string(anyUser ? "1" : "0")]
+    }
 
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)

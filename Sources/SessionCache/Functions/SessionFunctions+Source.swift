@@ -298,14 +298,16 @@ extension SessionFunctions {
         ------------------------------------------------------------------------------------------------
         -- resume: picks a session up again, if alive and the caller's.
         -- KEYS[1] the session hash.
-        -- ARGV: [1] user ('' for anonymous) [2] resume threshold ms [3] events channel
+        -- ARGV: [1] user ('' for anonymous) [2] resume threshold ms [3] events channel [4] '1': whoever
+        --   its user is (the id alone is the credential, as a cookie is; the reply names the user)
         -- Reply: {'ok', inactive ms, timer key, last heartbeat, now, HGETALL} | {'not_found'}
         --   (unknown, ended, or another user's: nothing is touched)
         local function resume(keys, args)
           local session = keys[1]
           local now = now_ms()
           local f, timer, left = alive(session, now, F.user, F.last_activity, F.listener, F.grace, F.data_until)
-          if not f or f[4] ~= args[1] then return {'not_found'} end
+          if not f or (args[4] ~= '1' and f[4] ~= args[1]) then return {'not_found'} end
+          local user = f[4]
           local la = last_activity(f[5], now, left, f[1])
           local inactive = math.max(0, now - la)
           slide(timer, f[1], f[2])
@@ -317,8 +319,8 @@ extension SessionFunctions {
           end
           redis.call('HSET', session, unpack(fields))
           local bucket, id = K.bucket(session), K.id(session)
-          if args[1] ~= '' then redis.call('ZADD', K.user(bucket, args[1]), 'XX', now, id) end
-          publish_event(args[3], now, 'resumed', id, args[1])
+          if user ~= '' then redis.call('ZADD', K.user(bucket, user), 'XX', now, id) end
+          publish_event(args[3], now, 'resumed', id, user)
           return {'ok', inactive, timer, redis.call('GET', timer) or '0', now, hgetall(session)}
         end
 

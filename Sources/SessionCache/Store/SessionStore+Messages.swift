@@ -38,7 +38,8 @@ extension SessionStore {
             let result = try await redis.call(
                 AppendFunction(
                     sessionKey: keyspace.session(id), lease: leaseArguments, window: configuration.messageWindow,
-                    maxSessionBytes: limits.maxSessionBytes, messages: messages.map { ($0.role, $0.content) }))
+                    maxSessionBytes: limits.maxSessionBytes, messages: messages.map { ($0.role, $0.content) }),
+                replicatedTo: configuration.dataWriteAcknowledgement)
             try check(result.write)
         }
     }
@@ -67,7 +68,10 @@ extension SessionStore {
         try validate(id: id)
         let leaseArguments = try self.leaseArguments(lease, for: id)
         try await instrumentation.run("clear_messages", session: id) {
-            try check(try await redis.call(ClearMessagesFunction(sessionKey: keyspace.session(id), lease: leaseArguments)))
+            try check(
+                try await redis.call(
+                    ClearMessagesFunction(sessionKey: keyspace.session(id), lease: leaseArguments),
+                    replicatedTo: configuration.dataWriteAcknowledgement))
         }
     }
 }

@@ -55,7 +55,8 @@ extension SessionStore {
                 SetMetadataFunction(
                     sessionKey: keyspace.session(id), lease: leaseArguments, limits: configuration.limits,
                     modeChange: resolved.map { .init(mode: $0.mode, absoluteLifetime: $0.absoluteLifetime) }, retention: retention,
-                    fields: fields))
+                    fields: fields),
+                replicatedTo: configuration.dataWriteAcknowledgement)
             try check(result.write)
             if resolved != nil {
                 if let timer = result.timer, !timer.isEmpty {

@@ -115,6 +115,26 @@ public final class SessionStore: Sendable {
         }
     }
 
+    /// Picks a session up again by its id alone, whoever its user is: for a web session whose
+    /// cookie is the credential (the returned session names its user, which the application then
+    /// trusts). Refreshes its timer like ``resume(_:user:)``; ``ResumeResult/notFound`` for an
+    /// unknown or ended id, and nothing changes.
+    ///
+    /// - Throws: ``SessionError/invalidID`` for an id the store cannot have issued.
+    public func resume(_ id: String) async throws(SessionError) -> ResumeResult {
+        try validate(id: id)
+        return try await instrumentation.run("resume", session: id) {
+            var function = ResumeFunction(
+                sessionKey: keyspace.session(id), user: nil, resumeThreshold: configuration.resumeThreshold, eventsChannel: eventsChannel)
+            function.anyUser = true
+            guard case .resumed(let inactive, let timer, let lastSeen, let now, let record) = try await redis.call(function) else {
+                return .notFound
+            }
+            timers.remember(timer, for: id, redisTime: now, keyspace: keyspace)
+            return .resumed(try record.session(id: id, lastActivity: now, lastSeen: lastSeen), inactiveFor: .milliseconds(inactive))
+        }
+    }
+
     /// What ``recover(_:user:metadata:mode:)`` did.
     public enum RecoverResult: Sendable, Hashable {
         /// The session was alive and the user's: resumed.

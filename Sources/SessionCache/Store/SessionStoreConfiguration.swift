@@ -102,18 +102,35 @@ public struct SessionStoreConfiguration: Sendable {
 
     /// How many replicas must have a write before the store acknowledges it.
     public struct ReplicaAcknowledgement: Sendable, Hashable {
+        /// Which writes wait.
+        public enum Scope: Sendable, Hashable {
+            /// `create`, `rotate`, `delete` and lock acquisition.
+            case lifecycle
+            /// Those, and every write of data: messages and metadata (touches do not wait).
+            case everyWrite
+        }
+
         /// Replicas that must confirm (`WAIT replicas timeout`).
         public var replicas: Int
         /// How long to wait for them.
         public var timeout: Duration
+        /// Which writes wait.
+        public var scope: Scope
 
-        public init(replicas: Int, timeout: Duration = .seconds(1)) {
+        public init(replicas: Int, timeout: Duration = .seconds(1), scope: Scope = .lifecycle) {
             self.replicas = replicas
             self.timeout = timeout
+            self.scope = scope
         }
     }
 
+    /// The acknowledgement data writes wait for (messages, metadata): only with scope `everyWrite`.
+    var dataWriteAcknowledgement: ReplicaAcknowledgement? {
+        replicaAcknowledgement?.scope == .everyWrite ? replicaAcknowledgement : nil
+    }
+
     /// Durability against a failover: when set, `create`, `rotate`, `delete` and lock acquisition
+    /// (and with scope ``ReplicaAcknowledgement/Scope/everyWrite`` messages and metadata too)
     /// return only after this many replicas have the write, and throw
     /// ``SessionError/notReplicated(acknowledged:required:)`` (``LockError/notReplicated`` for
     /// locks) when they do not within the timeout.
@@ -122,7 +139,8 @@ public struct SessionStoreConfiguration: Sendable {
     /// to one of them (Sentinel, Redis Cluster) keeps it. What it does not: the write is applied on
     /// the primary even when the wait fails (the error says so; the caller may retry or give up);
     /// a failover may still promote a replica that did not confirm (Redis picks the most up to date
-    /// one, which had it if any had); other writes (touch, messages, metadata) are not waited for;
+    /// one, which had it if any had); touches are never waited for (nor, with scope `lifecycle`,
+    /// messages and metadata);
     /// and it is not a disk sync (`appendfsync` decides that). nil (the default): Redis's
     /// asynchronous replication.
     public var replicaAcknowledgement: ReplicaAcknowledgement? = nil

@@ -1,0 +1,134 @@
+import EmbeddedRedis
+import HTTPTypes
+import HiredisNIO
+import Hummingbird
+import HummingbirdSessionCache
+import HummingbirdTesting
+import SessionCache
+import Testing
+
+@Suite("SessionCacheMiddleware")
+struct SessionCacheMiddlewareTests {
+    /// A router with the middleware and a few routes, on a real redis-server.
+    func withApp(
+        locks: Bool = false, _ body: @escaping @Sendable (any TestClientProtocol, RedisServer, SessionStore) async throws -> Void
+    ) async throws {
+        try await RedisServer.with { server in
+            let client = try HiredisClient(configuration: server.configuration)
+            try await client.withRunning { client in
+                let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "web"))
+                let lock = locks ? SessionLock(store: store) : nil
+                let router = Router(context: BasicSessionCacheRequestContext.self)
+                router.add(middleware: SessionCacheMiddleware(store: store, locks: lock))
+                router.get("/me") { _, context in context.session.user ?? "nobody" }
+                router.post("/login/:user") { _, context in
+                    try await context.session.logIn(user: try context.parameters.require("user"))
+                    return "ok"
+                }
+                router.post("/theme/:theme") { _, context in
+                    context.session.set("theme", .string(try context.parameters.require("theme")))
+                    return context.session.lease == nil ? "unlocked" : "locked"
+                }
+                router.get("/theme") { _, context in context.session["theme"]?.stringValue ?? "-" }
+                router.post("/rotate") { _, context in
+                    try await context.session.rotate()
+                    return "ok"
+                }
+                router.post("/logout") { _, context in
+                    try await context.session.destroy()
+                    return "ok"
+                }
+                let app = Application(router: router)
+                // The lock's wake-ups run in its run(), as they would in the app's ServiceGroup.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    if let lock { group.addTask { try await lock.run() } }
+                    try await app.test(.router) { http in try await body(http, server, store) }
+                    await lock?.close()
+                    group.cancelAll()
+                }
+            }
+        }
+    }
+
+    private func sessionCookie(_ response: TestResponse) -> String? {
+        response.headers[values: .setCookie].first { $0.hasPrefix("session=") }
+    }
+
+    private func cookieHeader(_ setCookie: String?) -> HTTPFields {
+        guard let value = setCookie?.split(separator: ";").first else { return [:] }
+        return [.cookie: String(value)]
+    }
+
+    @Test func logInSetsASafeCookieAndTheNextRequestHasTheUser() async throws {
+        try await withApp { http, _, store in
+            #expect(try await http.execute(uri: "/me", method: .get) { String(buffer: $0.body) } == "nobody")
+            let setCookie = try await http.execute(uri: "/login/alice", method: .post) { self.sessionCookie($0) }
+            let cookie = try #require(setCookie)
+            #expect(
+                cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Lax") && cookie.contains("Max-Age="))
+            let headers = cookieHeader(cookie)
+            #expect(try await http.execute(uri: "/me", method: .get, headers: headers) { String(buffer: $0.body) } == "alice")
+
+            // Metadata written after the handler, only what changed; read back on the next request.
+            _ = try await http.execute(uri: "/theme/dark", method: .post, headers: headers) { _ in }
+            #expect(try await http.execute(uri: "/theme", method: .get, headers: headers) { String(buffer: $0.body) } == "dark")
+            let id = String(cookie.split(separator: ";")[0].dropFirst("session=".count))
+            #expect(try await store.metadata(id)["theme"] == .string("dark"))
+        }
+    }
+
+    @Test func rotationAndLogoutChangeOrClearTheCookieAndTheOldIdStopsWorking() async throws {
+        try await withApp { http, _, _ in
+            let first = cookieHeader(try await http.execute(uri: "/login/bob", method: .post) { self.sessionCookie($0) })
+            let rotated = try #require(try await http.execute(uri: "/rotate", method: .post, headers: first) { self.sessionCookie($0) })
+            let second = cookieHeader(rotated)
+            #expect(second != first)
+            #expect(try await http.execute(uri: "/me", method: .get, headers: first) { String(buffer: $0.body) } == "nobody")
+            #expect(try await http.execute(uri: "/me", method: .get, headers: second) { String(buffer: $0.body) } == "bob")
+
+            let cleared = try #require(try await http.execute(uri: "/logout", method: .post, headers: second) { self.sessionCookie($0) })
+            #expect(cleared.hasPrefix("session=;") && cleared.contains("Max-Age=0"))
+            #expect(try await http.execute(uri: "/me", method: .get, headers: second) { String(buffer: $0.body) } == "nobody")
+        }
+    }
+
+    @Test func aMalformedOrUnknownCookieIsAFreshStartNotAnError() async throws {
+        try await withApp { http, _, _ in
+            for value in ["../../etc/passwd", "AAA" + String(repeating: "A", count: 24), ""] {
+                try await http.execute(uri: "/me", method: .get, headers: [.cookie: "session=\(value)"]) { response in
+                    #expect(response.status == .ok)
+                    #expect(String(buffer: response.body) == "nobody")
+                }
+            }
+        }
+    }
+
+    @Test func anOutageFailsClosedWith503InsteadOfLoggingEveryoneOut() async throws {
+        try await withApp { http, server, _ in
+            let headers = cookieHeader(try await http.execute(uri: "/login/carol", method: .post) { self.sessionCookie($0) })
+            await server.kill()
+            try await http.execute(uri: "/me", method: .get, headers: headers) { response in
+                #expect(response.status == .serviceUnavailable)
+                #expect(self.sessionCookie(response) == nil)  // the cookie is kept
+            }
+            try await server.restart()
+            #expect(try await http.execute(uri: "/me", method: .get, headers: headers) { String(buffer: $0.body) } == "nobody")
+        }
+    }
+
+    @Test func withLocksEachRequestHoldsTheSessionsLease() async throws {
+        try await withApp(locks: true) { http, _, _ in
+            let headers = cookieHeader(try await http.execute(uri: "/login/dave", method: .post) { self.sessionCookie($0) })
+            #expect(try await http.execute(uri: "/theme/light", method: .post, headers: headers) { String(buffer: $0.body) } == "locked")
+            // Two requests of one session at once: both succeed, one after the other.
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for theme in ["red", "blue"] {
+                    group.addTask {
+                        try await http.execute(uri: "/theme/\(theme)", method: .post, headers: headers) { $0.status.code }
+                    }
+                }
+                for try await status in group { #expect(status == 200) }
+            }
+        }
+    }
+}
