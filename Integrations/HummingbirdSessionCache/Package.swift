@@ -27,6 +27,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The example chat (Examples/Chat): in this package so that Hummingbird builds once.
+        .executableTarget(
+            name: "ChatExample",
+            dependencies: [
+                "HummingbirdSessionCache",
+                .product(name: "SessionCache", package: "swift-session-cache"),
+                .product(name: "HiredisNIO", package: "swift-session-cache"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "HummingbirdSessionCacheTests",
             dependencies: [

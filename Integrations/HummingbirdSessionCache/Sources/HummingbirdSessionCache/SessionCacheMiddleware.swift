@@ -46,20 +46,32 @@ public struct SessionCacheMiddleware<Context: SessionCacheRequestContext>: Route
     let store: SessionStore
     let locks: SessionLock?
     let cookie: CookieOptions
+    let isPassive: @Sendable (Request) -> Bool
 
-    /// Sessions from `store`; with `locks`, one request per session at a time.
-    public init(store: SessionStore, locks: SessionLock? = nil, cookie: CookieOptions = CookieOptions()) {
+    /// Sessions from `store`; with `locks`, one request per session at a time. Requests for which
+    /// `passive` is true (a page polling for news, say) read the session without sliding its
+    /// timer and without the lock: they must not keep an idle session alive.
+    public init(
+        store: SessionStore, locks: SessionLock? = nil, cookie: CookieOptions = CookieOptions(),
+        passive: @escaping @Sendable (Request) -> Bool = { _ in false }
+    ) {
         self.store = store
         self.locks = locks
         self.cookie = cookie
+        self.isPassive = passive
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let presented = request.cookies[cookie.name]?.value
+        let passive = isPassive(request)
         var loaded: Session?
         if let presented, !presented.isEmpty {
             do {
-                if case .resumed(let session, _) = try await store.resume(presented) { loaded = session }
+                if passive {
+                    loaded = try await store.get(presented)
+                } else if case .resumed(let session, _) = try await store.resume(presented) {
+                    loaded = session
+                }
             } catch SessionError.invalidID {
                 loaded = nil  // a forged or foreign cookie: no session, the cookie is cleared
             } catch {
@@ -70,7 +82,7 @@ public struct SessionCacheMiddleware<Context: SessionCacheRequestContext>: Route
         session.load(store: store, session: loaded, cookieChanged: presented != nil && loaded == nil)
 
         var lease: LockLease?
-        if let locks, let id = loaded?.id {
+        if let locks, !passive, let id = loaded?.id {
             do {
                 lease = try await locks.acquire(id)
             } catch LockError.timedOut {

@@ -1,0 +1,46 @@
+/// The chat page: plain HTML and a little JavaScript, served by every instance.
+let page = """
+    <!doctype html><html><head><meta charset="utf-8"><title>Chat</title>
+    <style>body{font-family:system-ui,sans-serif;max-width:720px;margin:2em auto}#log{border:1px solid #ccc;min-height:200px;padding:8px}
+    .user{color:#235}.assistant{color:#585}#warning{background:#fd6;padding:6px;display:none}.hidden{display:none}</style></head><body>
+    <h1>Chat</h1><p>served by <b id="instance">?</b></p>
+    <div id="login"><input id="name" placeholder="your name"><button id="login-button">Log in</button></div>
+    <div id="chat" class="hidden">
+      <p>signed in as <b id="user"></b> · mode <select id="mode"><option value="short">short</option><option value="standard">standard</option>
+      <option value="lenient">lenient</option></select> · <span id="left"></span></p>
+      <div id="warning">Your conversation ends soon for inactivity: send a message to keep it.</div>
+      <div id="log"></div>
+      <form id="send"><input id="text" autocomplete="off" size="50"><button>Send</button></form>
+      <p><button id="conversations-button">My conversations</button> <button id="logout-everywhere">Log out everywhere</button></p>
+      <ul id="conversations"></ul>
+    </div>
+    <script>
+    const $ = (id) => document.getElementById(id);
+    async function post(path, body) {
+      const response = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body || {})});
+      if (!response.ok) throw new Error(path + ": " + response.status);
+    }
+    async function refresh() {
+      const state = await (await fetch("/api/state")).json();
+      $("instance").textContent = state.instance;
+      const signedIn = !!state.user;
+      $("login").classList.toggle("hidden", signedIn);
+      $("chat").classList.toggle("hidden", !signedIn);
+      if (!signedIn) return;
+      $("user").textContent = state.user;
+      $("left").textContent = Math.round(state.secondsLeft) + " s left";
+      $("warning").style.display = state.warning ? "block" : "none";
+      if (document.activeElement !== $("mode")) $("mode").value = state.mode.startsWith("custom") ? "short" : state.mode;
+      $("log").innerHTML = state.messages.map((m) => `<div class="${m.role}">${m.role}: ${m.content.replace(/</g, "&lt;")}</div>`).join("");
+    }
+    $("login-button").onclick = async () => { await post("/api/login", {user: $("name").value}); await refresh(); };
+    $("send").onsubmit = async (event) => { event.preventDefault(); const text = $("text").value; $("text").value = ""; await post("/api/messages", {text}); await refresh(); };
+    $("mode").onchange = async () => { await post("/api/mode", {mode: $("mode").value}); await refresh(); };
+    $("conversations-button").onclick = async () => {
+      const list = await (await fetch("/api/conversations")).json();
+      $("conversations").innerHTML = list.list.map((item) => `<li>${item}</li>`).join("");
+    };
+    $("logout-everywhere").onclick = async () => { await post("/api/logout-everywhere"); await refresh(); };
+    refresh(); setInterval(() => refresh().catch(() => {}), 1000);
+    </script></body></html>
+    """

@@ -1,0 +1,143 @@
+// The example chat (Examples/Chat): a Hummingbird app where each user's conversation is a session.
+// Several instances behind a load balancer share everything through Redis: any instance answers
+// any request, a restart loses nothing, two tabs take turns on the session's lock, the expiry
+// hook runs once per ended conversation whichever instance is up.
+//
+// Environment: PORT (8080), REDIS_URL (redis://127.0.0.1:6379), INSTANCE (a name shown in the
+// page), CHAT_IDLE_SECONDS (idle timeout of the "short" mode, 30), CHAT_WARNING_SECONDS (10),
+// SECURE_COOKIE (1; 0 for plain HTTP on localhost).
+import Foundation
+import HiredisNIO
+import Hummingbird
+import HummingbirdSessionCache
+import Logging
+import ServiceLifecycle
+import SessionCache
+
+let environment = ProcessInfo.processInfo.environment
+let port = Int(environment["PORT"] ?? "") ?? 8080
+let instance = environment["INSTANCE"] ?? "chat-\(port)"
+let idle = Duration.seconds(Int(environment["CHAT_IDLE_SECONDS"] ?? "") ?? 30)
+let warning = Duration.seconds(Int(environment["CHAT_WARNING_SECONDS"] ?? "") ?? 10)
+let logger: Logger = {
+    var logger = Logger(label: instance)
+    logger.logLevel = .info
+    return logger
+}()
+
+var redisConfiguration = try HiredisConfiguration(url: environment["REDIS_URL"] ?? "redis://127.0.0.1:6379")
+redisConfiguration.clientName = instance
+let redis = try HiredisClient(configuration: redisConfiguration)
+
+var storeConfiguration = SessionStoreConfiguration(namespace: "chat")
+storeConfiguration.expiryListener = true
+storeConfiguration.messageWindow = 50
+storeConfiguration.logger = logger
+let store = try SessionStore(client: redis, configuration: storeConfiguration)
+let locks = SessionLock(store: store)
+
+/// The modes a user can pick: "short" is the demo's idle timeout, the others the store's.
+func mode(named name: String) -> TimeoutMode {
+    switch name {
+    case "standard": return .standard
+    case "lenient": return .lenient
+    default: return .custom(idle)
+    }
+}
+
+// The cleanup hook: runs once per ended conversation, on whichever instance claims it. The count
+// per session is kept in Redis so that the admin endpoint (and the browser test) can see it.
+let listener = ExpiryListener(store: store) { expired in
+    logger.info(
+        "cleanup hook ran", metadata: ["user": "\(expired.session.user ?? "-")", "reason": "\(expired.reason)", "attempt": "\(expired.attempt)"])
+    _ = try await redis.pipeline([
+        RESPCommand("HINCRBY", "chat:hook-runs", .string(expired.session.user ?? "-"), 1),
+        RESPCommand("EXPIRE", "chat:hook-runs", 86_400),
+    ])
+}
+
+struct Message: Encodable {
+    var role: String
+    var content: String
+}
+
+struct State: ResponseEncodable {
+    var instance: String
+    var user: String?
+    var mode: String?
+    var secondsLeft: Double?
+    var warning: Bool
+    var messages: [Message]
+}
+
+struct Conversation: ResponseEncodable {
+    var list: [String]
+}
+
+struct Login: Decodable { var user: String }
+struct Text: Decodable { var text: String }
+struct ModeChoice: Decodable { var mode: String }
+
+let router = Router(context: BasicSessionCacheRequestContext.self)
+router.add(middleware: LogRequestsMiddleware(.debug))
+router.add(
+    middleware: SessionCacheMiddleware(
+        store: store, locks: locks, cookie: .init(name: "chat", secure: environment["SECURE_COOKIE"] != "0"),
+        // The page polls its state: that must not keep an idle conversation alive.
+        passive: { $0.method == .get && $0.uri.path == "/api/state" }))
+
+router.get("/") { _, _ in
+    Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
+}
+router.get("/api/state") { _, context -> State in
+    guard let session = context.session.current else {
+        return State(instance: instance, user: nil, mode: nil, secondsLeft: nil, warning: false, messages: [])
+    }
+    let ends = min(session.lastActivity.addingTimeInterval(Double(session.idleTimeout.components.seconds)), session.absoluteDeadline)
+    let left = max(0, ends.timeIntervalSinceNow)
+    let messages = try await store.recentMessages(session.id, limit: 50).map { Message(role: $0.role, content: $0.content) }
+    return State(
+        instance: instance, user: session.user, mode: session.mode.storedName, secondsLeft: left,
+        warning: left <= Double(warning.components.seconds), messages: messages)
+}
+router.post("/api/login") { request, context -> HTTPResponse.Status in
+    let login = try await request.decode(as: Login.self, context: context)
+    guard !login.user.isEmpty, login.user.count <= 64 else { throw HTTPError(.badRequest, message: "a user name, please") }
+    try await context.session.logIn(user: login.user, mode: .custom(idle))
+    return .ok
+}
+router.post("/api/messages") { request, context -> HTTPResponse.Status in
+    guard let id = context.session.id else { throw HTTPError(.unauthorized) }
+    let text = try await request.decode(as: Text.self, context: context).text
+    try await store.appendTurn(id, user: text, assistant: "echo: \(text)", lease: context.session.lease)
+    return .ok
+}
+router.post("/api/mode") { request, context -> HTTPResponse.Status in
+    guard let id = context.session.id else { throw HTTPError(.unauthorized) }
+    let choice = try await request.decode(as: ModeChoice.self, context: context)
+    try await store.setTimeoutMode(id, mode(named: choice.mode), lease: context.session.lease)
+    return .ok
+}
+router.get("/api/conversations") { _, context -> Conversation in
+    guard let user = context.session.user else { throw HTTPError(.unauthorized) }
+    let list = try await store.list(user: user).map { "\($0.state), \($0.messageCount) messages: \($0.preview ?? "")" }
+    return Conversation(list: list)
+}
+router.post("/api/logout-everywhere") { _, context -> HTTPResponse.Status in
+    guard let user = context.session.user else { throw HTTPError(.unauthorized) }
+    try await context.session.destroy()
+    _ = try await store.deleteAll(user: user)
+    return .ok
+}
+router.get("/admin/hook-runs") { _, _ -> String in
+    let pairs = try await redis.send(RESPCommand("HGETALL", "chat:hook-runs")).array?.compactMap(\.string) ?? []
+    return stride(from: 0, to: pairs.count - 1, by: 2).map { "\(pairs[$0]) \(pairs[$0 + 1])" }.joined(separator: "\n")
+}
+
+let app = Application(
+    router: router, configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: instance), logger: logger)
+// The client first: it stops last.
+let services = ServiceGroup(
+    configuration: .init(services: [redis, locks, listener, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+logger.info("chat instance listening", metadata: ["port": "\(port)"])
+try await services.run()

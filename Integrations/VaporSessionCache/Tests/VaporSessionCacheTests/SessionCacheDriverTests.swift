@@ -1,0 +1,127 @@
+import EmbeddedRedis
+import HiredisNIO
+import SessionCache
+import Testing
+import Vapor
+import VaporSessionCache
+import VaporTesting
+
+@Suite("SessionCacheDriver")
+struct SessionCacheDriverTests {
+    /// A Vapor app with the driver on a real redis-server.
+    func withApp(_ body: @Sendable (Application, RedisServer, HiredisClient, SessionStore) async throws -> Void) async throws {
+        try await RedisServer.with { server in
+            let client = try HiredisClient(configuration: server.configuration)
+            try await client.withRunning { client in
+                let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "vapor"))
+                let app = try await Application.make(.testing)
+                app.sessions.use { _ in SessionCacheDriver(store: store) }
+                app.sessions.configuration = SessionCacheDriver.cookieConfiguration()
+                let sessions = app.grouped(app.sessions.middleware)
+                sessions.get("set", ":value") { request -> String in
+                    request.session.data["color"] = request.parameters.get("value")
+                    return "set"
+                }
+                sessions.get("get") { request -> String in request.session.data["color"] ?? "-" }
+                sessions.get("destroy") { request -> String in
+                    request.session.destroy()
+                    return "gone"
+                }
+                do {
+                    try await body(app, server, client, store)
+                } catch {
+                    try await app.asyncShutdown()
+                    throw error
+                }
+                try await app.asyncShutdown()
+            }
+        }
+    }
+
+    private func fcalls(_ client: HiredisClient) async throws -> Int {
+        let stats = try await client.send(RESPCommand("INFO", "commandstats")).string ?? ""
+        let line = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_fcall:") } ?? ""
+        return Int(line.split(separator: ",").first?.split(separator: "=").last ?? "0") ?? 0
+    }
+
+    @Test func aSafeCookieDataInRedisOnlyChangesWrittenAndAReadWritesNothing() async throws {
+        try await withApp { app, _, client, store in
+            var cookie: HTTPCookies.Value?
+            try await app.testing().test(.GET, "set/blue") { response in
+                cookie = response.headers.setCookie?["session"]
+                let header = response.headers.first(name: .setCookie) ?? ""
+                #expect(header.contains("HttpOnly") && header.contains("Secure") && header.contains("SameSite=Lax"))
+            }
+            let id = try #require(cookie?.string)
+            #expect(try await store.metadata(id)["color"] == .string("blue"))
+            var headers = HTTPHeaders()
+            headers.cookie = ["session": try #require(cookie)]
+
+            // A request that only reads: one call (resume, which slides the TTL), no write.
+            _ = try await client.send(RESPCommand("CONFIG", "RESETSTAT"))
+            try await app.testing().test(.GET, "get", headers: headers) { response in
+                #expect(response.body.string == "blue")
+            }
+            #expect(try await fcalls(client) == 1)
+
+            // A change: the changed key only.
+            try await app.testing().test(.GET, "set/green", headers: headers) { _ in }
+            #expect(try await store.metadata(id)["color"] == .string("green"))
+        }
+    }
+
+    @Test func aMalformedOrEndedCookieGetsAFreshSessionNotAnError() async throws {
+        try await withApp { app, _, _, store in
+            for value in ["not-a-session", "AAA" + String(repeating: "A", count: 24)] {
+                var headers = HTTPHeaders()
+                headers.cookie = ["session": HTTPCookies.Value(string: value)]
+                try await app.testing().test(.GET, "get", headers: headers) { response in
+                    #expect(response.status == .ok)
+                    #expect(response.body.string == "-")
+                }
+            }
+            // Destroyed: deleted in Redis, the cookie expired.
+            var cookie: HTTPCookies.Value?
+            try await app.testing().test(.GET, "set/red") { response in cookie = response.headers.setCookie?["session"] }
+            var headers = HTTPHeaders()
+            headers.cookie = ["session": try #require(cookie)]
+            try await app.testing().test(.GET, "destroy", headers: headers) { response in
+                #expect(response.headers.setCookie?["session"]?.expires.map { $0 < Date() } == true)
+            }
+            #expect(try await store.get(try #require(cookie?.string)) == nil)
+        }
+    }
+
+    @Test func theExpiryListenerRunsWithTheApplication() async throws {
+        try await RedisServer.with { server in
+            let client = try HiredisClient(configuration: server.configuration)
+            try await client.withRunning { client in
+                var configuration = SessionStoreConfiguration(namespace: "vapor-hooks")
+                configuration.expiryListener = true
+                let store = try SessionStore(client: client, configuration: configuration)
+                let (expired, continuation) = AsyncStream.makeStream(of: String.self)
+                let listener = ExpiryListener(store: store) { ended in continuation.yield(ended.session.id) }
+                let app = try await Application.make(.testing)
+                app.lifecycle.use(ExpiryListenerLifecycle(listener))
+                try await app.asyncBoot()
+                let session = try await store.create(user: "erin", mode: .custom(.milliseconds(300)))
+                // The hook's call, or nil after 20 s.
+                let first = await withTaskGroup(of: String?.self) { group in
+                    group.addTask {
+                        var iterator = expired.makeAsyncIterator()
+                        return await iterator.next()
+                    }
+                    group.addTask {
+                        try? await Task.sleep(for: .seconds(20))
+                        return nil
+                    }
+                    let first = await group.next() ?? nil
+                    group.cancelAll()
+                    return first
+                }
+                #expect(first == session.id)
+                try await app.asyncShutdown()
+            }
+        }
+    }
+}
