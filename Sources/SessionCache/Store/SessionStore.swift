@@ -277,6 +277,12 @@ public final class SessionStore: Sendable {
         if keyspace.bucket(ofSession: id) == nil { throw .invalidID }
     }
 
+    /// Whether `id` has the form of an id this store issues (27 URL-safe characters naming one of
+    /// its buckets), without asking Redis: a cookie that fails this is not worth a round trip.
+    public func isWellFormed(_ id: String) -> Bool {
+        keyspace.bucket(ofSession: id) != nil
+    }
+
     func validate(user: String) throws(SessionError) {
         let count = user.utf8.count
         if count == 0 || count > 200 || user.contains(where: { $0.isNewline }) { throw .invalidUser }

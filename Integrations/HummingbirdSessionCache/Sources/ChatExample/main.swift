@@ -49,7 +49,8 @@ func mode(named name: String) -> TimeoutMode {
 // per session is kept in Redis so that the admin endpoint (and the browser test) can see it.
 let listener = ExpiryListener(store: store) { expired in
     logger.info(
-        "cleanup hook ran", metadata: ["user": "\(expired.session.user ?? "-")", "reason": "\(expired.reason)", "attempt": "\(expired.attempt)"])
+        "cleanup hook ran",
+        metadata: ["user": "\(expired.session.user ?? "-")", "reason": "\(expired.reason)", "attempt": "\(expired.attempt)"])
     _ = try await redis.pipeline([
         RESPCommand("HINCRBY", "chat:hook-runs", .string(expired.session.user ?? "-"), 1),
         RESPCommand("EXPIRE", "chat:hook-runs", 86_400),

@@ -32,24 +32,21 @@ public struct SessionCacheDriver: AsyncSessionDriver {
 
     public func createSession(_ data: SessionData, for request: Request) async throws -> SessionID {
         let metadata = data.snapshot.mapValues { JSONValue.string($0) }
-        let session: Session
-        if let userKey, let user = data[userKey] {
-            session = try await store.create(user: user, metadata: metadata)
-        } else {
-            session = try await store.createAnonymous(metadata: metadata)
-        }
+        // (Vapor has a `Session` type too: the store's is left to inference here.)
+        let id =
+            if let userKey, let user = data[userKey] {
+                try await store.create(user: user, metadata: metadata).id
+            } else {
+                try await store.createAnonymous(metadata: metadata).id
+            }
         request.storage[LoadedSession.self] = data.snapshot
-        return SessionID(string: session.id)
+        return SessionID(string: id)
     }
 
     public func readSession(_ sessionID: SessionID, for request: Request) async throws -> SessionData? {
-        let result: SessionStore.ResumeResult
-        do {
-            result = try await store.resume(sessionID.string)
-        } catch SessionError.invalidID {
-            return nil  // not one of ours: a fresh session
-        }
-        guard case .resumed(let session, _) = result else { return nil }
+        // Not one of ours (malformed): a fresh session, no error.
+        guard store.isWellFormed(sessionID.string) else { return nil }
+        guard case .resumed(let session, _) = try await store.resume(sessionID.string) else { return nil }
         let values = session.metadata.compactMapValues { value -> String? in
             if case .string(let text) = value { return text }
             return nil
@@ -67,8 +64,9 @@ public struct SessionCacheDriver: AsyncSessionDriver {
         guard !changes.isEmpty else { return sessionID }
         do {
             try await store.setMetadata(sessionID.string, changes)
-        } catch SessionError.notFound {
+        } catch {
             // It ended meanwhile: the data goes to a fresh session.
+            guard error == .notFound else { throw error }
             return try await createSession(data, for: request)
         }
         request.storage[LoadedSession.self] = after
@@ -76,11 +74,8 @@ public struct SessionCacheDriver: AsyncSessionDriver {
     }
 
     public func deleteSession(_ sessionID: SessionID, for request: Request) async throws {
-        do {
-            try await store.delete(sessionID.string)
-        } catch SessionError.invalidID {
-            // Nothing of ours to delete.
-        }
+        guard store.isWellFormed(sessionID.string) else { return }  // nothing of ours to delete
+        try await store.delete(sessionID.string)
     }
 
     /// Vapor's session cookie with safe attributes: `HttpOnly`, `Secure` (unless `secure` is
