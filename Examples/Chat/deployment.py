@@ -77,6 +77,7 @@ class Deployment:
         self.dir = tempfile.mkdtemp(prefix="ssc-chat-")
         self.redis_port = free_port()
         self.ports = [free_port() for _ in range(instances)]
+        self.metrics_ports = [free_port() for _ in range(instances)]
         self.port = free_port()
         self.instances = [None] * instances
         self.redis = None
@@ -111,7 +112,7 @@ class Deployment:
         environment.update({
             "PORT": str(self.ports[index]), "INSTANCE": "chat-%d" % (index + 1),
             "REDIS_URL": "redis://127.0.0.1:%d" % self.redis_port, "CHAT_IDLE_SECONDS": str(self.idle),
-            "CHAT_WARNING_SECONDS": str(self.warning), "SECURE_COOKIE": "0",
+            "CHAT_WARNING_SECONDS": str(self.warning), "SECURE_COOKIE": "0", "METRICS_PORT": str(self.metrics_ports[index]),
         })
         with open(self.log(index), "a") as log:
             self.instances[index] = subprocess.Popen([self.binary], env=environment, stdout=log, stderr=subprocess.STDOUT)
@@ -148,6 +149,7 @@ def main():
     arguments = parser.parse_args()
     deployment = Deployment(arguments.binary, arguments.instances, arguments.idle, arguments.warning).start()
     print("chat: %s  (%d instances behind nginx, Redis on port %d; Ctrl-C stops)" % (deployment.url, deployment.count, deployment.redis_port))
+    print("metrics: " + ", ".join("http://127.0.0.1:%d/metrics" % port for port in deployment.metrics_ports))
     sys.stdout.flush()
     try:
         signal.pause()

@@ -8,7 +8,8 @@ behind nginx, on loopback. Steps (screenshots of each in ARTIFACTS, default /tmp
 4. an instance is killed and restarted: the conversation is still there;
 5. the conversation idles past its short timeout: the warning appears, then a fresh start, and the
    server's cleanup hook ran exactly once;
-6. "log out everywhere" in one browser ends the session of another browser of the same user.
+6. "log out everywhere" in one browser ends the session of another browser of the same user;
+and each instance serves Prometheus metrics on a port of its own.
 
 Usage: chat_test.py CHAT_BINARY
 """
@@ -102,6 +103,14 @@ def main(binary):
             instances.add(first.find_element(By.ID, "instance").text)
         assert len(instances) >= 2, "every reload hit one instance: %s" % instances
         shot(first, "2-reloaded")
+
+        # Prometheus text on each instance's own port: the store's operations with sub-millisecond
+        # buckets, and the sampled gauges.
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % deployment.metrics_ports[0], timeout=5) as response:
+            metrics = response.read().decode()
+        assert "session_operation_duration_bucket" in metrics, metrics[:2000]
+        assert 'le="5e-05"' in metrics or 'le="0.00005"' in metrics, "no sub-millisecond bucket"
+        assert "chat_active_sessions" in metrics, "no active-sessions gauge"
 
         # 3. A second tab, both sending at the same moment.
         first_tab = first.current_window_handle

@@ -101,9 +101,10 @@ struct ClusterTests {
             let client = try HiredisClient.started(configuration: configuration)
             defer { Task { await client.close() } }
             let key = "survivor"
-            try await client.set(key, to: "1")
-            // Wait for the replica to have it, as WAIT does for acknowledged writes.
-            #expect(try await client.send(RESPCommand("WAIT", "1", "2000")).int == 1)
+            // The write and a WAIT for the replica to have it, on the key's node (a keyless command
+            // in a pipeline goes with the keyed one before it).
+            let replies = try await client.pipeline([RESPCommand("SET", .string(key), "1"), RESPCommand("WAIT", "1", "2000")])
+            #expect(replies[1].int == 1)
             let primary = try await cluster.primary(forSlot: HashSlot.of(key))
             let promoted = try await cluster.killPrimary(primary)
             // The client finds the new primary (CLUSTERDOWN/connection loss → refresh) within

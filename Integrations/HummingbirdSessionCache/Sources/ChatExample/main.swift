@@ -3,14 +3,17 @@
 // any request, a restart loses nothing, two tabs take turns on the session's lock, the expiry
 // hook runs once per ended conversation whichever instance is up.
 //
-// Environment: PORT (8080), REDIS_URL (redis://127.0.0.1:6379), INSTANCE (a name shown in the
+// Environment: HOST (127.0.0.1; 0.0.0.0 in a container), PORT (8080), REDIS_URL (redis://127.0.0.1:6379), INSTANCE (a name shown in the
 // page), CHAT_IDLE_SECONDS (idle timeout of the "short" mode, 30), CHAT_WARNING_SECONDS (10),
-// SECURE_COOKIE (1; 0 for plain HTTP on localhost).
+// SECURE_COOKIE (1; 0 for plain HTTP on localhost), METRICS_PORT (Prometheus text on
+// /metrics; unset: no metrics endpoint).
 import Foundation
 import HiredisNIO
 import Hummingbird
 import HummingbirdSessionCache
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import SessionCache
 
@@ -24,6 +27,19 @@ let logger: Logger = {
     logger.logLevel = .info
     return logger
 }()
+
+// Metrics: bootstrapped before the client and the store are made (their defaults pick the
+// system up). The store's operations take well under a millisecond: buckets from 50 µs.
+let registry = PrometheusCollectorRegistry()
+var prometheus = PrometheusMetricsFactory(registry: registry)
+prometheus.defaultDurationHistogramBuckets = [
+    .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+    .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+    .milliseconds(500), .seconds(1),
+]
+MetricsSystem.bootstrap(prometheus)
+let activeSessions = Gauge(label: "chat_active_sessions")
+let activeUsers = Gauge(label: "chat_users")
 
 var redisConfiguration = try HiredisConfiguration(url: environment["REDIS_URL"] ?? "redis://127.0.0.1:6379")
 redisConfiguration.clientName = instance
@@ -135,10 +151,32 @@ router.get("/admin/hook-runs") { _, _ -> String in
     return stride(from: 0, to: pairs.count - 1, by: 2).map { "\(pairs[$0]) \(pairs[$0 + 1])" }.joined(separator: "\n")
 }
 
+/// Samples the store's figures into gauges every 5 s (one call per bucket: not per request).
+struct StatsSampler: Service {
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            if let stats = try? await store.stats() {
+                activeSessions.record(stats.activeSessions)
+                activeUsers.record(stats.users)
+            }
+            try? await Task.sleep(for: .seconds(5))
+        }
+    }
+}
+
+/// Prometheus text on its own port (not behind the load balancer).
+func metricsApplication(port: Int) -> some ApplicationProtocol {
+    let router = Router()
+    router.get("/metrics") { _, _ in registry.emitToString() }
+    return Application(router: router, configuration: .init(address: .hostname(environment["HOST"] ?? "127.0.0.1", port: port)))
+}
+
 let app = Application(
-    router: router, configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: instance), logger: logger)
+    router: router, configuration: .init(address: .hostname(environment["HOST"] ?? "127.0.0.1", port: port), serverName: instance),
+    logger: logger)
 // The client first: it stops last.
-let services = ServiceGroup(
-    configuration: .init(services: [redis, locks, listener, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+var services: [any Service] = [redis, locks, listener, StatsSampler(), app]
+if let metricsPort = Int(environment["METRICS_PORT"] ?? "") { services.append(metricsApplication(port: metricsPort)) }
+let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
 logger.info("chat instance listening", metadata: ["port": "\(port)"])
-try await services.run()
+try await group.run()

@@ -17,7 +17,9 @@ import SessionCache
 /// - Redis errors fail closed: the request gets `503 Service Unavailable` and the error is logged;
 ///   nobody is logged out because Redis hiccuped.
 /// - With `locks`, each request that has a session holds the session's lock while the handler
-///   runs (two tabs' requests take turns); `context.session.lease` fences the handler's writes.
+///   runs (two tabs' requests take turns; the lease is renewed while a slow handler runs);
+///   `context.session.lease` fences the handler's writes. A lock not granted within the lock's
+///   wait timeout answers `409 Conflict`; a session that ended during the request, `401`.
 ///
 /// ```swift
 /// let router = Router(context: BasicSessionCacheRequestContext.self)
@@ -94,10 +96,23 @@ public struct SessionCacheMiddleware<Context: SessionCacheRequestContext>: Route
         }
         var response: Response
         do {
-            response = try await next(request, context)
-            if let id = session.id {
-                let changes = session.changes
-                if !changes.isEmpty { try await store.setMetadata(id, changes, lease: session.lease) }
+            response = try await withThrowingTaskGroup(of: Void.self) { renewals in
+                // A slow handler keeps the lock: renewed every third of the lease while it runs.
+                if let lease, let locks {
+                    renewals.addTask {
+                        while true {
+                            try await Task.sleep(for: locks.configuration.lease / 3)
+                            guard try await locks.extend(lease) else { return }
+                        }
+                    }
+                }
+                defer { renewals.cancelAll() }
+                let response = try await next(request, context)
+                if let id = session.id {
+                    let changes = session.changes
+                    if !changes.isEmpty { try await store.setMetadata(id, changes, lease: session.lease) }
+                }
+                return response
             }
         } catch let error as SessionError {
             await release(lease)
