@@ -176,7 +176,8 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     }
 
     /// Runs `body` (given the time left) until it succeeds, throws something other than a
-    /// transient refusal, or the timeout is spent; waits 10 ms, doubling to 500 ms, between tries.
+    /// transient refusal, or the timeout is spent; waits 10 ms, doubling to 500 ms (at most half the
+    /// time left), between tries.
     private func retryingTransient<T>(timeout: Duration, _ body: (Duration) async throws -> T) async throws -> T {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
@@ -185,9 +186,11 @@ public final class HiredisClient: HiredisClientProtocol, Service {
             do {
                 return try await body(max(deadline - clock.now, .milliseconds(1)))
             } catch let error as HiredisError where isRetryable(error) {
-                if clock.now + delay >= deadline { throw error }
+                // Near the deadline the pauses shrink, so that the last try comes close to it.
+                let remaining = deadline - clock.now
+                if remaining < .milliseconds(20) { throw error }
                 metrics.retries.increment()
-                try await Task.sleep(for: delay)
+                try await Task.sleep(for: min(delay, remaining / 2))
                 delay = min(delay * 2, .milliseconds(500))
             }
         }
