@@ -132,10 +132,10 @@ class Deployment:
     def stop(self):
         for process in [self.nginx] + self.instances + [self.redis]:
             if process and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
                 try:
+                    process.send_signal(signal.SIGTERM)
                     process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
+                except (subprocess.TimeoutExpired, ProcessLookupError):
                     process.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -156,6 +156,9 @@ def main():
     except KeyboardInterrupt:
         pass
     finally:
+        # A terminal's Ctrl-C reaches the whole process group (the instances stop gracefully by
+        # themselves); a second one must not interrupt the clean-up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         deployment.stop()
 
 
