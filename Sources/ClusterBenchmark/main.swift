@@ -141,13 +141,7 @@ let writing = Task {
 }
 try await Task.sleep(for: .seconds(2))
 // The clock starts once the primary is dead (writes issued before that may still succeed).
-let promoted = try await cluster.replica(of: victim)
-await victim.kill()
-killedAt.withLockedValue { $0 = ContinuousClock.now }
-while try await cluster.send(RESPCommand("ROLE"), to: promoted).array?.first?.string != "master" {
-    try await Task.sleep(for: .milliseconds(20))
-}
-try await cluster.waitUntilStable()
+let promoted = try await cluster.killPrimary(victim) { killedAt.withLockedValue { $0 = ContinuousClock.now } }
 try await Task.sleep(for: .seconds(2))
 stop.withLockedValue { $0 = true }
 await writing.value

@@ -89,15 +89,7 @@ public final class RedisCluster: Sendable {
 
     /// Starts a cluster, runs `body`, and stops every node, also when `body` throws.
     public static func with<T: Sendable>(_ options: Options = Options(), _ body: (RedisCluster) async throws -> T) async throws -> T {
-        let cluster = try await start(options)
-        do {
-            let result = try await body(cluster)
-            await cluster.stop()
-            return result
-        } catch {
-            await cluster.stop()
-            throw error
-        }
+        try await withStarted(try await start(options), stop: { await $0.stop() }, body)
     }
 
     /// Stops every node and removes their files.
@@ -111,9 +103,7 @@ public final class RedisCluster: Sendable {
 
     /// Sends one command to one node over a connection of its own.
     public func send(_ command: RESPCommand, to node: RedisServer) async throws -> RESPReply {
-        let connection = try await HiredisConnection.connect(configuration: node.configuration)
-        defer { connection.close() }
-        return try await connection.send(command)
+        try await node.send(command)
     }
 
     private func info(_ node: RedisServer, _ section: String) async throws -> [String: String] {
@@ -174,7 +164,7 @@ public final class RedisCluster: Sendable {
     public func failover(_ primary: RedisServer) async throws -> RedisServer {
         let replica = try await replica(of: primary)
         _ = try await send(RESPCommand("CLUSTER", "FAILOVER"), to: replica)
-        try await waitUntil("\(replica.address) to become a primary") {
+        try await pollUntil("\(replica.address) to become a primary") {
             try await self.info(replica, "replication")["role"] == "master"
         }
         try await waitUntilStable()
@@ -184,11 +174,13 @@ public final class RedisCluster: Sendable {
     /// Kills `primary` (SIGKILL) and waits until its replica has been promoted by the cluster's
     /// own failure detection; returns the new primary. The killed node stays down
     /// (``RedisServer/restart()`` brings it back as a replica).
+    /// `killed` runs once the process is dead (to start a clock of unavailability, say).
     @discardableResult
-    public func killPrimary(_ primary: RedisServer) async throws -> RedisServer {
+    public func killPrimary(_ primary: RedisServer, killed: () -> Void = {}) async throws -> RedisServer {
         let replica = try await replica(of: primary)
         await primary.kill()
-        try await waitUntil("\(replica.address) to be promoted") {
+        killed()
+        try await pollUntil("\(replica.address) to be promoted") {
             try await self.info(replica, "replication")["role"] == "master"
         }
         try await waitUntilStable()
@@ -232,7 +224,7 @@ public final class RedisCluster: Sendable {
     /// Waits until every running node says the cluster is ok, knows every slot, and every replica
     /// is in sync with its primary.
     public func waitUntilStable() async throws {
-        try await waitUntil("the cluster to be stable") {
+        try await pollUntil("the cluster to be stable") {
             var owners: Set<String> = []
             for node in self.nodes where node.pid != nil {
                 let info = try await self.send(RESPCommand("CLUSTER", "INFO"), to: node).string ?? ""
@@ -248,12 +240,4 @@ public final class RedisCluster: Sendable {
         }
     }
 
-    private func waitUntil(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if (try? await condition()) == true { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw RedisServer.StartError(description: "timed out after \(timeout) waiting for \(what)")
-    }
 }

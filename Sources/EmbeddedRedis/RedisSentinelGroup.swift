@@ -95,15 +95,7 @@ public final class RedisSentinelGroup: Sendable {
 
     /// Starts a group, runs `body`, and stops every server, also when `body` throws.
     public static func with<T: Sendable>(_ options: Options = Options(), _ body: (RedisSentinelGroup) async throws -> T) async throws -> T {
-        let group = try await start(options)
-        do {
-            let result = try await body(group)
-            await group.stop()
-            return result
-        } catch {
-            await group.stop()
-            throw error
-        }
+        try await withStarted(try await start(options), stop: { await $0.stop() }, body)
     }
 
     /// Stops every server and removes their files.
@@ -112,12 +104,9 @@ public final class RedisSentinelGroup: Sendable {
     }
 
     /// Sends one command to one server over a connection of its own.
+    /// (Sentinels are started without the data nodes' password.)
     public func send(_ command: RESPCommand, to server: RedisServer) async throws -> RESPReply {
-        var configuration = server.configuration
-        if sentinels.contains(where: { $0 === server }) { configuration.password = nil }
-        let connection = try await HiredisConnection.connect(configuration: configuration)
-        defer { connection.close() }
-        return try await connection.send(command)
+        try await server.send(command)
     }
 
     /// The primary according to the first Sentinel that answers.
@@ -148,7 +137,7 @@ public final class RedisSentinelGroup: Sendable {
     }
 
     private func waitForNewPrimary(replacing old: RedisServer) async throws -> RedisServer {
-        try await waitUntil("a new primary") {
+        try await pollUntil("a new primary") {
             let current = try await self.primary()
             guard current !== old else { return false }
             let role = try await self.send(RESPCommand("ROLE"), to: current).array?.first?.string
@@ -162,7 +151,7 @@ public final class RedisSentinelGroup: Sendable {
     /// sees every running replica in sync.
     public func waitUntilStable() async throws {
         let name = options.primaryName
-        try await waitUntil("the Sentinels to agree") {
+        try await pollUntil("the Sentinels to agree") {
             var primaries: Set<Int> = []
             let runningSentinels = self.sentinels.filter { $0.pid != nil }
             for sentinel in runningSentinels {
@@ -183,14 +172,6 @@ public final class RedisSentinelGroup: Sendable {
         }
     }
 
-    private func waitUntil(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if (try? await condition()) == true { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw RedisServer.StartError(description: "timed out after \(timeout) waiting for \(what)")
-    }
 }
 
 extension RESPReply {

@@ -150,15 +150,7 @@ public final class RedisServer: @unchecked Sendable {
     /// Starts a server, runs `body`, and stops the server and removes its files, also when
     /// `body` throws.
     public static func with<T: Sendable>(_ options: Options = Options(), _ body: (RedisServer) async throws -> T) async throws -> T {
-        let server = try await start(options)
-        do {
-            let result = try await body(server)
-            await server.stop()
-            return result
-        } catch {
-            await server.stop()
-            throw error
-        }
+        try await withStarted(try await start(options), stop: { await $0.stop() }, body)
     }
 
     /// Stops the server (SIGTERM, SIGKILL after 5 s) and removes its directory.

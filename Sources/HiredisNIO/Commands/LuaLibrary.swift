@@ -33,7 +33,7 @@ public struct LuaLibrary: Sendable, Hashable {
 
 extension HiredisServerError {
     /// Whether this is Redis's reply to `FCALL` of a function it does not know.
-    var isFunctionNotFound: Bool { message.hasPrefix("ERR Function not found") }
+    public var isFunctionNotFound: Bool { message.hasPrefix("ERR Function not found") }
 }
 
 extension HiredisClientProtocol {

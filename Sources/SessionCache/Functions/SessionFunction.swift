@@ -41,6 +41,21 @@ protocol SessionFunction: Sendable {
 
 extension SessionFunction {
     static var isReadOnly: Bool { false }
+
+    /// The `FCALL` (`FCALL_RO`) of this call, for pipelines.
+    var command: RESPCommand {
+        RESPCommand(
+            Self.isReadOnly ? "FCALL_RO" : "FCALL",
+            arguments: [.string(SessionFunctions.prefix + Self.name), .integer(keys.count)] + keys + arguments)
+    }
+}
+
+extension RESPReply {
+    /// Whether this is the reply to a function the server does not know (its library is gone).
+    fileprivate var isFunctionNotFound: Bool {
+        if case .error(let text) = self { return HiredisServerError(reply: text).isFunctionNotFound }
+        return false
+    }
 }
 
 extension HiredisClientProtocol {
@@ -63,15 +78,11 @@ extension HiredisClient {
         _ function: Function, replicatedTo acknowledgement: SessionStoreConfiguration.ReplicaAcknowledgement?
     ) async throws -> Function.Result {
         guard let acknowledgement else { return try await call(function) }
-        let command = RESPCommand(
-            "FCALL",
-            arguments: [.string(SessionFunctions.prefix + Function.name), .integer(function.keys.count)] + function.keys
-                + function.arguments)
         let wait = RESPCommand("WAIT", .integer(acknowledgement.replicas), .integer(acknowledgement.timeout.wholeMilliseconds))
-        var replies = try await pipeline([command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
-        if case .error(let text) = replies[0], text.hasPrefix("ERR Function not found") {
+        var replies = try await pipeline([function.command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
+        if replies[0].isFunctionNotFound {
             _ = try await sendToEveryPrimary(SessionFunctions.library.loadCommand)
-            replies = try await pipeline([command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
+            replies = try await pipeline([function.command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
         }
         if case .error(let text) = replies[0] { throw HiredisError.server(HiredisServerError(reply: text)) }
         let result = try function.decode(replies[0])
@@ -86,16 +97,9 @@ extension HiredisClient {
     /// their replies in order; the first error reply is thrown. A server that lost the library
     /// gets it again and the calls are repeated once (a function that is not found ran nowhere).
     func callEach<Function: SessionFunction>(_ functions: [Function]) async throws -> [Function.Result] {
-        let commands = functions.map { function in
-            RESPCommand(
-                Function.isReadOnly ? "FCALL_RO" : "FCALL",
-                arguments: [.string(SessionFunctions.prefix + Function.name), .integer(function.keys.count)] + function.keys
-                    + function.arguments)
-        }
+        let commands = functions.map(\.command)
         var replies = try await pipeline(commands)
-        if replies.contains(where: {
-            if case .error(let text) = $0 { return text.hasPrefix("ERR Function not found") } else { return false }
-        }) {
+        if replies.contains(where: \.isFunctionNotFound) {
             _ = try await sendToEveryPrimary(SessionFunctions.library.loadCommand)
             replies = try await pipeline(commands)
         }

@@ -73,16 +73,19 @@ public final class WebSession: Sendable {
     @discardableResult
     public func logIn(user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil) async throws -> Session {
         let (store, current) = try loaded()
-        let session: Session
+        var session: Session
         if let current, current.user == nil {
             session = try await store.bind(current.id, to: user)
-            if !metadata.isEmpty { try await store.setMetadata(session.id, metadata) }
+            if !metadata.isEmpty {
+                try await store.setMetadata(session.id, metadata)
+                session.metadata.merge(metadata) { _, new in new }
+            }
         } else {
             if let current { try await store.delete(current.id) }
             session = try await store.create(user: user, metadata: metadata, mode: mode)
         }
         replace(with: session)
-        return try await store.get(session.id) ?? session
+        return session
     }
 
     /// Starts an anonymous session when the request has none; returns the session.
