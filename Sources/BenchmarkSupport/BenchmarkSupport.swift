@@ -26,13 +26,13 @@ extension Duration {
 
 /// Runs `operation` from `concurrency` tasks until `total` operations are done, timing each.
 public func runLoad(
-    concurrency: Int, total: Int, _ operation: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
+    concurrency: Int, total: Int, executor: (any TaskExecutor)? = nil, _ operation: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
 ) async throws -> LoadResult {
     let perTask = max(1, total / concurrency)
     let start = ContinuousClock.now
     let merged = try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
         for task in 0..<concurrency {
-            group.addTask {
+            group.addTask(executorPreference: executor) {
                 var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
                 for index in 0..<perTask {
                     let begin = ContinuousClock.now
@@ -52,10 +52,25 @@ public func runLoad(
 
 /// `redis-benchmark` against a server, one test at a time, parsed from its CSV output.
 public enum RedisBenchmark {
+    /// What one run reports.
+    public struct Result: Sendable {
+        public var requestsPerSecond: Double
+        /// The median latency, in microseconds.
+        public var p50Microseconds: Double
+    }
+
     /// Requests per second that `redis-benchmark -t test -c clients -P pipeline -n requests` reports.
     public static func requestsPerSecond(
         port: Int, test: String, clients: Int, pipeline: Int, requests: Int, extra: [String] = []
     ) async throws -> Double {
+        try await run(port: port, test: test, clients: clients, pipeline: pipeline, requests: requests, extra: extra)
+            .requestsPerSecond
+    }
+
+    /// Throughput and median latency of `redis-benchmark -t test -c clients -P pipeline -n requests`.
+    public static func run(
+        port: Int, test: String, clients: Int, pipeline: Int, requests: Int, extra: [String] = []
+    ) async throws -> Result {
         let lines = NIOLockedValueBox<[String]>([])
         let arguments =
             ["-h", "127.0.0.1", "-p", "\(port)", "-c", "\(clients)", "-P", "\(pipeline)", "-n", "\(requests)", "--csv"]
@@ -65,10 +80,13 @@ public enum RedisBenchmark {
         }
         _ = await process.waitForExit()
         let output = lines.withLockedValue { $0 }
-        // "SET","123456.79","0.2",...  (the header line starts with "test")
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
+        // "SET","123456.79","0.2","0.1","0.2",...
         for line in output.reversed() {
             let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-            if fields.count >= 2, fields[0] != "test", let rps = Double(fields[1]) { return rps }
+            if fields.count >= 5, fields[0] != "test", let rps = Double(fields[1]), let p50 = Double(fields[4]) {
+                return Result(requestsPerSecond: rps, p50Microseconds: p50 * 1000)
+            }
         }
         throw RedisServer.StartError(description: "redis-benchmark printed no result: \(output.joined(separator: "\n"))")
     }

@@ -2,7 +2,9 @@
 //
 // GET and SET of small values with 1, 50 and 200 concurrent callers: ours are tasks sharing one
 // client; redis-benchmark uses as many connections without pipelining (-P 1). The server's
-// pipelined ceiling is redis-benchmark -c 50 -P 16. Last line: one JSON object.
+// pipelined ceiling is redis-benchmark -c 50 -P 16. Our callers run twice: on Swift's global
+// executor (what a task gets by default: each reply hops to another thread) and preferring the
+// client's event loop (`client.taskExecutor`). Last line: one JSON object.
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
@@ -11,14 +13,24 @@ import HiredisNIO
 let arguments = CommandLine.arguments.dropFirst()
 let requests = arguments.first.flatMap { Int($0) } ?? 200_000
 let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0) } ?? 1
-// `--profile CALLERS`: only our GET load, against REDIS_PORT, for perf/callgrind.
+
+/// Where our callers' tasks run.
+enum Placement: String, CaseIterable {
+    case global, eventLoop = "event loop"
+}
+
+// `--profile CALLERS`: only our GET load, against REDIS_PORT, for perf/callgrind
+// (ON_EVENT_LOOP=1: callers prefer the client's event loop).
 if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments[flag + 1]),
     let port = ProcessInfo.processInfo.environment["REDIS_PORT"].flatMap({ Int($0) })
 {
     var configuration = HiredisConfiguration(host: "127.0.0.1", port: port)
     configuration.poolSize = poolSize
     let client = try HiredisClient.started(configuration: configuration)
-    let result = try await runLoad(concurrency: callers, total: requests) { _, _ in _ = try await client.get("key:__rand_int__") }
+    let onLoop = ProcessInfo.processInfo.environment["ON_EVENT_LOOP"] != nil
+    let result = try await runLoad(concurrency: callers, total: requests, executor: onLoop ? client.taskExecutor : nil) { _, _ in
+        _ = try await client.get("key:__rand_int__")
+    }
     print(
         String(
             format: "GET x %d callers: %.0f ops/s, p50 %.1f µs", callers, result.opsPerSecond, result.latencyMicroseconds(atPercentile: 50))
@@ -38,41 +50,52 @@ print(
     "bench-client: \(requests) requests per measurement, medians of 3 rounds, our pool size \(poolSize), redis-server on port \(server.port)"
 )
 print("")
-print("command  callers   ours ops/s   redis-benchmark ops/s   ratio   ours p50 µs   ours p99 µs")
+print("command  callers  our tasks on   ours ops/s   redis-benchmark ops/s   ratio   ours p50 µs   theirs p50 µs   ours p99 µs")
 
 // The machine is shared and noisy: each measurement alternates ours and the reference `rounds`
 // times and keeps the median of each.
 let rounds = 3
 var ours: [String: LoadResult] = [:]
-var reference: [String: Double] = [:]
+var reference: [String: RedisBenchmark.Result] = [:]
 for command in ["GET", "SET"] {
     for callers in [1, 50, 200] {
         let count = callers == 1 ? requests / 4 : requests
-        var ourRuns: [LoadResult] = []
-        var referenceRuns: [Double] = []
+        var ourRuns: [Placement: [LoadResult]] = [:]
+        var referenceRuns: [RedisBenchmark.Result] = []
         for _ in 0..<rounds {
-            ourRuns.append(
-                try await runLoad(concurrency: callers, total: count) { _, _ in
-                    if command == "GET" {
-                        _ = try await client.get("key:__rand_int__")
-                    } else {
-                        try await client.set("key:__rand_int__", to: value)
-                    }
-                })
+            for placement in Placement.allCases {
+                ourRuns[placement, default: []].append(
+                    try await runLoad(
+                        concurrency: callers, total: count, executor: placement == .eventLoop ? client.taskExecutor : nil
+                    ) { _, _ in
+                        if command == "GET" {
+                            _ = try await client.get("key:__rand_int__")
+                        } else {
+                            try await client.set("key:__rand_int__", to: value)
+                        }
+                    })
+            }
             referenceRuns.append(
-                try await RedisBenchmark.requestsPerSecond(
+                try await RedisBenchmark.run(
                     port: server.port, test: command.lowercased(), clients: callers, pipeline: 1, requests: count))
         }
-        let result = ourRuns.sorted { $0.opsPerSecond < $1.opsPerSecond }[rounds / 2]
-        let rps = referenceRuns.sorted()[rounds / 2]
-        ours["\(command)/\(callers)"] = result
-        reference["\(command)/\(callers)"] = rps
-        print(
-            command.padding(toLength: 9, withPad: " ", startingAt: 0)
-                + "\(callers)".padding(toLength: 10, withPad: " ", startingAt: 0)
-                + String(
-                    format: "%11.0f   %21.0f   %5.2f   %11.1f   %11.1f", result.opsPerSecond, rps, result.opsPerSecond / rps,
-                    result.latencyMicroseconds(atPercentile: 50), result.latencyMicroseconds(atPercentile: 99)))
+        let theirs = referenceRuns.sorted { $0.requestsPerSecond < $1.requestsPerSecond }[rounds / 2]
+        let theirP50 = referenceRuns.map(\.p50Microseconds).sorted()[rounds / 2]
+        reference["\(command)/\(callers)"] = theirs
+        for placement in Placement.allCases {
+            let runs = ourRuns[placement]!
+            let result = runs.sorted { $0.opsPerSecond < $1.opsPerSecond }[rounds / 2]
+            ours["\(command)/\(callers)/\(placement.rawValue)"] = result
+            let p50 = runs.map { $0.latencyMicroseconds(atPercentile: 50) }.sorted()[rounds / 2]
+            print(
+                command.padding(toLength: 9, withPad: " ", startingAt: 0)
+                    + "\(callers)".padding(toLength: 9, withPad: " ", startingAt: 0)
+                    + placement.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
+                    + String(
+                        format: "%12.0f   %21.0f   %5.2f   %11.1f   %13.1f   %11.1f", result.opsPerSecond, theirs.requestsPerSecond,
+                        result.opsPerSecond / theirs.requestsPerSecond, p50, theirP50,
+                        result.latencyMicroseconds(atPercentile: 99)))
+        }
     }
 }
 var ceilings: [Double] = []
@@ -87,11 +110,17 @@ print(String(format: "redis-benchmark -t get -c 50 -P 16 (pipelined ceiling, med
 await client.close()
 await server.stop()
 
-let getC50 = ours["GET/50"]!.opsPerSecond / reference["GET/50"]!
-let getC200 = ours["GET/200"]!.opsPerSecond / ceiling
+/// Our GET median latency with one caller over redis-benchmark's (-c 1 -P 1).
+@MainActor func c1LatencyRatio(_ placement: Placement) -> Double {
+    ours["GET/1/\(placement.rawValue)"]!.latencyMicroseconds(atPercentile: 50) / reference["GET/1"]!.p50Microseconds
+}
+let onLoop = Placement.eventLoop.rawValue
 printJSONLine([
     ("bench", "client"),
-    ("get_c50_ratio_vs_redis_benchmark", rounded(getC50)),
-    ("get_c200_ratio_vs_pipelined_ceiling", rounded(getC200)),
-    ("get_c1_p50_us", rounded(ours["GET/1"]!.latencyMicroseconds(atPercentile: 50), 1)),
+    ("get_c1_p50_ratio_vs_redis_benchmark", rounded(c1LatencyRatio(.eventLoop))),
+    ("get_c1_p50_ratio_vs_redis_benchmark_global_executor", rounded(c1LatencyRatio(.global))),
+    ("get_c50_ratio_vs_redis_benchmark", rounded(ours["GET/50/\(onLoop)"]!.opsPerSecond / reference["GET/50"]!.requestsPerSecond)),
+    ("get_c200_ratio_vs_pipelined_ceiling", rounded(ours["GET/200/\(onLoop)"]!.opsPerSecond / ceiling)),
+    ("get_c200_ratio_vs_pipelined_ceiling_global_executor", rounded(ours["GET/200/global"]!.opsPerSecond / ceiling)),
+    ("get_c1_p50_us", rounded(ours["GET/1/\(onLoop)"]!.latencyMicroseconds(atPercentile: 50), 1)),
 ])

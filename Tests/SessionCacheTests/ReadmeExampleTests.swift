@@ -41,6 +41,25 @@ struct ReadmeExampleTests {
         }
     }
 
+    @Test func theTaskExecutorExample() async throws {
+        try await RedisServer.with { server in
+            let client = try HiredisClient(configuration: server.configuration)
+            try await client.withRunning { client in
+                try await client.set("greeting", to: "hello")
+                let (value, onLoop) = try await withTaskExecutorPreference(client.taskExecutor) {
+                    let value = try await client.get("greeting")
+                    // Resumed by the reply on the connection's own thread.
+                    return (value, client.taskExecutor.eventLoop.inEventLoop)
+                }
+                #expect(value.map { String(buffer: $0) } == "hello")
+                #expect(onLoop)
+                // Without the preference the task runs elsewhere.
+                let value2 = try await client.get("greeting")
+                #expect(value2 != nil && !client.taskExecutor.eventLoop.inEventLoop)
+            }
+        }
+    }
+
     @Test func thePubSubExample() async throws {
         try await RedisServer.with { server in
             let configuration = server.configuration

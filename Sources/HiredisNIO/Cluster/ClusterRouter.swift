@@ -28,6 +28,8 @@ final class ClusterRouter: Sendable {
     private let configuration: HiredisConfiguration
     private let metrics: ClientMetrics
     private let libraries: @Sendable () -> [LuaLibrary]
+    /// The event loops of every node pool's slots (the client's).
+    private let eventLoops: [any EventLoop]
     private let state = NIOLockedValueBox(State())
     /// Pools made since `run()` started them: `run()` runs each.
     private let newPools: AsyncStream<NodePool>
@@ -37,10 +39,11 @@ final class ClusterRouter: Sendable {
     private let refreshesContinuation: AsyncStream<Void>.Continuation
 
     init(
-        seeds: [HiredisAddress], configuration: HiredisConfiguration, metrics: ClientMetrics,
+        seeds: [HiredisAddress], configuration: HiredisConfiguration, metrics: ClientMetrics, eventLoops: [any EventLoop],
         libraries: @escaping @Sendable () -> [LuaLibrary]
     ) {
         self.seeds = seeds
+        self.eventLoops = eventLoops
         self.configuration = configuration
         self.metrics = metrics
         self.libraries = libraries
@@ -175,9 +178,9 @@ final class ClusterRouter: Sendable {
     private func makePool(_ address: String) -> NodePool {
         let configuration = configuration.forNode(address)
         let libraries = self.libraries
-        return NodePool(address: address, configuration: configuration, metrics: metrics) {
-            () async throws(HiredisError) -> HiredisConnection in
-            try await HiredisConnection.connect(configuration: configuration, libraries: libraries())
+        return NodePool(address: address, configuration: configuration, metrics: metrics, eventLoops: eventLoops) {
+            (eventLoop) async throws(HiredisError) -> HiredisConnection in
+            try await HiredisConnection.connect(configuration: configuration, libraries: libraries(), eventLoop: eventLoop)
         }
     }
 

@@ -34,9 +34,27 @@ public final class HiredisClient: HiredisClientProtocol, Service {
 
     /// The configuration the client was made with.
     public let configuration: HiredisConfiguration
+
+    /// The event loop that the client's connections run on (the first of them when
+    /// ``HiredisConfiguration/poolSize`` is above 1; on a cluster, the one of every node's first
+    /// connection), as a task executor.
+    ///
+    /// A reply wakes the waiting task on Swift's global executor: a hop to another thread and
+    /// back for every round trip. A task that prefers this executor runs on the connection's own
+    /// thread instead, which roughly halves the latency of a lone caller. Use it for work that
+    /// mostly waits on Redis; CPU-heavy work belongs on the global executor.
+    ///
+    /// ```swift
+    /// let value = try await withTaskExecutorPreference(client.taskExecutor) {
+    ///     try await client.get("greeting")
+    /// }
+    /// ```
+    public let taskExecutor: EventLoopTaskExecutor
     private let state: NIOLockedValueBox<State>
     let metrics: ClientMetrics
     private let backend: Backend
+    /// The event loop of each pool slot's connection, chosen once.
+    private let eventLoops: [any EventLoop]
     private var logger: Logger { configuration.logger }
 
     /// A client for `configuration`. Nothing connects before ``run()``.
@@ -48,24 +66,29 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         let metrics = ClientMetrics(factory: configuration.metricsFactory)
         self.metrics = metrics
         let libraries: @Sendable () -> [LuaLibrary] = { state.withLockedValue { $0.libraries } }
+        let eventLoops = (0..<configuration.poolSize).map { _ in configuration.eventLoopGroup.next() }
+        self.eventLoops = eventLoops
+        taskExecutor = EventLoopTaskExecutor(eventLoops[0])
         switch configuration.topology {
         case .standalone:
-            let pool = NodePool(address: configuration.address, configuration: configuration, metrics: metrics) {
-                () async throws(HiredisError) -> HiredisConnection in
-                try await HiredisConnection.connect(configuration: configuration, libraries: libraries())
+            let pool = NodePool(address: configuration.address, configuration: configuration, metrics: metrics, eventLoops: eventLoops) {
+                (eventLoop) async throws(HiredisError) -> HiredisConnection in
+                try await HiredisConnection.connect(configuration: configuration, libraries: libraries(), eventLoop: eventLoop)
             }
             backend = .single(pool)
         case .sentinel(let sentinels, let primaryName):
             let discovery = SentinelDiscovery(
                 sentinels: sentinels, primaryName: primaryName, configuration: configuration)
-            let pool = NodePool(address: "primary '\(primaryName)'", configuration: configuration, metrics: metrics) {
-                () async throws(HiredisError) -> HiredisConnection in
-                try await discovery.connectToPrimary(libraries: libraries())
+            let pool = NodePool(
+                address: "primary '\(primaryName)'", configuration: configuration, metrics: metrics, eventLoops: eventLoops
+            ) { (eventLoop) async throws(HiredisError) -> HiredisConnection in
+                try await discovery.connectToPrimary(libraries: libraries(), eventLoop: eventLoop)
             }
             discovery.onSwitch = { [weak pool] in pool?.recycle() }
             backend = .sentinel(pool, discovery)
         case .cluster(let seeds):
-            backend = .cluster(ClusterRouter(seeds: seeds, configuration: configuration, metrics: metrics, libraries: libraries))
+            backend = .cluster(
+                ClusterRouter(seeds: seeds, configuration: configuration, metrics: metrics, eventLoops: eventLoops, libraries: libraries))
         }
     }
 

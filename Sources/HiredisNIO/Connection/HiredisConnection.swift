@@ -29,14 +29,17 @@ public final class HiredisConnection: HiredisClientProtocol {
     /// Connects, then authenticates, selects the database, names the client and loads `libraries`
     /// that the server does not have yet, all within `configuration.connectTimeout`.
     ///
+    /// The connection runs on `eventLoop`, by default the next one of
+    /// ``HiredisConfiguration/eventLoopGroup``.
+    ///
     /// - Throws: ``HiredisError/Code/cannotConnect``, or ``HiredisError/server(_:)``
     ///   when the handshake is refused (`WRONGPASS`, `NOAUTH`, ...).
     public static func connect(
-        configuration: HiredisConfiguration, libraries: [LuaLibrary] = []
+        configuration: HiredisConfiguration, libraries: [LuaLibrary] = [], eventLoop: (any EventLoop)? = nil
     ) async throws(HiredisError) -> HiredisConnection {
         try configuration.validate()
         let logger = configuration.logger
-        let eventLoop = configuration.eventLoopGroup.next()
+        let eventLoop = eventLoop ?? configuration.eventLoopGroup.next()
         let connection: HiredisConnection
         let outbox = CommandOutbox(maximumPending: configuration.maximumPendingCommands)
         let tlsContext = try configuration.tls?.makeContext()
@@ -137,6 +140,9 @@ public final class HiredisConnection: HiredisClientProtocol {
             if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
         }
     }
+
+    /// The event loop the connection's I/O runs on.
+    public var eventLoop: any EventLoop { channel.eventLoop }
 
     /// Whether the connection can still take commands.
     public var isOpen: Bool {

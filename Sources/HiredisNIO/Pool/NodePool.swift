@@ -9,7 +9,8 @@ import NIOCore
 /// in tasks of their own: a pool whose `run()` is not running makes no connection, and its callers
 /// fail after the connect timeout with a message that says so.
 final class NodePool: Sendable {
-    typealias Connect = @Sendable () async throws(HiredisError) -> HiredisConnection
+    /// Makes a connection on the given event loop.
+    typealias Connect = @Sendable (any EventLoop) async throws(HiredisError) -> HiredisConnection
 
     private enum Work: Sendable {
         case connect(slot: Int)
@@ -30,14 +31,22 @@ final class NodePool: Sendable {
     /// `host:port`, for messages and routing.
     let address: String
     private let connect: Connect
+    /// The event loop of each slot's connection, fixed for the pool's life: a task that prefers
+    /// the first one (``HiredisClient/taskExecutor``) keeps doing so across reconnects.
+    private let eventLoops: [any EventLoop]
     private let configuration: HiredisConfiguration
     private let metrics: ClientMetrics
     private let state: NIOLockedValueBox<State>
     private let work: AsyncStream<Work>
     private let workContinuation: AsyncStream<Work>.Continuation
 
-    init(address: String, configuration: HiredisConfiguration, metrics: ClientMetrics, connect: @escaping Connect) {
+    init(
+        address: String, configuration: HiredisConfiguration, metrics: ClientMetrics, eventLoops: [any EventLoop],
+        connect: @escaping Connect
+    ) {
+        precondition(!eventLoops.isEmpty)
         self.address = address
+        self.eventLoops = eventLoops
         self.configuration = configuration
         self.metrics = metrics
         self.connect = connect
@@ -175,7 +184,7 @@ final class NodePool: Sendable {
 
     private func attemptConnect(slot: Int) async {
         do {
-            let connection = try await connect()
+            let connection = try await connect(eventLoops[slot % eventLoops.count])
             connection.closeFuture.whenComplete { [weak self] _ in
                 guard let self else { return }
                 self.perform(self.state.withLockedValue { $0.machine.connectionClosed(slot: slot, connection) })

@@ -54,10 +54,10 @@ final class SentinelDiscovery: Sendable {
     }
 
     /// Asks the Sentinels for the primary, connects to it and checks its role.
-    func connectToPrimary(libraries: [LuaLibrary]) async throws(HiredisError) -> HiredisConnection {
+    func connectToPrimary(libraries: [LuaLibrary], eventLoop: (any EventLoop)? = nil) async throws(HiredisError) -> HiredisConnection {
         let address = try await discoverPrimary()
         let connection = try await HiredisConnection.connect(
-            configuration: configuration.forNode(address.description), libraries: libraries)
+            configuration: configuration.forNode(address.description), libraries: libraries, eventLoop: eventLoop)
         do {
             let role = try await connection.send(RESPCommand("ROLE"))
             guard role.array?.first?.string == "master" else {
