@@ -26,7 +26,8 @@ extension Duration {
 
 /// Runs `operation` from `concurrency` tasks until `total` operations are done, timing each.
 public func runLoad(
-    concurrency: Int, total: Int, executor: (any TaskExecutor)? = nil, _ operation: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
+    concurrency: Int, total: Int, executor: (any TaskExecutor)? = nil,
+    _ operation: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
 ) async throws -> LoadResult {
     let perTask = max(1, total / concurrency)
     let start = ContinuousClock.now
