@@ -15,6 +15,9 @@ struct StoreInstrumentation: Sendable {
     /// Writes refused because their lease was no longer held: `session.lock.stale_writes`.
     let staleWrites: Counter
     private let tracer: any Tracer
+    /// Spans, clock reads and timers cost per operation: skipped when nobody records them.
+    private let isTracing: Bool
+    private let isMeasuring: Bool
     private let logger: Logger
     private let namespace: String
 
@@ -35,6 +38,8 @@ struct StoreInstrumentation: Sendable {
         self.metrics = metrics
         self.staleWrites = Counter(label: "session.lock.stale_writes", factory: configuration.metricsFactory)
         self.tracer = configuration.tracer
+        self.isTracing = !(configuration.tracer is NoOpTracer)
+        self.isMeasuring = !(configuration.metricsFactory is NOOPMetricsHandler)
         self.logger = configuration.logger
         self.namespace = configuration.namespace
     }
@@ -43,12 +48,12 @@ struct StoreInstrumentation: Sendable {
     /// `db.operation.name`), a count, a duration, an error count, and a debug log line. Errors from
     /// Redis come out as ``SessionError/redis(_:)``.
     func run<T: Sendable>(_ name: String, session id: String? = nil, _ body: () async throws -> T) async throws(SessionError) -> T {
-        let start = ContinuousClock.now
-        let metrics = self.metrics[name]
+        let start = isMeasuring ? ContinuousClock.now : nil
+        let metrics = isMeasuring ? self.metrics[name] : nil
         metrics?.count.increment()
         do {
-            let result = try await traced(tracer, name, id: id, body)
-            metrics?.duration.recordNanoseconds(Int64((ContinuousClock.now - start).nanoseconds))
+            let result = isTracing ? try await traced(tracer, name, id: id, body) : try await body()
+            if let start { metrics?.duration.recordNanoseconds(Int64((ContinuousClock.now - start).nanoseconds)) }
             logger.debug("session operation", metadata: ["operation": "\(name)", "session": "\(id.map(Self.redacted) ?? "-")"])
             return result
         } catch {
