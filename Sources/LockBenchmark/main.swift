@@ -32,19 +32,27 @@ print("bench-locks: \(pairs) uncontended pairs, 3 instances x 8 tasks x \(increm
 var sessions: [String] = []
 for index in 0..<200 { sessions.append(try await store.create(user: "u\(index)", mode: .lenient).id) }
 let ids = sessions
+// Callers and the ceiling's runner prefer the client's event loop (`client.taskExecutor`); the
+// pairs run again on Swift's global executor for comparison.
 var uncontendedRuns: [(Double, Double)] = []
+var globalRuns: [Double] = []
 var ceilingRuns: [Double] = []
 let pipelineDepth = 16
 for _ in 0..<3 {
     let cpuBefore = try await client.redisCPUSeconds()
-    let result = try await runLoad(concurrency: 200, total: pairs) { task, _ in
+    let result = try await runLoad(concurrency: 200, total: pairs, executor: client.taskExecutor) { task, _ in
         let lease = try await locks.acquire(ids[task])
         try await locks.release(lease)
     }
     uncontendedRuns.append((result.opsPerSecond, (try await client.redisCPUSeconds() - cpuBefore) / Double(result.operations) * 1e6))
+    globalRuns.append(
+        try await runLoad(concurrency: 200, total: pairs) { task, _ in
+            let lease = try await locks.acquire(ids[task])
+            try await locks.release(lease)
+        }.opsPerSecond)
 
     // The same commands, pipelined: 50 connections' worth of callers, 16 pairs per round trip.
-    let ceiling = try await runLoad(concurrency: 50, total: pairs / pipelineDepth) { task, _ in
+    let ceiling = try await runLoad(concurrency: 50, total: pairs / pipelineDepth, executor: client.taskExecutor) { task, _ in
         var commands: [RESPCommand] = []
         for slot in 0..<pipelineDepth {
             let lockKey = SessionLock.benchmarkLockKey(store: store, id: ids[(task * pipelineDepth + slot) % ids.count])
@@ -58,7 +66,9 @@ for _ in 0..<3 {
 }
 let (uncontended, cpuPerPair) = uncontendedRuns.sorted { $0.0 < $1.0 }[1]
 let ceiling = ceilingRuns.sorted()[1]
+let uncontendedGlobal = globalRuns.sorted()[1]
 print(String(format: "uncontended: %.0f acquire+release pairs/s (200 callers), Redis CPU %.2f µs per pair", uncontended, cpuPerPair))
+print(String(format: "uncontended, callers on the global executor: %.0f pairs/s", uncontendedGlobal))
 print(String(format: "pipelined ceiling of the same commands: %.0f pairs/s; ratio %.2f", ceiling, uncontended / ceiling))
 
 // 2. Contended: 3 instances (own clients and lock objects) x 8 tasks on one session.
@@ -125,6 +135,7 @@ await server.stop()
 printJSONLine([
     ("bench", "locks"), ("uncontended_pairs_per_s", rounded(uncontended, 0)),
     ("uncontended_ratio_vs_ceiling", rounded(uncontended / ceiling)),
+    ("uncontended_ratio_vs_ceiling_global_executor", rounded(uncontendedGlobal / ceiling)),
     ("handoff_p50_ms", rounded(p50, 3)), ("handoff_p99_ms", rounded(p99, 3)), ("lost_updates", expected - counted),
     ("max_wait_ms", rounded(waitMax, 1)),
     ("redis_cpu_us_per_pair", rounded(cpuPerPair)),
