@@ -362,6 +362,24 @@ struct ClusterSlotMapTests {
         #expect(map.primaries.count == 4)
     }
 
+    @Test func replicasAreKnownPerShardAndOfflineOnesLeftOut() throws {
+        let reply = RESPReply.array([
+            shard(
+                slots: [0, 8191],
+                nodes: [
+                    shardNode(id: "a", port: 30001, role: "master"), shardNode(id: "d", port: 30004, role: "replica"),
+                    shardNode(id: "e", port: 30005, role: "replica", health: "loading"),
+                ]),
+            shard(slots: [8192, 16383], nodes: [shardNode(id: "b", port: 30002, role: "master")]),
+        ])
+        var map = ClusterSlotMap()
+        _ = map.apply(try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1"))
+        #expect(map.replicas(forSlot: 0) == ["127.0.0.1:30004"])
+        #expect(map.replicas(forSlot: 8191) == ["127.0.0.1:30004"])
+        #expect(map.replicas(forSlot: 8192).isEmpty)
+        #expect(map.replicaAddresses == ["127.0.0.1:30004"])
+    }
+
     @Test func movedForASlotOutOfRangeIsIgnored() throws {
         var map = ClusterSlotMap()
         _ = try map.apply(topology(threeShards))
@@ -464,6 +482,40 @@ struct CommandSlotTests {
         #expect(RESPCommand("XREAD", "COUNT", 10, "STREAMS", "foo", "somekey", "0", "0").slot == foo)
         #expect(RESPCommand("XREAD", "streams", "foo", "0").slot == foo)
         #expect(RESPCommand("XREADGROUP", "GROUP", "workers", "w1", "STREAMS", "foo", ">").slot == foo)
+        #expect(RESPCommand("XINFO", "STREAM", "foo").slot == foo)
+        #expect(RESPCommand("XGROUP", "CREATE", "foo", "workers", "$").slot == foo)
+        // BITOP's operation, then the destination key.
+        #expect(RESPCommand("BITOP", "AND", "foo", "somekey").slot == foo)
+        // numkeys first, then the keys.
+        #expect(RESPCommand("LMPOP", 2, "foo", "somekey", "LEFT").slot == foo)
+        #expect(RESPCommand("ZMPOP", 1, "foo", "MIN").slot == foo)
+        #expect(RESPCommand("SINTERCARD", 1, "foo").slot == foo)
+        #expect(RESPCommand("ZUNION", 2, "foo", "somekey").slot == foo)
+        #expect(RESPCommand("zinter", 1, "foo").slot == foo)
+        #expect(RESPCommand("ZDIFF", 1, "foo").slot == foo)
+        // A timeout, then numkeys, then the keys.
+        #expect(RESPCommand("BLMPOP", 0, 1, "foo", "LEFT").slot == foo)
+        #expect(RESPCommand("BZMPOP", "0.5", 1, "foo", "MAX").slot == foo)
+        // A subcommand without a key goes anywhere.
+        #expect(RESPCommand("XINFO", "HELP").slot == nil)
+    }
+
+    @Test func readOnlyCommandsAreTold() {
+        for command in [
+            RESPCommand("GET", "foo"), RESPCommand("hgetall", "foo"), RESPCommand("FCALL_RO", "read", 1, "foo"),
+            RESPCommand("EVALSHA_RO", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", 1, "foo"), RESPCommand("ZRANGE", "foo", 0, -1),
+            RESPCommand("PTTL", "foo"), RESPCommand("LRANGE", "foo", 0, -1),
+        ] {
+            #expect(command.isReadOnly, "\(command.name)")
+        }
+        // Writes, scripts that may write, blocking reads and unknown commands are not.
+        for command in [
+            RESPCommand("SET", "foo", "bar"), RESPCommand("FCALL", "read", 1, "foo"), RESPCommand("EVAL", "return 1", 0),
+            RESPCommand("GETDEL", "foo"), RESPCommand("GETEX", "foo", "PX", 10), RESPCommand("BLPOP", "foo", 0),
+            RESPCommand("XREAD", "BLOCK", 0, "STREAMS", "foo", "$"), RESPCommand("SORT", "foo"), RESPCommand("NOSUCH", "foo"),
+        ] {
+            #expect(!command.isReadOnly, "\(command.name)")
+        }
     }
 }
 

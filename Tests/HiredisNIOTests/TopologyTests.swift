@@ -115,6 +115,49 @@ struct ClusterTests {
         }
     }
 
+    @Test func readsGoToAReplicaWhenAskedAndToThePrimaryWhenItIsGone() async throws {
+        try await RedisCluster.with { cluster in
+            var configuration = cluster.configuration
+            configuration.readFromReplicas = true
+            configuration.commandTimeout = .seconds(5)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            let key = "replicated"
+            let replies = try await client.pipeline([RESPCommand("SET", .string(key), "1"), RESPCommand("WAIT", "1", "2000")])
+            #expect(replies[1].int == 1)
+            let primary = try await cluster.primary(forSlot: HashSlot.of(key))
+            let replica = try await cluster.replica(of: primary)
+            /// How many GETs a node has served.
+            func gets(_ node: RedisServer) async throws -> Int {
+                let stats = try await cluster.send(RESPCommand("INFO", "commandstats"), to: node).string ?? ""
+                guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_get:") }),
+                    let calls = line.split(separator: "=").dropFirst().first?.split(separator: ",").first
+                else { return 0 }
+                return Int(calls) ?? 0
+            }
+            // The replica's connection comes up in the background; until then the primary answers.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try await gets(replica) == 0 {
+                #expect(try await client.get(key).map { String(buffer: $0) } == "1")
+                try #require(ContinuousClock.now < deadline, "no read reached the replica")
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let (primaryBefore, replicaBefore) = (try await gets(primary), try await gets(replica))
+            for _ in 0..<20 { #expect(try await client.get(key).map { String(buffer: $0) } == "1") }
+            #expect(try await gets(replica) == replicaBefore + 20)
+            #expect(try await gets(primary) == primaryBefore)
+            // Writes still go to the primary.
+            try await client.set(key, to: "2")
+            #expect(try await cluster.send(RESPCommand("GET", .string(key)), to: primary).string == "2")
+
+            // The replica dies: reads are served by the primary, within their timeout.
+            await replica.kill()
+            let start = ContinuousClock.now
+            for _ in 0..<5 { #expect(try await client.get(key).map { String(buffer: $0) } == "2") }
+            #expect(ContinuousClock.now - start < .seconds(5))
+        }
+    }
+
     @Test func functionsAreLoadedOnEveryPrimaryAndRoutedByTheirFirstKey() async throws {
         let library = try LuaLibrary(
             source: """

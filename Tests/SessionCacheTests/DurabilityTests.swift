@@ -58,3 +58,49 @@ struct DurabilityTests {
         }
     }
 }
+
+@Suite("Reads from cluster replicas")
+struct ReplicaReadTests {
+    @Test func readOnlyStoreCallsRunOnReplicasAndWritesOnPrimaries() async throws {
+        try await withStore(on: .cluster) { fixture in
+            let cluster = try #require(fixture.cluster)
+            var configuration = cluster.configuration
+            configuration.readFromReplicas = true
+            let readerClient = try HiredisClient.started(configuration: configuration)
+            defer { Task { await readerClient.close() } }
+            let reader = try SessionStore(client: readerClient, configuration: testConfiguration())
+            /// FCALL_RO calls served by the cluster's replicas.
+            func replicaReads() async throws -> Int {
+                var total = 0
+                for node in cluster.nodes where node.pid != nil {
+                    let info = try await cluster.send(RESPCommand("INFO", "replication"), to: node).string ?? ""
+                    guard info.contains("role:slave") else { continue }
+                    let stats = try await cluster.send(RESPCommand("INFO", "commandstats"), to: node).string ?? ""
+                    if let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_fcall_ro:") }),
+                        let calls = line.split(separator: "=").dropFirst().first?.split(separator: ",").first
+                    {
+                        total += Int(calls) ?? 0
+                    }
+                }
+                return total
+            }
+            let before = try await replicaReads()
+            let session = try await reader.create(user: "alice", metadata: ["plan": "pro"])
+            // The replicas' connections come up in the background (the primary answers until
+            // then), and replication is asynchronous: a replica has the session a moment later.
+            let deadline = ContinuousClock.now + .seconds(10)
+            var seen: Session?
+            while true {
+                seen = try await reader.get(session.id)
+                if seen != nil, try await replicaReads() > before { break }
+                try #require(ContinuousClock.now < deadline, "no read reached a replica")
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(seen?.metadata["plan"] == "pro")
+            #expect(try await reader.list(user: "alice").map(\.id) == [session.id])
+            // A write through the replica-reading client lands on the primary.
+            try await reader.touch(session.id)
+            #expect(try await fixture.store.get(session.id) != nil)
+        }
+    }
+}

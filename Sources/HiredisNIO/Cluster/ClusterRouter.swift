@@ -13,10 +13,18 @@ import ServiceLifecycle
 /// target without touching the map. A command follows at most
 /// ``HiredisConfiguration/maximumRedirections`` redirections. The pools' connect and back-off
 /// work, and the refreshes, run in ``run()``.
+///
+/// With ``HiredisConfiguration/readFromReplicas``, single read-only commands go to a connected
+/// replica of their slot's shard instead, falling back to the primary.
 final class ClusterRouter: Sendable {
     private struct State {
         var map = ClusterSlotMap()
         var pools: [String: NodePool] = [:]
+        /// With ``HiredisConfiguration/readFromReplicas``: pools of `READONLY` connections to
+        /// replicas, by address.
+        var replicaPools: [String: NodePool] = [:]
+        /// Turns over the replicas of a shard.
+        var nextReplica = 0
         var waiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
         var nextWaiter: UInt64 = 0
         var lastError: HiredisError?
@@ -86,9 +94,10 @@ final class ClusterRouter: Sendable {
             state.shutDown = true
             defer {
                 state.pools = [:]
+                state.replicaPools = [:]
                 state.waiters = [:]
             }
-            return (Array(state.pools.values), Array(state.waiters.values))
+            return (Array(state.pools.values) + Array(state.replicaPools.values), Array(state.waiters.values))
         }
         for pool in pools { pool.shutDown() }
         for waiter in waiters { waiter.resume(throwing: HiredisError.clientClosed) }
@@ -159,6 +168,17 @@ final class ClusterRouter: Sendable {
             for address in removed {
                 if let pool = state.pools.removeValue(forKey: address) { dropped.append(pool) }
             }
+            if configuration.readFromReplicas {
+                let replicas = state.map.replicaAddresses
+                for address in replicas where state.replicaPools[address] == nil {
+                    let pool = makePool(address, readOnlyReplica: true)
+                    state.replicaPools[address] = pool
+                    made.append(pool)
+                }
+                for address in state.replicaPools.keys where !replicas.contains(address) {
+                    if let pool = state.replicaPools.removeValue(forKey: address) { dropped.append(pool) }
+                }
+            }
             state.lastError = nil
             defer { state.waiters = [:] }
             return (made, dropped, Array(state.waiters.values))
@@ -172,11 +192,19 @@ final class ClusterRouter: Sendable {
         }
         for pool in added { newPoolsContinuation.yield(pool) }
         for pool in removed { pool.shutDown() }
+        // Replicas still syncing are looked at again soon when reads could use them.
+        if configuration.readFromReplicas, topology.shards.contains(where: { $0.replicas.contains { !$0.isOnline } }) {
+            configuration.eventLoopGroup.any().scheduleTask(in: .seconds(1)) { [weak self] in self?.requestRefresh() }
+        }
         for waiter in waiters { waiter.resume() }
     }
 
-    private func makePool(_ address: String) -> NodePool {
-        let configuration = configuration.forNode(address)
+    private func makePool(_ address: String, readOnlyReplica: Bool = false) -> NodePool {
+        let configuration = {
+            var configuration = self.configuration.forNode(address)
+            configuration.isReadOnlyReplica = readOnlyReplica
+            return configuration
+        }()
         let libraries = self.libraries
         return NodePool(address: address, configuration: configuration, metrics: metrics, eventLoops: eventLoops) {
             (eventLoop) async throws(HiredisError) -> HiredisConnection in
@@ -240,8 +268,50 @@ final class ClusterRouter: Sendable {
         return state.withLockedValue { $0.map.primaries }
     }
 
+    /// A connected replica of `slot`'s shard, the shard's replicas taken in turn; nil when none is
+    /// connected now (the primary serves the read rather than waiting for a connection).
+    private func connectedReplica(forSlot slot: Int) -> (String, HiredisConnection)? {
+        let candidates: [(String, NodePool)] = state.withLockedValue { state in
+            let replicas = state.map.replicas(forSlot: slot)
+            guard !replicas.isEmpty else { return [] }
+            state.nextReplica &+= 1
+            let start = state.nextReplica % replicas.count
+            return (0..<replicas.count).compactMap { offset in
+                let address = replicas[(start + offset) % replicas.count]
+                return state.replicaPools[address].map { (address, $0) }
+            }
+        }
+        for (address, pool) in candidates {
+            if let connection = pool.openConnections.first(where: \.isOpen) { return (address, connection) }
+        }
+        return nil
+    }
+
+    /// A read-only command sent to a replica; nil when the primary must serve it (no replica
+    /// connected, the replica failed, or it no longer serves the slot: a `MOVED` reply).
+    private func sendToReplica(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply? {
+        guard configuration.readFromReplicas, command.isReadOnly, let slot = command.slot else { return nil }
+        try await awaitTopology()
+        guard let (address, connection) = connectedReplica(forSlot: slot) else { return nil }
+        do {
+            return try await connection.send(command, timeout: timeout)
+        } catch let error as HiredisError {
+            switch error.code {
+            case .connectionLost, .cannotConnect:
+                requestRefresh()
+                return nil
+            case .server where redirection(error, from: address) != nil || (error.serverError?.isTransient ?? false):
+                requestRefresh()
+                return nil
+            default:
+                throw error
+            }
+        }
+    }
+
     /// One command, following redirections.
     func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
+        if let reply = try await sendToReplica(command, timeout: timeout) { return reply }
         var address = try await primary(forSlot: command.slot)
         var asking = false
         for _ in 0...configuration.maximumRedirections {

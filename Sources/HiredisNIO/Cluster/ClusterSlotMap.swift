@@ -4,6 +4,8 @@ struct ClusterSlotMap: Sendable {
     /// The primaries' addresses; `slots` holds indexes into it.
     private(set) var primaries: [String] = []
     private var slots = [Int16](repeating: -1, count: HashSlot.count)
+    /// Each primary's online replicas (addresses), from the last topology read.
+    private(set) var replicas: [String: [String]] = [:]
     /// Incremented by every change, so that a router can tell whether its view is current.
     private(set) var version = 0
 
@@ -16,10 +18,24 @@ struct ClusterSlotMap: Sendable {
         return index < 0 ? nil : primaries[Int(index)]
     }
 
+    /// The online replicas of the shard serving `slot`.
+    func replicas(forSlot slot: Int) -> [String] {
+        guard let primary = primary(forSlot: slot) else { return [] }
+        return replicas[primary] ?? []
+    }
+
+    /// Every replica address known.
+    var replicaAddresses: Set<String> { Set(replicas.values.joined()) }
+
     /// Replaces the map with `topology`; returns the primaries that appeared and disappeared.
     mutating func apply(_ topology: ClusterTopology) -> (added: [String], removed: [String]) {
         let old = Set(primaries)
         primaries = topology.primaries
+        replicas = [:]
+        for shard in topology.shards {
+            let online = shard.replicas.filter(\.isOnline).map(\.address)
+            if !online.isEmpty { replicas[shard.primary.address] = online }
+        }
         slots = [Int16](repeating: -1, count: HashSlot.count)
         for (index, shard) in topology.shards.enumerated() {
             for range in shard.slots where range.lowerBound >= 0 && range.upperBound < HashSlot.count {

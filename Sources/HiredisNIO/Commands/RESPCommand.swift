@@ -101,8 +101,15 @@ extension RESPCommand {
                 return nil
             }
             return 3
-        case "MEMORY", "OBJECT":
+        case "MEMORY", "OBJECT", "XINFO", "XGROUP", "BITOP":
+            // A subcommand (or BITOP's operation) comes first.
             return 2
+        case "LMPOP", "ZMPOP", "SINTERCARD", "ZUNION", "ZINTER", "ZDIFF", "ZINTERCARD":
+            // numkeys key [key ...]
+            return 2
+        case "BLMPOP", "BZMPOP":
+            // timeout numkeys key [key ...]
+            return 3
         case "XREAD", "XREADGROUP":
             // ... STREAMS key [key ...] id [id ...]
             return arguments.firstIndex { if case .string(let text) = $0 { return text.uppercased() == "STREAMS" } else { return false } }
@@ -111,6 +118,25 @@ extension RESPCommand {
             return Self.keyless.contains(name) ? nil : 1
         }
     }
+
+    /// Whether the command only reads (Redis flags it `readonly`), so that a replica in
+    /// `READONLY` mode may serve it (``HiredisConfiguration/readFromReplicas``). Blocking reads
+    /// and commands not listed count as writes.
+    public var isReadOnly: Bool {
+        let name = self.name.utf8.allSatisfy { $0 < 0x61 || $0 > 0x7a } ? self.name : self.name.uppercased()
+        return Self.readOnly.contains(name)
+    }
+
+    private static let readOnly: Set<String> = [
+        "GET", "MGET", "STRLEN", "GETRANGE", "SUBSTR", "EXISTS", "TYPE", "TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME", "DUMP",
+        "GETBIT", "BITCOUNT", "BITPOS", "BITFIELD_RO", "LCS", "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS",
+        "HSTRLEN", "HRANDFIELD", "HSCAN", "LRANGE", "LLEN", "LINDEX", "LPOS", "SMEMBERS", "SISMEMBER", "SMISMEMBER", "SCARD",
+        "SRANDMEMBER", "SSCAN", "SINTER", "SUNION", "SDIFF", "SINTERCARD", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE",
+        "ZREVRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGEBYLEX", "ZSCORE", "ZMSCORE", "ZCARD", "ZCOUNT", "ZLEXCOUNT", "ZRANK",
+        "ZREVRANK", "ZSCAN", "ZRANDMEMBER", "ZUNION", "ZINTER", "ZDIFF", "ZINTERCARD", "XRANGE", "XREVRANGE", "XLEN",
+        "PFCOUNT", "GEOPOS", "GEODIST", "GEOHASH", "GEOSEARCH", "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO", "SORT_RO",
+        "FCALL_RO", "EVAL_RO", "EVALSHA_RO",
+    ]
 
     private static let keyless: Set<String> = [
         "PING", "ECHO", "TIME", "INFO", "FUNCTION", "SCRIPT", "CONFIG", "CLUSTER", "SCAN", "DBSIZE", "FLUSHALL", "FLUSHDB",

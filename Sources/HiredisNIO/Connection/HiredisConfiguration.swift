@@ -72,6 +72,16 @@ public struct HiredisConfiguration: Sendable {
     /// `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`) are retried with back-off within the command's
     /// timeout.
     public var retryTransientErrors = true
+    /// Cluster: send single read-only commands (``RESPCommand/isReadOnly``: `GET`, `HGETALL`,
+    /// `FCALL_RO`, ...) to a replica of the slot's shard, over connections in `READONLY` mode,
+    /// taking the shard's connected replicas in turn. The primary serves them when the shard has
+    /// no connected replica, or when the replica fails or no longer serves the slot. Off by
+    /// default: replication is asynchronous, so a read from a replica may miss the latest writes
+    /// (a session just created, a message just appended). Explicit pipelines always go to the
+    /// primaries.
+    public var readFromReplicas = false
+    /// The connection is to a cluster replica for reads: its handshake sends `READONLY`.
+    var isReadOnlyReplica = false
     /// Cluster: how many `MOVED`/`ASK` redirections one command may follow.
     public var maximumRedirections = 5
     /// Cluster: how often the topology is read again besides after `MOVED` and connection loss.

@@ -126,6 +126,7 @@ public final class HiredisConnection: HiredisClientProtocol {
             }
         }
         if configuration.database != 0 { commands.append(RESPCommand("SELECT", .integer(configuration.database))) }
+        if configuration.isReadOnlyReplica { commands.append(RESPCommand("READONLY")) }
         // Always one command that needs authentication, so a missing password fails here (NOAUTH).
         if let name = configuration.clientName {
             commands.append(RESPCommand("CLIENT", "SETNAME", .string(name)))
