@@ -116,9 +116,7 @@ extension HiredisClient {
     public func info(_ section: String, _ field: String) async throws -> Double {
         var total = 0.0
         for reply in try await sendToEveryPrimary(RESPCommand("INFO", .string(section))) {
-            for line in (reply.string ?? "").split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
-                total += Double(line.dropFirst(field.count + 1)) ?? 0
-            }
+            total += RedisInfo(reply.string ?? "").number(field) ?? 0
         }
         return total
     }

@@ -107,13 +107,7 @@ public final class RedisCluster: Sendable {
     }
 
     private func info(_ node: RedisServer, _ section: String) async throws -> [String: String] {
-        let text = try await send(RESPCommand("INFO", .string(section)), to: node).string ?? ""
-        var fields: [String: String] = [:]
-        for line in text.split(whereSeparator: \.isNewline) {
-            let parts = line.split(separator: ":", maxSplits: 1)
-            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
-        }
-        return fields
+        RedisInfo(try await send(RESPCommand("INFO", .string(section)), to: node).string ?? "").fields
     }
 
     /// A node's cluster id.

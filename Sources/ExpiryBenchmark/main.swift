@@ -216,16 +216,11 @@ while ContinuousClock.now < limit {
 }
 let cpuAfter = try await client.redisCPUSeconds()
 // Where Redis's time went: the most expensive commands, with calls and time per hook.
-let statistics = try await client.sendToEveryPrimary(RESPCommand("INFO", "commandstats")).compactMap(\.string).joined(separator: "\n")
 var costs: [(name: String, calls: Int, usec: Int)] = []
-for line in statistics.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
-    let fields = line.split(separator: ":", maxSplits: 1)
-    var values: [String: Int] = [:]
-    for pair in fields[1].split(separator: ",") {
-        let parts = pair.split(separator: "=")
-        if parts.count == 2, let value = Int(parts[1]) { values[String(parts[0])] = value }
+for reply in try await client.sendToEveryPrimary(RESPCommand("INFO", "commandstats")) {
+    for (name, statistics) in RedisInfo(reply.string ?? "").commandStatistics {
+        costs.append((name, statistics.calls, statistics.microseconds))
     }
-    costs.append((String(fields[0].dropFirst("cmdstat_".count)), values["calls"] ?? 0, values["usec"] ?? 0))
 }
 if profileFunctions {
     var byFunction: [String: (calls: Int, usec: Int)] = [:]

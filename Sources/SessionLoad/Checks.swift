@@ -62,7 +62,7 @@ enum Checks {
         // Nothing lives forever: every key of the run has a TTL.
         var withoutTTL: [String] = []
         for (redis, pattern) in [(client, "\(parameters.namespace):*"), (books, "\(book):*")] {
-            let keys = try await scan(redis, pattern: pattern)
+            let keys = try await redis.scanKeys(matching: pattern)
             for start in stride(from: 0, to: keys.count, by: 1000) {
                 let chunk = Array(keys[start..<min(start + 1000, keys.count)])
                 let ttls = try await redis.pipeline(chunk.map { RESPCommand("PTTL", .string($0)) })
@@ -71,21 +71,5 @@ enum Checks {
         }
         return Verdict.judge(
             histories, killedWorkers: killedWorkers, keysWithoutTTL: withoutTTL, unfinishedAfterDrain: unfinishedAfterDrain)
-    }
-
-    /// Every key matching `pattern`, over every primary (SCAN is per node on a cluster).
-    static func scan(_ client: HiredisClient, pattern: String) async throws -> [String] {
-        var keys: [String] = []
-        for primary in try await client.primaries() {
-            var cursor = "0"
-            repeat {
-                let reply = try await client.send(
-                    RESPCommand("SCAN", .string(cursor), "MATCH", .string(pattern), "COUNT", 1000), toPrimary: primary)
-                guard let parts = reply.array, parts.count == 2 else { break }
-                cursor = parts[0].string ?? "0"
-                keys += parts[1].array?.compactMap(\.string) ?? []
-            } while cursor != "0"
-        }
-        return keys
     }
 }

@@ -205,7 +205,7 @@ struct Coordinator {
     private func unfinished(_ client: HiredisClient) async throws -> Int {
         var count = 0
         var indexes: [String] = []
-        for key in try await Checks.scan(client, pattern: "\(parameters.namespace):*") {
+        for key in try await client.scanKeys(matching: "\(parameters.namespace):*") {
             if key.hasSuffix(":deadlines") || key.hasSuffix(":claims") {
                 indexes.append(key)
             } else if let range = key.range(of: ":session:"), !key[range.upperBound...].contains(":") {
@@ -230,10 +230,7 @@ struct Coordinator {
             if let replies = try? await client.sendToEveryPrimary(RESPCommand("INFO")) {
                 var fields: [String: Double] = [:]
                 for reply in replies {
-                    for line in (reply.string ?? "").split(whereSeparator: \.isNewline) {
-                        let parts = line.split(separator: ":", maxSplits: 1)
-                        if parts.count == 2, let value = Double(parts[1]) { fields[String(parts[0]), default: 0] += value }
-                    }
+                    fields.merge(RedisInfo(reply.string ?? "").numbers, uniquingKeysWith: +)
                 }
                 let cpu = (fields["used_cpu_user"] ?? 0) + (fields["used_cpu_sys"] ?? 0)
                 if let previousCPU, cpu >= previousCPU.seconds {

@@ -32,9 +32,7 @@ let ids = sessions
 // Touch, three rounds alternating with the pipelined ceiling of exactly what a touch sends: this
 // instance knows each session's timer and the sessions are far from their deadline, so a touch is
 // one PEXPIRE <timer> <idle> (redis-benchmark -c 50 -P 16 measures its ceiling).
-let sampleTimer =
-    try await client.send(RESPCommand("SCAN", "0", "MATCH", .string(store.keyspace.timerPattern(ids[0])), "COUNT", 100_000))
-    .array?.last?.array?.first?.string ?? ""
+let sampleTimer = try await client.scanKeys(matching: store.keyspace.timerPattern(ids[0])).first ?? ""
 // Our callers prefer the client's event loop (`client.taskExecutor`, the setup the README
 // recommends for work that waits on Redis); the same on Swift's global executor for comparison.
 var touchRuns: [(LoadResult, Double)] = []
@@ -104,8 +102,7 @@ let keyspace = store.keyspace
 let sampleID = try await store.list(user: "user-0", limit: 1).first?.id ?? ""
 let sampleKeys =
     [keyspace.session(sampleID), keyspace.messages(sampleID)]
-    + (try await client.send(RESPCommand("SCAN", "0", "MATCH", .string(keyspace.timerPattern(sampleID)), "COUNT", 1_000_000))
-        .array?.last?.array?.compactMap(\.string) ?? [])
+    + (try await client.scanKeys(matching: keyspace.timerPattern(sampleID)))
 var line = "one session's keys (MEMORY USAGE):"
 for key in sampleKeys {
     line +=

@@ -41,6 +41,20 @@ struct CommandTests {
         }
     }
 
+    @Test func scanKeysWalksTheWholeKeyspace() async throws {
+        try await withRedis { _, client in
+            let keys = (0..<2500).map { "scan:\($0)" }
+            for start in stride(from: 0, to: keys.count, by: 500) {
+                _ = try await client.pipeline(keys[start..<start + 500].map { RESPCommand("SET", .string($0), "1") })
+            }
+            try await client.set("other", to: "1")
+            // Many SCAN steps (a small count), one pattern, and every key when none is given.
+            #expect(try await client.scanKeys(matching: "scan:*", count: 100).sorted() == keys.sorted())
+            #expect(try await client.scanKeys().count == keys.count + 1)
+            #expect(try await client.scanKeys(matching: "nothing:*").isEmpty)
+        }
+    }
+
     @Test func errorRepliesAreTypedWithTheirCode() async throws {
         try await withRedis { _, client in
             _ = try await client.send(RESPCommand("LPUSH", "list", "x"))

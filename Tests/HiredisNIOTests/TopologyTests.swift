@@ -54,6 +54,8 @@ struct ClusterTests {
             // Every primary holds some of them.
             let sizes = try await client.sendToEveryPrimary(RESPCommand("DBSIZE")).compactMap(\.int)
             #expect(sizes.count == 3 && sizes.allSatisfy { $0 > 0 } && sizes.reduce(0, +) == 300)
+            // SCAN over every node finds each of them once.
+            #expect(try await client.scanKeys(matching: "key-*", count: 7).sorted() == keys.sorted())
             // A pipeline across nodes answers in the caller's order, keyless commands included.
             var mixed: [RESPCommand] = []
             for key in keys.reversed() { mixed += [RESPCommand("GET", .string(key)), RESPCommand("PING")] }
@@ -129,11 +131,8 @@ struct ClusterTests {
             let replica = try await cluster.replica(of: primary)
             /// How many GETs a node has served.
             func gets(_ node: RedisServer) async throws -> Int {
-                let stats = try await cluster.send(RESPCommand("INFO", "commandstats"), to: node).string ?? ""
-                guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_get:") }),
-                    let calls = line.split(separator: "=").dropFirst().first?.split(separator: ",").first
-                else { return 0 }
-                return Int(calls) ?? 0
+                let info = RedisInfo(try await cluster.send(RESPCommand("INFO", "commandstats"), to: node).string ?? "")
+                return info.commandStatistics["get"]?.calls ?? 0
             }
             // The replica's connection comes up in the background; until then the primary answers.
             let deadline = ContinuousClock.now + .seconds(10)

@@ -73,14 +73,10 @@ struct ReplicaReadTests {
             func replicaReads() async throws -> Int {
                 var total = 0
                 for node in cluster.nodes where node.pid != nil {
-                    let info = try await cluster.send(RESPCommand("INFO", "replication"), to: node).string ?? ""
-                    guard info.contains("role:slave") else { continue }
-                    let stats = try await cluster.send(RESPCommand("INFO", "commandstats"), to: node).string ?? ""
-                    if let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_fcall_ro:") }),
-                        let calls = line.split(separator: "=").dropFirst().first?.split(separator: ",").first
-                    {
-                        total += Int(calls) ?? 0
-                    }
+                    let info = RedisInfo(try await cluster.send(RESPCommand("INFO"), to: node).string ?? "")
+                    guard info["role"] == "slave" else { continue }
+                    let stats = RedisInfo(try await cluster.send(RESPCommand("INFO", "commandstats"), to: node).string ?? "")
+                    total += stats.commandStatistics["fcall_ro"]?.calls ?? 0
                 }
                 return total
             }

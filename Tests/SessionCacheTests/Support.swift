@@ -61,17 +61,7 @@ struct StoreFixture: Sendable {
 
     /// Every key in the database (SCAN, as an operator would).
     func allKeys() async throws -> [String] {
-        var keys: [String] = []
-        for primary in try await client.primaries() {
-            var cursor = "0"
-            repeat {
-                let reply = try await client.send(RESPCommand("SCAN", .string(cursor), "COUNT", 1000), toPrimary: primary)
-                guard let parts = reply.array, parts.count == 2 else { break }
-                cursor = parts[0].string ?? "0"
-                keys += parts[1].array?.compactMap(\.string) ?? []
-            } while cursor != "0"
-        }
-        return keys
+        try await client.scanKeys()
     }
 
     /// A second, independent store (its own client and connections) on the same server.

@@ -321,6 +321,29 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         }
     }
 
+    /// Every key matching `pattern` (every key when nil), as an operator's `redis-cli --scan`
+    /// would list them: `SCAN` on every primary (a cluster's keys are spread over its nodes),
+    /// `count` keys per step. Keys written or deleted meanwhile may or may not be listed; none
+    /// present throughout is missed. For tools and tests: it holds every key in memory.
+    public func scanKeys(matching pattern: String? = nil, count: Int = 1000) async throws -> [String] {
+        var keys: [String] = []
+        for primary in try await primaries() {
+            var cursor = "0"
+            repeat {
+                var arguments: [RESPArgument] = [.string(cursor)]
+                if let pattern { arguments += ["MATCH", .string(pattern)] }
+                arguments += ["COUNT", .integer(count)]
+                let reply = try await send(RESPCommand("SCAN", arguments: arguments), toPrimary: primary)
+                guard let parts = reply.array, parts.count == 2, let next = parts[0].string, let page = parts[1].array else {
+                    throw HiredisError.unexpectedReply(expected: "SCAN cursor and keys", got: reply)
+                }
+                cursor = next
+                keys += page.compactMap(\.string)
+            } while cursor != "0"
+        }
+        return keys
+    }
+
     /// The primaries the client talks to, as `host:port`.
     public func primaries() async throws -> [String] {
         switch backend {

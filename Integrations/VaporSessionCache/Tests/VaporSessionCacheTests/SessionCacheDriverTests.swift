@@ -40,8 +40,7 @@ struct SessionCacheDriverTests {
 
     private func fcalls(_ client: HiredisClient) async throws -> Int {
         let stats = try await client.send(RESPCommand("INFO", "commandstats")).string ?? ""
-        let line = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_fcall:") } ?? ""
-        return Int(line.split(separator: ",").first?.split(separator: "=").last ?? "0") ?? 0
+        return RedisInfo(stats).commandStatistics["fcall"]?.calls ?? 0
     }
 
     @Test func aSafeCookieDataInRedisOnlyChangesWrittenAndAReadWritesNothing() async throws {
