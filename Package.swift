@@ -73,6 +73,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -110,6 +111,7 @@ let package = Package(
         .executableTarget(
             name: "SessionCacheCLI",
             dependencies: [
+                .product(name: "Logging", package: "swift-log"),
                 "SessionCache", "HiredisNIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -118,7 +120,8 @@ let package = Package(
         // A listener in a process of its own, for the tests that kill an instance.
         .executableTarget(
             name: "SessionTestWorker",
-            dependencies: ["SessionCache", "HiredisNIO"]
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),"SessionCache", "HiredisNIO"]
         ),
         .executableTarget(
             name: "ClusterBenchmark",

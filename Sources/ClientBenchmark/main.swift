@@ -10,6 +10,8 @@ import EmbeddedRedis
 import Foundation
 import HiredisNIO
 
+ToolLogging.bootstrap()
+
 let arguments = CommandLine.arguments.dropFirst()
 let requests = arguments.first.flatMap { Int($0) } ?? 200_000
 let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0) } ?? 1

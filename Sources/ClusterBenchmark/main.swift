@@ -14,6 +14,8 @@ import HiredisNIO
 import NIOConcurrencyHelpers
 import SessionCache
 
+ToolLogging.bootstrap()
+
 let operations = CommandLine.arguments.dropFirst().first.flatMap { Int($0) } ?? 200_000
 let callers = 200
 

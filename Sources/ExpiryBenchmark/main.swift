@@ -22,6 +22,8 @@ import ServiceLifecycle
 import SessionCache
 import Synchronization
 
+ToolLogging.bootstrap()
+
 #if canImport(Glibc)
     import Glibc
 #endif

@@ -14,6 +14,8 @@ import Histogram
 import SessionCache
 import Synchronization
 
+ToolLogging.bootstrap()
+
 let arguments = CommandLine.arguments.dropFirst()
 let pairs = arguments.first.flatMap { Int($0) } ?? 200_000
 let increments = arguments.dropFirst().first.flatMap { Int($0) } ?? 300

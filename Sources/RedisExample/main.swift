@@ -4,6 +4,8 @@ import EmbeddedRedis
 import Foundation
 import HiredisNIO
 
+ToolLogging.bootstrap()
+
 let environmentURL = ProcessInfo.processInfo.environment["REDIS_URL"]
 let embedded: RedisServer? = environmentURL == nil ? try await RedisServer.start() : nil
 let configuration = try environmentURL.map { try HiredisConfiguration(url: $0) } ?? embedded!.configuration

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HiredisNIO
+import Logging
 import SessionCache
 
 /// `session-cache`: inspect and manage live sessions.
@@ -31,6 +32,7 @@ struct ConnectionOptions: ParsableArguments {
     var json = false
 
     func connect() throws -> (HiredisClient, SessionStore) {
+        _ = standardErrorLogging
         let url = redis ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379"
         var configuration = try HiredisConfiguration(url: url)
         configuration.clientName = "session-cache-cli"
@@ -77,3 +79,10 @@ let timeFormatter: DateFormatter = {
     formatter.timeZone = TimeZone(identifier: "UTC")
     return formatter
 }()
+
+/// The libraries' warnings go to standard error: standard output is the command's result.
+private let standardErrorLogging: Void = LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = .warning
+    return handler
+}

@@ -58,6 +58,7 @@ struct SessionLoadCommand: AsyncParsableCommand {
     @Option(help: .hidden) var workerResult: String?
 
     func run() async throws {
+        ToolLogging.bootstrap()
         if let workerIndex, let workerParameters, let workerResult {
             guard let data = Data(base64Encoded: workerParameters) else { throw ValidationError("bad worker parameters") }
             let parameters = try JSONDecoder().decode(LoadParameters.self, from: data)

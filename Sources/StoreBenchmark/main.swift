@@ -8,6 +8,8 @@ import Foundation
 import HiredisNIO
 import SessionCache
 
+ToolLogging.bootstrap()
+
 let arguments = CommandLine.arguments.dropFirst()
 let operations = arguments.first.flatMap { Int($0) } ?? 200_000
 let fillCount = arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000

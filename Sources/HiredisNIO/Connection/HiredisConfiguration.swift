@@ -87,7 +87,8 @@ public struct HiredisConfiguration: Sendable {
     /// Cluster: how often the topology is read again besides after `MOVED` and connection loss.
     public var topologyRefreshInterval: Duration = .seconds(30)
     /// Where the client logs (connects, disconnects, failovers, protocol errors), never per command.
-    public var logger: Logger = Logger(label: "redis-client", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Defaults to the `LoggingSystem` the application bootstrapped.
+    public var logger: Logger = Logger(label: "redis-client")
     /// Where the client records `redis.commands`, `redis.errors`, `redis.command.duration`,
     /// `redis.reconnects`, `redis.retries` and `redis.redirections`. Defaults to the factory the
     /// application bootstrapped (`MetricsSystem.bootstrap`).

@@ -40,7 +40,8 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// listener warns once and relies on the sweep.
     public var enableKeyspaceNotifications = true
     /// Where the listener logs: hook failures, lost claims, CONFIG refusals.
-    public var logger = Logger(label: "expiry-listener", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Defaults to the `LoggingSystem` the application bootstrapped.
+    public var logger = Logger(label: "expiry-listener")
     /// `session.expiry.hooks` (dimension `reason`), `session.expiry.lateness` (timer: due to hook
     /// start), `session.expiry.claims_lost`, `session.expiry.claim_batch` (recorder),
     /// `session.expiry.hook_failures`, `session.expiry.data_lost`.

@@ -25,7 +25,8 @@ public struct SessionLockConfiguration: Sendable {
     /// costs at most this, and a waiter whose process died is skipped after three times this.
     public var waiterHeartbeat: Duration = .milliseconds(500)
     /// Where lost leases and unavailable wake-ups are logged.
-    public var logger = Logger(label: "session-lock", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Defaults to the `LoggingSystem` the application bootstrapped.
+    public var logger = Logger(label: "session-lock")
     /// `session.lock.acquisitions`, `session.lock.wait` (timer), `session.lock.renewals`,
     /// `session.lock.leases_lost`; the store counts `session.lock.stale_writes`.
     /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).

@@ -147,7 +147,8 @@ public struct SessionStoreConfiguration: Sendable {
     /// Sizes past which writes are refused.
     public var limits = Limits()
     /// Debug-level log of every operation (never the full session id).
-    public var logger = Logger(label: "session-store", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Defaults to the `LoggingSystem` the application bootstrapped.
+    public var logger = Logger(label: "session-store")
     /// Counters and timers per operation: `session.operations`, `session.errors`,
     /// `session.operation.duration`, dimension `operation`.
     /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
