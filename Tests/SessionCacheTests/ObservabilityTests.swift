@@ -32,4 +32,32 @@ struct ObservabilityTests {
         }
         #expect(prefix.count <= 10 && session.id.hasPrefix(prefix))
     }
+
+    @Test func eachCleanupHookIsASpanAndTheHooksSpansAreItsChildren() async throws {
+        let tracer = InMemoryTracer()
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let recorder = HookRecorder()
+            var configuration = fastListener()
+            configuration.tracer = tracer
+            let listener = try RunningListener.start(fixture, configuration: configuration) { expired in
+                tracer.withSpan("app.cleanup") { _ in recorder.record(expired) }
+            }
+            let session = try await fixture.store.create(user: "alice")
+            try await fixture.store.delete(session.id)
+            #expect(await recorder.wait(forSessions: 1, timeout: .seconds(10)))
+            await listener.stop()
+            let spans = tracer.finishedSpans
+            let hook = try #require(spans.first { $0.operationName == "session.expiry.hook" })
+            #expect(hook.attributes["session.expiry.reason"]?.toSpanAttribute() == "deleted")
+            #expect(hook.attributes["session.expiry.outcome"]?.toSpanAttribute() == "completed")
+            #expect(hook.attributes["session.expiry.attempts"]?.toSpanAttribute() == 1)
+            guard case .string(let prefix)? = hook.attributes["session.id_prefix"]?.toSpanAttribute() else {
+                Issue.record("no id prefix")
+                return
+            }
+            #expect(prefix.count <= 10 && session.id.hasPrefix(prefix))
+            let cleanup = try #require(spans.first { $0.operationName == "app.cleanup" })
+            #expect(cleanup.parentSpanID == hook.spanID && cleanup.traceID == hook.traceID)
+        }
+    }
 }

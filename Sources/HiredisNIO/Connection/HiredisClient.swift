@@ -41,7 +41,7 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     ///
     /// A reply wakes the waiting task on Swift's global executor: a hop to another thread and
     /// back for every round trip. A task that prefers this executor runs on the connection's own
-    /// thread instead, which roughly halves the latency of a lone caller. Use it for work that
+    /// thread instead, which makes a lone caller's round trip about a third shorter. Use it for work that
     /// mostly waits on Redis; CPU-heavy work belongs on the global executor.
     ///
     /// ```swift
@@ -53,8 +53,6 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     private let state: NIOLockedValueBox<State>
     let metrics: ClientMetrics
     private let backend: Backend
-    /// The event loop of each pool slot's connection, chosen once.
-    private let eventLoops: [any EventLoop]
     private var logger: Logger { configuration.logger }
 
     /// A client for `configuration`. Nothing connects before ``run()``.
@@ -66,8 +64,8 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         let metrics = ClientMetrics(factory: configuration.metricsFactory)
         self.metrics = metrics
         let libraries: @Sendable () -> [LuaLibrary] = { state.withLockedValue { $0.libraries } }
+        // The event loop of each pool slot's connection, chosen once (every node's pool uses them).
         let eventLoops = (0..<configuration.poolSize).map { _ in configuration.eventLoopGroup.next() }
-        self.eventLoops = eventLoops
         taskExecutor = EventLoopTaskExecutor(eventLoops[0])
         switch configuration.topology {
         case .standalone:

@@ -78,7 +78,8 @@ public struct HiredisConfiguration: Sendable {
     /// no connected replica, or when the replica fails or no longer serves the slot. Off by
     /// default: replication is asynchronous, so a read from a replica may miss the latest writes
     /// (a session just created, a message just appended). Explicit pipelines always go to the
-    /// primaries.
+    /// primaries. A replica that stops answering costs the reads waiting on it their timeout,
+    /// once: its silent connection is then closed, and reads go to the primary until it is back.
     public var readFromReplicas = false
     /// The connection is to a cluster replica for reads: its handshake sends `READONLY`.
     var isReadOnlyReplica = false

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// Runs the application's cleanup hook once for every session that ends (idle timeout, absolute
 /// lifetime, or deletion), across all instances, with the session's data as it was.
@@ -311,13 +312,31 @@ public final class ExpiryListener: Service {
     }
 
     private func runHook(_ expired: ExpiredSession, lost: LostSignal) async -> HookOutcome {
+        if configuration.tracer is NoOpTracer { return await runHookAttempts(expired, lost: lost, span: nil) }
+        return await tracedHook(configuration.tracer, expired, lost: lost)
+    }
+
+    private func tracedHook<Tracer: Tracing.Tracer>(_ tracer: Tracer, _ expired: ExpiredSession, lost: LostSignal) async -> HookOutcome {
+        await tracer.withSpan("session.expiry.hook", ofKind: .internal) { span in
+            span.attributes["session.id_prefix"] = SessionID.redacted(expired.session.id)
+            span.attributes["session.expiry.reason"] = expired.reason.rawValue
+            let outcome = await runHookAttempts(expired, lost: lost, span: span)
+            span.attributes["session.expiry.outcome"] = "\(outcome)"
+            if outcome != .completed { span.setStatus(SpanStatus(code: .error, message: "\(outcome)")) }
+            return outcome
+        }
+    }
+
+    private func runHookAttempts(_ expired: ExpiredSession, lost: LostSignal, span: (any Span)?) async -> HookOutcome {
         let id = expired.session.id
         for attempt in 0..<configuration.maxHookAttempts {
+            span?.attributes["session.expiry.attempts"] = attempt + 1
             switch await lost.race(timeout: configuration.hookTimeout, on: eventLoop, { try await self.onExpiry(expired) }) {
             case .finished(.success): return .completed
             case .lost: return .lost
             case .finished(.failure(let error)):
                 metrics.hookFailures.increment()
+                span?.recordError(error)
                 logger.error(
                     "cleanup hook failed",
                     metadata: ["session": "\(SessionID.redacted(id))", "try": "\(attempt + 1)", "error": "\(error)"])

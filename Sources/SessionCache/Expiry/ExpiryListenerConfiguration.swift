@@ -1,5 +1,6 @@
 import CoreMetrics
 import Logging
+import Tracing
 
 /// How an ``ExpiryListener`` finds ended sessions and runs their hooks.
 public struct ExpiryListenerConfiguration: Sendable {
@@ -47,6 +48,10 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// `session.expiry.hook_failures`, `session.expiry.data_lost`.
     /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
     public var metricsFactory: any MetricsFactory = MetricsSystem.factory
+    /// A span per cleanup hook (`session.expiry.hook`, with the reason, the redacted session id,
+    /// the attempts and the outcome); spans the hook makes are its children.
+    /// Defaults to the tracer the application bootstrapped (`InstrumentationSystem.bootstrap`).
+    public var tracer: any Tracer = InstrumentationSystem.tracer
 
     /// The defaults: sweeps every 100 ms (each bucket at least every second), batches of 100, 256
     /// concurrent hooks, a 30 s claim lease, 60 s per hook, 3 attempts.
