@@ -38,9 +38,26 @@ final class ReplyReader {
         defer { freeReplyObject(reply) }
         let root = reply.assumingMemoryBound(to: redisReply.self)
         // Every bulk string of the reply goes into one buffer, each a slice of it: one allocation
-        // per reply, not per element (an HGETALL of a session has dozens).
+        // per reply, not per element (an HGETALL of a session has dozens). All bytes are written
+        // before the first slice is taken: a write to a buffer that a slice shares copies it whole
+        // (copy on write), which made a reply of n strings cost n copies.
         var storage = allocator.buffer(capacity: Self.stringBytes(of: root))
-        return value(of: root, storage: &storage)
+        Self.copyStrings(of: root, into: &storage)
+        var offset = 0
+        return value(of: root, strings: storage, offset: &offset)
+    }
+
+    /// Writes the reply's bulk strings into `storage`, depth first (the order ``value(of:strings:offset:)`` reads them).
+    private static func copyStrings(of reply: UnsafeMutablePointer<redisReply>, into storage: inout ByteBuffer) {
+        let node = reply.pointee
+        switch node.type {
+        case REDIS_REPLY_STRING:
+            storage.writeBytes(UnsafeRawBufferPointer(start: node.str, count: node.len))
+        case REDIS_REPLY_ARRAY:
+            for index in 0..<node.elements { if let child = node.element[index] { copyStrings(of: child, into: &storage) } }
+        default:
+            break
+        }
     }
 
     private static func stringBytes(of reply: UnsafeMutablePointer<redisReply>) -> Int {
@@ -55,13 +72,13 @@ final class ReplyReader {
         }
     }
 
-    private func value(of reply: UnsafeMutablePointer<redisReply>, storage: inout ByteBuffer) -> RESPReply {
+    private func value(of reply: UnsafeMutablePointer<redisReply>, strings: ByteBuffer, offset: inout Int) -> RESPReply {
         let node = reply.pointee
         switch node.type {
         case REDIS_REPLY_STRING:
-            let start = storage.writerIndex
-            storage.writeBytes(UnsafeRawBufferPointer(start: node.str, count: node.len))
-            return .bulkString(storage.getSlice(at: start, length: node.len)!)
+            let start = offset
+            offset += node.len
+            return .bulkString(strings.getSlice(at: start, length: node.len)!)
         case REDIS_REPLY_INTEGER:
             return .integer(Int(node.integer))
         case REDIS_REPLY_STATUS:
@@ -72,7 +89,7 @@ final class ReplyReader {
             var elements: [RESPReply] = []
             elements.reserveCapacity(node.elements)
             for index in 0..<node.elements {
-                if let child = node.element[index] { elements.append(value(of: child, storage: &storage)) }
+                if let child = node.element[index] { elements.append(value(of: child, strings: strings, offset: &offset)) }
             }
             return .array(elements)
         default:  // REDIS_REPLY_NIL
