@@ -9,7 +9,10 @@ func withRedis<T: Sendable>(
     configure: (inout HiredisConfiguration) -> Void = { _ in },
     _ body: (RedisServer, HiredisClient) async throws -> T
 ) async throws -> T {
-    try await RedisServer.with(options) { server in
+    // The client's reconnect notices would flood the test output (and slow the event loops
+    // that write them): warnings and above, to standard error.
+    ToolLogging.bootstrap()
+    return try await RedisServer.with(options) { server in
         var configuration = server.configuration
         configure(&configuration)
         let client = try HiredisClient.started(configuration: configuration)

@@ -124,7 +124,13 @@ struct BadWeatherTests {
 
     @Test func rotationsWhileConnectionsAreKilledNeverLoseOrDuplicateASession() async throws {
         try await withStore { fixture in
-            let (rotatorClient, rotator) = try fixture.secondStore(fixture.store.configuration)
+            // The rotator's connections carry a name, so that only they are killed (killing every
+            // other connection would also hit the fixture's second pooled connection, which the
+            // checks below use).
+            var rotatorConfiguration = fixture.client.configuration
+            rotatorConfiguration.clientName = "rotator"
+            let rotatorClient = try HiredisClient.started(configuration: rotatorConfiguration)
+            let rotator = try SessionStore(client: rotatorClient, configuration: fixture.store.configuration)
             var users: [String] = []
             for index in 0..<100 {
                 let user = "user-\(index)"
@@ -133,7 +139,11 @@ struct BadWeatherTests {
             }
             let killer = Task {
                 while !Task.isCancelled {
-                    _ = try? await fixture.client.send(RESPCommand("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+                    let clients = (try? await fixture.client.send(RESPCommand("CLIENT", "LIST", "TYPE", "normal")).string) ?? ""
+                    let ids = clients.split(whereSeparator: \.isNewline).filter { $0.contains(" name=rotator ") }.compactMap {
+                        $0.split(separator: " ").first { $0.hasPrefix("id=") }.map { String($0.dropFirst(3)) }
+                    }
+                    for id in ids { _ = try? await fixture.client.send(RESPCommand("CLIENT", "KILL", "ID", .string(id))) }
                     try? await Task.sleep(for: .milliseconds(2))
                 }
             }

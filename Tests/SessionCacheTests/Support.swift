@@ -85,6 +85,8 @@ func withStore<T: Sendable>(
     configure: (inout SessionStoreConfiguration) -> Void = { _ in },
     _ body: (StoreFixture) async throws -> T
 ) async throws -> T {
+    // Reconnect and topology notices would flood the test output: warnings and above, to stderr.
+    ToolLogging.bootstrap()
     var configuration = testConfiguration()
     configure(&configuration)
     switch deployment {
