@@ -184,7 +184,9 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    private func failAll(_ error: HiredisError) {
+    /// Fails everything waiting with `error`, except commands past their deadline at
+    /// `timedOutAt`, which fail as timed out.
+    private func failAll(_ error: HiredisError, timedOutAt: NIODeadline? = nil) {
         if closedError == nil { closedError = error }
         // First refuse new commands, then resume the waiting callers: a caller that retries at
         // once must not land on this connection again.
@@ -194,7 +196,11 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         idleCheck?.cancel()
         idleCheck = nil
         while var command = pending.popFirst() {
-            command.fail(error)
+            if let timedOutAt, command.deadline <= timedOutAt {
+                command.fail(HiredisError.timedOut(after: command.timeout))
+            } else {
+                command.fail(error)
+            }
         }
         // What was never written certainly did not run.
         let unwritten = HiredisError(
@@ -219,24 +225,28 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     private func expireOverdue(context: ChannelHandlerContext) {
         let now = NIODeadline.now()
-        var next: NIODeadline?
         // Owed past its deadline and not one byte since it was written: nobody is there.
         var silentSince: NIODeadline?
-        for index in pending.indices {
-            if pending[index].deadline <= now {
-                if pending[index].writtenAt >= lastRead {
-                    silentSince = min(silentSince ?? pending[index].writtenAt, pending[index].writtenAt)
-                }
-                if pending[index].isWaiting { pending[index].fail(HiredisError.timedOut(after: pending[index].timeout)) }
-            } else if pending[index].isWaiting, next == nil || pending[index].deadline < next! {
-                next = pending[index].deadline
-            }
+        for command in pending where command.deadline <= now && command.writtenAt >= lastRead {
+            silentSince = min(silentSince ?? command.writtenAt, command.writtenAt)
         }
         if let silentSince {
             let silence = Duration.nanoseconds(Int64(now.uptimeNanoseconds &- silentSince.uptimeNanoseconds))
             logger.warning("Redis connection presumed dead: no reply", metadata: ["silent_for": "\(silence)"])
-            close(context: context, error: .connectionLost(reason: "no reply for \(silence); the connection was presumed dead and closed"))
+            // The connection refuses new commands before any caller resumes: a caller told "timed
+            // out" that retries at once must not land on it again.
+            failAll(
+                .connectionLost(reason: "no reply for \(silence); the connection was presumed dead and closed"), timedOutAt: now)
+            context.close(promise: nil)
             return
+        }
+        var next: NIODeadline?
+        for index in pending.indices {
+            if pending[index].deadline <= now {
+                if pending[index].isWaiting { pending[index].fail(HiredisError.timedOut(after: pending[index].timeout)) }
+            } else if pending[index].isWaiting, next == nil || pending[index].deadline < next! {
+                next = pending[index].deadline
+            }
         }
         if let next { scheduleTimeoutCheck(at: next, context: context) }
         // Commands queued behind a silent server are written now, so that they time out too.
