@@ -102,6 +102,8 @@ struct DataTests {
             let second = try await store.create(user: "alice", agentType: "support")
             let third = try await store.create(user: "alice")
             _ = try await store.create(user: "bob")
+            // The list orders by last write in Redis milliseconds: writes in one millisecond tie.
+            try await Task.sleep(for: .milliseconds(5))
             try await store.appendMessage(first.id, SessionMessage(role: "user", content: String(repeating: "x", count: 300)))
             try await Task.sleep(for: .milliseconds(5))
             try await store.appendTurn(second.id, user: "hello", assistant: "Hi, how can I help?")
