@@ -172,7 +172,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SessionCacheUnitTests",
-            dependencies: ["SessionCache", "HiredisNIO", "LoadVerdict"]
+            dependencies: ["SessionCache", "HiredisNIO", "LoadVerdict", .product(name: "NIOPosix", package: "swift-nio")]
         ),
         .testTarget(
             name: "HiredisNIOTests",

@@ -278,6 +278,12 @@ for (process, file) in listeners {
     listenerCPU += result.cpuSeconds
 }
 
+// What the listeners logged (warnings and errors: ToolLogging), so that a slow run can be explained.
+let logged = output.withLockedValue { $0 }
+if !logged.isEmpty {
+    print("the listeners logged \(logged.count) lines; the last ones:")
+    for line in logged.suffix(10) { print("  \(line)") }
+}
 print(
     "lateness p50/p99 (ms) by tenth of the window: "
         + tenths.map { "\($0.valueAtPercentile(50))/\($0.valueAtPercentile(99))" }.joined(separator: " "))

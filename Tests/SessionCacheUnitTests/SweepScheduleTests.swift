@@ -40,6 +40,7 @@ struct SweepScheduleTests {
         let notified = schedule.due(at: start)
         #expect(notified == [.init(bucket: 8, recover: false, full: false)])
         schedule.notify(99)  // not ours: ignored
+        #expect(schedule.owns(8) && !schedule.owns(99))
         visit(&schedule, notified, at: start, next: [8: .seconds(5)])
         #expect(schedule.nextWake(after: start) == start + .seconds(1))
     }
@@ -114,6 +115,15 @@ struct SessionIDTests {
         let parsed = keyspace.parseTimer(Substring(keyspace.timer(id, idleMilliseconds: 1000, deadline: 1_800_000_000_000)))
         #expect(parsed?.bucket == 9 && parsed?.id == id)
         #expect(keyspace.parseTimer("other:{9}:session:\(id):timer:1:2") == nil)
+        // What the expiry listener reads from each notification's channel.
+        let channel = "__keyspace@0__:" + keyspace.timer(id, idleMilliseconds: 1000, deadline: 1_800_000_000_000)
+        #expect(keyspace.bucket(ofTimerNotification: channel.utf8) == 9)
+        #expect(keyspace.session(ofTimerNotification: channel) == id)
+        for junk in [
+            "__keyspace@0__:chat:{9}:session:", "__keyspace@0__:chat:{9}:session::timer:1:2", "no brace", "chat:{9}:other:x:timer:1:2",
+        ] {
+            #expect(keyspace.session(ofTimerNotification: junk) == nil, "\(junk)")
+        }
     }
 }
 

@@ -315,18 +315,20 @@ public final class HiredisSubscriber: Service {
     }
 
     private func handle(_ reply: RESPReply) {
-        guard case .array(let parts) = reply, let kind = parts.first?.string?.lowercased() else { return }
-        switch kind {
-        case "message" where parts.count == 3, "smessage" where parts.count == 3:
-            if let channel = parts[1].string, case .bulkString(let payload) = parts[2] {
-                deliver(.message(channel: channel, pattern: nil, payload: payload))
-            }
-        case "pmessage" where parts.count == 4:
+        guard case .array(let parts) = reply, case .bulkString(let kindBytes)? = parts.first else { return }
+        // Messages first, compared as bytes: a listener receives one per expired key.
+        let kind = kindBytes.readableBytesView
+        if parts.count == 4, kind.elementsEqual("pmessage".utf8) {
             if let pattern = parts[1].string, let channel = parts[2].string, case .bulkString(let payload) = parts[3] {
                 deliver(.message(channel: channel, pattern: pattern, payload: payload))
             }
-        default:
-            guard let confirmed = Kind(rawValue: kind), parts.count >= 2, let name = parts[1].string else { return }
+        } else if parts.count == 3, kind.elementsEqual("message".utf8) || kind.elementsEqual("smessage".utf8) {
+            if let channel = parts[1].string, case .bulkString(let payload) = parts[2] {
+                deliver(.message(channel: channel, pattern: nil, payload: payload))
+            }
+        } else {
+            guard let confirmed = Kind(rawValue: String(buffer: kindBytes).lowercased()), parts.count >= 2, let name = parts[1].string
+            else { return }
             let done: [CheckedContinuation<Void, any Error>] = state.withLockedValue { state in
                 var done: [CheckedContinuation<Void, any Error>] = []
                 for (id, var waiter) in state.waiters where waiter.kind == confirmed {

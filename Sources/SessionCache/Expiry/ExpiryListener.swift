@@ -579,8 +579,18 @@ public final class ExpiryListener: Service {
                 guard payload.readableBytesView.elementsEqual("expired".utf8),
                     let bucket = keyspace.bucket(ofTimerNotification: channel.utf8)
                 else { continue }
-                state.withLock { $0.schedule.notify(bucket) }
-                sweepWakeup.signal()
+                let news = state.withLock { state in
+                    // Most notifications echo this listener's own claims (a claim's read of an
+                    // ended timer makes Redis expire it and notify): they would only cause a
+                    // second, empty visit. Other listeners' buckets are theirs to visit.
+                    guard state.schedule.owns(bucket) else { return false }
+                    if let id = keyspace.session(ofTimerNotification: channel), state.inFlight[id] != nil || state.finished[id] != nil {
+                        return false
+                    }
+                    state.schedule.notify(bucket)
+                    return true
+                }
+                if news { sweepWakeup.signal() }
             case .resubscribed:
                 logger.info("expired-key notifications were missed while reconnecting; the sweep covers them")
                 // A new primary (failover, resharding) has its own setting: CONFIG is not replicated.

@@ -32,6 +32,9 @@ struct SweepSchedule {
         for bucket in owned where buckets[bucket] == nil { buckets[bucket] = Bucket() }
     }
 
+    /// Whether `bucket` is this listener's.
+    func owns(_ bucket: Int) -> Bool { buckets[bucket] != nil }
+
     /// A notification named a timer of `bucket`.
     mutating func notify(_ bucket: Int) {
         buckets[bucket]?.notified = true

@@ -157,6 +157,21 @@ public struct SessionKeyspace: Sendable, Hashable {
         return bucket
     }
 
+    /// The session id named by a keyspace notification's channel for one of this keyspace's
+    /// timers (`...:{<bucket>}:session:<id>:timer:...`), or nil. Read from the bytes (the
+    /// listener reads one per notification).
+    public func session(ofTimerNotification channel: String) -> String? {
+        let bytes = channel.utf8
+        guard let brace = bytes.firstIndex(of: UInt8(ascii: "}")) else { return nil }
+        var index = brace
+        for expected in "}:session:".utf8 {
+            guard index != bytes.endIndex, bytes[index] == expected else { return nil }
+            index = bytes.index(after: index)
+        }
+        guard let end = bytes[index...].firstIndex(of: UInt8(ascii: ":")), end > index else { return nil }
+        return String(channel[index..<end])
+    }
+
     /// The session hash's fields (besides the application's metadata, `meta:<key>`).
     public enum Field {
         public static let user = "user"

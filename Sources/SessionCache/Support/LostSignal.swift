@@ -12,14 +12,10 @@ final class LostSignal: Sendable {
         case lost
     }
 
-    /// Why a waiter was woken.
-    private enum Wake: Sendable {
-        case fired, timedOut, cancelled
-    }
-
     private struct State {
         var fired = false
-        var waiters: [UInt64: CheckedContinuation<Wake, Never>] = [:]
+        /// Cancels each race in progress, by race.
+        var running: [UInt64: @Sendable () -> Void] = [:]
         var next: UInt64 = 0
     }
 
@@ -29,71 +25,56 @@ final class LostSignal: Sendable {
 
     /// Fires the signal: every race in progress cancels its work.
     func fire() {
-        let waiters = state.withLock { state in
+        let cancels = state.withLock { state in
             state.fired = true
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
+            defer { state.running = [:] }
+            return Array(state.running.values)
         }
-        for waiter in waiters { waiter.resume(returning: .fired) }
+        for cancel in cancels { cancel() }
     }
 
-    /// Runs `body`, cancelling it when the signal fires or `timeout` passes (a timer on
-    /// `eventLoop`: one task races the body, not two).
+    /// Runs `body` in a task of its own, cancelled when the signal fires, when `timeout` passes (a
+    /// timer on `eventLoop`) or when the caller is cancelled; waits for it to end either way (a
+    /// hook is never run twice at once). One task per race: an expiry listener runs one per hook.
     func race<Value: Sendable>(
         timeout: Duration, on eventLoop: any EventLoop, _ body: @escaping @Sendable () async throws -> Value
     ) async -> Outcome<Value> {
         if isLost { return .lost }
-        return await withTaskGroup(of: Outcome<Value>?.self) { group in
-            group.addTask {
-                do {
-                    return .finished(.success(try await body()))
-                } catch {
-                    return .finished(.failure(error))
-                }
-            }
-            group.addTask {
-                switch await self.wait(timeout: timeout, on: eventLoop) {
-                case .fired: return .lost
-                case .timedOut: return .timedOut
-                case .cancelled: return nil
-                }
-            }
-            var outcome: Outcome<Value> = .lost
-            while let next = await group.next() {
-                if let next {
-                    outcome = next
-                    break
-                }
-            }
-            group.cancelAll()
-            return outcome
-        }
-    }
-
-    private func wait(timeout: Duration, on eventLoop: any EventLoop) async -> Wake {
-        let id = state.withLock { state in
+        let work = Task { try await body() }
+        let id = state.withLock { state -> UInt64? in
+            if state.fired { return nil }
             state.next += 1
+            state.running[state.next] = { work.cancel() }
             return state.next
         }
-        let resume: @Sendable (Wake) -> Void = { [self] wake in
-            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: wake)
+        guard let id else {
+            work.cancel()
+            _ = await work.result
+            return .lost
         }
-        let timer = eventLoop.scheduleTask(in: timeout.timeAmount) { resume(.timedOut) }
-        defer { timer.cancel() }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Wake, Never>) in
-                let now = state.withLock { state -> Wake? in
-                    if state.fired { return .fired }
-                    if Task.isCancelled { return .cancelled }
-                    state.waiters[id] = continuation
-                    return nil
-                }
-                if let now { continuation.resume(returning: now) }
-            }
+        let timedOut = TimedOutFlag()
+        let timer = eventLoop.scheduleTask(in: timeout.timeAmount) {
+            timedOut.set()
+            work.cancel()
+        }
+        let result = await withTaskCancellationHandler {
+            await work.result
         } onCancel: {
-            resume(.cancelled)
+            work.cancel()
         }
+        timer.cancel()
+        // Removed by fire(): the signal fired while the work ran.
+        if state.withLock({ $0.running.removeValue(forKey: id) == nil }) { return .lost }
+        if case .failure = result, timedOut.isSet { return .timedOut }
+        return .finished(result)
     }
+}
+
+/// Set once by a race's timer.
+private final class TimedOutFlag: Sendable {
+    private let value = Atomic(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
 }
 
 extension Duration {
