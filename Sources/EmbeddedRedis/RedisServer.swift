@@ -17,7 +17,8 @@ import NIOConcurrencyHelpers
 /// ```
 ///
 /// The server writes its pid to `redis.pid` in its directory (`/tmp/ssc-redis-*`), so a test
-/// runner that crashed can be cleaned up after (`scripts/test` does).
+/// runner that crashed can be cleaned up after (`scripts/test` does; so does the next process
+/// that starts a server). Servers still running when their process exits are killed.
 public final class RedisServer: @unchecked Sendable {
     /// How the server is started.
     public struct Options: Sendable {
@@ -247,8 +248,10 @@ public final class RedisServer: @unchecked Sendable {
                     }
                 }
                 lock.withLock { self.process = process }
+                ServerReaper.started(process.pid)
                 Task {
                     _ = await process.waitForExit()
+                    ServerReaper.exited(process.pid)
                     finish(.failure(StartError(description: "redis-server on port \(port) exited at start: \(self.log)")))
                 }
             } catch {
