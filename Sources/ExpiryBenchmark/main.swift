@@ -268,6 +268,11 @@ for (process, file) in listeners {
         for line in output.withLockedValue({ $0 }).suffix(20) { print(line) }
         continue
     }
+    var own = Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .two)
+    for late in result.latenessMilliseconds { _ = own.record(UInt64(late)) }
+    print(
+        "listener \(listeners.firstIndex { $0.1 == file } ?? 0): \(result.hooks.count) hooks, lateness p50 \(own.valueAtPercentile(50)) ms, p99 \(own.valueAtPercentile(99)) ms, CPU \(String(format: "%.1f", result.cpuSeconds)) s"
+    )
     for (index, late) in zip(result.hooks, result.latenessMilliseconds) {
         calls[Int(index)] += 1
         if calls[Int(index)] == 1 {

@@ -45,6 +45,20 @@ struct SweepScheduleTests {
         #expect(schedule.nextWake(after: start) == start + .seconds(1))
     }
 
+    @Test func underABacklogTheBucketWithTheOldestEntryLeftIsServedFirst() {
+        var schedule = SweepSchedule(fullSweepInterval: .seconds(10))
+        schedule.assign([1, 2, 3])
+        visit(&schedule, schedule.due(at: start), at: start, next: [1: .zero, 2: .zero, 3: .zero])
+        // Bucket 1 had entries 900 ms overdue left when its share of the budget ran out; bucket 2
+        // only 10 ms overdue ones, visited earlier; bucket 3 was not saturated.
+        let later = start + .seconds(1)
+        schedule.visited(.init(bucket: 2, recover: false, full: false), at: later, nextDueIn: .milliseconds(-10), saturated: true)
+        schedule.visited(
+            .init(bucket: 1, recover: false, full: false), at: later + .milliseconds(50), nextDueIn: .milliseconds(-900), saturated: true)
+        schedule.visited(.init(bucket: 3, recover: false, full: false), at: later, nextDueIn: .milliseconds(500), saturated: false)
+        #expect(schedule.due(at: later + .milliseconds(60)).map(\.bucket) == [1, 2], "the oldest work first, whoever was visited last")
+    }
+
     @Test func aFailedVisitRetriesAskingForOwnClaims() {
         var schedule = SweepSchedule(fullSweepInterval: .seconds(1))
         schedule.assign([4])

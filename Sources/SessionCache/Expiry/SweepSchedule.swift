@@ -66,14 +66,21 @@ struct SweepSchedule {
         return due.sorted { $0.since < $1.since }.map(\.visit)
     }
 
-    /// A visit ended: `nextDueIn` is how long until the bucket's next entry is due (nil: none);
-    /// `saturated` when the visit claimed as many as it could take, so more may be due at once.
+    /// A visit ended: `nextDueIn` is how long until the bucket's next entry is due (nil: none;
+    /// negative: it is overdue); `saturated` when the visit claimed as many as it could take, so
+    /// more may be due at once.
+    ///
+    /// A saturated bucket keeps the due time of the oldest entry it has left, not the time of the
+    /// visit: buckets are served oldest first, and one whose share of a busy sweep's budget ran
+    /// out must not go to the back of the line (it did, and under a backlog a few buckets waited
+    /// until the backlog was gone: 10 s hook lateness where the median was 100 ms).
     mutating func visited(_ visit: Visit, at now: Instant, nextDueIn: Duration?, saturated: Bool) {
         guard buckets[visit.bucket] != nil else { return }
         buckets[visit.bucket]?.visiting = false
         buckets[visit.bucket]?.recover = false
         if visit.full { buckets[visit.bucket]?.lastFullVisit = now }
-        buckets[visit.bucket]?.nextDue = saturated ? now : nextDueIn.map { now + max(.zero, $0) }
+        buckets[visit.bucket]?.nextDue =
+            saturated ? now + min(.zero, nextDueIn ?? .zero) : nextDueIn.map { now + max(.zero, $0) }
     }
 
     /// A visit failed (its reply may have been lost after Redis ran it): visit again, asking for
