@@ -52,6 +52,9 @@ public final class ExpiryListener: Service {
         let bucket: Int
         /// Cancels the hook when its claim is lost.
         let lost: LostSignal
+        /// Its hook has ended and a finalize call for it has been sent: a renewal that finds the
+        /// claim gone raced that call (which reports a claim lost to another listener itself).
+        var finalizing = false
     }
 
     private struct State {
@@ -465,6 +468,7 @@ public final class ExpiryListener: Service {
     private func finalizePending() async -> Bool {
         let pending = state.withLock { state in
             defer { state.finalizing = [:] }
+            for item in state.finalizing.values.joined() { state.inFlight[item.id]?.finalizing = true }
             return state.finalizing.map { (bucket: $0.key, items: $0.value) }
         }
         guard !pending.isEmpty else { return true }
@@ -494,7 +498,12 @@ public final class ExpiryListener: Service {
             return true
         } catch {
             logger.warning("finalize failed; retrying", metadata: ["buckets": "\(chunk.count)", "error": "\(error)"])
-            state.withLock { state in for (bucket, items) in chunk { state.finalizing[bucket, default: []].append(contentsOf: items) } }
+            state.withLock { state in
+                for (bucket, items) in chunk {
+                    state.finalizing[bucket, default: []].append(contentsOf: items)
+                    for item in items { state.inFlight[item.id]?.finalizing = false }
+                }
+            }
             return false
         }
     }
@@ -539,12 +548,14 @@ public final class ExpiryListener: Service {
 
     private func claimLost(_ id: String) {
         let entry = state.withLock { state -> InFlight? in
-            guard let entry = state.inFlight[id] else { return nil }
+            // Finalized meanwhile, or being finalized: not lost.
+            guard let entry = state.inFlight[id], !entry.finalizing else { return nil }
             // A finished hook waiting for finalize gives it up: another listener runs it again.
             for bucket in state.finalizing.keys { state.finalizing[bucket]?.removeAll { $0.id == id } }
             return entry
         }
-        entry?.lost.fire()
+        guard let entry else { return }
+        entry.lost.fire()
         logger.warning("a claim was lost while its hook ran; cancelling the hook", metadata: ["session": "\(SessionID.redacted(id))"])
     }
 
