@@ -120,8 +120,7 @@ let package = Package(
         // A listener in a process of its own, for the tests that kill an instance.
         .executableTarget(
             name: "SessionTestWorker",
-            dependencies: [
-                .product(name: "Logging", package: "swift-log"),"SessionCache", "HiredisNIO"]
+            dependencies: ["SessionCache", "HiredisNIO", "EmbeddedRedis"]
         ),
         .executableTarget(
             name: "ClusterBenchmark",

@@ -13,19 +13,15 @@
 //       whose hook prints "hook <id> <reason> <expiredAt unix ms>"
 //
 // Each prints "ready" once set up, and "done" when finished.
+import EmbeddedRedis
 import Foundation
 import HiredisNIO
-import Logging
 import SessionCache
 
 func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
 // Standard output is the protocol with the test: the libraries' warnings go to standard error.
-LoggingSystem.bootstrap { label in
-    var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = .warning
-    return handler
-}
+ToolLogging.bootstrap()
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 4, let port = Int(arguments[2]) else {

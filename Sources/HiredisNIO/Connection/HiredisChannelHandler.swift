@@ -179,8 +179,10 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         close(context: context, error: error)
     }
 
-    private func close(context: ChannelHandlerContext, error: HiredisError) {
-        failAll(error)
+    /// Fails everything waiting (as timed out those past their deadline at `timedOutAt`) and
+    /// closes the channel.
+    private func close(context: ChannelHandlerContext, error: HiredisError, timedOutAt: NIODeadline? = nil) {
+        failAll(error, timedOutAt: timedOutAt)
         context.close(promise: nil)
     }
 
@@ -235,9 +237,9 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             logger.warning("Redis connection presumed dead: no reply", metadata: ["silent_for": "\(silence)"])
             // The connection refuses new commands before any caller resumes: a caller told "timed
             // out" that retries at once must not land on it again.
-            failAll(
-                .connectionLost(reason: "no reply for \(silence); the connection was presumed dead and closed"), timedOutAt: now)
-            context.close(promise: nil)
+            close(
+                context: context, error: .connectionLost(reason: "no reply for \(silence); the connection was presumed dead and closed"),
+                timedOutAt: now)
             return
         }
         var next: NIODeadline?
