@@ -99,8 +99,45 @@ public func rounded(_ value: Double, _ places: Int = 2) -> Double {
     return (value * scale).rounded() / scale
 }
 
-/// Prints the benchmark's last line: one JSON object with keys in the given order.
+/// CPU time the hypervisor took from this virtual machine ("steal", `/proc/stat`) while a
+/// benchmark ran. On a shared host it swings from nothing to most of the machine within minutes,
+/// and every figure measured meanwhile with it: the benchmarks report it beside their results.
+public enum HostSteal {
+    private static let start = ticks()
+
+    /// Marks the start of the measurement (call first thing).
+    public static func begin() { _ = start }
+
+    /// The share of all CPU time since ``begin()`` that was stolen, in percent (nil where
+    /// `/proc/stat` cannot be read).
+    public static var percentSinceBegin: Double? {
+        guard let start, let now = ticks(), now.total > start.total else { return nil }
+        return 100 * Double(now.steal - start.steal) / Double(now.total - start.total)
+    }
+
+    /// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal ...`.
+    private static func ticks() -> (steal: Int, total: Int)? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8), let line = text.split(separator: "\n").first
+        else { return nil }
+        let fields = line.split(separator: " ").dropFirst().compactMap { Int($0) }
+        guard fields.count >= 8 else { return nil }
+        return (fields[7], fields.prefix(8).reduce(0, +))
+    }
+}
+
+/// Prints the benchmark's last line: one JSON object with keys in the given order, then the
+/// host's steal time since ``HostSteal/begin()`` (`host_steal_percent`), with a warning above 5 %.
 public func printJSONLine(_ fields: [(String, Any)]) {
+    var fields = fields
+    if let steal = HostSteal.percentSinceBegin {
+        if steal > 5 {
+            print(
+                String(
+                    format: "warning: the host took %.0f%% of this machine's CPU time during the run (steal): treat the figures with care",
+                    steal))
+        }
+        fields.append(("host_steal_percent", rounded(steal, 1)))
+    }
     let body = fields.map { key, value -> String in
         switch value {
         case let text as String: return "\"\(key)\":\"\(text)\""

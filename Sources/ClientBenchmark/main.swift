@@ -11,6 +11,7 @@ import Foundation
 import HiredisNIO
 
 ToolLogging.bootstrap()
+HostSteal.begin()
 
 let arguments = CommandLine.arguments.dropFirst()
 let requests = arguments.first.flatMap { Int($0) } ?? 200_000

@@ -15,6 +15,7 @@ import NIOConcurrencyHelpers
 import SessionCache
 
 ToolLogging.bootstrap()
+HostSteal.begin()
 
 let operations = CommandLine.arguments.dropFirst().first.flatMap { Int($0) } ?? 200_000
 let callers = 200

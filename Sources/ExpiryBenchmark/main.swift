@@ -23,6 +23,7 @@ import SessionCache
 import Synchronization
 
 ToolLogging.bootstrap()
+HostSteal.begin()
 
 #if canImport(Glibc)
     import Glibc

@@ -15,6 +15,7 @@ import SessionCache
 import Synchronization
 
 ToolLogging.bootstrap()
+HostSteal.begin()
 
 let arguments = CommandLine.arguments.dropFirst()
 let pairs = arguments.first.flatMap { Int($0) } ?? 200_000

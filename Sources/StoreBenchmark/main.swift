@@ -9,6 +9,7 @@ import HiredisNIO
 import SessionCache
 
 ToolLogging.bootstrap()
+HostSteal.begin()
 
 let arguments = CommandLine.arguments.dropFirst()
 let operations = arguments.first.flatMap { Int($0) } ?? 200_000
