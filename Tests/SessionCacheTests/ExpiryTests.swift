@@ -241,6 +241,24 @@ struct ExpiryTests {
         }
     }
 
+    /// The reason must not depend on a sweep visit while the session lived: no listener runs
+    /// until it has ended, touched up to its absolute lifetime (it failed when only a visit in the
+    /// last idle period recorded the activity).
+    @Test func aSessionActiveUntilItsAbsoluteLifetimeEndsByItWithNoListenerWatching() async throws {
+        try await withStore(configure: {
+            $0.expiryListener = true
+            $0.absoluteLifetimes.custom = .milliseconds(1200)
+        }) { fixture in
+            let capped = try await fixture.store.create(user: "capped", mode: .custom(.seconds(1)))
+            while (try? await fixture.store.touch(capped.id)) != nil { try await Task.sleep(for: .milliseconds(100)) }
+            let recorder = HookRecorder()
+            let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
+            #expect(await recorder.wait(forSessions: 1, timeout: .seconds(15)))
+            await listener.stop()
+            #expect(recorder.calls[capped.id]?.map(\.reason) == [.absoluteLifetime])
+        }
+    }
+
     @Test(arguments: Deployment.allCases) func shorteningTheModeMovesTheHookAndWarningToTheNewDeadline(
         _ deployment: Deployment
     ) async throws {

@@ -280,8 +280,18 @@ extension SessionFunctions {
           local f, timer = alive(session, now, F.listener, F.grace, F.data_until)
           if not f then return {'not_alive'} end
           slide(timer, f[1], f[2])
+          local fields = {}
           local until_ = refresh_data(session, now, f[1], f[2], f[4], f[5], f[6])
-          if until_ then redis.call('HSET', session, F.data_until, until_) end
+          if until_ then fields = {F.data_until, until_} end
+          -- In the last idle period before the deadline the timer is capped at the deadline, and its TTL
+          -- no longer tells when the activity was: record it, so that the hook's reason (absolute
+          -- lifetime, not idle timeout) does not depend on a sweep visit in that period. (Touches there
+          -- always come here: a plain PEXPIRE is sent only far from the deadline.)
+          if now + tonumber(f[1]) >= tonumber(f[2]) then
+            fields[#fields + 1] = F.last_activity
+            fields[#fields + 1] = now
+          end
+          if #fields > 0 then redis.call('HSET', session, unpack(fields)) end
           return {'ok', timer, now}
         end
 
