@@ -25,8 +25,9 @@ func withStarted<Resource, T: Sendable>(
 }
 
 /// Checks `condition` every 50 ms until it holds (errors count as "not yet"); throws after
-/// `timeout`. For states a server reaches without telling anyone (a cluster agreeing, a failover).
-func pollUntil(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
+/// `timeout`. For states a server reaches without telling anyone (a cluster agreeing, a failover,
+/// another process finishing its writes).
+public func pollUntil(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if (try? await condition()) == true { return }

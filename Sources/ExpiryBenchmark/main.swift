@@ -262,7 +262,7 @@ var lateness = Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSigni
 // The lateness in each tenth of the window, to tell a start-up lag from a backlog.
 var tenths = (0..<10).map { _ in Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .two) }
 var listenerCPU = 0.0
-for (process, file) in listeners {
+for (number, (process, file)) in listeners.enumerated() {
     _ = await process.waitForExit(timeout: .seconds(60))
     guard let data = try? Data(contentsOf: file), let result = try? JSONDecoder().decode(ListenerResult.self, from: data) else {
         print("a listener left no result:")
@@ -272,7 +272,7 @@ for (process, file) in listeners {
     var own = Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .two)
     for late in result.latenessMilliseconds { _ = own.record(UInt64(late)) }
     print(
-        "listener \(listeners.firstIndex { $0.1 == file } ?? 0): \(result.hooks.count) hooks, lateness p50 \(own.valueAtPercentile(50)) ms, p99 \(own.valueAtPercentile(99)) ms, CPU \(String(format: "%.1f", result.cpuSeconds)) s"
+        "listener \(number): \(result.hooks.count) hooks, lateness p50 \(own.valueAtPercentile(50)) ms, p99 \(own.valueAtPercentile(99)) ms, CPU \(String(format: "%.1f", result.cpuSeconds)) s"
     )
     for (index, late) in zip(result.hooks, result.latenessMilliseconds) {
         calls[Int(index)] += 1

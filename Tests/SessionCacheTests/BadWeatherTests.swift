@@ -105,12 +105,8 @@ struct BadWeatherTests {
             #expect(abs(expiredAt - (try await fixture.redisNow())) < 3000, "expiredAt is on Redis's clock")
             // The worker finalizes after its hook returned (in batches, within a sweep interval or
             // so): nothing may be left once it has.
-            var remaining = try await sessionKeys(fixture)
-            let limit = ContinuousClock.now + .seconds(5)
-            while !remaining.isEmpty, ContinuousClock.now < limit {
-                try await Task.sleep(for: .milliseconds(20))
-                remaining = try await sessionKeys(fixture)
-            }
+            try? await pollUntil("the worker's finalize", timeout: .seconds(5)) { try await sessionKeys(fixture).isEmpty }
+            let remaining = try await sessionKeys(fixture)
             #expect(remaining.isEmpty, "left after the hook: \(remaining)")
         }
     }
