@@ -151,7 +151,7 @@ struct LockTests {
             let locks = SessionLock.started(store: fixture.store, configuration: SessionLockConfiguration(policy: .sessionPerTab))
             let session = try await fixture.store.create(user: "alice")
             let tabA = try await locks.acquire(session.id, tab: "a")
-            let tabB = try await locks.acquire(session.id, tab: "b", timeout: .milliseconds(100))  // tabs never wait for each other
+            let tabB = try await locks.acquire(session.id, tab: "b", timeout: .seconds(1))  // tabs never wait for each other (the lease is 5 s)
             #expect(tabB.fence > tabA.fence)
             // Tab A's lease is valid: its write goes through although tab B acquired later.
             try await fixture.store.setMetadata(session.id, key: "a", value: 1, lease: tabA)
@@ -290,17 +290,19 @@ struct LockTests {
     {
         try await withStore(on: deployment) { fixture in
             var configuration = SessionLockConfiguration()
-            configuration.lease = .milliseconds(300)
+            // Long enough that a busy host's scheduling delays (150 ms and more seen on CI) do
+            // not end it between two renewals; the body outlasts it twice over.
+            configuration.lease = .seconds(1)
             let locks = SessionLock.started(store: fixture.store, configuration: configuration)
             let session = try await fixture.store.create(user: "alice")
             struct Boom: Error {}
             await #expect(throws: Boom.self) { try await locks.withLock(session.id) { _ in throw Boom() } }
-            let free = try await locks.acquire(session.id, timeout: .milliseconds(100))  // released on throw
+            let free = try await locks.acquire(session.id, timeout: .milliseconds(500))  // released on throw (the lease is 1 s)
             try await locks.release(free)
 
             // A long body keeps its lease through renewals.
             try await locks.withLock(session.id) { lease in
-                try await Task.sleep(for: .milliseconds(700))
+                try await Task.sleep(for: .milliseconds(2500))
                 try await fixture.store.setMetadata(session.id, key: "k", value: 1, lease: lease)
             }
             // Another tab takes the lock over while a body works: the body is told.
