@@ -330,10 +330,18 @@ final class ClusterRouter: Sendable {
                     continue
                 }
                 if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
-                throw error
+                throw nodeLeft(error, address)
             }
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
+    }
+
+    /// A command waiting for a connection of a node that the topology then dropped (a primary
+    /// killed and replaced) finds the node's pool shut down: it never went out, so the client
+    /// tries it again on the new map instead of reporting the client closed.
+    private func nodeLeft(_ error: HiredisError, _ address: String) -> HiredisError {
+        guard error.code == .clientClosed, !state.withLockedValue({ $0.shutDown }) else { return error }
+        return .cannotConnect(address: address, reason: "the node left the cluster topology")
     }
 
     /// The redirection an error reply names, if any.
@@ -405,7 +413,7 @@ final class ClusterRouter: Sendable {
         } catch let error as HiredisError {
             if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
             // Other parts went out: the pipeline as a whole may have partly run.
-            throw nodeOrder.count > 1 ? error.mayHaveRun() : error
+            throw nodeOrder.count > 1 ? error.mayHaveRun() : nodeLeft(error, nodeOrder[0])
         }
         // Commands answered with a redirection did not run: send them again where they belong.
         for index in replies.indices {
