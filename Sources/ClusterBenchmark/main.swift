@@ -68,9 +68,9 @@ func touchThroughput(_ store: SessionStore, _ ids: [String]) async throws -> Dou
     return runs.sorted()[1]
 }
 
-let standalone = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
+let standalone = try await RedisServer.start(.init(notifyKeyspaceEvents: "Kx"))
 var clusterOptions = RedisCluster.Options()
-clusterOptions.node = .init(notifyKeyspaceEvents: "KEx")
+clusterOptions.node = .init(notifyKeyspaceEvents: "Kx")
 let cluster = try await RedisCluster.start(clusterOptions)
 print(
     "bench-cluster: \(operations) touches per measurement, \(callers) callers; cluster \(cluster.url), standalone port \(standalone.port)")

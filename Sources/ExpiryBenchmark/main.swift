@@ -105,7 +105,9 @@ let listenerProcesses = Int(ProcessInfo.processInfo.environment["EXPIRY_BENCH_LI
 
 let noEvents = ProcessInfo.processInfo.environment["EXPIRY_BENCH_NO_EVENTS"] == "1"
 let onCluster = ProcessInfo.processInfo.environment["EXPIRY_BENCH_CLUSTER"] == "1"
-let serverOptions = RedisServer.Options(notifyKeyspaceEvents: noEvents ? nil : "KEx")
+// What the listener itself enables (keyspace channels, expired events): no keyevent channel, which
+// nobody reads and which Redis would publish on for every expired key.
+let serverOptions = RedisServer.Options(notifyKeyspaceEvents: noEvents ? nil : "Kx")
 let server: RedisServer? = onCluster ? nil : try await RedisServer.start(serverOptions)
 let cluster: RedisCluster? =
     onCluster

@@ -84,7 +84,7 @@ struct SessionLoadCommand: AsyncParsableCommand {
             throw ValidationError("--faults: only worker-kill acts on a Redis the run did not start")
         }
 
-        var node = RedisServer.Options(notifyKeyspaceEvents: "KEx", appendOnly: true)
+        var node = RedisServer.Options(notifyKeyspaceEvents: "Kx", appendOnly: true)
         node.appendFsync = appendfsync
         var stops: [@Sendable () async -> Void] = []
         var target: FaultTarget?
