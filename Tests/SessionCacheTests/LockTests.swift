@@ -151,7 +151,8 @@ struct LockTests {
             let locks = SessionLock.started(store: fixture.store, configuration: SessionLockConfiguration(policy: .sessionPerTab))
             let session = try await fixture.store.create(user: "alice")
             let tabA = try await locks.acquire(session.id, tab: "a")
-            let tabB = try await locks.acquire(session.id, tab: "b", timeout: .seconds(1))  // tabs never wait for each other (the lease is 5 s)
+            // Tabs never wait for each other (waiting for tab A would take its 5 s lease).
+            let tabB = try await locks.acquire(session.id, tab: "b", timeout: .seconds(1))
             #expect(tabB.fence > tabA.fence)
             // Tab A's lease is valid: its write goes through although tab B acquired later.
             try await fixture.store.setMetadata(session.id, key: "a", value: 1, lease: tabA)
