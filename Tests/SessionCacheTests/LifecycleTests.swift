@@ -136,7 +136,12 @@ struct LifecycleTests {
             let touched = try await store.get(id)
             #expect(touched?.state == .active)
             #expect(touched?.lastActivity ?? .distantPast > seen ?? .distantFuture, "the touch is the last activity")
-            // The data keys always outlive the timer by at least half the grace.
+            // The data keys always outlive the timer: a touch through the function pushes their
+            // TTL out when their lead is under half the grace (2 s), and plain PEXPIREs from the
+            // timer cache move the timer for at most the cache's age limit after that (a quarter of
+            // the grace, 1 s, counted from the function's reply). So the lead stays above 1 s less
+            // the round trips' transit, which a busy host stretches to 100 ms and more (CI saw a
+            // lead of 1,925 ms against the 2 s this test used to ask for).
             for _ in 0..<5 {
                 try await Task.sleep(for: .milliseconds(300))
                 try await store.touch(id)
@@ -144,7 +149,7 @@ struct LifecycleTests {
                 let data = try await fixture.pttl(fixture.keyspace.session(id))
                 let messages = try await fixture.pttl(fixture.keyspace.messages(id))
                 let left = try await fixture.timerTTL(id)
-                #expect(data >= left + 2000 && messages >= left + 2000, "data \(data) ms, messages \(messages) ms, timer \(left) ms")
+                #expect(data >= left + 500 && messages >= left + 500, "data \(data) ms, messages \(messages) ms, timer \(left) ms")
             }
         }
     }
