@@ -60,4 +60,33 @@ struct ObservabilityTests {
             #expect(cleanup.parentSpanID == hook.spanID && cleanup.traceID == hook.traceID)
         }
     }
+
+    @Test func aLockedBodyIsASpanWithItsAcquireReleaseAndWritesAsChildren() async throws {
+        let tracer = InMemoryTracer()
+        try await withStore(configure: { $0.tracer = tracer }) { fixture in
+            var configuration = SessionLockConfiguration()
+            configuration.tracer = tracer
+            let locks = SessionLock.started(store: fixture.store, configuration: configuration)
+            let session = try await fixture.store.create(user: "alice")
+            let fence = try await locks.withLock(session.id) { lease in
+                try await fixture.store.setMetadata(session.id, key: "k", value: 1, lease: lease)
+                return lease.fence
+            }
+            let spans = tracer.finishedSpans
+            let hold = try #require(spans.first { $0.operationName == "session.lock.hold" })
+            #expect(hold.kind == .internal)
+            for name in ["session.lock.acquire", "session.set_metadata", "session.lock.release"] {
+                let child = try #require(spans.first { $0.operationName == name }, "no span \(name)")
+                #expect(child.parentSpanID == hold.spanID && child.traceID == hold.traceID, "\(name) is not a child of the hold")
+            }
+            let acquire = try #require(spans.first { $0.operationName == "session.lock.acquire" })
+            #expect(acquire.kind == .client)
+            #expect(acquire.attributes["session.lock.fence"]?.toSpanAttribute() == .int64(Int64(fence)))
+            guard case .string(let prefix)? = acquire.attributes["session.id_prefix"]?.toSpanAttribute() else {
+                Issue.record("no id prefix")
+                return
+            }
+            #expect(prefix.count <= 10 && session.id.hasPrefix(prefix))
+        }
+    }
 }

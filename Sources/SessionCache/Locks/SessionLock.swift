@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// Per-session locks with leases and fencing, across app-server instances: two tabs of one user,
 /// served by different instances, take turns on the session instead of overwriting each other.
@@ -105,6 +106,14 @@ public final class SessionLock: Service {
     /// - Throws: ``LockError/timedOut``, `CancellationError`, ``LockError/redis(_:)``,
     ///   ``LockError/invalidTab``.
     public func acquire(_ id: String, tab: String? = nil, timeout: Duration? = nil) async throws -> LockLease {
+        try await traced("acquire", id, tab: tab) { span in
+            let lease = try await self.acquireUntraced(id, tab: tab, timeout: timeout)
+            span?.attributes["session.lock.fence"] = lease.fence
+            return lease
+        }
+    }
+
+    private func acquireUntraced(_ id: String, tab: String?, timeout: Duration?) async throws -> LockLease {
         guard let bucket = keyspace.bucket(ofSession: id) else { throw LockError.notFound }
         let tab = configuration.policy == .sessionPerTab ? tab : nil
         do { try SessionStore.validate(tab: tab) } catch { throw LockError.invalidTab }
@@ -191,10 +200,14 @@ public final class SessionLock: Service {
     /// when it does not (a release by anyone but the holder changes nothing; safe to retry).
     @discardableResult
     public func release(_ lease: LockLease) async throws -> Bool {
-        do {
-            return try await store.redis.call(releaseFunction(keyspace.lock(lease.sessionID, tab: lease.tab), token: lease.token))
-        } catch {
-            throw LockError.redis("\(error)")
+        try await traced("release", lease.sessionID, tab: lease.tab) { span in
+            span?.attributes["session.lock.fence"] = lease.fence
+            do {
+                return try await self.store.redis.call(
+                    self.releaseFunction(self.keyspace.lock(lease.sessionID, tab: lease.tab), token: lease.token))
+            } catch {
+                throw LockError.redis("\(error)")
+            }
         }
     }
 
@@ -205,6 +218,25 @@ public final class SessionLock: Service {
     /// lease were refused from the moment it was lost).
     public func withLock<T: Sendable>(
         _ id: String, tab: String? = nil, timeout: Duration? = nil, _ body: @escaping @Sendable (LockLease) async throws -> T
+    ) async throws -> T {
+        if configuration.tracer is NoOpTracer { return try await withLockUntraced(id, tab: tab, timeout: timeout, body) }
+        return try await holdSpan(configuration.tracer, id, tab: tab) {
+            try await self.withLockUntraced(id, tab: tab, timeout: timeout, body)
+        }
+    }
+
+    private func holdSpan<Tracer: Tracing.Tracer, T: Sendable>(
+        _ tracer: Tracer, _ id: String, tab: String?, _ body: @Sendable () async throws -> T
+    ) async throws -> T {
+        try await tracer.withSpan("session.lock.hold", ofKind: .internal) { span in
+            span.attributes["session.id_prefix"] = SessionID.redacted(id)
+            if let tab, configuration.policy == .sessionPerTab { span.attributes["session.lock.tab"] = tab }
+            return try await body()
+        }
+    }
+
+    private func withLockUntraced<T: Sendable>(
+        _ id: String, tab: String?, timeout: Duration?, _ body: @escaping @Sendable (LockLease) async throws -> T
     ) async throws -> T {
         let lease = try await acquire(id, tab: tab, timeout: timeout)
         let lost = NIOLockedValueBox(false)
@@ -259,6 +291,25 @@ public final class SessionLock: Service {
             configuration.logger.warning("session lock lease lost", metadata: ["session": "\(SessionID.redacted(lease.sessionID))"])
             lost.withLockedValue { $0 = true }
             return
+        }
+    }
+
+    /// Runs `body` in a client span `session.lock.<name>` (none when nobody records spans).
+    private func traced<T: Sendable>(
+        _ name: String, _ id: String, tab: String?, _ body: @Sendable (_ span: (any Span)?) async throws -> T
+    ) async throws -> T {
+        if configuration.tracer is NoOpTracer { return try await body(nil) }
+        return try await traced(configuration.tracer, name, id, tab: tab, body)
+    }
+
+    private func traced<Tracer: Tracing.Tracer, T: Sendable>(
+        _ tracer: Tracer, _ name: String, _ id: String, tab: String?, _ body: @Sendable (_ span: (any Span)?) async throws -> T
+    ) async throws -> T {
+        try await tracer.withSpan("session.lock.\(name)", ofKind: .client) { span in
+            span.attributes["db.system.name"] = "redis"
+            span.attributes["session.id_prefix"] = SessionID.redacted(id)
+            if let tab, configuration.policy == .sessionPerTab { span.attributes["session.lock.tab"] = tab }
+            return try await body(span)
         }
     }
 

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Logging
+import Tracing
 
 /// How ``SessionLock`` leases, waits and shares sessions between tabs.
 public struct SessionLockConfiguration: Sendable {
@@ -31,6 +32,12 @@ public struct SessionLockConfiguration: Sendable {
     /// `session.lock.leases_lost`; the store counts `session.lock.stale_writes`.
     /// Defaults to the factory the application bootstrapped (`MetricsSystem.bootstrap`).
     public var metricsFactory: any MetricsFactory = MetricsSystem.factory
+    /// Spans `session.lock.acquire` and `session.lock.release` (client spans, with the session id's
+    /// prefix, the tab and, once granted, the fencing token), and `session.lock.hold` around
+    /// ``SessionLock/withLock(_:tab:timeout:_:)``: its acquire, its release and what the body does
+    /// are its children. Defaults to the tracer the application bootstrapped
+    /// (`InstrumentationSystem.bootstrap`).
+    public var tracer: any Tracer = InstrumentationSystem.tracer
 
     /// The defaults (5 s lease, 10 s wait) with `policy`.
     public init(policy: Policy = .serializeTabs) {
