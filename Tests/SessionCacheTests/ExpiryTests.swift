@@ -241,6 +241,45 @@ struct ExpiryTests {
         }
     }
 
+    /// A hook that hangs is cancelled at ``ExpiryListenerConfiguration/hookTimeout`` on each try,
+    /// other sessions' hooks run meanwhile, and the session is finalized after the last try.
+    @Test func aHungHookIsCancelledAtItsTimeoutWhileOtherHooksRun() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let recorder = HookRecorder()
+            let cancellations = NIOLockedValueBox(0)
+            var configuration = fastListener()
+            configuration.hookTimeout = .milliseconds(300)
+            configuration.maxHookAttempts = 2
+            let listener = try RunningListener.start(fixture, configuration: configuration) { expired in
+                if expired.session.metadata["hang"] == true {
+                    do {
+                        try await Task.sleep(for: .seconds(120))
+                    } catch {
+                        cancellations.withLockedValue { $0 += 1 }
+                        throw error
+                    }
+                }
+                recorder.record(expired)
+            }
+            let hung = try await fixture.store.create(user: "alice", metadata: ["hang": true])
+            let started = ContinuousClock.now
+            #expect(try await fixture.store.delete(hung.id))
+            for _ in 0..<5 {
+                let other = try await fixture.store.create(user: "bob")
+                #expect(try await fixture.store.delete(other.id))
+            }
+            #expect(await recorder.wait(forSessions: 5, timeout: .seconds(15)), "the other hooks run while one hangs")
+            // Two tries of 300 ms (and the pause between them), not the 120 s the hook would take.
+            try await pollUntil("the hung session's finalize", timeout: .seconds(15)) {
+                try await sessionKeys(fixture).isEmpty
+            }
+            #expect(started.elapsed < .seconds(15))
+            #expect(cancellations.withLockedValue { $0 } == 2, "each try was cancelled at its timeout")
+            #expect(recorder.calls[hung.id] == nil)
+            await listener.stop()
+        }
+    }
+
     /// The reason must not depend on a sweep visit while the session lived: no listener runs
     /// until it has ended, touched up to its absolute lifetime (it failed when only a visit in the
     /// last idle period recorded the activity).
@@ -265,7 +304,9 @@ struct ExpiryTests {
         try await withStore(
             on: deployment,
             configure: {
-                $0.expiryListener = true; $0.expiryWarningLead = .milliseconds(500)
+                // A window of 1.5 s for the warning: a busy CI host delayed a sweep visit past a
+                // 500 ms one (the visit then found the session ended, and warned of nothing).
+                $0.expiryListener = true; $0.expiryWarningLead = .milliseconds(1500)
             }
         ) { fixture in
             let recorder = HookRecorder()
@@ -273,14 +314,14 @@ struct ExpiryTests {
             let listener = try RunningListener.start(
                 fixture, onWarning: { warning in warnings.withLockedValue { $0[warning.session.id, default: 0] += 1 } },
                 onExpiry: recorder.record)
-            // lenient (4 hours) → 1.5 s: the hook comes at the new expiry, not hours later.
+            // lenient (4 hours) → 3 s: the hook comes at the new expiry, not hours later.
             let session = try await fixture.store.create(user: "alice", mode: .lenient)
             let changed = ContinuousClock.now
-            try await fixture.store.setTimeoutMode(session.id, .custom(.milliseconds(1500)))
-            #expect(await recorder.wait(forSessions: 1, timeout: .seconds(10)))
+            try await fixture.store.setTimeoutMode(session.id, .custom(.seconds(3)))
+            #expect(await recorder.wait(forSessions: 1, timeout: .seconds(12)))
             let took = changed.elapsed
             await listener.stop()
-            #expect(took >= .milliseconds(1400) && took < .seconds(4), "hook after \(took)")
+            #expect(took >= .milliseconds(2900) && took < .seconds(6), "hook after \(took)")
             #expect(recorder.calls[session.id]?.first?.reason == .idleTimeout)
             #expect(warnings.withLockedValue { $0[session.id] } == 1, "the warning came before the new deadline")
         }

@@ -1,4 +1,3 @@
-import NIOPosix
 import Synchronization
 import Testing
 
@@ -6,11 +5,12 @@ import Testing
 
 @Suite("LostSignal: a hook raced against a lost claim and a timeout")
 struct LostSignalTests {
-    let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+    /// Nobody runs this one: only the timeout test needs its deadlines watched, and runs its own.
+    let deadlines = HookDeadlines(resolution: .milliseconds(5))
 
     @Test func workThatFinishesGivesItsResult() async {
         let signal = LostSignal()
-        let outcome = await signal.race(timeout: .seconds(30), on: eventLoop) { 42 }
+        let outcome = await signal.race(timeout: .seconds(30), deadlines: deadlines) { 42 }
         guard case .finished(.success(42)) = outcome else {
             Issue.record("expected the work's value, got \(outcome)")
             return
@@ -18,8 +18,10 @@ struct LostSignalTests {
     }
 
     @Test func workPastItsTimeoutIsCancelledAndWaitedFor() async {
+        let watching = Task { await deadlines.run() }
+        defer { watching.cancel() }
         let ended = Atomic(false)
-        let outcome = await LostSignal().race(timeout: .milliseconds(50), on: eventLoop) {
+        let outcome = await LostSignal().race(timeout: .milliseconds(50), deadlines: deadlines) {
             defer { ended.store(true, ordering: .relaxed) }
             try await Task.sleep(for: .seconds(60))
         }
@@ -34,7 +36,7 @@ struct LostSignalTests {
     @Test func firingCancelsEveryRaceAndLaterRacesDoNotStart() async throws {
         let signal = LostSignal()
         let started = AsyncStream.makeStream(of: Void.self)
-        async let first = signal.race(timeout: .seconds(60), on: eventLoop) {
+        async let first = signal.race(timeout: .seconds(60), deadlines: deadlines) {
             started.continuation.yield()
             try await Task.sleep(for: .seconds(60))
         }
@@ -46,7 +48,7 @@ struct LostSignalTests {
             return
         }
         let ran = Atomic(false)
-        let later = await signal.race(timeout: .seconds(60), on: eventLoop) { ran.store(true, ordering: .relaxed) }
+        let later = await signal.race(timeout: .seconds(60), deadlines: deadlines) { ran.store(true, ordering: .relaxed) }
         guard case .lost = later else {
             Issue.record("expected a race after the signal fired to be lost, got \(later)")
             return
@@ -58,7 +60,7 @@ struct LostSignalTests {
     @Test func cancellingTheCallerCancelsTheWork() async {
         let signal = LostSignal()
         let caller = Task {
-            await signal.race(timeout: .seconds(60), on: eventLoop) { try await Task.sleep(for: .seconds(60)) }
+            await signal.race(timeout: .seconds(60), deadlines: deadlines) { try await Task.sleep(for: .seconds(60)) }
         }
         caller.cancel()
         guard case .finished(.failure(let error)) = await caller.value else {
@@ -66,5 +68,25 @@ struct LostSignalTests {
             return
         }
         #expect(error is CancellationError)
+    }
+
+    @Test func deadlinesFireOnceWhenDueAndNeverOnceRemoved() {
+        let deadlines = HookDeadlines(resolution: .seconds(1))
+        let start = ContinuousClock.now
+        let fired = Mutex<[String]>([])
+        _ = deadlines.add(start + .milliseconds(100)) { fired.withLock { $0.append("a") } }
+        let removed = deadlines.add(start + .milliseconds(100)) { fired.withLock { $0.append("removed") } }
+        _ = deadlines.add(start + .milliseconds(300)) { fired.withLock { $0.append("b") } }
+        deadlines.remove(removed)
+        deadlines.expire(asOf: start + .milliseconds(99))
+        #expect(fired.withLock { $0 }.isEmpty, "nothing is due yet")
+        deadlines.expire(asOf: start + .milliseconds(100))
+        #expect(fired.withLock { $0 } == ["a"])
+        deadlines.expire(asOf: start + .milliseconds(400))
+        deadlines.expire(asOf: start + .milliseconds(500))
+        #expect(fired.withLock { $0 } == ["a", "b"], "each fires once; a removed one never")
+        #expect(HookDeadlines(forTimeout: .seconds(60)).resolution == .seconds(1))
+        #expect(HookDeadlines(forTimeout: .milliseconds(100)).resolution == .milliseconds(10))
+        #expect(HookDeadlines(forTimeout: .seconds(4)).resolution == .milliseconds(200))
     }
 }

@@ -75,6 +75,8 @@ public final class ExpiryListener: Service {
     private let metrics: ExpiryMetrics
     private let state: Mutex<State>
     private let sweepWakeup = Wakeup()
+    /// Ends hooks (and warning hooks) that run past ``ExpiryListenerConfiguration/hookTimeout``.
+    private let hookDeadlines: HookDeadlines
     private let finalizeWakeup = Wakeup()
     /// Identifies this listener's claims and registration.
     private let token = "listener-" + SessionID.make(bucket: 0)
@@ -89,6 +91,7 @@ public final class ExpiryListener: Service {
         self.onExpiry = onExpiry
         self.onWarning = onWarning
         self.metrics = ExpiryMetrics(factory: configuration.metricsFactory)
+        self.hookDeadlines = HookDeadlines(forTimeout: configuration.hookTimeout)
         var schedule = SweepSchedule(fullSweepInterval: configuration.fullSweepInterval)
         // Until the registry answers, this listener assumes it is alone.
         schedule.assign(Set(0..<store.keyspace.bucketCount))
@@ -96,8 +99,6 @@ public final class ExpiryListener: Service {
     }
 
     private var keyspace: SessionKeyspace { store.keyspace }
-    /// Where hook timeouts are scheduled.
-    private var eventLoop: any EventLoop { store.redis.configuration.eventLoopGroup.next() }
     private var logger: Logger { configuration.logger }
 
     /// Listens and sweeps until the task is cancelled or a graceful shutdown is requested; then
@@ -126,9 +127,18 @@ public final class ExpiryListener: Service {
                 }
                 background.addTask { await self.registryLoop() }
                 background.addTask { await self.renewalLoop() }
-                background.addTask { await self.finalizerLoop() }
-                await withDiscardingTaskGroup { work in
-                    await self.sweepLoop(work: &work, isStopping: { stopping.load(ordering: .relaxed) })
+                background.addTask { await self.hookDeadlines.run() }
+                let hooksDone = Flag()
+                await withTaskGroup(of: Void.self) { finalizer in
+                    finalizer.addTask { await self.finalizerLoop(until: { hooksDone.isSet }) }
+                    await withDiscardingTaskGroup { work in
+                        await self.sweepLoop(work: &work, isStopping: { stopping.load(ordering: .relaxed) })
+                    }
+                    // The finalizer ends after the pass it may be in: cancelled in the middle of a
+                    // call, it could leave sessions claimed until their lease ran out (and then
+                    // another listener would run their hooks again).
+                    hooksDone.set()
+                    self.finalizeWakeup.signal()
                 }
                 // Every hook has finished: finalize what they left, then stop the helpers.
                 await self.finalizeRemaining()
@@ -334,7 +344,7 @@ public final class ExpiryListener: Service {
         let id = expired.session.id
         for attempt in 0..<configuration.maxHookAttempts {
             span?.attributes["session.expiry.attempts"] = attempt + 1
-            switch await lost.race(timeout: configuration.hookTimeout, on: eventLoop, { try await self.onExpiry(expired) }) {
+            switch await lost.race(timeout: configuration.hookTimeout, deadlines: hookDeadlines, { try await self.onExpiry(expired) }) {
             case .finished(.success): return .completed
             case .lost: return .lost
             case .finished(.failure(let error)):
@@ -419,7 +429,7 @@ public final class ExpiryListener: Service {
         do {
             guard let record = try await store.data(of: [warned.id]).first?.record, !record.fields.isEmpty else { return }
             let session = try record.session(id: warned.id)
-            let outcome = await LostSignal().race(timeout: configuration.hookTimeout, on: eventLoop) {
+            let outcome = await LostSignal().race(timeout: configuration.hookTimeout, deadlines: hookDeadlines) {
                 try await hook(ExpiryWarning(session: session, remaining: .milliseconds(warned.millisecondsLeft)))
             }
             if case .finished(.failure(let error)) = outcome { throw error }
@@ -452,12 +462,14 @@ public final class ExpiryListener: Service {
 
     /// Finalizes finished sessions in batches (one call for many buckets); failed batches are
     /// retried (their claims are renewed meanwhile).
-    private func finalizerLoop() async {
+    /// Until `isDone` (then ``finalizeRemaining()`` takes over), or cancellation.
+    private func finalizerLoop(until isDone: @Sendable () -> Bool) async {
         var failures = 0
-        while !Task.isCancelled {
+        while !Task.isCancelled, !isDone() {
             // A sweep interval's worth of finished hooks makes one batch (finalizing later never
             // delays a hook; batches share the cost of each call); longer after failures.
             await finalizeWakeup.wait(atMost: .milliseconds(failures == 0 ? 500 : min(1000, 20 << min(failures, 6))))
+            if isDone() { return }
             if failures == 0 { try? await Task.sleep(for: configuration.sweepInterval) }
             if Task.isCancelled { return }
             failures = await finalizePending() ? 0 : failures + 1

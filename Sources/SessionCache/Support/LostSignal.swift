@@ -1,4 +1,3 @@
-import NIOCore
 import Synchronization
 
 /// Tells work that it must stop because what it relied on is gone (a claim or lease was lost), and
@@ -33,11 +32,12 @@ final class LostSignal: Sendable {
         for cancel in cancels { cancel() }
     }
 
-    /// Runs `body` in a task of its own, cancelled when the signal fires, when `timeout` passes (a
-    /// timer on `eventLoop`) or when the caller is cancelled; waits for it to end either way (a
-    /// hook is never run twice at once). One task per race: an expiry listener runs one per hook.
+    /// Runs `body` in a task of its own, cancelled when the signal fires, when `timeout` passes (as
+    /// `deadlines` sees it: its `run()` must be running) or when the caller is cancelled; waits for
+    /// it to end either way (a hook is never run twice at once). One task per race: an expiry
+    /// listener runs one per hook.
     func race<Value: Sendable>(
-        timeout: Duration, on eventLoop: any EventLoop, _ body: @escaping @Sendable () async throws -> Value
+        timeout: Duration, deadlines: HookDeadlines, _ body: @escaping @Sendable () async throws -> Value
     ) async -> Outcome<Value> {
         if isLost { return .lost }
         let work = Task { try await body() }
@@ -52,8 +52,8 @@ final class LostSignal: Sendable {
             _ = await work.result
             return .lost
         }
-        let timedOut = TimedOutFlag()
-        let timer = eventLoop.scheduleTask(in: timeout.timeAmount) {
+        let timedOut = Flag()
+        let timer = deadlines.add(.now + timeout) {
             timedOut.set()
             work.cancel()
         }
@@ -62,25 +62,10 @@ final class LostSignal: Sendable {
         } onCancel: {
             work.cancel()
         }
-        timer.cancel()
+        deadlines.remove(timer)
         // Removed by fire(): the signal fired while the work ran.
         if state.withLock({ $0.running.removeValue(forKey: id) == nil }) { return .lost }
         if case .failure = result, timedOut.isSet { return .timedOut }
         return .finished(result)
-    }
-}
-
-/// Set once by a race's timer.
-private final class TimedOutFlag: Sendable {
-    private let value = Atomic(false)
-    func set() { value.store(true, ordering: .releasing) }
-    var isSet: Bool { value.load(ordering: .acquiring) }
-}
-
-extension Duration {
-    /// The duration as NIO's `TimeAmount`.
-    var timeAmount: TimeAmount {
-        let (seconds, attoseconds) = components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
