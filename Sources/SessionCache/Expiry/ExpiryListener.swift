@@ -595,6 +595,9 @@ public final class ExpiryListener: Service {
     // MARK: Notifications
 
     private func collectNotifications(from subscriber: HiredisSubscriber) async {
+        // Under a sustained overload every dropped notification brings a gap notice: one warning
+        // per 10 s, with the total dropped so far.
+        var lastGapWarning: ContinuousClock.Instant? = nil
         for await event in subscriber.events {
             switch event {
             case .message(let channel, _, let payload):
@@ -619,7 +622,12 @@ public final class ExpiryListener: Service {
                 // A new primary (failover, resharding) has its own setting: CONFIG is not replicated.
                 if configuration.keyspaceNotifications { _ = await enableNotifications() }
             case .gap(let dropped):
-                logger.warning("expired-key notifications overflowed; the sweep covers them", metadata: ["dropped": "\(dropped)"])
+                let now = ContinuousClock.now
+                if let last = lastGapWarning, now - last < .seconds(10) { continue }
+                lastGapWarning = now
+                logger.warning(
+                    "expired-key notifications overflowed (this listener cannot keep up); the sweep covers them",
+                    metadata: ["dropped": "\(dropped)"])
             }
         }
     }
