@@ -89,4 +89,29 @@ struct LostSignalTests {
         #expect(HookDeadlines(forTimeout: .milliseconds(100)).resolution == .milliseconds(10))
         #expect(HookDeadlines(forTimeout: .seconds(4)).resolution == .milliseconds(200))
     }
+
+}
+
+@Suite("Limiter: hook slots")
+struct LimiterTests {
+    @Test func aWaitForSeveralFreeSlotsEndsWhenEnoughAreFreeOrAtItsTimeout() async {
+        let slots = Limiter(4)
+        for _ in 0..<4 { await slots.acquire() }
+        // Nothing frees up: the wait ends at its timeout.
+        let start = ContinuousClock.now
+        await slots.waitUntilAvailable(atLeast: 2, atMost: .milliseconds(50))
+        #expect(ContinuousClock.now - start >= .milliseconds(50) && slots.available == 0)
+        // Two free up one after the other: the wait ends after the second, long before its timeout.
+        let waiter = Task {
+            await slots.waitUntilAvailable(atLeast: 2, atMost: .seconds(60))
+            return slots.available
+        }
+        while slots.watching == 0 { await Task.yield() }
+        slots.release()
+        #expect(slots.watching == 1, "one free slot is not enough")
+        slots.release()
+        let freeWhenWoken = await waiter.value
+        #expect(freeWhenWoken == 2 && slots.watching == 0)
+        #expect(ContinuousClock.now - start < .seconds(30))
+    }
 }

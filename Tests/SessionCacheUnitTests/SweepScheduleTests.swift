@@ -28,6 +28,19 @@ struct SweepScheduleTests {
         #expect(Set(third.map(\.bucket)) == [1, 2, 3] && third.allSatisfy(\.full))
     }
 
+    @Test func aLimitHandsOutTheOldestDueBucketsAndLeavesTheOthersDue() {
+        var schedule = SweepSchedule(fullSweepInterval: .seconds(10))
+        schedule.assign([1, 2, 3, 4])
+        let first = schedule.due(at: start)
+        // Due 400, 100, 300 and 200 ms from the start.
+        visit(
+            &schedule, first, at: start, next: [1: .milliseconds(400), 2: .milliseconds(100), 3: .milliseconds(300), 4: .milliseconds(200)])
+        let later = start + .seconds(1)
+        #expect(schedule.due(at: later, limit: 2).map(\.bucket) == [2, 4], "the two that waited longest")
+        #expect(schedule.due(at: later, limit: 5).map(\.bucket) == [3, 1], "the others stayed due, and were not handed out twice")
+        #expect(schedule.due(at: later).isEmpty)
+    }
+
     @Test func aSaturatedVisitComesBackAtOnceAndANotificationWakesItsBucket() {
         var schedule = SweepSchedule(fullSweepInterval: .seconds(1))
         schedule.assign([7, 8])

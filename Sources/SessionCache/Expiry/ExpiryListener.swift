@@ -158,15 +158,28 @@ public final class ExpiryListener: Service {
     private func sweepLoop(work: inout DiscardingTaskGroup, isStopping: @Sendable () -> Bool) async {
         let hookSlots = Limiter(configuration.maxConcurrentHooks)
         let warningSlots = Limiter(max(8, configuration.maxConcurrentHooks / 4))
+        // Under a backlog a visit should claim several sessions: each has a fixed cost in Redis
+        // (reading the bucket's index, writing its claims), whatever it claims.
+        let batch = min(configuration.claimBatchSize, max(1, configuration.maxConcurrentHooks / 4))
+        var backlog = false
         while !Task.isCancelled && !isStopping() {
-            let tick = ContinuousClock.now
-            let free = hookSlots.available
-            if free == 0 {
+            if hookSlots.available == 0 {
                 // Every hook slot is busy: claim nothing more until one frees up.
                 await hookSlots.waitUntilAvailable()
                 continue
             }
-            let due = state.withLock { $0.schedule.due(at: tick) }
+            if backlog, hookSlots.available < batch {
+                // Claiming as each slot frees would visit buckets one session at a time: wait for
+                // a batch's worth of free slots (at most a sweep interval: hung hooks hold theirs).
+                await hookSlots.waitUntilAvailable(atLeast: batch, atMost: configuration.sweepInterval)
+            }
+            let tick = ContinuousClock.now
+            let free = hookSlots.available
+            // As many buckets as give each visit a batch of the free slots, the oldest due first.
+            let limit = backlog ? max(1, free / batch) : Int.max
+            let due = state.withLock { $0.schedule.due(at: tick, limit: limit) }
+            let truncated = due.count >= limit
+            backlog = false
             var claimedAll = 0
             if !due.isEmpty {
                 // One call per chunk of buckets (all on one node): its cost is shared by everything it claims.
@@ -211,7 +224,12 @@ public final class ExpiryListener: Service {
                     }
                 }
                 // A backlog: everything the free slots allowed was claimed, so more is due. Go on at once.
-                if claimedAll >= free { continue }
+                if claimedAll >= free {
+                    backlog = true
+                    continue
+                }
+                // Buckets left out above are due too (the first ones had less than their share).
+                if truncated { continue }
             }
             // At most one tick per sweep interval, however many notifications arrive; sooner than the
             // next known due time only when a notification names a bucket.

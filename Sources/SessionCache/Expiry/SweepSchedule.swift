@@ -49,21 +49,26 @@ struct SweepSchedule {
         let full: Bool
     }
 
-    /// The buckets to visit now (marked as being visited), the longest overdue first: when a visit
-    /// cannot take everything that is due, the buckets that waited longest are served first.
-    mutating func due(at now: Instant) -> [Visit] {
+    /// The buckets to visit now (marked as being visited), at most `limit` of them, the longest
+    /// overdue first: when a visit cannot take everything that is due, the buckets that waited
+    /// longest are served first; the others stay due.
+    mutating func due(at now: Instant, limit: Int = .max) -> [Visit] {
         var due: [(visit: Visit, since: Instant)] = []
         for (bucket, state) in buckets where !state.visiting {
             let scheduled = state.nextDue.map { $0 <= now } ?? false
             let stale = state.lastFullVisit.map { now - $0 >= fullSweepInterval } ?? true
             if scheduled || stale || state.notified || state.recover {
-                buckets[bucket]?.visiting = true
-                buckets[bucket]?.notified = false
                 let since = min(state.nextDue ?? now, state.lastFullVisit.map { $0 + fullSweepInterval } ?? now)
                 due.append((Visit(bucket: bucket, recover: state.recover, full: stale), since))
             }
         }
-        return due.sorted { $0.since < $1.since }.map(\.visit)
+        due.sort { $0.since < $1.since }
+        let chosen = due.prefix(max(0, limit)).map(\.visit)
+        for visit in chosen {
+            buckets[visit.bucket]?.visiting = true
+            buckets[visit.bucket]?.notified = false
+        }
+        return chosen
     }
 
     /// A visit ended: `nextDueIn` is how long until the bucket's next entry is due (nil: none;

@@ -2,11 +2,19 @@ import Synchronization
 
 /// A counting semaphore for tasks: at most `count` holders at once, the others wait in order.
 final class Limiter: Sendable {
+    private struct Watcher {
+        let atLeast: Int
+        let continuation: CheckedContinuation<Void, Never>
+    }
+
     private struct State {
         var available: Int
         var waiters: [CheckedContinuation<Void, Never>] = []
-        /// Waiting for a slot to be free, without taking it.
-        var watchers: [CheckedContinuation<Void, Never>] = []
+        /// Waiting for some slots to be free, without taking them, by id.
+        var watchers: [UInt64: Watcher] = [:]
+        var nextWatcher: UInt64 = 0
+
+        var free: Int { max(0, available - waiters.count) }
     }
 
     private let state: Mutex<State>
@@ -16,17 +24,44 @@ final class Limiter: Sendable {
     }
 
     /// How many could acquire at once now.
-    var available: Int { state.withLock { max(0, $0.available - $0.waiters.count) } }
+    var available: Int { state.withLock { $0.free } }
+
+    /// How many wait for free slots without taking them (for tests).
+    var watching: Int { state.withLock { $0.watchers.count } }
 
     /// Returns when at least one slot is free (without taking it).
     func waitUntilAvailable() async {
-        await withCheckedContinuation { continuation in
-            let free = state.withLock { state in
-                if state.available > state.waiters.count { return true }
-                state.watchers.append(continuation)
-                return false
+        await waitUntilAvailable(atLeast: 1)
+    }
+
+    /// Returns when at least `count` slots are free (without taking them), or after `timeout`.
+    func waitUntilAvailable(atLeast count: Int, atMost timeout: Duration) async {
+        if available >= count { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitUntilAvailable(atLeast: count) }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Returns when at least `count` slots are free, or when the task is cancelled.
+    private func waitUntilAvailable(atLeast count: Int) async {
+        let id = state.withLock { state in
+            state.nextWatcher += 1
+            return state.nextWatcher
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state in
+                    if state.free >= count || Task.isCancelled { return true }
+                    state.watchers[id] = Watcher(atLeast: count, continuation: continuation)
+                    return false
+                }
+                if ready { continuation.resume() }
             }
-            if free { continuation.resume() }
+        } onCancel: {
+            state.withLock { $0.watchers.removeValue(forKey: id) }?.continuation.resume()
         }
     }
 
@@ -48,8 +83,11 @@ final class Limiter: Sendable {
         let (waiter, watchers) = state.withLock { state -> (CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) in
             if state.waiters.isEmpty {
                 state.available += 1
-                defer { state.watchers = [] }
-                return (nil, state.watchers)
+                if state.watchers.isEmpty { return (nil, []) }
+                let free = state.free
+                let ready = state.watchers.filter { $0.value.atLeast <= free }
+                for id in ready.keys { state.watchers[id] = nil }
+                return (nil, ready.values.map(\.continuation))
             }
             return (state.waiters.removeFirst(), [])
         }
