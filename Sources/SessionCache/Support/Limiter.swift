@@ -37,7 +37,12 @@ final class Limiter: Sendable {
     /// Returns when at least `count` slots are free (without taking them), or after `timeout`.
     func waitUntilAvailable(atLeast count: Int, atMost timeout: Duration) async {
         if available >= count { return }
-        _ = await waiting(atMost: timeout) { await self.waitUntilAvailable(atLeast: count) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitUntilAvailable(atLeast: count) }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 
     /// Returns when at least `count` slots are free, or when the task is cancelled.

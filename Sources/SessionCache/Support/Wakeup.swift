@@ -25,7 +25,12 @@ final class Wakeup: Sendable {
     }
 
     func wait(atMost duration: Duration) async {
-        _ = await waiting(atMost: duration) { await self.waitForSignal() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForSignal() }
+            group.addTask { try? await Task.sleep(for: duration) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 
     private func waitForSignal() async {
