@@ -381,25 +381,17 @@ public final class SessionLock: Service {
 
     /// Waits until a release names `token`, or `atMost` passes, or the task is cancelled. True when woken.
     private func wait(token: String, atMost duration: Duration) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                        self.waiters.withLock { $0[token] = continuation }
-                        if Task.isCancelled { self.waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: false) }
-                    }
-                } onCancel: {
-                    self.waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: false)
+        let woken = await waiting(atMost: duration) {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                    self.waiters.withLock { $0[token] = continuation }
+                    if Task.isCancelled { self.waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: false) }
                 }
+            } onCancel: {
+                self.waiters.withLock { $0.removeValue(forKey: token) }?.resume(returning: false)
             }
-            group.addTask {
-                try? await Task.sleep(for: duration)
-                return false
-            }
-            let woken = await group.next() ?? false
-            group.cancelAll()
-            return woken
         }
+        return woken ?? false
     }
 
     private func wake(_ token: String) {

@@ -37,12 +37,7 @@ final class Limiter: Sendable {
     /// Returns when at least `count` slots are free (without taking them), or after `timeout`.
     func waitUntilAvailable(atLeast count: Int, atMost timeout: Duration) async {
         if available >= count { return }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.waitUntilAvailable(atLeast: count) }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-        }
+        _ = await waiting(atMost: timeout) { await self.waitUntilAvailable(atLeast: count) }
     }
 
     /// Returns when at least `count` slots are free, or when the task is cancelled.

@@ -25,12 +25,7 @@ final class Wakeup: Sendable {
     }
 
     func wait(atMost duration: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.waitForSignal() }
-            group.addTask { try? await Task.sleep(for: duration) }
-            await group.next()
-            group.cancelAll()
-        }
+        _ = await waiting(atMost: duration) { await self.waitForSignal() }
     }
 
     private func waitForSignal() async {
