@@ -177,6 +177,7 @@ let package = Package(
             name: "HiredisNIOTests",
             dependencies: [
                 "HiredisNIO",
+                "CHiredis",
                 "EmbeddedRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -18,14 +18,17 @@ struct FailureTests {
             let errors = await [first, second]
             #expect(start.elapsed < .seconds(3))
             // The first deadline times out; the silent connection is then closed as dead, so a
-            // command whose deadline was microseconds later may fail as connectionLost: both mean
-            // "no reply, it may have run".
+            // command whose deadline was microseconds later may fail as connectionLost. The
+            // command appended first is written at once ("it may have run"); the other may still
+            // wait in the outbox behind it when the connection closes, and then says, exactly,
+            // that it never went out.
             for error in errors {
-                guard let error, error.code == .timedOut || error.code == .connectionLost, error.commandMayHaveRun else {
+                guard let error, error.code == .timedOut || error.code == .connectionLost else {
                     Issue.record("expected timedOut or connectionLost, got \(String(describing: error))")
                     continue
                 }
             }
+            #expect(errors.contains { $0?.commandMayHaveRun == true })
             server.resume()
             // The late replies ("value-a", "late") arrive now and must be dropped, not handed on.
             // (A generous timeout: the first command after the pause waits for a new connection,
@@ -157,7 +160,9 @@ struct FailureTests {
             Issue.record("expected cannotConnect, got \(String(describing: error))")
             return
         }
-        #expect(start.elapsed < .seconds(2))
+        // The pool gives up after the connect timeout plus the longest back-off (1.4 s here); the
+        // rest is slack for a busy host. Without the bound it would wait for the kernel.
+        #expect(start.elapsed < .seconds(3))
         await client.close()
         await silent.close()
     }

@@ -7,36 +7,6 @@ public enum RESPArgument: Sendable, Hashable {
     case buffer(ByteBuffer)
     case integer(Int)
 
-    /// Copies the argument's bytes to the start of `target` (at least ``sizeHint`` long) and
-    /// returns how many it wrote.
-    func write(into target: UnsafeMutableBufferPointer<UInt8>) -> Int {
-        switch self {
-        case .string(var text):
-            return text.withUTF8 {
-                UnsafeMutableRawBufferPointer(target).copyBytes(from: $0); return $0.count
-            }
-        case .bytes(let bytes):
-            return bytes.withUnsafeBufferPointer {
-                UnsafeMutableRawBufferPointer(target).copyBytes(from: $0); return $0.count
-            }
-        case .buffer(let buffer):
-            return buffer.withUnsafeReadableBytes {
-                UnsafeMutableRawBufferPointer(target).copyBytes(from: $0); return $0.count
-            }
-        case .integer(let value):
-            // Decimal digits, written backwards from the end of a 20-byte scratch.
-            var magnitude = value.magnitude
-            var digits: [UInt8] = []
-            repeat {
-                digits.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
-                magnitude /= 10
-            } while magnitude > 0
-            if value < 0 { digits.append(UInt8(ascii: "-")) }
-            for (index, digit) in digits.reversed().enumerated() { target[index] = digit }
-            return digits.count
-        }
-    }
-
     var sizeHint: Int {
         switch self {
         case .string(let text): return text.utf8.count
