@@ -37,7 +37,7 @@ private final class Pool {
         machine.connectionClosed(slot: slot, connection)
     }
     func backOffEnded(slot: Int) -> Machine.Action { machine.backOffEnded(slot: slot) }
-    func shutDown() -> Machine.Action { machine.shutDown() }
+    func shutDown(failingWith error: HiredisError = .clientClosed) -> Machine.Action { machine.shutDown(failingWith: error) }
 }
 
 // Action and Slot are not Equatable (connections compare by identity, errors are not Equatable):
@@ -348,6 +348,21 @@ struct ConnectionPoolStateMachineTests {
         // Connections were closed: nobody may get one, and nobody is left waiting forever.
         #expect(pool.lease(1).failure?.code == .clientClosed)
         #expect(pool.waiterCount == 0)
+    }
+
+    @Test func aNodeThatLeftTheTopologyFailsItsWaitersAndLaterLeasesWithARetryableError() throws {
+        // A cluster node dropped from the map: commands waiting for its connections never went
+        // out, so they fail with what the client retries on the new map, not with clientClosed.
+        let pool = Pool(size: 1)
+        _ = pool.lease(1)
+        let left = HiredisError.cannotConnect(address: "127.0.0.1:7001", reason: "the node left the cluster topology")
+        let action = try #require(pool.shutDown(failingWith: left).closedAndFailed)
+        #expect(action.fail == [1])
+        #expect(action.error.code == .cannotConnect)
+        #expect(!action.error.commandMayHaveRun)
+        let late = try #require(pool.lease(2).failure)
+        #expect(late.code == .cannotConnect)
+        #expect(late.message.contains("left the cluster topology"))
     }
 
     @Test func eventsAfterShutDownStartNothing() {

@@ -191,7 +191,11 @@ final class ClusterRouter: Sendable {
                 ])
         }
         for pool in added { newPoolsContinuation.yield(pool) }
-        for pool in removed { pool.shutDown() }
+        // Commands still waiting for one of their connections never went out: they fail with a
+        // retryable error, and the client's retry loop sends them on the new map.
+        for pool in removed {
+            pool.shutDown(failingWith: .cannotConnect(address: pool.address, reason: "the node left the cluster topology"))
+        }
         // Replicas still syncing are looked at again soon when reads could use them.
         if configuration.readFromReplicas, topology.shards.contains(where: { $0.replicas.contains { !$0.isOnline } }) {
             configuration.eventLoopGroup.any().scheduleTask(in: .seconds(1)) { [weak self] in self?.requestRefresh() }
@@ -330,18 +334,10 @@ final class ClusterRouter: Sendable {
                     continue
                 }
                 if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
-                throw nodeLeft(error, address)
+                throw error
             }
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
-    }
-
-    /// A command waiting for a connection of a node that the topology then dropped (a primary
-    /// killed and replaced) finds the node's pool shut down: it never went out, so the client
-    /// tries it again on the new map instead of reporting the client closed.
-    private func nodeLeft(_ error: HiredisError, _ address: String) -> HiredisError {
-        guard error.code == .clientClosed, !state.withLockedValue({ $0.shutDown }) else { return error }
-        return .cannotConnect(address: address, reason: "the node left the cluster topology")
     }
 
     /// The redirection an error reply names, if any.
@@ -413,7 +409,7 @@ final class ClusterRouter: Sendable {
         } catch let error as HiredisError {
             if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
             // Other parts went out: the pipeline as a whole may have partly run.
-            throw nodeOrder.count > 1 ? error.mayHaveRun() : nodeLeft(error, nodeOrder[0])
+            throw nodeOrder.count > 1 ? error.mayHaveRun() : error
         }
         // Commands answered with a redirection did not run: send them again where they belong.
         for index in replies.indices {

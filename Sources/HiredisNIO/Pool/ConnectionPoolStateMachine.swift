@@ -53,7 +53,9 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
     private var failures: [Int]
     private var waiters: [Waiter] = []
     private var next = 0
-    private(set) var isShutDown = false
+    /// Why the pool stopped (nil while it runs): what waiters and later leases are failed with.
+    private(set) var stoppedWith: HiredisError?
+    var isShutDown: Bool { stoppedWith != nil }
     private let backoff: Backoff
 
     init(size: Int, backoff: Backoff) {
@@ -75,7 +77,7 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
 
     /// A caller wants a connection.
     mutating func lease(_ waiter: Waiter) -> Action {
-        if isShutDown { return .fail(.clientClosed) }
+        if let stoppedWith { return .fail(stoppedWith) }
         let count = slots.count
         for offset in 0..<count {
             let index = (next + offset) % count
@@ -166,14 +168,16 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
         return .connect(slot: slot)
     }
 
-    /// The pool stops: close everything, fail every waiter.
-    mutating func shutDown() -> Action {
+    /// The pool stops: close everything, fail every waiter (and every later lease) with `error`:
+    /// `clientClosed` when the client stops, a retryable `cannotConnect` when the node left a
+    /// cluster's topology (the command never went out and belongs on another node now).
+    mutating func shutDown(failingWith error: HiredisError = .clientClosed) -> Action {
         if isShutDown { return .none }
-        isShutDown = true
+        stoppedWith = error
         let open = connections
         let waiting = waiters
         waiters = []
         slots = slots.map { _ in .idle }
-        return .shutDown(close: open, fail: waiting, error: .clientClosed)
+        return .shutDown(close: open, fail: waiting, error: error)
     }
 }

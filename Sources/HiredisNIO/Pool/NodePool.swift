@@ -172,11 +172,11 @@ final class NodePool: Sendable {
         shutDown()
     }
 
-    /// Stops the pool (also when `run()` never ran).
-    func shutDown() {
+    /// Stops the pool (also when `run()` never ran); its waiters, and callers after them, get `error`.
+    func shutDown(failingWith error: HiredisError = .clientClosed) {
         let action = state.withLockedValue { state in
             state.run = .finished
-            return state.machine.shutDown()
+            return state.machine.shutDown(failingWith: error)
         }
         workContinuation.finish()
         perform(action)
