@@ -243,6 +243,39 @@ struct ExpiryTests {
 
     /// A hook that hangs is cancelled at ``ExpiryListenerConfiguration/hookTimeout`` on each try,
     /// other sessions' hooks run meanwhile, and the session is finalized after the last try.
+    /// With 4 buckets and a 20 ms sweep, the listener is "busy" above 4 claims per sweep
+    /// (200 per second): it then stops receiving keyspace notifications, which could not make any
+    /// visit sooner, and takes them again when the load has passed. Every hook still runs once.
+    @Test func aListenerBusierThanItsBucketsPausesItsNotificationsAndResumesThemAfter() async throws {
+        try await withStore(configure: {
+            $0.expiryListener = true
+            $0.bucketCount = 4
+        }) { fixture in
+            let recorder = HookRecorder()
+            let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
+            let patternSubscriptions = { try await fixture.client.send(RESPCommand("PUBSUB", "NUMPAT")) == .integer(1) }
+            try await pollUntil("the listener's subscription", timeout: .seconds(10)) { try await patternSubscriptions() }
+            // 1,200 sessions ending within ~1.5 s of their creation by 8 writers: several hundred
+            // claims per second, above the bound even on a slow host.
+            try await withThrowingTaskGroup(of: Void.self) { writers in
+                for writer in 0..<8 {
+                    writers.addTask {
+                        for index in stride(from: writer, to: 1200, by: 8) {
+                            _ = try await fixture.store.create(user: "u\(index % 50)", mode: .custom(.milliseconds(500 + index)))
+                        }
+                    }
+                }
+                try await writers.waitForAll()
+            }
+            try await pollUntil("notifications paused while busy", timeout: .seconds(10)) { try await !patternSubscriptions() }
+            #expect(await recorder.wait(forSessions: 1200, timeout: .seconds(30)))
+            try await pollUntil("notifications resumed", timeout: .seconds(10)) { try await patternSubscriptions() }
+            await listener.stop()
+            #expect(recorder.calls.values.allSatisfy { $0.count == 1 })
+            #expect(try await sessionKeys(fixture).isEmpty)
+        }
+    }
+
     @Test func aHungHookIsCancelledAtItsTimeoutWhileOtherHooksRun() async throws {
         try await withStore(configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()

@@ -78,6 +78,8 @@ public final class ExpiryListener: Service {
     /// Ends hooks (and warning hooks) that run past ``ExpiryListenerConfiguration/hookTimeout``.
     private let hookDeadlines: HookDeadlines
     private let finalizeWakeup = Wakeup()
+    /// Sessions claimed since the notification gate last looked.
+    private let recentClaims = Atomic(0)
     /// Identifies this listener's claims and registration.
     private let token = "listener-" + SessionID.make(bucket: 0)
 
@@ -117,13 +119,16 @@ public final class ExpiryListener: Service {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { try? await subscriber.run() }
+                let pattern = self.keyspace.timerNotificationPattern(database: self.store.redis.configuration.database)
                 background.addTask {
                     if notifications {
                         // Remembered by the subscriber even when the first confirmation is late.
-                        try? await subscriber.subscribe(
-                            patterns: [self.keyspace.timerNotificationPattern(database: self.store.redis.configuration.database)])
+                        try? await subscriber.subscribe(patterns: [pattern])
                     }
                     await self.collectNotifications(from: subscriber)
+                }
+                if notifications, configuration.pausesNotificationsWhenBusy {
+                    background.addTask { await self.notificationGateLoop(subscriber, pattern: pattern) }
                 }
                 background.addTask { await self.registryLoop() }
                 background.addTask { await self.renewalLoop() }
@@ -223,6 +228,7 @@ public final class ExpiryListener: Service {
                         }
                     }
                 }
+                recentClaims.add(claimedAll, ordering: .relaxed)
                 // A backlog: everything the free slots allowed was claimed, so more is due. Go on at once.
                 if claimedAll >= free {
                     backlog = true
@@ -611,6 +617,31 @@ public final class ExpiryListener: Service {
     }
 
     // MARK: Notifications
+
+    /// Every second, pauses or resumes the keyspace notifications as the sweep's load says
+    /// (``NotificationGate``). While paused, the sweep alone finds the ended sessions: at such
+    /// rates it visits every bucket at every tick anyway.
+    private func notificationGateLoop(_ subscriber: HiredisSubscriber, pattern: String) async {
+        var gate = NotificationGate()
+        let window = Duration.seconds(1)
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: window) } catch { return }
+            let claims = recentClaims.exchange(0, ordering: .relaxed)
+            let buckets = state.withLock { $0.schedule.ownedCount }
+            switch gate.measured(claims: claims, buckets: buckets, sweepIntervals: window / configuration.sweepInterval) {
+            case .none:
+                break
+            case .unsubscribe:
+                logger.info(
+                    "pausing keyspace notifications: every bucket is due at every sweep",
+                    metadata: ["claims_per_s": "\(claims)", "buckets": "\(buckets)"])
+                try? await subscriber.unsubscribe(patterns: [pattern])
+            case .subscribe:
+                logger.info("resuming keyspace notifications", metadata: ["claims_per_s": "\(claims)", "buckets": "\(buckets)"])
+                try? await subscriber.subscribe(patterns: [pattern])
+            }
+        }
+    }
 
     private func collectNotifications(from subscriber: HiredisSubscriber) async {
         // Under a sustained overload every dropped notification brings a gap notice: one warning

@@ -38,6 +38,12 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// the next full visit (``fullSweepInterval``). Every listener receives every notification:
     /// at very high expiry rates they cost more CPU than they save.
     public var keyspaceNotifications = true
+    /// Whether the listener pauses its keyspace notifications while it claims more sessions per
+    /// ``sweepInterval`` than it owns buckets, and resumes them below half of that. At such rates
+    /// every bucket is due at every sweep, so the notifications change nothing while every listener
+    /// still receives all of them (measured: a quarter of the listeners' CPU at 10,000 hooks/s with
+    /// three listeners). Checked every second; logged at info level when it changes.
+    public var pausesNotificationsWhenBusy = true
     /// Whether to turn on keyspace notifications for expired keys (`CONFIG SET
     /// notify-keyspace-events`) when they are off. Where CONFIG is refused (managed Redis), the
     /// listener warns once and relies on the sweep.

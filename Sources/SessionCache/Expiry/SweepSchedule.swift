@@ -25,6 +25,7 @@ struct SweepSchedule {
     }
 
     var owned: Set<Int> { Set(buckets.keys) }
+    var ownedCount: Int { buckets.count }
 
     /// The listener's buckets changed: new ones are visited at once, others are dropped.
     mutating func assign(_ owned: Set<Int>) {
