@@ -246,14 +246,21 @@ struct ExpiryTests {
     /// With 4 buckets and a 20 ms sweep, the listener is "busy" above 4 claims per sweep
     /// (200 per second): it then stops receiving keyspace notifications, which could not make any
     /// visit sooner, and takes them again when the load has passed. Every hook still runs once.
-    @Test func aListenerBusierThanItsBucketsPausesItsNotificationsAndResumesThemAfter() async throws {
-        try await withStore(configure: {
-            $0.expiryListener = true
-            $0.bucketCount = 4
-        }) { fixture in
+    /// (On a cluster the subscription is one per primary: notifications are node-local.)
+    @Test(arguments: Deployment.allCases) func aListenerBusierThanItsBucketsPausesItsNotificationsAndResumesThemAfter(
+        _ deployment: Deployment
+    ) async throws {
+        try await withStore(
+            on: deployment,
+            configure: {
+                $0.expiryListener = true
+                $0.bucketCount = 4
+            }
+        ) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
-            let patternSubscriptions = { try await fixture.client.send(RESPCommand("PUBSUB", "NUMPAT")) == .integer(1) }
+            let patterns = { try await fixture.client.sendToEveryPrimary(RESPCommand("PUBSUB", "NUMPAT")) }
+            let patternSubscriptions = { try await patterns().allSatisfy { $0 == .integer(1) } }
             try await pollUntil("the listener's subscription", timeout: .seconds(10)) { try await patternSubscriptions() }
             // 1,200 sessions ending within ~1.5 s of their creation by 8 writers: several hundred
             // claims per second, above the bound even on a slow host.
@@ -267,7 +274,9 @@ struct ExpiryTests {
                 }
                 try await writers.waitForAll()
             }
-            try await pollUntil("notifications paused while busy", timeout: .seconds(10)) { try await !patternSubscriptions() }
+            try await pollUntil("notifications paused while busy", timeout: .seconds(10)) {
+                try await patterns().allSatisfy { $0 == .integer(0) }
+            }
             #expect(await recorder.wait(forSessions: 1200, timeout: .seconds(30)))
             try await pollUntil("notifications resumed", timeout: .seconds(10)) { try await patternSubscriptions() }
             await listener.stop()

@@ -57,7 +57,7 @@ final class PrimariesSubscription: Sendable {
             group.addTask { try? await client.run() }
             var announce = false
             while !Task.isCancelled, !state.withLockedValue({ $0.closed }) {
-                if await reconcile(client, wanted: wanted(), group: &group), announce { deliver(.resubscribed) }
+                if await reconcile(client, wanted: wanted, group: &group), announce { deliver(.resubscribed) }
                 announce = true
                 await waitForChange(atMost: configuration.topologyRefreshInterval)
             }
@@ -138,10 +138,10 @@ final class PrimariesSubscription: Sendable {
 
     /// Starts subscribers for new primaries, closes those of nodes that are no longer primaries,
     /// and places every subscription. Returns whether anything moved.
-    private func reconcile(_ client: HiredisClient, wanted: Wanted, group: inout TaskGroup<Void>) async -> Bool {
+    private func reconcile(_ client: HiredisClient, wanted: @escaping @Sendable () -> Wanted, group: inout TaskGroup<Void>) async -> Bool {
         let plan: [String: Wanted]
         do {
-            plan = try await placement(client, wanted: wanted)
+            plan = try await placement(client, wanted: wanted())
         } catch {
             configuration.logger.debug("subscriber cannot read the topology", metadata: ["error": "\(error)"])
             return false
@@ -171,8 +171,14 @@ final class PrimariesSubscription: Sendable {
         }
         for subscriber in removed { await subscriber.close() }
         // Confirmations are awaited in the background: a node that is down must not hold up the
-        // others (its subscriber subscribes when it connects).
-        group.addTask { try? await self.carryOut(plan) }
+        // others (its subscriber subscribes when it connects). The plan is made again from what is
+        // wanted now: a subscription added while this one read the topology found none of the new
+        // nodes to place itself on (carryOut skips unknown nodes), and would otherwise wait for the
+        // next refresh.
+        group.addTask {
+            guard let current = try? await self.placement(client, wanted: wanted()) else { return }
+            try? await self.carryOut(current)
+        }
         return !added.isEmpty || !removed.isEmpty
     }
 
