@@ -25,17 +25,9 @@ enum CommandEncoder {
                 writeHeader(UInt8(ascii: "$"), bytes.readableBytes, into: &buffer)
                 buffer.writeImmutableBuffer(bytes)
             case .integer(let value):
-                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 28) { target in
-                    let digits = DecimalDigits(value)
-                    target[0] = UInt8(ascii: "$")
-                    var offset = 1
-                    offset += DecimalDigits(digits.count).copy(to: target, at: offset)
-                    target[offset] = UInt8(ascii: "\r")
-                    target[offset + 1] = UInt8(ascii: "\n")
-                    offset += 2
-                    offset += digits.copy(to: target, at: offset)
-                    return offset
-                }
+                let digits = DecimalDigits(value)
+                writeHeader(UInt8(ascii: "$"), digits.count, into: &buffer)
+                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 20) { digits.copy(to: $0, at: 0) }
             }
             buffer.writeInteger(UInt16(0x0D0A))  // CRLF, big-endian
         }
