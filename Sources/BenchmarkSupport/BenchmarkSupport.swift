@@ -29,11 +29,20 @@ public func runLoad(
     concurrency: Int, total: Int, executor: (any TaskExecutor)? = nil,
     _ operation: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
 ) async throws -> LoadResult {
+    try await runLoad(concurrency: concurrency, total: total, executors: executor.map { [$0] } ?? [], operation)
+}
+
+/// ``runLoad(concurrency:total:executor:_:)`` with the tasks spread round robin over `executors`
+/// (none: the global executor).
+public func runLoad(
+    concurrency: Int, total: Int, executors: [any TaskExecutor],
+    _ operation: @escaping @Sendable (_ task: Int, _ index: Int) async throws -> Void
+) async throws -> LoadResult {
     let perTask = max(1, total / concurrency)
     let start = ContinuousClock.now
     let merged = try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
         for task in 0..<concurrency {
-            group.addTask(executorPreference: executor) {
+            group.addTask(executorPreference: executors.isEmpty ? nil : executors[task % executors.count]) {
                 var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
                 for index in 0..<perTask {
                     let begin = ContinuousClock.now

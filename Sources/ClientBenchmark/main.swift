@@ -31,7 +31,7 @@ if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments
     configuration.poolSize = poolSize
     let client = try HiredisClient.started(configuration: configuration)
     let onLoop = ProcessInfo.processInfo.environment["ON_EVENT_LOOP"] != nil
-    let result = try await runLoad(concurrency: callers, total: requests, executor: onLoop ? client.taskExecutor : nil) { _, _ in
+    let result = try await runLoad(concurrency: callers, total: requests, executors: onLoop ? client.taskExecutors : []) { _, _ in
         _ = try await client.get("key:__rand_int__")
     }
     print(

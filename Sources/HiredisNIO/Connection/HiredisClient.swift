@@ -50,6 +50,14 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// }
     /// ```
     public let taskExecutor: EventLoopTaskExecutor
+
+    /// Every event loop the client's connections run on, as task executors (one per distinct
+    /// loop; ``taskExecutor`` is the first).
+    ///
+    /// A caller running on one of these loops is given the connection on its own loop when that
+    /// one is up, so its reply never crosses threads. Spreading many callers over these executors
+    /// uses every loop's thread, where ``taskExecutor`` alone keeps them all on one.
+    public let taskExecutors: [EventLoopTaskExecutor]
     private let state: NIOLockedValueBox<State>
     let metrics: ClientMetrics
     private let backend: Backend
@@ -66,7 +74,10 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         let libraries: @Sendable () -> [LuaLibrary] = { state.withLockedValue { $0.libraries } }
         // The event loop of each pool slot's connection, chosen once (every node's pool uses them).
         let eventLoops = (0..<configuration.poolSize).map { _ in configuration.eventLoopGroup.next() }
-        taskExecutor = EventLoopTaskExecutor(eventLoops[0])
+        var distinctLoops: [any EventLoop] = []
+        for loop in eventLoops where !distinctLoops.contains(where: { $0 === loop }) { distinctLoops.append(loop) }
+        taskExecutors = distinctLoops.map(EventLoopTaskExecutor.init)
+        taskExecutor = taskExecutors[0]
         switch configuration.topology {
         case .standalone:
             let pool = NodePool(address: configuration.address, configuration: configuration, metrics: metrics, eventLoops: eventLoops) {
@@ -154,6 +165,7 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     }
 
     /// Sends one command with its own timeout (for example a blocking pop).
+    @inline(__always)  // Every async frame on the way to the reply costs an executor check per call.
     public func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
         try await metrics.measure {
             try await retryingTransient(timeout: timeout) { remaining in
@@ -199,6 +211,7 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// Runs `body` (given the time left) until it succeeds, throws something other than a
     /// transient refusal, or the timeout is spent; waits 10 ms, doubling to 500 ms (at most half the
     /// time left), between tries.
+    @inline(__always)
     private func retryingTransient<T>(timeout: Duration, _ body: (Duration) async throws -> T) async throws -> T {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout

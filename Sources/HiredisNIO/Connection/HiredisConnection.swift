@@ -169,6 +169,7 @@ public final class HiredisConnection: HiredisClientProtocol {
     }
 
     /// Sends one command with its own timeout (for example a blocking pop).
+    @inline(__always)  // Every async frame on the way to the reply costs an executor check per call.
     public func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
         let reply = try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<RESPReply, any Error>) in
             PendingCommand(id: id, deadline: deadline, timeout: timeout, remaining: 1, collected: [], promise: .single(continuation))
@@ -217,6 +218,7 @@ public final class HiredisConnection: HiredisClientProtocol {
     ///
     /// The encoding happens on the caller's thread; the event loop is woken only when the
     /// connection is idle (see ``CommandOutbox``).
+    @inline(__always)
     private func enqueue<Reply: Sendable>(
         timeout: Duration,
         makeEntry: (UInt64, NIODeadline, UnsafeContinuation<Reply, any Error>) -> PendingCommand,

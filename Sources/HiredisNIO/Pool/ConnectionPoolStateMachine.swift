@@ -4,7 +4,8 @@
 /// The pool keeps `size` connections. Each slot is idle, connecting, connected, or backing off
 /// after a failure (capped exponential back-off, counted per slot). Callers lease a connected
 /// slot round robin; with none connected they wait for the next connect attempt and get its
-/// outcome (a connection, or the attempt's error). A lost connection is replaced at once; a
+/// outcome (a connection, or the attempt's error). A caller may name slots it prefers (those on
+/// its own event loop): it gets the first of them that is connected. A lost connection is replaced at once; a
 /// failed attempt is retried after its back-off whether or not anybody waits, so that the pool
 /// is ready again as soon as the server is.
 struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hashable & Sendable>: Sendable {
@@ -75,9 +76,13 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
 
     // MARK: Events
 
-    /// A caller wants a connection.
-    mutating func lease(_ waiter: Waiter) -> Action {
+    /// A caller wants a connection: the first of `preferred` slots that is connected (the pool
+    /// passes the slots whose connection runs on the caller's own thread), otherwise round robin.
+    mutating func lease(_ waiter: Waiter, preferring preferred: some Sequence<Int> = EmptyCollection()) -> Action {
         if let stoppedWith { return .fail(stoppedWith) }
+        for index in preferred where slots.indices.contains(index) {
+            if case .connected(let connection) = slots[index] { return .use(connection) }
+        }
         let count = slots.count
         for offset in 0..<count {
             let index = (next + offset) % count

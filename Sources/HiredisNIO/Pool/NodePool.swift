@@ -60,14 +60,21 @@ final class NodePool: Sendable {
 
     /// A connected connection: round robin over the connected ones; when none is up, the outcome
     /// of the next connect attempt, within the connect timeout plus the longest back-off.
+    @inline(__always)  // The common case takes no async frame of its own (each costs an executor check).
     func connection() async throws -> HiredisConnection {
-        // Fast path without a continuation. A connection found closed before its close callback
-        // ran is reported now, so that no caller lands on it again.
+        if let connection = try readyConnection() { return connection }
+        return try await waitForConnection()
+    }
+
+    /// A connection that is up now (round robin), nil when none is, or the pool's error when it
+    /// is shut down. A connection found closed before its close callback ran is reported now, so
+    /// that no caller lands on it again.
+    private func readyConnection() throws -> HiredisConnection? {
         for _ in 0...configuration.poolSize {
             let fast: ConnectionPoolStateMachine<HiredisConnection, UInt64>.Action? = state.withLockedValue { state in
                 guard !state.machine.connections.isEmpty || state.machine.isShutDown else { return nil }
                 state.nextWaiter += 1
-                return state.machine.lease(state.nextWaiter)
+                return state.machine.lease(state.nextWaiter, preferring: slotsOnCurrentEventLoop)
             }
             switch fast {
             case .use(let connection)?:
@@ -76,10 +83,17 @@ final class NodePool: Sendable {
             case .fail(let error)?:
                 throw error
             default:
-                return try await waitForConnection()
+                return nil
             }
         }
-        return try await waitForConnection()
+        return nil
+    }
+
+    /// The slots whose connection runs on the calling thread's event loop (none off the loops): a
+    /// caller there gets its reply on its own thread, without a hop to another one.
+    private var slotsOnCurrentEventLoop: LazyFilterSequence<Range<Int>> {
+        let eventLoops = self.eventLoops
+        return (0..<configuration.poolSize).lazy.filter { eventLoops[$0 % eventLoops.count].inEventLoop }
     }
 
     private func waitForConnection() async throws -> HiredisConnection {
