@@ -4,7 +4,7 @@
 // client; redis-benchmark uses as many connections without pipelining (-P 1). The server's
 // pipelined ceiling is redis-benchmark -c 50 -P 16. Our callers run twice: on Swift's global
 // executor (what a task gets by default: each reply hops to another thread) and preferring the
-// client's event loop (`client.taskExecutor`). Last line: one JSON object.
+// client's event loops (`client.taskExecutors`, callers spread over them). Last line: one JSON object.
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
@@ -15,7 +15,8 @@ HostSteal.begin()
 
 let arguments = CommandLine.arguments.dropFirst()
 let requests = arguments.first.flatMap { Int($0) } ?? 200_000
-let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0) } ?? 1
+// The library's default pool (a connection per event loop of the default group) unless POOL_SIZE says.
+let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0) } ?? HiredisConfiguration(host: "", port: 0).poolSize
 
 /// Where our callers' tasks run.
 enum Placement: String, CaseIterable {
@@ -69,7 +70,7 @@ for command in ["GET", "SET"] {
             for placement in Placement.allCases {
                 ourRuns[placement, default: []].append(
                     try await runLoad(
-                        concurrency: callers, total: count, executor: placement == .eventLoop ? client.taskExecutor : nil
+                        concurrency: callers, total: count, executors: placement == .eventLoop ? client.taskExecutors : []
                     ) { _, _ in
                         if command == "GET" {
                             _ = try await client.get("key:__rand_int__")

@@ -22,10 +22,8 @@ let pairs = arguments.first.flatMap { Int($0) } ?? 200_000
 let increments = arguments.dropFirst().first.flatMap { Int($0) } ?? 300
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
-let client = try HiredisClient.started(
-    configuration: {
-        var c = server.configuration; c.poolSize = 1; return c
-    }())
+// The client as configured by default (a connection per event loop), callers spread over its loops.
+let client = try HiredisClient.started(configuration: server.configuration)
 let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "bench"))
 let locks = SessionLock(store: store)
 Task { try? await locks.run() }
@@ -35,7 +33,7 @@ print("bench-locks: \(pairs) uncontended pairs, 3 instances x 8 tasks x \(increm
 var sessions: [String] = []
 for index in 0..<200 { sessions.append(try await store.create(user: "u\(index)", mode: .lenient).id) }
 let ids = sessions
-// Callers and the ceiling's runner prefer the client's event loop (`client.taskExecutor`); the
+// Callers and the ceiling's runner prefer the client's event loops (`client.taskExecutors`); the
 // pairs run again on Swift's global executor for comparison.
 var uncontendedRuns: [(Double, Double)] = []
 var globalRuns: [Double] = []
@@ -43,7 +41,7 @@ var ceilingRuns: [Double] = []
 let pipelineDepth = 16
 for _ in 0..<3 {
     let cpuBefore = try await client.redisCPUSeconds()
-    let result = try await runLoad(concurrency: 200, total: pairs, executor: client.taskExecutor) { task, _ in
+    let result = try await runLoad(concurrency: 200, total: pairs, executors: client.taskExecutors) { task, _ in
         let lease = try await locks.acquire(ids[task])
         try await locks.release(lease)
     }
@@ -55,7 +53,7 @@ for _ in 0..<3 {
         }.opsPerSecond)
 
     // The same commands, pipelined: 50 connections' worth of callers, 16 pairs per round trip.
-    let ceiling = try await runLoad(concurrency: 50, total: pairs / pipelineDepth, executor: client.taskExecutor) { task, _ in
+    let ceiling = try await runLoad(concurrency: 50, total: pairs / pipelineDepth, executors: client.taskExecutors) { task, _ in
         var commands: [RESPCommand] = []
         for slot in 0..<pipelineDepth {
             let lockKey = SessionLock.benchmarkLockKey(store: store, id: ids[(task * pipelineDepth + slot) % ids.count])

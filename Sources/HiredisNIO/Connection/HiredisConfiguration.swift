@@ -43,7 +43,8 @@ public struct HiredisConfiguration: Sendable {
     /// Name for `CLIENT SETNAME`, so operators can tell connections apart in `CLIENT LIST`.
     public var clientName: String? = "swift-session-cache"
     /// Connections per node that share the command load; concurrent commands on one connection
-    /// are pipelined.
+    /// are pipelined. Each takes the next loop of ``eventLoopGroup``; a caller running on one of
+    /// those loops (``HiredisClient/taskExecutors``) uses the connection on its own loop.
     public var poolSize: Int = 2
     /// How long to wait for TCP connect plus the handshake (TLS, AUTH, SELECT, CLIENT SETNAME).
     public var connectTimeout: Duration = .seconds(5)
