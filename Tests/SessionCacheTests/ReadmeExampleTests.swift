@@ -56,6 +56,21 @@ struct ReadmeExampleTests {
                 // Without the preference the task runs elsewhere.
                 let value2 = try await client.get("greeting")
                 #expect(value2 != nil && !client.taskExecutor.eventLoop.inEventLoop)
+
+                // Many callers spread over every loop of the client's connections.
+                let keys = (0..<40).map { "k\($0)" }
+                for key in keys { try await client.set(key, to: .string(key)) }
+                let rightValueOnOwnLoop = try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for (index, key) in keys.enumerated() {
+                        let executor = client.taskExecutors[index % client.taskExecutors.count]
+                        group.addTask(executorPreference: executor) {
+                            let value = try await client.get(key)
+                            return value.map { String(buffer: $0) } == key && executor.eventLoop.inEventLoop
+                        }
+                    }
+                    return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+                }
+                #expect(rightValueOnOwnLoop == keys.count)
             }
         }
     }
