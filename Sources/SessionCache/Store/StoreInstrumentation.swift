@@ -47,6 +47,7 @@ struct StoreInstrumentation: Sendable {
     /// Runs `body` as the operation `name`: a client span (`db.system.name` = redis,
     /// `db.operation.name`), a count, a duration, an error count, and a debug log line. Errors from
     /// Redis come out as ``SessionError/redis(_:)``.
+    @inline(__always)  // Every async frame around an operation costs an executor check per call.
     func run<T: Sendable>(_ name: String, session id: String? = nil, _ body: () async throws -> T) async throws(SessionError) -> T {
         let start = isMeasuring ? ContinuousClock.now : nil
         let metrics = isMeasuring ? self.metrics[name] : nil
