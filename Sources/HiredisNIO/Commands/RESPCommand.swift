@@ -29,12 +29,17 @@ public struct RESPCommand: Sendable, Hashable {
 
     /// A command from its name and arguments.
     public init(_ name: String, _ arguments: RESPArgument...) {
-        self.arguments = [.string(name)] + arguments
+        self.init(name, arguments: arguments)
     }
 
     /// A command from its name and an argument array.
     public init(_ name: String, arguments: [RESPArgument]) {
-        self.arguments = [.string(name)] + arguments
+        // One allocation (`[name] + arguments` made two: every command pays for it).
+        var all: [RESPArgument] = []
+        all.reserveCapacity(arguments.count + 1)
+        all.append(.string(name))
+        all.append(contentsOf: arguments)
+        self.arguments = all
     }
 
     /// The command's name, as sent (for logs and metrics).

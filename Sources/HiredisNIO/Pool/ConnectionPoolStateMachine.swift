@@ -69,6 +69,11 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
     /// How many callers wait for a connection.
     var waiterCount: Int { waiters.count }
 
+    /// Whether any slot is connected (without building ``connections``: asked on every lease).
+    var hasConnection: Bool {
+        slots.contains { if case .connected = $0 { true } else { false } }
+    }
+
     /// The connected connections.
     var connections: [Connection] {
         slots.compactMap { if case .connected(let connection) = $0 { return connection } else { return nil } }

@@ -72,7 +72,7 @@ final class NodePool: Sendable {
     private func readyConnection() throws -> HiredisConnection? {
         for _ in 0...configuration.poolSize {
             let fast: ConnectionPoolStateMachine<HiredisConnection, UInt64>.Action? = state.withLockedValue { state in
-                guard !state.machine.connections.isEmpty || state.machine.isShutDown else { return nil }
+                guard state.machine.hasConnection || state.machine.isShutDown else { return nil }
                 state.nextWaiter += 1
                 return state.machine.lease(state.nextWaiter, preferring: slotsOnCurrentEventLoop)
             }
