@@ -16,7 +16,8 @@ final class CommandOutbox: Sendable {
         /// The handler will write it with the next batch.
         case queued
         /// Queued behind replies still owed: the caller must make the event loop check the outbox
-        /// at this deadline, so that the command times out even if no reply ever comes.
+        /// at this deadline (``HiredisChannelHandler/checkOutbox(scheduledFor:)``), so that the
+        /// command times out even if no reply ever comes.
         case queuedCheckingAt(NIODeadline)
         /// The connection is closed.
         case closed(HiredisError)
@@ -31,8 +32,10 @@ final class CommandOutbox: Sendable {
         var wakeScheduled = false
         /// A batch is written and its replies have not all come back.
         var awaitingReplies = false
-        /// A deadline check is scheduled for what the outbox holds.
-        var checkScheduled = false
+        /// When the scheduled deadline check of the outbox fires (nil: none is scheduled). One
+        /// timer per connection, not one per batch: commands sharing a timeout queue up with
+        /// later and later deadlines, which the check already scheduled covers by re-arming.
+        var checkDeadline: NIODeadline?
         var closedError: HiredisError?
     }
 
@@ -62,8 +65,8 @@ final class CommandOutbox: Sendable {
             state.commands.append(entry)
             if state.wakeScheduled { return .queued }
             if state.awaitingReplies {
-                if state.checkScheduled { return .queued }
-                state.checkScheduled = true
+                if let scheduled = state.checkDeadline, scheduled <= entry.deadline { return .queued }
+                state.checkDeadline = entry.deadline
                 return .queuedCheckingAt(entry.deadline)
             }
             state.wakeScheduled = true
@@ -75,13 +78,25 @@ final class CommandOutbox: Sendable {
     func takeBatch() -> OutboundBatch? {
         state.withLockedValue { state in
             state.wakeScheduled = false
-            state.checkScheduled = false
             guard !state.commands.isEmpty else { return nil }
             let batch = OutboundBatch(bytes: state.bytes, commands: state.commands)
             state.commands.removeAll(keepingCapacity: true)
             state.bytes = ByteBufferAllocator().buffer(capacity: max(4096, batch.bytes.readableBytes))
             state.awaitingReplies = true
             return batch
+        }
+    }
+
+    /// The deadline check scheduled for `deadline` ran (after a flush): when commands still wait
+    /// here, the deadline to check next (the caller schedules it), else nil.
+    func checkRan(scheduledFor deadline: NIODeadline) -> NIODeadline? {
+        state.withLockedValue { state in
+            // A check scheduled later for an earlier deadline is still pending: it re-arms itself.
+            guard state.checkDeadline == deadline else { return nil }
+            state.checkDeadline = nil
+            let next = state.commands.lazy.filter(\.isWaiting).map(\.deadline).min()
+            state.checkDeadline = next
+            return next
         }
     }
 

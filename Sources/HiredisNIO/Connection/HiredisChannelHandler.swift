@@ -78,6 +78,17 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         context.flush()
     }
 
+    /// The outbox's deadline check (see ``CommandOutbox/AppendResult/queuedCheckingAt(_:)``):
+    /// writes what waits there, or fails what is overdue while the socket is full, and schedules
+    /// the next check while commands still wait.
+    func checkOutbox(scheduledFor deadline: NIODeadline) {
+        flushOutbox()
+        guard let context, closedError == nil, let next = outbox.checkRan(scheduledFor: deadline) else { return }
+        context.eventLoop.assumeIsolated().scheduleTask(deadline: max(next, .now())) { [self] in
+            self.checkOutbox(scheduledFor: next)
+        }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { flushOutbox() }
         context.fireChannelWritabilityChanged()

@@ -236,7 +236,7 @@ public final class HiredisConnection: HiredisClientProtocol {
                 case .queuedCheckingAt(let deadline):
                     // Normally the next reply flushes the outbox long before this fires.
                     let handler = self.handler
-                    channel.eventLoop.scheduleTask(deadline: deadline) { handler.value.flushOutbox() }
+                    channel.eventLoop.scheduleTask(deadline: deadline) { handler.value.checkOutbox(scheduledFor: deadline) }
                 case .closed(let error):
                     continuation.resume(
                         throwing: HiredisError(
