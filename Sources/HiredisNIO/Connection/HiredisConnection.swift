@@ -232,7 +232,14 @@ public final class HiredisConnection: HiredisClientProtocol {
                 case .queued: break
                 case .wakeEventLoop:
                     let handler = self.handler
-                    channel.eventLoop.execute { handler.value.flushOutbox() }
+                    // A caller already on the loop (its task prefers the loop's executor) writes
+                    // at once: a trip through the loop's task queue is a good part of a lone
+                    // caller's round trip.
+                    if channel.eventLoop.inEventLoop {
+                        handler.value.flushOutbox()
+                    } else {
+                        channel.eventLoop.execute { handler.value.flushOutbox() }
+                    }
                 case .queuedCheckingAt(let deadline):
                     // Normally the next reply flushes the outbox long before this fires.
                     let handler = self.handler
