@@ -5,7 +5,8 @@ import Testing
 
 @Suite("Command outbox (automatic pipelining)")
 struct CommandOutboxTests {
-    /// An entry with a live promise (the outbox never resumes it in these tests), due at `deadline`.
+    /// An entry with a live promise, due at `deadline`. The entries share one continuation: the
+    /// outbox must not resume any of them here (it only fails entries on close or expiry).
     private func entry(
         _ outbox: CommandOutbox, deadline: NIODeadline, _ continuation: UnsafeContinuation<RESPReply, any Error>
     ) -> PendingCommand {
@@ -31,6 +32,8 @@ struct CommandOutboxTests {
             for later in 12...20 {
                 #expect(isQueued(outbox.append(entry(outbox, deadline: seconds(Int64(later)), continuation)) { _ in }))
             }
+            // Deadlines a little out of order (read before the outbox's lock) share it too.
+            #expect(isQueued(outbox.append(entry(outbox, deadline: seconds(11) - .milliseconds(2), continuation)) { _ in }))
             // A command with a shorter timeout (an earlier deadline) gets a check of its own.
             #expect(checkAt(outbox.append(entry(outbox, deadline: seconds(5), continuation)) { _ in }) == seconds(5))
             // The check for 11 s was superseded: running it schedules nothing more.
@@ -39,7 +42,7 @@ struct CommandOutboxTests {
             #expect(outbox.checkRan(scheduledFor: seconds(5)) == seconds(5))
             #expect(outbox.checkRan(scheduledFor: seconds(5)) == seconds(5))
             // Once they are written, the check stops re-arming.
-            #expect(outbox.takeBatch()?.commands.count == 10)
+            #expect(outbox.takeBatch()?.commands.count == 11)
             #expect(outbox.checkRan(scheduledFor: seconds(5)) == nil)
             continuation.resume(returning: .null)
         }

@@ -28,7 +28,7 @@ private final class Pool {
     subscript<Value>(dynamicMember keyPath: KeyPath<Machine, Value>) -> Value { machine[keyPath: keyPath] }
 
     func lease(_ waiter: Int) -> Machine.Action { machine.lease(waiter) }
-    func lease(_ waiter: Int, preferring slots: [Int]) -> Machine.Action { machine.lease(waiter, preferring: slots) }
+    func lease(_ waiter: Int, preferring slots: Set<Int>) -> Machine.Action { machine.lease(waiter) { slot, _ in slots.contains(slot) } }
     func cancel(_ waiter: Int) -> Bool { machine.cancel(waiter) }
     func warmUp() -> [Int] { machine.warmUp() }
     func connected(slot: Int, _ connection: FakeConnection) -> Machine.Action { machine.connected(slot: slot, connection) }
@@ -158,17 +158,16 @@ struct ConnectionPoolStateMachineTests {
         #expect(used == ["c0", "c2", "c0", "c2"])
     }
 
-    @Test func leaseGivesAPreferredSlotWhenItIsConnected() {
+    @Test func leaseGoesRoundRobinOverThePreferredSlotsWhenOneIsConnected() {
         let pool = Pool(size: 4)
         #expect(pool.warmUp() == [0, 1, 2, 3])
         for slot in [0, 1, 3] { _ = pool.connected(slot: slot, FakeConnection("c\(slot)")) }
-        // A caller on the event loop of slots 1 and 3 always gets one of those, never another loop's.
-        let used = (0..<4).map { pool.lease($0, preferring: [1, 3]).used?.name }
-        #expect(used == ["c1", "c1", "c1", "c1"])
-        // Its preferred slot not connected (2 is still connecting): round robin over the others.
+        // A caller on the event loop of slots 1 and 3 gets those, in turn, never another loop's.
+        #expect((0..<4).map { pool.lease($0, preferring: [1, 3]).used?.name } == ["c1", "c3", "c1", "c3"])
+        // Its preferred slot not connected (2 is still connecting), or none preferred (all
+        // crowded, say): round robin over every connected slot.
         #expect((0..<3).map { pool.lease($0, preferring: [2]).used?.name } == ["c0", "c1", "c3"])
-        // Out-of-range preferences are ignored, and nobody was made to wait.
-        #expect(pool.lease(9, preferring: [7]).used != nil)
+        #expect((0..<3).map { pool.lease($0, preferring: []).used?.name } == ["c0", "c1", "c3"])
         #expect(pool.waiterCount == 0)
     }
 

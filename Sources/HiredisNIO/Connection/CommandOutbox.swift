@@ -25,6 +25,9 @@ final class CommandOutbox: Sendable {
         case overloaded(Int)
     }
 
+    /// How late the deadline check may come for a command (see ``append(_:encode:)``).
+    static let checkSlack = TimeAmount.milliseconds(5)
+
     private struct State {
         var bytes = ByteBufferAllocator().buffer(capacity: 4096)
         var commands: [PendingCommand] = []
@@ -44,6 +47,9 @@ final class CommandOutbox: Sendable {
     /// Commands queued here or written and owed a reply.
     private let outstanding = Atomic<Int>(0)
     private let maximumPending: Int
+
+    /// Whether more than half the pending bound is used (the pool then prefers other connections).
+    var isCrowded: Bool { outstanding.load(ordering: .relaxed) > maximumPending / 2 }
 
     init(maximumPending: Int = .max) {
         self.maximumPending = maximumPending
@@ -65,7 +71,9 @@ final class CommandOutbox: Sendable {
             state.commands.append(entry)
             if state.wakeScheduled { return .queued }
             if state.awaitingReplies {
-                if let scheduled = state.checkDeadline, scheduled <= entry.deadline { return .queued }
+                // Deadlines reach here slightly out of order (taken before the lock): a check up to
+                // `checkSlack` late is fine, a timer per reordering is not.
+                if let scheduled = state.checkDeadline, scheduled <= entry.deadline + Self.checkSlack { return .queued }
                 state.checkDeadline = entry.deadline
                 return .queuedCheckingAt(entry.deadline)
             }

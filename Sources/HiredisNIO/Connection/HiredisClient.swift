@@ -157,6 +157,14 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         for connection in idle { connection.close() }
     }
 
+    /// The pool's connections that are up now (standalone and Sentinel; none on a cluster).
+    var openPoolConnections: [HiredisConnection] {
+        switch backend {
+        case .single(let pool), .sentinel(let pool, _): return pool.openConnections
+        case .cluster: return []
+        }
+    }
+
     // MARK: HiredisClientProtocol
 
     /// Sends one command and returns its reply; an error reply is thrown (``HiredisError/Code/server``).

@@ -145,6 +145,9 @@ public final class HiredisConnection: HiredisClientProtocol {
     /// The event loop the connection's I/O runs on.
     public var eventLoop: any EventLoop { channel.eventLoop }
 
+    /// Whether more than half of ``HiredisConfiguration/maximumPendingCommands`` wait on it.
+    var isCrowded: Bool { outbox.isCrowded }
+
     /// Whether the connection can still take commands.
     public var isOpen: Bool {
         outbox.closedError == nil

@@ -4,8 +4,8 @@
 /// The pool keeps `size` connections. Each slot is idle, connecting, connected, or backing off
 /// after a failure (capped exponential back-off, counted per slot). Callers lease a connected
 /// slot round robin; with none connected they wait for the next connect attempt and get its
-/// outcome (a connection, or the attempt's error). A caller may name slots it prefers (those on
-/// its own event loop): it gets the first of them that is connected. A lost connection is replaced at once; a
+/// outcome (a connection, or the attempt's error). A caller may say which connected slots it
+/// prefers (those on its own event loop): it gets one of them, round robin, when there is one. A lost connection is replaced at once; a
 /// failed attempt is retried after its back-off whether or not anybody waits, so that the pool
 /// is ready again as soon as the server is.
 struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hashable & Sendable>: Sendable {
@@ -81,14 +81,19 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
 
     // MARK: Events
 
-    /// A caller wants a connection: the first of `preferred` slots that is connected (the pool
-    /// passes the slots whose connection runs on the caller's own thread), otherwise round robin.
-    mutating func lease(_ waiter: Waiter, preferring preferred: some Sequence<Int> = EmptyCollection()) -> Action {
+    /// A caller wants a connection: round robin over the connected slots that `isPreferred`
+    /// accepts (the pool accepts those on the caller's own thread that are not crowded), otherwise
+    /// round robin over every connected slot.
+    mutating func lease(_ waiter: Waiter, preferring isPreferred: (Int, Connection) -> Bool = { _, _ in false }) -> Action {
         if let stoppedWith { return .fail(stoppedWith) }
-        for index in preferred where slots.indices.contains(index) {
-            if case .connected(let connection) = slots[index] { return .use(connection) }
-        }
         let count = slots.count
+        for offset in 0..<count {
+            let index = (next + offset) % count
+            if case .connected(let connection) = slots[index], isPreferred(index, connection) {
+                next = (index + 1) % count
+                return .use(connection)
+            }
+        }
         for offset in 0..<count {
             let index = (next + offset) % count
             if case .connected(let connection) = slots[index] {

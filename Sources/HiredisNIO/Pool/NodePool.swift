@@ -74,7 +74,7 @@ final class NodePool: Sendable {
             let fast: ConnectionPoolStateMachine<HiredisConnection, UInt64>.Action? = state.withLockedValue { state in
                 guard state.machine.hasConnection || state.machine.isShutDown else { return nil }
                 state.nextWaiter += 1
-                return state.machine.lease(state.nextWaiter, preferring: slotsOnCurrentEventLoop)
+                return state.machine.lease(state.nextWaiter, preferring: isOnCurrentEventLoopWithRoom)
             }
             switch fast {
             case .use(let connection)?:
@@ -89,11 +89,12 @@ final class NodePool: Sendable {
         return nil
     }
 
-    /// The slots whose connection runs on the calling thread's event loop (none off the loops): a
-    /// caller there gets its reply on its own thread, without a hop to another one.
-    private var slotsOnCurrentEventLoop: LazyFilterSequence<Range<Int>> {
-        let eventLoops = self.eventLoops
-        return (0..<configuration.poolSize).lazy.filter { eventLoops[$0 % eventLoops.count].inEventLoop }
+    /// Whether a slot's connection runs on the calling thread's event loop (never off the loops),
+    /// so that its replies resume the caller without a hop to another thread, and has room: past
+    /// half its pending bound, callers spread over the other connections again rather than meet
+    /// `overloaded` while those are free.
+    private func isOnCurrentEventLoopWithRoom(slot: Int, connection: HiredisConnection) -> Bool {
+        eventLoops[slot % eventLoops.count].inEventLoop && !connection.isCrowded
     }
 
     private func waitForConnection() async throws -> HiredisConnection {
