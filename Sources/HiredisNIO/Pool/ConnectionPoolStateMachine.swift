@@ -83,17 +83,25 @@ struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hash
 
     /// A caller wants a connection: round robin over the connected slots that `isPreferred`
     /// accepts (the pool accepts those on the caller's own thread that are not crowded), otherwise
-    /// round robin over every connected slot.
-    mutating func lease(_ waiter: Waiter, preferring isPreferred: (Int, Connection) -> Bool = { _, _ in false }) -> Action {
-        if let stoppedWith { return .fail(stoppedWith) }
-        let count = slots.count
-        for offset in 0..<count {
-            let index = (next + offset) % count
-            if case .connected(let connection) = slots[index], isPreferred(index, connection) {
-                next = (index + 1) % count
-                return .use(connection)
+    /// as ``lease(_:)``.
+    mutating func lease(_ waiter: Waiter, preferring isPreferred: (Int, Connection) -> Bool) -> Action {
+        if stoppedWith == nil {
+            let count = slots.count
+            for offset in 0..<count {
+                let index = (next + offset) % count
+                if case .connected(let connection) = slots[index], isPreferred(index, connection) {
+                    next = (index + 1) % count
+                    return .use(connection)
+                }
             }
         }
+        return lease(waiter)
+    }
+
+    /// A caller wants a connection: round robin over the connected slots.
+    mutating func lease(_ waiter: Waiter) -> Action {
+        if let stoppedWith { return .fail(stoppedWith) }
+        let count = slots.count
         for offset in 0..<count {
             let index = (next + offset) % count
             if case .connected(let connection) = slots[index] {

@@ -70,11 +70,19 @@ final class NodePool: Sendable {
     /// is shut down. A connection found closed before its close callback ran is reported now, so
     /// that no caller lands on it again.
     private func readyConnection() throws -> HiredisConnection? {
+        // Found outside the lock: the caller's own loop, whose connections it prefers (replies then
+        // resume it without a hop to another thread) while they have room: past half their pending
+        // bound, callers spread over the others rather than meet `overloaded` while those are free.
+        let loops = eventLoops
+        let ownLoop = loops.first { $0.inEventLoop }
         for _ in 0...configuration.poolSize {
             let fast: ConnectionPoolStateMachine<HiredisConnection, UInt64>.Action? = state.withLockedValue { state in
                 guard state.machine.hasConnection || state.machine.isShutDown else { return nil }
                 state.nextWaiter += 1
-                return state.machine.lease(state.nextWaiter, preferring: isOnCurrentEventLoopWithRoom)
+                guard let ownLoop else { return state.machine.lease(state.nextWaiter) }
+                return state.machine.lease(state.nextWaiter) { slot, connection in
+                    loops[slot % loops.count] === ownLoop && !connection.isCrowded
+                }
             }
             switch fast {
             case .use(let connection)?:
@@ -87,14 +95,6 @@ final class NodePool: Sendable {
             }
         }
         return nil
-    }
-
-    /// Whether a slot's connection runs on the calling thread's event loop (never off the loops),
-    /// so that its replies resume the caller without a hop to another thread, and has room: past
-    /// half its pending bound, callers spread over the other connections again rather than meet
-    /// `overloaded` while those are free.
-    private func isOnCurrentEventLoopWithRoom(slot: Int, connection: HiredisConnection) -> Bool {
-        eventLoops[slot % eventLoops.count].inEventLoop && !connection.isCrowded
     }
 
     private func waitForConnection() async throws -> HiredisConnection {
