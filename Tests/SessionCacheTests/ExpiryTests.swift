@@ -241,8 +241,6 @@ struct ExpiryTests {
         }
     }
 
-    /// A hook that hangs is cancelled at ``ExpiryListenerConfiguration/hookTimeout`` on each try,
-    /// other sessions' hooks run meanwhile, and the session is finalized after the last try.
     /// With 4 buckets and a 20 ms sweep, the listener is "busy" above 4 claims per sweep
     /// (200 per second): it then stops receiving keyspace notifications, which could not make any
     /// visit sooner, and takes them again when the load has passed. Every hook still runs once.
@@ -285,6 +283,8 @@ struct ExpiryTests {
         }
     }
 
+    /// A hook that hangs is cancelled at ``ExpiryListenerConfiguration/hookTimeout`` on each try,
+    /// other sessions' hooks run meanwhile, and the session is finalized after the last try.
     @Test func aHungHookIsCancelledAtItsTimeoutWhileOtherHooksRun() async throws {
         try await withStore(configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()

@@ -101,10 +101,8 @@ final class CommandOutbox: Sendable {
         state.withLockedValue { state in
             // A check scheduled later for an earlier deadline is still pending: it re-arms itself.
             guard state.checkDeadline == deadline else { return nil }
-            state.checkDeadline = nil
-            let next = state.commands.lazy.filter(\.isWaiting).map(\.deadline).min()
-            state.checkDeadline = next
-            return next
+            state.checkDeadline = state.commands.lazy.filter(\.isWaiting).map(\.deadline).min()
+            return state.checkDeadline
         }
     }
 

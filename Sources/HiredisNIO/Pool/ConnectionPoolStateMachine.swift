@@ -5,9 +5,9 @@
 /// after a failure (capped exponential back-off, counted per slot). Callers lease a connected
 /// slot round robin; with none connected they wait for the next connect attempt and get its
 /// outcome (a connection, or the attempt's error). A caller may say which connected slots it
-/// prefers (those on its own event loop): it gets one of them, round robin, when there is one. A lost connection is replaced at once; a
-/// failed attempt is retried after its back-off whether or not anybody waits, so that the pool
-/// is ready again as soon as the server is.
+/// prefers (those on its own event loop): it gets one of them, round robin, when there is one.
+/// A lost connection is replaced at once; a failed attempt is retried after its back-off whether
+/// or not anybody waits, so that the pool is ready again as soon as the server is.
 struct ConnectionPoolStateMachine<Connection: AnyObject & Sendable, Waiter: Hashable & Sendable>: Sendable {
     enum Slot: Sendable {
         case idle
