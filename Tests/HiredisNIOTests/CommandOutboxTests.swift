@@ -49,6 +49,61 @@ struct CommandOutboxTests {
         #expect(reply == .null)
     }
 
+    /// A written batch, emptied, is the storage of the next one: a steady flow of single
+    /// commands allocates no buffer per write. A buffer the channel still holds (a partial write)
+    /// is never written into, and one large pipeline's buffer is not kept.
+    @Test func writtenBatchesLendTheirStorageToTheNextAndNeverItsBytes() async throws {
+        let outbox = CommandOutbox()
+        let deadline = NIODeadline.now() + .seconds(10)
+        let reply = try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPReply, any Error>) in
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeString("first") }
+            guard let first = outbox.takeBatch() else {
+                Issue.record("nothing taken")
+                return continuation.resume(returning: .null)
+            }
+            let storage = first.bytes.withVeryUnsafeBytes { $0.baseAddress }
+            var spare = OutboundBatch(emptying: consume first)
+            #expect(spare?.bytes.readableBytes == 0 && spare?.commands.isEmpty == true)
+
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeString("second") }
+            var second = outbox.takeBatch(reusing: &spare)
+            #expect(spare == nil)
+            // Nothing was queued between: the outbox had the fresh buffer the first take made.
+            #expect(second.map { String(buffer: $0.bytes) } == "second")
+
+            let secondStorage = second?.bytes.withVeryUnsafeBytes { $0.baseAddress }
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeString("third") }
+            var reused: OutboundBatch?
+            if let written = second.take() { reused = OutboundBatch(emptying: consume written) }
+            let third = outbox.takeBatch(reusing: &reused)
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeString("fourth") }
+            let fourth = outbox.takeBatch()
+            // Each went into an earlier batch's storage, from its start.
+            #expect(third.map { String(buffer: $0.bytes) } == "third")
+            #expect(third?.bytes.withVeryUnsafeBytes { $0.baseAddress } == storage)
+            #expect(fourth.map { String(buffer: $0.bytes) } == "fourth")
+            #expect(fourth?.bytes.withVeryUnsafeBytes { $0.baseAddress } == secondStorage)
+
+            // Still held elsewhere (the channel has not written it all): emptying copies, and the
+            // holder's bytes stay as they were.
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeString("held") }
+            let held = outbox.takeBatch()!
+            let channelCopy = held.bytes
+            var heldSpare = OutboundBatch(emptying: held)
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeString("other") }
+            _ = outbox.takeBatch(reusing: &heldSpare)
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeString("overwrite") }
+            _ = outbox.takeBatch()
+            #expect(String(buffer: channelCopy) == "held")
+
+            // A large pipeline's buffer is let go.
+            _ = outbox.append(entry(outbox, deadline: deadline, continuation)) { $0.writeRepeatingByte(0, count: 100_000) }
+            #expect(outbox.takeBatch().flatMap { OutboundBatch(emptying: $0) } == nil)
+            continuation.resume(returning: .null)
+        }
+        #expect(reply == .null)
+    }
+
     private func isWake(_ result: CommandOutbox.AppendResult) -> Bool {
         if case .wakeEventLoop = result { return true }
         return false

@@ -84,12 +84,26 @@ final class CommandOutbox: Sendable {
 
     /// Takes everything queued, marking the connection busy; nil when nothing is queued.
     func takeBatch() -> OutboundBatch? {
+        var none: OutboundBatch?
+        return takeBatch(reusing: &none)
+    }
+
+    /// Takes everything queued, marking the connection busy; nil when nothing is queued.
+    ///
+    /// `spare`, an earlier batch emptied after its write, becomes the outbox's storage (taken
+    /// out of `spare`), so that a steady flow of batches allocates nothing.
+    func takeBatch(reusing spare: inout OutboundBatch?) -> OutboundBatch? {
         state.withLockedValue { state in
             state.wakeScheduled = false
             guard !state.commands.isEmpty else { return nil }
             let batch = OutboundBatch(bytes: state.bytes, commands: state.commands)
-            state.commands.removeAll(keepingCapacity: true)
-            state.bytes = ByteBufferAllocator().buffer(capacity: max(4096, batch.bytes.readableBytes))
+            if let reused = spare.take() {
+                state.bytes = reused.bytes
+                state.commands = reused.commands
+            } else {
+                state.bytes = ByteBufferAllocator().buffer(capacity: max(4096, batch.bytes.readableBytes))
+                state.commands = []
+            }
             state.awaitingReplies = true
             return batch
         }

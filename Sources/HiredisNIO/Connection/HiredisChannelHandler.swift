@@ -28,6 +28,8 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     private let reader = ReplyReader()
     private var pending = CircularBuffer<PendingCommand>(initialCapacity: 64)
+    /// The last written batch, emptied: the outbox's storage for the next one.
+    private var spareBatch: OutboundBatch?
     private var pushSink: ((RESPReply) -> Void)?
     private var timeoutCheck: (task: Scheduled<Void>, deadline: NIODeadline)?
     private var closedError: HiredisError?
@@ -73,9 +75,10 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             outbox.expireQueued(now: .now())
             return
         }
-        guard let batch = outbox.takeBatch() else { return }
+        guard let batch = outbox.takeBatch(reusing: &spareBatch) else { return }
         write(batch, context: context)
         context.flush()
+        spareBatch = OutboundBatch(emptying: consume batch)
     }
 
     /// The outbox's deadline check (see ``CommandOutbox/AppendResult/queuedCheckingAt(_:)``):

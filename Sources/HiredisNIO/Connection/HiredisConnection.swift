@@ -172,9 +172,14 @@ public final class HiredisConnection: HiredisClientProtocol {
     }
 
     /// Sends one command with its own timeout (for example a blocking pop).
-    @inline(__always)  // Every async frame on the way to the reply costs an executor check per call.
     public func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
-        let reply = try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<RESPReply, any Error>) in
+        try await send(command, timeout: timeout, deadline: .now() + timeout.timeAmount)
+    }
+
+    /// Sends one command that times out at `deadline` (`timeout` from when its caller started).
+    @inline(__always)  // Every async frame on the way to the reply costs an executor check per call.
+    func send(_ command: RESPCommand, timeout: Duration, deadline: NIODeadline) async throws -> RESPReply {
+        let reply = try await enqueue(deadline: deadline) { (id, deadline, continuation: UnsafeContinuation<RESPReply, any Error>) in
             PendingCommand(id: id, deadline: deadline, timeout: timeout, remaining: 1, collected: [], promise: .single(continuation))
         } encode: { buffer in
             CommandEncoder.encode(command, into: &buffer)
@@ -193,7 +198,8 @@ public final class HiredisConnection: HiredisClientProtocol {
     /// Sends several commands in one write with their own timeout.
     public func pipeline(_ commands: [RESPCommand], timeout: Duration) async throws -> [RESPReply] {
         if commands.isEmpty { return [] }
-        return try await enqueue(timeout: timeout) { (id, deadline, continuation: UnsafeContinuation<[RESPReply], any Error>) in
+        return try await enqueue(deadline: .now() + timeout.timeAmount) {
+            (id, deadline, continuation: UnsafeContinuation<[RESPReply], any Error>) in
             PendingCommand(
                 id: id, deadline: deadline, timeout: timeout, remaining: commands.count, collected: [],
                 promise: .batch(continuation))
@@ -223,14 +229,14 @@ public final class HiredisConnection: HiredisClientProtocol {
     /// connection is idle (see ``CommandOutbox``).
     @inline(__always)
     private func enqueue<Reply: Sendable>(
-        timeout: Duration,
+        deadline: NIODeadline,
         makeEntry: (UInt64, NIODeadline, UnsafeContinuation<Reply, any Error>) -> PendingCommand,
         encode: (inout ByteBuffer) -> Void
     ) async throws -> Reply {
         let id = outbox.makeID()
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Reply, any Error>) in
-                let entry = makeEntry(id, NIODeadline.now() + timeout.timeAmount, continuation)
+                let entry = makeEntry(id, deadline, continuation)
                 switch outbox.append(entry, encode: encode) {
                 case .queued: break
                 case .wakeEventLoop:

@@ -63,4 +63,19 @@ struct PendingCommand {
 struct OutboundBatch {
     var bytes: ByteBuffer
     var commands: [PendingCommand]
+
+    init(bytes: ByteBuffer, commands: [PendingCommand]) {
+        self.bytes = bytes
+        self.commands = commands
+    }
+
+    /// A written batch emptied for reuse as the outbox's storage, or nil when it is too large to
+    /// keep around (one large pipeline must not hold its memory for the connection's lifetime).
+    /// Its buffer keeps its storage only if the channel is done with it (else clearing copies).
+    init?(emptying batch: consuming OutboundBatch) {
+        guard batch.bytes.capacity <= 64 * 1024, batch.commands.capacity <= 1024 else { return nil }
+        self = consume batch
+        bytes.clear()
+        commands.removeAll(keepingCapacity: true)
+    }
 }
