@@ -34,6 +34,9 @@ public final class HiredisClient: HiredisClientProtocol, Service {
 
     /// The configuration the client was made with.
     public let configuration: HiredisConfiguration
+    /// `configuration.commandTimeout` as NIO's time amount, converted once (a `Duration`'s
+    /// conversion costs 128-bit arithmetic on every command).
+    private let commandTimeoutAmount: TimeAmount
 
     /// The event loop that the client's connections run on (the first of them when
     /// ``HiredisConfiguration/poolSize`` is above 1; on a cluster, the one of every node's first
@@ -67,6 +70,7 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     public init(configuration: HiredisConfiguration) throws(HiredisError) {
         try configuration.validate()
         self.configuration = configuration
+        self.commandTimeoutAmount = configuration.commandTimeout.timeAmount
         let state = NIOLockedValueBox(State())
         self.state = state
         let metrics = ClientMetrics(factory: configuration.metricsFactory)
@@ -221,7 +225,7 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// half the time left), between tries. The clock is read once for a command that succeeds.
     @inline(__always)
     private func retryingTransient<T>(timeout: Duration, _ body: (Duration, NIODeadline) async throws -> T) async throws -> T {
-        let deadline = NIODeadline.now() + timeout.timeAmount
+        let deadline = NIODeadline.now() + (timeout == configuration.commandTimeout ? commandTimeoutAmount : timeout.timeAmount)
         var remaining = timeout
         var delay = Duration.milliseconds(10)
         while true {
