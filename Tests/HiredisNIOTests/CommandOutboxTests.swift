@@ -37,16 +37,76 @@ struct CommandOutboxTests {
             // A command with a shorter timeout (an earlier deadline) gets a check of its own.
             #expect(checkAt(outbox.append(entry(outbox, deadline: seconds(5), continuation)) { _ in }) == seconds(5))
             // The check for 11 s was superseded: running it schedules nothing more.
-            #expect(outbox.checkRan(scheduledFor: seconds(11)) == nil)
+            #expect(outbox.checkRan(scheduledFor: seconds(11), now: base) == nil)
             // The check for 5 s finds commands still waiting (socket full, say): next, the earliest.
-            #expect(outbox.checkRan(scheduledFor: seconds(5)) == seconds(5))
-            #expect(outbox.checkRan(scheduledFor: seconds(5)) == seconds(5))
+            #expect(outbox.checkRan(scheduledFor: seconds(5), now: base) == seconds(5))
+            #expect(outbox.checkRan(scheduledFor: seconds(5), now: base) == seconds(5))
             // Once they are written, the check stops re-arming.
             #expect(outbox.takeBatch()?.commands.count == 11)
-            #expect(outbox.checkRan(scheduledFor: seconds(5)) == nil)
+            #expect(outbox.checkRan(scheduledFor: seconds(5), now: base) == nil)
             continuation.resume(returning: .null)
         }
         #expect(reply == .null)
+    }
+
+    /// A command that waits for its write (replies still owed ahead of it) and reaches its deadline
+    /// fails as "never sent" and leaves the outbox with its bytes. Written at its deadline it would
+    /// be overdue at once, and the handler would take a busy connection (a blocking command, a slow
+    /// script) for a dead one; and a command whose caller was told it never ran must not run.
+    @Test func overdueQueuedCommandsLeaveTheOutboxUnwritten() async throws {
+        let outbox = CommandOutbox(maximumPending: 3)
+        let base = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        _ = outbox.append(placeholder(outbox, deadline: base + .seconds(10))) { $0.writeString("first ") }
+        #expect(outbox.takeBatch()?.commands.count == 1)  // written: its reply is owed
+        let error = await expectRedisError {
+            _ = try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPReply, any Error>) in
+                let early = PendingCommand(
+                    id: outbox.makeID(), deadline: base + .seconds(2), timeout: .seconds(2), remaining: 1, collected: [],
+                    promise: .single(continuation))
+                #expect(checkAt(outbox.append(early) { $0.writeString("early ") }) == base + .seconds(2))
+                #expect(isQueued(outbox.append(placeholder(outbox, deadline: base + .seconds(5))) { $0.writeString("late") }))
+                #expect(isOverloaded(outbox.append(placeholder(outbox, deadline: base + .seconds(5))) { _ in }))
+                // Its check: it fails, and the next check is for the command still waiting.
+                #expect(outbox.checkRan(scheduledFor: base + .seconds(2), now: base + .seconds(2)) == base + .seconds(5))
+            }
+        }
+        #expect(error?.code == .timedOut && error?.commandMayHaveRun == false)
+        // It no longer counts against the bound, and its bytes are gone from the next batch.
+        #expect(isQueued(outbox.append(placeholder(outbox, deadline: base + .seconds(6))) { $0.writeString(" next") }))
+        let batch = outbox.takeBatch()
+        #expect(batch.map { String(buffer: $0.bytes) } == "late next")
+        #expect(batch?.commands.count == 2)
+    }
+
+    /// A cancelled command still in the outbox leaves it: it is never written.
+    @Test func aCancelledQueuedCommandIsNeverWritten() async throws {
+        let outbox = CommandOutbox()
+        let deadline = NIODeadline.now() + .seconds(10)
+        _ = outbox.append(placeholder(outbox, deadline: deadline)) { $0.writeString("first ") }
+        let id = outbox.makeID()
+        let entry = PendingCommand(id: id, deadline: deadline, timeout: .seconds(10), remaining: 1, collected: [], promise: .abandoned)
+        _ = outbox.append(entry) { $0.writeString("cancelled ") }
+        _ = outbox.append(placeholder(outbox, deadline: deadline)) { $0.writeString("last") }
+        #expect(outbox.abandon(id: id, error: CancellationError()))
+        #expect(!outbox.abandon(id: id, error: CancellationError()))
+        #expect(outbox.takeBatch().map { String(buffer: $0.bytes) } == "first last")
+    }
+
+    /// While the socket cannot take more, queued commands still time out at their own deadlines:
+    /// the blocked write leaves no "wake on its way" flag behind that would spare later commands
+    /// their check.
+    @Test func aFullSocketLeavesEveryQueuedCommandItsDeadlineCheck() {
+        let outbox = CommandOutbox()
+        let base = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        #expect(isWake(outbox.append(placeholder(outbox, deadline: base + .seconds(10))) { $0.writeString("patient") }))
+        // The loop finds the socket full: nothing is written; the command gets a check at its deadline.
+        #expect(outbox.writeBlocked(now: base) == base + .seconds(10))
+        // A later command with a shorter timeout wakes the loop again and gets a check of its own.
+        #expect(isWake(outbox.append(placeholder(outbox, deadline: base + .seconds(3))) { $0.writeString(" hasty") }))
+        #expect(outbox.writeBlocked(now: base) == base + .seconds(3))
+        // At 3 s it fails unwritten; the check re-arms for the other.
+        #expect(outbox.checkRan(scheduledFor: base + .seconds(3), now: base + .seconds(3)) == base + .seconds(10))
+        #expect(outbox.takeBatch().map { String(buffer: $0.bytes) } == "patient")
     }
 
     /// A written batch, emptied, is the storage of the next one: a steady flow of single
@@ -102,6 +162,16 @@ struct CommandOutboxTests {
             continuation.resume(returning: .null)
         }
         #expect(reply == .null)
+    }
+
+    /// An entry whose caller already stopped waiting (nothing to resume).
+    private func placeholder(_ outbox: CommandOutbox, deadline: NIODeadline) -> PendingCommand {
+        PendingCommand(id: outbox.makeID(), deadline: deadline, timeout: .seconds(1), remaining: 1, collected: [], promise: .abandoned)
+    }
+
+    private func isOverloaded(_ result: CommandOutbox.AppendResult) -> Bool {
+        if case .overloaded = result { return true }
+        return false
     }
 
     private func isWake(_ result: CommandOutbox.AppendResult) -> Bool {

@@ -66,6 +66,34 @@ struct FailureTests {
         }
     }
 
+    /// A command that waits behind a blocking one on the same connection times out "never sent"
+    /// at its deadline; the connection is busy, not dead: it stays open and the blocking command
+    /// gets its reply. (Before, the waiting command was written at its deadline, found overdue at
+    /// once with no byte since, and the connection closed as dead, failing the blocking command.)
+    @Test func aCommandQueuedBehindABlockingOneTimesOutUnsentAndTheConnectionLives() async throws {
+        try await withRedis(configure: {
+            $0.commandTimeout = .milliseconds(300); $0.poolSize = 1
+        }) { server, client in
+            let other = try HiredisClient.started(configuration: server.configuration)
+            async let popped = client.send(RESPCommand("BLPOP", "jobs", "5"), timeout: .seconds(10))
+            // Blocked in the server before the next command is sent.
+            var blocked = false
+            for _ in 0..<200 where !blocked {
+                let info = RedisInfo(try await other.send(RESPCommand("INFO", "clients")).string ?? "")
+                blocked = info.number("blocked_clients") == 1
+                if !blocked { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(blocked)
+            let error = await expectRedisError { _ = try await client.send(RESPCommand("INCR", "counter")) }
+            #expect(error?.code == .timedOut && error?.commandMayHaveRun == false, "\(String(describing: error))")
+            _ = try await other.send(RESPCommand("RPUSH", "jobs", "job-1"))
+            #expect(try await popped.array?.compactMap(\.string) == ["jobs", "job-1"])
+            // The INCR that timed out "never sent" never ran.
+            #expect(try await client.send(RESPCommand("GET", "counter")) == .null)
+            await other.close()
+        }
+    }
+
     @Test func inFlightCommandsFailAtOnceWhenTheServerDiesAndThePoolReconnects() async throws {
         try await withRedis(
             .init(appendOnly: true),

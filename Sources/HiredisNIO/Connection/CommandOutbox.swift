@@ -40,6 +40,38 @@ final class CommandOutbox: Sendable {
         /// later and later deadlines, which the check already scheduled covers by re-arming.
         var checkDeadline: NIODeadline?
         var closedError: HiredisError?
+
+        /// Fails the queued commands past their deadline at `now` and takes them out, with their
+        /// bytes. Returns how many.
+        mutating func withdrawOverdue(now: NIODeadline) -> Int {
+            withdraw { $0.deadline <= now ? HiredisError.timedOut(after: $0.timeout, written: false) : nil }
+        }
+
+        /// Fails the queued commands for which `failure` names an error and takes them out of the
+        /// outbox with their bytes, so that they are never written. Returns how many. (A rare
+        /// path: timeouts and cancellations before the write. It rebuilds the buffer.)
+        mutating func withdraw(_ failure: (PendingCommand) -> (any Error)?) -> Int {
+            guard commands.contains(where: { failure($0) != nil }) else { return 0 }
+            var keptCommands: [PendingCommand] = []
+            var keptBytes = ByteBufferAllocator().buffer(capacity: max(4096, bytes.readableBytes))
+            var withdrawn = 0
+            for index in commands.indices {
+                var command = commands[index]
+                if let error = failure(command) {
+                    command.fail(error)
+                    withdrawn += 1
+                    continue
+                }
+                let end = index + 1 < commands.count ? commands[index + 1].byteOffset : bytes.writerIndex
+                var encoded = bytes.getSlice(at: command.byteOffset, length: end - command.byteOffset)!
+                command.byteOffset = keptBytes.writerIndex
+                keptBytes.writeBuffer(&encoded)
+                keptCommands.append(command)
+            }
+            commands = keptCommands
+            bytes = keptBytes
+            return withdrawn
+        }
     }
 
     private let state = NIOLockedValueBox(State())
@@ -67,6 +99,8 @@ final class CommandOutbox: Sendable {
         return state.withLockedValue { state in
             if let closed = state.closedError { return .closed(closed) }
             outstanding.add(1, ordering: .relaxed)
+            var entry = entry
+            entry.byteOffset = state.bytes.writerIndex
             encode(&state.bytes)
             state.commands.append(entry)
             if state.wakeScheduled { return .queued }
@@ -109,21 +143,48 @@ final class CommandOutbox: Sendable {
         }
     }
 
-    /// The deadline check scheduled for `deadline` ran (after a flush): when commands still wait
-    /// here, the deadline to check next (the caller schedules it), else nil.
-    func checkRan(scheduledFor deadline: NIODeadline) -> NIODeadline? {
+    /// The deadline check scheduled for `deadline` ran at `now`: queued commands past their
+    /// deadline fail as timed out and leave the outbox, never written (replies are still owed
+    /// ahead of them: a slow script, a blocking command, a frozen server). Returns the deadline to
+    /// check next while commands still wait (the caller schedules it), else nil.
+    ///
+    /// They are not written at their deadline: written then, they would be overdue at once, and
+    /// the handler would take the connection for dead although it is only busy; and a command
+    /// that timed out "never sent" must never reach Redis afterwards.
+    func checkRan(scheduledFor deadline: NIODeadline, now: NIODeadline) -> NIODeadline? {
         state.withLockedValue { state in
             // A check scheduled later for an earlier deadline is still pending: it re-arms itself.
             guard state.checkDeadline == deadline else { return nil }
-            state.checkDeadline = state.commands.lazy.filter(\.isWaiting).map(\.deadline).min()
+            outstanding.subtract(state.withdrawOverdue(now: now), ordering: .relaxed)
+            state.checkDeadline = state.commands.lazy.map(\.deadline).min()
             return state.checkDeadline
         }
     }
 
-    /// Fails a queued command's caller; the command is still written and its reply dropped.
-    func abandon(id: UInt64, error: any Error) {
+    /// The socket cannot take the queued commands now (its buffer is full): those past their
+    /// deadline fail as timed out and leave the outbox, never written; the rest wait for the
+    /// socket. Returns a deadline at which the caller must check the outbox
+    /// (``checkRan(scheduledFor:now:)``) when none already covers the earliest of them.
+    func writeBlocked(now: NIODeadline) -> NIODeadline? {
         state.withLockedValue { state in
-            if let index = state.commands.firstIndex(where: { $0.id == id }) { state.commands[index].fail(error) }
+            // No wake is on its way any more: commands appended from now on ask for their own.
+            state.wakeScheduled = false
+            outstanding.subtract(state.withdrawOverdue(now: now), ordering: .relaxed)
+            guard let earliest = state.commands.lazy.map(\.deadline).min() else { return nil }
+            if let scheduled = state.checkDeadline, scheduled <= earliest + Self.checkSlack { return nil }
+            state.checkDeadline = earliest
+            return earliest
+        }
+    }
+
+    /// Fails a queued command's caller and takes it out of the outbox: it is never written.
+    /// Returns false when it is not queued here (already written, or unknown).
+    @discardableResult
+    func abandon(id: UInt64, error: any Error) -> Bool {
+        state.withLockedValue { state in
+            let withdrawn = state.withdraw { $0.id == id ? error : nil }
+            outstanding.subtract(withdrawn, ordering: .relaxed)
+            return withdrawn > 0
         }
     }
 
@@ -135,16 +196,6 @@ final class CommandOutbox: Sendable {
     /// Commands whose replies all arrived.
     func completed(_ count: Int) {
         outstanding.subtract(count, ordering: .relaxed)
-    }
-
-    /// Fails queued commands past their deadline (the socket cannot take them): they were
-    /// never written.
-    func expireQueued(now: NIODeadline) {
-        state.withLockedValue { state in
-            for index in state.commands.indices where state.commands[index].isWaiting && state.commands[index].deadline <= now {
-                state.commands[index].fail(HiredisError.timedOut(after: state.commands[index].timeout, written: false))
-            }
-        }
     }
 
     /// Every written command has its reply: the next command may be written at once.

@@ -72,7 +72,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         // While the socket's buffer is full, commands wait in the outbox (bounded by
         // maximumPendingCommands); the ones past their deadline fail there, unsent.
         guard context.channel.isWritable else {
-            outbox.expireQueued(now: .now())
+            if let deadline = outbox.writeBlocked(now: .now()) { scheduleOutboxCheck(at: deadline, context: context) }
             return
         }
         guard let batch = outbox.takeBatch(reusing: &spareBatch) else { return }
@@ -82,13 +82,17 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     }
 
     /// The outbox's deadline check (see ``CommandOutbox/AppendResult/queuedCheckingAt(_:)``):
-    /// writes what waits there, or fails what is overdue while the socket is full, and schedules
-    /// the next check while commands still wait.
+    /// fails what waits there past its deadline (unwritten: replies are still owed ahead of it, or
+    /// the socket is full), and schedules the next check while commands still wait. The next
+    /// reply, or the socket's room, writes the others.
     func checkOutbox(scheduledFor deadline: NIODeadline) {
-        flushOutbox()
-        guard let context, closedError == nil, let next = outbox.checkRan(scheduledFor: deadline) else { return }
-        context.eventLoop.assumeIsolated().scheduleTask(deadline: max(next, .now())) { [self] in
-            self.checkOutbox(scheduledFor: next)
+        guard let context, closedError == nil, let next = outbox.checkRan(scheduledFor: deadline, now: .now()) else { return }
+        scheduleOutboxCheck(at: next, context: context)
+    }
+
+    private func scheduleOutboxCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        context.eventLoop.assumeIsolated().scheduleTask(deadline: max(deadline, .now())) { [self] in
+            self.checkOutbox(scheduledFor: deadline)
         }
     }
 
@@ -180,11 +184,10 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     /// Gives up waiting for the command `id`: its caller gets `error`, its reply will be dropped.
     func abandon(id: UInt64, error: any Error) {
-        if let index = pending.firstIndex(where: { $0.id == id }) {
-            pending[index].fail(error)
-        } else {
-            outbox.abandon(id: id, error: error)
-        }
+        // Still in the outbox: it leaves it and is never written. Else it is written: its reply is
+        // owed and will be dropped.
+        if outbox.abandon(id: id, error: error) { return }
+        if let index = pending.firstIndex(where: { $0.id == id }) { pending[index].fail(error) }
     }
 
     /// Fails everything waiting and closes the channel.
@@ -265,8 +268,8 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             }
         }
         if let next { scheduleTimeoutCheck(at: next, context: context) }
-        // Commands queued behind a silent server are written now, so that they time out too.
-        flushOutbox()
+        // Commands queued in the outbox behind these stay there: they fail at their own deadline
+        // unwritten (``checkOutbox(scheduledFor:)``), or go out with the next reply.
     }
 
     // MARK: Health check

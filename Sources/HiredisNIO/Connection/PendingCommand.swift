@@ -24,6 +24,8 @@ struct PendingCommand {
     var promise: Promise
     /// When the handler wrote it (set then).
     var writtenAt = NIODeadline.uptimeNanoseconds(0)
+    /// Where its bytes start in the outbox's buffer while it waits there (set by the outbox).
+    var byteOffset = 0
 
     /// Resumes the caller with an error and keeps the entry as a placeholder.
     mutating func fail(_ error: any Error) {
