@@ -128,7 +128,27 @@ struct SessionIDTests {
         #expect(ids.count == 10_000)
         #expect(SessionID.bucket(of: "too short") == nil)
         #expect(SessionID.bucket(of: String(repeating: "{", count: 27)) == nil)
+        #expect(SessionID.bucket(of: String(repeating: "é", count: 13) + "A") == nil)  // 27 bytes, not characters
         #expect(SessionID.redacted("ABCDEFGHIJKLMNOPQRSTUVWXYZa") == "ABCDEFGHI")
+    }
+
+    /// Ids drawn from many tasks at once, across many refills of the random pool (4 KiB, 18 bytes
+    /// per id): all distinct, and every character of the alphabet about equally frequent in their
+    /// random part (a pool handed out twice, or bytes wiped before use, would show here).
+    @Test func concurrentIdsAreDistinctAndUniform() async {
+        let perTask = 2_000
+        let ids = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<20 { group.addTask { (0..<perTask).map { _ in SessionID.make(bucket: 42) } } }
+            var all: [String] = []
+            for await batch in group { all += batch }
+            return all
+        }
+        #expect(Set(ids).count == 20 * perTask)
+        var counts: [UInt8: Int] = [:]
+        for id in ids { for byte in id.utf8.dropFirst(SessionID.bucketCharacters) { counts[byte, default: 0] += 1 } }
+        let expected = Double(ids.count * 24) / 64
+        #expect(counts.count == 64)
+        #expect(counts.values.allSatisfy { abs(Double($0) - expected) < expected * 0.05 }, "\(counts.values.sorted())")
     }
 
     @Test func theKeyspaceRefusesIdsOfBucketsItDoesNotHave() throws {

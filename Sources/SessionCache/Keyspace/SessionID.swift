@@ -10,35 +10,39 @@ enum SessionID {
         return values
     }()
 
-    /// A new id in `bucket`. `SystemRandomNumberGenerator` reads the kernel CSPRNG (getrandom).
+    /// A new id in `bucket`: 144 bits from the kernel's CSPRNG (``SecureRandom``).
     static func make(bucket: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        var text: [UInt8] = []
-        text.reserveCapacity(length)
-        for shift in [12, 6, 0] { text.append(alphabet[(bucket >> shift) & 63]) }
-        // 144 bits: 18 bytes, 24 characters with no padding.
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(24)
-        for _ in 0..<3 { withUnsafeBytes(of: generator.next() as UInt64) { bytes.append(contentsOf: $0) } }
-        for chunk in stride(from: 0, to: 18, by: 3) {
-            let value = UInt32(bytes[chunk]) << 16 | UInt32(bytes[chunk + 1]) << 8 | UInt32(bytes[chunk + 2])
-            for shift in [18, 12, 6, 0] { text.append(alphabet[Int((value >> UInt32(shift)) & 63)]) }
+        String(unsafeUninitializedCapacity: length) { text in
+            for (index, shift) in [12, 6, 0].enumerated() { text[index] = alphabet[(bucket >> shift) & 63] }
+            // 144 bits: 18 bytes, 24 characters with no padding.
+            withUnsafeTemporaryAllocation(byteCount: 18, alignment: 1) { bytes in
+                SecureRandom.fill(bytes)
+                for chunk in 0..<6 {
+                    let value = UInt32(bytes[chunk * 3]) << 16 | UInt32(bytes[chunk * 3 + 1]) << 8 | UInt32(bytes[chunk * 3 + 2])
+                    for (index, shift) in [18, 12, 6, 0].enumerated() {
+                        text[bucketCharacters + chunk * 4 + index] = alphabet[Int((value >> UInt32(shift)) & 63)]
+                    }
+                }
+                bytes.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            return length
         }
-        return String(decoding: text, as: UTF8.self)
     }
 
     /// The bucket an id names, or nil when `id` does not have the form of an id the store issues
     /// (anything else is refused before Redis is asked; it also keeps key names clean).
     static func bucket(of id: String) -> Int? {
-        let utf8 = id.utf8
-        guard utf8.count == length else { return nil }
-        var bucket = 0
-        for (index, byte) in utf8.enumerated() {
-            let value = values[Int(byte)]
-            if value < 0 { return nil }
-            if index < bucketCharacters { bucket = bucket << 6 | Int(value) }
+        var id = id
+        return id.withUTF8 { utf8 -> Int? in
+            guard utf8.count == length else { return nil }
+            var bucket = 0
+            for index in 0..<length {
+                let value = values[Int(utf8[index])]
+                if value < 0 { return nil }
+                if index < bucketCharacters { bucket = bucket << 6 | Int(value) }
+            }
+            return bucket
         }
-        return bucket
     }
 
     /// A shortened id for logs, spans and events: the bucket and 6 random characters (36 bits),
