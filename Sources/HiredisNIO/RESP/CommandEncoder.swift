@@ -8,41 +8,60 @@ import NIOCore
 /// formatter is the reference of the encoder's unit test.
 enum CommandEncoder {
     /// Appends the RESP encoding of `command` to `buffer`.
+    ///
+    /// In one write into the buffer's memory: each piece written through `ByteBuffer`'s own
+    /// methods (five per argument) paid a capacity check and an exclusivity check of its storage.
     static func encode(_ command: RESPCommand, into buffer: inout ByteBuffer) {
         let arguments = command.arguments
-        // Each argument adds at most "$" + 20 digits + 2 CRLF to its bytes.
-        buffer.reserveCapacity(minimumWritableBytes: 24 + command.encodedSizeHint + 25 * arguments.count)
-        writeHeader(UInt8(ascii: "*"), arguments.count, into: &buffer)
-        for argument in arguments {
-            switch argument {
-            case .string(let text):
-                writeHeader(UInt8(ascii: "$"), text.utf8.count, into: &buffer)
-                buffer.writeString(text)
-            case .bytes(let bytes):
-                writeHeader(UInt8(ascii: "$"), bytes.count, into: &buffer)
-                buffer.writeBytes(bytes)
-            case .buffer(let bytes):
-                writeHeader(UInt8(ascii: "$"), bytes.readableBytes, into: &buffer)
-                buffer.writeImmutableBuffer(bytes)
-            case .integer(let value):
-                let digits = DecimalDigits(value)
-                writeHeader(UInt8(ascii: "$"), digits.count, into: &buffer)
-                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 20) { digits.copy(to: $0, at: 0) }
+        // Each argument adds at most "$" + 20 digits + 2 CRLF + 2 CRLF to its bytes.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 24 + command.encodedSizeHint + 25 * arguments.count) { target in
+            var at = header(UInt8(ascii: "*"), arguments.count, into: target, at: 0)
+            for argument in arguments {
+                switch argument {
+                case .string(let text):
+                    at = header(UInt8(ascii: "$"), text.utf8.count, into: target, at: at)
+                    if let copied = text.utf8.withContiguousStorageIfAvailable({ copy(UnsafeRawBufferPointer($0), into: target, at: at) }) {
+                        at = copied
+                    } else {
+                        for byte in text.utf8 {
+                            target[at] = byte
+                            at += 1
+                        }
+                    }
+                case .bytes(let bytes):
+                    at = header(UInt8(ascii: "$"), bytes.count, into: target, at: at)
+                    at = bytes.withUnsafeBytes { copy($0, into: target, at: at) }
+                case .buffer(let bytes):
+                    at = header(UInt8(ascii: "$"), bytes.readableBytes, into: target, at: at)
+                    at = bytes.withUnsafeReadableBytes { copy($0, into: target, at: at) }
+                case .integer(let value):
+                    let digits = DecimalDigits(value)
+                    at = header(UInt8(ascii: "$"), digits.count, into: target, at: at)
+                    at += digits.copy(to: target, at: at)
+                }
+                target[at] = UInt8(ascii: "\r")
+                target[at + 1] = UInt8(ascii: "\n")
+                at += 2
             }
-            buffer.writeInteger(UInt16(0x0D0A))  // CRLF, big-endian
+            return at
         }
     }
 
-    /// Writes `marker`, `count` in decimal and CRLF.
-    private static func writeHeader(_ marker: UInt8, _ count: Int, into buffer: inout ByteBuffer) {
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 23) { target in
-            let digits = DecimalDigits(count)
-            target[0] = marker
-            let offset = 1 + digits.copy(to: target, at: 1)
-            target[offset] = UInt8(ascii: "\r")
-            target[offset + 1] = UInt8(ascii: "\n")
-            return offset + 2
-        }
+    /// Writes `marker`, `count` in decimal and CRLF at `offset`; returns the offset after them.
+    private static func header(_ marker: UInt8, _ count: Int, into target: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        let digits = DecimalDigits(count)
+        target[offset] = marker
+        let end = offset + 1 + digits.copy(to: target, at: offset + 1)
+        target[end] = UInt8(ascii: "\r")
+        target[end + 1] = UInt8(ascii: "\n")
+        return end + 2
+    }
+
+    /// Copies `bytes` to `target` at `offset`; returns the offset after them.
+    private static func copy(_ bytes: UnsafeRawBufferPointer, into target: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        if bytes.isEmpty { return offset }
+        UnsafeMutableRawBufferPointer(rebasing: target[offset..<(offset + bytes.count)]).copyMemory(from: bytes)
+        return offset + bytes.count
     }
 }
 
