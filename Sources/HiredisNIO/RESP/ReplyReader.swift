@@ -1,15 +1,31 @@
 import CHiredis
 import NIOCore
 
-/// Parses RESP replies with hiredis's reader (`redisReaderFeed` / `redisReaderGetReply`).
+/// Parses RESP replies with hiredis's reader (`redisReaderFeed` / `redisReaderGetReply`), which
+/// builds them in a ``ReplyArena`` through its reply-object callbacks.
+///
+/// Each feed parses every complete reply at once. Their bulk strings are copied into one buffer
+/// and handed out as slices of it: one allocation per read, not per reply (with 200 callers a
+/// read carries about a hundred replies) or per string. A reply whose strings are large gets a
+/// buffer of its own, so that a small value kept by a caller does not hold a large one's memory.
 ///
 /// Not thread safe: one per connection, used on that connection's event loop.
 final class ReplyReader {
     private let reader: UnsafeMutablePointer<redisReader>
+    private let arena = ReplyArena()
     private let allocator: ByteBufferAllocator
+    /// Parsed replies not taken yet, and what came after them if hiredis refused the input.
+    private var ready = CircularBuffer<RESPReply>(initialCapacity: 16)
+    private var failure: HiredisError?
+    /// Root node and end of its bytes in the arena, per completed reply of the current feed.
+    private var roots: [(node: Int, bytesEnd: Int)] = []
+
+    /// Replies whose strings together stay under this share one buffer.
+    static let sharedBufferLimit = 16 * 1024
 
     init(allocator: ByteBufferAllocator = ByteBufferAllocator()) {
-        guard let reader = redisReaderCreate() else { fatalError("redisReaderCreate: out of memory") }
+        guard let reader = redisReaderCreateWithFunctions(ReplyArena.functions) else { fatalError("redisReaderCreate: out of memory") }
+        reader.pointee.privdata = Unmanaged.passUnretained(arena).toOpaque()
         // Keep up to 1 MiB of buffer between reads rather than freeing it on every drain.
         chiredis_reader_set_max_buffer(reader, 1 << 20)
         self.reader = reader
@@ -20,84 +36,81 @@ final class ReplyReader {
         redisReaderFree(reader)
     }
 
-    /// Hands received bytes to the reader.
+    /// Hands received bytes to the reader and parses every reply they complete.
     func feed(_ buffer: ByteBuffer) throws(HiredisError) {
         let status = buffer.withUnsafeReadableBytes { bytes in
             redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         if status != REDIS_OK { throw HiredisError.protocolError(String(cString: chiredis_reader_error(reader))) }
+        parseAvailable()
     }
 
-    /// The next complete reply, or nil when more bytes are needed.
+    /// The next complete reply, or nil when more bytes are needed. After the replies that came
+    /// before a protocol error, throws it.
     func next() throws(HiredisError) -> RESPReply? {
-        var reply: UnsafeMutableRawPointer? = nil
-        if redisReaderGetReply(reader, &reply) != REDIS_OK {
-            throw HiredisError.protocolError(String(cString: chiredis_reader_error(reader)))
-        }
-        guard let reply else { return nil }
-        defer { freeReplyObject(reply) }
-        let root = reply.assumingMemoryBound(to: redisReply.self)
-        // Every bulk string of the reply goes into one buffer, each a slice of it: one allocation
-        // per reply, not per element (an HGETALL of a session has dozens). All bytes are written
-        // before the first slice is taken: a write to a buffer that a slice shares copies it whole
-        // (copy on write), which made a reply of n strings cost n copies.
-        var storage = allocator.buffer(capacity: Self.stringBytes(of: root))
-        Self.copyStrings(of: root, into: &storage)
-        var offset = 0
-        return value(of: root, strings: storage, offset: &offset)
+        if let reply = ready.popFirst() { return reply }
+        if let failure { throw failure }
+        return nil
     }
 
-    /// Writes the reply's bulk strings into `storage`, depth first (the order ``value(of:strings:offset:)`` reads them).
-    private static func copyStrings(of reply: UnsafeMutablePointer<redisReply>, into storage: inout ByteBuffer) {
-        let node = reply.pointee
+    private func parseAvailable() {
+        guard failure == nil else { return }
+        while true {
+            var object: UnsafeMutableRawPointer? = nil
+            if redisReaderGetReply(reader, &object) != REDIS_OK {
+                failure = HiredisError.protocolError(String(cString: chiredis_reader_error(reader)))
+                break
+            }
+            guard let root = ReplyArena.index(of: object) else { break }
+            arena.markCompleted()
+            roots.append((root, arena.completedBytes))
+        }
+        guard !roots.isEmpty else { return }
+        if arena.completedBytes <= Self.sharedBufferLimit {
+            let strings = buffer(bytesFrom: 0, to: arena.completedBytes)
+            for (root, _) in roots { ready.append(value(of: root, strings: strings, base: 0)) }
+        } else {
+            var start = 0
+            for (root, end) in roots {
+                ready.append(value(of: root, strings: buffer(bytesFrom: start, to: end), base: start))
+                start = end
+            }
+        }
+        roots.removeAll(keepingCapacity: true)
+        chiredis_reader_shift_objects(reader, arena.discardCompleted())
+    }
+
+    /// The arena's bytes in `start..<end` in a buffer of their own.
+    private func buffer(bytesFrom start: Int, to end: Int) -> ByteBuffer {
+        guard end > start else { return Self.empty }
+        var buffer = allocator.buffer(capacity: end - start)
+        buffer.writeBytes(UnsafeRawBufferPointer(start: arena.bytes + start, count: end - start))
+        return buffer
+    }
+
+    private static let empty = ByteBuffer()
+
+    private func value(of index: Int, strings: ByteBuffer, base: Int) -> RESPReply {
+        let node = arena.nodes[index]
         switch node.type {
         case REDIS_REPLY_STRING:
-            storage.writeBytes(UnsafeRawBufferPointer(start: node.str, count: node.len))
-        case REDIS_REPLY_ARRAY:
-            for index in 0..<node.elements { if let child = node.element[index] { copyStrings(of: child, into: &storage) } }
-        default:
-            break
-        }
-    }
-
-    private static func stringBytes(of reply: UnsafeMutablePointer<redisReply>) -> Int {
-        let node = reply.pointee
-        switch node.type {
-        case REDIS_REPLY_STRING: return node.len
-        case REDIS_REPLY_ARRAY:
-            var total = 0
-            for index in 0..<node.elements { if let child = node.element[index] { total += stringBytes(of: child) } }
-            return total
-        default: return 0
-        }
-    }
-
-    private func value(of reply: UnsafeMutablePointer<redisReply>, strings: ByteBuffer, offset: inout Int) -> RESPReply {
-        let node = reply.pointee
-        switch node.type {
-        case REDIS_REPLY_STRING:
-            let start = offset
-            offset += node.len
-            return .bulkString(strings.getSlice(at: start, length: node.len)!)
+            return .bulkString(strings.getSlice(at: node.start - base, length: node.count)!)
         case REDIS_REPLY_INTEGER:
-            return .integer(Int(node.integer))
+            return .integer(node.start)
         case REDIS_REPLY_STATUS:
-            return .simpleString(text(node))
+            return .simpleString(arena.text(node))
         case REDIS_REPLY_ERROR:
-            return .error(text(node))
+            return .error(arena.text(node))
         case REDIS_REPLY_ARRAY:
             var elements: [RESPReply] = []
-            elements.reserveCapacity(node.elements)
-            for index in 0..<node.elements {
-                if let child = node.element[index] { elements.append(value(of: child, strings: strings, offset: &offset)) }
+            elements.reserveCapacity(node.count)
+            for slot in node.start..<(node.start + node.count) {
+                let child = arena.slots[slot]
+                if child >= 0 { elements.append(value(of: child, strings: strings, base: base)) }
             }
             return .array(elements)
         default:  // REDIS_REPLY_NIL
             return .null
         }
-    }
-
-    private func text(_ node: redisReply) -> String {
-        String(decoding: UnsafeRawBufferPointer(start: node.str, count: node.len), as: UTF8.self)
     }
 }
