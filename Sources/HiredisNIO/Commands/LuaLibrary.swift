@@ -42,8 +42,19 @@ extension HiredisClientProtocol {
     public func call(
         _ function: String, in library: LuaLibrary, keys: [RESPArgument], arguments: [RESPArgument], readOnly: Bool = false
     ) async throws -> RESPReply {
-        let command = RESPCommand(
-            readOnly ? "FCALL_RO" : "FCALL", arguments: [.string(function), .integer(keys.count)] + keys + arguments)
+        let command = RESPCommand(readOnly ? "FCALL_RO" : "FCALL", capacity: 2 + keys.count + arguments.count) { all in
+            all.append(.string(function))
+            all.append(.integer(keys.count))
+            all.append(contentsOf: keys)
+            all.append(contentsOf: arguments)
+        }
+        return try await call(command, loading: library)
+    }
+
+    /// Sends `command`, an `FCALL` (or `FCALL_RO`) of a function of `library`. A server that does
+    /// not know the function (a restart without persistence, a new primary) gets the library
+    /// (on a cluster, every primary) and the call once more.
+    package func call(_ command: RESPCommand, loading library: LuaLibrary) async throws -> RESPReply {
         do {
             return try await send(command)
         } catch let error as HiredisError {

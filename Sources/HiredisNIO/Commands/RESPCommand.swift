@@ -42,6 +42,16 @@ public struct RESPCommand: Sendable, Hashable {
         self.arguments = all
     }
 
+    /// A command whose arguments `build` appends after the name, into one array of room for
+    /// `capacity` of them: no intermediate arrays for a command assembled from parts.
+    package init(_ name: String, capacity: Int, _ build: (inout [RESPArgument]) -> Void) {
+        var all: [RESPArgument] = []
+        all.reserveCapacity(capacity + 1)
+        all.append(.string(name))
+        build(&all)
+        self.arguments = all
+    }
+
     /// The command's name, as sent (for logs and metrics).
     public var name: String {
         if case .string(let name) = arguments.first { return name }

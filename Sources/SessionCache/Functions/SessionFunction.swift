@@ -21,6 +21,21 @@ enum SessionFunctions {
     /// a new, incompatible version of the library gets a new prefix and name, so that old and new
     /// app servers can share a Redis during a rolling deploy).
     static let prefix = "session_v1_"
+
+    /// Every function's registered name (``prefix`` + its name), by name, read once from the
+    /// library's `register(...)` lines: a call does not build it (an allocation per call).
+    private static let registeredNames: [String: String] = {
+        var names: [String: String] = [:]
+        let marker = "register('"
+        for line in source.split(separator: "\n") where line.hasPrefix(marker) {
+            let name = String(line.dropFirst(marker.count).prefix { $0 != "'" })
+            names[name] = prefix + name
+        }
+        return names
+    }()
+
+    /// The name Redis knows a function by.
+    static func registeredName(_ name: String) -> String { registeredNames[name] ?? prefix + name }
 }
 
 /// A typed wrapper of one function of `sessions.lua`.
@@ -44,9 +59,14 @@ extension SessionFunction {
 
     /// The `FCALL` (`FCALL_RO`) of this call, for pipelines.
     var command: RESPCommand {
-        RESPCommand(
-            Self.isReadOnly ? "FCALL_RO" : "FCALL",
-            arguments: [.string(SessionFunctions.prefix + Self.name), .integer(keys.count)] + keys + arguments)
+        let keys = self.keys
+        let arguments = self.arguments
+        return RESPCommand(Self.isReadOnly ? "FCALL_RO" : "FCALL", capacity: 2 + keys.count + arguments.count) { all in
+            all.append(.string(SessionFunctions.registeredName(Self.name)))
+            all.append(.integer(keys.count))
+            all.append(contentsOf: keys)
+            all.append(contentsOf: arguments)
+        }
     }
 }
 
@@ -61,10 +81,7 @@ extension RESPReply {
 extension HiredisClientProtocol {
     /// Calls a session function and decodes its reply.
     func call<Function: SessionFunction>(_ function: Function) async throws -> Function.Result {
-        let reply = try await call(
-            SessionFunctions.prefix + Function.name, in: SessionFunctions.library, keys: function.keys, arguments: function.arguments,
-            readOnly: Function.isReadOnly)
-        return try function.decode(reply)
+        try function.decode(try await call(function.command, loading: SessionFunctions.library))
     }
 }
 

@@ -51,14 +51,36 @@ public struct SessionKeyspace: Sendable, Hashable {
     }
 
     /// `<namespace>:{<bucket>}:`, the start of every key of a bucket.
-    public func prefix(bucket: Int) -> String { "\(namespace):{\(bucket)}:" }
+    public func prefix(bucket: Int) -> String { key(bucket: bucket) }
+
+    /// `<namespace>:{<bucket>}:` + `first` + `second` (+ `:<tab>`), in one allocation: keys are
+    /// built on every call, and each `+` or interpolation allocated a string of its own.
+    private func key(bucket: Int, _ first: String = "", _ second: String = "", _ third: String = "", tab: String? = nil) -> String {
+        let bucket = String(bucket)  // a small string: no allocation
+        var key = ""
+        key.reserveCapacity(
+            namespace.utf8.count + bucket.utf8.count + 3 + first.utf8.count + second.utf8.count + third.utf8.count
+                + (tab.map { $0.utf8.count + 1 } ?? 0))
+        key += namespace
+        key += ":{"
+        key += bucket
+        key += "}:"
+        key += first
+        key += second
+        key += third
+        if let tab {
+            key += ":"
+            key += tab
+        }
+        return key
+    }
 
     // MARK: A session's keys (the id must be well formed)
 
     /// `<ns>:{b}:session:<id>`: the session hash (fields: ``Field``).
-    public func session(_ id: String) -> String { prefix(bucket: SessionID.bucket(of: id) ?? 0) + "session:" + id }
+    public func session(_ id: String) -> String { key(bucket: SessionID.bucket(of: id) ?? 0, "session:", id) }
     /// `<ns>:{b}:session:<id>:messages`: the recent messages, oldest first, `<role> <ms> <content>`.
-    public func messages(_ id: String) -> String { session(id) + ":messages" }
+    public func messages(_ id: String) -> String { key(bucket: SessionID.bucket(of: id) ?? 0, "session:", id, ":messages") }
     /// `<ns>:{b}:session:<id>:timer:<idle ms>:<deadline ms>`: the idle timer. It exists while the
     /// session is alive and its TTL is the session's; its value is the last heartbeat (ms). Its name
     /// carries the session's timing, so that a touch needs no read.
@@ -70,7 +92,7 @@ public struct SessionKeyspace: Sendable, Hashable {
     /// `<ns>:{b}:session:<id>:lock[:<tab>]`: the lock holder's token, the lease as TTL; with
     /// `:queue` (waiters by arrival) and `:seen` (when each last asked).
     public func lock(_ id: String, tab: String? = nil) -> String {
-        session(id) + ":lock" + (tab.map { ":" + $0 } ?? "")
+        key(bucket: SessionID.bucket(of: id) ?? 0, "session:", id, ":lock", tab: tab)
     }
 
     // MARK: A bucket's keys

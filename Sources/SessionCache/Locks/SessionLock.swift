@@ -465,11 +465,6 @@ extension SessionLock {
 
     /// The command of a release.
     public static func benchmarkRelease(lockKey: String, token: String) -> RESPCommand {
-        let function = LockReleaseFunction(
-            lockKey: lockKey, token: token, staleWaiter: .milliseconds(1500), handoverLease: .milliseconds(1500))
-        return RESPCommand(
-            "FCALL",
-            arguments: [.string(SessionFunctions.prefix + LockReleaseFunction.name), .integer(function.keys.count)] + function.keys
-                + function.arguments)
+        LockReleaseFunction(lockKey: lockKey, token: token, staleWaiter: .milliseconds(1500), handoverLease: .milliseconds(1500)).command
     }
 }
