@@ -37,8 +37,8 @@ if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments
     }
     print(
         String(
-            format: "GET x %d callers: %.0f ops/s, p50 %.1f µs", callers, result.opsPerSecond, result.latencyMicroseconds(atPercentile: 50))
-    )
+            format: "GET x %d callers: %.0f ops/s, p50 %.1f µs, client CPU %.2f µs per GET", callers, result.opsPerSecond,
+            result.latencyMicroseconds(atPercentile: 50), result.cpuMicrosecondsPerOperation))
     await client.close()
     exit(0)
 }

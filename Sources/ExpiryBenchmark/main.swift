@@ -37,14 +37,6 @@ func deadline(_ index: Int, start: Int, window: Int, count: Int) -> Int { start 
 
 func wallMilliseconds() -> Int { Int((Date().timeIntervalSince1970 * 1000).rounded()) }
 
-/// This process's CPU time (user + system), in seconds.
-func processCPUSeconds() -> Double {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
-        + Double(usage.ru_stime.tv_usec) / 1e6
-}
-
 /// What one listener process reports.
 struct ListenerResult: Codable {
     var hooks: [Int32] = []  // session index per hook run, in order

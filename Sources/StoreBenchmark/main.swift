@@ -16,13 +16,32 @@ let operations = arguments.first.flatMap { Int($0) } ?? 200_000
 let fillCount = arguments.dropFirst().first.flatMap { Int($0) } ?? 100_000
 let callers = 200
 
-let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "Ex"))
-// The client as configured by default (a connection per event loop), callers spread over its loops.
-let client = try HiredisClient.started(configuration: server.configuration)
 var configuration = SessionStoreConfiguration(namespace: "bench")
 configuration.defaultMode = .standard
 // As deployed with cleanup hooks: the listener's indexes are part of what a session costs.
 configuration.expiryListener = true
+
+// `--profile`: only the touch load (callers on the client's event loops), against REDIS_PORT, for
+// perf or callgrind A/B runs: throughput and the client's CPU per touch.
+if arguments.contains("--profile"), let port = ProcessInfo.processInfo.environment["REDIS_PORT"].flatMap({ Int($0) }) {
+    let client = try HiredisClient.started(configuration: HiredisConfiguration(host: "127.0.0.1", port: port))
+    let store = try SessionStore(client: client, configuration: configuration)
+    var ids: [String] = []
+    for index in 0..<callers { ids.append(try await store.create(user: "load-\(index % 50)").id) }
+    let result = try await runLoad(concurrency: callers, total: operations, executors: client.taskExecutors) { [ids] task, _ in
+        try await store.touch(ids[task])
+    }
+    print(
+        String(
+            format: "touch x %d callers: %.0f ops/s, p50 %.1f µs, client CPU %.2f µs per touch", callers, result.opsPerSecond,
+            result.latencyMicroseconds(atPercentile: 50), result.cpuMicrosecondsPerOperation))
+    await client.close()
+    exit(0)
+}
+
+let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "Ex"))
+// The client as configured by default (a connection per event loop), callers spread over its loops.
+let client = try HiredisClient.started(configuration: server.configuration)
 let store = try SessionStore(client: client, configuration: configuration)
 
 print("bench-store: \(operations) operations per measurement, \(callers) callers, redis-server on port \(server.port)")
@@ -64,13 +83,13 @@ let append = try await runLoad(concurrency: callers, total: operations / 4) { ta
 }
 
 print("")
-print("operation                   ops/s      p50 µs     p99 µs")
+print("operation                   ops/s      p50 µs     p99 µs   client CPU µs/op")
 for (name, result) in [("touch", touch), ("touch (global executor)", globalTouch), ("resume", resume), ("appendTurn", append)] {
     print(
         name.padding(toLength: 24, withPad: " ", startingAt: 0)
             + String(
-                format: "%9.0f   %9.1f   %9.1f", result.opsPerSecond, result.latencyMicroseconds(atPercentile: 50),
-                result.latencyMicroseconds(atPercentile: 99)))
+                format: "%9.0f   %9.1f   %9.1f   %9.2f", result.opsPerSecond, result.latencyMicroseconds(atPercentile: 50),
+                result.latencyMicroseconds(atPercentile: 99), result.cpuMicrosecondsPerOperation))
 }
 print(String(format: "touch pipelined ceiling (redis-benchmark -c 50 -P 16 PEXPIRE <timer> <idle>, median of 3): %.0f ops/s", ceiling))
 print(
@@ -150,6 +169,7 @@ printJSONLine([
     ("touch_ratio_vs_sent_ceiling", rounded(touch.opsPerSecond / ceiling)),
     ("touch_ratio_vs_sent_ceiling_global_executor", rounded(globalTouch.opsPerSecond / ceiling)),
     ("redis_cpu_us_per_touch", rounded(cpuPerTouch)),
+    ("client_cpu_us_per_touch", rounded(touch.cpuMicrosecondsPerOperation)),
     ("bytes_per_session", rounded(bytesPerSession, 0)),
     ("raw_bytes_per_session", rounded(writtenPerSession, 0)),
     ("payload_bytes_per_session", rounded(payloadPerSession, 0)),

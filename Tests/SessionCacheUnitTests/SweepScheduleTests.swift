@@ -1,4 +1,5 @@
 import Foundation
+import HiredisNIO
 import Testing
 
 @testable import SessionCache
@@ -187,7 +188,7 @@ struct TimerNamesTests {
         // Further than idle + margin (+ a little elapsed time) from the deadline: fast.
         let far = keyspace.timer(id, idleMilliseconds: idle, deadline: now + idle + margin + 5000)
         names.remember(far, for: id, redisTime: now, keyspace: keyspace)
-        #expect(names.fastTouch(for: id)?.key == far && names.fastTouch(for: id)?.idleMilliseconds == idle)
+        #expect(names.fastTouch(for: id) == RESPCommand("PEXPIRE", .string(far), .integer(idle)))
         // Within it: the function, which caps the timer at the deadline.
         let near = keyspace.timer(id, idleMilliseconds: idle, deadline: now + idle + margin - 1)
         names.remember(near, for: id, redisTime: now, keyspace: keyspace)

@@ -325,8 +325,7 @@ public final class SessionLock: Service {
 
     /// Runs one acquire step; if it fails in a way that leaves open whether Redis granted the lock
     /// (timeout, lost connection, cancellation), gives the lock back before throwing.
-    private func guarded<T: Sendable>(_ lockKey: String, token: String, _ step: @escaping @Sendable () async throws -> T) async throws -> T
-    {
+    private func guarded<T: Sendable>(_ lockKey: String, token: String, _ step: () async throws -> T) async throws -> T {
         do {
             return try await step()
         } catch {

@@ -178,8 +178,8 @@ public final class SessionStore: Sendable {
             }
         }
         try await instrumentation.run("touch", session: id) {
-            if let (timer, idle) = timers.fastTouch(for: id) {
-                if try await redis.send(RESPCommand("PEXPIRE", .string(timer), .integer(idle))).int == 1 { return }
+            if let command = timers.fastTouch(for: id) {
+                if try await redis.send(command).int == 1 { return }
                 // Ended, or its timing changed (the timer was renamed): ask the session itself.
                 timers.forget(id)
             }

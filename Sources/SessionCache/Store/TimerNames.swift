@@ -1,3 +1,4 @@
+import HiredisNIO
 import Synchronization
 
 /// What this instance learnt about recently used sessions' timers, so that a touch is one plain
@@ -18,7 +19,8 @@ import Synchronization
 ///   outlives the timer.
 final class TimerNames: Sendable {
     private struct Entry {
-        let key: String
+        /// The fast touch itself, `PEXPIRE <timer> <idle>`, built once: a touch sends it as is.
+        let touch: RESPCommand
         let idleMilliseconds: Int
         let deadline: Int
         /// Redis's clock (ms) when the entry was learnt, and this process's monotonic clock then.
@@ -30,19 +32,31 @@ final class TimerNames: Sendable {
     /// past its absolute deadline. Functions and the expiry listener end such a session anyway.
     static let safetyMargin: Duration = .seconds(60)
 
-    private let entries = Mutex<[String: Entry]>([:])
+    /// Entries in shards by the id's last character (random), so that callers on several
+    /// threads seldom wait for one another's lock.
+    private let shards: [Shard]
     private let maximumAge: Duration
-    private let capacity: Int
+    /// The bound of each shard.
+    private let shardCapacity: Int
 
     init(maximumAge: Duration, capacity: Int = 100_000) {
         self.maximumAge = maximumAge
-        self.capacity = capacity
+        self.shards = (0..<16).map { _ in Shard() }
+        self.shardCapacity = max(1, capacity / 16)
     }
 
-    /// The timer key and idle timeout to send a plain PEXPIRE with, or nil when the function must run.
-    func fastTouch(for id: String) -> (key: String, idleMilliseconds: Int)? {
+    private final class Shard: Sendable {
+        let entries = Mutex<[String: Entry]>([:])
+    }
+
+    private func shard(_ id: String) -> Shard {
+        shards[Int(id.utf8.last ?? 0) & 15]
+    }
+
+    /// The plain `PEXPIRE <timer> <idle>` to send, or nil when the function must run.
+    func fastTouch(for id: String) -> RESPCommand? {
         let now = ContinuousClock.now
-        return entries.withLock { entries in
+        return shard(id).entries.withLock { entries in
             guard let entry = entries[id] else { return nil }
             let elapsed = now - entry.learned
             if elapsed > maximumAge {
@@ -52,7 +66,7 @@ final class TimerNames: Sendable {
             // The latest Redis's clock can show when the PEXPIRE runs, allowing for the margin.
             let latest = entry.redisTime + (elapsed + Self.safetyMargin).wholeMilliseconds
             guard latest + entry.idleMilliseconds <= entry.deadline else { return nil }
-            return (entry.key, entry.idleMilliseconds)
+            return entry.touch
         }
     }
 
@@ -60,19 +74,20 @@ final class TimerNames: Sendable {
     func remember(_ key: String, for id: String, redisTime: Int, keyspace: SessionKeyspace) {
         guard let timing = keyspace.timing(ofTimer: key) else { return }
         let entry = Entry(
-            key: key, idleMilliseconds: timing.idleMilliseconds, deadline: timing.deadline, redisTime: redisTime, learned: .now)
-        entries.withLock { entries in
-            if entries.count >= capacity, entries[id] == nil {
+            touch: RESPCommand("PEXPIRE", .string(key), .integer(timing.idleMilliseconds)), idleMilliseconds: timing.idleMilliseconds,
+            deadline: timing.deadline, redisTime: redisTime, learned: .now)
+        shard(id).entries.withLock { entries in
+            if entries.count >= shardCapacity, entries[id] == nil {
                 // Bounded: drop the old entries, or everything when none is old.
                 let horizon = ContinuousClock.now - maximumAge
                 entries = entries.filter { $0.value.learned > horizon }
-                if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+                if entries.count >= shardCapacity { entries.removeAll(keepingCapacity: true) }
             }
             entries[id] = entry
         }
     }
 
     func forget(_ id: String) {
-        _ = entries.withLock { $0.removeValue(forKey: id) }
+        _ = shard(id).entries.withLock { $0.removeValue(forKey: id) }
     }
 }
