@@ -195,6 +195,12 @@ struct TimerNamesTests {
         #expect(names.fastTouch(for: id) == nil)
         names.forget(id)
         #expect(names.fastTouch(for: id) == nil)
+        // Timings no session has (a name that is not ours) are not remembered, and trap nothing.
+        for (badIdle, badDeadline) in [(idle, Int.max), (Int.max, now + idle), (-1, now + idle), (idle, Int.min)] {
+            names.remember(
+                keyspace.timer(id, idleMilliseconds: badIdle, deadline: badDeadline), for: id, redisTime: now, keyspace: keyspace)
+            #expect(names.fastTouch(for: id) == nil)
+        }
         // A name that is not a timer's is not remembered.
         names.remember("t:{3}:session:\(id)", for: id, redisTime: now, keyspace: keyspace)
         #expect(names.fastTouch(for: id) == nil)

@@ -1,4 +1,5 @@
 import HiredisNIO
+import NIOCore
 import Synchronization
 
 /// What this instance learnt about recently used sessions' timers, so that a touch is one plain
@@ -21,11 +22,10 @@ final class TimerNames: Sendable {
     private struct Entry {
         /// The fast touch itself, `PEXPIRE <timer> <idle>`, built once: a touch sends it as is.
         let touch: RESPCommand
-        let idleMilliseconds: Int
-        let deadline: Int
-        /// Redis's clock (ms) when the entry was learnt, and this process's monotonic clock then.
-        let redisTime: Int
-        let learned: ContinuousClock.Instant
+        /// Until when (this process's monotonic clock, ns) it may be sent: the earlier of the
+        /// entry's maximum age and the last moment that keeps the session provably far enough
+        /// from its deadline. Worked out once, so that a touch compares one number.
+        let fastUntil: UInt64
     }
 
     /// How much later than sent a PEXPIRE may run (a Redis stall) before it could keep a session
@@ -35,12 +35,12 @@ final class TimerNames: Sendable {
     /// Entries in shards by the id's last character (random), so that callers on several
     /// threads seldom wait for one another's lock.
     private let shards: [Shard]
-    private let maximumAge: Duration
+    private let maximumAgeNanoseconds: UInt64
     /// The bound of each shard.
     private let shardCapacity: Int
 
     init(maximumAge: Duration, capacity: Int = 100_000) {
-        self.maximumAge = maximumAge
+        self.maximumAgeNanoseconds = UInt64(max(0, maximumAge.wholeMilliseconds)) * 1_000_000
         self.shards = (0..<16).map { _ in Shard() }
         self.shardCapacity = max(1, capacity / 16)
     }
@@ -55,32 +55,34 @@ final class TimerNames: Sendable {
 
     /// The plain `PEXPIRE <timer> <idle>` to send, or nil when the function must run.
     func fastTouch(for id: String) -> RESPCommand? {
-        let now = ContinuousClock.now
+        let now = NIODeadline.now().uptimeNanoseconds
         return shard(id).entries.withLock { entries in
             guard let entry = entries[id] else { return nil }
-            let elapsed = now - entry.learned
-            if elapsed > maximumAge {
-                entries[id] = nil
-                return nil
-            }
-            // The latest Redis's clock can show when the PEXPIRE runs, allowing for the margin.
-            let latest = entry.redisTime + (elapsed + Self.safetyMargin).wholeMilliseconds
-            guard latest + entry.idleMilliseconds <= entry.deadline else { return nil }
-            return entry.touch
+            if now < entry.fastUntil { return entry.touch }
+            // Too old, or too close to the deadline: the function runs, and teaches a new entry.
+            entries[id] = nil
+            return nil
         }
     }
 
     /// Remembers a session's timer as a reply at Redis time `redisTime` (ms) named it.
     func remember(_ key: String, for id: String, redisTime: Int, keyspace: SessionKeyspace) {
-        guard let timing = keyspace.timing(ofTimer: key) else { return }
+        // Names are ours, but a bad one must not trap in the arithmetic below: 2^50 ms is 35,000 years.
+        guard let timing = keyspace.timing(ofTimer: key), (1..<(1 << 50)).contains(timing.idleMilliseconds),
+            (0..<(1 << 50)).contains(timing.deadline), (0..<(1 << 50)).contains(redisTime)
+        else { return }
+        let learned = NIODeadline.now().uptimeNanoseconds
+        // A PEXPIRE sent `elapsed` after now runs by Redis time redisTime + elapsed + margin at
+        // the latest, and must not reach past the deadline: elapsed <= deadline - idle - margin -
+        // redisTime.
+        let farFor = timing.deadline - timing.idleMilliseconds - Self.safetyMargin.wholeMilliseconds - redisTime
+        let fastFor = farFor <= 0 ? 0 : min(UInt64(farFor), maximumAgeNanoseconds / 1_000_000) * 1_000_000
         let entry = Entry(
-            touch: RESPCommand("PEXPIRE", .string(key), .integer(timing.idleMilliseconds)), idleMilliseconds: timing.idleMilliseconds,
-            deadline: timing.deadline, redisTime: redisTime, learned: .now)
+            touch: RESPCommand("PEXPIRE", .string(key), .integer(timing.idleMilliseconds)), fastUntil: learned + fastFor)
         shard(id).entries.withLock { entries in
             if entries.count >= shardCapacity, entries[id] == nil {
-                // Bounded: drop the old entries, or everything when none is old.
-                let horizon = ContinuousClock.now - maximumAge
-                entries = entries.filter { $0.value.learned > horizon }
+                // Bounded: drop the entries that can no longer serve, or everything when all can.
+                entries = entries.filter { $0.value.fastUntil > learned }
                 if entries.count >= shardCapacity { entries.removeAll(keepingCapacity: true) }
             }
             entries[id] = entry
