@@ -1,8 +1,9 @@
 import EmbeddedRedis
-import HiredisNIO
 import NIOConcurrencyHelpers
 import NIOCore
 import Testing
+
+@testable import HiredisNIO
 
 @Suite("Passing refusals, overload, slow consumers, silent networks")
 struct ResilienceTests {
@@ -42,6 +43,37 @@ struct ResilienceTests {
         await direct.close()
         await recovering.close()
         await stuck.close()
+    }
+
+    /// A restarting Redis refuses writes with LOADING but answers TIME: a pipeline of both (an
+    /// uncontended lock acquire) is sent again once Redis has loaded, not handed back half refused.
+    @Test func aPipelineHalfRefusedByLoadingIsSentAgain() async throws {
+        let loading = "-LOADING Redis is loading the dataset in memory\r\n"
+        let time = "*2\r\n$10\r\n1800000000\r\n$6\r\n123456\r\n"
+        let recovering = try await FakeServer { _, chunk in
+            if chunk == 1 { return "+OK\r\n" }
+            return chunk <= 3 ? loading + time : "+OK\r\n" + time
+        }
+        let client = try HiredisClient.started(configuration: fakeConfiguration(recovering))
+        let replies = try await client.pipeline([RESPCommand("SET", "lock", "token", "NX"), RESPCommand("TIME")])
+        #expect(replies.first == .simpleString("OK") && replies.count == 2)
+        await client.close()
+        await recovering.close()
+    }
+
+    /// Which half-refused pipelines may be sent again: only when what ran only reads.
+    @Test func onlyPipelinesWhoseOtherCommandsOnlyReadAreSentAgain() {
+        let loading = RESPReply.error("LOADING Redis is loading the dataset in memory")
+        let set = RESPCommand("SET", "k", "v")
+        let get = RESPCommand("GET", "k")
+        let time = RESPCommand("TIME")
+        #expect(HiredisClient.transientRefusal([loading, .array([])], of: [set, time])?.code == "LOADING")
+        #expect(HiredisClient.transientRefusal([loading, .null], of: [set, get])?.code == "LOADING")
+        #expect(HiredisClient.transientRefusal([loading, loading], of: [set, set])?.code == "LOADING")
+        // A write that ran, or a refusal that does not pass, keeps the replies as they are.
+        #expect(HiredisClient.transientRefusal([.simpleString("OK"), loading], of: [set, set]) == nil)
+        #expect(HiredisClient.transientRefusal([loading, .error("WRONGTYPE no")], of: [set, get]) == nil)
+        #expect(HiredisClient.transientRefusal([.simpleString("OK"), .null], of: [set, get]) == nil)
     }
 
     /// A long script makes Redis answer BUSY to everyone else: a caller waits it out.

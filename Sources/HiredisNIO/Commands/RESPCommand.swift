@@ -121,6 +121,8 @@ extension RESPCommand {
         "ZREVRANK", "ZSCAN", "ZRANDMEMBER", "ZUNION", "ZINTER", "ZDIFF", "ZINTERCARD", "XRANGE", "XREVRANGE", "XLEN",
         "PFCOUNT", "GEOPOS", "GEODIST", "GEOHASH", "GEOSEARCH", "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO", "SORT_RO",
         "FCALL_RO", "EVAL_RO", "EVALSHA_RO",
+        // Keyless, and harmless to send again (never to a replica: they carry no slot).
+        "TIME", "PING", "ECHO",
     ]
 
     private static let keyless: Set<String> = [

@@ -210,14 +210,29 @@ public final class HiredisClient: HiredisClientProtocol, Service {
                 case .cluster(let router):
                     replies = try await router.pipeline(commands, timeout: remaining)
                 }
-                // Retried only when Redis refused every command: then none ran.
-                if let first = replies.first, case .error(let text) = first, replies.allSatisfy(\.isError) {
-                    let error = HiredisServerError(reply: text)
-                    if error.isTransient { throw HiredisError.server(error) }
-                }
+                if let refusal = Self.transientRefusal(replies, of: commands) { throw HiredisError.server(refusal) }
                 return replies
             }
         }
+    }
+
+    /// Why a pipeline may be sent again as a whole: Redis refused at least one of its commands for
+    /// a passing reason (``HiredisServerError/isTransient``), and every other command was refused
+    /// so too or only reads, so that nothing that ran changes by running again. (A restarting
+    /// Redis refuses `SET` with `LOADING` but answers `TIME`.) Nil when the pipeline must not be
+    /// sent again.
+    static func transientRefusal(_ replies: [RESPReply], of commands: [RESPCommand]) -> HiredisServerError? {
+        var refusal: HiredisServerError?
+        for (command, reply) in zip(commands, replies) {
+            if case .error(let text) = reply {
+                let error = HiredisServerError(reply: text)
+                guard error.isTransient else { return nil }
+                if refusal == nil { refusal = error }
+            } else if !command.isReadOnly {
+                return nil
+            }
+        }
+        return refusal
     }
 
     /// Runs `body` (given the time left and the deadline) until it succeeds, throws something other
@@ -417,13 +432,6 @@ enum Backend: Sendable {
 
     var isCluster: Bool {
         if case .cluster = self { return true }
-        return false
-    }
-}
-
-extension RESPReply {
-    var isError: Bool {
-        if case .error = self { return true }
         return false
     }
 }
