@@ -61,6 +61,40 @@ struct ResilienceTests {
         await recovering.close()
     }
 
+    /// Without retries, or once the time is spent, a half-refused pipeline's replies come back as
+    /// they are: error replies as values, the others' results kept.
+    @Test func aHalfRefusedPipelineKeepsItsRepliesWhenNotSentAgain() async throws {
+        let time = "*2\r\n$10\r\n1800000000\r\n$6\r\n123456\r\n"
+        let stuck = try await FakeServer { _, chunk in
+            chunk == 1 ? "+OK\r\n" : "-LOADING Redis is loading the dataset in memory\r\n" + time
+        }
+        let commands = [RESPCommand("SET", "lock", "token", "NX"), RESPCommand("TIME")]
+        var patient = fakeConfiguration(stuck)
+        patient.commandTimeout = .milliseconds(300)
+        var impatient = fakeConfiguration(stuck)
+        impatient.retryTransientErrors = false
+        for configuration in [patient, impatient] {
+            let client = try HiredisClient.started(configuration: configuration)
+            let replies = try await client.pipeline(commands)
+            guard replies.count == 2, case .error(let text) = replies[0] else {
+                Issue.record("expected the refusal as a value, got \(replies)")
+                continue
+            }
+            #expect(text.hasPrefix("LOADING") && replies[1].array?.count == 2)
+            await client.close()
+        }
+        await stuck.close()
+    }
+
+    /// A passing refusal of a command that may have run (one node's part of a split cluster
+    /// pipeline, while the other parts ran) is not tried again: that would run the rest twice.
+    @Test func aRefusalOfWhatMayHaveRunIsNotTriedAgain() throws {
+        let client = try HiredisClient(configuration: HiredisConfiguration(host: "127.0.0.1", port: 1))
+        let loading = HiredisError.server(HiredisServerError(reply: "LOADING Redis is loading the dataset in memory"))
+        #expect(client.isRetryable(loading))
+        #expect(!client.isRetryable(loading.mayHaveRun()))
+    }
+
     /// Which half-refused pipelines may be sent again: only when what ran only reads.
     @Test func onlyPipelinesWhoseOtherCommandsOnlyReadAreSentAgain() {
         let loading = RESPReply.error("LOADING Redis is loading the dataset in memory")

@@ -42,17 +42,18 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     /// When the connection last did anything (read or write): the idle clock.
     private var lastActivity = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
-    /// Replies delivered by the read in progress, and by the last completed read.
-    private var repliesInRead = 0
-    private var repliesInLastRead = 0
+    /// Commands (or pipelines) completed by the read in progress, and by the last completed read:
+    /// how many callers a read resumed.
+    private var completedInRead = 0
+    private var completedInLastRead = 0
 
     /// Whether a caller on this loop that finds the connection idle should write its command at
     /// once rather than through the loop's task queue. After a read that resumed several callers,
     /// no: their next commands follow within the same loop turn and go out together after them
     /// (written at once, the first went alone and the others waited a round trip for its reply:
-    /// 10-15% less throughput with 200 callers). After a lone reply, yes: the trip through the
-    /// task queue is a few percent of a lone caller's round trip.
-    var writesAtOnce: Bool { repliesInLastRead <= 1 }
+    /// 10-15% less throughput with 200 callers). After a read that resumed one, yes: the trip
+    /// through the task queue is a few percent of a lone caller's round trip.
+    var writesAtOnce: Bool { completedInLastRead <= 1 }
 
     init(outbox: CommandOutbox, health: HealthCheck = HealthCheck(idleInterval: nil, timeout: .seconds(5)), logger: Logger) {
         self.outbox = outbox
@@ -144,7 +145,6 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             try reader.feed(buffer)
             while let reply = try reader.next() {
                 try deliver(reply)
-                repliesInRead += 1
             }
         } catch {
             logger.warning("dropping Redis connection", metadata: ["error": "\(error)"])
@@ -164,6 +164,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         // replies would be copied on every reply (quadratic in the pipeline's length).
         var head = pending.removeFirst()
         if head.receive(reply) {
+            completedInRead += 1
             outbox.completed(1)
             if pending.isEmpty { outbox.markIdle() }
         } else {
@@ -173,8 +174,8 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     /// Commands that gathered while these replies travelled go out together now.
     func channelReadComplete(context: ChannelHandlerContext) {
-        repliesInLastRead = repliesInRead
-        repliesInRead = 0
+        completedInLastRead = completedInRead
+        completedInRead = 0
         flushOutbox()
         context.fireChannelReadComplete()
     }

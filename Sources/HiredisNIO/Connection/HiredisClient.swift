@@ -201,17 +201,29 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// Sends several commands in one round trip with their own timeout.
     public func pipeline(_ commands: [RESPCommand], timeout: Duration) async throws -> [RESPReply] {
         if commands.isEmpty { return [] }
+        // The replies of a try that a passing refusal made worth another: returned as they are
+        // (error replies as values) when the time runs out.
+        var refused: [RESPReply]?
         return try await metrics.measure(commands.count) {
-            try await retryingTransient(timeout: timeout) { remaining, _ in
-                let replies: [RESPReply]
-                switch backend {
-                case .single(let pool), .sentinel(let pool, _):
-                    replies = try await pool.connection().pipeline(commands, timeout: remaining)
-                case .cluster(let router):
-                    replies = try await router.pipeline(commands, timeout: remaining)
+            do {
+                return try await retryingTransient(timeout: timeout) { remaining, _ in
+                    refused = nil
+                    let replies: [RESPReply]
+                    switch backend {
+                    case .single(let pool), .sentinel(let pool, _):
+                        replies = try await pool.connection().pipeline(commands, timeout: remaining)
+                    case .cluster(let router):
+                        replies = try await router.pipeline(commands, timeout: remaining)
+                    }
+                    if configuration.retryTransientErrors, let refusal = Self.transientRefusal(replies, of: commands) {
+                        refused = replies
+                        throw HiredisError.server(refusal)
+                    }
+                    return replies
                 }
-                if let refusal = Self.transientRefusal(replies, of: commands) { throw HiredisError.server(refusal) }
-                return replies
+            } catch {
+                if let refused { return refused }
+                throw error
             }
         }
     }
@@ -261,7 +273,7 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// Whether Redis refused the command for a reason that passes: transient replies, a
     /// `READONLY` from a primary that Sentinel demoted (the pool reconnects to the new one), and,
     /// behind a cluster or Sentinels, a node that could not be reached.
-    private func isRetryable(_ error: HiredisError) -> Bool {
+    func isRetryable(_ error: HiredisError) -> Bool {
         guard configuration.retryTransientErrors else { return false }
         // Behind a cluster or Sentinels another node may take over: a command that never reached
         // a node is tried again once the topology is read again (already requested).
@@ -271,7 +283,8 @@ public final class HiredisClient: HiredisClientProtocol, Service {
             case .sentinel, .cluster: return true
             }
         }
-        guard let reply = error.serverError else { return false }
+        // A refusal by one node of a split pipeline whose other parts may have run: not again.
+        guard !error.commandMayHaveRun, let reply = error.serverError else { return false }
         if reply.isTransient { return true }
         if reply.code == "READONLY", case .sentinel(let pool, _) = backend {
             pool.recycle()

@@ -1,5 +1,4 @@
 import HiredisNIO
-import NIOCore
 import Synchronization
 
 /// What this instance learnt about recently used sessions' timers, so that a touch is one plain
@@ -22,10 +21,11 @@ final class TimerNames: Sendable {
     private struct Entry {
         /// The fast touch itself, `PEXPIRE <timer> <idle>`, built once: a touch sends it as is.
         let touch: RESPCommand
-        /// Until when (this process's monotonic clock, ns) it may be sent: the earlier of the
-        /// entry's maximum age and the last moment that keeps the session provably far enough
-        /// from its deadline. Worked out once, so that a touch compares one number.
-        let fastUntil: UInt64
+        /// Until when (this process's continuous clock, which counts time the host was suspended,
+        /// as Redis's clock does) it may be sent: the earlier of the entry's maximum age and the
+        /// last moment that keeps the session provably far enough from its deadline. Worked out
+        /// once, so that a touch compares one instant.
+        let fastUntil: ContinuousClock.Instant
     }
 
     /// How much later than sent a PEXPIRE may run (a Redis stall) before it could keep a session
@@ -35,12 +35,13 @@ final class TimerNames: Sendable {
     /// Entries in shards by the id's last character (random), so that callers on several
     /// threads seldom wait for one another's lock.
     private let shards: [Shard]
-    private let maximumAgeNanoseconds: UInt64
+    /// The maximum age in milliseconds, at most 2^50 (35,000 years).
+    private let maximumAgeMilliseconds: Int
     /// The bound of each shard.
     private let shardCapacity: Int
 
     init(maximumAge: Duration, capacity: Int = 100_000) {
-        self.maximumAgeNanoseconds = UInt64(max(0, maximumAge.wholeMilliseconds)) * 1_000_000
+        self.maximumAgeMilliseconds = max(0, min(maximumAge, .milliseconds(1 << 50)).wholeMilliseconds)
         self.shards = (0..<16).map { _ in Shard() }
         self.shardCapacity = max(1, capacity / 16)
     }
@@ -49,13 +50,24 @@ final class TimerNames: Sendable {
         let entries = Mutex<[String: Entry]>([:])
     }
 
+    /// The shard of an id: by the value (0-63) of its last base64url character, random and
+    /// uniform, so that each shard takes 4 of the 64.
     private func shard(_ id: String) -> Shard {
-        shards[Int(id.utf8.last ?? 0) & 15]
+        let character = id.utf8.last ?? 0
+        let value: UInt8
+        switch character {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = character &- UInt8(ascii: "A")
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): value = character &- UInt8(ascii: "a") &+ 26
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): value = character &- UInt8(ascii: "0") &+ 52
+        case UInt8(ascii: "-"): value = 62
+        default: value = 63
+        }
+        return shards[Int(value & 15)]
     }
 
     /// The plain `PEXPIRE <timer> <idle>` to send, or nil when the function must run.
     func fastTouch(for id: String) -> RESPCommand? {
-        let now = NIODeadline.now().uptimeNanoseconds
+        let now = ContinuousClock.now
         return shard(id).entries.withLock { entries in
             guard let entry = entries[id] else { return nil }
             if now < entry.fastUntil { return entry.touch }
@@ -71,14 +83,14 @@ final class TimerNames: Sendable {
         guard let timing = keyspace.timing(ofTimer: key), (1..<(1 << 50)).contains(timing.idleMilliseconds),
             (0..<(1 << 50)).contains(timing.deadline), (0..<(1 << 50)).contains(redisTime)
         else { return }
-        let learned = NIODeadline.now().uptimeNanoseconds
+        let learned = ContinuousClock.now
         // A PEXPIRE sent `elapsed` after now runs by Redis time redisTime + elapsed + margin at
         // the latest, and must not reach past the deadline: elapsed <= deadline - idle - margin -
         // redisTime.
         let farFor = timing.deadline - timing.idleMilliseconds - Self.safetyMargin.wholeMilliseconds - redisTime
-        let fastFor = farFor <= 0 ? 0 : min(UInt64(farFor), maximumAgeNanoseconds / 1_000_000) * 1_000_000
         let entry = Entry(
-            touch: RESPCommand("PEXPIRE", .string(key), .integer(timing.idleMilliseconds)), fastUntil: learned + fastFor)
+            touch: RESPCommand("PEXPIRE", .string(key), .integer(timing.idleMilliseconds)),
+            fastUntil: learned + .milliseconds(max(0, min(farFor, maximumAgeMilliseconds))))
         shard(id).entries.withLock { entries in
             if entries.count >= shardCapacity, entries[id] == nil {
                 // Bounded: drop the entries that can no longer serve, or everything when all can.
