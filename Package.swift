@@ -93,7 +93,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "ClientBenchmark",
-            dependencies: ["HiredisNIO", "EmbeddedRedis", "BenchmarkSupport"]
+            dependencies: [
+                "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         // The load driver's fault plan and checker: plain types, unit-tested.
         .target(name: "LoadVerdict"),

@@ -4,7 +4,8 @@
 // client; redis-benchmark uses as many connections without pipelining (-P 1). The server's
 // pipelined ceiling is redis-benchmark -c 50 -P 16. Our callers run twice: on Swift's global
 // executor (what a task gets by default: each reply hops to another thread) and preferring the
-// client's event loops (`client.taskExecutors`, callers spread over them). Last line: one JSON object.
+// client's event loops (`client.taskExecutors`, callers spread over them), and the same callers on
+// socketless connections for the runtime's floor. Last line: one JSON object.
 import BenchmarkSupport
 import EmbeddedRedis
 import Foundation
@@ -40,6 +41,19 @@ if let flag = arguments.firstIndex(of: "--profile"), let callers = Int(arguments
             format: "GET x %d callers: %.0f ops/s, p50 %.1f µs, client CPU %.2f µs per GET", callers, result.opsPerSecond,
             result.latencyMicroseconds(atPercentile: 50), result.cpuMicrosecondsPerOperation))
     await client.close()
+    exit(0)
+}
+
+// `--runtime-floor CALLERS`: the same load on socketless connections (see `SocketlessConnection`),
+// one per event loop of the library's default group, callers preferring those loops.
+if let flag = arguments.firstIndex(of: "--runtime-floor"), let callers = Int(arguments[flag + 1]) {
+    for _ in 0..<3 {
+        let result = try await SocketlessConnection.measure(callers: callers, total: requests)
+        print(
+            String(
+                format: "socketless call x %d callers: %.0f calls/s, client CPU %.2f µs per call", callers, result.opsPerSecond,
+                result.cpuMicrosecondsPerOperation))
+    }
     exit(0)
 }
 
@@ -111,6 +125,17 @@ let ceiling = ceilings.sorted()[rounds / 2]
 print("")
 print(String(format: "redis-benchmark -t get -c 50 -P 16 (pipelined ceiling, median of %d): %.0f ops/s", rounds, ceiling))
 
+// What the same 200 callers cost with no socket, no encoding and no parsing: Swift's concurrency
+// runtime, the event loops and this harness alone (see `SocketlessConnection`).
+var floorRuns: [LoadResult] = []
+for _ in 0..<rounds { floorRuns.append(try await SocketlessConnection.measure(callers: 200, total: requests * 2)) }
+let floorCPU = floorRuns.map(\.cpuMicrosecondsPerOperation).sorted()[rounds / 2]
+let getCPU = ours["GET/200/\(Placement.eventLoop.rawValue)"]!.cpuMicrosecondsPerOperation
+print(
+    String(
+        format: "client CPU per call with 200 callers on the event loops: GET %.2f µs, socketless call %.2f µs (the runtime floor)",
+        getCPU, floorCPU))
+
 await client.close()
 await server.stop()
 
@@ -127,4 +152,6 @@ printJSONLine([
     ("get_c200_ratio_vs_pipelined_ceiling", rounded(ours["GET/200/\(onLoop)"]!.opsPerSecond / ceiling)),
     ("get_c200_ratio_vs_pipelined_ceiling_global_executor", rounded(ours["GET/200/global"]!.opsPerSecond / ceiling)),
     ("get_c1_p50_us", rounded(ours["GET/1/\(onLoop)"]!.latencyMicroseconds(atPercentile: 50), 1)),
+    ("get_c200_client_cpu_us", rounded(getCPU)),
+    ("socketless_c200_client_cpu_us", rounded(floorCPU)),
 ])
