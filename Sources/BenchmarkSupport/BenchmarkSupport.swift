@@ -244,3 +244,13 @@ public enum PipelinedCeiling {
         return Double(rounds * connections * depth) / elapsed
     }
 }
+
+extension HiredisConfiguration {
+    /// The configuration with the pool size the `POOL_SIZE` environment variable gives, if any (for
+    /// A/B runs of the benchmarks).
+    public var withBenchmarkPoolSize: HiredisConfiguration {
+        var configuration = self
+        if let size = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap({ Int($0) }) { configuration.poolSize = size }
+        return configuration
+    }
+}

@@ -23,7 +23,7 @@ let increments = arguments.dropFirst().first.flatMap { Int($0) } ?? 300
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "KEx"))
 // The client as configured by default (a connection per event loop), callers spread over its loops.
-let client = try HiredisClient.started(configuration: server.configuration)
+let client = try HiredisClient.started(configuration: server.configuration.withBenchmarkPoolSize)
 let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "bench"))
 let locks = SessionLock(store: store)
 Task { try? await locks.run() }
@@ -94,7 +94,7 @@ func nanosSinceOrigin() -> UInt64 {
 }
 var instances: [(HiredisClient, SessionStore, SessionLock)] = []
 for _ in 0..<3 {
-    let instanceClient = try HiredisClient.started(configuration: server.configuration)
+    let instanceClient = try HiredisClient.started(configuration: server.configuration.withBenchmarkPoolSize)
     let instanceStore = try SessionStore(client: instanceClient, configuration: store.configuration)
     let instanceLocks = SessionLock(store: instanceStore)
     Task { try? await instanceLocks.run() }

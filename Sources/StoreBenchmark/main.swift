@@ -24,7 +24,7 @@ configuration.expiryListener = true
 // `--profile`: only the touch load (callers on the client's event loops), against REDIS_PORT, for
 // perf or callgrind A/B runs: throughput and the client's CPU per touch.
 if arguments.contains("--profile"), let port = ProcessInfo.processInfo.environment["REDIS_PORT"].flatMap({ Int($0) }) {
-    let client = try HiredisClient.started(configuration: HiredisConfiguration(host: "127.0.0.1", port: port))
+    let client = try HiredisClient.started(configuration: HiredisConfiguration(host: "127.0.0.1", port: port).withBenchmarkPoolSize)
     let store = try SessionStore(client: client, configuration: configuration)
     var ids: [String] = []
     for index in 0..<callers { ids.append(try await store.create(user: "load-\(index % 50)").id) }
@@ -41,7 +41,7 @@ if arguments.contains("--profile"), let port = ProcessInfo.processInfo.environme
 
 let server = try await RedisServer.start(.init(notifyKeyspaceEvents: "Ex"))
 // The client as configured by default (a connection per event loop), callers spread over its loops.
-let client = try HiredisClient.started(configuration: server.configuration)
+let client = try HiredisClient.started(configuration: server.configuration.withBenchmarkPoolSize)
 let store = try SessionStore(client: client, configuration: configuration)
 
 print("bench-store: \(operations) operations per measurement, \(callers) callers, redis-server on port \(server.port)")
