@@ -30,7 +30,8 @@ final class SocketlessConnection: @unchecked Sendable {
                     eventLoop.execute { self.enqueue(continuation) }
                 }
             }
-        } onCancel: {}
+        } onCancel: {
+        }
     }
 
     private func enqueue(_ continuation: UnsafeContinuation<Int, any Error>) {
