@@ -50,7 +50,9 @@ final class Worker: Sendable {
     func run() async throws -> WorkerResult {
         var listenerConfiguration = ExpiryListenerConfiguration()
         listenerConfiguration.claimLease = .milliseconds(Int(parameters.claimLeaseSeconds * 1000))
-        let listener = ExpiryListener(store: store, configuration: listenerConfiguration) { [self] expired in await self.hookRan(expired) }
+        let listener = ExpiryListener(store: store, configuration: listenerConfiguration) { [self] expired in
+            try await self.hookRan(expired)
+        }
         let group = ServiceGroup(services: [listener], logger: Logger(label: "session-load"))
         let listening = Task { try await group.run() }
 
@@ -212,33 +214,28 @@ final class Worker: Sendable {
             _ = try await store.list(user: user)
         case .rotate:
             try await withLockTimed(id) { lease in
+                // The old id is uncertain from before the call until its outcome is on the books in
+                // one atomic step: a worker killed in between (or a lost reply) leaves an id the
+                // checker cannot judge, never one that looks ended without a hook.
+                let marked = try await self.books.pipeline([
+                    RESPCommand("SADD", .string("\(self.book):uncertain"), .string(id)),
+                    RESPCommand("PEXPIRE", .string("\(self.book):uncertain"), self.ttlBook),
+                ])
                 let rotated: Session
                 do {
                     rotated = try await self.store.rotate(id)
                 } catch {
-                    // Rotated or not, nobody knows: the old id's record cannot be judged.
-                    if Self.isIndeterminate(error) {
-                        _ = try? await self.books.pipeline([
-                            RESPCommand("SADD", .string("\(self.book):uncertain"), .string(id)),
-                            RESPCommand("PEXPIRE", .string("\(self.book):uncertain"), self.ttlBook),
-                        ])
+                    // Rotated or not, nobody knows: the old id stays uncertain. Certainly not
+                    // rotated: it is judged again, unless an earlier rotation left it uncertain.
+                    if !Self.isIndeterminate(error), marked[0].int == 1 {
+                        _ = try? await self.books.send(RESPCommand("SREM", .string("\(self.book):uncertain"), .string(id)))
                     }
                     throw error
                 }
-                let moved = try await self.books.pipeline([
-                    RESPCommand("HGET", .string("\(self.book):ok"), .string(id)),
-                    RESPCommand("HGET", .string("\(self.book):pending"), .string(id)),
-                    RESPCommand("SET", .string("\(self.book):cookie:\(user)"), .string(rotated.id), "PX", self.ttlBook),
-                    RESPCommand("SADD", .string("\(self.book):rotated"), .string(id)),
-                    RESPCommand("PEXPIRE", .string("\(self.book):rotated"), self.ttlBook),
-                    RESPCommand("SADD", .string("\(self.book):created"), .string(rotated.id)),
-                ])
-                _ = try await self.books.pipeline([
-                    RESPCommand("HINCRBY", .string("\(self.book):ok"), .string(rotated.id), .integer(moved[0].int ?? 0)),
-                    RESPCommand("HINCRBY", .string("\(self.book):pending"), .string(rotated.id), .integer(moved[1].int ?? 0)),
-                    RESPCommand("HDEL", .string("\(self.book):ok"), .string(id)),
-                    RESPCommand("HDEL", .string("\(self.book):pending"), .string(id)),
-                ])
+                _ = try await self.books.run(
+                    Self.recordRotation,
+                    keys: ["ok", "pending", "cookie:\(user)", "rotated", "created", "uncertain"].map { .string("\(self.book):\($0)") },
+                    arguments: [.string(id), .string(rotated.id), self.ttlBook])
                 _ = lease
             }
         case .delete:
@@ -303,6 +300,27 @@ final class Worker: Sendable {
     }
 
     /// Whether a failed operation may nevertheless have been applied (its reply was lost).
+    /// Puts a rotation on the books in one step: the old id's counters move to the new id, the
+    /// cookie names the new id, the old id is rotated (no longer uncertain), the new one created.
+    /// KEYS: ok, pending, cookie, rotated, created, uncertain. ARGV: old id, new id, TTL in ms.
+    static let recordRotation = LuaScript(
+        """
+        local ok = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+        local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+        redis.call('HINCRBY', KEYS[1], ARGV[2], ok)
+        redis.call('HINCRBY', KEYS[2], ARGV[2], pending)
+        redis.call('HDEL', KEYS[1], ARGV[1])
+        redis.call('HDEL', KEYS[2], ARGV[1])
+        redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+        redis.call('SADD', KEYS[4], ARGV[1])
+        redis.call('SADD', KEYS[5], ARGV[2])
+        redis.call('SREM', KEYS[6], ARGV[1])
+        for i = 1, 6 do
+            if i ~= 3 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+        end
+        return 1
+        """)
+
     static func isIndeterminate(_ error: any Error) -> Bool {
         if let error = error as? HiredisError { return error.commandMayHaveRun }
         switch error as? SessionError {
@@ -385,7 +403,7 @@ final class Worker: Sendable {
         }
     }
 
-    private func hookRan(_ expired: ExpiredSession) async {
+    private func hookRan(_ expired: ExpiredSession) async throws {
         let id = expired.session.id
         let turns = Int(expired.session.metadata["turns"]?.numberValue ?? 0)
         let lateness = max(0, Date().timeIntervalSince(expired.expiredAt) * 1000)
@@ -394,8 +412,9 @@ final class Worker: Sendable {
             if expired.reason != .deleted { _ = result.expiryLateness.record(UInt64(lateness)) }
         }
         // One entry per run, written before the hook returns: a worker killed right after still
-        // counts as having run it.
-        _ = try? await books.pipeline([
+        // counts as having run it. A hook that cannot write it fails (and is tried again), as a
+        // real cleanup hook must when it could not do its work.
+        _ = try await books.pipeline([
             RESPCommand("RPUSH", .string("\(book):hook-runs"), .string("\(id) \(index) \(expired.attempt) \(turns)")),
             RESPCommand("PEXPIRE", .string("\(book):hook-runs"), ttlBook),
         ])
