@@ -74,6 +74,14 @@ public struct Verdict: Sendable, Hashable, Codable {
     public var hangs = 0
     /// What went wrong, one line per offending session (ids shortened).
     public var messages: [String] = []
+    /// Acknowledged increments that a failover without replica acknowledgement lost, within what
+    /// asynchronous replication may lose (see `judge`'s `asyncReplicationAllowance`): reported,
+    /// not a failure.
+    public var lostToAsyncReplication = 0
+    /// The sessions behind ``lostToAsyncReplication``, one line each.
+    public var notes: [String] = []
+    /// What a failover could lose (`judge`'s `asyncReplicationAllowance`).
+    public var asyncReplicationAllowance = 0
 
     public init() {}
 
@@ -83,10 +91,18 @@ public struct Verdict: Sendable, Hashable, Codable {
     }
 
     /// Judges the histories. `killedWorkers`: workers the run killed on purpose.
+    /// `asyncReplicationAllowance`: how many acknowledged increments a failover may lose (those
+    /// acknowledged just before the primary died, when writes did not wait for a replica). Lost
+    /// updates of sessions whose counter survived, if they add up to no more than that, are
+    /// ``lostToAsyncReplication``; more, and every one of them is a lost update.
     public static func judge(
-        _ histories: [SessionHistory], killedWorkers: Set<Int>, keysWithoutTTL: [String] = [], unfinishedAfterDrain: Int = 0
+        _ histories: [SessionHistory], killedWorkers: Set<Int>, keysWithoutTTL: [String] = [], unfinishedAfterDrain: Int = 0,
+        asyncReplicationAllowance: Int = 0
     ) -> Verdict {
         var verdict = Verdict()
+        verdict.asyncReplicationAllowance = asyncReplicationAllowance
+        var counterLosses = 0
+        var counterLossMessages: [String] = []
         verdict.sessions = histories.count
         for history in histories.sorted(by: { $0.id < $1.id }) {
             let name = "session \(history.id.prefix(9))…"
@@ -130,8 +146,8 @@ public struct Verdict: Sendable, Hashable, Codable {
                 continue
             }
             if final < history.ok {
-                verdict.lostUpdates += history.ok - final
-                verdict.messages.append("\(name): \(history.ok) increments acknowledged, counter is \(final) (lost update)")
+                counterLosses += history.ok - final
+                counterLossMessages.append("\(name): \(history.ok) increments acknowledged, counter is \(final) (lost update)")
             } else if final > history.ok + history.indeterminate {
                 verdict.unexplainedPhantoms += final - history.ok - history.indeterminate
                 verdict.messages.append(
@@ -139,6 +155,13 @@ public struct Verdict: Sendable, Hashable, Codable {
             } else {
                 verdict.explainedPhantoms += final - history.ok
             }
+        }
+        if counterLosses > 0, counterLosses <= asyncReplicationAllowance {
+            verdict.lostToAsyncReplication = counterLosses
+            verdict.notes = counterLossMessages.map { $0 + " by asynchronous replication" }
+        } else {
+            verdict.lostUpdates += counterLosses
+            verdict.messages += counterLossMessages
         }
         verdict.keysWithoutTTL = keysWithoutTTL.count
         if !keysWithoutTTL.isEmpty { verdict.messages.append("keys without a TTL: \(keysWithoutTTL.prefix(5).joined(separator: ", "))") }

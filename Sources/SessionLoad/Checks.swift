@@ -8,7 +8,7 @@ import SessionCache
 enum Checks {
     static func run(
         client: HiredisClient, books: HiredisClient, store: SessionStore, parameters: LoadParameters, killedWorkers: Set<Int>,
-        unfinishedAfterDrain: Int
+        unfinishedAfterDrain: Int, asyncReplicationAllowance: Int = 0
     ) async throws -> Verdict {
         let book = parameters.bookkeeping
         func members(_ key: String) async throws -> Set<String> {
@@ -70,6 +70,7 @@ enum Checks {
             }
         }
         return Verdict.judge(
-            histories, killedWorkers: killedWorkers, keysWithoutTTL: withoutTTL, unfinishedAfterDrain: unfinishedAfterDrain)
+            histories, killedWorkers: killedWorkers, keysWithoutTTL: withoutTTL, unfinishedAfterDrain: unfinishedAfterDrain,
+            asyncReplicationAllowance: asyncReplicationAllowance)
     }
 }

@@ -110,6 +110,12 @@ struct Report {
         print(
             "  hooks missed \(v.hooksMissed), duplicated \(v.hooksDuplicatedUnexplained) unexplained (\(v.hooksDuplicatedExplained) after a killed worker), sessions resurrected \(v.resurrected)"
         )
+        if v.lostToAsyncReplication > 0 {
+            print(
+                "  lost to asynchronous replication at the failover: \(v.lostToAsyncReplication) acknowledged increments (up to \(v.asyncReplicationAllowance) may be; --replica-wait 1 prevents it)"
+            )
+            for note in v.notes.prefix(20) { print("  note: \(note)") }
+        }
         print("  keys without a TTL \(v.keysWithoutTTL), hangs \(v.hangs)")
         for message in (workerFailures + v.messages).prefix(20) { print("  FAILED: \(message)") }
         print(passed ? "all checks passed" : "CHECKS FAILED")
@@ -126,7 +132,10 @@ struct Report {
 
     func printSummaryLine() {
         let v = verdict
-        let beforeKill = incrementsInSecondBeforeKill.map { ",\"increments_in_second_before_kill\":\($0)" } ?? ""
+        var beforeKill = incrementsInSecondBeforeKill.map { ",\"increments_in_second_before_kill\":\($0)" } ?? ""
+        if parameters.faults.faults.contains(where: { $0.kind == .failover }) {
+            beforeKill += ",\"lost_to_async_replication\":\(v.lostToAsyncReplication)"
+        }
         print(
             "{\"bench\":\"load\",\"instances\":\(parameters.instances),\"ops_per_s\":\(Int(opsPerSecond)),\"p99_ms\":\(String(format: "%.2f", Self.ms(all.valueAtPercentile(99)))),\"passed\":\(passed),\"lost_updates\":\(v.lostUpdates),\"unexplained_phantoms\":\(v.unexplainedPhantoms),\"hooks_missed\":\(v.hooksMissed),\"hooks_duplicated_unexplained\":\(v.hooksDuplicatedUnexplained),\"resurrected\":\(v.resurrected),\"keys_without_ttl\":\(v.keysWithoutTTL),\"hangs\":\(v.hangs),\"indeterminate\":\(v.indeterminateIncrements)\(beforeKill)}"
         )

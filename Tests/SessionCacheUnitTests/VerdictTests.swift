@@ -25,6 +25,22 @@ struct VerdictTests {
         #expect(verdict.messages.first?.contains("lost update") == true)
     }
 
+    @Test func lostUpdatesWithinWhatAFailoverMayLoseAreReportedNotFailed() {
+        let histories = [ended("aaaaaaaaaaaa", ok: 15, counter: 14), ended("bbbbbbbbbbbb", ok: 9, counter: 8)]
+        let within = Verdict.judge(histories, killedWorkers: [], asyncReplicationAllowance: 2)
+        #expect(within.passed && within.lostUpdates == 0 && within.lostToAsyncReplication == 2)
+        #expect(within.messages.isEmpty && within.notes.count == 2)
+        // More than the window allows: every one of them is a lost update.
+        let beyond = Verdict.judge(histories, killedWorkers: [], asyncReplicationAllowance: 1)
+        #expect(!beyond.passed && beyond.lostUpdates == 2 && beyond.lostToAsyncReplication == 0 && beyond.messages.count == 2)
+        // Without a failover (no allowance) a lost update fails as always.
+        #expect(!Verdict.judge(histories, killedWorkers: [], asyncReplicationAllowance: 0).passed)
+        // A session lost whole (no counter anywhere) is never excused.
+        let gone = SessionHistory(
+            id: "cccccccccccc", ok: 3, indeterminate: 0, alive: false, hasData: false, storedCounter: nil, hookRuns: [])
+        #expect(!Verdict.judge([gone], killedWorkers: [], asyncReplicationAllowance: 100).passed)
+    }
+
     @Test func aPhantomWithinTheIndeterminateIsExplained() {
         let verdict = Verdict.judge([ended(ok: 5, indeterminate: 2, counter: 7)], killedWorkers: [])
         #expect(verdict.passed)
