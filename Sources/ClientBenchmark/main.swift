@@ -17,7 +17,7 @@ HostSteal.begin()
 let arguments = CommandLine.arguments.dropFirst()
 let requests = arguments.first.flatMap { Int($0) } ?? 200_000
 // The library's default pool (a connection per event loop of the default group) unless POOL_SIZE says.
-let poolSize = ProcessInfo.processInfo.environment["POOL_SIZE"].flatMap { Int($0) } ?? HiredisConfiguration(host: "", port: 0).poolSize
+let poolSize = HiredisConfiguration(host: "", port: 0).withBenchmarkPoolSize.poolSize
 
 /// Where our callers' tasks run.
 enum Placement: String, CaseIterable {

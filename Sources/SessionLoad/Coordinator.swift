@@ -99,13 +99,10 @@ struct Coordinator {
         // acknowledged in the second before the primary died and in the second it died.
         var allowance = 0
         if parameters.replicaWait == 0 {
+            let increments = results.perSecond(\.incrementsPerSecond)
             for failover in parameters.faults.faults where failover.kind == .failover {
                 let second = Int(failover.at)
-                for result in results {
-                    for index in [second - 1, second] where result.incrementsPerSecond.indices.contains(index) {
-                        allowance += result.incrementsPerSecond[index]
-                    }
-                }
+                for index in [second - 1, second] where increments.indices.contains(index) { allowance += increments[index] }
             }
         }
         let verdict = try await Checks.run(

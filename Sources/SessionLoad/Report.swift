@@ -38,16 +38,7 @@ struct Report {
     private var perSecond: [Int] { series(\.perSecond) }
 
     /// A per-second series summed over the workers.
-    private func series(_ path: KeyPath<WorkerResult, [Int]>) -> [Int] {
-        var series: [Int] = []
-        for result in results {
-            for (second, count) in result[keyPath: path].enumerated() {
-                while series.count <= second { series.append(0) }
-                series[second] += count
-            }
-        }
-        return series
-    }
+    private func series(_ path: KeyPath<WorkerResult, [Int]>) -> [Int] { results.perSecond(path) }
 
     /// p99 of every operation, in milliseconds.
     var p99Milliseconds: Double { Self.ms(all.valueAtPercentile(99)) }
@@ -132,12 +123,12 @@ struct Report {
 
     func printSummaryLine() {
         let v = verdict
-        var beforeKill = incrementsInSecondBeforeKill.map { ",\"increments_in_second_before_kill\":\($0)" } ?? ""
+        var faultFields = incrementsInSecondBeforeKill.map { ",\"increments_in_second_before_kill\":\($0)" } ?? ""
         if parameters.faults.faults.contains(where: { $0.kind == .failover }) {
-            beforeKill += ",\"lost_to_async_replication\":\(v.lostToAsyncReplication)"
+            faultFields += ",\"lost_to_async_replication\":\(v.lostToAsyncReplication)"
         }
         print(
-            "{\"bench\":\"load\",\"instances\":\(parameters.instances),\"ops_per_s\":\(Int(opsPerSecond)),\"p99_ms\":\(String(format: "%.2f", Self.ms(all.valueAtPercentile(99)))),\"passed\":\(passed),\"lost_updates\":\(v.lostUpdates),\"unexplained_phantoms\":\(v.unexplainedPhantoms),\"hooks_missed\":\(v.hooksMissed),\"hooks_duplicated_unexplained\":\(v.hooksDuplicatedUnexplained),\"resurrected\":\(v.resurrected),\"keys_without_ttl\":\(v.keysWithoutTTL),\"hangs\":\(v.hangs),\"indeterminate\":\(v.indeterminateIncrements)\(beforeKill)}"
+            "{\"bench\":\"load\",\"instances\":\(parameters.instances),\"ops_per_s\":\(Int(opsPerSecond)),\"p99_ms\":\(String(format: "%.2f", Self.ms(all.valueAtPercentile(99)))),\"passed\":\(passed),\"lost_updates\":\(v.lostUpdates),\"unexplained_phantoms\":\(v.unexplainedPhantoms),\"hooks_missed\":\(v.hooksMissed),\"hooks_duplicated_unexplained\":\(v.hooksDuplicatedUnexplained),\"resurrected\":\(v.resurrected),\"keys_without_ttl\":\(v.keysWithoutTTL),\"hangs\":\(v.hangs),\"indeterminate\":\(v.indeterminateIncrements)\(faultFields)}"
         )
     }
 
@@ -342,5 +333,19 @@ struct Report {
             <text class="axis-label x" x="\(Int(width) / 2)" y="\(Int(height) - 8)" font-size="12" text-anchor="middle">\(xLabel)</text>
             <text class="axis-label y" x="14" y="\(Int(height / 2))" font-size="12" text-anchor="middle" transform="rotate(-90 14 \(Int(height / 2)))">\(yLabel)</text></svg>
             """
+    }
+}
+
+extension [WorkerResult] {
+    /// A per-second series of the workers' results, summed over the workers.
+    func perSecond(_ path: KeyPath<WorkerResult, [Int]>) -> [Int] {
+        var series: [Int] = []
+        for result in self {
+            for (second, count) in result[keyPath: path].enumerated() {
+                while series.count <= second { series.append(0) }
+                series[second] += count
+            }
+        }
+        return series
     }
 }

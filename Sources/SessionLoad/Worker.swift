@@ -299,7 +299,6 @@ final class Worker: Sendable {
         ])
     }
 
-    /// Whether a failed operation may nevertheless have been applied (its reply was lost).
     /// Puts a rotation on the books in one step: the old id's counters move to the new id, the
     /// cookie names the new id, the old id is rotated (no longer uncertain), the new one created.
     /// KEYS: ok, pending, cookie, rotated, created, uncertain. ARGV: old id, new id, TTL in ms.
@@ -321,6 +320,7 @@ final class Worker: Sendable {
         return 1
         """)
 
+    /// Whether a failed operation may nevertheless have been applied (its reply was lost).
     static func isIndeterminate(_ error: any Error) -> Bool {
         if let error = error as? HiredisError { return error.commandMayHaveRun }
         switch error as? SessionError {
