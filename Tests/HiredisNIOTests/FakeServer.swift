@@ -4,12 +4,14 @@ import NIOPosix
 
 /// A TCP server on loopback that answers each chunk it reads with what `reply` says, to test the
 /// client against misbehaving peers. `reply(connection, chunk)` returns the bytes to send, or nil
-/// to stay silent.
+/// to stay silent. With `trickleEvery`, the answers after the first chunk (the handshake) go out
+/// one byte at a time at that interval: a peer that keeps a connection looking alive while it
+/// takes forever to finish a reply.
 final class FakeServer: Sendable {
     let port: Int
     private let channel: any Channel
 
-    init(reply: @escaping @Sendable (_ connection: Int, _ chunk: Int) -> String?) async throws {
+    init(trickleEvery: TimeAmount? = nil, reply: @escaping @Sendable (_ connection: Int, _ chunk: Int) -> String?) async throws {
         let connections = NIOLockedValueBox(0)
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -19,7 +21,7 @@ final class FakeServer: Sendable {
                     return value
                 }
                 return child.eventLoop.makeCompletedFuture {
-                    try child.pipeline.syncOperations.addHandler(Responder(connection: index, reply: reply))
+                    try child.pipeline.syncOperations.addHandler(Responder(connection: index, trickleEvery: trickleEvery, reply: reply))
                 }
             }
             .bind(host: "127.0.0.1", port: 0)
@@ -35,18 +37,32 @@ final class FakeServer: Sendable {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
         let connection: Int
+        let trickleEvery: TimeAmount?
         let reply: @Sendable (Int, Int) -> String?
         var chunk = 0
 
-        init(connection: Int, reply: @escaping @Sendable (Int, Int) -> String?) {
+        init(connection: Int, trickleEvery: TimeAmount?, reply: @escaping @Sendable (Int, Int) -> String?) {
             self.connection = connection
+            self.trickleEvery = trickleEvery
             self.reply = reply
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             chunk += 1
-            if let text = reply(connection, chunk) {
+            guard let text = reply(connection, chunk) else { return }
+            guard let interval = trickleEvery, chunk > 1 else {
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text)), promise: nil)
+                return
+            }
+            let rest = NIOLoopBoundBox(ByteBuffer(string: text), eventLoop: context.eventLoop)
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: interval) { task in
+                let context = loopBound.value
+                guard let byte = rest.value.readSlice(length: 1), context.channel.isActive else {
+                    task.cancel()
+                    return
+                }
+                context.writeAndFlush(NIOAny(byte), promise: nil)
             }
         }
     }

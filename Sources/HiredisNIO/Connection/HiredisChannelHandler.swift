@@ -26,7 +26,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     typealias OutboundIn = OutboundBatch
     typealias OutboundOut = ByteBuffer
 
-    private let reader = ReplyReader()
+    private let reader: ReplyReader
     private var pending = CircularBuffer<PendingCommand>(initialCapacity: 64)
     /// The last written batch, emptied: the outbox's storage for the next one.
     private var spareBatch: OutboundBatch?
@@ -55,7 +55,11 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     /// through the task queue is a few percent of a lone caller's round trip.
     var writesAtOnce: Bool { completedInLastRead <= 1 }
 
-    init(outbox: CommandOutbox, health: HealthCheck = HealthCheck(idleInterval: nil, timeout: .seconds(5)), logger: Logger) {
+    init(
+        outbox: CommandOutbox, health: HealthCheck = HealthCheck(idleInterval: nil, timeout: .seconds(5)),
+        replyLimits: ReplyLimits = ReplyLimits(), logger: Logger
+    ) {
+        self.reader = ReplyReader(limits: replyLimits)
         self.outbox = outbox
         self.health = health
         self.logger = logger
@@ -158,7 +162,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             return
         }
         guard !pending.isEmpty else {
-            throw .protocolError("unsolicited reply \(reply)")
+            throw .protocolError("unsolicited reply (\(reply.shape))")
         }
         // Take the entry out to mutate it: through the buffer's subscript, a pipeline's collected
         // replies would be copied on every reply (quadratic in the pipeline's length).
@@ -271,6 +275,17 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             // out" that retries at once must not land on it again.
             close(
                 context: context, error: .connectionLost(reason: "no reply for \(silence); the connection was presumed dead and closed"),
+                timedOutAt: now)
+            return
+        }
+        // The reply owed next is overdue although bytes arrive: a server trickling a reply (a byte
+        // now and then keeps the rule above from firing) holds every command behind it. Replies
+        // come in order, so nothing behind it can be answered before it: the connection is
+        // closed, as one that went silent.
+        if let head = pending.first, head.deadline <= now {
+            logger.warning("Redis connection closed: the reply owed next is overdue while bytes still arrive")
+            close(
+                context: context, error: .connectionLost(reason: "the reply owed next was overdue; the connection was closed"),
                 timedOutAt: now)
             return
         }

@@ -69,6 +69,10 @@ public struct HiredisConfiguration: Sendable {
     /// Commands that may wait on one connection (written or queued); past it a command fails at
     /// once with ``HiredisError/Code/overloaded``, without being sent.
     public var maximumPendingCommands = 10_000
+    /// How large a reply may be (elements, bytes, nesting), enforced while it arrives: past a
+    /// limit the connection is dropped and its commands fail with
+    /// ``HiredisError/Code-swift.struct/replyTooLarge``. See ``ReplyLimits`` for the defaults.
+    public var replyLimits = ReplyLimits()
     /// Replies by which Redis refused a command for a passing reason (`LOADING`, `BUSY`,
     /// `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`) are retried with back-off within the command's
     /// timeout.
@@ -242,6 +246,7 @@ public struct HiredisConfiguration: Sendable {
     }
 
     func validate() throws(HiredisError) {
+        try replyLimits.validate()
         if poolSize < 1 { throw .invalidConfiguration("poolSize must be at least 1") }
         if connectTimeout <= .zero || commandTimeout <= .zero {
             throw .invalidConfiguration("timeouts must be positive")

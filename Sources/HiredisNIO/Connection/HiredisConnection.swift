@@ -57,6 +57,7 @@ public final class HiredisConnection: HiredisClientProtocol {
             }
             let host = configuration.host
             let tls = configuration.tls
+            let replyLimits = configuration.replyLimits
             let channel =
                 try await bootstrap
                 .channelInitializer { channel in
@@ -65,7 +66,7 @@ public final class HiredisConnection: HiredisClientProtocol {
                             try channel.pipeline.syncOperations.addHandler(tls.makeHandler(context: tlsContext, host: host))
                         }
                         try channel.pipeline.syncOperations.addHandler(
-                            HiredisChannelHandler(outbox: outbox, health: health, logger: logger))
+                            HiredisChannelHandler(outbox: outbox, health: health, replyLimits: replyLimits, logger: logger))
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port)

@@ -45,7 +45,7 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String {
             case cannotConnect, connectionLost, timedOut, server, protocolError, unexpectedReply
-            case invalidConfiguration, clientClosed, overloaded, tooManyRedirections, tlsFailure
+            case invalidConfiguration, clientClosed, overloaded, tooManyRedirections, tlsFailure, replyTooLarge
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -74,6 +74,8 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
         public static let tooManyRedirections = Code(.tooManyRedirections)
         /// The TLS handshake failed (an untrusted certificate, a wrong server name, ...).
         public static let tlsFailure = Code(.tlsFailure)
+        /// A reply passed one of the ``ReplyLimits`` while it arrived; the connection was dropped.
+        public static let replyTooLarge = Code(.replyTooLarge)
 
         public var description: String { base.rawValue }
     }
@@ -150,6 +152,11 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
         HiredisError(code: .protocolError, message: "Redis protocol error: \(text)", commandMayHaveRun: true)
     }
 
+    /// See ``Code/replyTooLarge``: `what` says which limit, never the reply's content.
+    public static func replyTooLarge(_ what: String) -> HiredisError {
+        HiredisError(code: .replyTooLarge, message: "Redis reply too large: \(what); the connection was dropped", commandMayHaveRun: true)
+    }
+
     /// See ``Code/unexpectedReply``.
     public static func unexpectedReply(expected: String, got: RESPReply) -> HiredisError {
         HiredisError(
@@ -189,8 +196,10 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
 }
 
 extension RESPReply {
-    /// The reply's type and size, without its content (which may be private data).
-    var shape: String {
+    /// The reply's type and size, without its content (which may be private data): what error
+    /// messages and logs say of a reply. (A status reply of up to 16 characters, such as `OK`,
+    /// is shown: Redis's own words, not data.)
+    public var shape: String {
         switch self {
         case .simpleString(let text): return text.count <= 16 ? text : "a status reply"
         case .error: return "an error reply"

@@ -25,7 +25,13 @@ final class ReplyArena {
     private(set) var byteCount = 0
     private var byteCapacity: Int
 
-    init() {
+    /// What one reply may take; a callback past a limit refuses (hiredis then fails the read).
+    let limits: ReplyLimits
+    /// Why a callback refused to build a node: a limit passed, or a type RESP2 does not have.
+    private(set) var refusal: HiredisError?
+
+    init(limits: ReplyLimits = ReplyLimits()) {
+        self.limits = limits
         byteCapacity = Self.initialByteCapacity
         bytes = .allocate(byteCount: byteCapacity, alignment: 1)
         nodes.reserveCapacity(256)
@@ -102,7 +108,31 @@ final class ReplyArena {
         return UnsafeMutableRawPointer(bitPattern: index + 1)
     }
 
+    /// Bytes and elements of the reply being read (the completed ones before it are not counted).
+    var partialBytes: Int { byteCount - completedBytes }
+    var partialElements: Int { slots.count - completedSlots }
+
+    /// Records why a callback refuses and returns the NULL object that makes hiredis fail.
+    private func refuse(_ error: HiredisError) -> UnsafeMutableRawPointer? {
+        if refusal == nil { refusal = error }
+        return nil
+    }
+
+    /// A RESP3 type (map, set, push, attribute, verbatim string, big number, RESP3 null) that
+    /// hiredis 1.x parses whatever the protocol: we speak RESP2, so it is a broken or hostile peer.
+    private func refuseType(_ type: Int32) -> UnsafeMutableRawPointer? {
+        refuse(.protocolError("a reply of RESP3 type \(type) on a RESP2 connection"))
+    }
+
     fileprivate func addString(_ task: UnsafePointer<redisReadTask>, _ text: UnsafeRawPointer?, _ count: Int) -> UnsafeMutableRawPointer? {
+        let type = task.pointee.type
+        guard type == REDIS_REPLY_STRING || type == REDIS_REPLY_STATUS || type == REDIS_REPLY_ERROR else { return refuseType(type) }
+        if count < 0 || count > limits.maxBulkBytes {
+            return refuse(.replyTooLarge("a string of \(count) bytes (limit \(limits.maxBulkBytes))"))
+        }
+        if partialBytes + count > limits.maxReplyBytes {
+            return refuse(.replyTooLarge("more than \(limits.maxReplyBytes) bytes in one reply"))
+        }
         if byteCount + count > byteCapacity {
             let grown = UnsafeMutableRawPointer.allocate(byteCount: max(byteCapacity * 2, byteCount + count), alignment: 1)
             grown.copyMemory(from: bytes, byteCount: byteCount)
@@ -117,39 +147,57 @@ final class ReplyArena {
     }
 
     fileprivate func addArray(_ task: UnsafePointer<redisReadTask>, _ count: Int) -> UnsafeMutableRawPointer? {
+        guard task.pointee.type == REDIS_REPLY_ARRAY else { return refuseType(task.pointee.type) }
+        // Checked before a slot is made: `*2147483647` alone would otherwise fill 16 GiB.
+        if count < 0 { return refuse(.protocolError("an array of negative length")) }
+        if count > limits.maxElements - partialElements {
+            return refuse(.replyTooLarge("more than \(limits.maxElements) elements in one reply"))
+        }
+        var depth = 1
+        var parent = task.pointee.parent
+        while let outer = parent {
+            depth += 1
+            if depth > limits.maxNesting { return refuse(.replyTooLarge("arrays nested more than \(limits.maxNesting) deep")) }
+            parent = outer.pointee.parent
+        }
         let node = Node(type: REDIS_REPLY_ARRAY, start: slots.count, count: count)
         slots.append(contentsOf: repeatElement(-1, count: count))
         return add(node, task: task)
     }
 
     fileprivate func addValue(_ task: UnsafePointer<redisReadTask>, type: Int32, _ value: Int) -> UnsafeMutableRawPointer? {
-        add(Node(type: type, start: value, count: 0), task: task)
+        // A nil comes from `$-1` or `*-1` (the task's type is string or array); RESP3's `_` has
+        // a type of its own.
+        let taskType = task.pointee.type
+        let allowed = type == REDIS_REPLY_NIL ? taskType == REDIS_REPLY_STRING || taskType == REDIS_REPLY_ARRAY : taskType == type
+        guard allowed else { return refuseType(taskType) }
+        return add(Node(type: type, start: value, count: 0), task: task)
     }
 
     /// hiredis's callbacks for a reader whose `privdata` is an unretained reference to an arena.
     /// (Initialized once, never written again: hiredis only reads it.)
+    /// (hiredis 0.14 and 1.x differ in the callbacks' number and types: the shim fills them.)
     nonisolated(unsafe) static let functions: UnsafeMutablePointer<redisReplyObjectFunctions> = {
-        let functions = UnsafeMutablePointer<redisReplyObjectFunctions>.allocate(capacity: 1)
-        functions.initialize(
-            to: redisReplyObjectFunctions(
-                createString: { task, text, count in
-                    guard let task else { return nil }
-                    return arena(task).addString(task, text, count)
-                },
-                createArray: { task, count in
-                    guard let task else { return nil }
-                    return arena(task).addArray(task, Int(count))
-                },
-                createInteger: { task, value in
-                    guard let task else { return nil }
-                    return arena(task).addValue(task, type: REDIS_REPLY_INTEGER, Int(value))
-                },
-                createNil: { task in
-                    guard let task else { return nil }
-                    return arena(task).addValue(task, type: REDIS_REPLY_NIL, 0)
-                },
-                // Nothing to free: the arena is reset as a whole.
-                freeObject: { _ in }))
+        let functions = chiredis_reply_functions(
+            { task, text, count in
+                guard let task else { return nil }
+                return arena(task).addString(task, text, count)
+            },
+            { task, count in
+                guard let task else { return nil }
+                return arena(task).addArray(task, Int(count))
+            },
+            { task, value in
+                guard let task else { return nil }
+                return arena(task).addValue(task, type: REDIS_REPLY_INTEGER, Int(value))
+            },
+            { task in
+                guard let task else { return nil }
+                return arena(task).addValue(task, type: REDIS_REPLY_NIL, 0)
+            },
+            // Nothing to free: the arena is reset as a whole.
+            { _ in })
+        guard let functions else { fatalError("chiredis_reply_functions: out of memory") }
         return functions
     }()
 

@@ -12,8 +12,9 @@ import NIOCore
 /// Not thread safe: one per connection, used on that connection's event loop.
 final class ReplyReader {
     private let reader: UnsafeMutablePointer<redisReader>
-    private let arena = ReplyArena()
+    private let arena: ReplyArena
     private let allocator: ByteBufferAllocator
+    private var limits: ReplyLimits { arena.limits }
     /// Parsed replies not taken yet, and what came after them if hiredis refused the input.
     private var ready = CircularBuffer<RESPReply>(initialCapacity: 16)
     private var failure: HiredisError?
@@ -23,7 +24,8 @@ final class ReplyReader {
     /// Replies whose strings together stay under this share one buffer.
     static let sharedBufferLimit = 16 * 1024
 
-    init(allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+    init(limits: ReplyLimits = ReplyLimits(), allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        arena = ReplyArena(limits: limits)
         guard let reader = redisReaderCreateWithFunctions(ReplyArena.functions) else { fatalError("redisReaderCreate: out of memory") }
         reader.pointee.privdata = Unmanaged.passUnretained(arena).toOpaque()
         // Keep up to 1 MiB of buffer between reads rather than freeing it on every drain.
@@ -38,11 +40,41 @@ final class ReplyReader {
 
     /// Hands received bytes to the reader and parses every reply they complete.
     func feed(_ buffer: ByteBuffer) throws(HiredisError) {
+        // Past a failure nothing more is parsed: the connection is being dropped.
+        guard failure == nil else { return }
         let status = buffer.withUnsafeReadableBytes { bytes in
             redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         if status != REDIS_OK { throw HiredisError.protocolError(String(cString: chiredis_reader_error(reader))) }
         parseAvailable()
+        if failure == nil { failure = limitPassedByReplyInProgress() }
+    }
+
+    /// Whether the reply being read has passed a limit already: a bulk string's header announced
+    /// too many bytes (refused before they arrive), or more is buffered for the reply than it may
+    /// take (a line that never ends, a bulk string streamed slowly).
+    private func limitPassedByReplyInProgress() -> HiredisError? {
+        let buffered = chiredis_reader_buffered(reader)
+        guard buffered > 0 else { return nil }
+        let announced = Int(chiredis_reader_announced_bulk_length(reader))
+        if announced > limits.maxBulkBytes {
+            return .replyTooLarge("a string of \(announced) bytes announced (limit \(limits.maxBulkBytes))")
+        }
+        if arena.partialBytes + max(announced, buffered) > limits.maxReplyBytes {
+            return .replyTooLarge("more than \(limits.maxReplyBytes) bytes in one reply")
+        }
+        return nil
+    }
+
+    /// Why hiredis failed the read: a limit or type our callbacks refused, a RESP3 double or
+    /// boolean (refused by the shim's callbacks, which leave hiredis to say "out of memory"), or
+    /// hiredis's own protocol error.
+    private func readFailure() -> HiredisError {
+        if let refusal = arena.refusal { return refusal }
+        let text = String(cString: chiredis_reader_error(reader))
+        // Our callbacks never return NULL without a refusal; the shim's double and boolean ones do.
+        if text == "Out of memory" { return .protocolError("a RESP3 double or boolean on a RESP2 connection") }
+        return .protocolError(text)
     }
 
     /// The next complete reply, or nil when more bytes are needed. After the replies that came
@@ -58,7 +90,7 @@ final class ReplyReader {
         while true {
             var object: UnsafeMutableRawPointer? = nil
             if redisReaderGetReply(reader, &object) != REDIS_OK {
-                failure = HiredisError.protocolError(String(cString: chiredis_reader_error(reader)))
+                failure = readFailure()
                 break
             }
             guard let root = ReplyArena.index(of: object) else { break }

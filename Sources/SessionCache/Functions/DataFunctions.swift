@@ -194,7 +194,7 @@ struct StatsFunction: SessionFunction {
     var arguments: [RESPArgument] { [] }
 
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        guard let parts = reply.array, parts.count == 5 else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        guard let parts = reply.array, parts.count == 5 else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         return Result(
             created: parts[0].int ?? 0, ended: parts[1].int ?? 0, endedLifetimeMilliseconds: parts[2].int ?? 0, sessions: parts[3].int ?? 0,
             users: parts[4].int ?? 0)

@@ -67,7 +67,7 @@ struct ClaimFunction: SessionFunction {
 
     func decode(_ reply: RESPReply) throws(SessionError) -> Outcome {
         guard let parts = reply.array, parts.count == 2, let now = parts[0].int, let visits = parts[1].array, visits.count == buckets.count
-        else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         var decoded: [Visit] = []
         decoded.reserveCapacity(visits.count)
         for (bucket, visit) in zip(buckets, visits) {
@@ -110,7 +110,7 @@ struct RenewFunction: SessionFunction {
 
     /// The ids still held (renewed).
     func decode(_ reply: RESPReply) throws(SessionError) -> Set<String> {
-        guard let ids = reply.array else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        guard let ids = reply.array else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         return Set(ids.compactMap(\.string))
     }
 }
@@ -166,7 +166,7 @@ struct FinalizeFunction: SessionFunction {
 
     /// One outcome per session, in order.
     func decode(_ reply: RESPReply) throws(SessionError) -> [Outcome] {
-        guard let outcomes = reply.array else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        guard let outcomes = reply.array else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         return try outcomes.map { value throws(SessionError) in
             guard let outcome = value.string.flatMap(Outcome.init(rawValue:)) else {
                 throw .corrupted("\(Self.name): unexpected outcome \(value)")
@@ -188,7 +188,7 @@ struct ListenersFunction: SessionFunction {
     var arguments: [RESPArgument] { [.string(token), .integer(lifetime.wholeMilliseconds)] }
 
     func decode(_ reply: RESPReply) throws(SessionError) -> [String] {
-        guard let tokens = reply.array else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        guard let tokens = reply.array else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         return tokens.compactMap(\.string)
     }
 }
@@ -210,7 +210,7 @@ struct PartnerFunction: SessionFunction {
     var arguments: [RESPArgument] { [] }
 
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
-        guard let parts = reply.array, parts.count == 3 else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        guard let parts = reply.array, parts.count == 3 else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         let binding = parts[2].string ?? ""
         return Result(exists: parts[0].int == 1, isAlive: parts[1].int == 1, bindingTo: binding.isEmpty ? nil : binding)
     }

@@ -67,7 +67,7 @@ struct LockReleaseFunction: SessionFunction {
 
     /// Whether the caller held the lock.
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         return value == 1
     }
 }
@@ -84,7 +84,7 @@ struct LockExtendFunction: SessionFunction {
 
     /// Whether the caller still held the lock.
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply \(reply)") }
+        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
         return value == 1
     }
 }

@@ -135,7 +135,7 @@ struct FunctionReply {
 
     init(_ reply: RESPReply, of function: String) throws(SessionError) {
         guard case .array(let parts) = reply, let status = parts.first?.string else {
-            throw .corrupted("\(function): unexpected reply \(reply)")
+            throw .corrupted("\(function): unexpected reply (\(reply.shape))")
         }
         self.status = status
         self.values = Array(parts.dropFirst())
