@@ -42,7 +42,8 @@ struct Coordinator {
     /// Runs the load, checks and reports.
     func run() async throws -> Outcome {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        let encoded = try JSONEncoder().encode(parameters).base64EncodedString()
+        let parametersFile = try parameters.writeForWorkers()
+        defer { try? FileManager.default.removeItem(at: parametersFile.deletingLastPathComponent()) }
         try FileManager.default.createDirectory(at: reportDirectory, withIntermediateDirectories: true)
         var workers: [(ChildProcess, URL)] = []
         let output = NIOLockedValueBox<[String]>([])
@@ -52,7 +53,7 @@ struct Coordinator {
             try? FileManager.default.removeItem(at: resultFile)
             let process = try ChildProcess(
                 executable: executable,
-                arguments: ["--worker-index", "\(index)", "--worker-parameters", encoded, "--worker-result", resultFile.path]
+                arguments: ["--worker-index", "\(index)", "--worker-parameters", parametersFile.path, "--worker-result", resultFile.path]
             ) { line in output.withLockedValue { $0.append("worker \(index): \(line)") } }
             workers.append((process, resultFile))
         }

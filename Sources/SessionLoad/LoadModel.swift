@@ -1,6 +1,11 @@
 import Foundation
+import HiredisNIO
 import Histogram
 import LoadVerdict
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The parameters of a run, shared by the coordinator and its workers.
 struct LoadParameters: Codable, Sendable {
@@ -40,6 +45,29 @@ struct LoadParameters: Codable, Sendable {
     var drainLimit: Double { ttl * 2 + claimLeaseSeconds * 2 + 20 }
     /// Bookkeeping keys expire after this (everything has a TTL).
     var bookkeepingTTLMilliseconds: Int { Int((duration + drainLimit + 600) * 1000) }
+}
+
+extension LoadParameters {
+    /// The parameters as reports show them: the Redis URLs without credentials.
+    var redacted: LoadParameters {
+        var copy = self
+        copy.redisURL = HiredisConfiguration.redacted(redisURL)
+        copy.bookkeepingURL = HiredisConfiguration.redacted(bookkeepingURL)
+        return copy
+    }
+
+    /// Writes the parameters for the workers into a new directory only this user can enter
+    /// (`mkdtemp`, mode 0700) and returns the file: on the workers' command lines, readable by
+    /// every user in `ps`, they would show the Redis password. The caller removes the directory.
+    func writeForWorkers() throws -> URL {
+        var template = Array((FileManager.default.temporaryDirectory.path + "/session-load-XXXXXX").utf8CString)
+        guard let directory = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
+            throw CocoaError(.fileWriteUnknown)
+        }
+        let file = URL(fileURLWithPath: directory).appendingPathComponent("parameters.json")
+        try JSONEncoder().encode(self).write(to: file)
+        return file
+    }
 }
 
 /// The operations a simulated tab performs.

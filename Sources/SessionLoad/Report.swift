@@ -167,7 +167,7 @@ struct Report {
         var latenessPercentiles: [String: UInt64] = [:]
         for percentile in [50.0, 90, 99, 99.9, 100] { latenessPercentiles["p\(percentile)"] = lateness.valueAtPercentile(percentile) }
         let report = JSONReport(
-            parameters: parameters, opsPerSecond: opsPerSecond, operations: operations, throughputPerSecond: perSecond,
+            parameters: parameters.redacted, opsPerSecond: opsPerSecond, operations: operations, throughputPerSecond: perSecond,
             lockWaitP50Ms: Self.ms(lock.valueAtPercentile(50)), lockWaitP99Ms: Self.ms(lock.valueAtPercentile(99)),
             lockWaitMaxMs: Self.ms(lock.maxRecorded),
             expiryLatenessMs: latenessPercentiles, verdict: verdict, marks: marks, redis: samples,

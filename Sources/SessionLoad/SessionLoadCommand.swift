@@ -60,7 +60,9 @@ struct SessionLoadCommand: AsyncParsableCommand {
     func run() async throws {
         ToolLogging.bootstrap()
         if let workerIndex, let workerParameters, let workerResult {
-            guard let data = Data(base64Encoded: workerParameters) else { throw ValidationError("bad worker parameters") }
+            // A file only this user can read (the coordinator's, see writeForWorkers): never the
+            // parameters themselves on the command line, which would show the Redis password.
+            let data = try Data(contentsOf: URL(fileURLWithPath: workerParameters))
             let parameters = try JSONDecoder().decode(LoadParameters.self, from: data)
             let result = try await Worker(parameters: parameters, index: workerIndex).run()
             try JSONEncoder().encode(result).write(to: URL(fileURLWithPath: workerResult))

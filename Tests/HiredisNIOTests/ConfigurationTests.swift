@@ -68,6 +68,49 @@ struct ConfigurationTests {
         #expect(HiredisConfiguration.redacted("redis://host:6379") == "redis://host:6379")
     }
 
+    /// Passwords pasted unencoded (base64 ones contain `/`, `+`, `=`): the authority was cut at the
+    /// first `/` before looking for `@`, so `redis://app:s3cr/et@10.0.0.5:6379/0` was "bad host
+    /// or port in 'redis://app:s3cr/et@10.0.0.5:6379/0'", password and all.
+    @Test func passwordsWithSlashesQuestionMarksAndAtSignsParseAndNeverShow() throws {
+        let passwords = ["s3cr/et", "a/b+c==", "q?uery", "ha#sh", "at@sign", "p/w?x#y@z", "tls_ca_file=/x", "é/ü", "x//y"]
+        let shapes = [
+            ("redis://app:%@@10.0.0.5:6379/0", "10.0.0.5", 6379),
+            ("rediss://:%@@cache.internal:6380/1?tls_ca_file=/etc/ca@dir/ca.pem", "cache.internal", 6380),
+            ("redis+cluster://app:%@@n1:7000,n2:7001", "n1", 7000),
+            ("redis+sentinel://:%@@s1:26379,s2/primary/2", "s1", 26379),
+            ("redis://%@@[::1]:7001", "::1", 7001),
+        ]
+        for password in passwords {
+            for (shape, host, port) in shapes {
+                let url = shape.replacingOccurrences(of: "%@", with: password)
+                let configuration = try HiredisConfiguration(url: url)
+                #expect(configuration.password == password, "\(HiredisConfiguration.redacted(url))")
+                #expect(configuration.host == host && configuration.port == port, "\(HiredisConfiguration.redacted(url))")
+                #expect(!HiredisConfiguration.redacted(url).contains(password), "\(HiredisConfiguration.redacted(url))")
+                // The same URL broken after the host: the error names it without the password.
+                // (With the host unrecognisable, `q?uery@...` reads as host `q` and an ignored
+                // query: accepted, and nothing is shown.)
+                let broken = url.replacingOccurrences(of: "\(port)", with: "notaport")
+                do {
+                    _ = try HiredisConfiguration(url: broken)
+                } catch {
+                    #expect(!"\(error)".contains(password), "\(error)")
+                }
+            }
+        }
+        // An `@` in the query is not a password's end.
+        let query = try HiredisConfiguration(url: "rediss://cache:6380/0?tls_ca_file=/etc/a@b/ca.pem")
+        #expect(query.password == nil && query.host == "cache" && query.tls?.caFile == "/etc/a@b/ca.pem")
+        #expect(HiredisConfiguration.redacted("redis://app:pw@") == "redis://***@")
+        // A broken port hides where the credentials end; no part of them shows in the error.
+        do {
+            _ = try HiredisConfiguration(url: "redis://app:s3cr:6379/et@10.0.0.5:bad")
+            Issue.record("accepted a bad port")
+        } catch {
+            #expect(!"\(error)".contains("s3cr") && !"\(error)".contains("/et"), "\(error)")
+        }
+    }
+
     @Test func sha1MatchesKnownVectors() {
         #expect(SHA1.hex("".utf8) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
         #expect(SHA1.hex("abc".utf8) == "a9993e364706816aba3e25717850c26c9cd0d89d")

@@ -140,6 +140,18 @@ public struct HiredisConfiguration: Sendable {
         }
 
         var rest = parts[1]
+        if let at = Self.credentialsEnd(in: rest) {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let user = Self.percentDecoded(credentials[..<colon])
+                username = user.isEmpty ? nil : user
+                password = Self.percentDecoded(credentials[credentials.index(after: colon)...])
+            } else if !credentials.isEmpty {
+                // redis://password@host is how several clients spell a password without a user.
+                password = Self.percentDecoded(credentials)
+            }
+        }
         var query = Substring("")
         if let mark = rest.firstIndex(of: "?") {
             query = rest[rest.index(after: mark)...].prefix { $0 != "#" }
@@ -151,18 +163,6 @@ public struct HiredisConfiguration: Sendable {
         if let slash = rest.firstIndex(of: "/") {
             path = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
-        }
-        if let at = rest.lastIndex(of: "@") {
-            let credentials = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-            if let colon = credentials.firstIndex(of: ":") {
-                let user = Self.percentDecoded(credentials[..<colon])
-                username = user.isEmpty ? nil : user
-                password = Self.percentDecoded(credentials[credentials.index(after: colon)...])
-            } else if !credentials.isEmpty {
-                // redis://password@host is how several clients spell a password without a user.
-                password = Self.percentDecoded(credentials)
-            }
         }
         let defaultPort = kind == .sentinel ? 26379 : 6379
         var addresses: [HiredisAddress] = []
@@ -193,7 +193,7 @@ public struct HiredisConfiguration: Sendable {
         }
         if let db = pathParts.first {
             guard pathParts.count == 1, let value = Int(db), value >= 0 else {
-                throw .invalidConfiguration("bad database '\(path)' in '\(shown)'")
+                throw .invalidConfiguration("bad database in '\(shown)'")
             }
             if kind == .cluster && value != 0 { throw .invalidConfiguration("a cluster has only database 0") }
             database = value
@@ -223,12 +223,55 @@ public struct HiredisConfiguration: Sendable {
     }
 
     /// `url` with any user and password replaced by `***`, for messages and logs.
+    ///
+    /// Passwords are often pasted unencoded, and base64 ones contain `/` (and may contain `?`,
+    /// `#` or `@`): the credentials are what comes before the `@` that starts the host list,
+    /// found as ``init(url:)`` finds it. Whatever cannot be told apart is redacted.
     public static func redacted(_ url: String) -> String {
         let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else { return url.contains("@") ? "***" : url }
-        let authority = parts[1].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-        guard let at = authority.lastIndex(of: "@") else { return url }
-        return parts[0] + "://***" + parts[1][at...]
+        if let at = credentialsEnd(in: parts[1]) {
+            return parts[0] + "://***" + parts[1][at...]
+        }
+        // No host list follows any `@`: a broken URL, but whatever precedes an `@` may be a secret.
+        if let at = parts[1].lastIndex(of: "@") { return parts[0] + "://***" + parts[1][at...] }
+        return url
+    }
+
+    /// Where the credentials of a URL's part after `scheme://` end: the last `@` followed by a
+    /// host list (`host[:port][,host[:port]...]`, up to `/`, `?`, `#` or the end) and not inside
+    /// the query (no `?tls_` before it). nil: no credentials.
+    ///
+    /// The last such `@`, not the first `/`: `redis://app:s3cr/et@10.0.0.5/0` has the password
+    /// `s3cr/et` (cutting the authority at the first `/` showed it in "bad host" errors).
+    static func credentialsEnd(in rest: Substring) -> Substring.Index? {
+        var queryStart = rest.endIndex
+        var searchFrom = rest.startIndex
+        while let mark = rest[searchFrom...].firstIndex(of: "?") {
+            if rest[mark...].hasPrefix("?tls_") {
+                queryStart = mark
+                break
+            }
+            searchFrom = rest.index(after: mark)
+        }
+        var candidate = rest[..<queryStart].lastIndex(of: "@")
+        while let at = candidate {
+            let hosts = rest[rest.index(after: at)...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+            if isHostList(hosts) { return at }
+            candidate = rest[..<at].lastIndex(of: "@")
+        }
+        return nil
+    }
+
+    /// `host[:port]` or `[v6]:port` items separated by commas, in the characters host names and
+    /// addresses use.
+    private static func isHostList(_ text: Substring) -> Bool {
+        !text.isEmpty
+            && text.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { item in
+                !item.isEmpty
+                    && item.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || ".-_:[]%".contains($0)) }
+                    && HiredisAddress(parsing: item, defaultPort: 6379) != nil
+            }
     }
 
     /// `host:port`, for messages.
