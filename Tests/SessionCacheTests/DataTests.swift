@@ -66,10 +66,10 @@ struct DataTests {
     @Test(arguments: Deployment.allCases) func timeoutModesHaveTheirOwnAbsoluteLifetimes(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
-            let session = try await store.create(user: "alice", metadata: ["timeout_mode": "aggressive"])
+            let session = try await store.create(user: "alice", mode: .aggressive)
             #expect(session.mode == .aggressive)
             #expect((299_000...300_000).contains(try await fixture.timerTTL(session.id)))
-            try await store.setMetadata(session.id, key: "timeout_mode", value: "persistent")
+            try await store.setTimeoutMode(session.id, .persistent)
             let persistent = try await store.get(session.id)
             #expect(persistent?.mode == .persistent)
             // 24 h idle, not capped by a 12 h default: persistent conversations live up to 30 days.
@@ -92,6 +92,49 @@ struct DataTests {
                 return
             }
             await otherClient.close()
+        }
+    }
+
+    /// An app's own metadata key named `timeout_mode` (the Vapor driver stores all session data as
+    /// metadata) changed the session's lifetime: `custom:99999999999999` gave its keys TTLs of
+    /// thousands of years. Metadata is now only metadata; custom modes are bounded.
+    @Test(arguments: Deployment.allCases) func metadataNeverChangesTheLifetimeAndCustomModesAreBounded(
+        _ deployment: Deployment
+    ) async throws {
+        try await withStore(on: deployment) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", metadata: ["timeout_mode": "custom:99999999999999"])
+            #expect(session.mode == .standard && session.metadata["timeout_mode"] == "custom:99999999999999")
+            try await store.setMetadata(session.id, key: "timeout_mode", value: "custom:99999999999999")
+            #expect(try await store.get(session.id)?.mode == .standard)
+            #expect((1_799_000...1_800_000).contains(try await fixture.timerTTL(session.id)))
+            for idle in [Duration.seconds(Int64.max), .seconds(31 * 24 * 3600), .milliseconds(500), .zero, .seconds(-5)] {
+                let refused = await expectSessionError { try await store.setTimeoutMode(session.id, .custom(idle)) }
+                guard case .invalidTimeoutMode? = refused else {
+                    Issue.record("\(idle): expected invalidTimeoutMode, got \(String(describing: refused))")
+                    continue
+                }
+                let created = await expectSessionError { _ = try await store.create(user: "alice", mode: .custom(idle)) }
+                guard case .invalidTimeoutMode? = created else {
+                    Issue.record("\(idle): expected invalidTimeoutMode, got \(String(describing: created))")
+                    continue
+                }
+            }
+            #expect(try await store.get(session.id)?.mode == .standard, "a refused mode change wrote nothing")
+            // The longest custom mode a configuration allows: its keys stay deletable.
+            var wide = testConfiguration()
+            wide.customIdleTimeouts = .seconds(1)...SessionStoreConfiguration.maximumLifetime
+            wide.absoluteLifetimes.custom = SessionStoreConfiguration.maximumLifetime
+            let (otherClient, other) = try fixture.secondStore(wide)
+            let long = try await other.create(user: "bob", mode: .custom(SessionStoreConfiguration.maximumLifetime))
+            #expect(try await other.get(long.id)?.mode == .custom(SessionStoreConfiguration.maximumLifetime))
+            try await other.delete(long.id)
+            #expect(try await other.get(long.id) == nil)
+            await otherClient.close()
+            // Configurations past the bounds are refused.
+            var tooLong = testConfiguration()
+            tooLong.absoluteLifetimes.persistent = .seconds(Int64.max)
+            #expect(throws: SessionError.self) { try SessionStore(client: fixture.client, configuration: tooLong) }
         }
     }
 

@@ -124,7 +124,7 @@ struct ReadmeExampleTests {
             try await store.appendTurn(session.id, user: "Hi", assistant: "Hello! How can I help?")
             let recent = try await store.recentMessages(session.id, limit: 10)
             try await store.setMetadata(session.id, ["cart": ["book"], "theme": "dark"])
-            try await store.setMetadata(session.id, key: "timeout_mode", value: "lenient")
+            try await store.setTimeoutMode(session.id, .lenient)
             let summaries = try await store.list(user: "alice")
 
             let locks = SessionLock.started(store: store)

@@ -205,7 +205,9 @@ public struct HiredisConfiguration: Sendable {
             let name = String(item[0])
             let value = item.count == 2 ? Self.percentDecoded(item[1]) : ""
             guard name.hasPrefix("tls_") else { continue }
-            guard tls != nil else { throw .invalidConfiguration("\(name) needs a rediss:// URL") }
+            // An option's name is shown only if it looks like one (a misplaced password can end up here).
+            let shownName = name.count <= 20 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0 == "_") } ? name : "a tls_ option"
+            guard tls != nil else { throw .invalidConfiguration("\(shownName) needs a rediss:// URL") }
             switch name {
             case "tls_ca_file": tls?.caFile = value
             case "tls_cert_file": tls?.certificateFile = value
@@ -216,7 +218,7 @@ public struct HiredisConfiguration: Sendable {
                     throw .invalidConfiguration("tls_verify must be full, no_hostname or none")
                 }
                 tls?.verification = verification
-            default: throw .invalidConfiguration("unknown option \(name)")
+            default: throw .invalidConfiguration("unknown option \(shownName)")
             }
         }
         self.tls = tls
@@ -369,17 +371,25 @@ public struct HiredisAddress: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension Duration {
-    /// The duration as a `TimeAmount` for NIO.
+    /// The duration as a `TimeAmount` for NIO, saturating at about ±292 years (never a trap).
     var timeAmount: TimeAmount {
         let (seconds, attoseconds) = components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return .nanoseconds(seconds < 0 ? .min : .max) }
+        let (sum, overflowSum) = whole.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return .nanoseconds(overflowSum ? (seconds < 0 ? .min : .max) : sum)
     }
 
-    /// Whole milliseconds, rounded up (a TTL of 1.5 ms must not become 1 ms).
+    /// Whole milliseconds, rounded up (a TTL of 1.5 ms must not become 1 ms), saturating at
+    /// `Int.min`/`Int.max`: a duration of `.seconds(Int64.max)` gives `Int.max`, never a trap
+    /// (Redis then refuses the value with an error reply).
     public var wholeMilliseconds: Int {
         let (seconds, attoseconds) = components
         let fraction = attoseconds / 1_000_000_000_000_000
         let rest = attoseconds % 1_000_000_000_000_000
-        return Int(seconds) * 1000 + Int(fraction) + (rest > 0 ? 1 : 0)
+        let (whole, overflow) = Int(seconds).multipliedReportingOverflow(by: 1000)
+        if overflow { return seconds < 0 ? .min : .max }
+        let (sum, overflowSum) = whole.addingReportingOverflow(Int(fraction) + (rest > 0 ? 1 : 0))
+        return overflowSum ? .max : sum
     }
 }

@@ -53,13 +53,18 @@ extension SessionFunctions {
           binding_to = 'binding_to', bound_from = 'bound_from',
         }
 
+        -- A number as the digits of its integer part: for every number that goes into a key or member
+        -- name. Lua's `..` writes numbers from 1e14 on as '2.0179651171785e+14' while HSET stores the
+        -- digits, so a timer named with `..` could never be found again from the hash.
+        local function int(n) return string.format('%d', tonumber(n)) end
+
         -- Key names, derived from a key of the bucket.
         local K = {}
         function K.bucket(key) return string.match(key, '^(.-{[^}]*}:)') end
         function K.id(session) return string.match(session, ':session:([^:]+)$') end
         function K.session(bucket, id) return bucket .. 'session:' .. id end
         function K.messages(session) return session .. ':messages' end
-        function K.timer(session, idle, deadline) return session .. ':timer:' .. idle .. ':' .. deadline end
+        function K.timer(session, idle, deadline) return session .. ':timer:' .. int(idle) .. ':' .. int(deadline) end
         function K.lock(session, tab)
           if tab == nil or tab == '' then return session .. ':lock' end
           return session .. ':lock:' .. tab
@@ -67,7 +72,7 @@ extension SessionFunctions {
         function K.deadlines(bucket) return bucket .. 'deadlines' end
         -- A session's member in `deadlines`: its id and its timer's timing, so that a visit knows every due
         -- session's timer without reading the session.
-        function K.entry(id, idle, deadline) return id .. ':' .. idle .. ':' .. deadline end
+        function K.entry(id, idle, deadline) return id .. ':' .. int(idle) .. ':' .. int(deadline) end
         function K.warnings(bucket) return bucket .. 'warnings' end
         function K.claims(bucket) return bucket .. 'claims' end
         function K.owners(bucket) return bucket .. 'claim-owners' end

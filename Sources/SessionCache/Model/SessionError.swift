@@ -36,6 +36,9 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     case staleLease
     /// ``SessionStore/bind(_:to:)`` of a session that has a user already.
     case notAnonymous
+    /// A ``TimeoutMode/custom(_:)`` idle timeout outside
+    /// ``SessionStoreConfiguration/customIdleTimeouts`` (the message says which).
+    case invalidTimeoutMode(String)
     /// The store's configuration cannot work (the message says why).
     case invalidConfiguration(String)
     /// The Redis server cannot run the store (it needs Redis 7.0 or later, for Functions).
@@ -66,6 +69,7 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidTab: return "invalid tab name"
         case .staleLease: return "the lock lease is no longer held: nothing was written"
         case .notAnonymous: return "the session has a user already"
+        case .invalidTimeoutMode(let text): return "invalid timeout mode: \(text)"
         case .invalidConfiguration(let text): return "invalid session store configuration: \(text)"
         case .unsupportedServer(let text): return "unsupported Redis server: \(text)"
         case .corrupted(let detail): return "session data is corrupted: \(detail)"

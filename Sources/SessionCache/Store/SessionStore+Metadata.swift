@@ -17,15 +17,13 @@ extension SessionStore {
 
     /// Sets several metadata values in one atomic write; only those fields are written, so
     /// concurrent requests changing other keys do not overwrite each other. A value of
-    /// ``JSONValue/null`` removes the key. Setting `timeout_mode` to a mode's name (`aggressive`,
-    /// `standard`, `lenient`, `persistent`, `custom:<ms>`) changes the session's timeout mode too.
-    /// Meaningful activity: slides the idle expiry. With a `lease`, the write happens only while
+    /// ``JSONValue/null`` removes the key. Metadata never changes the session's lifetime, whatever
+    /// its keys are called: that is ``setTimeoutMode(_:_:lease:)``'s alone. Meaningful activity: slides the idle expiry. With a `lease`, the write happens only while
     /// the lease is held (``SessionError/staleLease`` otherwise).
     ///
     /// - Throws: a limit error, ``SessionError/notFound``, ``SessionError/staleLease``.
     public func setMetadata(_ id: String, _ values: [String: JSONValue], lease: LockLease? = nil) async throws(SessionError) {
-        let mode = values["timeout_mode"]?.stringValue.flatMap(TimeoutMode.init(storedName:))
-        try await writeMetadata(id, values, mode: mode, lease: lease)
+        try await writeMetadata(id, values, mode: nil, lease: lease)
     }
 
     /// Changes the session's timeout mode: its idle timeout applies from now on, and its absolute

@@ -66,8 +66,7 @@ public final class SessionStore: Sendable {
     private func create(
         user: String?, bucket: Int, metadata: [String: JSONValue], mode: TimeoutMode?, agentType: String?
     ) async throws(SessionError) -> Session {
-        let mode = try resolve(
-            mode ?? metadata["timeout_mode"]?.stringValue.flatMap(TimeoutMode.init(storedName:)) ?? configuration.defaultMode)
+        let mode = try resolve(mode ?? configuration.defaultMode)
         try validate(agentType: agentType)
         let encoded = try encodeMetadata(metadata)
         if encoded.count > configuration.limits.maxMetadataKeys {
@@ -256,7 +255,11 @@ public final class SessionStore: Sendable {
     }
 
     func resolve(_ mode: TimeoutMode) throws(SessionError) -> ResolvedMode {
-        let lifetime = configuration.absoluteLifetimes.lifetime(for: mode)
+        if case .custom(let idle) = mode, !configuration.customIdleTimeouts.contains(idle) {
+            let range = configuration.customIdleTimeouts
+            throw .invalidTimeoutMode("a custom idle timeout of \(idle) is outside \(range.lowerBound) ... \(range.upperBound)")
+        }
+        let lifetime = min(configuration.absoluteLifetimes.lifetime(for: mode), SessionStoreConfiguration.maximumLifetime)
         if mode.idleTimeout <= .zero { throw .invalidConfiguration("the idle timeout must be positive") }
         if lifetime < mode.idleTimeout {
             throw .invalidConfiguration("the absolute lifetime of \(mode.storedName) (\(lifetime)) is shorter than its idle timeout")

@@ -74,8 +74,16 @@ public struct SessionStoreConfiguration: Sendable {
     public var bucketCount = 256
     /// The timeout mode of sessions created without one.
     public var defaultMode: TimeoutMode = .standard
-    /// The longest a session may live in each mode, whatever its activity.
+    /// The longest a session may live in each mode, whatever its activity. At most
+    /// ``maximumLifetime``.
     public var absoluteLifetimes = AbsoluteLifetimes()
+    /// The idle timeouts a ``TimeoutMode/custom(_:)`` mode may have; outside, the call is refused
+    /// with ``SessionError/invalidTimeoutMode(_:)`` and nothing is written. Default 1 second to
+    /// 30 days. (Unbounded, an idle timeout of centuries gave keys TTLs no index outlives.)
+    public var customIdleTimeouts: ClosedRange<Duration> = .seconds(1) ... .seconds(30 * 24 * 3600)
+    /// No absolute lifetime or custom idle timeout may exceed this: 10 years. Every deadline then
+    /// stays far below 2^53 ms, where Lua's numbers stop being exact.
+    public static let maximumLifetime: Duration = .seconds(3650 * 24 * 3600)
     /// A session idle longer than this is returned by ``SessionStore/resume(_:user:)`` as
     /// ``SessionState/resumed`` (a returning user), otherwise as ``SessionState/active``.
     public var resumeThreshold: Duration = .seconds(5 * 60)
@@ -165,6 +173,16 @@ public struct SessionStoreConfiguration: Sendable {
     /// Throws ``SessionError/invalidConfiguration(_:)`` for settings that cannot work.
     public func validate() throws(SessionError) {
         _ = try SessionKeyspace(namespace: namespace, bucketCount: bucketCount)
+        if customIdleTimeouts.lowerBound <= .zero || customIdleTimeouts.upperBound > Self.maximumLifetime {
+            throw .invalidConfiguration("customIdleTimeouts must lie between 0 and \(Self.maximumLifetime)")
+        }
+        let lifetimes = [absoluteLifetimes.aggressive, absoluteLifetimes.standard, absoluteLifetimes.lenient, absoluteLifetimes.persistent]
+        for lifetime in lifetimes + [absoluteLifetimes.custom].compactMap({ $0 }) where lifetime > Self.maximumLifetime {
+            throw .invalidConfiguration("an absolute lifetime of \(lifetime) is longer than \(Self.maximumLifetime)")
+        }
+        if case .custom(let idle) = defaultMode, !customIdleTimeouts.contains(idle) {
+            throw .invalidConfiguration("the default mode's idle timeout \(idle) is outside customIdleTimeouts")
+        }
         for mode in [TimeoutMode.aggressive, .standard, .lenient, .persistent, defaultMode] {
             let lifetime = absoluteLifetimes.lifetime(for: mode)
             if lifetime < mode.idleTimeout {
