@@ -1,0 +1,1 @@
+// See include/CFuzzer.h: nothing to compile.

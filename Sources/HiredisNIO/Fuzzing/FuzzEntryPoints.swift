@@ -1,0 +1,60 @@
+import NIOCore
+
+/// Entry points for the fuzz targets (`Fuzz/`, `scripts/fuzz`) and their corpus replay in the
+/// unit tests: the parsers that take bytes or strings from outside, driven as the client drives
+/// them. Not API: `@_spi(Fuzzing)`.
+@_spi(Fuzzing)
+public enum FuzzEntryPoints {
+    /// Feeds `bytes` to a reply reader with small limits (so the limits are reached), in pieces
+    /// whose sizes the first byte chooses, and reads every reply. Properties: no crash, no trap,
+    /// no allocation past the limits; a failure is a typed ``HiredisError``.
+    public static func readReplies(_ bytes: UnsafeRawBufferPointer) {
+        guard let first = bytes.first else { return }
+        let limits = ReplyLimits(maxBulkBytes: 4096, maxReplyBytes: 16_384, maxElements: 1024, maxNesting: 6)
+        let reader = ReplyReader(limits: limits)
+        let piece = Int(first % 64) + 1
+        var offset = 1
+        do {
+            while offset < bytes.count {
+                let count = min(piece, bytes.count - offset)
+                try reader.feed(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])))
+                offset += count
+                while let reply = try reader.next() { _ = reply.shape }
+            }
+        } catch {
+            precondition(
+                error.code == .protocolError || error.code == .replyTooLarge, "unexpected error code \(error.code)")
+        }
+    }
+
+    /// Parses `bytes` as a Redis URL, and as one with a password: `redis://app:<P>@<R>` where
+    /// the bytes are `P`, a NUL, then `R`. Properties: no crash; errors are
+    /// ``HiredisError/Code-swift.struct/invalidConfiguration``; neither the redacted URL nor an
+    /// error shows `P` (when `P` has 4 characters or more, one of them non-ASCII or one of
+    /// `!$*~^|<>\`, and appears nowhere else in the URL).
+    public static func parseURL(_ bytes: UnsafeRawBufferPointer) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        check(text, secret: nil)
+        guard let separator = bytes.firstIndex(of: 0) else { return }
+        let password = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<separator]), as: UTF8.self)
+        let rest = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(separator + 1)...]), as: UTF8.self)
+        let prefix = "redis://app:"
+        let url = prefix + password + "@" + rest
+        // The password must be told apart from the messages' own words ("redis+sentinel" is one):
+        // a character no message has makes it so.
+        let marked = password.unicodeScalars.contains { !$0.isASCII || "!$*~^|<>\\".unicodeScalars.contains($0) }
+        let distinct = password.count >= 4 && marked && !rest.contains(password) && !prefix.contains(password)
+        check(url, secret: distinct ? password : nil)
+    }
+
+    private static func check(_ url: String, secret: String?) {
+        let redacted = HiredisConfiguration.redacted(url)
+        if let secret { precondition(!redacted.contains(secret), "the redacted URL shows the password") }
+        do {
+            _ = try HiredisConfiguration(url: url)
+        } catch {
+            precondition(error.code == .invalidConfiguration, "unexpected error code \(error.code)")
+            if let secret { precondition(!error.message.contains(secret), "an error shows the password") }
+        }
+    }
+}
