@@ -1,4 +1,5 @@
 import CHiredis
+import Foundation
 import HiredisNIO
 import NIOCore
 import Testing
@@ -131,6 +132,17 @@ struct HostileReplyTests {
         configuration.replyLimits.maxElements = 0
         let error = await expectRedisError { _ = try await HiredisConnection.connect(configuration: configuration) }
         #expect(error?.code == .invalidConfiguration)
+    }
+
+    /// scripts/test runs this suite against Debian's hiredis 0.14 and again against a hiredis 1.x
+    /// it builds (EXPECT_HIREDIS_MAJOR=1): the run says which one it really linked.
+    @Test func theHiredisVersionIsTheOneExpected() throws {
+        let version = Int(chiredis_version())
+        print("hiredis \(version / 1_000_000).\(version / 1000 % 1000).\(version % 1000)")
+        if let expected = ProcessInfo.processInfo.environment["EXPECT_HIREDIS_MAJOR"].flatMap(Int.init) {
+            #expect(version / 1_000_000 == expected)
+        }
+        #expect(version >= 14_000)
     }
 
     /// End to end: a peer answering a GET with a 13-byte header. The command fails with a typed
