@@ -116,6 +116,29 @@ struct CommandTests {
         }
     }
 
+    /// A borrower that leaves MULTI open, another database selected and replies switched off: the
+    /// next borrower got the same connection as it was (its PING answered QUEUED, its writes went
+    /// to database 3). Exclusive connections are reset before they are lent again.
+    @Test func theNextBorrowerOfAnExclusiveConnectionGetsItClean() async throws {
+        try await withRedis(configure: { $0.poolSize = 1 }) { _, client in
+            let firstID = try await client.withExclusiveConnection { connection in
+                let id = try await connection.send(RESPCommand("CLIENT", "ID")).int
+                _ = try await connection.send(RESPCommand("SELECT", "3"))
+                _ = try await connection.send(RESPCommand("WATCH", "w"))
+                _ = try await connection.send(RESPCommand("MULTI"))
+                #expect(try await connection.send(RESPCommand("SET", "leaked", "1")) == .simpleString("QUEUED"))
+                return id
+            }
+            try await client.withExclusiveConnection { connection in
+                #expect(try await connection.send(RESPCommand("CLIENT", "ID")).int == firstID, "the connection is reused")
+                #expect(try await connection.send(RESPCommand("PING")) == .simpleString("PONG"))
+                let info = try await connection.send(RESPCommand("CLIENT", "INFO")).string ?? ""
+                #expect(info.contains(" db=0 ") && info.contains(" multi=-1 ") && info.contains(" name=swift-session-cache "), "\(info)")
+            }
+            #expect(try await client.send(RESPCommand("EXISTS", "leaked")) == .integer(0))
+        }
+    }
+
     @Test func tenThousandConcurrentCommandsEachGetTheirOwnReply() async throws {
         try await withRedis { _, client in
             let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in

@@ -311,8 +311,11 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// awaits, blocking pops, `CLIENT` commands about this connection. On a cluster, the
     /// connection goes to the node serving `key` (any node without one).
     ///
-    /// The connection returns to a small idle list afterwards, unless `body` threw (its state is
-    /// then unknown, so it is closed).
+    /// The connection returns to a small idle list afterwards, reset first (`RESET` and the
+    /// handshake again, one round trip): the next borrower gets it as a new one, whatever this one
+    /// left open (`MULTI`, `WATCH`, `SELECT`, another `AUTH` user, `CLIENT REPLY OFF`). It is
+    /// closed instead when `body` threw, when it subscribed, or when the reset fails (Redis before
+    /// 6.2 has no `RESET`).
     public func withExclusiveConnection<T: Sendable>(
         key: String? = nil, _ body: (HiredisConnection) async throws -> T
     ) async throws -> T {
@@ -332,14 +335,21 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         }
         do {
             let result = try await body(connection)
-            let keep = state.withLockedValue { state in
-                guard !state.closed, !backend.isCluster, connection.isOpen, state.exclusiveIdle.count < configuration.poolSize else {
-                    return false
-                }
+            // The next borrower must not inherit what this one did (an open MULTI, SELECT, another
+            // AUTH identity, CLIENT REPLY OFF): the connection is reset before it is kept.
+            let mayKeep = state.withLockedValue { state in
+                !state.closed && !backend.isCluster && connection.isOpen && state.exclusiveIdle.count < configuration.poolSize
+            }
+            guard mayKeep, (try? await connection.reset(configuration)) != nil else {
+                connection.close()
+                return result
+            }
+            let kept = state.withLockedValue { state in
+                guard !state.closed, state.exclusiveIdle.count < configuration.poolSize else { return false }
                 state.exclusiveIdle.append(connection)
                 return true
             }
-            if !keep { connection.close() }
+            if !kept { connection.close() }
             return result
         } catch {
             connection.close()

@@ -16,6 +16,9 @@ public final class HiredisConnection: HiredisClientProtocol {
     private let channel: any Channel
     private let handler: NIOLoopBound<HiredisChannelHandler>
     private let outbox: CommandOutbox
+    /// Set once it subscribed: its replies are push messages from then on; never lent again.
+    private let subscriberFlag = NIOLockedValueBox(false)
+    private var isSubscriber: Bool { subscriberFlag.withLockedValue { $0 } }
     /// Default per-command timeout.
     let commandTimeout: Duration
 
@@ -118,6 +121,39 @@ public final class HiredisConnection: HiredisClientProtocol {
     }
 
     private func runHandshake(_ configuration: HiredisConfiguration, libraries: [LuaLibrary]) async throws {
+        let commands = Self.handshakeCommands(configuration)
+        // Libraries the server has already answer "already exists"; a server without functions
+        // (Redis < 7) answers "unknown command": both are left to the first call to report.
+        let loads = libraries.map { RESPCommand("FUNCTION", "LOAD", .string($0.source)) }
+        let replies = try await pipeline(commands + loads, timeout: configuration.connectTimeout)
+        for reply in replies.prefix(commands.count) {
+            if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
+        }
+    }
+
+    /// Returns the connection to the state its handshake left it in, whatever a borrower did
+    /// (`MULTI`/`WATCH`, `SELECT`, another `AUTH` identity, `CLIENT REPLY OFF`, tracking):
+    /// `RESET` (Redis 6.2 and later), then the handshake's commands again, in one round trip.
+    /// Throws when any of them fails; the caller then closes the connection.
+    func reset(_ configuration: HiredisConfiguration) async throws(HiredisError) {
+        if isSubscriber { throw .connectionLost(reason: "a subscriber connection cannot be reused", written: false) }
+        let commands = [RESPCommand("RESET")] + Self.handshakeCommands(configuration)
+        let replies: [RESPReply]
+        do {
+            replies = try await pipeline(commands, timeout: configuration.commandTimeout)
+        } catch let error as HiredisError {
+            throw error
+        } catch {
+            throw .connectionLost(reason: "\(error)")
+        }
+        guard replies.first == .simpleString("RESET") else { throw .unexpectedReply(expected: "RESET", got: replies.first ?? .null) }
+        for reply in replies {
+            if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
+        }
+    }
+
+    /// AUTH, SELECT, READONLY and CLIENT SETNAME (or PING) as `configuration` asks.
+    private static func handshakeCommands(_ configuration: HiredisConfiguration) -> [RESPCommand] {
         var commands: [RESPCommand] = []
         if let password = configuration.password {
             if let username = configuration.username {
@@ -134,13 +170,7 @@ public final class HiredisConnection: HiredisClientProtocol {
         } else {
             commands.append(RESPCommand("PING"))
         }
-        // Libraries the server has already answer "already exists"; a server without functions
-        // (Redis < 7) answers "unknown command": both are left to the first call to report.
-        let loads = libraries.map { RESPCommand("FUNCTION", "LOAD", .string($0.source)) }
-        let replies = try await pipeline(commands + loads, timeout: configuration.connectTimeout)
-        for reply in replies.prefix(commands.count) {
-            if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
-        }
+        return commands
     }
 
     /// The event loop the connection's I/O runs on.
@@ -220,6 +250,7 @@ public final class HiredisConnection: HiredisClientProtocol {
 
     /// Routes every reply from now on to `sink`: the connection becomes a subscriber.
     func enterSubscriberMode(_ sink: @escaping @Sendable (RESPReply) -> Void) async {
+        subscriberFlag.withLockedValue { $0 = true }
         let handler = self.handler
         try? await channel.eventLoop.submit { handler.value.enterSubscriberMode(sink) }.get()
     }
