@@ -161,6 +161,40 @@ print(
             "memory: %.0f bytes per session in Redis (every key and index entry); %.0f bytes written (%.2f×); %.0f bytes of application payload (%.2f×)",
         bytesPerSession, writtenPerSession, bytesPerSession / writtenPerSession, payloadPerSession, bytesPerSession / payloadPerSession))
 
+// One user with 200,000 sessions (no cap): no call may hold Redis long. The newest half ends by
+// itself first, so its index entries are stale at the end list reads from (the worst case).
+let bigUserSessions = 200_000
+var bigConfiguration = SessionStoreConfiguration(namespace: "bench-big")
+bigConfiguration.limits.maxSessionsPerUser = nil
+let bigStore = try SessionStore(client: client, configuration: bigConfiguration)
+_ = try await bigStore.list(user: "big-user", limit: 1)  // loads the library before the clock runs
+_ = try await runLoad(concurrency: callers, total: bigUserSessions / 2) { _, _ in _ = try await bigStore.create(user: "big-user") }
+_ = try await runLoad(concurrency: callers, total: bigUserSessions / 2) { _, _ in
+    _ = try await bigStore.create(user: "big-user", mode: .custom(.seconds(1)))
+}
+try await Task.sleep(for: .seconds(2))
+_ = try await client.send(RESPCommand("CONFIG", "SET", "slowlog-log-slower-than", "0"))
+_ = try await client.send(RESPCommand("CONFIG", "SET", "slowlog-max-len", "100000"))
+_ = try await client.send(RESPCommand("SLOWLOG", "RESET"))
+var listTimes: [Double] = []
+for _ in 0..<5 {
+    let start = ContinuousClock.now
+    _ = try await bigStore.list(user: "big-user", limit: 50)
+    listTimes.append((ContinuousClock.now - start).milliseconds)
+}
+_ = try await bigStore.count(user: "big-user")
+for _ in 0..<100 { _ = try await bigStore.create(user: "big-user") }
+let deleteStart = ContinuousClock.now
+let deleted = try await bigStore.deleteAll(user: "big-user")
+let deleteUserMilliseconds = (ContinuousClock.now - deleteStart).milliseconds
+// The longest command Redis ran in this phase (SLOWLOG: µs of Redis's own time per command).
+let slowlog = try await client.send(RESPCommand("SLOWLOG", "GET", "-1")).array ?? []
+let maxCallMicroseconds = slowlog.compactMap { $0.array?[2].int }.max() ?? 0
+print(
+    String(
+        format: "one user with %d sessions: list 50 %.2f ms (median of 5), log-out-everywhere %.0f ms (%d ended), longest call %.2f ms",
+        bigUserSessions, listTimes.sorted()[2], deleteUserMilliseconds, deleted, Double(maxCallMicroseconds) / 1000))
+
 await client.close()
 await server.stop()
 printJSONLine([
@@ -173,7 +207,15 @@ printJSONLine([
     ("bytes_per_session", rounded(bytesPerSession, 0)),
     ("raw_bytes_per_session", rounded(writtenPerSession, 0)),
     ("payload_bytes_per_session", rounded(payloadPerSession, 0)),
+    ("big_user_sessions", Double(bigUserSessions)),
+    ("max_call_ms", rounded(Double(maxCallMicroseconds) / 1000)),
+    ("list50_ms", rounded(listTimes.sorted()[2])),
+    ("delete_user_ms", rounded(deleteUserMilliseconds, 0)),
 ])
+
+extension Duration {
+    var milliseconds: Double { Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15 }
+}
 
 enum MetadataSize {
     static func bytes(_ value: JSONValue) -> Int {

@@ -108,7 +108,7 @@ struct DataTests {
             try await store.setMetadata(session.id, key: "timeout_mode", value: "custom:99999999999999")
             #expect(try await store.get(session.id)?.mode == .standard)
             #expect((1_799_000...1_800_000).contains(try await fixture.timerTTL(session.id)))
-            for idle in [Duration.seconds(Int64.max), .seconds(31 * 24 * 3600), .milliseconds(500), .zero, .seconds(-5)] {
+            for idle in [Duration.seconds(Int64.max), .seconds(31 * 24 * 3600), .microseconds(500), .zero, .seconds(-5)] {
                 let refused = await expectSessionError { try await store.setTimeoutMode(session.id, .custom(idle)) }
                 guard case .invalidTimeoutMode? = refused else {
                     Issue.record("\(idle): expected invalidTimeoutMode, got \(String(describing: refused))")

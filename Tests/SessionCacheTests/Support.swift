@@ -76,6 +76,8 @@ struct StoreFixture: Sendable {
 func testConfiguration() -> SessionStoreConfiguration {
     var configuration = SessionStoreConfiguration(namespace: "test")
     configuration.bucketCount = 64
+    // Tests wait for sessions to end: idle timeouts of a fraction of a second.
+    configuration.customIdleTimeouts = .milliseconds(1) ... .seconds(30 * 24 * 3600)
     return configuration
 }
 

@@ -18,8 +18,8 @@ struct FunctionLibraryTests {
     @Test func everyWrapperNamesARegisteredFunction() throws {
         let source = SessionFunctions.source
         let library = SessionFunctions.library
-        #expect(library.name == "session_cache_v1")
-        #expect(SessionFunctions.prefix == "session_v1_")
+        #expect(library.name == "session_cache_v2")
+        #expect(SessionFunctions.prefix == "session_v2_")
         let names = [
             CreateFunction.name, TouchFunction.name, HeartbeatFunction.name, ResumeFunction.name,
             GetFunction.name, RecentMessagesFunction.name, AppendFunction.name, ClearMessagesFunction.name,
@@ -45,9 +45,10 @@ struct FunctionLibraryTests {
             hash = hash &* 0x100_0000_01B3
         }
         let fingerprint = String(hash, radix: 16)
-        #expect(fingerprint == Self.fingerprintOfV1, "sessions.lua changed: its fingerprint is \(fingerprint)")
+        #expect(fingerprint == Self.fingerprintOfV2, "sessions.lua changed: its fingerprint is \(fingerprint)")
     }
 
-    // 5f8882614f7f65cb: numbers in key names as integers (compatible: identical below 1e14).
-    static let fingerprintOfV1 = "5f8882614f7f65cb"
+    // v2: create caps a user's sessions and prunes the index, delete_user works in batches, list
+    // scans a bounded number of entries (new arguments: a new library name).
+    static let fingerprintOfV2 = "2827a4798dded787"
 }

@@ -153,9 +153,11 @@ struct ListFunction: SessionFunction {
     static let isReadOnly = true
     let userIndexKey: String
     let limit: Int
+    /// The most index entries the call looks at.
+    let scan: Int
 
     var keys: [RESPArgument] { [.string(userIndexKey)] }
-    var arguments: [RESPArgument] { [.integer(limit)] }
+    var arguments: [RESPArgument] { [.integer(limit), .integer(scan)] }
 
     func decode(_ reply: RESPReply) throws(SessionError) -> [SessionSummary] {
         let reply = try FunctionReply(reply, of: Self.name)

@@ -1,4 +1,4 @@
-#!lua name=session_cache_v1
+#!lua name=session_cache_v2
 --
 -- The session store's server-side functions: a Redis Functions library (Redis >= 7.0), loaded by
 -- SessionStore with FUNCTION LOAD and replicated with the data. `redis-cli FUNCTION LIST` shows it.
@@ -212,14 +212,70 @@ local function schedule(bucket, id, idle, expires, deadline, lead, lifetime)
 end
 
 ------------------------------------------------------------------------------------------------
+-- delete: ends a session now (delete_one is also what delete_user and the per-user cap use).
+-- KEYS[1] the session hash. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
+-- With an expiry listener, the session is retired: its timer goes, its data stays for the cleanup
+-- hook (reason: deleted) and it is due at once. Without, every key goes now.
+-- Reply: {'ok'} | {'not_found'} (unknown, or ended already: an ended session awaiting its hook
+--   stays as it is)
+local function delete_one(session, now, channel, lifetime)
+  local f = redis.call('HMGET', session, F.user, F.created_at, F.idle, F.deadline, F.state, F.listener)
+  if not f[1] or f[5] == 'deleted' then return false end
+  local bucket, id = K.bucket(session), K.id(session)
+  local was_alive = redis.call('DEL', K.timer(session, f[3], f[4])) == 1
+  if f[6] == '1' then
+    if not was_alive then return false end
+    redis.call('HSET', session, F.state, 'deleted', F.last_activity, now)
+    redis.call('ZADD', K.deadlines(bucket), now, K.entry(id, f[3], f[4]))
+    keep(K.deadlines(bucket), lifetime)
+    redis.call('ZREM', K.warnings(bucket), id)
+    unlist(bucket, id, f[1])
+  else
+    remove_session(bucket, id, session, f[3], f[4], f[1])
+    if not was_alive then return false end
+    count_ended(bucket, now, f[2])
+  end
+  publish_event(channel, now, 'deleted', id, f[1])
+  return true
+end
+
+-- Removes from a user's index up to `budget` of its oldest entries whose sessions ended by
+-- themselves: without a listener their data goes too (nobody else would remove it); with one, an
+-- ended session awaiting its hook stays listed until finalize, and only entries whose session has
+-- no data left go. Stops at the first live entry. Returns how many went.
+local function prune_index(bucket, index, user, now, budget)
+  local pruned = 0
+  for _, id in ipairs(redis.call('ZRANGE', index, 0, budget - 1)) do
+    local session = K.session(bucket, id)
+    local kind = redis.call('TYPE', session).ok
+    -- A key overwritten by hand with another type is left for an operator to see.
+    if kind ~= 'hash' and kind ~= 'none' then break end
+    if kind == 'hash' and alive(session, now) then break end
+    local f = redis.call('HMGET', session, F.idle, F.deadline, F.listener)
+    if not f[1] then
+      unlist(bucket, id, user)
+    elseif f[3] ~= '1' then
+      remove_session(bucket, id, session, f[1], f[2], user)
+    else
+      break
+    end
+    pruned = pruned + 1
+  end
+  return pruned
+end
+
+------------------------------------------------------------------------------------------------
 -- create: a new session.
 -- KEYS[1] the session hash.
 -- ARGV: [1] user ('' for an anonymous session) [2] mode name [3] idle ms [4] absolute lifetime ms
 --   [5] agent type ('' for none) [6] listener mode '1'/'0' [7] grace ms (listener: safety TTL
 --   after the deadline; otherwise: after the timer) [8] warning lead ms (0: none) [9] lifetime of
---   the bucket's index keys ms [10] events channel ('' for none) [11...] metadata field/value
---   pairs (fields prefixed 'meta:')
--- Reply: {'ok', timer key, now, deadline} | {'exists'} (never reuse an id)
+--   the bucket's index keys ms [10] events channel ('' for none) [11] most sessions per user (0:
+--   no cap) [12...] metadata field/value pairs (fields prefixed 'meta:')
+-- Reply: {'ok', timer key, now, deadline, sessions ended by the cap} | {'exists'} (never reuse an id)
+-- A user's index is pruned as it is met: the oldest entries of sessions that ended by themselves
+-- go (a few per create, so that no call does much). Past the cap, the user's least recently
+-- written sessions end (as a delete: with a listener, their hooks run).
 local function create(keys, args)
   local session = keys[1]
   local bucket, id = K.bucket(session), K.id(session)
@@ -234,13 +290,13 @@ local function create(keys, args)
   local fields = {
     F.user, user, F.state, 'created', F.created_at, now, F.last_activity, now, F.idle, idle,
     F.deadline, deadline, F.mode, args[2], F.message_count, 0, F.version, 1, F.data_until, data_until,
-    F.listener, listener, F.grace, args[7], F.meta_count, (#args - 10) / 2,
+    F.listener, listener, F.grace, args[7], F.meta_count, (#args - 11) / 2,
   }
   if args[5] ~= '' then
     fields[#fields + 1] = F.agent_type
     fields[#fields + 1] = args[5]
   end
-  for i = 11, #args do
+  for i = 12, #args do
     fields[#fields + 1] = args[i]
     size = size + #args[i]
   end
@@ -252,18 +308,33 @@ local function create(keys, args)
   redis.call('SET', timer, 0, 'PXAT', expires)
   local lifetime = tonumber(args[9])
   if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[8], lifetime) end
+  local evicted = 0
   if user ~= '' then
     local index = K.user(bucket, user)
     redis.call('ZADD', index, now, id)
     keep(index, lifetime)
     redis.call('HINCRBY', K.users(bucket), user, 1)
     keep(K.users(bucket), lifetime)
+    prune_index(bucket, index, user, now, 4)
+    local cap = tonumber(args[11])
+    -- At most a few ends per call: a cap lowered below a user's count takes effect create by create.
+    while cap > 0 and evicted < 4 and redis.call('ZCARD', index) > cap do
+      local oldest = redis.call('ZRANGE', index, 0, 0)[1]
+      if oldest == id then break end
+      if redis.call('TYPE', K.session(bucket, oldest)).ok ~= 'hash' then
+        unlist(bucket, oldest, user)
+      elseif delete_one(K.session(bucket, oldest), now, args[10], lifetime) then
+        evicted = evicted + 1
+      else
+        unlist(bucket, oldest, user)
+      end
+    end
   end
   local stats = K.stats(bucket)
   redis.call('HINCRBY', stats, 'created', 1)
   redis.call('PEXPIRE', stats, STATS_LIFETIME)
   publish_event(args[10], now, 'created', id, user)
-  return {'ok', timer, now, deadline}
+  return {'ok', timer, now, deadline, evicted}
 end
 
 ------------------------------------------------------------------------------------------------
@@ -542,70 +613,51 @@ local function rotate(keys, args)
   return {'ok', new_timer, now, hgetall(new)}
 end
 
-------------------------------------------------------------------------------------------------
--- delete: ends a session now.
--- KEYS[1] the session hash. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
--- With an expiry listener, the session is retired: its timer goes, its data stays for the cleanup
--- hook (reason: deleted) and it is due at once. Without, every key goes now.
--- Reply: {'ok'} | {'not_found'} (unknown, or ended already: an ended session awaiting its hook
---   stays as it is)
-local function delete_one(session, now, channel, lifetime)
-  local f = redis.call('HMGET', session, F.user, F.created_at, F.idle, F.deadline, F.state, F.listener)
-  if not f[1] or f[5] == 'deleted' then return false end
-  local bucket, id = K.bucket(session), K.id(session)
-  local was_alive = redis.call('DEL', K.timer(session, f[3], f[4])) == 1
-  if f[6] == '1' then
-    if not was_alive then return false end
-    redis.call('HSET', session, F.state, 'deleted', F.last_activity, now)
-    redis.call('ZADD', K.deadlines(bucket), now, K.entry(id, f[3], f[4]))
-    keep(K.deadlines(bucket), lifetime)
-    redis.call('ZREM', K.warnings(bucket), id)
-    unlist(bucket, id, f[1])
-  else
-    remove_session(bucket, id, session, f[3], f[4], f[1])
-    if not was_alive then return false end
-    count_ended(bucket, now, f[2])
-  end
-  publish_event(channel, now, 'deleted', id, f[1])
-  return true
-end
-
 local function delete(keys, args)
   if delete_one(keys[1], now_ms(), args[1], tonumber(args[2])) then return {'ok'} end
   return {'not_found'}
 end
 
--- delete_user: ends every session of a user ("log out everywhere"), atomically: a session created
--- concurrently is either ended too or created after (and listed).
+-- delete_user: ends a user's sessions ("log out everywhere"), at most ARGV[3] per call so that no
+-- call holds Redis long; the caller calls again while sessions remain. A session created while the
+-- calls go on is ended by a later one, or created after the last (and then listed).
 -- KEYS[1] the user's index. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
--- Reply: {'ok', count}
+--   [3] most sessions to visit in this call [4] the user
+-- Reply: {'ok', live sessions ended, entries left in the index}
+-- Entries of sessions that ended already leave the index too (with a listener the hook still runs:
+-- finalize does not need the entry).
 local function delete_user(keys, args)
   local index = keys[1]
   local bucket = K.bucket(index)
   local now = now_ms()
   local count = 0
-  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    if delete_one(K.session(bucket, id), now, args[1], tonumber(args[2])) then count = count + 1 end
+  for _, id in ipairs(redis.call('ZRANGE', index, 0, tonumber(args[3]) - 1)) do
+    if delete_one(K.session(bucket, id), now, args[1], tonumber(args[2])) then
+      count = count + 1
+    else
+      unlist(bucket, id, args[4])
+    end
   end
-  -- What is left are entries of sessions that ended by themselves: their hooks remove them.
-  return {'ok', count}
+  return {'ok', count, redis.call('ZCARD', index)}
 end
 
 ------------------------------------------------------------------------------------------------
--- list (read-only): a user's live sessions, most recent write first, at most ARGV[1].
+-- list (read-only): a user's live sessions, most recent write first, at most ARGV[1], among at
+-- most ARGV[2] index entries (the cost of a call is bounded whatever the index holds).
 -- KEYS[1] the user's index.
 -- Reply: {'ok', now, {id, agent type, last activity, message count, state, last message}...}
 local function list(keys, args)
   local index = keys[1]
   local bucket = K.bucket(index)
   local limit = tonumber(args[1])
+  local budget = tonumber(args[2])
   local now = now_ms()
   local out = {}
   local start = 0
-  -- Entries of ended sessions are skipped (their hooks remove them), so read in pages until
-  -- `limit` live ones are found.
-  while #out < limit do
-    local ids = redis.call('ZREVRANGE', index, start, start + limit - 1)
+  -- Entries of ended sessions are skipped (writes prune them, hooks remove them), so read in
+  -- pages until `limit` live ones are found or the budget is spent.
+  while #out < limit and start < budget do
+    local ids = redis.call('ZREVRANGE', index, start, math.min(start + limit, budget) - 1)
     if #ids == 0 then break end
     start = start + #ids
     for _, id in ipairs(ids) do
@@ -1176,7 +1228,7 @@ local function register(name, callback, read_only, cross_slot)
   local flags = {}
   if read_only then flags[#flags + 1] = 'no-writes' end
   if cross_slot then flags[#flags + 1] = 'allow-cross-slot-keys' end
-  redis.register_function{function_name = 'session_v1_' .. name, callback = callback, flags = flags}
+  redis.register_function{function_name = 'session_v2_' .. name, callback = callback, flags = flags}
 end
 
 register('create', create)

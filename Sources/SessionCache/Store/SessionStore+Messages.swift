@@ -51,7 +51,10 @@ extension SessionStore {
     public func recentMessages(_ id: String, limit: Int = 20) async throws(SessionError) -> [SessionMessage] {
         try validate(id: id)
         return try await instrumentation.run("recent_messages", session: id) {
-            guard let lines = try await redis.call(RecentMessagesFunction(sessionKey: keyspace.session(id), limit: max(1, limit))) else {
+            guard
+                let lines = try await redis.call(
+                    RecentMessagesFunction(sessionKey: keyspace.session(id), limit: min(max(1, limit), configuration.messageWindow)))
+            else {
                 throw SessionError.notFound
             }
             return try lines.map { value in

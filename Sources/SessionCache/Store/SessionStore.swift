@@ -81,7 +81,8 @@ public final class SessionStore: Sendable {
             let result = try await redis.call(
                 CreateFunction(
                     sessionKey: keyspace.session(id), user: user, mode: mode.mode, absoluteLifetime: mode.absoluteLifetime,
-                    agentType: agentType, retention: retention(for: mode), eventsChannel: eventsChannel, metadata: encoded),
+                    agentType: agentType, retention: retention(for: mode), eventsChannel: eventsChannel,
+                    maxSessionsPerUser: configuration.limits.maxSessionsPerUser ?? 0, metadata: encoded),
                 replicatedTo: configuration.replicaAcknowledgement)
             guard case .created(let timer, let now, let deadline) = result else {
                 // 144 random bits do not collide; an existing key means someone forged one.

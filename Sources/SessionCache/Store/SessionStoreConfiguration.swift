@@ -24,9 +24,18 @@ public struct SessionStoreConfiguration: Sendable {
         /// The most a session may hold: its messages (as stored), metadata keys and values, and
         /// agent type. Checked after the message window is trimmed.
         public var maxSessionBytes = 1024 * 1024
+        /// The most sessions one user may have; nil: no cap. Creating one more ends the user's
+        /// least recently written session, as ``SessionStore/delete(_:)`` would (with an expiry
+        /// listener its hook runs, reason `deleted`): one account cannot fill Redis, and the
+        /// oldest device is logged out as services with a device limit do. Default 1,000.
+        public var maxSessionsPerUser: Int? = 1000
+        /// The most index entries one ``SessionStore/list(user:limit:)`` looks at: entries of
+        /// sessions that ended by themselves are skipped until writes prune them, and this bounds
+        /// the call's cost whatever the index holds. Default 1,000 (a `limit` above it is lowered).
+        public var maxListScan = 1000
 
         /// 16 KiB per metadata value, 256 keys of at most 128 bytes, 64 KiB per message, 100
-        /// messages per call, 1 MiB per session.
+        /// messages per call, 1 MiB per session, 1,000 sessions per user.
         public init() {}
     }
 
@@ -192,7 +201,9 @@ public struct SessionStoreConfiguration: Sendable {
         if messageWindow < 1 { throw .invalidConfiguration("messageWindow must be at least 1") }
         if hookSafetyTTL <= .zero || dataGrace <= .zero { throw .invalidConfiguration("hookSafetyTTL and dataGrace must be positive") }
         if let lead = expiryWarningLead, lead <= .zero { throw .invalidConfiguration("expiryWarningLead must be positive") }
-        if limits.maxSessionBytes < 1 || limits.maxMetadataKeys < 0 || limits.maxMessagesPerCall < 1 {
+        if limits.maxSessionBytes < 1 || limits.maxMetadataKeys < 0 || limits.maxMessagesPerCall < 1 || limits.maxListScan < 1
+            || (limits.maxSessionsPerUser ?? 1) < 1
+        {
             throw .invalidConfiguration("limits must be positive")
         }
     }

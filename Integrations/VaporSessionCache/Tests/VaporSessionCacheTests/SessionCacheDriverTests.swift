@@ -97,6 +97,7 @@ struct SessionCacheDriverTests {
             try await client.withRunning { client in
                 var configuration = SessionStoreConfiguration(namespace: "vapor-hooks")
                 configuration.expiryListener = true
+                configuration.customIdleTimeouts = .milliseconds(100) ... .seconds(3600)
                 let store = try SessionStore(client: client, configuration: configuration)
                 let (expired, continuation) = AsyncStream.makeStream(of: String.self)
                 let listener = ExpiryListener(store: store) { ended in continuation.yield(ended.session.id) }
