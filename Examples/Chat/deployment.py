@@ -4,9 +4,14 @@ them (round robin, no stickiness). Used by scripts/demo-web (which serves until 
 browser test (Tests/Browser/chat_test.py), which also kills and restarts instances.
 
     python3 Examples/Chat/deployment.py BINARY [--instances 3] [--idle 30] [--warning 10]
+
+The instances get a random admin token (CHAT_ADMIN_TOKEN, in their environment only) for
+GET /admin/hook-runs: `Deployment.admin_token`, and a curl header file in the deployment's
+directory (`Deployment.admin_headers`, readable by this user only).
 """
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -75,6 +80,7 @@ class Deployment:
         self.idle = idle
         self.warning = warning
         self.dir = tempfile.mkdtemp(prefix="ssc-chat-")
+        self.admin_token = secrets.token_urlsafe(32)
         self.redis_port = free_port()
         self.ports = [free_port() for _ in range(instances)]
         self.metrics_ports = [free_port() for _ in range(instances)]
@@ -87,10 +93,18 @@ class Deployment:
     def url(self):
         return "http://127.0.0.1:%d/" % self.port
 
+    @property
+    def admin_headers(self):
+        return os.path.join(self.dir, "admin-headers")
+
     def log(self, index):
         return os.path.join(self.dir, "chat-%d.log" % index)
 
     def start(self):
+        # For `curl -H @FILE`: the token stays out of every command line.
+        descriptor = os.open(self.admin_headers, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write("Authorization: Bearer %s\n" % self.admin_token)
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
              "--notify-keyspace-events", "KEx"],
@@ -113,6 +127,7 @@ class Deployment:
             "PORT": str(self.ports[index]), "INSTANCE": "chat-%d" % (index + 1),
             "REDIS_URL": "redis://127.0.0.1:%d" % self.redis_port, "CHAT_IDLE_SECONDS": str(self.idle),
             "CHAT_WARNING_SECONDS": str(self.warning), "SECURE_COOKIE": "0", "METRICS_PORT": str(self.metrics_ports[index]),
+            "CHAT_ADMIN_TOKEN": self.admin_token,
         })
         with open(self.log(index), "a") as log:
             self.instances[index] = subprocess.Popen([self.binary], env=environment, stdout=log, stderr=subprocess.STDOUT)
@@ -150,6 +165,7 @@ def main():
     deployment = Deployment(arguments.binary, arguments.instances, arguments.idle, arguments.warning).start()
     print("chat: %s  (%d instances behind nginx, Redis on port %d; Ctrl-C stops)" % (deployment.url, deployment.count, deployment.redis_port))
     print("metrics: " + ", ".join("http://127.0.0.1:%d/metrics" % port for port in deployment.metrics_ports))
+    print("hook runs: curl -H @%s %sadmin/hook-runs" % (deployment.admin_headers, deployment.url))
     sys.stdout.flush()
     try:
         signal.pause()

@@ -16,9 +16,11 @@ import NIOConcurrencyHelpers
 /// }
 /// ```
 ///
-/// The server writes its pid to `redis.pid` in its directory (`/tmp/ssc-redis-*`), so a test
-/// runner that crashed can be cleaned up after (`scripts/test` does; so does the next process
-/// that starts a server). Servers still running when their process exits are killed.
+/// The server writes its pid to `redis.pid` in its directory (`/tmp/ssc-redis-*`), next to
+/// `owner.pid`, the pid of the process that started it, so a test runner that crashed can be
+/// cleaned up after (`scripts/test` does; so does the next process that starts a server), while
+/// the servers of processes still running are left alone. Servers still running when their
+/// process exits are killed.
 public final class RedisServer: @unchecked Sendable {
     /// How the server is started.
     public struct Options: Sendable {
@@ -127,6 +129,8 @@ public final class RedisServer: @unchecked Sendable {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("ssc-redis-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // Its owner: a server is reaped (ServerReaper, scripts/test) only once this process is gone.
+        try "\(getpid())\n".write(to: directory.appendingPathComponent("owner.pid"), atomically: true, encoding: .utf8)
         var lastError: (any Error)?
         // A free port can be taken by someone else before redis-server binds it: try a few.
         for _ in 0..<5 {

@@ -36,10 +36,15 @@ public struct TLSCertificates: Sendable {
     public static func make() async throws -> TLSCertificates {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("ssc-tls-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Only this user may read the keys: the directory is 0700, and every file is made 0600
+        // (umask 077) rather than widened after it was written.
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         // One authority, two leaf certificates; EC keys keep it quick.
         let script = """
             set -e
+            umask 077
+            chmod 700 '\(directory)'
             cd '\(directory)'
             printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext
             printf 'extendedKeyUsage=clientAuth\\n' > client.ext
@@ -51,7 +56,7 @@ public struct TLSCertificates: Sendable {
               openssl x509 -req -in $leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
                 -extfile $leaf.ext -out $leaf.crt 2>&1
             done
-            chmod 644 *.key
+            chmod 600 *.key
             """
         let (status, output) = try await ChildProcess.run(RedisServer.findExecutable("sh"), ["-c", script])
         guard status == 0 else {

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The example chat in a real browser (headless Chromium through Selenium), three instances
-behind nginx, on loopback. Steps (screenshots of each in ARTIFACTS, default /tmp/chat-artifacts):
+behind nginx, on loopback. Steps (screenshots of each in $ARTIFACTS, default a new temporary
+directory chat-artifacts-*; the directory used is printed):
 
 1. log in, send messages;
 2. reload: the conversation is there, though the requests went to different instances;
@@ -15,7 +16,9 @@ Usage: chat_test.py CHAT_BINARY
 """
 import os
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../Examples/Chat"))
@@ -28,7 +31,9 @@ from selenium.common.exceptions import StaleElementReferenceException  # noqa: E
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-ARTIFACTS = os.environ.get("ARTIFACTS", "/tmp/chat-artifacts")
+# A fresh directory unless $ARTIFACTS names one: fixed names in a shared /tmp could be planted
+# (a symbolic link where a screenshot is written).
+ARTIFACTS = os.environ.get("ARTIFACTS") or tempfile.mkdtemp(prefix="chat-artifacts-")
 IDLE, WARNING = 8, 5
 
 
@@ -84,6 +89,8 @@ def send(driver, text):
 
 
 def main(binary):
+    print("chat browser test: screenshots in %s" % ARTIFACTS)
+    sys.stdout.flush()
     deployment = Deployment(binary, instances=3, idle=IDLE, warning=WARNING).start()
     first = browser()
     other = None
@@ -147,9 +154,17 @@ def main(binary):
         wait(first, lambda: first.find_element(By.ID, "name").is_displayed(), "the end of the idle conversation", timeout=IDLE + 10)
         shot(first, "5b-ended")
 
-        def hook_runs():
-            with urllib.request.urlopen(url + "admin/hook-runs", timeout=2) as response:
+        def hook_runs(token=deployment.admin_token):
+            request = urllib.request.Request(url + "admin/hook-runs", headers={"Authorization": "Bearer " + token})
+            with urllib.request.urlopen(request, timeout=2) as response:
                 return response.read().decode()
+
+        # The admin endpoint needs the instances' token.
+        try:
+            hook_runs("not-the-token")
+            raise AssertionError("/admin/hook-runs answered a wrong token")
+        except urllib.error.HTTPError as error:
+            assert error.code == 401, "/admin/hook-runs with a wrong token: %d" % error.code
 
         wait(first, lambda: "alice 1" in hook_runs().splitlines(), "the cleanup hook", timeout=20)
         time.sleep(1)  # a duplicate would show up within the claim's renewal, well under a second here

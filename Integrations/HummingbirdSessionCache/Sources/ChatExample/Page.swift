@@ -1,8 +1,9 @@
-/// The chat page: plain HTML and a little JavaScript, served by every instance.
+/// The chat page: plain HTML, its stylesheet and a little JavaScript, served by every instance.
+/// The script and the stylesheet are files of their own (`/app.js`, `/app.css`), so that the page's
+/// Content-Security-Policy allows no inline code; the script puts user text in the page only as
+/// text (`textContent`), never as HTML.
 let page = """
-    <!doctype html><html><head><meta charset="utf-8"><title>Chat</title>
-    <style>body{font-family:system-ui,sans-serif;max-width:720px;margin:2em auto}#log{border:1px solid #ccc;min-height:200px;padding:8px}
-    .user{color:#235}.assistant{color:#585}#warning{background:#fd6;padding:6px;display:none}.hidden{display:none}</style></head><body>
+    <!doctype html><html><head><meta charset="utf-8"><title>Chat</title><link rel="stylesheet" href="/app.css"></head><body>
     <h1>Chat</h1><p>served by <b id="instance">?</b></p>
     <div id="login"><input id="name" placeholder="your name"><button id="login-button">Log in</button></div>
     <div id="chat" class="hidden">
@@ -14,8 +15,25 @@ let page = """
       <p><button id="conversations-button">My conversations</button> <button id="logout-everywhere">Log out everywhere</button></p>
       <ul id="conversations"></ul>
     </div>
-    <script>
+    <script src="/app.js"></script></body></html>
+    """
+
+/// The page's stylesheet (`/app.css`).
+let stylesheet = """
+    body{font-family:system-ui,sans-serif;max-width:720px;margin:2em auto}#log{border:1px solid #ccc;min-height:200px;padding:8px}
+    .user{color:#235}.assistant{color:#585}#warning{background:#fd6;padding:6px;display:none}.hidden{display:none}
+    """
+
+/// The page's script (`/app.js`).
+let script = """
     const $ = (id) => document.getElementById(id);
+    // An element holding `text` as text: whatever a user typed is never parsed as HTML.
+    function element(tag, text, className) {
+      const node = document.createElement(tag);
+      node.textContent = text;
+      if (className) node.className = className;
+      return node;
+    }
     async function post(path, body) {
       const response = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body || {})});
       if (!response.ok) throw new Error(path + ": " + response.status);
@@ -31,16 +49,15 @@ let page = """
       $("left").textContent = Math.round(state.secondsLeft) + " s left";
       $("warning").style.display = state.warning ? "block" : "none";
       if (document.activeElement !== $("mode")) $("mode").value = state.mode.startsWith("custom") ? "short" : state.mode;
-      $("log").innerHTML = state.messages.map((m) => `<div class="${m.role}">${m.role}: ${m.content.replace(/</g, "&lt;")}</div>`).join("");
+      $("log").replaceChildren(...state.messages.map((m) => element("div", m.role + ": " + m.content, m.role)));
     }
     $("login-button").onclick = async () => { await post("/api/login", {user: $("name").value}); await refresh(); };
     $("send").onsubmit = async (event) => { event.preventDefault(); const text = $("text").value; $("text").value = ""; await post("/api/messages", {text}); await refresh(); };
     $("mode").onchange = async () => { await post("/api/mode", {mode: $("mode").value}); await refresh(); };
     $("conversations-button").onclick = async () => {
       const list = await (await fetch("/api/conversations")).json();
-      $("conversations").innerHTML = list.list.map((item) => `<li>${item}</li>`).join("");
+      $("conversations").replaceChildren(...list.list.map((item) => element("li", item)));
     };
     $("logout-everywhere").onclick = async () => { await post("/api/logout-everywhere"); await refresh(); };
     refresh(); setInterval(() => refresh().catch(() => {}), 1000);
-    </script></body></html>
     """

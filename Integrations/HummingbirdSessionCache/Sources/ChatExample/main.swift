@@ -6,7 +6,8 @@
 // Environment: HOST (127.0.0.1; 0.0.0.0 in a container), PORT (8080), REDIS_URL (redis://127.0.0.1:6379), INSTANCE (a name shown in the
 // page), CHAT_IDLE_SECONDS (idle timeout of the "short" mode, 30), CHAT_WARNING_SECONDS (10),
 // SECURE_COOKIE (1; 0 for plain HTTP on localhost), METRICS_PORT (Prometheus text on
-// /metrics; unset: no metrics endpoint).
+// /metrics; unset: no metrics endpoint), CHAT_ADMIN_TOKEN (the bearer token of /admin/hook-runs;
+// unset or empty: no admin endpoint).
 import Foundation
 import HiredisNIO
 import Hummingbird
@@ -22,6 +23,7 @@ let port = Int(environment["PORT"] ?? "") ?? 8080
 let instance = environment["INSTANCE"] ?? "chat-\(port)"
 let idle = Duration.seconds(Int(environment["CHAT_IDLE_SECONDS"] ?? "") ?? 30)
 let warning = Duration.seconds(Int(environment["CHAT_WARNING_SECONDS"] ?? "") ?? 10)
+let adminToken = environment["CHAT_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
 let logger: Logger = {
     var logger = Logger(label: instance)
     logger.logLevel = .info
@@ -91,6 +93,27 @@ struct Conversation: ResponseEncodable {
     var list: [String]
 }
 
+/// The page's policy: its script and stylesheet come from this origin only, no inline code, no
+/// plugins, no `<base>`, no framing.
+let securityPolicy =
+    "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+
+/// A response of the page or one of its files.
+func asset(_ text: String, type: String) -> Response {
+    Response(
+        status: .ok, headers: [.contentType: type, .contentSecurityPolicy: securityPolicy],
+        body: .init(byteBuffer: ByteBuffer(string: text)))
+}
+
+/// Whether `presented` is the admin token, compared in a time that does not depend on where they differ.
+func isAdminToken(_ presented: String, _ token: String) -> Bool {
+    let given = Array(presented.utf8)
+    let expected = Array(token.utf8)
+    var difference: UInt8 = given.count == expected.count ? 0 : 1
+    for index in expected.indices { difference |= expected[index] ^ (index < given.count ? given[index] : 0) }
+    return difference == 0
+}
+
 struct Login: Decodable { var user: String }
 struct Text: Decodable { var text: String }
 struct ModeChoice: Decodable { var mode: String }
@@ -100,12 +123,12 @@ router.add(middleware: LogRequestsMiddleware(.debug))
 router.add(
     middleware: SessionCacheMiddleware(
         store: store, locks: locks, cookie: .init(name: "chat", secure: environment["SECURE_COOKIE"] != "0"),
-        // The page polls its state: that must not keep an idle conversation alive.
-        passive: { $0.method == .get && $0.uri.path == "/api/state" }))
+        // The page polls its state, and loads its files: that must not keep an idle conversation alive.
+        passive: { $0.method == .get && ["/api/state", "/app.js", "/app.css"].contains($0.uri.path) }))
 
-router.get("/") { _, _ in
-    Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
-}
+router.get("/") { _, _ in asset(page, type: "text/html; charset=utf-8") }
+router.get("/app.js") { _, _ in asset(script, type: "text/javascript; charset=utf-8") }
+router.get("/app.css") { _, _ in asset(stylesheet, type: "text/css; charset=utf-8") }
 router.get("/api/state") { _, context -> State in
     guard let session = context.session.current else {
         return State(instance: instance, user: nil, mode: nil, secondsLeft: nil, warning: false, messages: [])
@@ -146,7 +169,13 @@ router.post("/api/logout-everywhere") { _, context -> HTTPResponse.Status in
     _ = try await store.deleteAll(user: user)
     return .ok
 }
-router.get("/admin/hook-runs") { _, _ -> String in
+// The hook's counts, for the operator and the browser test: only with the token
+// (`Authorization: Bearer CHAT_ADMIN_TOKEN`); without one configured, there is no such endpoint.
+router.get("/admin/hook-runs") { request, _ -> String in
+    guard let adminToken else { throw HTTPError(.notFound) }
+    guard let authorization = request.headers[.authorization], authorization.lowercased().hasPrefix("bearer "),
+        isAdminToken(String(authorization.dropFirst("bearer ".count)), adminToken)
+    else { throw HTTPError(.unauthorized) }
     let pairs = try await redis.send(RESPCommand("HGETALL", "chat:hook-runs")).array?.compactMap(\.string) ?? []
     return stride(from: 0, to: pairs.count - 1, by: 2).map { "\(pairs[$0]) \(pairs[$0 + 1])" }.joined(separator: "\n")
 }
