@@ -53,6 +53,36 @@ struct ConnectionOptions: ParsableArguments {
     }
 }
 
+/// Every line this tool prints goes through here: user names, previews, metadata and messages are
+/// whoever's input, and a terminal obeys control sequences in them (ESC [ … to rewrite the screen,
+/// OSC 52 to fill the clipboard). Control characters (C0 but tab and line feed, DEL, C1) and bidirectional
+/// overrides are printed escaped as `\u00XX` (which is also valid inside JSON strings).
+func print(_ text: String) {
+    Swift.print(terminalSafe(text))
+}
+
+/// `text` with control characters and bidirectional overrides escaped as `\uXXXX`.
+func terminalSafe(_ text: String) -> String {
+    func isUnsafe(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09, 0x0A: return false
+        case 0x00...0x1F, 0x7F...0x9F, 0x202A...0x202E, 0x2066...0x2069: return true
+        default: return false
+        }
+    }
+    guard text.unicodeScalars.contains(where: isUnsafe) else { return text }
+    var escaped = ""
+    for scalar in text.unicodeScalars {
+        if isUnsafe(scalar) {
+            let hex = String(scalar.value, radix: 16)
+            escaped += "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+        } else {
+            escaped.unicodeScalars.append(scalar)
+        }
+    }
+    return escaped
+}
+
 /// Prints a value as JSON (sorted keys, ISO dates).
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()

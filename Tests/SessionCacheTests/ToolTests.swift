@@ -77,6 +77,20 @@ struct ToolTests {
 
             let help = try await runTool("session-cache", ["show", "--help"])
             #expect(help.output.contains("redis-cli HGETALL"))
+            // Whoever's input (a user name, a message) must not drive the operator's terminal:
+            // ESC sequences and OSC 52 (clipboard) come out escaped.
+            let hostile = "mallory\u{1B}[2J\u{1B}]52;c;ZXZpbA==\u{07}\u{9B}31m\u{202E}"
+            let trap = try await fixture.store.create(user: hostile, agentType: "agent")
+            try await fixture.store.appendMessage(trap.id, SessionMessage(role: "user", content: "hi\u{1B}[31m red"))
+            for arguments in [["ls", "--user", hostile], ["show", trap.id], ["show", trap.id, "--json"]] {
+                let output = try await runTool("session-cache", arguments + common)
+                #expect(output.status == 0)
+                let controls = output.output.unicodeScalars.filter {
+                    $0.value < 0x20 && $0 != "\n" || (0x7F...0x9F).contains($0.value) || $0.value == 0x202E
+                }
+                #expect(controls.isEmpty, "\(arguments[0]): \(controls.map(\.value))")
+                #expect(output.output.contains("\\u001b"), "\(arguments[0]) shows the escape, escaped")
+            }
             let json2 = try await runTool("session-cache", ["ttl", "not-an-id"] + common)
             #expect(json2.status != 0)
             let missing = try await runTool("session-cache", ["ttl", session.id] + common)

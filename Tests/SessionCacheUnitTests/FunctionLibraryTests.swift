@@ -25,7 +25,7 @@ struct FunctionLibraryTests {
             GetFunction.name, RecentMessagesFunction.name, AppendFunction.name, ClearMessagesFunction.name,
             SetMetadataFunction.name, RotateFunction.name, DeleteFunction.name, DeleteUserFunction.name, ListFunction.name,
             StatsFunction.name, ClaimFunction.name, RenewFunction.name, FinalizeFunction.name, ListenersFunction.name,
-            BindBeginFunction.name, BindPlaceFunction.name, BindFinishFunction.name, PartnerFunction.name,
+            BindBeginFunction.name, BindPlaceFunction.name, BindFinishFunction.name, BindUndoFunction.name, PartnerFunction.name,
             LockAcquireFunction.name, LockReleaseFunction.name, LockExtendFunction.name, LockAbandonFunction.name,
         ]
         for name in names { #expect(source.contains("register('\(name)', "), "\(name) is not registered") }
@@ -49,6 +49,7 @@ struct FunctionLibraryTests {
     }
 
     // v2: create caps a user's sessions and prunes the index, delete_user works in batches, list
-    // scans a bounded number of entries (new arguments: a new library name).
-    static let fingerprintOfV2 = "2827a4798dded787"
+    // scans a bounded number of entries, binds mark the session and converge (new arguments: a
+    // new library name).
+    static let fingerprintOfV2 = "d98a3f5050e3f2ac"
 }

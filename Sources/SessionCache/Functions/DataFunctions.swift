@@ -19,6 +19,8 @@ enum WriteResult: Sendable, Equatable {
     case tooLarge(bytes: Int)
     case tooManyKeys(count: Int)
     case staleLease
+    /// The session is being bound to its user (``SessionError/bindingInProgress``).
+    case binding
 }
 
 /// `append`: appends messages, trims the window, checks the size after trimming.
@@ -50,6 +52,7 @@ struct AppendFunction: SessionFunction {
         case "not_alive": return Result(write: .notAlive, length: 0)
         case "too_large": return Result(write: .tooLarge(bytes: try reply.int(0)), length: 0)
         case "stale_lease": return Result(write: .staleLease, length: 0)
+        case "binding": return Result(write: .binding, length: 0)
         default: throw reply.unexpected()
         }
     }
@@ -70,6 +73,7 @@ struct ClearMessagesFunction: SessionFunction {
         case "ok": return .written
         case "not_alive": return .notAlive
         case "stale_lease": return .staleLease
+        case "binding": return .binding
         default: throw reply.unexpected()
         }
     }
@@ -121,6 +125,7 @@ struct SetMetadataFunction: SessionFunction {
         case "too_large": return Result(write: .tooLarge(bytes: try reply.int(0)), timer: nil)
         case "too_many_keys": return Result(write: .tooManyKeys(count: try reply.int(0)), timer: nil)
         case "stale_lease": return Result(write: .staleLease, timer: nil)
+        case "binding": return Result(write: .binding, timer: nil)
         default: throw reply.unexpected()
         }
     }

@@ -166,6 +166,8 @@ struct RotateFunction: SessionFunction {
         case rotated(timer: String, now: Int, record: SessionRecord)
         case notAlive
         case exists
+        /// The session is being bound to its user (``SessionError/bindingInProgress``).
+        case binding
     }
 
     static let name = "rotate"
@@ -182,6 +184,7 @@ struct RotateFunction: SessionFunction {
         case "ok": return .rotated(timer: try reply.string(0), now: try reply.int(1), record: SessionRecord(try reply.array(2)))
         case "not_alive": return .notAlive
         case "exists": return .exists
+        case "binding": return .binding
         default: throw reply.unexpected()
         }
     }
@@ -243,24 +246,31 @@ struct DeleteUserFunction: SessionFunction {
 /// `bind_begin`: marks the anonymous session and returns what it holds.
 struct BindBeginFunction: SessionFunction {
     enum Result: Sendable {
-        case marked(timerExpiry: Int, lastSeen: Int, fields: [RESPReply], messages: [RESPReply])
+        /// `newID` is the id every bind of this session uses: the one given, or that of a bind
+        /// under way.
+        case marked(timerExpiry: Int, lastSeen: Int, fields: [RESPReply], messages: [RESPReply], newID: String)
         case notAlive
         case notAnonymous
     }
 
     static let name = "bind_begin"
+    /// How long a bind's mark holds the session (writes refused, other binds converging on it):
+    /// far longer than the two calls that follow take, short enough that an interrupted bind
+    /// does not leave the session read-only for long.
+    static let markLifetime = Duration.seconds(30)
     let sessionKey: String
     let newID: String
 
     var keys: [RESPArgument] { [.string(sessionKey)] }
-    var arguments: [RESPArgument] { [.string(newID)] }
+    var arguments: [RESPArgument] { [.string(newID), .integer(Self.markLifetime.wholeMilliseconds)] }
 
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
         case "ok":
             return .marked(
-                timerExpiry: try reply.int(0), lastSeen: try reply.int(1), fields: try reply.array(2), messages: try reply.array(3))
+                timerExpiry: try reply.int(0), lastSeen: try reply.int(1), fields: try reply.array(2), messages: try reply.array(3),
+                newID: try reply.string(4))
         case "not_alive": return .notAlive
         case "not_anonymous": return .notAnonymous
         default: throw reply.unexpected()
@@ -323,7 +333,38 @@ struct BindFinishFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(sessionKey)] }
     var arguments: [RESPArgument] { [.string(newID), .string(eventsChannel)] }
 
-    /// Whether the anonymous session was still marked for `newID` (and is gone now).
+    enum Result: Sendable {
+        /// The anonymous session is gone; its data lives under the new id.
+        case finished
+        /// It is gone already (it ended, or another bind converging on the same id finished it).
+        case notFound
+        /// It is marked for another id now (after this bind's mark lapsed).
+        case other
+        /// Its mark lapsed: it may have taken writes the new session lacks, so it stays.
+        case lapsed
+    }
+
+    func decode(_ reply: RESPReply) throws(SessionError) -> Result {
+        let reply = try FunctionReply(reply, of: Self.name)
+        switch reply.status {
+        case "ok": return .finished
+        case "not_found": return .notFound
+        case "lapsed": return .lapsed
+        case "other": return .other
+        default: throw reply.unexpected()
+        }
+    }
+}
+
+/// `bind_undo`: removes the copy a bind placed when its finish found the mark lapsed.
+struct BindUndoFunction: SessionFunction {
+    static let name = "bind_undo"
+    let sessionKey: String
+    let oldID: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [.string(oldID)] }
+
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {

@@ -50,7 +50,7 @@ extension SessionFunctions {
           idle = 'idle_ms', deadline = 'deadline_at', mode = 'mode', message_count = 'message_count',
           agent_type = 'agent_type', version = 'version', size = 'size_bytes', meta_count = 'meta_count',
           data_until = 'data_until', listener = 'listener', grace = 'grace_ms', warned_for = 'warned_for',
-          binding_to = 'binding_to', bound_from = 'bound_from',
+          binding_to = 'binding_to', binding_until = 'binding_until', bound_from = 'bound_from',
         }
 
         -- A number as the digits of its integer part: for every number that goes into a key or member
@@ -124,8 +124,12 @@ extension SessionFunctions {
         end
 
         -- Every key has a TTL: a bucket-wide key lives `lifetime` past its last write (longer than any
-        -- session in it).
-        local function keep(key, lifetime) redis.call('PEXPIRE', key, lifetime) end
+        -- session in it). Never shortened: a session of a short mode must not cut the index below what a
+        -- longer one in it needs (a plain PEXPIRE did).
+        local function keep(key, lifetime)
+          local left = redis.call('PTTL', key)
+          if left < tonumber(lifetime) then redis.call('PEXPIRE', key, lifetime) end
+        end
 
         -- The timing of a session if it is alive at `now`: its fields (idle, deadline, state, then
         -- `extra` ones), its timer key and the ms it has left; nil when it has no data, its timer is gone,
@@ -174,6 +178,14 @@ extension SessionFunctions {
           if token == '' then return true end
           local holder = redis.call('GET', K.lock(session, tab))
           return holder ~= false and (holder == token or holder == token .. ' q')
+        end
+
+        -- Whether a bind of this anonymous session is under way (bind_begin marked it less than the
+        -- mark's lifetime ago): its writes are refused ('binding'), since the copy is made already and
+        -- bind_finish would drop them.
+        local function binding(session, now)
+          local until_ = redis.call('HGET', session, F.binding_until)
+          return until_ ~= false and tonumber(until_) > now
         end
 
         -- Removes a session from its user's index; keeps the per-bucket user count in step.
@@ -439,6 +451,7 @@ extension SessionFunctions {
           local f, timer = alive(session, now, F.size, F.message_count, F.version, F.user, F.listener, F.grace, F.data_until)
           if not f then return {'not_alive'} end
           if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
+          if binding(session, now) then return {'binding'} end
           local window, limit = tonumber(args[3]), tonumber(args[4])
           local messages = K.messages(session)
           local lines = {}
@@ -478,14 +491,23 @@ extension SessionFunctions {
         local function clear_messages(keys, args)
           local session = keys[1]
           local now = now_ms()
-          local f, timer = alive(session, now, F.size, F.version)
+          local f, timer = alive(session, now, F.size, F.version, F.listener, F.grace, F.data_until)
           if not f then return {'not_alive'} end
           if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
+          if binding(session, now) then return {'binding'} end
           local size = tonumber(f[4])
           for _, line in ipairs(redis.call('LRANGE', K.messages(session), 0, -1)) do size = size - #line end
           redis.call('DEL', K.messages(session))
           slide(timer, f[1], f[2])
-          redis.call('HSET', session, F.last_activity, now, F.message_count, 0, F.version, tonumber(f[5]) + 1, F.size, size)
+          -- Meaningful activity: the data follows the timer (without a listener it would otherwise
+          -- expire before the session does).
+          local fields = {F.last_activity, now, F.message_count, 0, F.version, tonumber(f[5]) + 1, F.size, size}
+          local until_ = refresh_data(session, now, f[1], f[2], f[6], f[7], f[8])
+          if until_ then
+            fields[#fields + 1] = F.data_until
+            fields[#fields + 1] = until_
+          end
+          redis.call('HSET', session, unpack(fields))
           return {'ok'}
         end
 
@@ -506,6 +528,7 @@ extension SessionFunctions {
           local f, timer = alive(session, now, F.size, F.version, F.meta_count, F.created_at, F.listener, F.grace, F.user, F.data_until)
           if not f then return {'not_alive'} end
           if not holds_lock(session, args[1], args[2]) then return {'stale_lease'} end
+          if binding(session, now) then return {'binding'} end
           local size, count = tonumber(f[4]), tonumber(f[6])
           local writes, removals = {}, {}
           for i = 10, #args, 2 do
@@ -545,7 +568,10 @@ extension SessionFunctions {
               -- The new mode's absolute lifetime is over already: the session ends now.
               redis.call('DEL', timer)
               timer = ''
-              if f[8] == '1' then redis.call('ZADD', K.deadlines(bucket), now, K.entry(id, idle, deadline)) end
+              if f[8] == '1' then
+                redis.call('ZADD', K.deadlines(bucket), now, K.entry(id, idle, deadline))
+                keep(K.deadlines(bucket), tonumber(args[9]))
+              end
             else
               local renamed = K.timer(session, idle, deadline)
               if renamed ~= timer then redis.call('RENAME', timer, renamed) end
@@ -596,6 +622,7 @@ extension SessionFunctions {
           local now = now_ms()
           local f, timer = alive(old, now, F.user)
           if not f then return {'not_alive'} end
+          if binding(old, now) then return {'binding'} end
           if redis.call('EXISTS', new) == 1 then return {'exists'} end
           local bucket, old_id, new_id = K.bucket(old), K.id(old), K.id(new)
           redis.call('RENAME', old, new)
@@ -1029,15 +1056,25 @@ extension SessionFunctions {
         -- The marks (binding_to, bound_from) let the expiry listener run one hook for the pair if a
         -- crash left both.
 
-        -- bind_begin: KEYS[1] the anonymous session. ARGV: [1] the new id.
-        -- Reply: {'ok', timer expiry (ms), last heartbeat, HGETALL, messages} | {'not_alive'} | {'not_anonymous'}
+        -- bind_begin: KEYS[1] the anonymous session. ARGV: [1] the new id [2] the mark's lifetime ms.
+        -- Marks the session for the new id, or, when a bind marked it less than the lifetime ago (another
+        -- tab's login, or a retry after a failure), answers with that bind's id instead: every bind of a
+        -- session converges on one new session. While marked, writes to it are refused ('binding').
+        -- Reply: {'ok', timer expiry (ms), last heartbeat, HGETALL, messages, the new id}
+        --   | {'not_alive'} | {'not_anonymous'}
         local function bind_begin(keys, args)
-          local f, timer = alive(keys[1], now_ms(), F.user)
+          local now = now_ms()
+          local f, timer = alive(keys[1], now, F.user, F.binding_to, F.binding_until)
           if not f then return {'not_alive'} end
           if f[4] ~= '' then return {'not_anonymous'} end
-          redis.call('HSET', keys[1], F.binding_to, args[1])
+          local target = args[1]
+          if f[5] and tonumber(f[6] or 0) > now then
+            target = f[5]
+          else
+            redis.call('HSET', keys[1], F.binding_to, target, F.binding_until, now + tonumber(args[2]))
+          end
           return {'ok', redis.call('PEXPIRETIME', timer), redis.call('GET', timer) or '0', hgetall(keys[1]),
-            redis.call('LRANGE', K.messages(keys[1]), 0, -1)}
+            redis.call('LRANGE', K.messages(keys[1]), 0, -1), target}
         end
 
         -- bind_place: KEYS[1] the new session (in the user's bucket).
@@ -1045,11 +1082,17 @@ extension SessionFunctions {
         --   [6] lifetime of index keys ms [7] number of hash field/value pairs [8...] the pairs, then the
         --   messages
         -- Reply: {'ok', timer key, now} | {'exists'} | {'not_alive'} (the timer's expiry passed meanwhile)
+        -- Placing again what a bind of the same session for the same user placed already is 'ok' (a
+        -- retried bind).
         local function bind_place(keys, args)
           local session = keys[1]
           local bucket, id = K.bucket(session), K.id(session)
-          if redis.call('EXISTS', session) == 1 then return {'exists'} end
           local now = now_ms()
+          if redis.call('EXISTS', session) == 1 then
+            local f = redis.call('HMGET', session, F.bound_from, F.user, F.idle, F.deadline)
+            if f[1] == args[2] and f[2] == args[1] and f[3] then return {'ok', K.timer(session, f[3], f[4]), now} end
+            return {'exists'}
+          end
           local expires = tonumber(args[3])
           if expires <= now then return {'not_alive'} end
           local npairs = tonumber(args[7])
@@ -1059,7 +1102,7 @@ extension SessionFunctions {
             local name, value = args[i], args[i + 1]
             if name == F.idle then idle = value elseif name == F.deadline then deadline = value
             elseif name == F.listener then listener = value elseif name == F.data_until then data_until = value end
-            if name ~= F.binding_to then
+            if name ~= F.binding_to and name ~= F.binding_until then
               fields[#fields + 1] = name
               fields[#fields + 1] = value
             end
@@ -1089,15 +1132,30 @@ extension SessionFunctions {
         end
 
         -- bind_finish: KEYS[1] the anonymous session. ARGV: [1] the new id [2] events channel.
-        --   Removes it if it is still marked for that new id (no hook: it lives on).
-        -- Reply: {'ok'} | {'not_found'}
+        --   Removes it if it is still marked for that new id (no hook: it lives on), and the mark has not
+        --   lapsed (after that it took writes the new session lacks).
+        -- Reply: {'ok'} | {'not_found'} (gone: ended, or finished by another bind converging on the same
+        --   id) | {'other'} (marked for another id since a mark lapsed) | {'lapsed'}
         local function bind_finish(keys, args)
           local session = keys[1]
-          local f = redis.call('HMGET', session, F.binding_to, F.idle, F.deadline, F.user)
-          if f[1] ~= args[1] then return {'not_found'} end
+          local f = redis.call('HMGET', session, F.binding_to, F.idle, F.deadline, F.user, F.binding_until)
+          if not f[1] then return {'not_found'} end
+          if f[1] ~= args[1] then return {'other'} end
+          if tonumber(f[5] or 0) <= now_ms() then return {'lapsed'} end
           local bucket, id = K.bucket(session), K.id(session)
           remove_session(bucket, id, session, f[2], f[3], f[4])
           publish_event(args[2], now_ms(), 'rotated', id, '', string.sub(args[1], 1, 9))
+          return {'ok'}
+        end
+
+        -- bind_undo: KEYS[1] the new session of a bind whose finish found the mark lapsed. ARGV: [1] the
+        --   old id. Removes the copy without a hook (the old session lives on with its later writes).
+        -- Reply: {'ok'} | {'not_found'}
+        local function bind_undo(keys, args)
+          local session = keys[1]
+          local f = redis.call('HMGET', session, F.bound_from, F.idle, F.deadline, F.user)
+          if f[1] ~= args[1] then return {'not_found'} end
+          remove_session(K.bucket(session), K.id(session), session, f[2], f[3], f[4])
           return {'ok'}
         end
 
@@ -1256,6 +1314,7 @@ extension SessionFunctions {
         register('bind_begin', bind_begin)
         register('bind_place', bind_place)
         register('bind_finish', bind_finish)
+        register('bind_undo', bind_undo)
         register('partner', partner, true)
         register('lock_acquire', lock_acquire)
         register('lock_release', lock_release)

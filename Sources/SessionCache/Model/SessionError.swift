@@ -39,6 +39,10 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A ``TimeoutMode/custom(_:)`` idle timeout outside
     /// ``SessionStoreConfiguration/customIdleTimeouts`` (the message says which).
     case invalidTimeoutMode(String)
+    /// The anonymous session is being bound to its user (``SessionStore/bind(_:to:)`` from this or
+    /// another tab is under way, or was interrupted less than 30 seconds ago): nothing was
+    /// written. Retry: with the bound session's id once the bind returns, or the same call later.
+    case bindingInProgress
     /// The store's configuration cannot work (the message says why).
     case invalidConfiguration(String)
     /// The Redis server cannot run the store (it needs Redis 7.0 or later, for Functions).
@@ -70,6 +74,7 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         case .staleLease: return "the lock lease is no longer held: nothing was written"
         case .notAnonymous: return "the session has a user already"
         case .invalidTimeoutMode(let text): return "invalid timeout mode: \(text)"
+        case .bindingInProgress: return "the session is being bound to its user: nothing was written; retry"
         case .invalidConfiguration(let text): return "invalid session store configuration: \(text)"
         case .unsupportedServer(let text): return "unsupported Redis server: \(text)"
         case .corrupted(let detail): return "session data is corrupted: \(detail)"

@@ -83,6 +83,7 @@ extension SessionStore {
         case .staleLease:
             instrumentation.staleWrites.increment()
             throw .staleLease
+        case .binding: throw .bindingInProgress
         }
     }
 

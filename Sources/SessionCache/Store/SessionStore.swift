@@ -240,6 +240,8 @@ public final class SessionStore: Sendable {
                 throw SessionError.notFound
             case .exists:
                 throw SessionError.corrupted("keys for a freshly generated id already exist")
+            case .binding:
+                throw SessionError.bindingInProgress
             }
         }
     }
@@ -299,11 +301,13 @@ public final class SessionStore: Sendable {
         }
     }
 
-    /// A tab name for per-tab locks: 1 to 64 letters, digits, `-` and `_` (it becomes part of a key).
+    /// A tab name for per-tab locks: 1 to 64 letters, digits, `-` and `_` (it becomes part of a key),
+    /// and not `queue` or `seen`: a tab's lock key `…:lock:<tab>` would be the session-wide lock's
+    /// waiting queue or its last-seen hash (WRONGTYPE).
     static func validate(tab: String?) throws(SessionError) {
         guard let tab else { return }
         let bytes = tab.utf8
-        if bytes.isEmpty || bytes.count > 64
+        if bytes.isEmpty || bytes.count > 64 || tab == "queue" || tab == "seen"
             || !bytes.allSatisfy({ SessionID.isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") })
         {
             throw .invalidTab
