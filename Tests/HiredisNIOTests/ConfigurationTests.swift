@@ -102,6 +102,17 @@ struct ConfigurationTests {
         let query = try HiredisConfiguration(url: "rediss://cache:6380/0?tls_ca_file=/etc/a@b/ca.pem")
         #expect(query.password == nil && query.host == "cache" && query.tls?.caFile == "/etc/a@b/ca.pem")
         #expect(HiredisConfiguration.redacted("redis://app:pw@") == "redis://***@")
+        // An `@` inside a password, before a host list that does not parse (a port past 65535):
+        // refused, and no part of the password shows.
+        #expect(try HiredisConfiguration(url: "redis://app:k@7/Qz@redis.example.com/0").password == "k@7/Qz")
+        for url in ["redis://app:k@7/Qz@redis.example.com:70000/0", "redis://u:p?x=1@host:bad"] {
+            do {
+                _ = try HiredisConfiguration(url: url)
+                Issue.record("accepted \(HiredisConfiguration.redacted(url))")
+            } catch {
+                #expect(!"\(error)".contains("Qz") && !"\(error)".contains("k@7") && !"\(error)".contains("p?x"), "\(error)")
+            }
+        }
         // A broken port hides where the credentials end; no part of them shows in the error.
         do {
             _ = try HiredisConfiguration(url: "redis://app:s3cr:6379/et@10.0.0.5:bad")

@@ -89,6 +89,18 @@ struct HostileReplyTests {
         #expect(Self.read("*10\r\n" + strings.prefix(10 * 97), limits: limits, piece: 64).error == nil)
     }
 
+    /// hiredis scans a line again at every read until its CRLF arrives: a line that never ends
+    /// cost time quadratic in its length (up to the 256 MiB reply limit). Lines stop at 64 KiB.
+    @Test func aLineThatNeverEndsIsRefusedAt64KiB() {
+        for start in ["+", "-ERR ", ":", "*", "$"] {
+            let (_, error) = Self.read(start + String(repeating: "1", count: 70_000), piece: 4096)
+            #expect(error?.code == .replyTooLarge, "\(start): \(String(describing: error))")
+        }
+        // A bulk string's bytes are no line: 100 KB of them in one reply are fine.
+        let big = String(repeating: "b", count: 100_000)
+        #expect(Self.read("$100000\r\n" + big + "\r\n", piece: 4096).replies == [.bulkString(ByteBuffer(string: big))])
+    }
+
     @Test func nestingDeeperThanTheLimitIsRefused() {
         let limits = ReplyLimits(maxNesting: 3)
         #expect(Self.read("*1\r\n*1\r\n*1\r\n:1\r\n", limits: limits).replies == [.array([.array([.array([.integer(1)])])])])

@@ -40,6 +40,45 @@ struct BindTests {
         }
     }
 
+    /// What `bind` does before its last step: mark the session, place the copy. Returns the copy's
+    /// id and the place call, to send again.
+    private static func beginAndPlace(
+        _ store: SessionStore, _ id: String, to user: String
+    ) async throws -> (id: String, place: BindPlaceFunction) {
+        let proposed = SessionID.make(bucket: store.keyspace.bucket(ofUser: user))
+        let marked = try await store.redis.call(BindBeginFunction(sessionKey: store.keyspace.session(id), newID: proposed))
+        guard case .marked(let expiry, let lastSeen, let fields, let messages, let newID) = marked else {
+            throw SessionError.corrupted("expected the session to be marked, got \(marked)")
+        }
+        let place = BindPlaceFunction(
+            sessionKey: store.keyspace.session(newID), user: user, oldID: id, timerExpiry: expiry, lastSeen: lastSeen,
+            retention: store.retention(for: try store.resolve(.standard)), fields: fields, messages: messages)
+        guard case .placed = try await store.redis.call(place) else { throw SessionError.corrupted("the copy was not placed") }
+        return (newID, place)
+    }
+
+    /// A tab whose bind was slow places its copy after the user logged out: the copy was written
+    /// again (EXISTS was 0) and the log-out undone. A late step never brings a session back.
+    @Test(arguments: Deployment.allCases) func aLateBindStepNeverBringsBackASessionThatEnded(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment) { fixture in
+            let store = fixture.store
+            let visitor = try await store.createAnonymous(metadata: ["cart": ["book"]])
+            let (newID, place) = try await Self.beginAndPlace(store, visitor.id, to: "dora")
+            // The other tab's bind completes the same login, then the user logs out everywhere.
+            #expect(try await store.bind(visitor.id, to: "dora").id == newID)
+            #expect(try await store.deleteAll(user: "dora") == 1)
+            // The slow tab's bind, from the start: the login it continues has ended.
+            #expect(await expectSessionError { _ = try await store.bind(visitor.id, to: "dora") } == .notFound)
+            // Its place step, late: nothing is written.
+            guard case .notAlive = try await store.redis.call(place) else {
+                Issue.record("a late place wrote the session again")
+                return
+            }
+            #expect(try await store.get(newID) == nil)
+            #expect(try await store.list(user: "dora").isEmpty)
+        }
+    }
+
     @Test(arguments: Deployment.allCases) func twoTabsLoggingInAtOnceGetOneSession(_ deployment: Deployment) async throws {
         try await withStore(on: deployment, configure: { $0.expiryListener = true }) { fixture in
             let store = fixture.store

@@ -71,7 +71,7 @@ public struct HiredisConfiguration: Sendable {
     public var maximumPendingCommands = 10_000
     /// How large a reply may be (elements, bytes, nesting), enforced while it arrives: past a
     /// limit the connection is dropped and its commands fail with
-    /// ``HiredisError/Code-swift.struct/replyTooLarge``. See ``ReplyLimits`` for the defaults.
+    /// ``HiredisError/Code/replyTooLarge``. See ``ReplyLimits`` for the defaults.
     public var replyLimits = ReplyLimits()
     /// Replies by which Redis refused a command for a passing reason (`LOADING`, `BUSY`,
     /// `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`) are retried with back-off within the command's
@@ -151,6 +151,11 @@ public struct HiredisConfiguration: Sendable {
                 // redis://password@host is how several clients spell a password without a user.
                 password = Self.percentDecoded(credentials)
             }
+        }
+        // An `@` left outside the query is a password's (or a name's) that the host list did not
+        // follow: refused, rather than guessed (the password could go to the wrong host).
+        if rest[..<Self.queryStart(in: rest)].contains("@") {
+            throw .invalidConfiguration("'\(shown)' has an '@' outside its credentials: write it as %40")
         }
         var query = Substring("")
         if let mark = rest.firstIndex(of: "?") {
@@ -232,30 +237,20 @@ public struct HiredisConfiguration: Sendable {
     public static func redacted(_ url: String) -> String {
         let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else { return url.contains("@") ? "***" : url }
-        if let at = credentialsEnd(in: parts[1]) {
-            return parts[0] + "://***" + parts[1][at...]
-        }
-        // No host list follows any `@`: a broken URL, but whatever precedes an `@` may be a secret.
+        // Everything before the last `@`, wherever it stands: a URL that does not parse may have
+        // its password anywhere before it (an `@` in a query only costs some of what is shown).
         if let at = parts[1].lastIndex(of: "@") { return parts[0] + "://***" + parts[1][at...] }
         return url
     }
 
     /// Where the credentials of a URL's part after `scheme://` end: the last `@` followed by a
     /// host list (`host[:port][,host[:port]...]`, up to `/`, `?`, `#` or the end) and not inside
-    /// the query (no `?tls_` before it). nil: no credentials.
+    /// the query (which starts at the first `?name=`). nil: no credentials.
     ///
     /// The last such `@`, not the first `/`: `redis://app:s3cr/et@10.0.0.5/0` has the password
     /// `s3cr/et` (cutting the authority at the first `/` showed it in "bad host" errors).
     static func credentialsEnd(in rest: Substring) -> Substring.Index? {
-        var queryStart = rest.endIndex
-        var searchFrom = rest.startIndex
-        while let mark = rest[searchFrom...].firstIndex(of: "?") {
-            if rest[mark...].hasPrefix("?tls_") {
-                queryStart = mark
-                break
-            }
-            searchFrom = rest.index(after: mark)
-        }
+        let queryStart = Self.queryStart(in: rest)
         var candidate = rest[..<queryStart].lastIndex(of: "@")
         while let at = candidate {
             let hosts = rest[rest.index(after: at)...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
@@ -263,6 +258,18 @@ public struct HiredisConfiguration: Sendable {
             candidate = rest[..<at].lastIndex(of: "@")
         }
         return nil
+    }
+
+    /// The first `?` followed by an option name and `=`: where a URL's query starts (a `?` in a
+    /// pasted password is seldom followed by that).
+    static func queryStart(in rest: Substring) -> Substring.Index {
+        var searchFrom = rest.startIndex
+        while let mark = rest[searchFrom...].firstIndex(of: "?") {
+            let name = rest[rest.index(after: mark)...].prefix { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+            if !name.isEmpty, rest[name.endIndex...].hasPrefix("=") { return mark }
+            searchFrom = rest.index(after: mark)
+        }
+        return rest.endIndex
     }
 
     /// `host[:port]` or `[v6]:port` items separated by commas, in the characters host names and

@@ -29,7 +29,7 @@ public enum FuzzEntryPoints {
 
     /// Parses `bytes` as a Redis URL, and as one with a password: `redis://app:<P>@<R>` where
     /// the bytes are `P`, a NUL, then `R`. Properties: no crash; errors are
-    /// ``HiredisError/Code-swift.struct/invalidConfiguration``; neither the redacted URL nor an
+    /// ``HiredisError/Code/invalidConfiguration``; neither the redacted URL nor an
     /// error shows `P` (when `P` has 4 characters or more, one of them non-ASCII or one of
     /// `!$*~^|<>\`, and appears nowhere else in the URL).
     public static func parseURL(_ bytes: UnsafeRawBufferPointer) {

@@ -5,7 +5,7 @@
 /// client allocate without bound: `*2147483647\r\n`, thirteen bytes, announces two billion
 /// elements, and `$<huge>` followed by a stream of bytes grows a buffer forever. Past any limit
 /// the connection is closed and the commands waiting on it fail with
-/// ``HiredisError/Code-swift.struct/replyTooLarge``; the limit is checked when a header
+/// ``HiredisError/Code/replyTooLarge``; the limit is checked when a header
 /// announces a size, before the bytes arrive.
 ///
 /// The defaults are far above what a session store reads (its largest reply is one session's

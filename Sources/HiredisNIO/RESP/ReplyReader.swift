@@ -21,6 +21,12 @@ final class ReplyReader {
     /// Root node and end of its bytes in the arena, per completed reply of the current feed.
     private var roots: [(node: Int, bytesEnd: Int)] = []
 
+    /// The longest line a reply may have before its end arrives: a status, an error, an integer or
+    /// a header. hiredis scans a line's bytes again at every read until its CRLF arrives, so a line
+    /// that never ends would cost time quadratic in its length (memory stays bounded by the reply
+    /// limit). Redis's own lines are far shorter.
+    static let maxLineBytes = 64 * 1024
+
     /// Replies whose strings together stay under this share one buffer.
     static let sharedBufferLimit = 16 * 1024
 
@@ -57,6 +63,10 @@ final class ReplyReader {
         let buffered = chiredis_reader_buffered(reader)
         guard buffered > 0 else { return nil }
         let announced = Int(chiredis_reader_announced_bulk_length(reader))
+        // No bulk string's bytes are awaited: what is buffered is one line without its end.
+        if announced < 0 && buffered > Self.maxLineBytes {
+            return .replyTooLarge("a line of more than \(Self.maxLineBytes) bytes")
+        }
         if announced > limits.maxBulkBytes {
             return .replyTooLarge("a string of \(announced) bytes announced (limit \(limits.maxBulkBytes))")
         }

@@ -249,6 +249,8 @@ struct BindBeginFunction: SessionFunction {
         /// `newID` is the id every bind of this session uses: the one given, or that of a bind
         /// under way.
         case marked(timerExpiry: Int, lastSeen: Int, fields: [RESPReply], messages: [RESPReply], newID: String)
+        /// A bind of this session finished less than a minute ago, to `newID`.
+        case bound(newID: String)
         case notAlive
         case notAnonymous
     }
@@ -273,6 +275,7 @@ struct BindBeginFunction: SessionFunction {
                 newID: try reply.string(4))
         case "not_alive": return .notAlive
         case "not_anonymous": return .notAnonymous
+        case "bound": return .bound(newID: try reply.string(0))
         default: throw reply.unexpected()
         }
     }
@@ -334,10 +337,13 @@ struct BindFinishFunction: SessionFunction {
     var arguments: [RESPArgument] { [.string(newID), .string(eventsChannel)] }
 
     enum Result: Sendable {
-        /// The anonymous session is gone; its data lives under the new id.
+        /// The anonymous session is gone; its data lives under the new id (this bind, or another
+        /// converging on the same id, removed it).
         case finished
-        /// It is gone already (it ended, or another bind converging on the same id finished it).
+        /// It is gone, not by a bind to this id.
         case notFound
+        /// It ended or was deleted meanwhile.
+        case notAlive
         /// It is marked for another id now (after this bind's mark lapsed).
         case other
         /// Its mark lapsed: it may have taken writes the new session lacks, so it stays.
@@ -349,6 +355,7 @@ struct BindFinishFunction: SessionFunction {
         switch reply.status {
         case "ok": return .finished
         case "not_found": return .notFound
+        case "not_alive": return .notAlive
         case "lapsed": return .lapsed
         case "other": return .other
         default: throw reply.unexpected()

@@ -28,6 +28,10 @@
 --                                                 while waiters queue
 --   ns:{b}:session:ID:lock[:TAB]:queue    zset    waiting tokens by arrival
 --   ns:{b}:session:ID:lock[:TAB]:seen     hash    token -> when that waiter last asked (ms)
+--   ns:{b}:session:ID:bound               string  a bound anonymous session's new id (for a minute
+--                                                 after bind_finish: late binds converge on it)
+--   ns:{b}:session:ID:placed              string  the old id a bind placed this session from (for
+--                                                 a minute: a late place never re-creates it)
 --   ns:{b}:deadlines                      zset    'ID:IDLE:DEADLINE' -> earliest possible end (ms):
 --                                                 a hint the expiry listener visits (listener
 --                                                 mode only); the member names the timer
@@ -60,6 +64,8 @@ function K.bucket(key) return string.match(key, '^(.-{[^}]*}:)') end
 function K.id(session) return string.match(session, ':session:([^:]+)$') end
 function K.session(bucket, id) return bucket .. 'session:' .. id end
 function K.messages(session) return session .. ':messages' end
+function K.bound(session) return session .. ':bound' end
+function K.placed(session) return session .. ':placed' end
 function K.timer(session, idle, deadline) return session .. ':timer:' .. int(idle) .. ':' .. int(deadline) end
 function K.lock(session, tab)
   if tab == nil or tab == '' then return session .. ':lock' end
@@ -76,6 +82,10 @@ function K.user(bucket, user) return bucket .. 'user:' .. user end
 function K.users(bucket) return bucket .. 'users' end
 function K.stats(bucket) return bucket .. 'stats' end
 function K.wakeups(bucket) return bucket .. 'lock-wakeups' end
+
+-- How long bind's markers (`:bound`, `:placed`) outlive their step: longer than a bind's mark
+-- (SessionStore: 30 s), so a late or retried step of the same bind still finds them.
+local BIND_MARKER_MS = 60000
 
 -- Stats are kept this long after their last change.
 local STATS_LIFETIME = 30 * 24 * 3600 * 1000
@@ -329,8 +339,11 @@ local function create(keys, args)
     keep(K.users(bucket), lifetime)
     prune_index(bucket, index, user, now, 4)
     local cap = tonumber(args[11])
-    -- At most a few ends per call: a cap lowered below a user's count takes effect create by create.
-    while cap > 0 and evicted < 4 and redis.call('ZCARD', index) > cap do
+    -- At most a few entries per call (ended or stale ones count too): a cap lowered below a user's
+    -- count, or an index full of stale entries, takes effect create by create.
+    local visits = 0
+    while cap > 0 and visits < 8 and redis.call('ZCARD', index) > cap do
+      visits = visits + 1
       local oldest = redis.call('ZRANGE', index, 0, 0)[1]
       if oldest == id then break end
       if redis.call('TYPE', K.session(bucket, oldest)).ok ~= 'hash' then
@@ -659,7 +672,9 @@ local function delete_user(keys, args)
   local now = now_ms()
   local count = 0
   for _, id in ipairs(redis.call('ZRANGE', index, 0, tonumber(args[3]) - 1)) do
-    if delete_one(K.session(bucket, id), now, args[1], tonumber(args[2])) then
+    local kind = redis.call('TYPE', K.session(bucket, id)).ok
+    -- (A key overwritten by hand with another type only leaves the index.)
+    if kind == 'hash' and delete_one(K.session(bucket, id), now, args[1], tonumber(args[2])) then
       count = count + 1
     else
       unlist(bucket, id, args[4])
@@ -689,7 +704,10 @@ local function list(keys, args)
     start = start + #ids
     for _, id in ipairs(ids) do
       local session = K.session(bucket, id)
-      local f, _, left = alive(session, now, F.agent_type, F.last_activity, F.message_count, F.user)
+      local f, _, left
+      if redis.call('TYPE', session).ok == 'hash' then
+        f, _, left = alive(session, now, F.agent_type, F.last_activity, F.message_count, F.user)
+      end
       if f and #out < limit then
         local state = f[3]
         local la = last_activity(f[5], now, left, f[1])
@@ -1057,11 +1075,15 @@ end
 -- tab's login, or a retry after a failure), answers with that bind's id instead: every bind of a
 -- session converges on one new session. While marked, writes to it are refused ('binding').
 -- Reply: {'ok', timer expiry (ms), last heartbeat, HGETALL, messages, the new id}
---   | {'not_alive'} | {'not_anonymous'}
+--   | {'bound', new id} (a bind finished less than a minute ago) | {'not_alive'} | {'not_anonymous'}
 local function bind_begin(keys, args)
   local now = now_ms()
   local f, timer = alive(keys[1], now, F.user, F.binding_to, F.binding_until)
-  if not f then return {'not_alive'} end
+  if not f then
+    local bound = redis.call('GET', K.bound(keys[1]))
+    if bound then return {'bound', bound} end
+    return {'not_alive'}
+  end
   if f[4] ~= '' then return {'not_anonymous'} end
   local target = args[1]
   if f[5] and tonumber(f[6] or 0) > now then
@@ -1079,16 +1101,20 @@ end
 --   messages
 -- Reply: {'ok', timer key, now} | {'exists'} | {'not_alive'} (the timer's expiry passed meanwhile)
 -- Placing again what a bind of the same session for the same user placed already is 'ok' (a
--- retried bind).
+-- retried bind) while that session lives; once it ended (a log-out), 'not_alive': a late place
+-- never brings it back.
 local function bind_place(keys, args)
   local session = keys[1]
   local bucket, id = K.bucket(session), K.id(session)
   local now = now_ms()
   if redis.call('EXISTS', session) == 1 then
-    local f = redis.call('HMGET', session, F.bound_from, F.user, F.idle, F.deadline)
-    if f[1] == args[2] and f[2] == args[1] and f[3] then return {'ok', K.timer(session, f[3], f[4]), now} end
-    return {'exists'}
+    local f = redis.call('HMGET', session, F.bound_from, F.user)
+    if f[1] ~= args[2] or f[2] ~= args[1] then return {'exists'} end
+    local alive_f, alive_timer = alive(session, now)
+    if not alive_f then return {'not_alive'} end
+    return {'ok', alive_timer, now}
   end
+  if redis.call('EXISTS', K.placed(session)) == 1 then return {'not_alive'} end
   local expires = tonumber(args[3])
   if expires <= now then return {'not_alive'} end
   local npairs = tonumber(args[7])
@@ -1117,6 +1143,7 @@ local function bind_place(keys, args)
   end
   local timer = K.timer(session, idle, deadline)
   redis.call('SET', timer, args[4], 'PXAT', expires)
+  redis.call('SET', K.placed(session), args[2], 'PX', BIND_MARKER_MS)
   local lifetime = tonumber(args[6])
   if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[5], lifetime) end
   local index = K.user(bucket, args[1])
@@ -1130,17 +1157,25 @@ end
 -- bind_finish: KEYS[1] the anonymous session. ARGV: [1] the new id [2] events channel.
 --   Removes it if it is still marked for that new id (no hook: it lives on), and the mark has not
 --   lapsed (after that it took writes the new session lacks).
--- Reply: {'ok'} | {'not_found'} (gone: ended, or finished by another bind converging on the same
---   id) | {'other'} (marked for another id since a mark lapsed) | {'lapsed'}
+-- Reply: {'ok'} (also when another bind converging on the same id finished it) | {'not_found'}
+--   (gone otherwise) | {'not_alive'} (it ended or was deleted meanwhile) | {'other'} (marked for
+--   another id since a mark lapsed) | {'lapsed'}
+-- Anything but 'ok' means the copy must go (bind_undo): the old session's fate decides.
 local function bind_finish(keys, args)
   local session = keys[1]
+  local now = now_ms()
   local f = redis.call('HMGET', session, F.binding_to, F.idle, F.deadline, F.user, F.binding_until)
-  if not f[1] then return {'not_found'} end
+  if not f[1] then
+    if redis.call('GET', K.bound(session)) == args[1] then return {'ok'} end
+    return {'not_found'}
+  end
   if f[1] ~= args[1] then return {'other'} end
-  if tonumber(f[5] or 0) <= now_ms() then return {'lapsed'} end
+  if not alive(session, now) then return {'not_alive'} end
+  if tonumber(f[5] or 0) <= now then return {'lapsed'} end
   local bucket, id = K.bucket(session), K.id(session)
   remove_session(bucket, id, session, f[2], f[3], f[4])
-  publish_event(args[2], now_ms(), 'rotated', id, '', string.sub(args[1], 1, 9))
+  redis.call('SET', K.bound(session), args[1], 'PX', BIND_MARKER_MS)
+  publish_event(args[2], now, 'rotated', id, '', string.sub(args[1], 1, 9))
   return {'ok'}
 end
 

@@ -144,11 +144,12 @@ public final class SessionLock: Service {
                 RESPCommand("SET", .string(lockKey), .string(token), "NX", "PX", .integer(self.configuration.lease.wholeMilliseconds)),
                 RESPCommand("TIME"),
             ]
-            if let acknowledgement {
-                commands.append(
-                    RESPCommand("WAIT", .integer(acknowledgement.replicas), .integer(acknowledgement.timeout.wholeMilliseconds)))
-            }
-            return try await self.store.redis.pipeline(commands)
+            guard let acknowledgement else { return try await self.store.redis.pipeline(commands) }
+            commands.append(RESPCommand("WAIT", .integer(acknowledgement.replicas), .integer(acknowledgement.timeout.wholeMilliseconds)))
+            // WAIT blocks up to its own timeout: the pipeline's deadline covers it (an overdue reply
+            // closes its connection).
+            return try await self.store.redis.pipeline(
+                commands, timeout: self.store.redis.configuration.commandTimeout + acknowledgement.timeout)
         }
         if case .simpleString = replies[0], let time = replies[1].array, time.count == 2,
             let fence = FencingToken.from(seconds: time[0], microseconds: time[1])

@@ -25,8 +25,22 @@ extension SessionStore {
         timers.forget(id)
         return try await instrumentation.run("bind", session: id) {
             let marked = try await redis.call(BindBeginFunction(sessionKey: keyspace.session(id), newID: proposedID))
-            guard case .marked(let expiry, let lastSeen, let fields, let messages, let newID) = marked else {
-                if case .notAnonymous = marked { throw SessionError.notAnonymous }
+            let expiry: Int
+            let lastSeen: Int
+            let fields: [RESPReply]
+            let messages: [RESPReply]
+            let newID: String
+            switch marked {
+            case .marked(let markedExpiry, let markedLastSeen, let markedFields, let markedMessages, let markedID):
+                (expiry, lastSeen, fields, messages, newID) = (markedExpiry, markedLastSeen, markedFields, markedMessages, markedID)
+            case .bound(let boundID):
+                // A bind of this session finished moments ago (another tab's login, or this call's
+                // retry after a lost reply): its result, if it is this user's and alive.
+                guard let session = try await get(boundID), session.user == user else { throw SessionError.notFound }
+                return session
+            case .notAnonymous:
+                throw SessionError.notAnonymous
+            case .notAlive:
                 throw SessionError.notFound
             }
             // A bind under way for another user (its id names another bucket).
@@ -42,9 +56,13 @@ extension SessionStore {
                 if case .exists = placed { throw SessionError.notAnonymous }
                 throw SessionError.notFound
             }
+            // Anything but finished: the copy goes, and the old session's fate decides.
             switch try await redis.call(BindFinishFunction(sessionKey: keyspace.session(id), newID: newID, eventsChannel: eventsChannel)) {
-            case .finished, .notFound:
+            case .finished:
                 break
+            case .notFound, .notAlive:
+                _ = try await redis.call(BindUndoFunction(sessionKey: keyspace.session(newID), oldID: id))
+                throw SessionError.notFound
             case .lapsed, .other:
                 _ = try await redis.call(BindUndoFunction(sessionKey: keyspace.session(newID), oldID: id))
                 throw SessionError.bindingInProgress

@@ -25,7 +25,7 @@ extension SessionStore {
     /// Ends every session of the user ("log out everywhere"): a session created at the same moment
     /// is either ended too or created after, and then listed. Returns how many live sessions ended.
     ///
-    /// It takes one call per 100 sessions (``DeleteUserFunction/batch``), so that no call holds
+    /// It takes one call per 100 sessions, so that no call holds
     /// Redis for long whatever the user has; each session ends atomically, and a failure part way
     /// leaves the rest alive (call again). Sessions created while it runs end too, up to as many
     /// again as the user had when it started.
