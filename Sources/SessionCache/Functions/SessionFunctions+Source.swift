@@ -177,6 +177,15 @@ extension SessionFunctions {
           return until_
         end
 
+        -- refresh_data, with the new data_until (if any) added to the `fields` about to be written.
+        local function refresh_data_into(fields, session, now, idle, deadline, listener, grace, data_until)
+          local until_ = refresh_data(session, now, idle, deadline, listener, grace, data_until)
+          if until_ then
+            fields[#fields + 1] = F.data_until
+            fields[#fields + 1] = until_
+          end
+        end
+
         -- The last activity as far as the server can tell: the later of the recorded one and the one the
         -- timer's TTL implies (exact unless the deadline capped the timer).
         local function last_activity(recorded, now, left, idle)
@@ -423,11 +432,7 @@ extension SessionFunctions {
           local inactive = math.max(0, now - la)
           slide(timer, f[1], f[2])
           local fields = {F.last_activity, now, F.state, (inactive > tonumber(args[2])) and 'resumed' or 'active'}
-          local until_ = refresh_data(session, now, f[1], f[2], f[6], f[7], f[8])
-          if until_ then
-            fields[#fields + 1] = F.data_until
-            fields[#fields + 1] = until_
-          end
+          refresh_data_into(fields, session, now, f[1], f[2], f[6], f[7], f[8])
           redis.call('HSET', session, unpack(fields))
           local bucket, id = K.bucket(session), K.id(session)
           if user ~= '' then redis.call('ZADD', K.user(bucket, user), 'XX', now, id) end
@@ -488,11 +493,7 @@ extension SessionFunctions {
           if before == 0 then redis.call('PEXPIREAT', messages, tonumber(f[10])) end
           local fields = {F.last_activity, now, F.state, 'active', F.message_count, tonumber(f[5]) + #lines,
             F.version, tonumber(f[6]) + 1, F.size, size}
-          local until_ = refresh_data(session, now, f[1], f[2], f[8], f[9], f[10])
-          if until_ then
-            fields[#fields + 1] = F.data_until
-            fields[#fields + 1] = until_
-          end
+          refresh_data_into(fields, session, now, f[1], f[2], f[8], f[9], f[10])
           redis.call('HSET', session, unpack(fields))
           if f[7] ~= '' then redis.call('ZADD', K.user(K.bucket(session), f[7]), 'XX', now, K.id(session)) end
           return {'ok', length}
@@ -515,11 +516,7 @@ extension SessionFunctions {
           -- Meaningful activity: the data follows the timer (without a listener it would otherwise
           -- expire before the session does).
           local fields = {F.last_activity, now, F.message_count, 0, F.version, tonumber(f[5]) + 1, F.size, size}
-          local until_ = refresh_data(session, now, f[1], f[2], f[6], f[7], f[8])
-          if until_ then
-            fields[#fields + 1] = F.data_until
-            fields[#fields + 1] = until_
-          end
+          refresh_data_into(fields, session, now, f[1], f[2], f[6], f[7], f[8])
           redis.call('HSET', session, unpack(fields))
           return {'ok'}
         end
@@ -606,11 +603,7 @@ extension SessionFunctions {
             end
           else
             slide(timer, f[1], f[2])
-            local until_ = refresh_data(session, now, f[1], f[2], f[8], f[9], f[11])
-            if until_ then
-              fields[#fields + 1] = F.data_until
-              fields[#fields + 1] = until_
-            end
+            refresh_data_into(fields, session, now, f[1], f[2], f[8], f[9], f[11])
           end
           hset_pairs(session, fields)
           if #writes > 0 then hset_pairs(session, writes) end
