@@ -102,6 +102,10 @@ struct ConfigurationTests {
         let query = try HiredisConfiguration(url: "rediss://cache:6380/0?tls_ca_file=/etc/a@b/ca.pem")
         #expect(query.password == nil && query.host == "cache" && query.tls?.caFile == "/etc/a@b/ca.pem")
         #expect(HiredisConfiguration.redacted("redis://app:pw@") == "redis://***@")
+        // Found by scripts/fuzz: a combining mark after `@` made one Character of both, and the
+        // redaction found no `@` (the URL was shown whole, password included).
+        #expect(HiredisConfiguration.redacted("redis://app:s3cret@\u{0314}host") == "redis://***@\u{0314}host")
+        #expect(HiredisConfiguration.redacted(":/\u{0314}/app:s3cret@host") == "***@host")
         // An `@` inside a password, before a host list that does not parse (a port past 65535):
         // refused, and no part of the password shows.
         #expect(try HiredisConfiguration(url: "redis://app:k@7/Qz@redis.example.com/0").password == "k@7/Qz")

@@ -235,12 +235,17 @@ public struct HiredisConfiguration: Sendable {
     /// `#` or `@`): the credentials are what comes before the `@` that starts the host list,
     /// found as ``init(url:)`` finds it. Whatever cannot be told apart is redacted.
     public static func redacted(_ url: String) -> String {
-        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2 else { return url.contains("@") ? "***" : url }
+        // Bytes, not Characters: a combining mark after `@` (or `/`) makes one Character of both,
+        // and a Character search then finds no `@` at all (the fuzzer's find). An ASCII byte never
+        // stands inside a multi-byte sequence, so cutting there keeps valid UTF-8.
+        let bytes = Array(url.utf8)
         // Everything before the last `@`, wherever it stands: a URL that does not parse may have
         // its password anywhere before it (an `@` in a query only costs some of what is shown).
-        if let at = parts[1].lastIndex(of: "@") { return parts[0] + "://***" + parts[1][at...] }
-        return url
+        guard let at = bytes.lastIndex(of: UInt8(ascii: "@")) else { return url }
+        let tail = String(decoding: bytes[at...], as: UTF8.self)
+        let separator = Array("://".utf8)
+        guard let schemeEnd = (0..<at).first(where: { bytes[$0...].starts(with: separator) }) else { return "***" + tail }
+        return String(decoding: bytes[..<(schemeEnd + 3)], as: UTF8.self) + "***" + tail
     }
 
     /// Where the credentials of a URL's part after `scheme://` end: the last `@` followed by a
