@@ -68,9 +68,11 @@ struct Coordinator {
         }
         let marks = NIOLockedValueBox<[Mark]>([])
         let killedWorkers = NIOLockedValueBox<Set<Int>>([])
+        // A constant for the task to capture (`workers` is a var: a sanitizer build's region
+        // checking refused sending it).
+        let processes = workers.map(\.0)
         let faults = Task {
-            await inject(
-                parameters.faults, start: start, workers: workers.map(\.0), marks: marks, killed: killedWorkers)
+            await inject(parameters.faults, start: start, workers: processes, marks: marks, killed: killedWorkers)
         }
         let drain = Task { try await drainUntilDone(client: client, books: books, start: start, marks: marks) }
         let samples = NIOLockedValueBox<[RedisSample]>([])
