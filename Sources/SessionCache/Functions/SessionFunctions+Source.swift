@@ -137,8 +137,9 @@ extension SessionFunctions {
         -- session in it). Never shortened: a session of a short mode must not cut the index below what a
         -- longer one in it needs (a plain PEXPIRE did).
         local function keep(key, lifetime)
-          local left = redis.call('PTTL', key)
-          if left < tonumber(lifetime) then redis.call('PEXPIRE', key, lifetime) end
+          -- GT moves a TTL only later (one call, the usual case); a key without a TTL counts as endless
+          -- for GT, so NX gives it one.
+          if redis.call('PEXPIRE', key, lifetime, 'GT') == 0 then redis.call('PEXPIRE', key, lifetime, 'NX') end
         end
 
         -- The timing of a session if it is alive at `now`: its fields (idle, deadline, state, then
