@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
 
 let package = Package(
@@ -8,9 +8,9 @@ let package = Package(
         .library(name: "HiredisNIO", targets: ["HiredisNIO"]),
         .library(name: "EmbeddedRedis", targets: ["EmbeddedRedis"]),
         .library(name: "SessionCache", targets: ["SessionCache"]),
-        .executable(name: "redis-example", targets: ["RedisExample"]),
         .executable(name: "session-load", targets: ["SessionLoad"]),
         .executable(name: "session-cache", targets: ["SessionCacheCLI"]),
+        .executable(name: "redis-example", targets: ["RedisExample"]),
         // A test tool: LD_PRELOAD it to run an app server whose wall clock is off (CLOCK_SKEW_MS).
         .library(name: "ClockSkew", type: .dynamic, targets: ["ClockSkew"]),
     ],
@@ -59,12 +59,16 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            // The function library's source; the build embeds it as a constant (scripts/embed-functions).
+            // The function library's source: the EmbedFunctions plugin makes it a Swift constant.
             exclude: ["Functions/sessions.lua"],
-            swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+            swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")],
+            plugins: ["EmbedFunctions"]
         ),
+        .executableTarget(name: "FunctionEmbedder", path: "Tools/FunctionEmbedder"),
+        .plugin(name: "EmbedFunctions", capability: .buildTool(), dependencies: ["FunctionEmbedder"]),
         .target(
             name: "ClockSkew",
+            path: "Tools/ClockSkew",
             linkerSettings: [.linkedLibrary("dl")]
         ),
         // Starts and stops a real redis-server on loopback: for tests, benchmarks and the example.
@@ -80,7 +84,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "RedisExample",
-            dependencies: ["HiredisNIO", "EmbeddedRedis"]
+            dependencies: ["HiredisNIO", "EmbeddedRedis"],
+            path: "Examples/RedisExample"
         ),
         // Benchmarks: reference tools (redis-benchmark) and ours in one run, reported as ratios.
         .target(
@@ -89,7 +94,8 @@ let package = Package(
                 "EmbeddedRedis",
                 "HiredisNIO",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
-            ]
+            ],
+            path: "Benchmarks/BenchmarkSupport"
         ),
         .executableTarget(
             name: "ClientBenchmark",
@@ -97,7 +103,8 @@ let package = Package(
                 "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-            ]
+            ],
+            path: "Benchmarks/ClientBenchmark"
         ),
         // The load driver's fault plan and checker: plain types, unit-tested.
         .target(name: "LoadVerdict"),
@@ -126,7 +133,8 @@ let package = Package(
         // A listener in a process of its own, for the tests that kill an instance.
         .executableTarget(
             name: "SessionTestWorker",
-            dependencies: ["SessionCache", "HiredisNIO", "EmbeddedRedis"]
+            dependencies: ["SessionCache", "HiredisNIO", "EmbeddedRedis"],
+            path: "Tools/SessionTestWorker"
         ),
         .executableTarget(
             name: "ClusterBenchmark",
@@ -134,7 +142,8 @@ let package = Package(
                 "SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ]
+            ],
+            path: "Benchmarks/ClusterBenchmark"
         ),
         .executableTarget(
             name: "ExpiryBenchmark",
@@ -144,23 +153,27 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ]
+            ],
+            path: "Benchmarks/ExpiryBenchmark"
         ),
         .executableTarget(
             name: "LockBenchmark",
             dependencies: [
                 "SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
-            ]
+            ],
+            path: "Benchmarks/LockBenchmark"
         ),
         .executableTarget(
             name: "StoreBenchmark",
-            dependencies: ["SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport"]
+            dependencies: ["SessionCache", "HiredisNIO", "EmbeddedRedis", "BenchmarkSupport"],
+            path: "Benchmarks/StoreBenchmark"
         ),
         .testTarget(
             name: "SessionCacheTests",
             dependencies: [
                 "SessionCache",
+                "TestSupport",
                 "HiredisNIO",
                 "EmbeddedRedis",
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
@@ -168,23 +181,51 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Unit tests of the session module's plain parts: no server.
         // RediStack's public names (vapor/redis re-exports them), to prove that ours coexist.
         .target(name: "RediStackStandIn", path: "Tests/RediStackStandIn"),
         .testTarget(
             name: "CoexistenceTests",
             dependencies: ["RediStackStandIn", "HiredisNIO", "SessionCache", "EmbeddedRedis"]
         ),
+        // Unit tests of the session module's plain parts: no server.
         .testTarget(
             name: "SessionCacheUnitTests",
             dependencies: ["SessionCache", "HiredisNIO", "LoadVerdict", .product(name: "NIOPosix", package: "swift-nio")]
         ),
+        // Helpers shared by the test targets: a fake server for misbehaving peers, expectations.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "HiredisNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/TestSupport"
+        ),
+        // The client's plain parts (reply reader, state machines, routing, configuration) and its
+        // behaviour against fake peers: no redis-server, seconds to run.
+        .testTarget(
+            name: "HiredisNIOUnitTests",
+            dependencies: [
+                "HiredisNIO",
+                "CHiredis",
+                "EmbeddedRedis",
+                "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The client against real redis-server processes (standalone, cluster, sentinel, TLS).
         .testTarget(
             name: "HiredisNIOTests",
             dependencies: [
                 "HiredisNIO",
                 "CHiredis",
                 "EmbeddedRedis",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,12 +1,13 @@
 import HiredisNIO
 
 // For tests, benchmarks and tools, where a `ServiceGroup` would be ceremony: services whose
-// `run()` goes on in a task of its own until `close()`. Applications put the client and the
-// subscriber in their `ServiceGroup` instead.
+// `run()` goes on in a task of its own until `close()`. Fire-and-forget, so not public API
+// (`@_spi(Testing) import EmbeddedRedis`): applications put the client and the subscriber in
+// their `ServiceGroup`.
 
 extension HiredisClient {
     /// A client whose ``HiredisClient/run()`` runs in a task of its own until ``HiredisClient/close()``.
-    public static func started(configuration: HiredisConfiguration) throws -> HiredisClient {
+    @_spi(Testing) public static func started(configuration: HiredisConfiguration) throws -> HiredisClient {
         let client = try HiredisClient(configuration: configuration)
         Task { try? await client.run() }
         return client
@@ -16,7 +17,7 @@ extension HiredisClient {
 extension HiredisSubscriber {
     /// A subscriber whose ``HiredisSubscriber/run()`` runs in a task of its own until
     /// ``HiredisSubscriber/close()``.
-    public static func started(configuration: HiredisConfiguration, bufferSize: Int = 10_000) -> HiredisSubscriber {
+    @_spi(Testing) public static func started(configuration: HiredisConfiguration, bufferSize: Int = 10_000) -> HiredisSubscriber {
         let subscriber = HiredisSubscriber(configuration: configuration, bufferSize: bufferSize)
         Task { try? await subscriber.run() }
         return subscriber

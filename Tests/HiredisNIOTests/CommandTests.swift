@@ -1,6 +1,7 @@
 import EmbeddedRedis
 import NIOCore
 import NIOPosix
+import TestSupport
 import Testing
 
 @testable import HiredisNIO

@@ -1,6 +1,7 @@
-import EmbeddedRedis
+@_spi(Testing) import EmbeddedRedis
 import HiredisNIO
 import NIOCore
+import TestSupport
 import Testing
 
 @Suite("Failures: timeouts, lost servers, authentication, bad peers")

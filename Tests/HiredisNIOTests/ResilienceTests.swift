@@ -1,6 +1,7 @@
-import EmbeddedRedis
+@_spi(Testing) import EmbeddedRedis
 import NIOConcurrencyHelpers
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import HiredisNIO

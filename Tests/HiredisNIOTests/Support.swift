@@ -1,4 +1,4 @@
-import EmbeddedRedis
+@_spi(Testing) import EmbeddedRedis
 import HiredisNIO
 import NIOCore
 import Testing
@@ -25,24 +25,4 @@ func withRedis<T: Sendable>(
             throw error
         }
     }
-}
-
-/// Runs `body`, expecting a HiredisError, and returns it.
-func expectRedisError(
-    sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
-) async -> HiredisError? {
-    do {
-        try await body()
-        Issue.record("expected a HiredisError, got success", sourceLocation: sourceLocation)
-        return nil
-    } catch let error as HiredisError {
-        return error
-    } catch {
-        Issue.record("expected a HiredisError, got \(error)", sourceLocation: sourceLocation)
-        return nil
-    }
-}
-
-extension ContinuousClock.Instant {
-    var elapsed: Duration { ContinuousClock.now - self }
 }

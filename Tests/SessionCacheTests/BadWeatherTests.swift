@@ -1,8 +1,9 @@
-import EmbeddedRedis
+@_spi(Testing) import EmbeddedRedis
 import Foundation
 import HiredisNIO
 import NIOConcurrencyHelpers
 import SessionCache
+import TestSupport
 import Testing
 
 /// A child process's output, line by line, awaited with a timeout.

@@ -1,8 +1,9 @@
-import EmbeddedRedis
+@_spi(Testing) import EmbeddedRedis
 import Foundation
 import HiredisNIO
 import NIOCore
 import SessionCache
+import TestSupport
 import Testing
 
 @Suite("Messages, metadata, users, limits")

@@ -1,4 +1,4 @@
-import EmbeddedRedis
+@_spi(Testing) import EmbeddedRedis
 import Foundation
 import HiredisNIO
 import Logging

@@ -1,4 +1,4 @@
-import EmbeddedRedis
+@_spi(Testing) import EmbeddedRedis
 import HiredisNIO
 import NIOCore
 import SessionCache
@@ -207,10 +207,6 @@ func expectSessionError(sourceLocation: SourceLocation = #_sourceLocation, _ bod
         Issue.record("expected a SessionError, got \(error)", sourceLocation: sourceLocation)
     }
     return nil
-}
-
-extension ContinuousClock.Instant {
-    var elapsed: Duration { ContinuousClock.now - self }
 }
 
 extension SessionLock {

@@ -30,9 +30,10 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     private var pending = CircularBuffer<PendingCommand>(initialCapacity: 64)
     /// The last written batch, emptied: the outbox's storage for the next one.
     private var spareBatch: OutboundBatch?
-    private var pushSink: ((RESPReply) -> Void)?
+    /// Initialized, active, subscribed, closing, closed: the one place the connection's mode and
+    /// the error that ended it live.
+    private var connection = ConnectionStateMachine<(RESPReply) -> Void>()
     private var timeoutCheck: (task: Scheduled<Void>, deadline: NIODeadline)?
-    private var closedError: HiredisError?
     private var context: ChannelHandlerContext?
     private let logger: Logger
     private let outbox: CommandOutbox
@@ -67,16 +68,16 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { scheduleIdleCheck(context: context) }
+        if context.channel.isActive, connection.channelActive() { scheduleIdleCheck(context: context) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        scheduleIdleCheck(context: context)
+        if connection.channelActive() { scheduleIdleCheck(context: context) }
         context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        failAll(closedError ?? .connectionLost(reason: "handler removed"))
+        perform(connection.channelClosed(.connectionLost(reason: "handler removed")), context: context)
         self.context = nil
     }
 
@@ -84,7 +85,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     /// Writes whatever callers have queued in the outbox, in one write and one flush.
     func flushOutbox() {
-        guard let context, closedError == nil else { return }
+        guard let context, connection.isOpen else { return }
         // While the socket's buffer is full, commands wait in the outbox (bounded by
         // maximumPendingCommands); the ones past their deadline fail there, unsent.
         guard context.channel.isWritable else {
@@ -102,7 +103,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     /// the socket is full), and schedules the next check while commands still wait. The next
     /// reply, or the socket's room, writes the others.
     func checkOutbox(scheduledFor deadline: NIODeadline) {
-        guard let context, closedError == nil, let next = outbox.checkRan(scheduledFor: deadline, now: .now()) else { return }
+        guard let context, connection.isOpen, let next = outbox.checkRan(scheduledFor: deadline, now: .now()) else { return }
         scheduleOutboxCheck(at: next, context: context)
     }
 
@@ -124,7 +125,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     private func write(_ batch: OutboundBatch, context: ChannelHandlerContext, promise: EventLoopPromise<Void>? = nil) {
         var batch = batch
-        if let closedError {
+        if let closedError = connection.closedError {
             for index in batch.commands.indices { batch.commands[index].fail(closedError) }
             promise?.fail(closedError)
             return
@@ -157,7 +158,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     }
 
     private func deliver(_ reply: RESPReply) throws(HiredisError) {
-        if let pushSink {
+        if let pushSink = connection.pushSink {
             pushSink(reply)
             return
         }
@@ -185,7 +186,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(.connectionLost(reason: "connection closed by peer"))
+        perform(connection.channelClosed(.connectionLost(reason: "connection closed by peer")), context: context)
         context.fireChannelInactive()
     }
 
@@ -198,7 +199,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
 
     /// From now on every reply goes to `sink` (after SUBSCRIBE/PSUBSCRIBE).
     func enterSubscriberMode(_ sink: @escaping (RESPReply) -> Void) {
-        pushSink = sink
+        _ = connection.enterSubscriberMode(sink)
     }
 
     /// Gives up waiting for the command `id`: its caller gets `error`, its reply will be dropped.
@@ -218,14 +219,26 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     /// Fails everything waiting (as timed out those past their deadline at `timedOutAt`) and
     /// closes the channel.
     private func close(context: ChannelHandlerContext, error: HiredisError, timedOutAt: NIODeadline? = nil) {
-        failAll(error, timedOutAt: timedOutAt)
-        context.close(promise: nil)
+        perform(connection.close(error), context: context, timedOutAt: timedOutAt)
+    }
+
+    private func perform(
+        _ action: ConnectionStateMachine<(RESPReply) -> Void>.CloseAction, context: ChannelHandlerContext, timedOutAt: NIODeadline? = nil
+    ) {
+        switch action {
+        case .failAllAndCloseChannel(let error):
+            failAll(error, timedOutAt: timedOutAt)
+            context.close(promise: nil)
+        case .failAll(let error):
+            failAll(error, timedOutAt: timedOutAt)
+        case .none:
+            break
+        }
     }
 
     /// Fails everything waiting with `error`, except commands past their deadline at
     /// `timedOutAt`, which fail as timed out.
     private func failAll(_ error: HiredisError, timedOutAt: NIODeadline? = nil) {
-        if closedError == nil { closedError = error }
         // First refuse new commands, then resume the waiting callers: a caller that retries at
         // once must not land on this connection again.
         var queued = outbox.close(error)
@@ -305,7 +318,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     // MARK: Health check
 
     private func scheduleIdleCheck(context: ChannelHandlerContext) {
-        guard let interval = health.idleInterval, idleCheck == nil, closedError == nil else { return }
+        guard let interval = health.idleInterval, idleCheck == nil, connection.isOpen else { return }
         idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastActivity + interval) { [self] in
             self.idleCheck = nil
             self.checkIdle(context: context)
@@ -315,9 +328,9 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     /// Sends a PING on a connection idle for the interval; its reply (or the lack of one within
     /// the health-check timeout) is judged like any command's.
     private func checkIdle(context: ChannelHandlerContext) {
-        guard let interval = health.idleInterval, closedError == nil else { return }
+        guard let interval = health.idleInterval, connection.isOpen else { return }
         let now = NIODeadline.now()
-        if pushSink == nil, pending.isEmpty, now - lastActivity >= interval {
+        if connection.pushSink == nil, pending.isEmpty, now - lastActivity >= interval {
             var bytes = context.channel.allocator.buffer(capacity: 14)
             bytes.writeString("*1\r\n$4\r\nPING\r\n")
             let ping = PendingCommand(
@@ -326,7 +339,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             outbox.added(1)
             write(OutboundBatch(bytes: bytes, commands: [ping]), context: context)
             context.flush()
-        } else if pushSink != nil, now - lastActivity >= interval {
+        } else if connection.pushSink != nil, now - lastActivity >= interval {
             // A subscriber's PING is answered with a push message (which the sink ignores); if
             // no byte at all arrives before the deadline, the connection is dead.
             var bytes = context.channel.allocator.buffer(capacity: 14)
@@ -334,7 +347,7 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
             lastActivity = now
             context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
             context.eventLoop.assumeIsolated().scheduleTask(deadline: now + health.timeout.timeAmount) { [self] in
-                guard self.lastRead < now, self.closedError == nil else { return }
+                guard self.lastRead < now, self.connection.isOpen else { return }
                 self.close(
                     context: context, error: .connectionLost(reason: "no reply to PING; the connection was presumed dead and closed"))
             }

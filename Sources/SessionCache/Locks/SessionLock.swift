@@ -451,6 +451,7 @@ final class WakeupSubscription: Sendable {
     }
 }
 
+@_spi(Benchmarks)
 extension SessionLock {
     // For scripts/bench-locks: the commands an uncontended acquire and a release send, to measure
     // the pipelined ceiling of exactly what the lock sends.

@@ -7,11 +7,11 @@ import NIOPosix
 /// to stay silent. With `trickleEvery`, the answers after the first chunk (the handshake) go out
 /// one byte at a time at that interval: a peer that keeps a connection looking alive while it
 /// takes forever to finish a reply.
-final class FakeServer: Sendable {
-    let port: Int
+public final class FakeServer: Sendable {
+    public let port: Int
     private let channel: any Channel
 
-    init(trickleEvery: TimeAmount? = nil, reply: @escaping @Sendable (_ connection: Int, _ chunk: Int) -> String?) async throws {
+    public init(trickleEvery: TimeAmount? = nil, reply: @escaping @Sendable (_ connection: Int, _ chunk: Int) -> String?) async throws {
         let connections = NIOLockedValueBox(0)
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -29,7 +29,7 @@ final class FakeServer: Sendable {
         port = channel.localAddress?.port ?? 0
     }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
     }
 

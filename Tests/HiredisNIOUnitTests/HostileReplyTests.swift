@@ -1,7 +1,9 @@
 import CHiredis
+@_spi(Testing) import EmbeddedRedis
 import Foundation
 import HiredisNIO
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import HiredisNIO
