@@ -47,9 +47,7 @@ struct ConnectionOptions: ParsableArguments {
 
     /// Redis's clock (Unix ms): the only clock sessions are timed by.
     func redisNow(_ client: HiredisClient) async throws -> Int {
-        let time = try await client.send(RESPCommand("TIME")).array ?? []
-        guard time.count == 2, let seconds = time[0].int, let micros = time[1].int else { throw ValidationError("TIME failed") }
-        return seconds * 1000 + micros / 1000
+        try await client.execute(TIME()).milliseconds
     }
 }
 

@@ -57,15 +57,48 @@ extension HiredisClientProtocol {
     package func call(_ command: RESPCommand, loading library: LuaLibrary) async throws -> RESPReply {
         do {
             return try await send(command)
-        } catch let error as HiredisError {
-            guard let reply = error.serverError, reply.isFunctionNotFound else { throw error }
-            // In a cluster the node that answered is one of several: load it everywhere.
-            if let client = self as? HiredisClient {
-                _ = try await client.sendToEveryPrimary(library.loadCommand)
-            } else {
-                _ = try await send(library.loadCommand)
-            }
+        } catch let error as HiredisError where error.serverError?.isFunctionNotFound == true {
+            try await load(library)
             return try await send(command)
         }
+    }
+
+    /// Loads `library` where a function of it was not found: on a cluster the node that answered
+    /// is one of several, so every primary gets it. The only place that reloads a library.
+    package func load(_ library: LuaLibrary) async throws {
+        if let client = self as? HiredisClient {
+            _ = try await client.sendToEveryPrimary(library.loadCommand)
+        } else {
+            _ = try await send(library.loadCommand)
+        }
+    }
+}
+
+extension HiredisClient {
+    /// Sends `commands` in one pipeline; when a reply says a function is not found and `library`
+    /// is set, loads it (``load(_:)``) and sends again, once, the calls that were not found (they
+    /// ran nowhere) with the pipeline's other commands that are not function calls (`WAIT`,
+    /// `TIME`: they describe the calls), never a call that ran.
+    package func pipeline(_ commands: [RESPCommand], loading library: LuaLibrary?, timeout: Duration) async throws -> [RESPReply] {
+        var replies = try await pipeline(commands, timeout: timeout)
+        guard let library, replies.contains(where: \.isFunctionNotFound) else { return replies }
+        try await load(library)
+        let again = commands.indices.filter { replies[$0].isFunctionNotFound || !commands[$0].isFunctionCall }
+        let retried = try await pipeline(again.map { commands[$0] }, timeout: timeout)
+        for (index, reply) in zip(again, retried) { replies[index] = reply }
+        return replies
+    }
+}
+
+extension RESPCommand {
+    /// `FCALL` or `FCALL_RO`.
+    var isFunctionCall: Bool { name == "FCALL" || name == "FCALL_RO" }
+}
+
+extension RESPReply {
+    /// Whether this is the reply to a function the server does not know (its library is gone).
+    var isFunctionNotFound: Bool {
+        if case .error(let text) = self { return HiredisServerError(reply: text).isFunctionNotFound }
+        return false
     }
 }

@@ -210,3 +210,19 @@ extension RESPReply {
         }
     }
 }
+
+extension HiredisError: Hashable {
+    /// Equal when code, message, server error and `commandMayHaveRun` are: the underlying error
+    /// (any `Error`) is not compared.
+    public static func == (lhs: HiredisError, rhs: HiredisError) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message && lhs.serverError == rhs.serverError
+            && lhs.commandMayHaveRun == rhs.commandMayHaveRun
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+        hasher.combine(serverError)
+        hasher.combine(commandMayHaveRun)
+    }
+}

@@ -88,9 +88,7 @@ extension ExpiryListener {
         for primary in primaries {
             var flags = ""
             do {
-                flags =
-                    try await redis.send(RESPCommand("CONFIG", "GET", "notify-keyspace-events"), toPrimary: primary).array?.last?.string
-                    ?? ""
+                flags = try await redis.execute(CONFIG_GET("notify-keyspace-events"), toPrimary: primary) ?? ""
             } catch {
                 logger.warning(
                     "cannot read notify-keyspace-events (CONFIG refused); relying on the sweep",
@@ -108,7 +106,7 @@ extension ExpiryListener {
             if !flags.contains("K") { wanted += "K" }
             if !hasExpired { wanted += "x" }
             do {
-                _ = try await redis.send(RESPCommand("CONFIG", "SET", "notify-keyspace-events", .string(wanted)), toPrimary: primary)
+                try await redis.execute(CONFIG_SET("notify-keyspace-events", wanted), toPrimary: primary)
                 logger.info(
                     "enabled expired-key notifications", metadata: ["primary": "\(primary)", "notify-keyspace-events": "\(wanted)"])
             } catch {

@@ -61,15 +61,18 @@ struct ExpiryStore: Sendable {
     /// one round trip for all: a claimed session does not change any more.
     func data(of ids: [String]) async throws -> [(record: SessionRecord, messages: [RESPReply])] {
         guard !ids.isEmpty else { return [] }
+        let reads = ids.map { (HGETALL(keyspace.session($0)), LRANGE(keyspace.messages($0))) }
         var commands: [RESPCommand] = []
         commands.reserveCapacity(ids.count * 2)
-        for id in ids {
-            commands.append(RESPCommand("HGETALL", .string(keyspace.session(id))))
-            commands.append(RESPCommand("LRANGE", .string(keyspace.messages(id)), 0, -1))
-        }
+        for (hash, messages) in reads { commands += [hash.command, messages.command] }
         let replies = try await redis.pipeline(commands)
-        return stride(from: 0, to: replies.count, by: 2).map { index in
-            (SessionRecord(replies[index].array ?? []), replies[index + 1].array ?? [])
+        // A key that holds something else (overwritten by hand) reads as gone: its session is
+        // finalized as one whose data was lost, instead of failing every visit after.
+        return reads.indices.map { index in
+            let (hash, messages) = reads[index]
+            return (
+                SessionRecord((try? hash.decode(replies[2 * index])) ?? []), (try? messages.decode(replies[2 * index + 1])) ?? []
+            )
         }
     }
 

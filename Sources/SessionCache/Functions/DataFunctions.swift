@@ -48,11 +48,11 @@ struct AppendFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return Result(write: .written, length: try reply.int(0))
-        case "not_alive": return Result(write: .notAlive, length: 0)
-        case "too_large": return Result(write: .tooLarge(bytes: try reply.int(0)), length: 0)
-        case "stale_lease": return Result(write: .staleLease, length: 0)
-        case "binding": return Result(write: .binding, length: 0)
+        case .ok: return Result(write: .written, length: try reply.int(0))
+        case .notAlive: return Result(write: .notAlive, length: 0)
+        case .tooLarge: return Result(write: .tooLarge(bytes: try reply.int(0)), length: 0)
+        case .staleLease: return Result(write: .staleLease, length: 0)
+        case .binding: return Result(write: .binding, length: 0)
         default: throw reply.unexpected()
         }
     }
@@ -70,10 +70,10 @@ struct ClearMessagesFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> WriteResult {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return .written
-        case "not_alive": return .notAlive
-        case "stale_lease": return .staleLease
-        case "binding": return .binding
+        case .ok: return .written
+        case .notAlive: return .notAlive
+        case .staleLease: return .staleLease
+        case .binding: return .binding
         default: throw reply.unexpected()
         }
     }
@@ -120,12 +120,12 @@ struct SetMetadataFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return Result(write: .written, timer: try reply.string(1), now: try reply.int(2))
-        case "not_alive": return Result(write: .notAlive, timer: nil)
-        case "too_large": return Result(write: .tooLarge(bytes: try reply.int(0)), timer: nil)
-        case "too_many_keys": return Result(write: .tooManyKeys(count: try reply.int(0)), timer: nil)
-        case "stale_lease": return Result(write: .staleLease, timer: nil)
-        case "binding": return Result(write: .binding, timer: nil)
+        case .ok: return Result(write: .written, timer: try reply.string(1), now: try reply.int(2))
+        case .notAlive: return Result(write: .notAlive, timer: nil)
+        case .tooLarge: return Result(write: .tooLarge(bytes: try reply.int(0)), timer: nil)
+        case .tooManyKeys: return Result(write: .tooManyKeys(count: try reply.int(0)), timer: nil)
+        case .staleLease: return Result(write: .staleLease, timer: nil)
+        case .binding: return Result(write: .binding, timer: nil)
         default: throw reply.unexpected()
         }
     }
@@ -145,8 +145,8 @@ struct RecentMessagesFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> [RESPReply]? {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return try reply.array(0)
-        case "not_alive": return nil
+        case .ok: return try reply.array(0)
+        case .notAlive: return nil
         default: throw reply.unexpected()
         }
     }
@@ -166,7 +166,7 @@ struct ListFunction: SessionFunction {
 
     func decode(_ reply: RESPReply) throws(SessionError) -> [SessionSummary] {
         let reply = try FunctionReply(reply, of: Self.name)
-        guard reply.status == "ok" else { throw reply.unexpected() }
+        guard reply.status == .ok else { throw reply.unexpected() }
         return try reply.array(1).map { entry throws(SessionError) in
             guard let parts = entry.array, parts.count == 6, let id = parts[0].string, let activity = parts[2].int else {
                 throw .corrupted("\(Self.name): unexpected entry \(entry)")

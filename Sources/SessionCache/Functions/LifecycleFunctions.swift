@@ -52,8 +52,8 @@ struct CreateFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return .created(timer: try reply.string(0), now: try reply.int(1), deadline: try reply.int(2))
-        case "exists": return .exists
+        case .ok: return .created(timer: try reply.string(0), now: try reply.int(1), deadline: try reply.int(2))
+        case .exists: return .exists
         default: throw reply.unexpected()
         }
     }
@@ -71,8 +71,8 @@ struct TouchFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> (timer: String, now: Int)? {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return (try reply.string(0), try reply.int(1))
-        case "not_alive": return nil
+        case .ok: return (try reply.string(0), try reply.int(1))
+        case .notAlive: return nil
         default: throw reply.unexpected()
         }
     }
@@ -90,8 +90,8 @@ struct HeartbeatFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return true
-        case "not_alive": return false
+        case .ok: return true
+        case .notAlive: return false
         default: throw reply.unexpected()
         }
     }
@@ -120,11 +120,11 @@ struct ResumeFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok":
+        case .ok:
             return .resumed(
                 inactiveMilliseconds: try reply.int(0), timer: try reply.string(1), lastSeen: try reply.int(2), now: try reply.int(3),
                 record: SessionRecord(try reply.array(4)))
-        case "not_found": return .notFound
+        case .notFound: return .notFound
         default: throw reply.unexpected()
         }
     }
@@ -150,11 +150,11 @@ struct GetFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Snapshot? {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok":
+        case .ok:
             return Snapshot(
                 millisecondsLeft: try reply.int(0), lastSeen: try reply.int(1), now: try reply.int(2),
                 record: SessionRecord(try reply.array(3)))
-        case "not_alive": return nil
+        case .notAlive: return nil
         default: throw reply.unexpected()
         }
     }
@@ -181,10 +181,10 @@ struct RotateFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return .rotated(timer: try reply.string(0), now: try reply.int(1), record: SessionRecord(try reply.array(2)))
-        case "not_alive": return .notAlive
-        case "exists": return .exists
-        case "binding": return .binding
+        case .ok: return .rotated(timer: try reply.string(0), now: try reply.int(1), record: SessionRecord(try reply.array(2)))
+        case .notAlive: return .notAlive
+        case .exists: return .exists
+        case .binding: return .binding
         default: throw reply.unexpected()
         }
     }
@@ -204,8 +204,8 @@ struct DeleteFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return true
-        case "not_found": return false
+        case .ok: return true
+        case .notFound: return false
         default: throw reply.unexpected()
         }
     }
@@ -236,7 +236,7 @@ struct DeleteUserFunction: SessionFunction {
 
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
-        guard reply.status == "ok" else { throw reply.unexpected() }
+        guard reply.status == .ok else { throw reply.unexpected() }
         return Result(ended: try reply.int(0), left: try reply.int(1))
     }
 }
@@ -269,13 +269,13 @@ struct BindBeginFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok":
+        case .ok:
             return .marked(
                 timerExpiry: try reply.int(0), lastSeen: try reply.int(1), fields: try reply.array(2), messages: try reply.array(3),
                 newID: try reply.string(4))
-        case "not_alive": return .notAlive
-        case "not_anonymous": return .notAnonymous
-        case "bound": return .bound(newID: try reply.string(0))
+        case .notAlive: return .notAlive
+        case .notAnonymous: return .notAnonymous
+        case .bound: return .bound(newID: try reply.string(0))
         default: throw reply.unexpected()
         }
     }
@@ -318,9 +318,9 @@ struct BindPlaceFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return .placed(timer: try reply.string(0), now: try reply.int(1))
-        case "exists": return .exists
-        case "not_alive": return .notAlive
+        case .ok: return .placed(timer: try reply.string(0), now: try reply.int(1))
+        case .exists: return .exists
+        case .notAlive: return .notAlive
         default: throw reply.unexpected()
         }
     }
@@ -353,11 +353,11 @@ struct BindFinishFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return .finished
-        case "not_found": return .notFound
-        case "not_alive": return .notAlive
-        case "lapsed": return .lapsed
-        case "other": return .other
+        case .ok: return .finished
+        case .notFound: return .notFound
+        case .notAlive: return .notAlive
+        case .lapsed: return .lapsed
+        case .other: return .other
         default: throw reply.unexpected()
         }
     }
@@ -375,8 +375,8 @@ struct BindUndoFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "ok": return true
-        case "not_found": return false
+        case .ok: return true
+        case .notFound: return false
         default: throw reply.unexpected()
         }
     }

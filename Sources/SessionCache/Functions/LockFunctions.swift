@@ -43,12 +43,12 @@ struct LockAcquireFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case "granted":
+        case .granted:
             guard let fence = FencingToken.from(seconds: try reply.value(0), microseconds: try reply.value(1)) else {
                 throw .corrupted("\(Self.name): bad fencing token")
             }
             return .granted(fence: fence)
-        case "held": return .held(millisecondsLeft: try reply.int(0))
+        case .held: return .held(millisecondsLeft: try reply.int(0))
         default: throw reply.unexpected()
         }
     }

@@ -38,10 +38,10 @@ enum SessionFunctions {
     static func registeredName(_ name: String) -> String { registeredNames[name] ?? prefix + name }
 }
 
-/// A typed wrapper of one function of `sessions.lua`.
-protocol SessionFunction: Sendable {
-    /// What the reply decodes to.
-    associatedtype Result: Sendable
+/// A typed wrapper of one function of `sessions.lua`: a ``HiredisCommand`` whose command is the
+/// function's `FCALL` and whose library is ``SessionFunctions/library`` (loaded again where a
+/// server lost it).
+protocol SessionFunction: HiredisCommand {
     /// The function's name without the library prefix.
     static var name: String { get }
     /// Whether the function is registered `no-writes` (called with `FCALL_RO`; replicas serve it).
@@ -50,14 +50,14 @@ protocol SessionFunction: Sendable {
     var keys: [RESPArgument] { get }
     /// `ARGV`.
     var arguments: [RESPArgument] { get }
-    /// The reply as a Swift value (this call's: it may depend on what was sent).
-    func decode(_ reply: RESPReply) throws(SessionError) -> Result
 }
 
 extension SessionFunction {
     static var isReadOnly: Bool { false }
 
-    /// The `FCALL` (`FCALL_RO`) of this call, for pipelines.
+    var library: LuaLibrary? { SessionFunctions.library }
+
+    /// The `FCALL` (`FCALL_RO`) of this call.
     var command: RESPCommand {
         let keys = self.keys
         let arguments = self.arguments
@@ -70,18 +70,10 @@ extension SessionFunction {
     }
 }
 
-extension RESPReply {
-    /// Whether this is the reply to a function the server does not know (its library is gone).
-    fileprivate var isFunctionNotFound: Bool {
-        if case .error(let text) = self { return HiredisServerError(reply: text).isFunctionNotFound }
-        return false
-    }
-}
-
 extension HiredisClientProtocol {
     /// Calls a session function and decodes its reply.
-    func call<Function: SessionFunction>(_ function: Function) async throws -> Function.Result {
-        try function.decode(try await call(function.command, loading: SessionFunctions.library))
+    func call<Function: SessionFunction>(_ function: Function) async throws -> Function.Response {
+        try await execute(function)
     }
 }
 
@@ -93,33 +85,20 @@ extension HiredisClient {
     /// - Throws: ``SessionError/notReplicated(acknowledged:required:)`` when fewer confirm in time.
     func call<Function: SessionFunction>(
         _ function: Function, replicatedTo acknowledgement: SessionStoreConfiguration.ReplicaAcknowledgement?
-    ) async throws -> Function.Result {
+    ) async throws -> Function.Response {
         guard let acknowledgement else { return try await call(function) }
-        let wait = RESPCommand("WAIT", .integer(acknowledgement.replicas), .integer(acknowledgement.timeout.wholeMilliseconds))
-        var replies = try await pipeline([function.command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
-        if replies[0].isFunctionNotFound {
-            _ = try await sendToEveryPrimary(SessionFunctions.library.loadCommand)
-            replies = try await pipeline([function.command, wait], timeout: configuration.commandTimeout + acknowledgement.timeout)
-        }
-        if case .error(let text) = replies[0] { throw HiredisError.server(HiredisServerError(reply: text)) }
-        let result = try function.decode(replies[0])
-        let acknowledged = replies[1].int ?? 0
-        if acknowledged < acknowledgement.replicas {
-            throw SessionError.notReplicated(acknowledged: acknowledged, required: acknowledgement.replicas)
-        }
-        return result
+        let (result, acknowledged) = try await execute(
+            function, acknowledgement.wait, timeout: configuration.commandTimeout + acknowledgement.timeout)
+        let response = try result.get()
+        try acknowledgement.check((try? acknowledged.get()) ?? 0)
+        return response
     }
 
     /// Calls several session functions in one pipeline (split by node on a cluster) and decodes
     /// their replies in order; the first error reply is thrown. A server that lost the library
-    /// gets it again and the calls are repeated once (a function that is not found ran nowhere).
-    func callEach<Function: SessionFunction>(_ functions: [Function]) async throws -> [Function.Result] {
-        let commands = functions.map(\.command)
-        var replies = try await pipeline(commands)
-        if replies.contains(where: \.isFunctionNotFound) {
-            _ = try await sendToEveryPrimary(SessionFunctions.library.loadCommand)
-            replies = try await pipeline(commands)
-        }
+    /// gets it again and the calls it did not know are repeated once (they ran nowhere).
+    func callEach<Function: SessionFunction>(_ functions: [Function]) async throws -> [Function.Response] {
+        let replies = try await pipeline(functions.map(\.command), loading: SessionFunctions.library, timeout: configuration.commandTimeout)
         return try zip(functions, replies).map { function, reply in
             if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
             return try function.decode(reply)
@@ -127,16 +106,49 @@ extension HiredisClient {
     }
 }
 
+extension SessionStoreConfiguration.ReplicaAcknowledgement {
+    /// The `WAIT` that goes with a write in its pipeline.
+    var wait: WAIT { WAIT(replicas: replicas, timeout: timeout) }
+
+    /// Throws ``SessionError/notReplicated(acknowledged:required:)`` when fewer replicas than
+    /// asked confirmed the write.
+    func check(_ acknowledged: Int) throws(SessionError) {
+        if acknowledged < replicas { throw .notReplicated(acknowledged: acknowledged, required: replicas) }
+    }
+}
+
+/// The status word that starts every function's reply (see the header of `sessions.lua`), decoded
+/// here once; each function's wrapper says which it answers.
+enum FunctionStatus: String, Sendable {
+    case ok
+    /// The session ended, or was deleted or rotated (its key may still exist, dead).
+    case notAlive = "not_alive"
+    /// The key does not exist at all.
+    case notFound = "not_found"
+    case exists
+    case binding
+    case bound
+    case tooLarge = "too_large"
+    case tooManyKeys = "too_many_keys"
+    case staleLease = "stale_lease"
+    case notAnonymous = "not_anonymous"
+    case granted
+    case held
+    case lapsed
+    case other
+}
+
 /// A function's reply: a status word followed by values (see the header of `sessions.lua`).
 struct FunctionReply {
-    let status: String
+    let status: FunctionStatus
     private let values: [RESPReply]
     private let function: String
 
     init(_ reply: RESPReply, of function: String) throws(SessionError) {
-        guard case .array(let parts) = reply, let status = parts.first?.string else {
+        guard case .array(let parts) = reply, let word = parts.first?.string else {
             throw .corrupted("\(function): unexpected reply (\(reply.shape))")
         }
+        guard let status = FunctionStatus(rawValue: word) else { throw .corrupted("\(function): unknown status word") }
         self.status = status
         self.values = Array(parts.dropFirst())
         self.function = function
@@ -164,5 +176,5 @@ struct FunctionReply {
     }
 
     /// A status the caller does not know: the library and the code disagree.
-    func unexpected() -> SessionError { .corrupted("\(function): unexpected status '\(status)'") }
+    func unexpected() -> SessionError { .corrupted("\(function): unexpected status '\(status.rawValue)'") }
 }

@@ -1,3 +1,5 @@
+import HiredisNIO
+
 /// A granted lock: who holds it, and the fencing token its writes carry.
 ///
 /// Pass it to the store's writes (`lease:`): a write made under a lease that is no longer held is
@@ -29,8 +31,11 @@ public enum LockError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The lease was lost while the holder worked (a renewal failed: it ran out, or another tab took
     /// it over); the holder's later fenced writes are refused.
     case leaseLost
-    /// Redis failed.
-    case redis(String)
+    /// Redis failed (unreachable, timed out, or refused the command): the underlying error says
+    /// which, and whether the command may have run.
+    case redis(HiredisError)
+    /// The store could not do what the lock needed (a reply it did not expect, a refused input).
+    case store(SessionError)
     /// The lock was granted on the primary but too few replicas confirmed it
     /// (``SessionStoreConfiguration/replicaAcknowledgement``); it has been given back.
     case notReplicated
@@ -41,8 +46,24 @@ public enum LockError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidTab: return "invalid tab name"
         case .timedOut: return "timed out waiting for the session lock"
         case .leaseLost: return "the session lock's lease was lost"
-        case .redis(let text): return text
+        case .redis(let error): return "\(error)"
+        case .store(let error): return "\(error)"
         case .notReplicated: return "the session lock was not confirmed by enough replicas"
+        }
+    }
+}
+
+extension LockError {
+    /// What a lock operation throws for an error from below: Redis's and the store's as lock
+    /// errors; cancellation and lock errors as they are.
+    static func from(_ error: any Error) -> any Error {
+        switch error {
+        case let error as LockError: error
+        case let error as HiredisError: LockError.redis(error)
+        case SessionError.redis(let error): LockError.redis(error)
+        case SessionError.notReplicated: LockError.notReplicated
+        case let error as SessionError: LockError.store(error)
+        default: error
         }
     }
 }

@@ -103,7 +103,7 @@ public final class SessionLock: Service {
     ///
     /// The lock does not check that the session is alive: the writes made under it do.
     ///
-    /// - Throws: ``LockError/timedOut``, `CancellationError`, ``LockError/redis(_:)``,
+    /// - Throws: ``LockError/timedOut``, `CancellationError`, ``LockError/redis(_:)``, ``LockError/store(_:)``,
     ///   ``LockError/invalidTab``.
     public func acquire(_ id: String, tab: String? = nil, timeout: Duration? = nil) async throws -> LockLease {
         try await traced("acquire", id, tab: tab) { span in
@@ -133,34 +133,43 @@ public final class SessionLock: Service {
                     self.acquireFunction(lockKey, token: token, mode: .takeover),
                     replicatedTo: self.store.configuration.replicaAcknowledgement)
             }
-            guard case .granted(let fence) = result else { throw LockError.redis("takeover refused") }
+            guard case .granted(let fence) = result else { throw LockError.store(.corrupted("lock_acquire: a takeover was refused")) }
             return granted(fence)
         }
 
         // Uncontended: two plain commands in one round trip (three when replicas must confirm).
         let acknowledgement = store.configuration.replicaAcknowledgement
-        let replies = try await guarded(lockKey, token: token) {
-            var commands = [
-                RESPCommand("SET", .string(lockKey), .string(token), "NX", "PX", .integer(self.configuration.lease.wholeMilliseconds)),
-                RESPCommand("TIME"),
-            ]
-            guard let acknowledgement else { return try await self.store.redis.pipeline(commands) }
-            commands.append(RESPCommand("WAIT", .integer(acknowledgement.replicas), .integer(acknowledgement.timeout.wholeMilliseconds)))
+        let set = SET(lockKey, .string(token), onlyIfAbsent: true, expiresIn: configuration.lease)
+        let (acquired, time, acknowledged) = try await guarded(lockKey, token: token) {
+            guard let acknowledgement else {
+                let (acquired, time) = try await self.store.redis.execute(set, TIME())
+                return (acquired, time, Result<Int, any Error>?.none)
+            }
             // WAIT blocks up to its own timeout: the pipeline's deadline covers it (an overdue reply
             // closes its connection).
-            return try await self.store.redis.pipeline(
-                commands, timeout: self.store.redis.configuration.commandTimeout + acknowledgement.timeout)
+            let (acquired, time, acknowledged) = try await self.store.redis.execute(
+                set, TIME(), acknowledgement.wait, timeout: self.store.redis.configuration.commandTimeout + acknowledgement.timeout)
+            return (acquired, time, Optional(acknowledged))
         }
-        if case .simpleString = replies[0], let time = replies[1].array, time.count == 2,
-            let fence = FencingToken.from(seconds: time[0], microseconds: time[1])
-        {
-            if let acknowledgement, (replies[2].int ?? 0) < acknowledgement.replicas {
+        switch acquired {
+        case .success(true):
+            let fence: Int
+            do {
+                fence = try time.get().totalMicroseconds
+            } catch {
+                await abandon(lockKey, token: token)
+                throw LockError.from(error)
+            }
+            if let acknowledgement, (try? acknowledged?.get()) ?? 0 < acknowledgement.replicas {
                 await abandon(lockKey, token: token)
                 throw LockError.notReplicated
             }
             return granted(fence)
+        case .success(false):
+            break
+        case .failure(let error):
+            throw LockError.from(error)
         }
-        if case .error(let text) = replies[0] { throw LockError.redis(text) }
 
         // Contended: listen for wake-ups first, then queue up (a release in between wakes us).
         await wakeups.ensureSubscribed(keyspace.lockWakeups(bucket: bucket))
@@ -193,7 +202,7 @@ public final class SessionLock: Service {
             return try await store.redis.call(
                 LockExtendFunction(lockKey: keyspace.lock(lease.sessionID, tab: lease.tab), token: lease.token, lease: configuration.lease))
         } catch {
-            throw LockError.redis("\(error)")
+            throw LockError.from(error)
         }
     }
 
@@ -207,7 +216,7 @@ public final class SessionLock: Service {
                 return try await self.store.redis.call(
                     self.releaseFunction(self.keyspace.lock(lease.sessionID, tab: lease.tab), token: lease.token))
             } catch {
-                throw LockError.redis("\(error)")
+                throw LockError.from(error)
             }
         }
     }
@@ -333,7 +342,7 @@ public final class SessionLock: Service {
             await abandon(lockKey, token: token)
             if error is CancellationError { throw error }
             if case .notReplicated = error as? SessionError { throw LockError.notReplicated }
-            throw LockError.redis("\(error)")
+            throw LockError.from(error)
         }
     }
 

@@ -16,9 +16,10 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The write would give the session more metadata keys than
     /// ``SessionStoreConfiguration/Limits/maxMetadataKeys``.
     case tooManyMetadataKeys(count: Int, limit: Int)
-    /// A message is larger than ``SessionStoreConfiguration/Limits/maxMessageBytes``, or one call
-    /// appends more than ``SessionStoreConfiguration/Limits/maxMessagesPerCall``.
+    /// A message is larger than ``SessionStoreConfiguration/Limits/maxMessageBytes``.
     case messageTooLarge(bytes: Int, limit: Int)
+    /// One call appends more messages than ``SessionStoreConfiguration/Limits/maxMessagesPerCall``.
+    case tooManyMessages(count: Int, limit: Int)
     /// The write would take the session past ``SessionStoreConfiguration/Limits/maxSessionBytes``
     /// (counted after the message window is trimmed).
     case sessionTooLarge(bytes: Int, limit: Int)
@@ -66,6 +67,7 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidMetadataKey(let key): return "invalid metadata key '\(key.prefix(40))'"
         case .tooManyMetadataKeys(let count, let limit): return "the session would have \(count) metadata keys; the limit is \(limit)"
         case .messageTooLarge(let bytes, let limit): return "message is \(bytes) bytes; the limit is \(limit)"
+        case .tooManyMessages(let count, let limit): return "\(count) messages in one call; the limit is \(limit)"
         case .sessionTooLarge(let bytes, let limit): return "session would be \(bytes) bytes; the limit is \(limit)"
         case .invalidUser: return "invalid user id"
         case .invalidRole(let role): return "invalid message role '\(role.prefix(40))'"
@@ -84,6 +86,4 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public static func == (lhs: SessionError, rhs: SessionError) -> Bool { lhs.description == rhs.description }
-    public func hash(into hasher: inout Hasher) { hasher.combine(description) }
 }

@@ -6,7 +6,7 @@ extension SessionStore {
     /// Appends one message; the window (``SessionStoreConfiguration/messageWindow``) is enforced in
     /// Redis. Meaningful activity: slides the idle expiry.
     ///
-    /// - Throws: ``SessionError/messageTooLarge(bytes:limit:)``,
+    /// - Throws: ``SessionError/messageTooLarge(bytes:limit:)``, ``SessionError/tooManyMessages(count:limit:)``,
     ///   ``SessionError/sessionTooLarge(bytes:limit:)``, ``SessionError/notFound``.
     public func appendMessage(_ id: String, _ message: SessionMessage, lease: LockLease? = nil) async throws(SessionError) {
         try await appendMessages(id, [message], lease: lease)
@@ -27,7 +27,7 @@ extension SessionStore {
         let leaseArguments = try self.leaseArguments(lease, for: id)
         guard !messages.isEmpty else { return }
         let limits = configuration.limits
-        if messages.count > limits.maxMessagesPerCall { throw .messageTooLarge(bytes: messages.count, limit: limits.maxMessagesPerCall) }
+        if messages.count > limits.maxMessagesPerCall { throw .tooManyMessages(count: messages.count, limit: limits.maxMessagesPerCall) }
         for message in messages {
             if message.content.utf8.count > limits.maxMessageBytes {
                 throw .messageTooLarge(bytes: message.content.utf8.count, limit: limits.maxMessageBytes)
