@@ -7,30 +7,16 @@ import SessionCache
 /// Redis (what is left), and has the checker judge it.
 enum Checks {
     static func run(
-        client: HiredisClient, books: HiredisClient, store: SessionStore, parameters: LoadParameters, killedWorkers: Set<Int>,
+        client: HiredisClient, books: Bookkeeping, store: SessionStore, parameters: LoadParameters, killedWorkers: Set<Int>,
         unfinishedAfterDrain: Int, asyncReplicationAllowance: Int = 0
     ) async throws -> Verdict {
-        let book = parameters.bookkeeping
-        func members(_ key: String) async throws -> Set<String> {
-            Set(try await books.send(RESPCommand("SMEMBERS", .string("\(book):\(key)"))).array?.compactMap(\.string) ?? [])
-        }
-        func counts(_ key: String) async throws -> [String: Int] {
-            let pairs = try await books.send(RESPCommand("HGETALL", .string("\(book):\(key)"))).array ?? []
-            var result: [String: Int] = [:]
-            for index in stride(from: 0, to: pairs.count - 1, by: 2) { result[pairs[index].string ?? ""] = pairs[index + 1].int ?? 0 }
-            return result
-        }
         // Rotated ids live on under their new id; an id whose rotation is indeterminate cannot be
         // judged (the new id is unknown).
-        let sessions = try await members("created").subtracting(try await members("rotated")).subtracting(try await members("uncertain"))
-        let ok = try await counts("ok")
-        let pending = try await counts("pending")
-        var runs: [String: [SessionHistory.HookRun]] = [:]
-        for entry in try await books.send(RESPCommand("LRANGE", .string("\(book):hook-runs"), 0, -1)).array ?? [] {
-            let words = (entry.string ?? "").split(separator: " ")
-            guard words.count == 4, let worker = Int(words[1]), let attempt = Int(words[2]), let counter = Int(words[3]) else { continue }
-            runs[String(words[0]), default: []].append(.init(worker: worker, attempt: attempt, counter: counter))
-        }
+        let sessions = try await books.createdSessions().subtracting(try await books.rotatedSessions())
+            .subtracting(try await books.uncertainSessions())
+        let ok = try await books.acknowledgedIncrements()
+        let pending = try await books.pendingIncrements()
+        let runs = try await books.hookRuns()
 
         // What is left of each session.
         let keyspace = store.keyspace
@@ -61,7 +47,7 @@ enum Checks {
 
         // Nothing lives forever: every key of the run has a TTL.
         var withoutTTL: [String] = []
-        for (redis, pattern) in [(client, "\(parameters.namespace):*"), (books, "\(book):*")] {
+        for (redis, pattern) in [(client, "\(parameters.namespace):*"), (books.client, books.keys.all)] {
             let keys = try await redis.scanKeys(matching: pattern)
             for start in stride(from: 0, to: keys.count, by: 1000) {
                 let chunk = Array(keys[start..<min(start + 1000, keys.count)])

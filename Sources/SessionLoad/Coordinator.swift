@@ -59,7 +59,8 @@ struct Coordinator {
         }
 
         let client = try HiredisClient.started(configuration: try HiredisConfiguration(url: parameters.redisURL))
-        let books = try HiredisClient.started(configuration: try HiredisConfiguration(url: parameters.bookkeepingURL))
+        let booksClient = try HiredisClient.started(configuration: try HiredisConfiguration(url: parameters.bookkeepingURL))
+        let books = Bookkeeping(client: booksClient, parameters: parameters)
         defer {
             Task {
                 await client.close()
@@ -189,7 +190,7 @@ struct Coordinator {
     /// expiry hints, no claims), then tells the workers to stop. Returns how many were left when
     /// the drain limit ran out (0: done).
     private func drainUntilDone(
-        client: HiredisClient, books: HiredisClient, start: ContinuousClock.Instant, marks: NIOLockedValueBox<[Mark]>
+        client: HiredisClient, books: Bookkeeping, start: ContinuousClock.Instant, marks: NIOLockedValueBox<[Mark]>
     ) async throws -> Int {
         try await Task.sleep(until: start + .milliseconds(Int(parameters.duration * 1000)))
         let limit = ContinuousClock.now + .milliseconds(Int(parameters.drainLimit * 1000))
@@ -209,8 +210,7 @@ struct Coordinator {
                     second: Double(elapsed.components.seconds),
                     event: left == 0 ? "drained: every session finalized" : "drain limit reached with \(left) unfinished"))
         }
-        _ = try? await books.send(
-            RESPCommand("SET", .string("\(parameters.bookkeeping):stop"), "1", "PX", .integer(parameters.bookkeepingTTLMilliseconds)))
+        try? await books.requestStop()
         return left == 0 ? 0 : max(left, 1)
     }
 
@@ -267,7 +267,7 @@ struct Coordinator {
     // MARK: Progress
 
     /// A live progress bar on a terminal; a plain line every five seconds otherwise (CI logs).
-    private func showProgress(books: HiredisClient, workers: [ChildProcess], start: ContinuousClock.Instant) async {
+    private func showProgress(books: Bookkeeping, workers: [ChildProcess], start: ContinuousClock.Instant) async {
         let interactive = isatty(STDOUT_FILENO) == 1
         let total = parameters.duration + parameters.drainLimit
         var lastLine = ContinuousClock.now - .seconds(10)
@@ -280,16 +280,8 @@ struct Coordinator {
                 for worker in workers { worker.send(SIGKILL) }
                 break
             }
-            let fields = (try? await books.send(RESPCommand("HGETALL", .string("\(parameters.bookkeeping):progress"))))?.array ?? []
-            var operations = 0
-            var errors = 0
-            var active = 0
-            for index in stride(from: 0, to: fields.count - 1, by: 2) {
-                let name = fields[index].string ?? ""
-                if name.hasPrefix("ops-") { operations += fields[index + 1].int ?? 0 }
-                if name.hasPrefix("errors-") { errors += fields[index + 1].int ?? 0 }
-                if name == "active" { active = fields[index + 1].int ?? 0 }
-            }
+            let progress = (try? await books.progress()) ?? Bookkeeping.Progress()
+            let (operations, errors, active) = (progress.operations, progress.errors, progress.activeSessions)
             let now = ContinuousClock.now
             let elapsed = (now - start).components.seconds
             let interval = now - lastTime

@@ -36,7 +36,7 @@ struct LoadParameters: Codable, Sendable {
 
     /// The store's namespace for this run.
     var namespace: String { "load-\(runID)" }
-    /// Where the run keeps its own bookkeeping (cookies, expected counts, hook counts).
+    /// The prefix of the run's own records in the bookkeeping Redis (every key: ``Bookkeeping``).
     var bookkeeping: String { "load:\(runID)" }
     /// After the load stops, workers keep listening until every session has ended and been
     /// finalized, at most this long (then the run is reported as hung): an idle timeout for the

@@ -2,6 +2,7 @@
 import Foundation
 import HiredisNIO
 import Histogram
+import LoadVerdict
 import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
@@ -17,8 +18,8 @@ final class Worker: Sendable {
     let client: HiredisClient
     let store: SessionStore
     let locks: SessionLock
-    /// The bookkeeping Redis (outcomes, hook runs), apart from the data Redis under test.
-    let books: HiredisClient
+    /// The run's records (outcomes, hook runs) in the bookkeeping Redis, apart from the data Redis under test.
+    let books: Bookkeeping
     private let result = Mutex(WorkerResult())
     private let start = ContinuousClock.now
 
@@ -30,7 +31,7 @@ final class Worker: Sendable {
         client = try HiredisClient.started(configuration: redis)
         var bookkeeping = try HiredisConfiguration(url: parameters.bookkeepingURL)
         bookkeeping.clientName = "session-load-books-\(index)"
-        books = try HiredisClient.started(configuration: bookkeeping)
+        books = Bookkeeping(client: try HiredisClient.started(configuration: bookkeeping), parameters: parameters)
         var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
         configuration.expiryListener = true
         if parameters.replicaWait > 0 {
@@ -42,9 +43,6 @@ final class Worker: Sendable {
         locks = SessionLock(store: store, configuration: lockConfiguration)
         Task { [locks] in try? await locks.run() }
     }
-
-    private var book: String { parameters.bookkeeping }
-    private var ttlBook: RESPArgument { .integer(parameters.bookkeepingTTLMilliseconds) }
 
     /// Runs the load, then keeps the listener running while the last sessions expire; returns what it measured.
     func run() async throws -> WorkerResult {
@@ -64,17 +62,12 @@ final class Worker: Sendable {
                 try? await Task.sleep(for: .seconds(1))
                 tick += 1
                 let (operations, errors) = result.withLock { ($0.perSecond.reduce(0, +), $0.errors.values.reduce(0, +)) }
-                var commands = [
-                    RESPCommand(
-                        "HSET", .string("\(book):progress"), .string("ops-\(index)"), .integer(operations), .string("errors-\(index)"),
-                        .integer(errors)),
-                    RESPCommand("PEXPIRE", .string("\(book):progress"), ttlBook),
-                ]
+                var active: Int?
                 // One worker samples the store's figures (a call per bucket) every few seconds.
                 if index == 0, tick % 5 == 1, let stats = try? await store.stats(), !Task.isCancelled {
-                    commands.append(RESPCommand("HSET", .string("\(book):progress"), "active", .integer(stats.activeSessions)))
+                    active = stats.activeSessions
                 }
-                _ = try? await books.pipeline(commands)
+                try? await books.recordProgress(worker: index, operations: operations, errors: errors, activeSessions: active)
             }
         }
         defer { progress.cancel() }
@@ -92,7 +85,7 @@ final class Worker: Sendable {
         // Drain: hooks go on until the coordinator has seen every session finalized (or gave up).
         let drainEnd = ContinuousClock.now + .milliseconds(Int((parameters.drainLimit + 30) * 1000))
         while ContinuousClock.now < drainEnd {
-            if (try? await books.send(RESPCommand("EXISTS", .string("\(book):stop"))).int) == 1 { break }
+            if (try? await books.stopRequested()) == true { break }
             try? await Task.sleep(for: .milliseconds(200))
         }
         await group.triggerGracefulShutdown()
@@ -217,25 +210,17 @@ final class Worker: Sendable {
                 // The old id is uncertain from before the call until its outcome is on the books in
                 // one atomic step: a worker killed in between (or a lost reply) leaves an id the
                 // checker cannot judge, never one that looks ended without a hook.
-                let marked = try await self.books.pipeline([
-                    RESPCommand("SADD", .string("\(self.book):uncertain"), .string(id)),
-                    RESPCommand("PEXPIRE", .string("\(self.book):uncertain"), self.ttlBook),
-                ])
+                let marked = try await self.books.markUncertain(id)
                 let rotated: Session
                 do {
                     rotated = try await self.store.rotate(id)
                 } catch {
                     // Rotated or not, nobody knows: the old id stays uncertain. Certainly not
                     // rotated: it is judged again, unless an earlier rotation left it uncertain.
-                    if !Self.isIndeterminate(error), marked[0].int == 1 {
-                        _ = try? await self.books.send(RESPCommand("SREM", .string("\(self.book):uncertain"), .string(id)))
-                    }
+                    if !Self.isIndeterminate(error), marked { try? await self.books.clearUncertain(id) }
                     throw error
                 }
-                _ = try await self.books.run(
-                    Self.recordRotation,
-                    keys: ["ok", "pending", "cookie:\(user)", "rotated", "created", "uncertain"].map { .string("\(self.book):\($0)") },
-                    arguments: [.string(id), .string(rotated.id), self.ttlBook])
+                try await self.books.recordRotation(of: id, to: rotated.id, user: user)
                 _ = lease
             }
         case .delete:
@@ -275,16 +260,11 @@ final class Worker: Sendable {
     /// before it is sent; ok when acknowledged; nothing when it certainly did not run; pending
     /// stays (indeterminate) when the reply was lost, or the worker dies meanwhile.
     private func increment(_ id: String, _ write: @Sendable () async throws -> Void) async throws {
-        _ = try await books.pipeline([
-            RESPCommand("HINCRBY", .string("\(book):pending"), .string(id), 1),
-            RESPCommand("PEXPIRE", .string("\(book):pending"), ttlBook),
-        ])
+        try await books.recordPending(id)
         do {
             try await write()
         } catch {
-            if !Self.isIndeterminate(error) {
-                _ = try? await books.send(RESPCommand("HINCRBY", .string("\(book):pending"), .string(id), -1))
-            }
+            if !Self.isIndeterminate(error) { try? await books.dropPending(id) }
             throw error
         }
         let second = Int((ContinuousClock.now - start).components.seconds)
@@ -292,33 +272,8 @@ final class Worker: Sendable {
             while result.incrementsPerSecond.count <= second { result.incrementsPerSecond.append(0) }
             result.incrementsPerSecond[second] += 1
         }
-        _ = try await books.pipeline([
-            RESPCommand("HINCRBY", .string("\(book):ok"), .string(id), 1),
-            RESPCommand("HINCRBY", .string("\(book):pending"), .string(id), -1),
-            RESPCommand("PEXPIRE", .string("\(book):ok"), ttlBook),
-        ])
+        try await books.recordAck(id)
     }
-
-    /// Puts a rotation on the books in one step: the old id's counters move to the new id, the
-    /// cookie names the new id, the old id is rotated (no longer uncertain), the new one created.
-    /// KEYS: ok, pending, cookie, rotated, created, uncertain. ARGV: old id, new id, TTL in ms.
-    static let recordRotation = LuaScript(
-        """
-        local ok = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-        local pending = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-        redis.call('HINCRBY', KEYS[1], ARGV[2], ok)
-        redis.call('HINCRBY', KEYS[2], ARGV[2], pending)
-        redis.call('HDEL', KEYS[1], ARGV[1])
-        redis.call('HDEL', KEYS[2], ARGV[1])
-        redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-        redis.call('SADD', KEYS[4], ARGV[1])
-        redis.call('SADD', KEYS[5], ARGV[2])
-        redis.call('SREM', KEYS[6], ARGV[1])
-        for i = 1, 6 do
-            if i ~= 3 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-        end
-        return 1
-        """)
 
     /// Whether a failed operation may nevertheless have been applied (its reply was lost).
     static func isIndeterminate(_ error: any Error) -> Bool {
@@ -352,24 +307,17 @@ final class Worker: Sendable {
     /// The user's session, shared by all their tabs through a "cookie" in Redis; a fresh one when
     /// there is none or it ended.
     private func currentSession(user: String) async throws -> String {
-        let cookie = "\(book):cookie:\(user)"
-        if let id = try await books.get(cookie).map({ String(buffer: $0) }), !id.isEmpty { return id }
+        if let id = try await books.cookie(user: user), !id.isEmpty { return id }
         let began = ContinuousClock.now
         let session = try await store.create(user: user, metadata: ["turns": 0], mode: .custom(.milliseconds(Int(parameters.ttl * 1000))))
-        let replies = try await books.pipeline([
-            RESPCommand("SET", .string(cookie), .string(session.id), "NX", "PX", ttlBook),
-            RESPCommand("GET", .string(cookie)),
-            RESPCommand("SADD", .string("\(book):created"), .string(session.id)),
-            RESPCommand("PEXPIRE", .string("\(book):created"), ttlBook),
-        ])
+        let current = try await books.recordCreated(session.id, user: user)
         record(.create, since: began)
-        return replies[1].string ?? session.id
+        return current
     }
 
     /// Drops the cookie if it still names `id` (the session ended).
     private func forget(_ id: String, user: String) async throws {
-        let cookie = "\(book):cookie:\(user)"
-        if try await books.get(cookie).map({ String(buffer: $0) }) == id { _ = try await books.delete([cookie]) }
+        try await books.dropCookie(user: user, ifNaming: id)
     }
 
     // MARK: Measurements
@@ -414,9 +362,6 @@ final class Worker: Sendable {
         // One entry per run, written before the hook returns: a worker killed right after still
         // counts as having run it. A hook that cannot write it fails (and is tried again), as a
         // real cleanup hook must when it could not do its work.
-        _ = try await books.pipeline([
-            RESPCommand("RPUSH", .string("\(book):hook-runs"), .string("\(id) \(index) \(expired.attempt) \(turns)")),
-            RESPCommand("PEXPIRE", .string("\(book):hook-runs"), ttlBook),
-        ])
+        try await books.recordHookRun(SessionHistory.HookRun(worker: index, attempt: expired.attempt, counter: turns), session: id)
     }
 }
