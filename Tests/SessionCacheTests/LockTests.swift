@@ -6,21 +6,6 @@ import SessionCache
 import TestSupport
 import Testing
 
-/// The test worker binary, built with the tests.
-let workerPath = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("SessionTestWorker").path
-
-/// Starts a worker and waits until it prints `line`.
-func startWorker(_ arguments: [String], waitFor line: String) async throws -> ChildProcess {
-    let (lines, feed) = AsyncStream.makeStream(of: String.self)
-    let process = try ChildProcess(executable: workerPath, arguments: arguments) { feed.yield($0) }
-    for await printed in lines where printed == line { return process }
-    return process
-}
-
-func counter(_ store: SessionStore, _ id: String) async throws -> Double {
-    try await store.metadata(id)["counter"]?.numberValue ?? 0
-}
-
 @Suite("Session locks against a real redis-server")
 struct LockTests {
     @Test(arguments: Deployment.allCases) func threeStoresTimesEightTabsLoseNoIncrement(_ deployment: Deployment) async throws {

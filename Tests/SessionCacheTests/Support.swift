@@ -1,4 +1,5 @@
 @_spi(Testing) import EmbeddedRedis
+import Foundation
 import HiredisNIO
 import NIOCore
 import SessionCache
@@ -216,4 +217,19 @@ extension SessionLock {
         Task { try? await locks.run() }
         return locks
     }
+}
+
+/// The test worker binary, built with the tests.
+let workerPath = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("SessionTestWorker").path
+
+/// Starts a worker and waits until it prints `line`.
+func startWorker(_ arguments: [String], waitFor line: String) async throws -> ChildProcess {
+    let (lines, feed) = AsyncStream.makeStream(of: String.self)
+    let process = try ChildProcess(executable: workerPath, arguments: arguments) { feed.yield($0) }
+    for await printed in lines where printed == line { return process }
+    return process
+}
+
+func counter(_ store: SessionStore, _ id: String) async throws -> Double {
+    try await store.metadata(id)["counter"]?.numberValue ?? 0
 }
