@@ -10,7 +10,7 @@ struct ListSessions: AsyncParsableCommand {
         discussion: """
             redis-cli equivalent (b is the user's bucket, crc16(user) mod the bucket count; this command \
             prints it):
-              redis-cli FCALL_RO session_v2_list 1 '<ns>:{b}:user:<user>' 50 1000
+              redis-cli FCALL_RO session_v3_list 1 '<ns>:{b}:user:<user>' 50 1000
               redis-cli ZREVRANGE '<ns>:{b}:user:<user>' 0 -1 WITHSCORES
               redis-cli HGETALL '<ns>:{b}:session:<id>'   (for each id)
             """)
@@ -108,8 +108,8 @@ struct Stats: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Active sessions, sessions per user, average session duration.",
         discussion: """
-            Sums every bucket's figures (one FCALL_RO session_v2_stats per bucket). redis-cli equivalent, per bucket b:
-              redis-cli FCALL_RO session_v2_stats 1 '<ns>:{b}:stats'
+            Sums every bucket's figures (one FCALL_RO session_v3_stats per bucket). redis-cli equivalent, per bucket b:
+              redis-cli FCALL_RO session_v3_stats 1 '<ns>:{b}:stats'
               redis-cli HGETALL '<ns>:{b}:stats'
             """)
 
@@ -172,8 +172,8 @@ struct Kill: AsyncParsableCommand {
         abstract: "Delete a session, or every session of a user (log out everywhere).",
         discussion: """
             redis-cli equivalent (one atomic call each, with the indexes and statistics kept in step):
-              redis-cli FCALL session_v2_delete 1 '<ns>:{b}:session:<id>' '<ns>:events' 2700000000
-              redis-cli FCALL session_v2_delete_user 1 '<ns>:{b}:user:<user>' '<ns>:events' 2700000000 100 '<user>'  (again while the last number is above 0)
+              redis-cli FCALL session_v3_delete 1 '<ns>:{b}:session:<id>' '<ns>:events' 2700000000
+              redis-cli FCALL session_v3_delete_user 1 '<ns>:{b}:user:<user>' '<ns>:events' 2700000000 100 '<user>'  (again while the last number is above 0)
             """)
 
     @OptionGroup var connection: ConnectionOptions

@@ -19,8 +19,8 @@ struct FunctionLibraryTests {
     @Test func everyWrapperNamesARegisteredFunction() throws {
         let source = SessionFunctions.source
         let library = SessionFunctions.library
-        #expect(library.name == "session_cache_v2")
-        #expect(SessionFunctions.prefix == "session_v2_")
+        #expect(library.name == "session_cache_v3")
+        #expect(SessionFunctions.prefix == "session_v3_")
         let names = [
             CreateFunction.name, TouchFunction.name, HeartbeatFunction.name, ResumeFunction.name,
             GetFunction.name, RecentMessagesFunction.name, AppendFunction.name, ClearMessagesFunction.name,
@@ -46,11 +46,10 @@ struct FunctionLibraryTests {
             hash = hash &* 0x100_0000_01B3
         }
         let fingerprint = String(hash, radix: 16)
-        #expect(fingerprint == Self.fingerprintOfV2, "sessions.lua changed: its fingerprint is \(fingerprint)")
+        #expect(fingerprint == Self.fingerprintOfV3, "sessions.lua changed: its fingerprint is \(fingerprint)")
     }
 
-    // v2: create caps a user's sessions and prunes the index, delete_user works in batches, list
-    // scans a bounded number of entries, binds mark the session and converge (new arguments: a
-    // new library name).
-    static let fingerprintOfV2 = "a9aa0fc0ddbca3b"
+    // v3: lock_release, lock_extend and lock_abandon reply with a status word first, like every
+    // call about one session or lock (new replies: a new library name).
+    static let fingerprintOfV3 = "78c93721070f1f43"
 }

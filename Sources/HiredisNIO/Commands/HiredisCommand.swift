@@ -40,6 +40,10 @@ extension HiredisClientProtocol {
     /// - Throws: ``HiredisError`` when Redis fails or answers with an error; what `decode` throws
     ///   when the reply is not what the command answers.
     public func execute<Command: HiredisCommand>(_ command: Command) async throws -> Command.Response {
+        try await executeOne(command)
+    }
+
+    package func executeOne<Command: HiredisCommand>(_ command: Command) async throws -> Command.Response {
         let raw = command.command
         guard let library = command.library else { return try command.decode(try await send(raw)) }
         return try command.decode(try await call(raw, loading: library))
@@ -47,6 +51,15 @@ extension HiredisClientProtocol {
 }
 
 extension HiredisClient {
+    /// Sends one command and decodes its reply (the pipeline form below, given one command, would
+    /// answer a `Result`).
+    ///
+    /// - Throws: ``HiredisError`` when Redis fails or answers with an error; what `decode` throws
+    ///   when the reply is not what the command answers.
+    public func execute<Command: HiredisCommand>(_ command: Command) async throws -> Command.Response {
+        try await executeOne(command)
+    }
+
     /// Sends one command to the primary at `address` (as ``primaries()`` lists it) and decodes its
     /// reply: for node-local settings such as `CONFIG`.
     public func execute<Command: HiredisCommand>(_ command: Command, toPrimary address: String) async throws -> Command.Response {

@@ -67,8 +67,12 @@ struct LockReleaseFunction: SessionFunction {
 
     /// Whether the caller held the lock.
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
-        return value == 1
+        let reply = try FunctionReply(reply, of: Self.name)
+        switch reply.status {
+        case .ok: return true
+        case .notHeld: return false
+        default: throw reply.unexpected()
+        }
     }
 }
 
@@ -84,8 +88,12 @@ struct LockExtendFunction: SessionFunction {
 
     /// Whether the caller still held the lock.
     func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
-        guard let value = reply.int else { throw .corrupted("\(Self.name): unexpected reply (\(reply.shape))") }
-        return value == 1
+        let reply = try FunctionReply(reply, of: Self.name)
+        switch reply.status {
+        case .ok: return true
+        case .notHeld: return false
+        default: throw reply.unexpected()
+        }
     }
 }
 
@@ -100,5 +108,8 @@ struct LockAbandonFunction: SessionFunction {
     var keys: [RESPArgument] { [.string(lockKey)] }
     var arguments: [RESPArgument] { [.string(token), .integer(staleWaiter.wholeMilliseconds), .integer(handoverLease.wholeMilliseconds)] }
 
-    func decode(_ reply: RESPReply) throws(SessionError) {}
+    func decode(_ reply: RESPReply) throws(SessionError) {
+        let reply = try FunctionReply(reply, of: Self.name)
+        guard reply.status == .ok else { throw reply.unexpected() }
+    }
 }

@@ -20,7 +20,7 @@ enum SessionFunctions {
     /// Every function of the library is registered under this prefix (names are global in Redis:
     /// a new, incompatible version of the library gets a new prefix and name, so that old and new
     /// app servers can share a Redis during a rolling deploy).
-    static let prefix = "session_v2_"
+    static let prefix = "session_v3_"
 
     /// Every function's registered name (``prefix`` + its name), by name, read once from the
     /// library's `register(...)` lines: a call does not build it (an allocation per call).
@@ -134,6 +134,8 @@ enum FunctionStatus: String, Sendable {
     case notAnonymous = "not_anonymous"
     case granted
     case held
+    /// The caller does not hold the lock.
+    case notHeld = "not_held"
     case lapsed
     case other
 }

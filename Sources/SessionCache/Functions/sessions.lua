@@ -1,9 +1,9 @@
-#!lua name=session_cache_v2
+#!lua name=session_cache_v3
 --
 -- The session store's server-side functions: a Redis Functions library (Redis >= 7.0), loaded by
 -- SessionStore with FUNCTION LOAD and replicated with the data. `redis-cli FUNCTION LIST` shows it.
--- Swift calls each function through a typed wrapper in SessionFunctions.swift; the README's
--- "Keys in Redis" shows the layout with redis-cli examples.
+-- Swift calls each function through a typed wrapper (SessionFunction.swift and the *Functions.swift
+-- files beside it); the DocC article KeysInRedis.md shows the layout with redis-cli examples.
 --
 -- Rules every function follows:
 -- * One bucket, one slot. All keys of a bucket carry the hash tag {<bucket>}, so one call touches
@@ -12,7 +12,9 @@
 -- * One clock. Every time that decides expiry, deadlines, ordering or "inactive for" comes from
 --   this server's TIME (milliseconds since the epoch). App servers never send a timestamp.
 -- * All or nothing. A call that refuses its input, or finds the session not alive, writes nothing.
--- * Replies are arrays whose first element is a status word; Swift decodes them in one place.
+-- * Replies about one session or lock are arrays whose first element is a status word; Swift
+--   decodes the word in one place (FunctionStatus). The listener's and the operator's calls (stats,
+--   claim, renew, finalize, listeners, partner) reply with data, described at each.
 --
 -- Layout (namespace ns, bucket b, session id ID):
 --   ns:{b}:session:ID                     hash    the session (fields below)
@@ -1263,15 +1265,15 @@ end
 -- lock_release: ARGV: [1] token [2] ms after which a waiter that stopped asking is skipped
 --   [3] handover lease ms. Releases if the caller holds the lock; with waiters, hands it to the
 --   first one (short lease until it takes it) and wakes it.
--- Reply: 1 released | 0 not the holder (nothing changes: safe to retry)
+-- Reply: {'ok'} released | {'not_held'} not the holder (nothing changes: safe to retry)
 local function lock_release(keys, args)
   local lock = keys[1]
   local holder = redis.call('GET', lock)
   if holder == args[1] then
     redis.call('DEL', lock)
-    return 1
+    return {'ok'}
   end
-  if holder ~= args[1] .. ' q' then return 0 end
+  if holder ~= args[1] .. ' q' then return {'not_held'} end
   local queue, seen = lock .. ':queue', lock .. ':seen'
   local head = wake_next(lock, queue, seen, tonumber(args[2]), now_ms())
   if head then
@@ -1280,20 +1282,20 @@ local function lock_release(keys, args)
   else
     redis.call('DEL', lock)
   end
-  return 1
+  return {'ok'}
 end
 
--- lock_extend: ARGV: [1] token [2] lease ms. Reply: 1 extended | 0 not the holder.
+-- lock_extend: ARGV: [1] token [2] lease ms. Reply: {'ok'} extended | {'not_held'} not the holder.
 local function lock_extend(keys, args)
   local holder = redis.call('GET', keys[1])
-  if holder ~= args[1] and holder ~= args[1] .. ' q' then return 0 end
+  if holder ~= args[1] and holder ~= args[1] .. ' q' then return {'not_held'} end
   redis.call('PEXPIRE', keys[1], args[2])
-  return 1
+  return {'ok'}
 end
 
 -- lock_abandon: a waiter gives up (timeout, cancellation). ARGV: [1] token [2] stale ms
 --   [3] handover lease ms. If the lock had been handed to it, it passes on to the next waiter.
--- Reply: 1
+-- Reply: {'ok'}
 local function lock_abandon(keys, args)
   local lock = keys[1]
   local queue, seen = lock .. ':queue', lock .. ':seen'
@@ -1308,14 +1310,14 @@ local function lock_abandon(keys, args)
       redis.call('DEL', lock)
     end
   end
-  return 1
+  return {'ok'}
 end
 
 local function register(name, callback, read_only, cross_slot)
   local flags = {}
   if read_only then flags[#flags + 1] = 'no-writes' end
   if cross_slot then flags[#flags + 1] = 'allow-cross-slot-keys' end
-  redis.register_function{function_name = 'session_v2_' .. name, callback = callback, flags = flags}
+  redis.register_function{function_name = 'session_v3_' .. name, callback = callback, flags = flags}
 end
 
 register('create', create)
