@@ -64,6 +64,8 @@ public final class RedisCluster: Sendable {
         do {
             for _ in 0..<(options.primaries * (1 + options.replicasPerPrimary)) {
                 var node = options.node
+                // A TLS cluster talks TLS on its bus and between primaries and replicas too.
+                if node.tls != nil { node.extra += [("tls-cluster", "yes"), ("tls-replication", "yes")] }
                 node.extra += [
                     ("cluster-enabled", "yes"), ("cluster-config-file", "nodes.conf"),
                     ("cluster-node-timeout", "\(options.nodeTimeout.wholeMilliseconds)"),
@@ -97,7 +99,14 @@ public final class RedisCluster: Sendable {
         for node in nodes { await node.stop() }
     }
 
-    private var authentication: [String] { options.node.password.map { ["-a", $0, "--no-auth-warning"] } ?? [] }
+    /// redis-cli's arguments to reach the nodes: the password, and TLS with the client's certificate.
+    private var authentication: [String] {
+        var arguments = options.node.password.map { ["-a", $0, "--no-auth-warning"] } ?? []
+        if let tls = options.node.tls {
+            arguments += ["--tls", "--cacert", tls.caFile, "--cert", tls.clientCertificateFile, "--key", tls.clientKeyFile]
+        }
+        return arguments
+    }
 
     // MARK: Asking the nodes
 

@@ -48,6 +48,10 @@ public final class RedisServer: @unchecked Sendable {
         public var configurationFile: [String]?
         /// Runs as a Sentinel (`--sentinel`).
         public var sentinel: Bool = false
+        /// With ``tls``, a plaintext port as well (the server's ``RedisServer/address`` stays the
+        /// TLS one): a node that lists both ports to every client, as Redis 7.2+ does whenever
+        /// both are configured.
+        public var plaintextPortToo: Bool = false
 
         /// Options; the defaults give a throwaway server with expired-key events on.
         public init(
@@ -210,7 +214,8 @@ public final class RedisServer: @unchecked Sendable {
         if options.sentinel { arguments.append("--sentinel") }
         if let tls = options.tls {
             arguments += [
-                "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", tls.serverCertificateFile,
+                "--port", options.plaintextPortToo ? "\(try RedisServer.freePort())" : "0", "--tls-port", "\(port)", "--tls-cert-file",
+                tls.serverCertificateFile,
                 "--tls-key-file", tls.serverKeyFile, "--tls-ca-cert-file", tls.caFile, "--tls-auth-clients", "yes",
             ]
         } else {

@@ -117,6 +117,24 @@ struct ClusterTopologyParsingTests {
         #expect(try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1").primaries == ["127.0.0.1:31001"])
     }
 
+    /// Redis lists both ports of every node whatever the connection's type when both are
+    /// configured (7.0 with `tls-cluster yes`, 7.2+ always): a TLS client must take `tls-port`, a
+    /// plaintext one `port`. (Taking `port` first, a TLS client opened TLS to the plaintext port.)
+    @Test func aNodeWithBothPortsIsReachedOnTheOneOfTheConnectionsType() throws {
+        let reply = RESPReply.array([
+            shard(
+                slots: [0, 16383],
+                nodes: [
+                    shardNode(id: "p", port: 30001, tlsPort: 31001, role: "master"),
+                    shardNode(id: "r", port: 30002, tlsPort: 31002, role: "replica"),
+                ])
+        ])
+        let secure = try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1", usesTLS: true)
+        #expect(secure.primaries == ["127.0.0.1:31001"] && secure.shards.first?.replicas.map(\.address) == ["127.0.0.1:31002"])
+        let plain = try ClusterTopology(shardsReply: reply, fallbackHost: "127.0.0.1", usesTLS: false)
+        #expect(plain.primaries == ["127.0.0.1:30001"] && plain.shards.first?.replicas.map(\.address) == ["127.0.0.1:30002"])
+    }
+
     @Test func parsesClusterSlots() throws {
         let reply = RESPReply.array([
             slotsEntry(0, 5460, slotsNode(bulk("127.0.0.1"), 30001, "a1"), slotsNode(bulk("127.0.0.1"), 30004, "a2")),

@@ -31,8 +31,10 @@ public struct ClusterTopology: Sendable, Hashable {
 
     /// Parses the reply to `CLUSTER SHARDS` (Redis 7): an array of maps (flat key-value arrays
     /// in RESP2) with `slots` (flat start/end pairs) and `nodes`. `fallbackHost` replaces an
-    /// empty or `?` endpoint (a node that does not know its own address).
-    public init(shardsReply reply: RESPReply, fallbackHost: String) throws(HiredisError) {
+    /// empty or `?` endpoint (a node that does not know its own address). A node lists `port` and
+    /// `tls-port` whatever the connection's type when both are configured (7.0 with
+    /// `tls-cluster yes`, 7.2+ always): `usesTLS` picks `tls-port` first, else `port` first.
+    public init(shardsReply reply: RESPReply, fallbackHost: String, usesTLS: Bool = false) throws(HiredisError) {
         guard let items = reply.array else { throw .unexpectedReply(expected: "CLUSTER SHARDS array", got: reply) }
         var shards: [Shard] = []
         for item in items {
@@ -53,7 +55,8 @@ public struct ClusterTopology: Sendable, Hashable {
                 var host = node["endpoint"]?.string ?? "?"
                 if host == "?" { host = node["ip"]?.string ?? "" }
                 if host.isEmpty || host == "?" { host = fallbackHost }
-                guard let port = (node["port"]?.int ?? node["tls-port"]?.int) else { continue }
+                let (plain, secure) = (node["port"]?.int.flatMap { $0 > 0 ? $0 : nil }, node["tls-port"]?.int.flatMap { $0 > 0 ? $0 : nil })
+                guard let port = usesTLS ? (secure ?? plain) : (plain ?? secure) else { continue }
                 let parsed = Node(
                     address: HiredisAddress(host: host, port: port).description, id: node["id"]?.string ?? "",
                     isOnline: node["health"]?.string.map { $0 == "online" } ?? true)
