@@ -71,6 +71,91 @@ struct ClusterTests {
         }
     }
 
+    /// With `tls-cluster yes` (and on 7.2+ whenever both are configured) every node lists its
+    /// `port` and its `tls-port` in `CLUSTER SHARDS`: a TLS client must use the TLS one. (It took
+    /// `port` first and opened TLS to the plaintext port: every command failed.)
+    @Test func aTLSClusterWhoseNodesListBothPortsIsReachedOverTLS() async throws {
+        var options = RedisCluster.Options()
+        options.replicasPerPrimary = 0
+        options.node.tls = try await TLSCertificates.make()
+        options.node.plaintextPortToo = true
+        try await RedisCluster.with(options) { cluster in
+            let shards = try await cluster.send(RESPCommand("CLUSTER", "SHARDS"), to: cluster.nodes[0])
+            func mentions(_ word: String, in reply: RESPReply) -> Bool {
+                if reply.string == word { return true }
+                return reply.array?.contains { mentions(word, in: $0) } ?? false
+            }
+            #expect(mentions("tls-port", in: shards) && mentions("port", in: shards), "the nodes list both ports")
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            let keys = (0..<60).map { "tls-\($0)" }
+            let replies = try await client.pipeline(keys.map { RESPCommand("SET", .string($0), "v") })
+            #expect(replies.allSatisfy { $0.string == "OK" })
+            #expect(Set(try await client.primaries()) == Set(cluster.nodes.map(\.address.description)))
+        }
+    }
+
+    /// A write redirected by `MOVED` goes again with the `WAIT` that follows it: the `WAIT` must
+    /// count the replicas of the node that ran the write. (Only the write went again; the `WAIT`'s
+    /// reply came from the old owner, where nothing waited, and the write was reported
+    /// replicated.) The new owner's replica is paused: the honest answer is 0.
+    @Test func aRedirectedWriteTakesItsWAITAlong() async throws {
+        try await RedisCluster.with { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            let key = "moving-key"
+            let slot = HashSlot.of(key)
+            try await client.set(key, to: "1")
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+            // The slot moves behind the client's back: its map is stale.
+            try await cluster.moveSlot(slot, to: target)
+            let replica = try await cluster.replica(of: target)
+            replica.pause()
+            let replies = try await client.pipeline([RESPCommand("SET", .string(key), "2"), RESPCommand("WAIT", "1", "300")])
+            replica.resume()
+            #expect(replies[0].string == "OK")
+            #expect(replies[1].int == 0, "the WAIT ran on the node that ran the write, whose replica was paused")
+            #expect(try await cluster.send(RESPCommand("GET", .string(key)), to: target).string == "2")
+        }
+    }
+
+    /// Split over nodes, `MULTI` stayed open on a shared connection (every later command on it
+    /// answered `QUEUED`); now refused before anything is sent.
+    @Test func aTransactionOverTwoSlotsIsRefusedAndLeavesNothingOpen() async throws {
+        try await RedisCluster.with { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            let error = await expectRedisError {
+                _ = try await client.transaction([RESPCommand("SET", "a", "1"), RESPCommand("SET", "b", "2")])
+            }
+            #expect(error?.code == .crossSlot && error?.commandMayHaveRun == false)
+            for index in 0..<20 { try await client.set("after-\(index)", to: "v") }
+            for index in 0..<20 { #expect(try await client.get("after-\(index)").map { String(buffer: $0) } == "v") }
+            #expect(try await client.get("a") == nil)
+            #expect(try await client.get("b") == nil)
+            let results = try await client.transaction([RESPCommand("SET", "{t}:a", "1"), RESPCommand("INCR", "{t}:n")])
+            #expect(results == [.simpleString("OK"), .integer(1)])
+        }
+    }
+
+    /// A transaction refused because its slot moved (`MOVED` while queuing, `EXECABORT`) ran
+    /// nowhere: it goes again, whole, to the new owner.
+    @Test func aTransactionWhoseSlotMovedRunsWholeOnTheNewOwner() async throws {
+        try await RedisCluster.with { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            try await client.set("{m}:a", to: "0")
+            let slot = HashSlot.of("{m}:a")
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+            try await cluster.moveSlot(slot, to: target)
+            let results = try await client.transaction([RESPCommand("SET", "{m}:a", "1"), RESPCommand("INCR", "{m}:n")])
+            #expect(results == [.simpleString("OK"), .integer(1)])
+            #expect(try await cluster.send(RESPCommand("GET", "{m}:n"), to: target).string == "1", "ran once, on the new owner")
+        }
+    }
+
     @Test func movedAndAskAreFollowedWhileASlotMigrates() async throws {
         try await RedisCluster.with { cluster in
             let client = try HiredisClient.started(configuration: cluster.configuration)

@@ -76,4 +76,26 @@ struct TypedCommandTests {
             for key in keys { #expect(try await client.get(key).map { String(buffer: $0) } == "1", "\(key) ran once") }
         }
     }
+
+    /// Callers that find a function missing together share one load of its library (each sent
+    /// the whole library to every primary).
+    @Test func concurrentCallersShareOneReload() async throws {
+        let library = try LuaLibrary(
+            source: "#!lua name=typed_reload\nredis.register_function('one', function() return 1 end)\n")
+        try await withRedis { _, client in
+            _ = try await client.send(library.loadCommand)
+            _ = try await client.send(RESPCommand("FUNCTION", "FLUSH"))
+            _ = try await client.send(RESPCommand("CONFIG", "RESETSTAT"))
+            let results = try await withThrowingTaskGroup(of: RESPReply.self) { group in
+                for _ in 0..<100 { group.addTask { try await client.call("one", in: library, keys: [], arguments: []) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(results.count == 100 && results.allSatisfy { $0.int == 1 })
+            let stats = RedisInfo(try await client.send(RESPCommand("INFO", "commandstats")).string ?? "").fields
+            let loads = stats["cmdstat_function|load"].flatMap { $0.split(separator: ",").first }.flatMap {
+                Int($0.dropFirst("calls=".count))
+            }
+            #expect((loads ?? 0) >= 1 && (loads ?? 0) <= 5, "one load for a burst of callers, not one each (\(loads ?? 0))")
+        }
+    }
 }

@@ -148,7 +148,7 @@ final class ClusterRouter: Sendable {
         let host = HiredisAddress(parsing: Substring(address), defaultPort: 6379)?.host ?? "127.0.0.1"
         do {
             let reply = try await connection.send(RESPCommand("CLUSTER", "SHARDS"))
-            return try ClusterTopology(shardsReply: reply, fallbackHost: host)
+            return try ClusterTopology(shardsReply: reply, fallbackHost: host, usesTLS: configuration.tls != nil)
         } catch let error as HiredisError where error.code == .server {
             let reply = try await connection.send(RESPCommand("CLUSTER", "SLOTS"))
             return try ClusterTopology(slotsReply: reply, fallbackHost: host)
@@ -362,7 +362,7 @@ final class ClusterRouter: Sendable {
 
     /// An explicit pipeline split by node: a command without a key goes with the command before
     /// it (or, at the start, the first keyed one), so `[SET k v, TIME]` stays on `k`'s node. The
-    /// parts go out concurrently; a part redirected as a whole is sent again command by command.
+    /// parts go out concurrently; a redirected command goes again with the reads that describe it.
     func pipeline(_ commands: [RESPCommand], timeout: Duration) async throws -> [RESPReply] {
         try await awaitTopology()
         // Segments: each keyed command starts one; commands without a key join the segment they
@@ -411,18 +411,70 @@ final class ClusterRouter: Sendable {
             // Other parts went out: the pipeline as a whole may have partly run.
             throw nodeOrder.count > 1 ? error.mayHaveRun() : error
         }
-        // Commands answered with a redirection did not run: send them again where they belong.
-        for index in replies.indices {
-            guard case .error(let text) = replies[index] else { continue }
-            let error = HiredisServerError(reply: text)
-            guard error.code == "MOVED" || error.code == "ASK" else { continue }
-            do {
-                replies[index] = try await send(commands[index], timeout: timeout)
-            } catch let error as HiredisError where error.code == .server {
-                replies[index] = .error(error.serverError?.message ?? error.message)
+        // A segment whose keyed command was redirected did not run there: it goes again as a unit,
+        // the command with the commands that describe it (`WAIT`, `TIME`: they must come from the
+        // node that ran it). Everything from here on follows a first pass that ran: a failure
+        // leaves the pipeline partly run, never to be sent again whole.
+        do {
+            for (segmentIndex, segment) in segments.enumerated() {
+                guard let keyed = segment.range.first(where: { commands[$0].slot != nil }), case .error(let text) = replies[keyed],
+                    let address = byNode.first(where: { $0.value.contains(segmentIndex) })?.key,
+                    let redirection = redirection(.server(HiredisServerError(reply: text)), from: address)
+                else { continue }
+                let members = segment.range.filter { $0 == keyed || (commands[$0].slot == nil && commands[$0].describesTheCommandBefore) }
+                let again = try await sendGroup(
+                    members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, timeout: timeout)
+                for (index, reply) in zip(members, again) { replies[index] = reply }
             }
+        } catch let error as HiredisError {
+            if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
+            throw error.mayHaveRun()
         }
         return replies
+    }
+
+    /// A `MULTI`…`EXEC` block whose keys share `slot`, on one connection of the slot's primary. A
+    /// block refused because the slot moved (`MOVED` while queuing makes `EXEC` answer
+    /// `EXECABORT`) ran nowhere: it goes again, whole, to the new owner. An `ASK` (the slot is
+    /// migrating) is returned as it is: the caller's retry finds the slot settled.
+    func transaction(_ block: [RESPCommand], slot: Int?, timeout: Duration) async throws -> [RESPReply] {
+        var address = try await primary(forSlot: slot)
+        for _ in 0...configuration.maximumRedirections {
+            let replies: [RESPReply]
+            do {
+                replies = try await pool(address).connection().pipeline(block, timeout: timeout)
+            } catch let error as HiredisError {
+                if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
+                throw error
+            }
+            let moved = replies.lazy.compactMap { reply -> Redirection? in
+                guard case .error(let text) = reply else { return nil }
+                return self.redirection(.server(HiredisServerError(reply: text)), from: address)
+            }.first { $0.kind == .moved }
+            guard let moved else { return replies }
+            _ = follow(moved)
+            address = moved.address
+        }
+        throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
+    }
+
+    /// A keyed command and the commands that describe it, sent as one unit on one connection to
+    /// where `redirection` points, following its further redirections.
+    private func sendGroup(
+        _ group: [RESPCommand], keyed: Int, redirection first: Redirection, timeout: Duration
+    ) async throws -> [RESPReply] {
+        var redirection = first
+        for _ in 0..<configuration.maximumRedirections {
+            let asking = follow(redirection)
+            let address = redirection.address
+            var replies = try await pool(address).connection().pipeline(asking ? [RESPCommand("ASKING")] + group : group, timeout: timeout)
+            if asking { replies.removeFirst() }
+            guard case .error(let text) = replies[keyed],
+                let next = self.redirection(.server(HiredisServerError(reply: text)), from: address)
+            else { return replies }
+            redirection = next
+        }
+        throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
 
     func sendToEveryPrimary(_ command: RESPCommand, timeout: Duration) async throws -> [RESPReply] {

@@ -24,7 +24,11 @@ extension HiredisClientProtocol {
     ///   discards the whole transaction, `EXECABORT`); ``HiredisError/unexpectedReply(expected:got:)``
     ///   when `EXEC` returns nil (a watched key changed).
     public func transaction(_ commands: [RESPCommand]) async throws -> [RESPReply] {
-        let replies = try await pipeline([RESPCommand("MULTI")] + commands + [RESPCommand("EXEC")])
+        try Self.results(ofTransaction: try await pipeline([RESPCommand("MULTI")] + commands + [RESPCommand("EXEC")]))
+    }
+
+    /// `EXEC`'s results from the replies to `MULTI`, the queued commands and `EXEC`.
+    static func results(ofTransaction replies: [RESPReply]) throws -> [RESPReply] {
         for reply in replies.dropLast() {
             if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
         }

@@ -26,6 +26,7 @@ public protocol HiredisCommand: Sendable {
 }
 
 extension HiredisCommand {
+    @inlinable
     public var library: LuaLibrary? { nil }
 }
 
@@ -39,10 +40,14 @@ extension HiredisClientProtocol {
     ///
     /// - Throws: ``HiredisError`` when Redis fails or answers with an error; what `decode` throws
     ///   when the reply is not what the command answers.
+    @inlinable
     public func execute<Command: HiredisCommand>(_ command: Command) async throws -> Command.Response {
         try await executeOne(command)
     }
 
+    // Inlinable, as the methods below: specialized in the caller's module for its command types
+    // (a generic call into this module costs each command noticeably more CPU).
+    @inlinable
     package func executeOne<Command: HiredisCommand>(_ command: Command) async throws -> Command.Response {
         let raw = command.command
         guard let library = command.library else { return try command.decode(try await send(raw)) }
@@ -56,12 +61,14 @@ extension HiredisClient {
     ///
     /// - Throws: ``HiredisError`` when Redis fails or answers with an error; what `decode` throws
     ///   when the reply is not what the command answers.
+    @inlinable
     public func execute<Command: HiredisCommand>(_ command: Command) async throws -> Command.Response {
         try await executeOne(command)
     }
 
     /// Sends one command to the primary at `address` (as ``primaries()`` lists it) and decodes its
     /// reply: for node-local settings such as `CONFIG`.
+    @inlinable
     public func execute<Command: HiredisCommand>(_ command: Command, toPrimary address: String) async throws -> Command.Response {
         try command.decode(try await send(command.command, toPrimary: address))
     }
@@ -73,6 +80,7 @@ extension HiredisClient {
     /// time added.
     ///
     /// - Throws: ``HiredisError`` when the pipeline fails as a whole (connection lost, timed out).
+    @inlinable
     public func execute<each Command: HiredisCommand>(
         _ commands: repeat each Command, timeout: Duration? = nil
     ) async throws -> (repeat Result<(each Command).Response, any Error>) {

@@ -54,6 +54,7 @@ extension HiredisClientProtocol {
     /// Sends `command`, an `FCALL` (or `FCALL_RO`) of a function of `library`. A server that does
     /// not know the function (a restart without persistence, a new primary) gets the library
     /// (on a cluster, every primary) and the call once more.
+    @usableFromInline
     package func call(_ command: RESPCommand, loading library: LuaLibrary) async throws -> RESPReply {
         do {
             return try await send(command)
@@ -64,10 +65,11 @@ extension HiredisClientProtocol {
     }
 
     /// Loads `library` where a function of it was not found: on a cluster the node that answered
-    /// is one of several, so every primary gets it. The only place that reloads a library.
+    /// is one of several, so every primary gets it; callers that find it missing together share
+    /// one load. The only place that reloads a library.
     package func load(_ library: LuaLibrary) async throws {
         if let client = self as? HiredisClient {
-            _ = try await client.sendToEveryPrimary(library.loadCommand)
+            try await client.libraryLoads.load(library) { _ = try await client.sendToEveryPrimary(library.loadCommand) }
         } else {
             _ = try await send(library.loadCommand)
         }
@@ -79,6 +81,7 @@ extension HiredisClient {
     /// is set, loads it (``load(_:)``) and sends again, once, the calls that were not found (they
     /// ran nowhere) with the pipeline's other commands that are not function calls (`WAIT`,
     /// `TIME`: they describe the calls), never a call that ran.
+    @usableFromInline
     package func pipeline(_ commands: [RESPCommand], loading library: LuaLibrary?, timeout: Duration) async throws -> [RESPReply] {
         var replies = try await pipeline(commands, timeout: timeout)
         guard let library, replies.contains(where: \.isFunctionNotFound) else { return replies }

@@ -112,6 +112,15 @@ extension RESPCommand {
         return Self.readOnly.contains(name)
     }
 
+    /// Whether the command, keyless, describes the keyed command before it in a pipeline and must
+    /// run on the same node (`WAIT` counts that connection's writes, `TIME` is that node's clock):
+    /// a redirected command takes these along. Only reads: sending them twice is harmless.
+    var describesTheCommandBefore: Bool {
+        guard slot == nil else { return false }
+        let name = self.name.uppercased()
+        return name == "WAIT" || name == "WAITAOF" || Self.readOnly.contains(name)
+    }
+
     private static let readOnly: Set<String> = [
         "GET", "MGET", "STRLEN", "GETRANGE", "SUBSTR", "EXISTS", "TYPE", "TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME", "DUMP",
         "GETBIT", "BITCOUNT", "BITPOS", "BITFIELD_RO", "LCS", "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS",

@@ -63,6 +63,8 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     public let taskExecutors: [EventLoopTaskExecutor]
     private let state: NIOLockedValueBox<State>
     let metrics: ClientMetrics
+    /// Function libraries being loaded again (single-flight, see ``LuaLibrary``).
+    let libraryLoads = LibraryLoads()
     private let backend: Backend
     private var logger: Logger { configuration.logger }
 
@@ -226,6 +228,24 @@ public final class HiredisClient: HiredisClientProtocol, Service {
                 throw error
             }
         }
+    }
+
+    /// Runs commands inside `MULTI`/`EXEC` in one round trip and returns `EXEC`'s replies (see
+    /// ``HiredisClientProtocol/transaction(_:)``).
+    ///
+    /// On a cluster the block goes to one node as a unit: its keys must share a hash slot (else
+    /// ``HiredisError/Code/crossSlot`` before anything is sent: split over nodes, `MULTI` stayed open
+    /// on a shared connection). A block refused because its slot moved (`MOVED` while queuing,
+    /// then `EXECABORT`) ran nowhere and goes again, whole, to the slot's new owner.
+    public func transaction(_ commands: [RESPCommand]) async throws -> [RESPReply] {
+        let block = [RESPCommand("MULTI")] + commands + [RESPCommand("EXEC")]
+        guard case .cluster(let router) = backend else { return try Self.results(ofTransaction: try await pipeline(block)) }
+        let slots = Set(commands.compactMap(\.slot))
+        guard slots.count <= 1 else { throw HiredisError.crossSlot(slots: slots.count) }
+        let replies = try await metrics.measure(block.count) {
+            try await router.transaction(block, slot: slots.first, timeout: configuration.commandTimeout)
+        }
+        return try Self.results(ofTransaction: replies)
     }
 
     /// Why a pipeline may be sent again as a whole: Redis refused at least one of its commands for

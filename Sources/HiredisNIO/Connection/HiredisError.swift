@@ -45,7 +45,7 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String {
             case cannotConnect, connectionLost, timedOut, server, protocolError, unexpectedReply
-            case invalidConfiguration, clientClosed, overloaded, tooManyRedirections, tlsFailure, replyTooLarge
+            case invalidConfiguration, clientClosed, overloaded, tooManyRedirections, tlsFailure, replyTooLarge, crossSlot
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -76,6 +76,9 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
         public static let tlsFailure = Code(.tlsFailure)
         /// A reply passed one of the ``ReplyLimits`` while it arrived; the connection was dropped.
         public static let replyTooLarge = Code(.replyTooLarge)
+        /// On a cluster, a transaction's commands name keys of more than one hash slot: nothing
+        /// was sent (use a hash tag, `{user}:a` and `{user}:b`, to keep keys in one slot).
+        public static let crossSlot = Code(.crossSlot)
 
         public var description: String { base.rawValue }
     }
@@ -162,6 +165,13 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
         HiredisError(
             code: .unexpectedReply, message: "unexpected Redis reply: expected \(expected), got \(got.shape)", reply: got,
             commandMayHaveRun: true)
+    }
+
+    /// See ``Code/crossSlot``.
+    public static func crossSlot(slots: Int) -> HiredisError {
+        HiredisError(
+            code: .crossSlot, message: "a cluster transaction must keep its keys in one hash slot; these are in \(slots)",
+            commandMayHaveRun: false)
     }
 
     /// See ``Code/invalidConfiguration``.
