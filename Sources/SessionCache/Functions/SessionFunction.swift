@@ -142,16 +142,21 @@ enum FunctionStatus: String, Sendable {
     case other
 }
 
-/// A function's reply: a status word followed by values (see the header of `sessions.lua`).
+/// A function's reply: a status word, alone or followed by values (see the header of
+/// `sessions.lua`).
 struct FunctionReply {
     let status: FunctionStatus
     private let values: [RESPReply]
     private let function: String
 
     init(_ reply: RESPReply, of function: String) throws(SessionError) {
-        guard case .array(let parts) = reply, let word = parts.first?.string else {
-            throw .corrupted("\(function): unexpected reply (\(reply.shape))")
+        let parts: [RESPReply]
+        switch reply {
+        case .array(let array): parts = array
+        case .bulkString, .simpleString: parts = [reply]  // the word alone
+        default: throw .corrupted("\(function): unexpected reply (\(reply.shape))")
         }
+        guard let word = parts.first?.string else { throw .corrupted("\(function): unexpected reply (\(reply.shape))") }
         guard let status = FunctionStatus(rawValue: word) else { throw .corrupted("\(function): unknown status word") }
         self.status = status
         self.values = Array(parts.dropFirst())

@@ -12,8 +12,10 @@
 -- * One clock. Every time that decides expiry, deadlines, ordering or "inactive for" comes from
 --   this server's TIME (milliseconds since the epoch). App servers never send a timestamp.
 -- * All or nothing. A call that refuses its input, or finds the session not alive, writes nothing.
--- * Replies about one session or lock are arrays whose first element is a status word; Swift
---   decodes the word in one place (FunctionStatus). The listener's and the operator's calls (stats,
+-- * Replies about one session or lock start with a status word: an array whose first element it
+--   is, or the word alone when there is nothing else to say (the lock's release, extend and
+--   abandon: a string costs Redis less than a table). Swift decodes it in one place
+--   (FunctionStatus). The listener's and the operator's calls (stats,
 --   claim, renew, finalize, listeners, partner) reply with data, described at each.
 --
 -- Layout (namespace ns, bucket b, session id ID):
@@ -1265,15 +1267,15 @@ end
 -- lock_release: ARGV: [1] token [2] ms after which a waiter that stopped asking is skipped
 --   [3] handover lease ms. Releases if the caller holds the lock; with waiters, hands it to the
 --   first one (short lease until it takes it) and wakes it.
--- Reply: {'ok'} released | {'not_held'} not the holder (nothing changes: safe to retry)
+-- Reply: 'ok' released | 'not_held' not the holder (nothing changes: safe to retry)
 local function lock_release(keys, args)
   local lock = keys[1]
   local holder = redis.call('GET', lock)
   if holder == args[1] then
     redis.call('DEL', lock)
-    return {'ok'}
+    return 'ok'
   end
-  if holder ~= args[1] .. ' q' then return {'not_held'} end
+  if holder ~= args[1] .. ' q' then return 'not_held' end
   local queue, seen = lock .. ':queue', lock .. ':seen'
   local head = wake_next(lock, queue, seen, tonumber(args[2]), now_ms())
   if head then
@@ -1282,20 +1284,20 @@ local function lock_release(keys, args)
   else
     redis.call('DEL', lock)
   end
-  return {'ok'}
+  return 'ok'
 end
 
--- lock_extend: ARGV: [1] token [2] lease ms. Reply: {'ok'} extended | {'not_held'} not the holder.
+-- lock_extend: ARGV: [1] token [2] lease ms. Reply: 'ok' extended | 'not_held' not the holder.
 local function lock_extend(keys, args)
   local holder = redis.call('GET', keys[1])
-  if holder ~= args[1] and holder ~= args[1] .. ' q' then return {'not_held'} end
+  if holder ~= args[1] and holder ~= args[1] .. ' q' then return 'not_held' end
   redis.call('PEXPIRE', keys[1], args[2])
-  return {'ok'}
+  return 'ok'
 end
 
 -- lock_abandon: a waiter gives up (timeout, cancellation). ARGV: [1] token [2] stale ms
 --   [3] handover lease ms. If the lock had been handed to it, it passes on to the next waiter.
--- Reply: {'ok'}
+-- Reply: 'ok'
 local function lock_abandon(keys, args)
   local lock = keys[1]
   local queue, seen = lock .. ':queue', lock .. ':seen'
@@ -1310,7 +1312,7 @@ local function lock_abandon(keys, args)
       redis.call('DEL', lock)
     end
   end
-  return {'ok'}
+  return 'ok'
 end
 
 local function register(name, callback, read_only, cross_slot)
