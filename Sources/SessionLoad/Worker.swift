@@ -22,10 +22,13 @@ final class Worker: Sendable {
     let books: Bookkeeping
     private let result = Mutex(WorkerResult())
     private let start = ContinuousClock.now
+    /// Long-run samples (heap, per-minute p99) when `SESSION_LOAD_SAMPLES` names a directory.
+    private let samples: Samples?
 
     init(parameters: LoadParameters, index: Int) throws {
         self.parameters = parameters
         self.index = index
+        samples = Samples(worker: index)
         var redis = try HiredisConfiguration(url: parameters.redisURL)
         redis.clientName = "session-load-\(index)"
         client = try HiredisClient.started(configuration: redis)
@@ -71,6 +74,8 @@ final class Worker: Sendable {
             }
         }
         defer { progress.cancel() }
+        let sampling = Task { [samples] in await samples?.run() }
+        defer { sampling.cancel() }
         if parameters.rate > 0 {
             await openLoop(until: loadEnd)
         } else {
@@ -326,6 +331,7 @@ final class Worker: Sendable {
         let elapsed = ContinuousClock.now - began
         let micros = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
         let second = Int((ContinuousClock.now - start).components.seconds)
+        samples?.record(microseconds: micros)
         result.withLock { result in
             _ = result.latencies[operation.rawValue, default: LoadHistogram.make()].record(micros)
             while result.perSecond.count <= second { result.perSecond.append(0) }

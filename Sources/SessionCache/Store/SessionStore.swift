@@ -40,7 +40,9 @@ public final class SessionStore: Sendable {
         self.keyspace = try SessionKeyspace(namespace: configuration.namespace, bucketCount: configuration.bucketCount)
         self.redis = client
         self.instrumentation = StoreInstrumentation(configuration: configuration)
-        self.timers = TimerNames(maximumAge: configuration.expiryListener ? .seconds(600) : configuration.dataGrace / 4)
+        self.timers = TimerNames(
+            maximumAge: configuration.expiryListener ? .seconds(600) : configuration.dataGrace / 4,
+            capacity: configuration.touchCacheCapacity)
     }
 
     // MARK: Lifecycle

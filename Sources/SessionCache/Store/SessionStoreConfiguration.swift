@@ -112,6 +112,11 @@ public struct SessionStoreConfiguration: Sendable {
     /// With ``expiryListener``: the listener warns this long before a session's idle expiry (once
     /// per period of activity), so the application can tell the user.
     public var expiryWarningLead: Duration? = nil
+    /// How many sessions' timers this instance remembers, so that touching a recently used session
+    /// is one plain `PEXPIRE` instead of a function call (about 300 bytes each: 30 MB for the
+    /// default). Past it the oldest entry leaves for each new one; 0 turns the cache off (every
+    /// touch calls the function).
+    public var touchCacheCapacity = 100_000
     /// Whether lifecycle events (created, resumed, rotated, deleted, expired) are published on
     /// `<namespace>:events` as JSON, for `session-cache watch` and other observers. Events name a
     /// session by a 9-character prefix of its id, never the whole id.
@@ -182,6 +187,7 @@ public struct SessionStoreConfiguration: Sendable {
     /// Throws ``SessionError/invalidConfiguration(_:)`` for settings that cannot work.
     public func validate() throws(SessionError) {
         _ = try SessionKeyspace(namespace: namespace, bucketCount: bucketCount)
+        if touchCacheCapacity < 0 { throw .invalidConfiguration("touchCacheCapacity must not be negative") }
         if customIdleTimeouts.lowerBound <= .zero || customIdleTimeouts.upperBound > Self.maximumLifetime {
             throw .invalidConfiguration("customIdleTimeouts must lie between 0 and \(Self.maximumLifetime)")
         }

@@ -1,4 +1,5 @@
 import HiredisNIO
+import NIOCore
 import Synchronization
 
 /// What this instance learnt about recently used sessions' timers, so that a touch is one plain
@@ -26,6 +27,8 @@ final class TimerNames: Sendable {
         /// last moment that keeps the session provably far enough from its deadline. Worked out
         /// once, so that a touch compares one instant.
         let fastUntil: ContinuousClock.Instant
+        /// Its place in its shard's insertion order (see ``Shard``).
+        let sequence: UInt64
     }
 
     /// How much later than sent a PEXPIRE may run (a Redis stall) before it could keep a session
@@ -37,18 +40,52 @@ final class TimerNames: Sendable {
     private let shards: [Shard]
     /// The maximum age in milliseconds, at most 2^50 (35,000 years).
     private let maximumAgeMilliseconds: Int
-    /// The bound of each shard.
+    /// The bound of each shard (0: the cache is off).
     private let shardCapacity: Int
 
+    /// At most `capacity` entries (16 shards of `capacity / 16`), each about 300 bytes with its
+    /// key and command: 100,000 entries hold about 30 MB.
     init(maximumAge: Duration, capacity: Int = 100_000) {
         self.maximumAgeMilliseconds = max(0, min(maximumAge, .milliseconds(1 << 50)).wholeMilliseconds)
         self.shards = (0..<16).map { _ in Shard() }
-        self.shardCapacity = max(1, capacity / 16)
+        self.shardCapacity = capacity <= 0 ? 0 : max(1, capacity / 16)
     }
 
+    /// A shard's entries and their insertion order. At capacity the oldest entry leaves, one per
+    /// new entry: no pause (a full clear made every next touch slow, a filter scanned them all).
+    /// The order may name entries replaced or forgotten since (their sequence differs): they are
+    /// skipped as they come, and the order is cut back to the capacity when it holds twice that.
     private final class Shard: Sendable {
-        let entries = Mutex<[String: Entry]>([:])
+        struct State {
+            var entries: [String: Entry] = [:]
+            var order = CircularBuffer<(id: String, sequence: UInt64)>()
+            var nextSequence: UInt64 = 0
+
+            mutating func insert(_ id: String, touch: RESPCommand, fastUntil: ContinuousClock.Instant, capacity: Int) {
+                if entries[id] == nil {
+                    while entries.count >= capacity, let oldest = order.popFirst() {
+                        if entries[oldest.id]?.sequence == oldest.sequence { entries[oldest.id] = nil }
+                    }
+                }
+                nextSequence &+= 1
+                entries[id] = Entry(touch: touch, fastUntil: fastUntil, sequence: nextSequence)
+                order.append((id, nextSequence))
+                if order.count > 2 * capacity {
+                    // Mostly stale names (forgotten or replaced entries): keep the newest.
+                    while order.count > capacity, let oldest = order.popFirst() {
+                        if entries[oldest.id]?.sequence == oldest.sequence { entries[oldest.id] = nil }
+                    }
+                }
+            }
+        }
+
+        let state = Mutex(State())
     }
+
+    /// How many entries are held (for tests).
+    var count: Int { shards.reduce(0) { $0 + $1.state.withLock { $0.entries.count } } }
+    /// How many names the shards' orders hold (for tests: bounded by twice the capacity).
+    var orderCount: Int { shards.reduce(0) { $0 + $1.state.withLock { $0.order.count } } }
 
     /// The shard of an id: by the value (0-63) of its last base64url character, random and
     /// uniform, so that each shard takes 4 of the 64.
@@ -68,11 +105,11 @@ final class TimerNames: Sendable {
     /// The plain `PEXPIRE <timer> <idle>` to send, or nil when the function must run.
     func fastTouch(for id: String) -> RESPCommand? {
         let now = ContinuousClock.now
-        return shard(id).entries.withLock { entries in
-            guard let entry = entries[id] else { return nil }
+        return shard(id).state.withLock { state in
+            guard let entry = state.entries[id] else { return nil }
             if now < entry.fastUntil { return entry.touch }
             // Too old, or too close to the deadline: the function runs, and teaches a new entry.
-            entries[id] = nil
+            state.entries[id] = nil
             return nil
         }
     }
@@ -83,25 +120,19 @@ final class TimerNames: Sendable {
         guard let timing = keyspace.timing(ofTimer: key), (1..<(1 << 50)).contains(timing.idleMilliseconds),
             (0..<(1 << 50)).contains(timing.deadline), (0..<(1 << 50)).contains(redisTime)
         else { return }
+        guard shardCapacity > 0 else { return }
         let learned = ContinuousClock.now
         // A PEXPIRE sent `elapsed` after now runs by Redis time redisTime + elapsed + margin at
         // the latest, and must not reach past the deadline: elapsed <= deadline - idle - margin -
         // redisTime.
         let farFor = timing.deadline - timing.idleMilliseconds - Self.safetyMargin.wholeMilliseconds - redisTime
-        let entry = Entry(
-            touch: RESPCommand("PEXPIRE", .string(key), .integer(timing.idleMilliseconds)),
-            fastUntil: learned + .milliseconds(max(0, min(farFor, maximumAgeMilliseconds))))
-        shard(id).entries.withLock { entries in
-            if entries.count >= shardCapacity, entries[id] == nil {
-                // Bounded: drop the entries that can no longer serve, or everything when all can.
-                entries = entries.filter { $0.value.fastUntil > learned }
-                if entries.count >= shardCapacity { entries.removeAll(keepingCapacity: true) }
-            }
-            entries[id] = entry
-        }
+        let touch = RESPCommand("PEXPIRE", .string(key), .integer(timing.idleMilliseconds))
+        let fastUntil = learned + .milliseconds(max(0, min(farFor, maximumAgeMilliseconds)))
+        let capacity = shardCapacity
+        shard(id).state.withLock { $0.insert(id, touch: touch, fastUntil: fastUntil, capacity: capacity) }
     }
 
     func forget(_ id: String) {
-        _ = shard(id).entries.withLock { $0.removeValue(forKey: id) }
+        _ = shard(id).state.withLock { $0.entries.removeValue(forKey: id) }
     }
 }

@@ -1,0 +1,45 @@
+import Foundation
+import Histogram
+import Synchronization
+
+/// What a worker reports about itself over a long run (`scripts/soak`): every minute the p99 of
+/// the operations that minute (memory is sampled from outside, in `/proc`). One JSON object per
+/// line in `$SESSION_LOAD_SAMPLES/worker-<index>.jsonl`; nothing when the variable is unset.
+final class Samples: Sendable {
+    private let file: URL
+    private let start = ContinuousClock.now
+    private let minute = Mutex(LoadHistogram.make())
+
+    init?(worker index: Int) {
+        guard let directory = ProcessInfo.processInfo.environment["SESSION_LOAD_SAMPLES"], !directory.isEmpty else { return nil }
+        file = URL(fileURLWithPath: directory).appendingPathComponent("worker-\(index).jsonl")
+        FileManager.default.createFile(atPath: file.path, contents: nil)
+    }
+
+    /// One operation's latency, for this minute's p99.
+    func record(microseconds: UInt64) {
+        minute.withLock { _ = $0.record(microseconds) }
+    }
+
+    /// Samples until cancelled.
+    func run() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(60)) } catch { return }
+            let p99 = minute.withLock { histogram -> UInt64 in
+                defer { histogram.reset() }
+                return histogram.totalCount == 0 ? 0 : histogram.valueAtPercentile(99)
+            }
+            append(["t": Double((ContinuousClock.now - start).components.seconds), "p99_ms_last_minute": Double(p99) / 1000])
+        }
+    }
+
+    private func append(_ line: [String: Double]) {
+        guard var data = try? JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]),
+            let handle = try? FileHandle(forWritingTo: file)
+        else { return }
+        data.append(UInt8(ascii: "\n"))
+        handle.seekToEndOfFile()
+        handle.write(data)
+        try? handle.close()
+    }
+}
