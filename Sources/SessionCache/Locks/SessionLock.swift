@@ -140,22 +140,25 @@ public final class SessionLock: Service {
         // Uncontended: two plain commands in one round trip (three when replicas must confirm).
         let acknowledgement = store.configuration.replicaAcknowledgement
         let set = SET(lockKey, .string(token), onlyIfAbsent: true, expiresIn: configuration.lease)
-        let (acquired, time, acknowledged) = try await guarded(lockKey, token: token) {
-            guard let acknowledgement else {
-                let (acquired, time) = try await self.store.redis.execute(set, TIME())
-                return (acquired, time, Result<Int, any Error>?.none)
-            }
+        let time = TIME()
+        // The commands' own types decode the replies; the pipeline is the plain one (the generic
+        // typed pipeline costs this hot path ~10% of its pairs per second).
+        let replies = try await guarded(lockKey, token: token) {
+            guard let acknowledgement else { return try await self.store.redis.pipeline([set.command, time.command]) }
             // WAIT blocks up to its own timeout: the pipeline's deadline covers it (an overdue reply
             // closes its connection).
-            let (acquired, time, acknowledged) = try await self.store.redis.execute(
-                set, TIME(), acknowledgement.wait, timeout: self.store.redis.configuration.commandTimeout + acknowledgement.timeout)
-            return (acquired, time, Optional(acknowledged))
+            return try await self.store.redis.pipeline(
+                [set.command, time.command, acknowledgement.wait.command],
+                timeout: self.store.redis.configuration.commandTimeout + acknowledgement.timeout)
         }
+        let acquired = Self.result(replies[0], set)
+        let fence = Self.result(replies[1], time).map(\.totalMicroseconds)
+        let acknowledged = acknowledgement.map { Self.result(replies[2], $0.wait) }
         switch acquired {
         case .success(true):
-            let fence: Int
+            let fenceValue: Int
             do {
-                fence = try time.get().totalMicroseconds
+                fenceValue = try fence.get()
             } catch {
                 await abandon(lockKey, token: token)
                 throw LockError.from(error)
@@ -164,7 +167,7 @@ public final class SessionLock: Service {
                 await abandon(lockKey, token: token)
                 throw LockError.notReplicated
             }
-            return granted(fence)
+            return granted(fenceValue)
         case .success(false):
             break
         case .failure(let error):
@@ -331,6 +334,12 @@ public final class SessionLock: Service {
 
     private func releaseFunction(_ lockKey: String, token: String) -> LockReleaseFunction {
         LockReleaseFunction(lockKey: lockKey, token: token, staleWaiter: staleWaiter, handoverLease: staleWaiter)
+    }
+
+    /// A reply decoded by its command's type: an error reply is the command's failure.
+    private static func result<Command: HiredisCommand>(_ reply: RESPReply, _ command: Command) -> Result<Command.Response, any Error> {
+        if case .error(let text) = reply { return .failure(HiredisError.server(HiredisServerError(reply: text))) }
+        return Result { try command.decode(reply) }
     }
 
     /// Runs one acquire step; if it fails in a way that leaves open whether Redis granted the lock
