@@ -6,7 +6,7 @@ import PackageDescription
 
 let package = Package(
     name: "swift-session-cache-vapor",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "VaporSessionCache", targets: ["VaporSessionCache"])
     ],
@@ -14,6 +14,7 @@ let package = Package(
         .package(name: "swift-session-cache", path: "../.."),
         .package(url: "https://github.com/vapor/vapor.git", from: "4.122.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         .target(
@@ -23,6 +24,7 @@ let package = Package(
                 .product(name: "HiredisNIO", package: "swift-session-cache"),
                 .product(name: "Vapor", package: "vapor"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

@@ -89,16 +89,25 @@ public final class ExpiryListener: Service {
     var keyspace: SessionKeyspace { store.keyspace }
     var logger: Logger { configuration.logger }
 
+    /// Throws what ``run()`` would throw at once for its configuration: for a framework that starts
+    /// the listener in the background and must fail its start-up instead.
+    ///
+    /// - Throws: ``SessionError/invalidConfiguration(_:)`` when the store is not configured for a
+    ///   listener (``SessionStoreConfiguration/expiryListener``) or the configuration is invalid.
+    public func validate() throws(SessionError) {
+        try configuration.validate()
+        guard store.isListenerMode else {
+            throw SessionError.invalidConfiguration("an ExpiryListener needs a store with expiryListener = true")
+        }
+    }
+
     /// Listens and sweeps until the task is cancelled or a graceful shutdown is requested; then
     /// stops claiming, lets running hooks finish, finalizes their sessions and leaves the registry.
     ///
     /// - Throws: ``SessionError/invalidConfiguration(_:)`` when the store is not configured for a
     ///   listener (``SessionStoreConfiguration/expiryListener``).
     public func run() async throws {
-        try configuration.validate()
-        guard store.isListenerMode else {
-            throw SessionError.invalidConfiguration("an ExpiryListener needs a store with expiryListener = true")
-        }
+        try validate()
         let stopping = Atomic(false)
         let subscriber = HiredisSubscriber(configuration: store.redis.configuration)
         let notifications = configuration.keyspaceNotifications ? await enableNotifications() : false

@@ -6,6 +6,10 @@ import Vapor
 import VaporSessionCache
 import VaporTesting
 
+struct TestUser: SessionAuthenticatable {
+    var sessionID: String
+}
+
 @Suite("SessionCacheDriver")
 struct SessionCacheDriverTests {
     /// A Vapor app with the driver on a real redis-server.
@@ -15,7 +19,7 @@ struct SessionCacheDriverTests {
             try await client.withRunning { client in
                 let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "vapor"))
                 let app = try await Application.make(.testing)
-                app.sessions.use { _ in SessionCacheDriver(store: store) }
+                app.sessions.use { _ in SessionCacheDriver(store: store, authenticating: TestUser.self) }
                 app.sessions.configuration = SessionCacheDriver.cookieConfiguration()
                 let sessions = app.grouped(app.sessions.middleware)
                 sessions.get("set", ":value") { request -> String in
@@ -23,6 +27,21 @@ struct SessionCacheDriverTests {
                     return "set"
                 }
                 sessions.get("get") { request -> String in request.session.data["color"] ?? "-" }
+                sessions.get("login", ":user") { request -> String in
+                    request.session.authenticate(TestUser(sessionID: request.parameters.get("user") ?? ""))
+                    return "in"
+                }
+                sessions.get("logout") { request -> String in
+                    request.session.unauthenticate(TestUser.self)
+                    return "out"
+                }
+                // Ends the session (as log-out everywhere or an operator's kill would) while the
+                // request runs, then writes to it.
+                sessions.get("revoked-then-write") { request -> String in
+                    if let id = request.session.id?.string { _ = try await store.delete(id) }
+                    request.session.data["color"] = "revived?"
+                    return "written"
+                }
                 sessions.get("destroy") { request -> String in
                     request.session.destroy()
                     return "gone"
@@ -120,6 +139,78 @@ struct SessionCacheDriverTests {
                     return first
                 }
                 #expect(first == session.id)
+                try await app.asyncShutdown()
+            }
+        }
+    }
+
+    private func cookie(_ response: TestingHTTPResponse) -> HTTPCookies.Value? { response.headers.setCookie?["session"] }
+
+    /// Logging in binds the anonymous session to its user under a new id: a planted id does not
+    /// become authenticated, and the user's session list sees the session. Logging out ends it;
+    /// its data carries on, anonymous, under another id.
+    @Test func logInRotatesAndBindsTheSessionLogOutEndsIt() async throws {
+        try await withApp { app, _, _, store in
+            var anonymous: HTTPCookies.Value?
+            try await app.testing().test(.GET, "set/blue") { anonymous = cookie($0) }
+            let planted = try #require(anonymous)
+            var headers = HTTPHeaders()
+            headers.cookie = ["session": planted]
+            var loggedIn: HTTPCookies.Value?
+            try await app.testing().test(.GET, "login/alice", headers: headers) { loggedIn = cookie($0) }
+            let bound = try #require(loggedIn?.string)
+            #expect(bound != planted.string, "the id changes at log-in")
+            #expect(try await store.get(planted.string) == nil, "the planted id is dead")
+            #expect(try await store.get(bound)?.user == "alice")
+            #expect(try await store.list(user: "alice").map(\.id) == [bound])
+            #expect(try await store.metadata(bound)["color"] == .string("blue"), "the data came along")
+
+            headers.cookie = ["session": try #require(loggedIn)]
+            var loggedOut: HTTPCookies.Value?
+            try await app.testing().test(.GET, "logout", headers: headers) { loggedOut = cookie($0) }
+            let anonymousAgain = try #require(loggedOut?.string)
+            #expect(anonymousAgain != bound)
+            #expect(try await store.get(bound) == nil)
+            #expect(try await store.list(user: "alice").isEmpty)
+            #expect(try await store.get(anonymousAgain)?.user == nil)
+            #expect(try await store.metadata(anonymousAgain)["color"] == .string("blue"))
+        }
+    }
+
+    /// A session that ended while a request ran does not come back with the request's changes
+    /// (it was recreated, with its user: a revoked log-in survived).
+    @Test func aSessionEndedDuringARequestIsNotRecreated() async throws {
+        try await withApp { app, _, _, store in
+            var anonymous: HTTPCookies.Value?
+            try await app.testing().test(.GET, "set/blue") { anonymous = cookie($0) }
+            var headers = HTTPHeaders()
+            headers.cookie = ["session": try #require(anonymous)]
+            var loggedIn: HTTPCookies.Value?
+            try await app.testing().test(.GET, "login/bob", headers: headers) { loggedIn = cookie($0) }
+            headers.cookie = ["session": try #require(loggedIn)]
+            try await app.testing().test(.GET, "revoked-then-write", headers: headers) { response in
+                #expect(response.status == .ok)
+            }
+            #expect(try await store.list(user: "bob").isEmpty, "no session of bob's came back")
+            #expect(try await store.get(try #require(loggedIn?.string)) == nil)
+            try await app.testing().test(.GET, "get", headers: headers) { response in
+                #expect(response.body.string == "-", "the next request starts without the ended session")
+            }
+        }
+    }
+
+    /// A listener on a store that is not set up for one used to fail in a task nobody watched:
+    /// hooks silently never ran. It fails the boot now.
+    @Test func aListenerThatCannotRunFailsTheBoot() async throws {
+        try await RedisServer.with { server in
+            let client = try HiredisClient(configuration: server.configuration)
+            try await client.withRunning { client in
+                let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "vapor-no-listener"))
+                let app = try await Application.make(.testing)
+                app.lifecycle.use(ExpiryListenerLifecycle(ExpiryListener(store: store) { _ in }))
+                await #expect(throws: SessionError.invalidConfiguration("an ExpiryListener needs a store with expiryListener = true")) {
+                    try await app.asyncBoot()
+                }
                 try await app.asyncShutdown()
             }
         }
