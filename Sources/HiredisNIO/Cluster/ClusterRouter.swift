@@ -33,7 +33,7 @@ final class ClusterRouter: Sendable {
     }
 
     private let seeds: [HiredisAddress]
-    private let configuration: HiredisConfiguration
+    let configuration: HiredisConfiguration
     private let metrics: ClientMetrics
     private let libraries: @Sendable () -> [LuaLibrary]
     /// The event loops of every node pool's slots (the client's).
@@ -217,7 +217,7 @@ final class ClusterRouter: Sendable {
     }
 
     /// The pool of `address`, made (and handed to `run()`) when new.
-    private func pool(_ address: String) throws -> NodePool {
+    func pool(_ address: String) throws -> NodePool {
         let (pool, isNew): (NodePool, Bool) = try state.withLockedValue { state in
             if state.shutDown { throw HiredisError.clientClosed }
             if let pool = state.pools[address] { return (pool, false) }
@@ -341,14 +341,14 @@ final class ClusterRouter: Sendable {
     }
 
     /// The redirection an error reply names, if any.
-    private func redirection(_ error: HiredisError, from address: String) -> Redirection? {
+    func redirection(_ error: HiredisError, from address: String) -> Redirection? {
         guard let reply = error.serverError else { return nil }
         let host = HiredisAddress(parsing: Substring(address), defaultPort: 6379)?.host ?? "127.0.0.1"
         return Redirection(reply, fallbackHost: host)
     }
 
     /// Records a redirection; returns whether the next try must be preceded by `ASKING`.
-    private func follow(_ redirection: Redirection) -> Bool {
+    func follow(_ redirection: Redirection) -> Bool {
         metrics.redirections.increment()
         switch redirection.kind {
         case .moved:
@@ -431,50 +431,6 @@ final class ClusterRouter: Sendable {
             throw error.mayHaveRun()
         }
         return replies
-    }
-
-    /// A `MULTI`…`EXEC` block whose keys share `slot`, on one connection of the slot's primary. A
-    /// block refused because the slot moved (`MOVED` while queuing makes `EXEC` answer
-    /// `EXECABORT`) ran nowhere: it goes again, whole, to the new owner. An `ASK` (the slot is
-    /// migrating) is returned as it is: the caller's retry finds the slot settled.
-    func transaction(_ block: [RESPCommand], slot: Int?, timeout: Duration) async throws -> [RESPReply] {
-        var address = try await primary(forSlot: slot)
-        for _ in 0...configuration.maximumRedirections {
-            let replies: [RESPReply]
-            do {
-                replies = try await pool(address).connection().pipeline(block, timeout: timeout)
-            } catch let error as HiredisError {
-                if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
-                throw error
-            }
-            let moved = replies.lazy.compactMap { reply -> Redirection? in
-                guard case .error(let text) = reply else { return nil }
-                return self.redirection(.server(HiredisServerError(reply: text)), from: address)
-            }.first { $0.kind == .moved }
-            guard let moved else { return replies }
-            _ = follow(moved)
-            address = moved.address
-        }
-        throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
-    }
-
-    /// A keyed command and the commands that describe it, sent as one unit on one connection to
-    /// where `redirection` points, following its further redirections.
-    private func sendGroup(
-        _ group: [RESPCommand], keyed: Int, redirection first: Redirection, timeout: Duration
-    ) async throws -> [RESPReply] {
-        var redirection = first
-        for _ in 0..<configuration.maximumRedirections {
-            let asking = follow(redirection)
-            let address = redirection.address
-            var replies = try await pool(address).connection().pipeline(asking ? [RESPCommand("ASKING")] + group : group, timeout: timeout)
-            if asking { replies.removeFirst() }
-            guard case .error(let text) = replies[keyed],
-                let next = self.redirection(.server(HiredisServerError(reply: text)), from: address)
-            else { return replies }
-            redirection = next
-        }
-        throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
 
     func sendToEveryPrimary(_ command: RESPCommand, timeout: Duration) async throws -> [RESPReply] {

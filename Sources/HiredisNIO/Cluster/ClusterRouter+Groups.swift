@@ -1,0 +1,47 @@
+// Commands that must run together on one node, following redirections as a unit: a transaction,
+// and a redirected command with the reads that describe it.
+extension ClusterRouter {
+    /// A `MULTI`…`EXEC` block whose keys share `slot`, on one connection of the slot's primary. A
+    /// block refused because the slot moved (`MOVED` while queuing makes `EXEC` answer
+    /// `EXECABORT`) ran nowhere: it goes again, whole, to the new owner. An `ASK` (the slot is
+    /// migrating) is returned as it is: the caller's retry finds the slot settled.
+    func transaction(_ block: [RESPCommand], slot: Int?, timeout: Duration) async throws -> [RESPReply] {
+        var address = try await primary(forSlot: slot)
+        for _ in 0...configuration.maximumRedirections {
+            let replies: [RESPReply]
+            do {
+                replies = try await pool(address).connection().pipeline(block, timeout: timeout)
+            } catch let error as HiredisError {
+                if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
+                throw error
+            }
+            let moved = replies.lazy.compactMap { reply -> Redirection? in
+                guard case .error(let text) = reply else { return nil }
+                return self.redirection(.server(HiredisServerError(reply: text)), from: address)
+            }.first { $0.kind == .moved }
+            guard let moved else { return replies }
+            _ = follow(moved)
+            address = moved.address
+        }
+        throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
+    }
+
+    /// A keyed command and the commands that describe it, sent as one unit on one connection to
+    /// where `redirection` points, following its further redirections.
+    func sendGroup(
+        _ group: [RESPCommand], keyed: Int, redirection first: Redirection, timeout: Duration
+    ) async throws -> [RESPReply] {
+        var redirection = first
+        for _ in 0..<configuration.maximumRedirections {
+            let asking = follow(redirection)
+            let address = redirection.address
+            var replies = try await pool(address).connection().pipeline(asking ? [RESPCommand("ASKING")] + group : group, timeout: timeout)
+            if asking { replies.removeFirst() }
+            guard case .error(let text) = replies[keyed],
+                let next = self.redirection(.server(HiredisServerError(reply: text)), from: address)
+            else { return replies }
+            redirection = next
+        }
+        throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
+    }
+}
