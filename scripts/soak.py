@@ -128,7 +128,7 @@ def main():
                     figures = process_sample(pid)
                     if figures:
                         sample["workers"][worker] = figures
-                elif argv and argv[0].endswith("redis-server"):
+                elif argv and "redis-server" in argv[0]:  # Redis rewrites its title: "redis-server 127.0.0.1:port"
                     figures = redis_sample(argv)
                     if figures:
                         sample["redis"].append(figures)
