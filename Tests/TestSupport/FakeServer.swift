@@ -11,7 +11,19 @@ public final class FakeServer: Sendable {
     public let port: Int
     private let channel: any Channel
 
-    public init(trickleEvery: TimeAmount? = nil, reply: @escaping @Sendable (_ connection: Int, _ chunk: Int) -> String?) async throws {
+    public convenience init(
+        trickleEvery: TimeAmount? = nil, reply: @escaping @Sendable (_ connection: Int, _ chunk: Int) -> String?
+    )
+        async throws
+    {
+        try await self.init(trickleEvery: trickleEvery, answering: { connection, chunk, _ in reply(connection, chunk) })
+    }
+
+    /// A server that answers by what it read: `answering(connection, chunk, text)`, where `text` is
+    /// the chunk's bytes as UTF-8 (commands arrive whole in one chunk on loopback).
+    public init(
+        trickleEvery: TimeAmount? = nil, answering reply: @escaping @Sendable (_ connection: Int, _ chunk: Int, _ text: String) -> String?
+    ) async throws {
         let connections = NIOLockedValueBox(0)
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -38,10 +50,10 @@ public final class FakeServer: Sendable {
         typealias OutboundOut = ByteBuffer
         let connection: Int
         let trickleEvery: TimeAmount?
-        let reply: @Sendable (Int, Int) -> String?
+        let reply: @Sendable (Int, Int, String) -> String?
         var chunk = 0
 
-        init(connection: Int, trickleEvery: TimeAmount?, reply: @escaping @Sendable (Int, Int) -> String?) {
+        init(connection: Int, trickleEvery: TimeAmount?, reply: @escaping @Sendable (Int, Int, String) -> String?) {
             self.connection = connection
             self.trickleEvery = trickleEvery
             self.reply = reply
@@ -49,7 +61,8 @@ public final class FakeServer: Sendable {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             chunk += 1
-            guard let text = reply(connection, chunk) else { return }
+            let request = String(buffer: unwrapInboundIn(data))
+            guard let text = reply(connection, chunk, request) else { return }
             guard let interval = trickleEvery, chunk > 1 else {
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text)), promise: nil)
                 return

@@ -20,7 +20,7 @@ extension ClusterRouter {
                 return self.redirection(.server(HiredisServerError(reply: text)), from: address)
             }.first { $0.kind == .moved }
             guard let moved else { return replies }
-            _ = follow(moved)
+            _ = try await follow(moved)
             address = moved.address
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
@@ -33,7 +33,7 @@ extension ClusterRouter {
     ) async throws -> [RESPReply] {
         var redirection = first
         for _ in 0..<configuration.maximumRedirections {
-            let asking = follow(redirection)
+            let asking = try await follow(redirection)
             let address = redirection.address
             var replies = try await pool(address).connection().pipeline(asking ? [RESPCommand("ASKING")] + group : group, timeout: timeout)
             if asking { replies.removeFirst() }

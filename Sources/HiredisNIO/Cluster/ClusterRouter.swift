@@ -157,15 +157,18 @@ final class ClusterRouter: Sendable {
 
     private func apply(_ topology: ClusterTopology) {
         let (added, removed, waiters) = state.withLockedValue { state in
-            let (added, removed) = state.map.apply(topology)
+            let (added, _) = state.map.apply(topology)
             var made: [NodePool] = []
             for address in added where state.pools[address] == nil {
                 let pool = makePool(address)
                 state.pools[address] = pool
                 made.append(pool)
             }
+            // Every pool of a node the map no longer names as a primary goes: the ones that left, and
+            // any other (a node an ASK pointed to that left since).
             var dropped: [NodePool] = []
-            for address in removed {
+            let primaries = Set(state.map.primaries)
+            for address in state.pools.keys where !primaries.contains(address) {
                 if let pool = state.pools.removeValue(forKey: address) { dropped.append(pool) }
             }
             if configuration.readFromReplicas {
@@ -329,7 +332,7 @@ final class ClusterRouter: Sendable {
                 return try await connection.send(command, timeout: timeout)
             } catch let error as HiredisError {
                 if let redirection = redirection(error, from: address) {
-                    asking = follow(redirection)
+                    asking = try await follow(redirection)
                     address = redirection.address
                     continue
                 }
@@ -347,9 +350,20 @@ final class ClusterRouter: Sendable {
         return Redirection(reply, fallbackHost: host)
     }
 
-    /// Records a redirection; returns whether the next try must be preceded by `ASKING`.
-    func follow(_ redirection: Redirection) -> Bool {
+    /// Records a redirection; returns whether the next try must be preceded by `ASKING`. A target
+    /// the topology does not name gets no connection (and so no credentials): the topology is read
+    /// again from a known node first, and the redirection is refused if it still does not name it
+    /// (``HiredisError/Code/untrustedRedirection``); a node that joined is named by then.
+    func follow(_ redirection: Redirection) async throws(HiredisError) -> Bool {
         metrics.redirections.increment()
+        if !isNamed(redirection.address) {
+            await refresh()
+            guard isNamed(redirection.address) else {
+                logger.warning(
+                    "redirection to a node the cluster topology does not name; refused", metadata: ["slot": "\(redirection.slot)"])
+                throw .untrustedRedirection
+            }
+        }
         switch redirection.kind {
         case .moved:
             _ = state.withLockedValue { $0.map.moved(slot: redirection.slot, to: redirection.address) }
@@ -358,6 +372,11 @@ final class ClusterRouter: Sendable {
         case .ask:
             return true
         }
+    }
+
+    /// Whether the topology names `address` as a primary or a replica.
+    private func isNamed(_ address: String) -> Bool {
+        state.withLockedValue { $0.map.primaries.contains(address) || $0.map.replicaAddresses.contains(address) }
     }
 
     /// An explicit pipeline split by node: a command without a key goes with the command before

@@ -46,6 +46,7 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
         private enum Base: String {
             case cannotConnect, connectionLost, timedOut, server, protocolError, unexpectedReply
             case invalidConfiguration, clientClosed, overloaded, tooManyRedirections, tlsFailure, replyTooLarge, crossSlot
+            case untrustedRedirection
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -79,6 +80,10 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
         /// On a cluster, a transaction's commands name keys of more than one hash slot: nothing
         /// was sent (use a hash tag, `{user}:a` and `{user}:b`, to keep keys in one slot).
         public static let crossSlot = Code(.crossSlot)
+        /// A cluster redirected a command (`MOVED`/`ASK`) to a node its own topology does not name,
+        /// also when read again from a known node: nothing was sent there (no connection, no
+        /// credentials).
+        public static let untrustedRedirection = Code(.untrustedRedirection)
 
         public var description: String { base.rawValue }
     }
@@ -171,6 +176,13 @@ public struct HiredisError: Error, Sendable, CustomStringConvertible {
     public static func crossSlot(slots: Int) -> HiredisError {
         HiredisError(
             code: .crossSlot, message: "a cluster transaction must keep its keys in one hash slot; these are in \(slots)",
+            commandMayHaveRun: false)
+    }
+
+    /// See ``Code/untrustedRedirection``.
+    public static var untrustedRedirection: HiredisError {
+        HiredisError(
+            code: .untrustedRedirection, message: "the cluster redirected a command to a node its topology does not name; not followed",
             commandMayHaveRun: false)
     }
 
