@@ -323,6 +323,42 @@ struct ExpiryTests {
         }
     }
 
+    /// A hook that ignores its cancellation must not hold its slot for ever: with one hook slot,
+    /// the other sessions' hooks run once the stubborn one is abandoned (timeout + stop grace),
+    /// and its session is finalized with no second try.
+    @Test func aHookThatIgnoresCancellationIsAbandonedAndFreesItsSlot() async throws {
+        try await withStore(configure: listenerConfiguration) { fixture in
+            let recorder = HookRecorder()
+            let stubbornRuns = NIOLockedValueBox(0)
+            let parked = NIOLockedValueBox<[CheckedContinuation<Void, Never>]>([])
+            var configuration = fastListener()
+            configuration.maxConcurrentHooks = 1
+            configuration.hookTimeout = .milliseconds(300)
+            configuration.hookStopGrace = .milliseconds(300)
+            configuration.maxHookAttempts = 3
+            let listener = try RunningListener.start(fixture, configuration: configuration) { expired in
+                if expired.session.metadata["stubborn"] == true {
+                    stubbornRuns.withLockedValue { $0 += 1 }
+                    // Waits for something cancellation does not end.
+                    await withCheckedContinuation { continuation in parked.withLockedValue { $0.append(continuation) } }
+                }
+                recorder.record(expired)
+            }
+            let stubborn = try await fixture.store.create(user: "alice", metadata: ["stubborn": true])
+            #expect(try await fixture.store.delete(stubborn.id))
+            try await pollUntil("the stubborn hook started", timeout: .seconds(10)) { stubbornRuns.withLockedValue { $0 } == 1 }
+            for _ in 0..<3 {
+                let other = try await fixture.store.create(user: "bob")
+                #expect(try await fixture.store.delete(other.id))
+            }
+            #expect(await recorder.wait(forSessions: 3, timeout: .seconds(15)), "the other hooks run once the slot is free")
+            try await pollUntil("the stubborn session's finalize", timeout: .seconds(15)) { try await sessionKeys(fixture).isEmpty }
+            #expect(stubbornRuns.withLockedValue { $0 } == 1, "an abandoned hook is not tried again (it may still run)")
+            await listener.stop()
+            for continuation in parked.withLockedValue({ $0 }) { continuation.resume() }
+        }
+    }
+
     /// The reason must not depend on a sweep visit while the session lived: no listener runs
     /// until it has ended, touched up to its absolute lifetime (it failed when only a visit in the
     /// last idle period recorded the activity).

@@ -10,7 +10,7 @@ struct LostSignalTests {
 
     @Test func workThatFinishesGivesItsResult() async {
         let signal = LostSignal()
-        let outcome = await signal.race(timeout: .seconds(30), deadlines: deadlines) { 42 }
+        let outcome = await signal.race(timeout: .seconds(30), stopGrace: .seconds(60), deadlines: deadlines) { 42 }
         guard case .finished(.success(42)) = outcome else {
             Issue.record("expected the work's value, got \(outcome)")
             return
@@ -21,7 +21,7 @@ struct LostSignalTests {
         let watching = Task { await deadlines.run() }
         defer { watching.cancel() }
         let ended = Atomic(false)
-        let outcome = await LostSignal().race(timeout: .milliseconds(50), deadlines: deadlines) {
+        let outcome = await LostSignal().race(timeout: .milliseconds(50), stopGrace: .seconds(60), deadlines: deadlines) {
             defer { ended.store(true, ordering: .relaxed) }
             try await Task.sleep(for: .seconds(60))
         }
@@ -33,10 +33,28 @@ struct LostSignalTests {
         #expect(endedFirst, "the race returns only once the work has ended")
     }
 
+    @Test func workThatIgnoresItsCancellationIsAbandonedAfterTheGrace() async {
+        let watching = Task { await deadlines.run() }
+        defer { watching.cancel() }
+        let parked = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        let outcome = await LostSignal().race(timeout: .milliseconds(50), stopGrace: .milliseconds(50), deadlines: deadlines) {
+            // Waits for something cancellation does not end.
+            await withCheckedContinuation { continuation in parked.withLock { $0 = continuation } }
+            return 1
+        }
+        guard case .abandoned = outcome else {
+            Issue.record("expected the work to be abandoned, got \(outcome)")
+            return
+        }
+        // Let it go: its late result is dropped.
+        while parked.withLock({ $0 }) == nil { await Task.yield() }
+        parked.withLock { $0 }?.resume()
+    }
+
     @Test func firingCancelsEveryRaceAndLaterRacesDoNotStart() async throws {
         let signal = LostSignal()
         let started = AsyncStream.makeStream(of: Void.self)
-        async let first = signal.race(timeout: .seconds(60), deadlines: deadlines) {
+        async let first = signal.race(timeout: .seconds(60), stopGrace: .seconds(60), deadlines: deadlines) {
             started.continuation.yield()
             try await Task.sleep(for: .seconds(60))
         }
@@ -48,7 +66,9 @@ struct LostSignalTests {
             return
         }
         let ran = Atomic(false)
-        let later = await signal.race(timeout: .seconds(60), deadlines: deadlines) { ran.store(true, ordering: .relaxed) }
+        let later = await signal.race(timeout: .seconds(60), stopGrace: .seconds(60), deadlines: deadlines) {
+            ran.store(true, ordering: .relaxed)
+        }
         guard case .lost = later else {
             Issue.record("expected a race after the signal fired to be lost, got \(later)")
             return
@@ -60,7 +80,9 @@ struct LostSignalTests {
     @Test func cancellingTheCallerCancelsTheWork() async {
         let signal = LostSignal()
         let caller = Task {
-            await signal.race(timeout: .seconds(60), deadlines: deadlines) { try await Task.sleep(for: .seconds(60)) }
+            await signal.race(timeout: .seconds(60), stopGrace: .seconds(60), deadlines: deadlines) {
+                try await Task.sleep(for: .seconds(60))
+            }
         }
         caller.cancel()
         guard case .finished(.failure(let error)) = await caller.value else {

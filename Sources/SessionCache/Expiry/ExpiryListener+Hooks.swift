@@ -74,9 +74,19 @@ extension ExpiryListener {
         let id = expired.session.id
         for attempt in 0..<configuration.maxHookAttempts {
             span?.attributes["session.expiry.attempts"] = attempt + 1
-            switch await lost.race(timeout: configuration.hookTimeout, deadlines: hookDeadlines, { try await self.onExpiry(expired) }) {
+            switch await lost.race(
+                timeout: configuration.hookTimeout, stopGrace: configuration.hookStopGrace, deadlines: hookDeadlines,
+                { try await self.onExpiry(expired) })
+            {
             case .finished(.success): return .completed
             case .lost: return .lost
+            case .abandoned:
+                metrics.hookFailures.increment()
+                metrics.hooksAbandoned.increment()
+                logger.error(
+                    "cleanup hook ignored its cancellation; abandoned, finalizing the session",
+                    metadata: ["session": "\(SessionID.redacted(id))", "try": "\(attempt + 1)", "grace": "\(configuration.hookStopGrace)"])
+                return .gaveUp
             case .finished(.failure(let error)):
                 metrics.hookFailures.increment()
                 span?.recordError(error)
@@ -159,11 +169,16 @@ extension ExpiryListener {
         do {
             guard let record = try await store.data(of: [warned.id]).first?.record, !record.fields.isEmpty else { return }
             let session = try record.session(id: warned.id)
-            let outcome = await LostSignal().race(timeout: configuration.hookTimeout, deadlines: hookDeadlines) {
+            let outcome = await LostSignal().race(
+                timeout: configuration.hookTimeout, stopGrace: configuration.hookStopGrace, deadlines: hookDeadlines
+            ) {
                 try await hook(ExpiryWarning(session: session, remaining: .milliseconds(warned.millisecondsLeft)))
             }
-            if case .finished(.failure(let error)) = outcome { throw error }
-            if case .timedOut = outcome { throw SessionError.redis(.timedOut(after: configuration.hookTimeout)) }
+            switch outcome {
+            case .finished(.failure(let error)): throw error
+            case .timedOut, .abandoned: throw SessionError.redis(.timedOut(after: configuration.hookTimeout))
+            case .finished(.success), .lost: break
+            }
         } catch {
             logger.error("expiry warning hook failed", metadata: ["session": "\(SessionID.redacted(warned.id))", "error": "\(error)"])
         }

@@ -24,6 +24,12 @@ public struct ExpiryListenerConfiguration: Sendable {
     /// (Checked every twentieth of it, between 10 ms and 1 s: the cancellation comes that much late
     /// at most.)
     public var hookTimeout: Duration = .seconds(60)
+    /// How long a cancelled hook (past its timeout) may take to stop. A hook that ignores
+    /// cancellation longer is abandoned: it may go on running, but its slot among
+    /// ``maxConcurrentHooks`` is free again and the session is finalized with no further try (a
+    /// second try would run it twice at once). Logged as an error, counted in
+    /// `session.expiry.hooks_abandoned`.
+    public var hookStopGrace: Duration = .seconds(10)
     /// How many times a failing (throwing or timed-out) hook is tried, in all, before the session is
     /// finalized anyway.
     public var maxHookAttempts = 3
@@ -67,7 +73,7 @@ public struct ExpiryListenerConfiguration: Sendable {
 
     func validate() throws(SessionError) {
         if sweepInterval <= .zero || fullSweepInterval <= .zero || claimLease <= .zero || hookTimeout <= .zero
-            || registrationLifetime <= .zero
+            || registrationLifetime <= .zero || hookStopGrace <= .zero
         {
             throw .invalidConfiguration("the expiry listener's intervals must be positive")
         }

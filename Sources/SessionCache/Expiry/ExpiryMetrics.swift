@@ -5,6 +5,7 @@ struct ExpiryMetrics: Sendable {
     let claimsLost: Counter
     let claimBatch: Recorder
     let hookFailures: Counter
+    let hooksAbandoned: Counter
     let dataLost: Counter
     private let hooksByReason: [ExpiryReason: Counter]
 
@@ -13,6 +14,7 @@ struct ExpiryMetrics: Sendable {
         claimsLost = Counter(label: "session.expiry.claims_lost", factory: factory)
         claimBatch = Recorder(label: "session.expiry.claim_batch", factory: factory)
         hookFailures = Counter(label: "session.expiry.hook_failures", factory: factory)
+        hooksAbandoned = Counter(label: "session.expiry.hooks_abandoned", factory: factory)
         dataLost = Counter(label: "session.expiry.data_lost", factory: factory)
         var hooks: [ExpiryReason: Counter] = [:]
         for reason in [ExpiryReason.idleTimeout, .absoluteLifetime, .deleted] {

@@ -9,6 +9,8 @@ final class LostSignal: Sendable {
         case timedOut
         /// The signal fired: the work was cancelled.
         case lost
+        /// The work ignored its cancellation past the grace: no longer waited for.
+        case abandoned
     }
 
     private struct State {
@@ -34,38 +36,110 @@ final class LostSignal: Sendable {
 
     /// Runs `body` in a task of its own, cancelled when the signal fires, when `timeout` passes (as
     /// `deadlines` sees it: its `run()` must be running) or when the caller is cancelled; waits for
-    /// it to end either way (a hook is never run twice at once). One task per race: an expiry
-    /// listener runs one per hook.
+    /// it to end (a hook is never run twice at once), but not for ever: work that ignores its
+    /// cancellation for `stopGrace` after the timeout is abandoned (it may go on running; the
+    /// caller's slot is free again). One task per race: an expiry listener runs one per hook.
     func race<Value: Sendable>(
-        timeout: Duration, deadlines: HookDeadlines, _ body: @escaping @Sendable () async throws -> Value
+        timeout: Duration, stopGrace: Duration, deadlines: HookDeadlines, _ body: @escaping @Sendable () async throws -> Value
     ) async -> Outcome<Value> {
         if isLost { return .lost }
-        let work = Task { try await body() }
+        let handoff = Handoff<Value>()
+        let work = Task {
+            do {
+                handoff.finish(.success(try await body()))
+            } catch {
+                handoff.finish(.failure(error))
+            }
+        }
         let id = state.withLock { state -> UInt64? in
             if state.fired { return nil }
             state.next += 1
             state.running[state.next] = { work.cancel() }
             return state.next
         }
-        guard let id else {
-            work.cancel()
-            _ = await work.result
-            return .lost
-        }
+        if id == nil { work.cancel() }
         let timedOut = Flag()
         let timer = deadlines.add(.now + timeout) {
             timedOut.set()
             work.cancel()
         }
+        let abandon = deadlines.add(.now + timeout + stopGrace) { handoff.abandon() }
         let result = await withTaskCancellationHandler {
-            await work.result
+            await handoff.wait()
         } onCancel: {
             work.cancel()
         }
         deadlines.remove(timer)
-        // Removed by fire(): the signal fired while the work ran.
-        if state.withLock({ $0.running.removeValue(forKey: id) == nil }) { return .lost }
+        deadlines.remove(abandon)
+        // Not registered, or removed by fire(): the signal fired before or while the work ran.
+        guard let id, state.withLock({ $0.running.removeValue(forKey: id) != nil }) else { return .lost }
+        guard let result else { return .abandoned }
         if case .failure = result, timedOut.isSet { return .timedOut }
         return .finished(result)
+    }
+}
+
+/// A raced work's result on its way to the one caller waiting for it, unless the caller stopped
+/// waiting first (then it gets nil, and a late result is dropped).
+private final class Handoff<Value: Sendable>: Sendable {
+    private enum State {
+        case idle
+        case waiting(CheckedContinuation<Result<Value, any Error>?, Never>)
+        case finished(Result<Value, any Error>)
+        case abandoned
+        case delivered
+    }
+
+    private let state = Mutex(State.idle)
+
+    func finish(_ result: Result<Value, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Result<Value, any Error>?, Never>? in
+            switch state {
+            case .idle:
+                state = .finished(result)
+                return nil
+            case .waiting(let continuation):
+                state = .delivered
+                return continuation
+            case .finished, .abandoned, .delivered:
+                return nil
+            }
+        }
+        waiter?.resume(returning: result)
+    }
+
+    func abandon() {
+        let waiter = state.withLock { state -> CheckedContinuation<Result<Value, any Error>?, Never>? in
+            switch state {
+            case .idle:
+                state = .abandoned
+                return nil
+            case .waiting(let continuation):
+                state = .delivered
+                return continuation
+            case .finished, .abandoned, .delivered:
+                return nil
+            }
+        }
+        waiter?.resume(returning: nil)
+    }
+
+    func wait() async -> Result<Value, any Error>? {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Result<Value, any Error>?? in
+                switch state {
+                case .idle:
+                    state = .waiting(continuation)
+                    return .none
+                case .finished(let result):
+                    state = .delivered
+                    return .some(result)
+                case .abandoned, .waiting, .delivered:
+                    state = .delivered
+                    return .some(nil)
+                }
+            }
+            if let now { continuation.resume(returning: now) }
+        }
     }
 }
