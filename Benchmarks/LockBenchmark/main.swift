@@ -1,7 +1,7 @@
 // scripts/bench-locks: session locks against their own redis-server.
 //
 // Uncontended acquire+release pairs per second with 200 callers on distinct sessions, against the
-// pipelined ceiling of exactly the commands a pair sends (SET NX PX and TIME, then the release
+// pipelined ceiling of exactly the commands a pair sends (the take function, then the release
 // function) on the same server (a runner of our own: redis-benchmark cannot alternate commands),
 // with Redis CPU per pair; then handoff latency with 8 contending
 // tasks on each of 3 instances on one session, each doing fenced read-modify-write increments.

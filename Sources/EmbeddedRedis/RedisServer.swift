@@ -52,6 +52,9 @@ public final class RedisServer: @unchecked Sendable {
         /// TLS one): a node that lists both ports to every client, as Redis 7.2+ does whenever
         /// both are configured.
         public var plaintextPortToo: Bool = false
+        /// Environment variables set for the server on top of this process's (a test shim's
+        /// `LD_PRELOAD`, for instance).
+        public var environment: [String: String] = [:]
 
         /// Options; the defaults give a throwaway server with expired-key events on.
         public init(
@@ -245,7 +248,10 @@ public final class RedisServer: @unchecked Sendable {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             ready.withLockedValue { $0 = continuation }
             do {
-                let process = try ChildProcess(executable: options.executable, arguments: arguments) { [weak self] line in
+                let environment =
+                    options.environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(options.environment) { $1 }
+                let process = try ChildProcess(executable: options.executable, arguments: arguments, environment: environment) {
+                    [weak self] line in
                     guard let self else { return }
                     self.lock.withLock {
                         self.output += line + "\n"

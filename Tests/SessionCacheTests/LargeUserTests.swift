@@ -109,6 +109,22 @@ struct LargeUserTests {
         }
     }
 
+    /// A log-in (bind) is one more session of the user: the cap applies as at create.
+    @Test func theCapAppliesWhenAnAnonymousSessionIsBound() async throws {
+        try await withStore(configure: { $0.limits.maxSessionsPerUser = 2 }) { fixture in
+            let store = fixture.store
+            let first = try await store.create(user: "capped")
+            let second = try await store.create(user: "capped")
+            let anonymous = try await store.createAnonymous()
+            let bound = try await store.bind(anonymous.id, to: "capped")
+            #expect(try await store.count(user: "capped") == 2, "the cap holds after a log-in")
+            #expect(try await store.get(bound.id) != nil)
+            var survivors = 0
+            for id in [first.id, second.id] where try await store.get(id) != nil { survivors += 1 }
+            #expect(survivors == 1, "one of the older sessions ended")
+        }
+    }
+
     @Test func hugeLimitsAreLoweredNotPassedToRedis() async throws {
         try await withStore { fixture in
             let store = fixture.store

@@ -235,6 +235,22 @@ struct LifecycleTests {
         }
     }
 
+    /// Rotate late in an idle period must not let touches from the touch cache move the timer past
+    /// the data: the data's TTL was set at the last write (idle 2 s + grace 1 s: 3 s), a rotate at
+    /// 1.5 s moves no TTL, and a cached touch then would end the timer at 3.5 s.
+    @Test(arguments: Deployment.allCases) func aTouchAfterRotateNeverLeavesTheTimerOutlivingTheData(_ deployment: Deployment) async throws {
+        try await withStore(on: deployment, configure: { $0.dataGrace = .seconds(1) }) { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "alice", mode: .custom(.seconds(2)))
+            try await Task.sleep(for: .milliseconds(1500))  // late in the idle period
+            let rotated = try await store.rotate(session.id)
+            try await store.touch(rotated.id)
+            let timer = try await fixture.timerTTL(rotated.id)
+            let data = try await fixture.pttl(fixture.keyspace.session(rotated.id))
+            #expect(data > timer, "the data ends in \(data) ms, the timer in \(timer) ms")
+        }
+    }
+
     @Test(arguments: Deployment.allCases) func deleteLeavesNoKeyBehind(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store

@@ -273,6 +273,53 @@ struct LockTests {
         }
     }
 
+    /// The promoted replica's clock is an hour behind (the ClockSkew shim): with replica
+    /// acknowledgement it knows the session's last token, and the next one is larger still (a
+    /// fence from its clock alone would go back an hour).
+    @Test func fencingTokensStrictlyIncreaseAcrossAFailoverToAReplicaWithASlowerClock() async throws {
+        let shim = URL(fileURLWithPath: workerPath).deletingLastPathComponent().appendingPathComponent("libClockSkew.so").path
+        try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex")) { primary in
+            var options = RedisServer.Options(notifyKeyspaceEvents: "Ex", arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])
+            options.environment = ["LD_PRELOAD": shim, "CLOCK_SKEW_MS": "-3600000"]
+            try await RedisServer.with(options) { replica in
+                let primaryClient = try HiredisClient.started(configuration: primary.configuration)
+                let replicaClient = try HiredisClient.started(configuration: replica.configuration)
+                var synced = false
+                for _ in 0..<100 where !synced {
+                    synced = try await primaryClient.send(RESPCommand("WAIT", 1, 100)).int == 1
+                }
+                try #require(synced)
+                let skew =
+                    try await primaryClient.execute(TIME()).totalMicroseconds - (try await replicaClient.execute(TIME()).totalMicroseconds)
+                #expect(skew > 3_000_000_000, "the replica's clock is behind by \(skew) µs")
+
+                var configuration = testConfiguration()
+                configuration.replicaAcknowledgement = .init(replicas: 1, timeout: .seconds(2))
+                let store = try SessionStore(client: primaryClient, configuration: configuration)
+                let session = try await store.create(user: "alice")
+                let locks = SessionLock.started(store: store)
+                var fences: [Int] = []
+                for tab in [nil, "a", nil, "b", nil] {
+                    let lease = try await locks.acquire(session.id, tab: tab)
+                    fences.append(lease.fence)
+                    try await locks.release(lease)
+                }
+                #expect(fences == fences.sorted() && Set(fences).count == fences.count, "tokens on one server strictly increase")
+
+                // The primary dies; the replica, which confirmed every grant, is promoted.
+                await primary.kill()
+                _ = try await replicaClient.send(RESPCommand("REPLICAOF", "NO", "ONE"))
+                let promoted = try SessionStore(client: replicaClient, configuration: testConfiguration())
+                let after = try await SessionLock.started(store: promoted).acquire(session.id, timeout: .seconds(5))
+                #expect(
+                    after.fence > fences.last ?? .max,
+                    "a fence after the failover (\(after.fence)) precedes one before (\(fences.last ?? 0))")
+                await primaryClient.close()
+                await replicaClient.close()
+            }
+        }
+    }
+
     @Test(arguments: Deployment.allCases) func withLockReleasesOnThrowAndTellsAHolderThatLostItsLease(_ deployment: Deployment) async throws
     {
         try await withStore(on: deployment) { fixture in

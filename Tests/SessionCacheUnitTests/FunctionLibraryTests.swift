@@ -19,15 +19,17 @@ struct FunctionLibraryTests {
     @Test func everyWrapperNamesARegisteredFunction() throws {
         let source = SessionFunctions.source
         let library = SessionFunctions.library
-        #expect(library.name == "session_cache_v3")
-        #expect(SessionFunctions.prefix == "session_v3_")
+        // The layout version names the library and its functions' prefix.
+        #expect(library.name == "session_cache_\(SessionCacheVersion.redisLayout)")
+        #expect(SessionFunctions.prefix == "session_\(SessionCacheVersion.redisLayout)_")
+        #expect(SessionCacheVersion.redisLayout == "v3")
         let names = [
             CreateFunction.name, TouchFunction.name, HeartbeatFunction.name, ResumeFunction.name,
             GetFunction.name, RecentMessagesFunction.name, AppendFunction.name, ClearMessagesFunction.name,
             SetMetadataFunction.name, RotateFunction.name, DeleteFunction.name, DeleteUserFunction.name, ListFunction.name,
             StatsFunction.name, ClaimFunction.name, RenewFunction.name, FinalizeFunction.name, ListenersFunction.name,
             BindBeginFunction.name, BindPlaceFunction.name, BindFinishFunction.name, BindUndoFunction.name, PartnerFunction.name,
-            LockAcquireFunction.name, LockReleaseFunction.name, LockExtendFunction.name, LockAbandonFunction.name,
+            LockTakeFunction.name, LockAcquireFunction.name, LockReleaseFunction.name, LockExtendFunction.name, LockAbandonFunction.name,
         ]
         for name in names { #expect(source.contains("register('\(name)', "), "\(name) is not registered") }
         for readOnly in [GetFunction.name, RecentMessagesFunction.name, ListFunction.name, StatsFunction.name, PartnerFunction.name] {
@@ -50,6 +52,8 @@ struct FunctionLibraryTests {
     }
 
     // v3: lock_release, lock_extend and lock_abandon reply with a status word (the word alone),
-    // like every call about one session or lock (new replies: a new library name).
-    static let fingerprintOfV3 = "5d42e24d042bff92"
+    // like every call about one session or lock (new replies: a new library name). v3 was never
+    // released before lock_take, fences kept in the session hash and bind_place's cap arguments
+    // joined it (0.1.0 is its first release), so the name stays.
+    static let fingerprintOfV3 = "e523bb84a4fe8526"
 }

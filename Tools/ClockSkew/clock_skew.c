@@ -17,7 +17,10 @@ static long long skew_ns = 0;
 static int (*real_clock_gettime)(clockid_t, struct timespec *) = 0;
 static int (*real_gettimeofday)(struct timeval *, void *) = 0;
 
+// Also called from the wrappers: a program's own constructors (redis-server's allocator) may ask
+// the time before this library's constructor ran.
 __attribute__((constructor)) static void clock_skew_init(void) {
+    if (real_clock_gettime && real_gettimeofday) return;
     const char *text = getenv("CLOCK_SKEW_MS");
     skew_ns = text ? atoll(text) * 1000000LL : 0;
     real_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
@@ -31,12 +34,14 @@ static void shift(struct timespec *ts) {
 }
 
 int clock_gettime(clockid_t clock, struct timespec *ts) {
+    clock_skew_init();
     int result = real_clock_gettime(clock, ts);
     if (result == 0 && (clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_COARSE)) shift(ts);
     return result;
 }
 
 int gettimeofday(struct timeval *tv, void *tz) {
+    clock_skew_init();
     int result = real_gettimeofday(tv, tz);
     if (result == 0) {
         struct timespec ts = {tv->tv_sec, tv->tv_usec * 1000};

@@ -296,6 +296,9 @@ struct BindPlaceFunction: SessionFunction {
     let timerExpiry: Int
     let lastSeen: Int
     let retention: DataRetention
+    /// The user's cap (0: none), applied as at create.
+    let maxSessionsPerUser: Int
+    let eventsChannel: String
     let fields: [RESPReply]
     let messages: [RESPReply]
 
@@ -303,7 +306,8 @@ struct BindPlaceFunction: SessionFunction {
     var arguments: [RESPArgument] {
         var arguments: [RESPArgument] = [
             .string(user), .string(oldID), .integer(timerExpiry), .integer(lastSeen), .integer(retention.warningLeadMilliseconds),
-            .integer(retention.indexLifetimeMilliseconds), .integer(fields.count / 2),
+            .integer(retention.indexLifetimeMilliseconds), .integer(maxSessionsPerUser), .string(eventsChannel),
+            .integer(fields.count / 2),
         ]
         for value in fields.prefix(fields.count & ~1) + messages {
             if case .bulkString(let bytes) = value {

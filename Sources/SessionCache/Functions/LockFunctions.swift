@@ -1,14 +1,26 @@
 import HiredisNIO
 import NIOCore
 
-// Typed wrappers of the lock functions of `sessions.lua`. The uncontended acquire is no function:
-// `SET <lock> <token> NX PX <lease>` and `TIME` in one round trip (see ``SessionLock``).
+// Typed wrappers of the lock functions of `sessions.lua`.
 
-/// A fencing token from Redis's `TIME` reply: microseconds since the epoch.
-enum FencingToken {
-    static func from(seconds: RESPReply, microseconds: RESPReply) -> Int? {
-        guard let seconds = seconds.int, let micros = microseconds.int else { return nil }
-        return seconds * 1_000_000 + micros
+/// `lock_take`: the uncontended acquire (takes the lock if nobody holds it and nobody waits).
+struct LockTakeFunction: SessionFunction {
+    static let name = "lock_take"
+    let lockKey: String
+    let token: String
+    let lease: Duration
+
+    var keys: [RESPArgument] { [.string(lockKey)] }
+    var arguments: [RESPArgument] { [.string(token), .integer(lease.wholeMilliseconds)] }
+
+    /// The fencing token when granted; nil when the lock is held.
+    func decode(_ reply: RESPReply) throws(SessionError) -> Int? {
+        let reply = try FunctionReply(reply, of: Self.name)
+        switch reply.status {
+        case .granted: return try LockAcquireFunction.fence(reply)
+        case .held: return nil
+        default: throw reply.unexpected()
+        }
     }
 }
 
@@ -43,14 +55,17 @@ struct LockAcquireFunction: SessionFunction {
     func decode(_ reply: RESPReply) throws(SessionError) -> Result {
         let reply = try FunctionReply(reply, of: Self.name)
         switch reply.status {
-        case .granted:
-            guard let fence = FencingToken.from(seconds: try reply.value(0), microseconds: try reply.value(1)) else {
-                throw .corrupted("\(Self.name): bad fencing token")
-            }
-            return .granted(fence: fence)
+        case .granted: return .granted(fence: try Self.fence(reply))
         case .held: return .held(millisecondsLeft: try reply.int(0))
         default: throw reply.unexpected()
         }
+    }
+
+    /// A grant's fencing token: a positive integer.
+    static func fence(_ reply: FunctionReply) throws(SessionError) -> Int {
+        let fence = try reply.int(0)
+        guard fence > 0 else { throw .corrupted("\(name): bad fencing token") }
+        return fence
     }
 }
 

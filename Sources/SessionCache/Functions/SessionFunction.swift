@@ -20,7 +20,7 @@ enum SessionFunctions {
     /// Every function of the library is registered under this prefix (names are global in Redis:
     /// a new, incompatible version of the library gets a new prefix and name, so that old and new
     /// app servers can share a Redis during a rolling deploy).
-    static let prefix = "session_v3_"
+    static let prefix = "session_\(SessionCacheVersion.redisLayout)_"
 
     /// Every function's registered name (``prefix`` + its name), by name, read once from the
     /// library's `register(...)` lines: a call does not build it (an allocation per call).

@@ -55,6 +55,7 @@ local F = {
   agent_type = 'agent_type', version = 'version', size = 'size_bytes', meta_count = 'meta_count',
   data_until = 'data_until', listener = 'listener', grace = 'grace_ms', warned_for = 'warned_for',
   binding_to = 'binding_to', binding_until = 'binding_until', bound_from = 'bound_from',
+  fence = 'fence',
 }
 
 -- A number as the digits of its integer part: for every number that goes into a key or member
@@ -300,6 +301,33 @@ local function prune_index(bucket, index, user, now, budget)
   return pruned
 end
 
+-- Lists session `id` in its user's index, prunes a few stale entries, and ends the user's least
+-- recently written sessions past `cap` (0: no cap) as deletes (with a listener, their hooks run).
+-- At most a few entries per call (ended or stale ones count too): a cap lowered below a user's
+-- count, or an index full of stale entries, takes effect call by call. Returns how many ended.
+local function index_for_user(bucket, id, user, now, cap, events, lifetime)
+  local index = K.user(bucket, user)
+  redis.call('ZADD', index, now, id)
+  keep(index, lifetime)
+  redis.call('HINCRBY', K.users(bucket), user, 1)
+  keep(K.users(bucket), lifetime)
+  prune_index(bucket, index, user, now, 4)
+  local evicted, visits = 0, 0
+  while cap > 0 and visits < 8 and redis.call('ZCARD', index) > cap do
+    visits = visits + 1
+    local oldest = redis.call('ZRANGE', index, 0, 0)[1]
+    if oldest == id then break end
+    if redis.call('TYPE', K.session(bucket, oldest)).ok ~= 'hash' then
+      unlist(bucket, oldest, user)
+    elseif delete_one(K.session(bucket, oldest), now, events, lifetime) then
+      evicted = evicted + 1
+    else
+      unlist(bucket, oldest, user)
+    end
+  end
+  return evicted
+end
+
 ------------------------------------------------------------------------------------------------
 -- create: a new session.
 -- KEYS[1] the session hash.
@@ -345,30 +373,7 @@ local function create(keys, args)
   local lifetime = tonumber(args[9])
   if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[8], lifetime) end
   local evicted = 0
-  if user ~= '' then
-    local index = K.user(bucket, user)
-    redis.call('ZADD', index, now, id)
-    keep(index, lifetime)
-    redis.call('HINCRBY', K.users(bucket), user, 1)
-    keep(K.users(bucket), lifetime)
-    prune_index(bucket, index, user, now, 4)
-    local cap = tonumber(args[11])
-    -- At most a few entries per call (ended or stale ones count too): a cap lowered below a user's
-    -- count, or an index full of stale entries, takes effect create by create.
-    local visits = 0
-    while cap > 0 and visits < 8 and redis.call('ZCARD', index) > cap do
-      visits = visits + 1
-      local oldest = redis.call('ZRANGE', index, 0, 0)[1]
-      if oldest == id then break end
-      if redis.call('TYPE', K.session(bucket, oldest)).ok ~= 'hash' then
-        unlist(bucket, oldest, user)
-      elseif delete_one(K.session(bucket, oldest), now, args[10], lifetime) then
-        evicted = evicted + 1
-      else
-        unlist(bucket, oldest, user)
-      end
-    end
-  end
+  if user ~= '' then evicted = index_for_user(bucket, id, user, now, tonumber(args[11]), args[10], lifetime) end
   local stats = K.stats(bucket)
   redis.call('HINCRBY', stats, 'created', 1)
   redis.call('PEXPIRE', stats, STATS_LIFETIME)
@@ -1095,9 +1100,11 @@ end
 
 -- bind_place: KEYS[1] the new session (in the user's bucket).
 -- ARGV: [1] user [2] old id [3] timer expiry (ms) [4] last heartbeat [5] warning lead ms
---   [6] lifetime of index keys ms [7] number of hash field/value pairs [8...] the pairs, then the
---   messages
--- Reply: {'ok', timer key, now} | {'exists'} | {'not_alive'} (the timer's expiry passed meanwhile)
+--   [6] lifetime of index keys ms [7] most sessions per user (0: no cap) [8] events channel
+--   [9] number of hash field/value pairs [10...] the pairs, then the messages
+-- Reply: {'ok', timer key, now, sessions ended by the cap} | {'exists'} | {'not_alive'} (the
+--   timer's expiry passed meanwhile)
+-- The user's cap applies as at create.
 -- Placing again what a bind of the same session for the same user placed already is 'ok' (a
 -- retried bind) while that session lives; once it ended (a log-out), 'not_alive': a late place
 -- never brings it back.
@@ -1110,15 +1117,15 @@ local function bind_place(keys, args)
     if f[1] ~= args[2] or f[2] ~= args[1] then return {'exists'} end
     local alive_f, alive_timer = alive(session, now)
     if not alive_f then return {'not_alive'} end
-    return {'ok', alive_timer, now}
+    return {'ok', alive_timer, now, 0}
   end
   if redis.call('EXISTS', K.placed(session)) == 1 then return {'not_alive'} end
   local expires = tonumber(args[3])
   if expires <= now then return {'not_alive'} end
-  local npairs = tonumber(args[7])
+  local npairs = tonumber(args[9])
   local fields = {}
   local idle, deadline, listener, data_until
-  for i = 8, 7 + npairs * 2, 2 do
+  for i = 10, 9 + npairs * 2, 2 do
     local name, value = args[i], args[i + 1]
     if name == F.idle then idle = value elseif name == F.deadline then deadline = value
     elseif name == F.listener then listener = value elseif name == F.data_until then data_until = value end
@@ -1135,8 +1142,8 @@ local function bind_place(keys, args)
   fields[#fields + 1] = now
   hset_pairs(session, fields)
   redis.call('PEXPIREAT', session, data_until)
-  if #args > 7 + npairs * 2 then
-    rpush_all(K.messages(session), args, 8 + npairs * 2)
+  if #args > 9 + npairs * 2 then
+    rpush_all(K.messages(session), args, 10 + npairs * 2)
     redis.call('PEXPIREAT', K.messages(session), data_until)
   end
   local timer = K.timer(session, idle, deadline)
@@ -1144,12 +1151,7 @@ local function bind_place(keys, args)
   redis.call('SET', K.placed(session), args[2], 'PX', BIND_MARKER_MS)
   local lifetime = tonumber(args[6])
   if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[5], lifetime) end
-  local index = K.user(bucket, args[1])
-  redis.call('ZADD', index, now, id)
-  keep(index, lifetime)
-  redis.call('HINCRBY', K.users(bucket), args[1], 1)
-  keep(K.users(bucket), lifetime)
-  return {'ok', timer, now}
+  return {'ok', timer, now, index_for_user(bucket, id, args[1], now, tonumber(args[7]), args[8], lifetime)}
 end
 
 -- bind_finish: KEYS[1] the anonymous session. ARGV: [1] the new id [2] events channel.
@@ -1199,9 +1201,25 @@ end
 
 ------------------------------------------------------------------------------------------------
 -- Locks. KEYS[1] is the lock key '<session>:lock[:<tab>]'; its queue and waiter heartbeats are
--- KEYS[1]..':queue' and KEYS[1]..':seen'. The uncontended acquire needs no function: the client
--- sends SET <lock> <token> NX PX <lease> and TIME in one round trip (the fence is that TIME in
--- microseconds: it never repeats, also after a restart that lost writes or a failover).
+-- KEYS[1]..':queue' and KEYS[1]..':seen'. The uncontended acquire is lock_take; waiting and
+-- takeovers are lock_acquire.
+
+-- The fencing token of a grant: this server's clock in microseconds, or one more than the last
+-- token any lock of the session was granted, whichever is larger. The last one is kept in the
+-- session hash (field 'fence'), so it replicates and persists with the session: a failover to a
+-- replica with a slower clock, or a clock stepped back, never hands out a token smaller than one
+-- this server has seen. Tokens stay far below 2^53 (exact in Lua's numbers) until the year 2255.
+-- A lock of a session that is not alive (no hash) gets the clock alone.
+local function next_fence(lock)
+  local t = redis.call('TIME')
+  local fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local session = string.match(lock, '^(.*:session:[^:]+):lock')
+  if session and redis.call('EXISTS', session) == 1 then
+    fence = math.max(fence, tonumber(redis.call('HGET', session, F.fence) or 0) + 1)
+    redis.call('HSET', session, F.fence, int(fence))
+  end
+  return fence
+end
 
 local function wake_next(lock, queue, seen, stale_ms, now)
   -- Skip waiters that stopped asking (their process died), then hand the lock to the next one
@@ -1216,10 +1234,17 @@ local function wake_next(lock, queue, seen, stale_ms, now)
   end
 end
 
+-- lock_take: the uncontended acquire. ARGV: [1] token [2] lease ms.
+-- Reply: {'granted', fence} | 'held' (someone holds it or waiters queue: nothing changed)
+local function lock_take(keys, args)
+  if not redis.call('SET', keys[1], args[1], 'NX', 'PX', args[2]) then return 'held' end
+  return {'granted', next_fence(keys[1])}
+end
+
 -- lock_acquire: the contended path (and takeover).
 -- ARGV: [1] token [2] lease ms [3] 'wait' (queue up), 'try' (do not) or 'takeover'
 --   [4] ms after which a waiter that stopped asking is skipped [5] '1' when this token is queued
--- Reply: {'granted', seconds, microseconds} | {'held', holder's ms left}
+-- Reply: {'granted', fence} | {'held', holder's ms left}
 local function lock_acquire(keys, args)
   local lock = keys[1]
   local queue, seen = lock .. ':queue', lock .. ':seen'
@@ -1227,8 +1252,7 @@ local function lock_acquire(keys, args)
   local function granted()
     redis.call('ZREM', queue, token)
     redis.call('HDEL', seen, token)
-    local t = redis.call('TIME')
-    return {'granted', t[1], t[2]}
+    return {'granted', next_fence(lock)}
   end
   if mode == 'takeover' then
     redis.call('SET', lock, token, 'PX', lease)
@@ -1345,6 +1369,7 @@ register('bind_place', bind_place)
 register('bind_finish', bind_finish)
 register('bind_undo', bind_undo)
 register('partner', partner, true)
+register('lock_take', lock_take)
 register('lock_acquire', lock_acquire)
 register('lock_release', lock_release)
 register('lock_extend', lock_extend)

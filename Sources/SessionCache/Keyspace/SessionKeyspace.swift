@@ -217,6 +217,8 @@ public struct SessionKeyspace: Sendable, Hashable {
         public static let warnedFor = "warned_for"
         public static let bindingTo = "binding_to"
         public static let boundFrom = "bound_from"
+        /// The last fencing token any lock of the session was granted (``LockLease/fence``).
+        public static let fence = "fence"
         /// Application metadata fields start with this.
         public static let metadataPrefix = "meta:"
     }

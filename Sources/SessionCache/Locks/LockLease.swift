@@ -12,11 +12,11 @@ public struct LockLease: Sendable, Hashable {
     public let tab: String?
     /// This acquisition's owner token: 144 random bits (per acquisition, not per thread or task).
     public let token: String
-    /// The fencing token: Redis's clock in microseconds when the lock was granted. It grows with
-    /// every acquisition of the lock and never repeats, also after a Redis restart that lost its
-    /// last writes or a failover to a replica that lagged (as long as the servers' clocks agree to
-    /// within the failover time). Pass it to other systems the holder writes to, so that they can
-    /// refuse writes with an older token.
+    /// The fencing token: Redis's clock in microseconds at the grant, or one more than the last
+    /// token any lock of the session was granted, whichever is larger. The tokens of a session's
+    /// locks strictly increase, also across a failover or restart that lost nothing (see
+    /// <doc:SessionLocks> for exactly what holds without replica acknowledgement). Pass it to other
+    /// systems the holder writes to, so that they can refuse writes with an older token.
     public let fence: Int
 }
 

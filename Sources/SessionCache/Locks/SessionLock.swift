@@ -19,9 +19,9 @@ import Tracing
 /// }
 /// ```
 ///
-/// - An uncontended acquire is one round trip of two plain commands: `SET <lock> <token> NX PX
-///   <lease>` and `TIME` (the fencing token: Redis's clock in microseconds, so it never repeats,
-///   also after a restart that lost the last writes or a failover to a replica that lagged).
+/// - An uncontended acquire is one function call (`lock_take`: `SET <lock> <token> NX PX <lease>`
+///   and the next fencing token, strictly greater than the session's last one, see
+///   ``LockLease/fence``).
 /// - Waiters queue in arrival order. A release hands the lock straight to the first waiter and
 ///   wakes it over the bucket's sharded pub/sub channel; the lock never looks free while others
 ///   wait, so nobody barges in. Waiters also ask again at least every
@@ -137,42 +137,12 @@ public final class SessionLock: Service {
             return granted(fence)
         }
 
-        // Uncontended: two plain commands in one round trip (three when replicas must confirm).
+        // Uncontended: one call takes a free lock (with WAIT in the same round trip when replicas
+        // must confirm; too few confirmations give the lock back and throw notReplicated).
+        let take = LockTakeFunction(lockKey: lockKey, token: token, lease: configuration.lease)
         let acknowledgement = store.configuration.replicaAcknowledgement
-        let set = SET(lockKey, .string(token), onlyIfAbsent: true, expiresIn: configuration.lease)
-        let time = TIME()
-        // The commands' own types decode the replies; the pipeline is the plain one (the generic
-        // typed pipeline costs this hot path ~10% of its pairs per second).
-        let replies = try await guarded(lockKey, token: token) {
-            guard let acknowledgement else { return try await self.store.redis.pipeline([set.command, time.command]) }
-            // WAIT blocks up to its own timeout: the pipeline's deadline covers it (an overdue reply
-            // closes its connection).
-            return try await self.store.redis.pipeline(
-                [set.command, time.command, acknowledgement.wait.command],
-                timeout: self.store.redis.configuration.commandTimeout + acknowledgement.timeout)
-        }
-        let acquired = Self.result(replies[0], set)
-        let fence = Self.result(replies[1], time).map(\.totalMicroseconds)
-        let acknowledged = acknowledgement.map { Self.result(replies[2], $0.wait) }
-        switch acquired {
-        case .success(true):
-            let fenceValue: Int
-            do {
-                fenceValue = try fence.get()
-            } catch {
-                await abandon(lockKey, token: token)
-                throw LockError.from(error)
-            }
-            if let acknowledgement, (try? acknowledged?.get()) ?? 0 < acknowledgement.replicas {
-                await abandon(lockKey, token: token)
-                throw LockError.notReplicated
-            }
-            return granted(fenceValue)
-        case .success(false):
-            break
-        case .failure(let error):
-            throw LockError.from(error)
-        }
+        let fence = try await guarded(lockKey, token: token) { try await self.store.redis.call(take, replicatedTo: acknowledgement) }
+        if let fence { return granted(fence) }
 
         // Contended: listen for wake-ups first, then queue up (a release in between wakes us).
         await wakeups.ensureSubscribed(keyspace.lockWakeups(bucket: bucket))
@@ -336,12 +306,6 @@ public final class SessionLock: Service {
         LockReleaseFunction(lockKey: lockKey, token: token, staleWaiter: staleWaiter, handoverLease: staleWaiter)
     }
 
-    /// A reply decoded by its command's type: an error reply is the command's failure.
-    private static func result<Command: HiredisCommand>(_ reply: RESPReply, _ command: Command) -> Result<Command.Response, any Error> {
-        if case .error(let text) = reply { return .failure(HiredisError.server(HiredisServerError(reply: text))) }
-        return Result { try command.decode(reply) }
-    }
-
     /// Runs one acquire step; if it fails in a way that leaves open whether Redis granted the lock
     /// (timeout, lost connection, cancellation), gives the lock back before throwing.
     private func guarded<T: Sendable>(_ lockKey: String, token: String, _ step: () async throws -> T) async throws -> T {
@@ -477,9 +441,9 @@ extension SessionLock {
     /// The lock key of a session.
     public static func benchmarkLockKey(store: SessionStore, id: String) -> String { store.keyspace.lock(id) }
 
-    /// The two commands of an uncontended acquire.
+    /// The command of an uncontended acquire.
     public static func benchmarkAcquire(lockKey: String, token: String, lease: Duration = .seconds(5)) -> [RESPCommand] {
-        [RESPCommand("SET", .string(lockKey), .string(token), "NX", "PX", .integer(lease.wholeMilliseconds)), RESPCommand("TIME")]
+        [LockTakeFunction(lockKey: lockKey, token: token, lease: lease).command]
     }
 
     /// The command of a release.

@@ -20,7 +20,7 @@ extension SessionStore {
     ///   ``SessionError/notAnonymous`` when it has a user already (or is bound to another user).
     public func bind(_ id: String, to user: String) async throws(SessionError) -> Session {
         try validate(id: id)
-        try validate(user: user)
+        try Self.validate(user: user)
         let proposedID = SessionID.make(bucket: keyspace.bucket(ofUser: user))
         timers.forget(id)
         return try await instrumentation.run("bind", session: id) {
@@ -50,8 +50,9 @@ extension SessionStore {
             let placed = try await redis.call(
                 BindPlaceFunction(
                     sessionKey: keyspace.session(newID), user: user, oldID: id, timerExpiry: expiry, lastSeen: lastSeen,
-                    retention: retention(for: mode), fields: fields, messages: messages))
-            guard case .placed(let timer, let now) = placed else {
+                    retention: retention(for: mode), maxSessionsPerUser: configuration.limits.maxSessionsPerUser ?? 0,
+                    eventsChannel: eventsChannel, fields: fields, messages: messages))
+            guard case .placed(_, let now) = placed else {
                 // The id of a bind under way, placed for another user of the same bucket.
                 if case .exists = placed { throw SessionError.notAnonymous }
                 throw SessionError.notFound
@@ -67,7 +68,8 @@ extension SessionStore {
                 _ = try await redis.call(BindUndoFunction(sessionKey: keyspace.session(newID), oldID: id))
                 throw SessionError.bindingInProgress
             }
-            timers.remember(timer, for: newID, redisTime: now, keyspace: keyspace)
+            // Not remembered for the touch cache: the first touch goes through the function, which
+            // pushes the data's TTL out before any plain PEXPIRE may move the timer (see rotate).
             var session = try record.session(id: newID, lastActivity: now, lastSeen: lastSeen)
             session.user = user
             return session

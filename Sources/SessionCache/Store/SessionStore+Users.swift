@@ -8,7 +8,7 @@ extension SessionStore {
     /// that is lowered): entries of sessions that ended by themselves, not pruned yet, count
     /// against that bound.
     public func list(user: String, limit: Int = 50) async throws(SessionError) -> [SessionSummary] {
-        try validate(user: user)
+        try Self.validate(user: user)
         guard limit > 0 else { return [] }
         let scan = configuration.limits.maxListScan
         return try await instrumentation.run("list") {
@@ -31,7 +31,7 @@ extension SessionStore {
     /// again as the user had when it started.
     @discardableResult
     public func deleteAll(user: String) async throws(SessionError) -> Int {
-        try validate(user: user)
+        try Self.validate(user: user)
         return try await instrumentation.run("delete_all") {
             let function = DeleteUserFunction(
                 userIndexKey: keyspace.userSessions(user), user: user, eventsChannel: eventsChannel,

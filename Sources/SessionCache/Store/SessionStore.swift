@@ -53,7 +53,7 @@ public final class SessionStore: Sendable {
     public func create(
         user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil, agentType: String? = nil
     ) async throws(SessionError) -> Session {
-        try validate(user: user)
+        try Self.validate(user: user)
         return try await create(user: user, bucket: keyspace.bucket(ofUser: user), metadata: metadata, mode: mode, agentType: agentType)
     }
 
@@ -105,7 +105,7 @@ public final class SessionStore: Sendable {
     /// - Throws: ``SessionError/invalidID`` for an id the store cannot have issued.
     public func resume(_ id: String, user: String?) async throws(SessionError) -> ResumeResult {
         try validate(id: id)
-        if let user { try validate(user: user) }
+        if let user { try Self.validate(user: user) }
         return try await instrumentation.run("resume", session: id) {
             let result = try await redis.call(
                 ResumeFunction(
@@ -235,8 +235,10 @@ public final class SessionStore: Sendable {
                 RotateFunction(sessionKey: keyspace.session(id), newSessionKey: keyspace.session(newID), eventsChannel: eventsChannel),
                 replicatedTo: configuration.replicaAcknowledgement)
             {
-            case .rotated(let timer, let now, let record):
-                timers.remember(timer, for: newID, redisTime: now, keyspace: keyspace)
+            case .rotated(_, _, let record):
+                // Not remembered for the touch cache: rotate moves the keys but not the data's TTL,
+                // and plain PEXPIREs from the cache could then move the timer past the data. The
+                // first touch goes through the function, which pushes the data's TTL out first.
                 return try record.session(id: newID)
             case .notAlive:
                 throw SessionError.notFound
@@ -291,7 +293,7 @@ public final class SessionStore: Sendable {
         keyspace.bucket(ofSession: id) != nil
     }
 
-    func validate(user: String) throws(SessionError) {
+    static func validate(user: String) throws(SessionError) {
         let count = user.utf8.count
         if count == 0 || count > 200 || user.contains(where: { $0.isNewline }) { throw .invalidUser }
     }
