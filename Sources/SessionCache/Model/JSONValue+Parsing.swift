@@ -2,25 +2,32 @@
 /// (and for every ended session the expiry listener hands to its hook), where Foundation's
 /// `JSONDecoder` costs more than the Redis round trip.
 extension JSONValue {
-    /// Parses one JSON text; nil when it is not exactly one valid JSON value.
+    /// Parses one JSON text; nil when it is not exactly one valid JSON value. An object that names
+    /// a member twice keeps the last value (as JavaScript's `JSON.parse`).
     init?(parsing text: String) {
-        var text = text
-        let parsed: JSONValue? = text.withUTF8 { bytes in
-            var parser = JSONParser(bytes: bytes)
-            guard let value = parser.value(depth: 0) else { return nil }
-            parser.skipWhitespace()
-            // (Not `? value : nil`: JSONValue is ExpressibleByNilLiteral, that nil would be .null.)
-            guard parser.position == bytes.count else { return Optional<JSONValue>.none }
-            return value
-        }
-        guard let parsed else { return nil }
+        guard let parsed = Self.parse(text).value else { return nil }
         self = parsed
+    }
+
+    /// The value of one JSON text (nil when it is not exactly one valid JSON value), and whether an
+    /// object in it named a member twice.
+    static func parse(_ text: String) -> (value: JSONValue?, duplicateNames: Bool) {
+        var text = text
+        return text.withUTF8 { bytes in
+            var parser = JSONParser(bytes: bytes)
+            guard let value = parser.value(depth: 0) else { return (nil, parser.duplicateNames) }
+            parser.skipWhitespace()
+            guard parser.position == bytes.count else { return (nil, parser.duplicateNames) }
+            return (value, parser.duplicateNames)
+        }
     }
 }
 
 private struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var position = 0
+    /// Whether an object named a member twice (the last value is kept).
+    var duplicateNames = false
 
     init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
@@ -165,7 +172,7 @@ private struct JSONParser {
             guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { return nil }
             position += 1
             guard let member = value(depth: depth + 1) else { return nil }
-            members[key] = member
+            if members.updateValue(member, forKey: key) != nil { duplicateNames = true }
             skipWhitespace()
             guard position < bytes.count else { return nil }
             let byte = bytes[position]
