@@ -66,6 +66,8 @@ let package = Package(
         ),
         .executableTarget(name: "FunctionEmbedder", path: "Tools/FunctionEmbedder"),
         .plugin(name: "EmbedFunctions", capability: .buildTool(), dependencies: ["FunctionEmbedder"]),
+        // session-load's samples of the live heap (glibc's mallinfo2), for scripts/soak.
+        .target(name: "MallocStatistics", path: "Tools/MallocStatistics"),
         .target(
             name: "ClockSkew",
             path: "Tools/ClockSkew",
@@ -112,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "SessionLoad",
             dependencies: [
-                "SessionCache", "HiredisNIO", "EmbeddedRedis", "LoadVerdict",
+                "SessionCache", "HiredisNIO", "EmbeddedRedis", "LoadVerdict", "MallocStatistics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

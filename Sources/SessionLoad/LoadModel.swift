@@ -33,6 +33,8 @@ struct LoadParameters: Codable, Sendable {
     /// earlier ones finished (latency counts from the scheduled start); 0: closed loop (each tab
     /// waits for its previous operation).
     var rate: Double = 0
+    /// Each worker's touch-cache capacity (the store's `touchCacheCapacity`); nil: the default.
+    var touchCacheCapacity: Int?
 
     /// The store's namespace for this run.
     var namespace: String { "load-\(runID)" }

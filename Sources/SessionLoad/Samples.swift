@@ -1,10 +1,12 @@
 import Foundation
 import Histogram
+import MallocStatistics
 import Synchronization
 
-/// What a worker reports about itself over a long run (`scripts/soak`): every minute the p99 of
-/// the operations that minute (memory is sampled from outside, in `/proc`). One JSON object per
-/// line in `$SESSION_LOAD_SAMPLES/worker-<index>.jsonl`; nothing when the variable is unset.
+/// What a worker reports about itself over a long run (`scripts/soak`): every 10 seconds its live
+/// heap as the allocator counts it (RSS and the rest are sampled from outside, in `/proc`), and
+/// every minute the p99 of the operations that minute. One JSON object per line in
+/// `$SESSION_LOAD_SAMPLES/worker-<index>.jsonl`; nothing when the variable is unset.
 final class Samples: Sendable {
     private let file: URL
     private let start = ContinuousClock.now
@@ -23,13 +25,18 @@ final class Samples: Sendable {
 
     /// Samples until cancelled.
     func run() async {
+        var tick = 0
         while !Task.isCancelled {
-            do { try await Task.sleep(for: .seconds(60)) } catch { return }
+            do { try await Task.sleep(for: .seconds(10)) } catch { return }
+            tick += 1
+            let t = Double((ContinuousClock.now - start).components.seconds)
+            append(["t": t, "heap_in_use_bytes": Double(malloc_statistics_in_use())])
+            guard tick % 6 == 0 else { continue }
             let p99 = minute.withLock { histogram -> UInt64 in
                 defer { histogram.reset() }
                 return histogram.totalCount == 0 ? 0 : histogram.valueAtPercentile(99)
             }
-            append(["t": Double((ContinuousClock.now - start).components.seconds), "p99_ms_last_minute": Double(p99) / 1000])
+            append(["t": t, "p99_ms_last_minute": Double(p99) / 1000])
         }
     }
 

@@ -51,6 +51,8 @@ struct SessionLoadCommand: AsyncParsableCommand {
     @Flag(help: "Open-loop runs of --duration at rising rates (from --rate, default 200): the highest whose p99 stays under --p99-bound.")
     var findCapacity = false
     @Option(help: "The p99 bound for --find-capacity, in milliseconds.") var p99Bound: Double = 50
+    @Option(help: "Each instance's touch-cache capacity in entries (default: the store's, 100,000; 0: off).")
+    var touchCacheCapacity: Int?
 
     @Flag(help: .hidden) var unsafeNoLock = false
     @Option(help: .hidden) var workerIndex: Int?
@@ -82,6 +84,7 @@ struct SessionLoadCommand: AsyncParsableCommand {
         let url = redis ?? ProcessInfo.processInfo.environment["REDIS_URL"]
         if findCapacity, !plan.faults.isEmpty { throw ValidationError("--find-capacity runs without --faults") }
         if rate < 0 { throw ValidationError("--rate must be positive (0: closed loop)") }
+        if let touchCacheCapacity, touchCacheCapacity < 0 { throw ValidationError("--touch-cache-capacity must be 0 or more") }
         if url != nil, plan.faults.contains(where: { $0.kind != .workerKill }) {
             throw ValidationError("--faults: only worker-kill acts on a Redis the run did not start")
         }
@@ -140,6 +143,7 @@ struct SessionLoadCommand: AsyncParsableCommand {
         parameters.claimLeaseSeconds = claimLease
         parameters.replicaWait = replicaWait
         parameters.rate = rate
+        parameters.touchCacheCapacity = touchCacheCapacity
         if !plan.faults.isEmpty { print("faults: \(plan.description)") }
         let passed: Bool
         do {

@@ -37,6 +37,7 @@ final class Worker: Sendable {
         books = Bookkeeping(client: try HiredisClient.started(configuration: bookkeeping), parameters: parameters)
         var configuration = SessionStoreConfiguration(namespace: parameters.namespace)
         configuration.expiryListener = true
+        if let capacity = parameters.touchCacheCapacity { configuration.touchCacheCapacity = capacity }
         if parameters.replicaWait > 0 {
             configuration.replicaAcknowledgement = .init(replicas: parameters.replicaWait, timeout: .seconds(1), scope: .everyWrite)
         }
