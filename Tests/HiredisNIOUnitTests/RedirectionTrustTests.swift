@@ -28,14 +28,50 @@ struct RedirectionTrustTests {
             }.joined()
         })
         ownPort.withLockedValue { $0 = node.port }
-        let client = try HiredisClient.started(
-            configuration: try HiredisConfiguration(url: "redis+cluster://:s3cret@127.0.0.1:\(node.port)"))
+        var configuration = try HiredisConfiguration(url: "redis+cluster://:s3cret@127.0.0.1:\(node.port)")
+        configuration.commandTimeout = .milliseconds(800)  // tried again until then (a reshard may settle)
+        let client = try HiredisClient.started(configuration: configuration)
         let error = await expectRedisError { _ = try await client.send(RESPCommand("GET", "k")) }
         #expect(error?.code == .untrustedRedirection && error?.commandMayHaveRun == false)
         #expect(reached.withLockedValue { $0 }.isEmpty, "the redirect target was contacted")
         await client.close()
         await node.close()
         await elsewhere.close()
+    }
+
+    /// A node that joined (a reshard moves slots to it) is named once the topology is read again:
+    /// the redirection is followed there.
+    @Test func aMovedToANodeThatJoinedIsFollowed() async throws {
+        let joined = try await FakeServer(answering: { _, _, text in
+            Self.commands(in: text).map { $0.first?.uppercased() == "GET" ? "$6\r\nmoved!\r\n" : "+OK\r\n" }.joined()
+        })
+        let ownPort = NIOLockedValueBox(0)
+        let topologyReads = NIOLockedValueBox(0)
+        let node = try await FakeServer(answering: { _, _, text in
+            Self.commands(in: text).map { command in
+                switch command.first?.uppercased() {
+                case "CLUSTER":
+                    let read = topologyReads.withLockedValue { value in
+                        value += 1
+                        return value
+                    }
+                    let own = ownPort.withLockedValue { $0 }
+                    // The first read: this node serves every slot; later ones: the new node has 100...
+                    return read == 1
+                        ? Self.shards(primaryPort: own)
+                        : Self.shards([(own, 0, 99), (joined.port, 100, 16383)])
+                case "GET": return "-MOVED 7629 127.0.0.1:\(joined.port)\r\n"
+                default: return "+OK\r\n"
+                }
+            }.joined()
+        })
+        ownPort.withLockedValue { $0 = node.port }
+        let client = try HiredisClient.started(configuration: try HiredisConfiguration(url: "redis+cluster://127.0.0.1:\(node.port)"))
+        #expect(try await client.send(RESPCommand("GET", "k")).string == "moved!")
+        #expect(topologyReads.withLockedValue { $0 } >= 2, "the topology was read again before following")
+        await client.close()
+        await node.close()
+        await joined.close()
     }
 
     /// The commands of a chunk of RESP requests, as their words (arguments are bulk strings).
@@ -52,11 +88,17 @@ struct RedirectionTrustTests {
     }
 
     /// A `CLUSTER SHARDS` reply: one shard with every slot, its primary on `primaryPort`.
-    static func shards(primaryPort: Int) -> String {
-        let fields = [
-            "$2\r\nid\r\n$1\r\na\r\n", "$4\r\nport\r\n:\(primaryPort)\r\n", "$2\r\nip\r\n$9\r\n127.0.0.1\r\n",
-            "$8\r\nendpoint\r\n$9\r\n127.0.0.1\r\n", "$4\r\nrole\r\n$6\r\nmaster\r\n", "$6\r\nhealth\r\n$6\r\nonline\r\n",
-        ]
-        return "*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n*12\r\n" + fields.joined()
+    static func shards(primaryPort: Int) -> String { shards([(primaryPort, 0, 16383)]) }
+
+    /// A `CLUSTER SHARDS` reply: one shard per (primary's port, first slot, last slot).
+    static func shards(_ shards: [(port: Int, first: Int, last: Int)]) -> String {
+        "*\(shards.count)\r\n"
+            + shards.enumerated().map { index, shard in
+                let fields = [
+                    "$2\r\nid\r\n$1\r\n\(index)\r\n", "$4\r\nport\r\n:\(shard.port)\r\n", "$2\r\nip\r\n$9\r\n127.0.0.1\r\n",
+                    "$8\r\nendpoint\r\n$9\r\n127.0.0.1\r\n", "$4\r\nrole\r\n$6\r\nmaster\r\n", "$6\r\nhealth\r\n$6\r\nonline\r\n",
+                ]
+                return "*4\r\n$5\r\nslots\r\n*2\r\n:\(shard.first)\r\n:\(shard.last)\r\n$5\r\nnodes\r\n*1\r\n*12\r\n" + fields.joined()
+            }.joined()
     }
 }

@@ -52,8 +52,7 @@ struct BindTests {
         }
         let place = BindPlaceFunction(
             sessionKey: store.keyspace.session(newID), user: user, oldID: id, timerExpiry: expiry, lastSeen: lastSeen,
-            retention: store.retention(for: try store.resolve(.standard)), maxSessionsPerUser: 0, eventsChannel: "",
-            fields: fields, messages: messages)
+            retention: store.retention(for: try store.resolve(.standard)), fields: fields, messages: messages)
         guard case .placed = try await store.redis.call(place) else { throw SessionError.corrupted("the copy was not placed") }
         return (newID, place)
     }

@@ -30,6 +30,9 @@ final class ClusterRouter: Sendable {
         var lastError: HiredisError?
         var shutDown = false
         var running = false
+        /// The topology refresh under way: every refresh goes through it, one at a time, so that
+        /// an older view read concurrently cannot be applied after a newer one.
+        var refreshing: Task<Void, Never>?
     }
 
     private let seeds: [HiredisAddress]
@@ -69,7 +72,7 @@ final class ClusterRouter: Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await _ in self.refreshes.cancelOnGracefulShutdown() {
-                    await self.refresh()
+                    await self.refreshOnce()
                 }
                 // Graceful shutdown, cancellation or shutDown(): everything stops.
                 self.shutDown()
@@ -109,8 +112,22 @@ final class ClusterRouter: Sendable {
         refreshesContinuation.yield()
     }
 
+    /// Runs a refresh, or waits for the one under way.
+    private func refreshOnce() async {
+        let task = state.withLockedValue { state -> Task<Void, Never> in
+            if let running = state.refreshing { return running }
+            let task = Task {
+                await self.refresh()
+                self.state.withLockedValue { $0.refreshing = nil }
+            }
+            state.refreshing = task
+            return task
+        }
+        await task.value
+    }
+
     /// Reads the topology from a known primary or a seed, on a connection of its own, and
-    /// applies it.
+    /// applies it. Only through ``refreshOnce()``.
     private func refresh() async {
         let candidates = state.withLockedValue { $0.map.primaries } + seeds.map(\.description)
         var lastError: HiredisError?
@@ -157,6 +174,8 @@ final class ClusterRouter: Sendable {
 
     private func apply(_ topology: ClusterTopology) {
         let (added, removed, waiters) = state.withLockedValue { state in
+            // A refresh that ends after shutDown() makes no pools (nothing would run them).
+            if state.shutDown { return ([NodePool](), [NodePool](), [CheckedContinuation<Void, any Error>]()) }
             let (added, _) = state.map.apply(topology)
             var made: [NodePool] = []
             for address in added where state.pools[address] == nil {
@@ -357,7 +376,7 @@ final class ClusterRouter: Sendable {
     func follow(_ redirection: Redirection) async throws(HiredisError) -> Bool {
         metrics.redirections.increment()
         if !isNamed(redirection.address) {
-            await refresh()
+            await refreshOnce()
             guard isNamed(redirection.address) else {
                 logger.warning(
                     "redirection to a node the cluster topology does not name; refused", metadata: ["slot": "\(redirection.slot)"])

@@ -297,6 +297,9 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         guard configuration.retryTransientErrors else { return false }
         // Behind a cluster or Sentinels another node may take over: a command that never reached
         // a node is tried again once the topology is read again (already requested).
+        // A redirection to a node the topology did not name (yet: a node asked during a reshard may
+        // know more than the one the topology came from) never ran: again, within the deadline.
+        if !error.commandMayHaveRun, error.code == .untrustedRedirection, case .cluster = backend { return true }
         if !error.commandMayHaveRun, error.code == .cannotConnect || error.code == .connectionLost {
             switch backend {
             case .single: return false

@@ -296,9 +296,6 @@ struct BindPlaceFunction: SessionFunction {
     let timerExpiry: Int
     let lastSeen: Int
     let retention: DataRetention
-    /// The user's cap (0: none), applied as at create.
-    let maxSessionsPerUser: Int
-    let eventsChannel: String
     let fields: [RESPReply]
     let messages: [RESPReply]
 
@@ -306,8 +303,7 @@ struct BindPlaceFunction: SessionFunction {
     var arguments: [RESPArgument] {
         var arguments: [RESPArgument] = [
             .string(user), .string(oldID), .integer(timerExpiry), .integer(lastSeen), .integer(retention.warningLeadMilliseconds),
-            .integer(retention.indexLifetimeMilliseconds), .integer(maxSessionsPerUser), .string(eventsChannel),
-            .integer(fields.count / 2),
+            .integer(retention.indexLifetimeMilliseconds), .integer(fields.count / 2),
         ]
         for value in fields.prefix(fields.count & ~1) + messages {
             if case .bulkString(let bytes) = value {
@@ -327,6 +323,30 @@ struct BindPlaceFunction: SessionFunction {
         case .notAlive: return .notAlive
         default: throw reply.unexpected()
         }
+    }
+}
+
+/// `cap_user`: a user's session cap, applied once a bind finished (a bind that fails ends none of
+/// the user's other sessions).
+struct CapUserFunction: SessionFunction {
+    static let name = "cap_user"
+    /// The session the user keeps (the bound one).
+    let sessionKey: String
+    let user: String
+    let maxSessionsPerUser: Int
+    let eventsChannel: String
+    let indexLifetimeMilliseconds: Int
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] {
+        [.string(user), .integer(maxSessionsPerUser), .string(eventsChannel), .integer(indexLifetimeMilliseconds)]
+    }
+
+    /// How many sessions ended.
+    func decode(_ reply: RESPReply) throws(SessionError) -> Int {
+        let reply = try FunctionReply(reply, of: Self.name)
+        guard reply.status == .ok else { throw reply.unexpected() }
+        return try reply.int(0)
     }
 }
 

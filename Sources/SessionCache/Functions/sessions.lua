@@ -301,17 +301,22 @@ local function prune_index(bucket, index, user, now, budget)
   return pruned
 end
 
--- Lists session `id` in its user's index, prunes a few stale entries, and ends the user's least
--- recently written sessions past `cap` (0: no cap) as deletes (with a listener, their hooks run).
--- At most a few entries per call (ended or stale ones count too): a cap lowered below a user's
--- count, or an index full of stale entries, takes effect call by call. Returns how many ended.
-local function index_for_user(bucket, id, user, now, cap, events, lifetime)
+-- Lists session `id` in its user's index and prunes a few stale entries.
+local function index_for_user(bucket, id, user, now, lifetime)
   local index = K.user(bucket, user)
   redis.call('ZADD', index, now, id)
   keep(index, lifetime)
   redis.call('HINCRBY', K.users(bucket), user, 1)
   keep(K.users(bucket), lifetime)
   prune_index(bucket, index, user, now, 4)
+end
+
+-- Ends the user's least recently written sessions past `cap` (0: no cap), never `id`, as deletes
+-- (with a listener, their hooks run). At most a few entries per call (ended or stale ones count
+-- too): a cap lowered below a user's count, or an index full of stale entries, takes effect call
+-- by call. Returns how many ended.
+local function enforce_cap(bucket, id, user, now, cap, events, lifetime)
+  local index = K.user(bucket, user)
   local evicted, visits = 0, 0
   while cap > 0 and visits < 8 and redis.call('ZCARD', index) > cap do
     visits = visits + 1
@@ -373,7 +378,10 @@ local function create(keys, args)
   local lifetime = tonumber(args[9])
   if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[8], lifetime) end
   local evicted = 0
-  if user ~= '' then evicted = index_for_user(bucket, id, user, now, tonumber(args[11]), args[10], lifetime) end
+  if user ~= '' then
+    index_for_user(bucket, id, user, now, lifetime)
+    evicted = enforce_cap(bucket, id, user, now, tonumber(args[11]), args[10], lifetime)
+  end
   local stats = K.stats(bucket)
   redis.call('HINCRBY', stats, 'created', 1)
   redis.call('PEXPIRE', stats, STATS_LIFETIME)
@@ -1100,11 +1108,11 @@ end
 
 -- bind_place: KEYS[1] the new session (in the user's bucket).
 -- ARGV: [1] user [2] old id [3] timer expiry (ms) [4] last heartbeat [5] warning lead ms
---   [6] lifetime of index keys ms [7] most sessions per user (0: no cap) [8] events channel
---   [9] number of hash field/value pairs [10...] the pairs, then the messages
--- Reply: {'ok', timer key, now, sessions ended by the cap} | {'exists'} | {'not_alive'} (the
---   timer's expiry passed meanwhile)
--- The user's cap applies as at create.
+--   [6] lifetime of index keys ms [7] number of hash field/value pairs [8...] the pairs, then the
+--   messages
+-- Reply: {'ok', timer key, now} | {'exists'} | {'not_alive'} (the timer's expiry passed meanwhile)
+-- The user's cap is applied once the bind has finished (cap_user): a bind that fails ends none of
+-- the user's other sessions.
 -- Placing again what a bind of the same session for the same user placed already is 'ok' (a
 -- retried bind) while that session lives; once it ended (a log-out), 'not_alive': a late place
 -- never brings it back.
@@ -1117,15 +1125,15 @@ local function bind_place(keys, args)
     if f[1] ~= args[2] or f[2] ~= args[1] then return {'exists'} end
     local alive_f, alive_timer = alive(session, now)
     if not alive_f then return {'not_alive'} end
-    return {'ok', alive_timer, now, 0}
+    return {'ok', alive_timer, now}
   end
   if redis.call('EXISTS', K.placed(session)) == 1 then return {'not_alive'} end
   local expires = tonumber(args[3])
   if expires <= now then return {'not_alive'} end
-  local npairs = tonumber(args[9])
+  local npairs = tonumber(args[7])
   local fields = {}
   local idle, deadline, listener, data_until
-  for i = 10, 9 + npairs * 2, 2 do
+  for i = 8, 7 + npairs * 2, 2 do
     local name, value = args[i], args[i + 1]
     if name == F.idle then idle = value elseif name == F.deadline then deadline = value
     elseif name == F.listener then listener = value elseif name == F.data_until then data_until = value end
@@ -1142,8 +1150,8 @@ local function bind_place(keys, args)
   fields[#fields + 1] = now
   hset_pairs(session, fields)
   redis.call('PEXPIREAT', session, data_until)
-  if #args > 9 + npairs * 2 then
-    rpush_all(K.messages(session), args, 10 + npairs * 2)
+  if #args > 7 + npairs * 2 then
+    rpush_all(K.messages(session), args, 8 + npairs * 2)
     redis.call('PEXPIREAT', K.messages(session), data_until)
   end
   local timer = K.timer(session, idle, deadline)
@@ -1151,7 +1159,17 @@ local function bind_place(keys, args)
   redis.call('SET', K.placed(session), args[2], 'PX', BIND_MARKER_MS)
   local lifetime = tonumber(args[6])
   if listener == '1' then schedule(bucket, id, idle, expires, deadline, args[5], lifetime) end
-  return {'ok', timer, now, index_for_user(bucket, id, args[1], now, tonumber(args[7]), args[8], lifetime)}
+  index_for_user(bucket, id, args[1], now, lifetime)
+  return {'ok', timer, now}
+end
+
+-- cap_user: applies a user's session cap after a bind finished (see enforce_cap).
+-- KEYS[1] the session the user keeps (the bound one, in the user's bucket).
+-- ARGV: [1] user [2] most sessions per user [3] events channel [4] lifetime of index keys ms
+-- Reply: {'ok', sessions ended}
+local function cap_user(keys, args)
+  local session = keys[1]
+  return {'ok', enforce_cap(K.bucket(session), K.id(session), args[1], now_ms(), tonumber(args[2]), args[3], tonumber(args[4]))}
 end
 
 -- bind_finish: KEYS[1] the anonymous session. ARGV: [1] the new id [2] events channel.
@@ -1209,15 +1227,20 @@ end
 -- session hash (field 'fence'), so it replicates and persists with the session: a failover to a
 -- replica with a slower clock, or a clock stepped back, never hands out a token smaller than one
 -- this server has seen. Tokens stay far below 2^53 (exact in Lua's numbers) until the year 2255.
--- A lock of a session that is not alive (no hash) gets the clock alone.
+-- A lock of a session with no hash, or a deleted one, gets the clock alone.
 local function next_fence(lock)
   local t = redis.call('TIME')
   local fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  -- The session's key, from the lock's (tab names have no ':'); same bucket, same slot.
   local session = string.match(lock, '^(.*:session:[^:]+):lock')
-  if session and redis.call('EXISTS', session) == 1 then
-    fence = math.max(fence, tonumber(redis.call('HGET', session, F.fence) or 0) + 1)
-    redis.call('HSET', session, F.fence, int(fence))
-  end
+  if not session then return fence end
+  local f = redis.call('HMGET', session, F.state, F.fence)
+  -- No hash, or a deleted session's: the clock alone (nothing is written for a dead session).
+  if f[1] == false or f[1] == 'deleted' then return fence end
+  local last = tonumber(f[2] or 0)
+  -- A field someone wrote by hand that is no token (or past exact integers) is ignored.
+  if last and last < 2 ^ 53 then fence = math.max(fence, last + 1) end
+  redis.call('HSET', session, F.fence, int(fence))
   return fence
 end
 
@@ -1367,6 +1390,7 @@ register('listeners', listeners)
 register('bind_begin', bind_begin)
 register('bind_place', bind_place)
 register('bind_finish', bind_finish)
+register('cap_user', cap_user)
 register('bind_undo', bind_undo)
 register('partner', partner, true)
 register('lock_take', lock_take)

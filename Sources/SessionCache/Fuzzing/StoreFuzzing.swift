@@ -7,7 +7,8 @@ extension SessionFuzzEntryPoints {
     /// (`client`, the store's own), then empties the store's keys. Properties (a violation traps):
     /// - every failure is a typed ``SessionError`` other than `redis` or `corrupted` (bad input
     ///   never reaches Redis as a raw error, and nothing the store wrote reads back as corrupt);
-    /// - an operation refused for its input, or for a session that is not alive, writes no key;
+    /// - an operation refused for its input, or for a session that is not alive, writes, changes
+    ///   or removes no key (but for keys that were about to expire);
     /// - after the sequence, every key the store made has a TTL.
     public static func runStoreOperations(_ bytes: [UInt8], store: SessionStore, client: HiredisClient) async {
         var input = FuzzInput(bytes)
@@ -35,11 +36,12 @@ extension SessionFuzzEntryPoints {
                 case .bindingInProgress, .notReplicated, .invalidConfiguration, .unsupportedServer, .staleLease:
                     break
                 default:
-                    // Refused for its input, or the session is not alive: no key appeared or changed
-                    // (keys may vanish meanwhile: Redis expires them on its own).
+                    // Refused for its input, or the session is not alive: no key appeared, changed or
+                    // went, but for keys about to expire (Redis expires them on its own meanwhile).
                     let after = await snapshot(client)
-                    let changed = after.contains { key, value in before[key] != value }
-                    precondition(!changed, "operation \(operation % 12) was refused (\(error)) but wrote")
+                    let changed = after.contains { key, value in before[key]?.value != value.value }
+                    let removed = before.contains { key, value in after[key] == nil && !(0..<2000).contains(value.ttl) }
+                    precondition(!changed && !removed, "operation \(operation % 12) was refused (\(error)) but wrote")
                 }
             }
         }
@@ -50,11 +52,13 @@ extension SessionFuzzEntryPoints {
         _ = try? await client.send(RESPCommand("FLUSHDB"))
     }
 
-    /// Every key and its serialized value (`DUMP`, which leaves TTLs out: they count down).
-    private static func snapshot(_ client: HiredisClient) async -> [String: ByteBuffer] {
-        var values: [String: ByteBuffer] = [:]
+    /// Every key, its serialized value (`DUMP`, which leaves TTLs out: they count down) and its
+    /// TTL in milliseconds.
+    private static func snapshot(_ client: HiredisClient) async -> [String: (value: ByteBuffer, ttl: Int)] {
+        var values: [String: (value: ByteBuffer, ttl: Int)] = [:]
         for key in await keys(client) {
-            if case .bulkString(let bytes) = try? await client.send(RESPCommand("DUMP", .string(key))) { values[key] = bytes }
+            guard case .bulkString(let bytes) = try? await client.send(RESPCommand("DUMP", .string(key))) else { continue }
+            values[key] = (bytes, (try? await client.send(RESPCommand("PTTL", .string(key))).int) ?? -2)
         }
         return values
     }

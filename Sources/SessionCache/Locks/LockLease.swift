@@ -13,9 +13,9 @@ public struct LockLease: Sendable, Hashable {
     /// This acquisition's owner token: 144 random bits (per acquisition, not per thread or task).
     public let token: String
     /// The fencing token: Redis's clock in microseconds at the grant, or one more than the last
-    /// token any lock of the session was granted, whichever is larger. The tokens of a session's
-    /// locks strictly increase, also across a failover or restart that lost nothing (see
-    /// <doc:SessionLocks> for exactly what holds without replica acknowledgement). Pass it to other
+    /// token any lock of the session was granted, whichever is larger. While the session lives,
+    /// the tokens of its locks strictly increase, also across a failover or restart that lost
+    /// nothing (see <doc:SessionLocks> for exactly what holds, and without replica acknowledgement). Pass it to other
     /// systems the holder writes to, so that they can refuse writes with an older token.
     public let fence: Int
 }

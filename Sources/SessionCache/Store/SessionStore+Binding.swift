@@ -50,8 +50,7 @@ extension SessionStore {
             let placed = try await redis.call(
                 BindPlaceFunction(
                     sessionKey: keyspace.session(newID), user: user, oldID: id, timerExpiry: expiry, lastSeen: lastSeen,
-                    retention: retention(for: mode), maxSessionsPerUser: configuration.limits.maxSessionsPerUser ?? 0,
-                    eventsChannel: eventsChannel, fields: fields, messages: messages))
+                    retention: retention(for: mode), fields: fields, messages: messages))
             guard case .placed(_, let now) = placed else {
                 // The id of a bind under way, placed for another user of the same bucket.
                 if case .exists = placed { throw SessionError.notAnonymous }
@@ -67,6 +66,15 @@ extension SessionStore {
             case .lapsed, .other:
                 _ = try await redis.call(BindUndoFunction(sessionKey: keyspace.session(newID), oldID: id))
                 throw SessionError.bindingInProgress
+            }
+            // The user's cap, once the log-in holds: a bind that failed above ended none of the
+            // user's other sessions. (Should this call fail, its error is thrown; the log-in held
+            // and a retried bind returns the same session, and the user's next create applies it.)
+            if let cap = configuration.limits.maxSessionsPerUser {
+                _ = try await redis.call(
+                    CapUserFunction(
+                        sessionKey: keyspace.session(newID), user: user, maxSessionsPerUser: cap, eventsChannel: eventsChannel,
+                        indexLifetimeMilliseconds: configuration.indexLifetime.wholeMilliseconds))
             }
             // Not remembered for the touch cache: the first touch goes through the function, which
             // pushes the data's TTL out before any plain PEXPIRE may move the timer (see rotate).

@@ -68,12 +68,20 @@ final class LostSignal: Sendable {
             await handoff.wait()
         } onCancel: {
             work.cancel()
+            // The deadlines may stop with the caller (the listener cancelled as a whole): the grace
+            // is kept without them too.
+            Task {
+                try? await Task.sleep(for: stopGrace)
+                handoff.abandon()
+            }
         }
         deadlines.remove(timer)
         deadlines.remove(abandon)
         // Not registered, or removed by fire(): the signal fired before or while the work ran.
-        guard let id, state.withLock({ $0.running.removeValue(forKey: id) != nil }) else { return .lost }
+        let registered = id.map { id in state.withLock { $0.running.removeValue(forKey: id) != nil } } ?? false
+        // Abandoned first: such work may still run, whatever else happened.
         guard let result else { return .abandoned }
+        guard registered else { return .lost }
         if case .failure = result, timedOut.isSet { return .timedOut }
         return .finished(result)
     }
@@ -134,9 +142,11 @@ private final class Handoff<Value: Sendable>: Sendable {
                 case .finished(let result):
                     state = .delivered
                     return .some(result)
-                case .abandoned, .waiting, .delivered:
+                case .abandoned, .delivered:
                     state = .delivered
                     return .some(nil)
+                case .waiting:
+                    preconditionFailure("a raced work's result has one waiter")
                 }
             }
             if let now { continuation.resume(returning: now) }
