@@ -8,11 +8,20 @@ let package = Package(
         .library(name: "HiredisNIO", targets: ["HiredisNIO"]),
         .library(name: "EmbeddedRedis", targets: ["EmbeddedRedis"]),
         .library(name: "SessionCache", targets: ["SessionCache"]),
+        // The framework integrations: empty unless their trait is enabled (see `traits`).
+        .library(name: "HummingbirdSessionCache", targets: ["HummingbirdSessionCache"]),
+        .library(name: "VaporSessionCache", targets: ["VaporSessionCache"]),
         .executable(name: "session-load", targets: ["SessionLoad"]),
         .executable(name: "session-cache", targets: ["SessionCacheCLI"]),
         .executable(name: "redis-example", targets: ["RedisExample"]),
         // A test tool: LD_PRELOAD it to run an app server whose wall clock is off (CLOCK_SKEW_MS).
         .library(name: "ClockSkew", type: .dynamic, targets: ["ClockSkew"]),
+    ],
+    // Opt-in, so that users of the core never build a web framework: depend on this package with
+    // `traits: ["Hummingbird"]` (or "Vapor") and use the integration's product.
+    traits: [
+        .trait(name: "Hummingbird", description: "HummingbirdSessionCache: a persist driver and a session middleware for Hummingbird 2."),
+        .trait(name: "Vapor", description: "VaporSessionCache: a sessions driver and lifecycle for Vapor 4."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -23,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/vapor/vapor.git", from: "4.122.0"),
         // scripts/docs: `swift package generate-documentation` (nothing links it).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.4.0"),
     ],
@@ -63,6 +74,30 @@ let package = Package(
             exclude: ["Functions/sessions.lua"],
             swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")],
             plugins: ["EmbedFunctions"]
+        ),
+        // Hummingbird 2: a PersistDriver on the Redis client and a session middleware on the store
+        // (trait "Hummingbird").
+        .target(
+            name: "HummingbirdSessionCache",
+            dependencies: [
+                "SessionCache",
+                "HiredisNIO",
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Hummingbird"])),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Vapor 4: a sessions driver on the store and the expiry listener in Vapor's lifecycle
+        // (trait "Vapor").
+        .target(
+            name: "VaporSessionCache",
+            dependencies: [
+                "SessionCache",
+                "HiredisNIO",
+                .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Vapor"])),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .executableTarget(name: "FunctionEmbedder", path: "Tools/FunctionEmbedder"),
         .plugin(name: "EmbedFunctions", capability: .buildTool(), dependencies: ["FunctionEmbedder"]),

@@ -1,17 +1,16 @@
-// swift-tools-version: 6.0
-// Hummingbird 2 integration of swift-session-cache: a PersistDriver on the Redis client and a
-// session middleware on SessionStore. A package of its own, so that users of the core do not
-// build Hummingbird.
+// swift-tools-version: 6.2
+// The Hummingbird integration's tests and the example chat: a package that depends on
+// swift-session-cache exactly as an application does (by path here, by URL there), with the traits
+// that build the integrations.
 import PackageDescription
 
 let package = Package(
-    name: "swift-session-cache-hummingbird",
+    name: "swift-session-cache-hummingbird-tests",
     platforms: [.macOS(.v15)],
-    products: [
-        .library(name: "HummingbirdSessionCache", targets: ["HummingbirdSessionCache"])
-    ],
     dependencies: [
-        .package(name: "swift-session-cache", path: "../.."),
+        // Both traits in both test packages: the root is then built once for both (a trait is a
+        // compilation condition of every target of the package, so another set rebuilds it all).
+        .package(name: "swift-session-cache", path: "../..", traits: ["Hummingbird", "Vapor"]),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -19,21 +18,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
     ],
     targets: [
-        .target(
-            name: "HummingbirdSessionCache",
-            dependencies: [
-                .product(name: "SessionCache", package: "swift-session-cache"),
-                .product(name: "HiredisNIO", package: "swift-session-cache"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
-        // The example chat (Examples/Chat): in this package so that Hummingbird builds once.
+        // The example chat (Examples/Chat): here so that Hummingbird builds once.
         .executableTarget(
             name: "ChatExample",
             dependencies: [
-                "HummingbirdSessionCache",
+                .product(name: "HummingbirdSessionCache", package: "swift-session-cache"),
                 .product(name: "SessionCache", package: "swift-session-cache"),
                 .product(name: "HiredisNIO", package: "swift-session-cache"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -46,7 +35,9 @@ let package = Package(
         .testTarget(
             name: "HummingbirdSessionCacheTests",
             dependencies: [
-                "HummingbirdSessionCache",
+                .product(name: "HummingbirdSessionCache", package: "swift-session-cache"),
+                .product(name: "SessionCache", package: "swift-session-cache"),
+                .product(name: "HiredisNIO", package: "swift-session-cache"),
                 .product(name: "EmbeddedRedis", package: "swift-session-cache"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]

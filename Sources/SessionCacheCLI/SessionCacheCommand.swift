@@ -14,6 +14,7 @@ struct SessionCacheCommand: AsyncParsableCommand {
             Connects to --redis URL (or REDIS_URL; default redis://127.0.0.1:6379). Human output by default, \
             --json for scripts. Each command's --help shows the equivalent redis-cli commands.
             """,
+        version: "\(SessionCacheVersion.release) (Redis layout \(SessionCacheVersion.redisLayout))",
         subcommands: [ListSessions.self, Show.self, Stats.self, Watch.self, Kill.self, TTL.self])
 }
 

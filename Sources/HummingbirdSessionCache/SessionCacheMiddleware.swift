@@ -1,0 +1,161 @@
+#if Hummingbird
+    import Foundation
+    import HiredisNIO
+    import Hummingbird
+    import Logging
+    import SessionCache
+
+    /// Sessions for a Hummingbird app, from a cookie, on ``SessionStore``.
+    ///
+    /// For each request the middleware reads the session cookie and picks the session up in one round
+    /// trip (`resume`: checked alive, timer slid), puts it in `context.session` (``WebSession``), runs
+    /// the handler, writes the metadata that changed, and sets or clears the cookie:
+    /// `HttpOnly`, `Secure`, `SameSite=Lax` and a `Max-Age` up to the session's absolute deadline by
+    /// default (``CookieOptions``).
+    ///
+    /// - A malformed, unknown or ended cookie is no error: the request goes on without a session, and
+    ///   the cookie is cleared.
+    /// - Redis errors fail closed: the request gets `503 Service Unavailable` and the error is logged;
+    ///   nobody is logged out because Redis hiccuped.
+    /// - With `locks`, each request that has a session holds the session's lock while the handler
+    ///   runs (two tabs' requests take turns; the lease is renewed while a slow handler runs);
+    ///   `context.session.lease` fences the handler's writes. A lock not granted within the lock's
+    ///   wait timeout answers `409 Conflict`; a session that ended during the request, `401`.
+    ///
+    /// ```swift
+    /// let router = Router(context: BasicSessionCacheRequestContext.self)
+    /// router.add(middleware: SessionCacheMiddleware(store: store))
+    /// router.post("/login") { request, context in
+    ///     try await context.session.logIn(user: "alice")
+    ///     return HTTPResponse.Status.ok
+    /// }
+    /// ```
+    public struct SessionCacheMiddleware<Context: SessionCacheRequestContext>: RouterMiddleware {
+        /// The session cookie's attributes.
+        public struct CookieOptions: Sendable {
+            public var name = "session"
+            public var path = "/"
+            public var domain: String? = nil
+            /// Only over HTTPS (turn off for plain-HTTP development only).
+            public var secure = true
+            public var sameSite: Cookie.SameSite = .lax
+
+            public init(name: String = "session", secure: Bool = true) {
+                self.name = name
+                self.secure = secure
+            }
+        }
+
+        let store: SessionStore
+        let locks: SessionLock?
+        let cookie: CookieOptions
+        let isPassive: @Sendable (Request) -> Bool
+
+        /// Sessions from `store`; with `locks`, one request per session at a time. Requests for which
+        /// `passive` is true (a page polling for news, say) read the session without sliding its
+        /// timer and without the lock: they must not keep an idle session alive.
+        public init(
+            store: SessionStore, locks: SessionLock? = nil, cookie: CookieOptions = CookieOptions(),
+            passive: @escaping @Sendable (Request) -> Bool = { _ in false }
+        ) {
+            self.store = store
+            self.locks = locks
+            self.cookie = cookie
+            self.isPassive = passive
+        }
+
+        public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
+        {
+            let presented = request.cookies[cookie.name]?.value
+            let passive = isPassive(request)
+            var loaded: Session?
+            if let presented, !presented.isEmpty {
+                do {
+                    if passive {
+                        loaded = try await store.get(presented)
+                    } else if case .resumed(let session, _) = try await store.resume(presented) {
+                        loaded = session
+                    }
+                } catch SessionError.invalidID {
+                    loaded = nil  // a forged or foreign cookie: no session, the cookie is cleared
+                } catch {
+                    throw unavailable(error, context: context)
+                }
+            }
+            let session = context.session
+            session.load(store: store, session: loaded, cookieChanged: presented != nil && loaded == nil)
+
+            var lease: LockLease?
+            if let locks, !passive, let id = loaded?.id {
+                do {
+                    lease = try await locks.acquire(id)
+                } catch LockError.timedOut {
+                    throw HTTPError(.conflict, message: "the session is busy")
+                } catch {
+                    throw unavailable(error, context: context)
+                }
+                session.setLease(lease)
+            }
+            var response: Response
+            do {
+                response = try await withThrowingTaskGroup(of: Void.self) { renewals in
+                    // A slow handler keeps the lock: renewed every third of the lease while it runs.
+                    if let lease, let locks {
+                        renewals.addTask {
+                            while true {
+                                try await Task.sleep(for: locks.configuration.lease / 3)
+                                guard try await locks.extend(lease) else { return }
+                            }
+                        }
+                    }
+                    defer { renewals.cancelAll() }
+                    let response = try await next(request, context)
+                    if let id = session.id {
+                        let changes = session.changes
+                        if !changes.isEmpty { try await store.setMetadata(id, changes, lease: session.lease) }
+                    }
+                    return response
+                }
+            } catch let error as SessionError {
+                await release(lease)
+                switch error {
+                case .redis, .notReplicated, .corrupted: throw unavailable(error, context: context)
+                case .notFound: throw HTTPError(.unauthorized, message: "the session ended")
+                default: throw HTTPError(.badRequest, message: error.description)
+                }
+            } catch {
+                await release(lease)
+                throw error
+            }
+            await release(lease)
+
+            if session.cookieChanged {
+                if let current = session.current {
+                    let left = max(1, Int(current.absoluteDeadline.timeIntervalSinceNow.rounded(.down)))
+                    response.setCookie(
+                        Cookie(
+                            name: cookie.name, value: current.id, maxAge: left, domain: cookie.domain, path: cookie.path,
+                            secure: cookie.secure,
+                            httpOnly: true, sameSite: cookie.sameSite))
+                } else {
+                    response.setCookie(
+                        Cookie(
+                            name: cookie.name, value: "", maxAge: 0, domain: cookie.domain, path: cookie.path, secure: cookie.secure,
+                            httpOnly: true, sameSite: cookie.sameSite))
+                }
+            }
+            return response
+        }
+
+        /// Gives the per-request lock back (a failure is harmless: the lease runs out).
+        private func release(_ lease: LockLease?) async {
+            if let lease, let locks { _ = try? await locks.release(lease) }
+        }
+
+        /// Fail closed: 503, logged with the error (never the session id).
+        private func unavailable(_ error: any Error, context: Context) -> HTTPError {
+            context.logger.error("session store unavailable", metadata: ["error": "\(error)"])
+            return HTTPError(.serviceUnavailable, message: "sessions are unavailable, try again")
+        }
+    }
+#endif  // Hummingbird

@@ -1,0 +1,159 @@
+#if Hummingbird
+    import Foundation
+    import Hummingbird
+    import NIOConcurrencyHelpers
+    import SessionCache
+
+    /// A request context that carries the request's session (see ``SessionCacheMiddleware``).
+    ///
+    /// ```swift
+    /// struct AppContext: SessionCacheRequestContext {
+    ///     var coreContext: CoreRequestContextStorage
+    ///     let session = WebSession()
+    ///     init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    /// }
+    /// ```
+    public protocol SessionCacheRequestContext: RequestContext {
+        /// The request's session; a reference, shared by the middleware and the handlers.
+        var session: WebSession { get }
+    }
+
+    /// The simplest context with a session.
+    public struct BasicSessionCacheRequestContext: SessionCacheRequestContext {
+        public var coreContext: CoreRequestContextStorage
+        public let session = WebSession()
+
+        public init(source: ApplicationRequestContextSource) {
+            coreContext = .init(source: source)
+        }
+    }
+
+    /// One request's session: what ``SessionCacheMiddleware`` loaded from the cookie (and slid, in the
+    /// same round trip), and what the handler does with it.
+    ///
+    /// Log-in, rotation and destruction happen at once (the handler may need the new id); metadata
+    /// changes made with ``set(_:_:)`` are written after the handler, in one call and only for the
+    /// fields whose values changed. The cookie is set or cleared by the middleware.
+    public final class WebSession: Sendable {
+        private struct State: Sendable {
+            var store: SessionStore?
+            var current: Session?
+            var lease: LockLease?
+            var pending: [String: JSONValue] = [:]
+            /// The cookie must change: a new id, or cleared (nil).
+            var cookieChanged = false
+        }
+
+        private let state = NIOLockedValueBox(State())
+
+        public init() {}
+
+        /// The session, when the request has one.
+        public var current: Session? { state.withLockedValue { $0.current } }
+        /// Its user (nil for none, or an anonymous session).
+        public var user: String? { current?.user }
+        /// Its id, for store calls (`appendTurn`, `recentMessages`, ...).
+        public var id: String? { current?.id }
+        /// The per-request lock's lease, when the middleware takes one: pass it to the store's writes
+        /// so that a holder that lost its lease cannot write.
+        public var lease: LockLease? { state.withLockedValue { $0.lease } }
+
+        /// A metadata value: the change this request made, else the loaded one.
+        public subscript(key: String) -> JSONValue? {
+            state.withLockedValue { $0.pending[key] ?? $0.current?.metadata[key] }
+        }
+
+        /// Changes a metadata value; written after the handler, if it differs from the loaded one.
+        public func set(_ key: String, _ value: JSONValue) {
+            state.withLockedValue { $0.pending[key] = value }
+        }
+
+        /// Logs `user` in: an anonymous session is bound to the user (its data moves to a new id);
+        /// another user's session ends and a new one starts; without a session one is created. The
+        /// id changes in every case, against session fixation.
+        @discardableResult
+        public func logIn(user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil) async throws -> Session {
+            let (store, current) = try loaded()
+            var session: Session
+            if let current, current.user == nil {
+                session = try await store.bind(current.id, to: user)
+                if !metadata.isEmpty {
+                    try await store.setMetadata(session.id, metadata)
+                    session.metadata.merge(metadata) { _, new in new }
+                }
+            } else {
+                if let current { try await store.delete(current.id) }
+                session = try await store.create(user: user, metadata: metadata, mode: mode)
+            }
+            replace(with: session)
+            return session
+        }
+
+        /// Starts an anonymous session when the request has none; returns the session.
+        @discardableResult
+        public func startAnonymous(metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil) async throws -> Session {
+            let (store, current) = try loaded()
+            if let current { return current }
+            let session = try await store.createAnonymous(metadata: metadata, mode: mode)
+            replace(with: session)
+            return session
+        }
+
+        /// Gives the session a new id (after a privilege change); the old one stops working at once.
+        public func rotate() async throws {
+            let (store, current) = try loaded()
+            guard let current else { return }
+            replace(with: try await store.rotate(current.id))
+        }
+
+        /// Ends the session (its cleanup hook runs) and clears the cookie.
+        public func destroy() async throws {
+            let (store, current) = try loaded()
+            guard let current else { return }
+            try await store.delete(current.id)
+            state.withLockedValue { state in
+                state.current = nil
+                state.pending = [:]
+                state.cookieChanged = true
+            }
+        }
+
+        // MARK: For the middleware
+
+        func load(store: SessionStore, session: Session?, cookieChanged: Bool) {
+            state.withLockedValue { state in
+                state.store = store
+                state.current = session
+                state.cookieChanged = cookieChanged
+            }
+        }
+
+        func setLease(_ lease: LockLease?) {
+            state.withLockedValue { $0.lease = lease }
+        }
+
+        /// The metadata changes to write: only values that differ from the loaded ones.
+        var changes: [String: JSONValue] {
+            state.withLockedValue { state in state.pending.filter { state.current?.metadata[$0.key] != $0.value } }
+        }
+
+        var cookieChanged: Bool { state.withLockedValue { $0.cookieChanged } }
+
+        private func loaded() throws -> (SessionStore, Session?) {
+            try state.withLockedValue { state in
+                guard let store = state.store else {
+                    throw HTTPError(.internalServerError, message: "no SessionCacheMiddleware on this route")
+                }
+                return (store, state.current)
+            }
+        }
+
+        private func replace(with session: Session) {
+            state.withLockedValue { state in
+                // Changes not yet written carry over to the new id.
+                state.current = session
+                state.cookieChanged = true
+            }
+        }
+    }
+#endif  // Hummingbird
