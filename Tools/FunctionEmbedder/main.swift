@@ -28,3 +28,9 @@ let output = URL(fileURLWithPath: arguments[2])
 if (try? String(contentsOf: output, encoding: .utf8)) != swift {
     try swift.write(to: output, atomically: true, encoding: .utf8)
 }
+
+// scripts/fuzz builds the whole package graph with -sanitize=fuzzer, this build tool included, and
+// the linker then pulls in libFuzzer's main, which names this symbol. Never called: the tool's own
+// code above is its entry point.
+@_cdecl("LLVMFuzzerTestOneInput")
+func fuzzerEntryPointForToolBuiltWithFuzzerFlags(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { 0 }

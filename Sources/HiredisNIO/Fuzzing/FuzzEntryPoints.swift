@@ -31,7 +31,8 @@ public enum FuzzEntryPoints {
     /// the bytes are `P`, a NUL, then `R`. Properties: no crash; errors are
     /// ``HiredisError/Code/invalidConfiguration``; neither the redacted URL nor an
     /// error shows `P` (when `P` has 4 characters or more, one of them non-ASCII or one of
-    /// `!$~^|<>\` (not `*`: the redaction writes `***`), and appears nowhere else in the URL).
+    /// `!$~^|<>\` (not `*`: the redaction writes `***`), and appears nowhere else in the URL,
+    /// the `@` after it included).
     public static func parseURL(_ bytes: UnsafeRawBufferPointer) {
         let text = String(decoding: bytes, as: UTF8.self)
         check(text, secret: nil)
@@ -43,7 +44,8 @@ public enum FuzzEntryPoints {
         // The password must be told apart from the messages' own words ("redis+sentinel" is one):
         // a character no message has makes it so.
         let marked = password.unicodeScalars.contains { !$0.isASCII || "!$~^|<>\\".unicodeScalars.contains($0) }
-        let distinct = password.count >= 4 && marked && !rest.contains(password) && !prefix.contains(password)
+        // (Nowhere else: in the URL without it either, the separating `@` included.)
+        let distinct = password.count >= 4 && marked && !(prefix + "@" + rest).contains(password)
         check(url, secret: distinct ? password : nil)
     }
 
