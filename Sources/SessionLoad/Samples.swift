@@ -1,7 +1,7 @@
 import Foundation
 import Histogram
 import MallocStatistics
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// What a worker reports about itself over a long run (`scripts/soak`): every 10 seconds its live
 /// heap as the allocator counts it (RSS and the rest are sampled from outside, in `/proc`), and
@@ -10,7 +10,7 @@ import Synchronization
 final class Samples: Sendable {
     private let file: URL
     private let start = ContinuousClock.now
-    private let minute = Mutex(LoadHistogram.make())
+    private let minute = NIOLockedValueBox(LoadHistogram.make())
 
     init?(worker index: Int) {
         guard let directory = ProcessInfo.processInfo.environment["SESSION_LOAD_SAMPLES"], !directory.isEmpty else { return nil }
@@ -20,7 +20,7 @@ final class Samples: Sendable {
 
     /// One operation's latency, for this minute's p99.
     func record(microseconds: UInt64) {
-        minute.withLock { _ = $0.record(microseconds) }
+        minute.withLockedValue { _ = $0.record(microseconds) }
     }
 
     /// Samples until cancelled.
@@ -32,7 +32,7 @@ final class Samples: Sendable {
             let t = Double((ContinuousClock.now - start).components.seconds)
             append(["t": t, "heap_in_use_bytes": Double(malloc_statistics_in_use())])
             guard tick % 6 == 0 else { continue }
-            let p99 = minute.withLock { histogram -> UInt64 in
+            let p99 = minute.withLockedValue { histogram -> UInt64 in
                 defer { histogram.reset() }
                 return histogram.totalCount == 0 ? 0 : histogram.valueAtPercentile(99)
             }

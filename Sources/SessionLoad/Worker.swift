@@ -7,7 +7,6 @@ import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SessionCache
-import Synchronization
 
 /// One app-server instance: its own connections, store, locks and expiry listener. It simulates the
 /// tabs assigned to it (tab `t` of user `u` runs on instance `(u * tabs + t) % instances`), so one
@@ -20,7 +19,7 @@ final class Worker: Sendable {
     let locks: SessionLock
     /// The run's records (outcomes, hook runs) in the bookkeeping Redis, apart from the data Redis under test.
     let books: Bookkeeping
-    private let result = Mutex(WorkerResult())
+    private let result = NIOLockedValueBox(WorkerResult())
     private let start = ContinuousClock.now
     /// Long-run samples (heap, per-minute p99) when `SESSION_LOAD_SAMPLES` names a directory.
     private let samples: Samples?
@@ -65,7 +64,7 @@ final class Worker: Sendable {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
                 tick += 1
-                let (operations, errors) = result.withLock { ($0.perSecond.reduce(0, +), $0.errors.values.reduce(0, +)) }
+                let (operations, errors) = result.withLockedValue { ($0.perSecond.reduce(0, +), $0.errors.values.reduce(0, +)) }
                 var active: Int?
                 // One worker samples the store's figures (a call per bucket) every few seconds.
                 if index == 0, tick % 5 == 1, let stats = try? await store.stats(), !Task.isCancelled {
@@ -99,7 +98,7 @@ final class Worker: Sendable {
         await locks.close()
         await client.close()
         await books.close()
-        return result.withLock { $0 }
+        return result.withLockedValue { $0 }
     }
 
     // MARK: A tab
@@ -157,7 +156,7 @@ final class Worker: Sendable {
                     return true
                 }
                 guard admitted else {
-                    result.withLock { $0.shed += 1 }
+                    result.withLockedValue { $0.shed += 1 }
                     continue
                 }
                 group.addTask {
@@ -274,7 +273,7 @@ final class Worker: Sendable {
             throw error
         }
         let second = Int((ContinuousClock.now - start).components.seconds)
-        result.withLock { result in
+        result.withLockedValue { result in
             while result.incrementsPerSecond.count <= second { result.incrementsPerSecond.append(0) }
             result.incrementsPerSecond[second] += 1
         }
@@ -297,7 +296,7 @@ final class Worker: Sendable {
         let asked = ContinuousClock.now
         let lease = try await locks.acquire(id)
         let waited = ContinuousClock.now - asked
-        result.withLock {
+        result.withLockedValue {
             _ = $0.lockWait.record(
                 UInt64(max(0, waited.components.seconds * 1_000_000 + waited.components.attoseconds / 1_000_000_000_000)))
         }
@@ -333,7 +332,7 @@ final class Worker: Sendable {
         let micros = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
         let second = Int((ContinuousClock.now - start).components.seconds)
         samples?.record(microseconds: micros)
-        result.withLock { result in
+        result.withLockedValue { result in
             _ = result.latencies[operation.rawValue, default: LoadHistogram.make()].record(micros)
             while result.perSecond.count <= second { result.perSecond.append(0) }
             result.perSecond[second] += 1
@@ -343,13 +342,13 @@ final class Worker: Sendable {
     private func recordError(_ operation: LoadOperation, _ error: any Error) {
         if let error = error as? SessionError, error == .notFound || error == .staleLease {
             // Expected under this load: a session ended (expired, rotated, deleted) under a tab's feet.
-            if error == .staleLease { result.withLock { $0.staleRejected += 1 } }
+            if error == .staleLease { result.withLockedValue { $0.staleRejected += 1 } }
             return
         }
         if let error = error as? LockError, error == .notFound { return }
         let second = Int((ContinuousClock.now - start).components.seconds)
         let indeterminate = Self.isIndeterminate(error)
-        result.withLock { result in
+        result.withLockedValue { result in
             result.errors["\(operation.rawValue): \(error)", default: 0] += 1
             while result.errorsPerSecond.count <= second { result.errorsPerSecond.append(0) }
             while result.indeterminatePerSecond.count <= second { result.indeterminatePerSecond.append(0) }
@@ -362,7 +361,7 @@ final class Worker: Sendable {
         let id = expired.session.id
         let turns = Int(expired.session.metadata["turns"]?.numberValue ?? 0)
         let lateness = max(0, Date().timeIntervalSince(expired.expiredAt) * 1000)
-        result.withLock { result in
+        result.withLockedValue { result in
             result.hooks += 1
             if expired.reason != .deleted { _ = result.expiryLateness.record(UInt64(lateness)) }
         }

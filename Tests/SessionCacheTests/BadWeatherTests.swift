@@ -73,7 +73,7 @@ struct BadWeatherTests {
     @Test(arguments: [3_600_000, -3_600_000])
     func anAppServerWhoseClockIsOffByAnHourBehavesLikeACorrectOne(skew: Int) async throws {
         try await withStore(configure: listenerConfiguration) { fixture in
-            let shim = URL(fileURLWithPath: workerPath).deletingLastPathComponent().appendingPathComponent("libClockSkew.so").path
+            let shim = clockSkewShimPath
             let environment = ProcessInfo.processInfo.environment.merging(["LD_PRELOAD": shim, "CLOCK_SKEW_MS": "\(skew)"]) { $1 }
             let output = LineFeed()
             let process = try ChildProcess(

@@ -2,22 +2,22 @@
 import Foundation
 import HiredisNIO
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SessionCache
-import Synchronization
 import Testing
 
 /// Collects what cleanup hooks receive, and lets a test await a number of distinct sessions.
 final class HookRecorder: Sendable {
-    private struct State {
+    private struct State: Sendable {
         var calls: [String: [ExpiredSession]] = [:]
         var waiters: [(count: Int, continuation: CheckedContinuation<Bool, Never>)] = []
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())  // a pthread mutex: ThreadSanitizer sees it
 
     @Sendable func record(_ expired: ExpiredSession) {
-        let ready = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+        let ready = state.withLockedValue { state -> [CheckedContinuation<Bool, Never>] in
             state.calls[expired.session.id, default: []].append(expired)
             let distinct = state.calls.count
             let ready = state.waiters.filter { $0.count <= distinct }.map(\.continuation)
@@ -27,14 +27,14 @@ final class HookRecorder: Sendable {
         for continuation in ready { continuation.resume(returning: true) }
     }
 
-    var calls: [String: [ExpiredSession]] { state.withLock { $0.calls } }
+    var calls: [String: [ExpiredSession]] { state.withLockedValue { $0.calls } }
 
     /// Waits until hooks ran for `count` distinct sessions; false after `timeout`.
     func wait(forSessions count: Int, timeout: Duration) async -> Bool {
         await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 await withCheckedContinuation { continuation in
-                    let done = self.state.withLock { state in
+                    let done = self.state.withLockedValue { state in
                         if state.calls.count >= count { return true }
                         state.waiters.append((count, continuation))
                         return false
@@ -48,7 +48,7 @@ final class HookRecorder: Sendable {
             }
             let first = await group.next() ?? false
             // Release a waiter still parked, so that the group can finish.
-            let parked = state.withLock { state in
+            let parked = state.withLockedValue { state in
                 defer { state.waiters.removeAll() }
                 return state.waiters.map(\.continuation)
             }

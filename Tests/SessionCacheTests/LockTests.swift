@@ -277,7 +277,7 @@ struct LockTests {
     /// acknowledgement it knows the session's last token, and the next one is larger still (a
     /// fence from its clock alone would go back an hour).
     @Test func fencingTokensStrictlyIncreaseAcrossAFailoverToAReplicaWithASlowerClock() async throws {
-        let shim = URL(fileURLWithPath: workerPath).deletingLastPathComponent().appendingPathComponent("libClockSkew.so").path
+        let shim = clockSkewShimPath
         try await RedisServer.with(.init(notifyKeyspaceEvents: "Ex")) { primary in
             var options = RedisServer.Options(notifyKeyspaceEvents: "Ex", arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])
             options.environment = ["LD_PRELOAD": shim, "CLOCK_SKEW_MS": "-3600000"]

@@ -222,6 +222,13 @@ extension SessionLock {
 /// The test worker binary, built with the tests.
 let workerPath = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("SessionTestWorker").path
 
+/// The ClockSkew shim preloaded into a worker or a redis-server to move its wall clock. Built
+/// beside the tests; scripts/sanitize points CLOCK_SKEW_SHIM at an uninstrumented build, since a
+/// sanitizer-instrumented library cannot be preloaded into a redis-server that is not.
+let clockSkewShimPath =
+    ProcessInfo.processInfo.environment["CLOCK_SKEW_SHIM"]
+    ?? URL(fileURLWithPath: workerPath).deletingLastPathComponent().appendingPathComponent("libClockSkew.so").path
+
 /// Starts a worker and waits until it prints `line`.
 func startWorker(_ arguments: [String], waitFor line: String) async throws -> ChildProcess {
     let (lines, feed) = AsyncStream.makeStream(of: String.self)

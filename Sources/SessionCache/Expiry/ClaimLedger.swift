@@ -153,3 +153,6 @@ struct ClaimLedger<Cancellation> {
         lastPrune = now
     }
 }
+
+extension ClaimLedger: Sendable where Cancellation: Sendable {}
+extension ClaimLedger.Claim: Sendable where Cancellation: Sendable {}

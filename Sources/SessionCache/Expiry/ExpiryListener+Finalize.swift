@@ -4,7 +4,6 @@ import HiredisNIO
 import Logging
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 import Tracing
 
 // After the hooks: finalizing sessions in batches, and renewing the claims meanwhile.

@@ -4,7 +4,6 @@ import HiredisNIO
 import Logging
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 import Tracing
 
 // One session: its hook (attempts, timeout, cancellation when the claim is lost) and warnings.

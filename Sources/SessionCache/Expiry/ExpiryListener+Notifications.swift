@@ -4,7 +4,6 @@ import HiredisNIO
 import Logging
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 import Tracing
 
 // Keyspace notifications: they wake the sweep early; paused when the sweep alone keeps up.

@@ -4,7 +4,6 @@ import HiredisNIO
 import Logging
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 import Tracing
 
 // Sweeping: which buckets to visit when, the visits that claim ended sessions, and the

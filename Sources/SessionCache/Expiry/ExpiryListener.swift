@@ -48,7 +48,7 @@ public final class ExpiryListener: Service {
         let messages: [RESPReply]
     }
 
-    struct State {
+    struct State: Sendable {
         var schedule: SweepSchedule
         /// Every claim this listener holds, from its visit to its finalize.
         var claims: ClaimLedger<LostSignal>
@@ -59,7 +59,7 @@ public final class ExpiryListener: Service {
     let onExpiry: Hook
     let onWarning: WarningHook?
     let metrics: ExpiryMetrics
-    let state: Mutex<State>
+    let state: LockedState<State>
     let sweepWakeup = Wakeup()
     /// Ends hooks (and warning hooks) that run past ``ExpiryListenerConfiguration/hookTimeout``.
     let hookDeadlines: HookDeadlines
@@ -83,7 +83,7 @@ public final class ExpiryListener: Service {
         var schedule = SweepSchedule(fullSweepInterval: configuration.fullSweepInterval)
         // Until the registry answers, this listener assumes it is alone.
         schedule.assign(Set(0..<store.keyspace.bucketCount))
-        self.state = Mutex(State(schedule: schedule, claims: ClaimLedger(lease: configuration.claimLease)))
+        self.state = LockedState(State(schedule: schedule, claims: ClaimLedger(lease: configuration.claimLease)))
     }
 
     var keyspace: SessionKeyspace { store.keyspace }

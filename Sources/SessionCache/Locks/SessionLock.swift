@@ -5,7 +5,6 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 import Tracing
 
 /// Per-session locks with leases and fencing, across app-server instances: two tabs of one user,
@@ -47,10 +46,10 @@ public final class SessionLock: Service {
     private let store: SessionStore
     private let metrics: Metrics
     /// Local waiters by token, woken by release messages.
-    private let waiters = Mutex<[String: CheckedContinuation<Bool, Never>]>([:])
+    private let waiters = LockedState<[String: CheckedContinuation<Bool, Never>]>([:])
     private let wakeups: WakeupSubscription
     /// Locks to give back (see ``abandonLater(_:token:)``).
-    private let cleanup = Mutex<[Abandoned]>([])
+    private let cleanup = LockedState<[Abandoned]>([])
     private let cleanupWakeup = Wakeup()
 
     private struct Abandoned: Sendable {
@@ -395,7 +394,7 @@ public final class SessionLock: Service {
 final class WakeupSubscription: Sendable {
     private let subscriber: HiredisSubscriber
     private let logger: Logger
-    private let channels = Mutex<Set<String>>([])
+    private let channels = LockedState<Set<String>>([])
 
     init(configuration: HiredisConfiguration, logger: Logger) {
         self.subscriber = HiredisSubscriber(configuration: configuration)

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Ends work that outlives its time: one periodic check for every hook in progress instead of a
 /// timer per hook. (An event-loop timer scheduled and cancelled from another thread wakes the loop
 /// twice; at thousands of hooks a second that was about 6% of a listener's CPU.)
@@ -14,7 +12,7 @@ final class HookDeadlines: Sendable {
         var next: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = LockedState(State())
     /// How often ``run()`` looks: a deadline is acted on at most this late.
     let resolution: Duration
 

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// A counting semaphore for tasks: at most `count` holders at once, the others wait in order.
 final class Limiter: Sendable {
     private struct Watcher {
@@ -17,10 +15,10 @@ final class Limiter: Sendable {
         var free: Int { max(0, available - waiters.count) }
     }
 
-    private let state: Mutex<State>
+    private let state: LockedState<State>
 
     init(_ count: Int) {
-        state = Mutex(State(available: max(1, count)))
+        state = LockedState(State(available: max(1, count)))
     }
 
     /// How many could acquire at once now.

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Tells work that it must stop because what it relied on is gone (a claim or lease was lost), and
 /// runs work racing against that and a timeout.
 final class LostSignal: Sendable {
@@ -20,7 +18,7 @@ final class LostSignal: Sendable {
         var next: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = LockedState(State())
 
     var isLost: Bool { state.withLock { $0.fired } }
 
@@ -98,7 +96,7 @@ private final class Handoff<Value: Sendable>: Sendable {
         case delivered
     }
 
-    private let state = Mutex(State.idle)
+    private let state = LockedState(State.idle)
 
     func finish(_ result: Result<Value, any Error>) {
         let waiter = state.withLock { state -> CheckedContinuation<Result<Value, any Error>?, Never>? in

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Wakes one waiting loop early: ``wait(atMost:)`` returns when ``signal()`` is called (or was
 /// called since the last wait), when the time is up, or when the task is cancelled.
 final class Wakeup: Sendable {
@@ -10,7 +8,7 @@ final class Wakeup: Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = LockedState(State())
 
     func signal() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
