@@ -50,18 +50,25 @@
         let locks: SessionLock?
         let cookie: CookieOptions
         let isPassive: @Sendable (Request) -> Bool
+        let redeemsImported: Bool
 
         /// Sessions from `store`; with `locks`, one request per session at a time. Requests for which
         /// `passive` is true (a page polling for news, say) read the session without sliding its
         /// timer and without the lock: they must not keep an idle session alive.
+        ///
+        /// With `redeemsImported`, a cookie that holds the id of a session imported from another
+        /// session system (`session-cache import`, ``SessionStore/importSession(_:)``) picks that
+        /// session up once, under its new id: the cookie is replaced. Give `cookie` the other
+        /// system's cookie name (hummingbird-auth's is `SESSION_ID`).
         public init(
             store: SessionStore, locks: SessionLock? = nil, cookie: CookieOptions = CookieOptions(),
-            passive: @escaping @Sendable (Request) -> Bool = { _ in false }
+            passive: @escaping @Sendable (Request) -> Bool = { _ in false }, redeemsImported: Bool = false
         ) {
             self.store = store
             self.locks = locks
             self.cookie = cookie
             self.isPassive = passive
+            self.redeemsImported = redeemsImported
         }
 
         public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
@@ -71,7 +78,9 @@
             var loaded: Session?
             if let presented, !presented.isEmpty {
                 do {
-                    if passive {
+                    if redeemsImported, !store.isWellFormed(presented), ImportedSession.isValidFormerID(presented) {
+                        loaded = try await store.redeemImported(presented)  // a new id: the cookie changes
+                    } else if passive {
                         loaded = try await store.get(presented)
                     } else if case .resumed(let session, _) = try await store.resume(presented) {
                         loaded = session
@@ -83,7 +92,7 @@
                 }
             }
             let session = context.session
-            session.load(store: store, session: loaded, cookieChanged: presented != nil && loaded == nil)
+            session.load(store: store, session: loaded, cookieChanged: presented != nil && presented != loaded?.id)
 
             var lease: LockLease?
             if let locks, !passive, let id = loaded?.id {

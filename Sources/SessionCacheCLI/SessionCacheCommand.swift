@@ -15,7 +15,7 @@ struct SessionCacheCommand: AsyncParsableCommand {
             --json for scripts. Each command's --help shows the equivalent redis-cli commands.
             """,
         version: "\(SessionCacheVersion.release) (Redis layout \(SessionCacheVersion.redisLayout))",
-        subcommands: [ListSessions.self, Show.self, Stats.self, Watch.self, Kill.self, TTL.self])
+        subcommands: [ListSessions.self, Show.self, Stats.self, Watch.self, Kill.self, TTL.self, Import.self])
 }
 
 /// Where to connect, shared by every command.

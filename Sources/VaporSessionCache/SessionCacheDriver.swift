@@ -29,14 +29,21 @@
     /// - A session that ended while a request ran (logged out everywhere, killed, expired, rotated)
     ///   does not come back: the request's changes are dropped and the next request with its cookie
     ///   starts without a session.
+    /// - With `redeemsImported`, a cookie that holds the id of a session imported from vapor/redis
+    ///   (`session-cache import --from vapor-redis`) picks that session up once, under its new id,
+    ///   which the response's cookie carries. Keep vapor/redis's cookie name (`vapor-session`) in
+    ///   ``cookieConfiguration(name:secure:maxAge:)`` while old cookies are about.
     public struct SessionCacheDriver: AsyncSessionDriver {
         let store: SessionStore
         /// The data key whose value is the session's user.
         public let userKey: String?
+        /// Whether a former id of an imported session is honoured once.
+        public let redeemsImported: Bool
 
-        public init(store: SessionStore, userKey: String? = nil) {
+        public init(store: SessionStore, userKey: String? = nil, redeemsImported: Bool = false) {
             self.store = store
             self.userKey = userKey
+            self.redeemsImported = redeemsImported
         }
 
         /// A driver whose sessions belong to the `User` that Vapor's `SessionAuthenticator` stores
@@ -45,8 +52,8 @@
         /// ```swift
         /// app.sessions.use { _ in SessionCacheDriver(store: store, authenticating: User.self) }
         /// ```
-        public init<User: SessionAuthenticatable>(store: SessionStore, authenticating user: User.Type) {
-            self.init(store: store, userKey: "_\(User.self)Session")
+        public init<User: SessionAuthenticatable>(store: SessionStore, authenticating user: User.Type, redeemsImported: Bool = false) {
+            self.init(store: store, userKey: "_\(User.self)Session", redeemsImported: redeemsImported)
         }
 
         public func createSession(_ data: SessionData, for request: Request) async throws -> SessionID {
@@ -63,9 +70,19 @@
         }
 
         public func readSession(_ sessionID: SessionID, for request: Request) async throws -> SessionData? {
-            // Not one of ours (malformed): a fresh session, no error.
-            guard store.isWellFormed(sessionID.string) else { return nil }
-            guard case .resumed(let session, _) = try await store.resume(sessionID.string) else { return nil }
+            let session: StoredSession
+            if store.isWellFormed(sessionID.string) {
+                guard case .resumed(let resumed, _) = try await store.resume(sessionID.string) else { return nil }
+                session = resumed
+            } else if redeemsImported, ImportedSession.isValidFormerID(sessionID.string),
+                let redeemed = try await store.redeemImported(sessionID.string)
+            {
+                // Vapor keeps the cookie's id for this request; the driver answers with the new one.
+                request.storage[RedeemedID.self] = SessionID(string: redeemed.id)
+                session = redeemed
+            } else {
+                return nil  // not one of ours (malformed): a fresh session, no error
+            }
             let values = session.metadata.compactMapValues { value -> String? in
                 if case .string(let text) = value { return text }
                 return nil
@@ -75,6 +92,7 @@
         }
 
         public func updateSession(_ sessionID: SessionID, to data: SessionData, for request: Request) async throws -> SessionID {
+            let sessionID = request.storage[RedeemedID.self] ?? sessionID
             let before = request.storage[LoadedSession.self] ?? [:]
             let after = data.snapshot
             var changes: [String: JSONValue] = [:]
@@ -133,6 +151,7 @@
         }
 
         public func deleteSession(_ sessionID: SessionID, for request: Request) async throws {
+            let sessionID = request.storage[RedeemedID.self] ?? sessionID
             guard store.isWellFormed(sessionID.string) else { return }  // nothing of ours to delete
             try await store.delete(sessionID.string)
         }
@@ -152,6 +171,11 @@
         /// The session data as read, to write only what changed.
         struct LoadedSession: StorageKey {
             typealias Value = [String: String]
+        }
+
+        /// The new id of the imported session this request's cookie redeemed.
+        struct RedeemedID: StorageKey {
+            typealias Value = SessionID
         }
     }
 

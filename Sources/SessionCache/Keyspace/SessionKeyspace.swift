@@ -115,6 +115,12 @@ public struct SessionKeyspace: Sendable, Hashable {
     public func lockWakeups(bucket: Int) -> String { prefix(bucket: bucket) + "lock-wakeups" }
     /// `<ns>:{b}:user:<user>`: the user's session ids, scored by their last write (ms).
     public func userSessions(_ user: String) -> String { prefix(bucket: bucket(ofUser: user)) + "user:" + user }
+    /// `<ns>:{b}:imported:<former id>`: the id of a session imported from another session system
+    /// (``SessionStore/importSession(_:)``), under the id that system gave out; taken (GETDEL) the
+    /// first time a request presents the former id. Its bucket is `crc16(former id) mod bucketCount`.
+    public func importedSession(formerID: String) -> String {
+        prefix(bucket: bucket(ofUser: formerID)) + "imported:" + formerID
+    }
 
     // MARK: Namespace-wide
 

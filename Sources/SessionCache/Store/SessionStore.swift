@@ -65,10 +65,15 @@ public final class SessionStore: Sendable {
         try await create(user: nil, bucket: Int.random(in: 0..<keyspace.bucketCount), metadata: metadata, mode: mode, agentType: agentType)
     }
 
-    private func create(
-        user: String?, bucket: Int, metadata: [String: JSONValue], mode: TimeoutMode?, agentType: String?
+    /// `lifetimeCap` shortens the absolute lifetime (an imported session keeps what it had left).
+    func create(
+        user: String?, bucket: Int, metadata: [String: JSONValue], mode: TimeoutMode?, agentType: String?,
+        lifetimeCap: Duration? = nil
     ) async throws(SessionError) -> Session {
-        let mode = try resolve(mode ?? configuration.defaultMode)
+        var mode = try resolve(mode ?? configuration.defaultMode)
+        if let lifetimeCap, lifetimeCap < mode.absoluteLifetime {
+            mode = ResolvedMode(mode: mode.mode, absoluteLifetime: lifetimeCap)
+        }
         try validate(agentType: agentType)
         let encoded = try encodeMetadata(metadata)
         if encoded.count > configuration.limits.maxMetadataKeys {

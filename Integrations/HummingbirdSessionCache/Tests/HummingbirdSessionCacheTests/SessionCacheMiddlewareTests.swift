@@ -1,4 +1,5 @@
 import EmbeddedRedis
+import Foundation
 import HTTPTypes
 import HiredisNIO
 import Hummingbird
@@ -11,7 +12,8 @@ import Testing
 struct SessionCacheMiddlewareTests {
     /// A router with the middleware and a few routes, on a real redis-server.
     func withApp(
-        locks: Bool = false, _ body: @escaping @Sendable (any TestClientProtocol, RedisServer, SessionStore) async throws -> Void
+        locks: Bool = false, redeemsImported: Bool = false,
+        _ body: @escaping @Sendable (any TestClientProtocol, RedisServer, SessionStore) async throws -> Void
     ) async throws {
         try await RedisServer.with { server in
             let client = try HiredisClient(configuration: server.configuration)
@@ -19,7 +21,7 @@ struct SessionCacheMiddlewareTests {
                 let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "web"))
                 let lock = locks ? SessionLock(store: store) : nil
                 let router = Router(context: BasicSessionCacheRequestContext.self)
-                router.add(middleware: SessionCacheMiddleware(store: store, locks: lock))
+                router.add(middleware: SessionCacheMiddleware(store: store, locks: lock, redeemsImported: redeemsImported))
                 router.get("/me") { _, context in context.session.user ?? "nobody" }
                 router.post("/login/:user") { _, context in
                     try await context.session.logIn(user: try context.parameters.require("user"))
@@ -100,6 +102,38 @@ struct SessionCacheMiddlewareTests {
                     #expect(String(buffer: response.body) == "nobody")
                 }
             }
+        }
+    }
+
+    /// hummingbird-auth's session as its persist driver stores it (`hbs.<id>`: the app's session
+    /// JSON-encoded, with a TTL), imported: its cookie works once, and is replaced by a new id.
+    @Test func anImportedHummingbirdAuthSessionIsPickedUpOnceUnderANewCookie() async throws {
+        struct AppSession: Codable {
+            var userID: String
+            var theme: String
+        }
+        try await withApp(redeemsImported: true) { http, server, store in
+            let former = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            let value = String(decoding: try JSONEncoder().encode(AppSession(userID: "erin", theme: "dark")), as: UTF8.self)
+            let client = try HiredisClient(configuration: server.configuration)
+            try await client.withRunning { client in
+                _ = try await client.send(RESPCommand("SET", .string("hbs.\(former)"), .string(value), "PX", 60_000))
+                let ttl = try #require(try await client.send(RESPCommand("PTTL", .string("hbs.\(former)"))).int)
+                let imported = try #require(
+                    ImportedSession(hummingbirdAuthKey: "hbs.\(former)", value: value, remaining: .milliseconds(ttl), userField: "userID"))
+                _ = try await store.importSession(imported)
+            }
+            let old: HTTPFields = [.cookie: "session=\(former)"]
+            let replaced = try await http.execute(uri: "/theme", method: .get, headers: old) { response in
+                #expect(String(buffer: response.body) == "dark")
+                return self.sessionCookie(response)
+            }
+            let cookie = try #require(replaced)
+            #expect(!cookie.contains(former))
+            let new = cookieHeader(cookie)
+            #expect(try await http.execute(uri: "/me", method: .get, headers: new) { String(buffer: $0.body) } == "erin")
+            // Once: the old cookie is nobody's now.
+            #expect(try await http.execute(uri: "/me", method: .get, headers: old) { String(buffer: $0.body) } == "nobody")
         }
     }
 

@@ -19,7 +19,7 @@ struct SessionCacheDriverTests {
             try await client.withRunning { client in
                 let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "vapor"))
                 let app = try await Application.make(.testing)
-                app.sessions.use { _ in SessionCacheDriver(store: store, authenticating: TestUser.self) }
+                app.sessions.use { _ in SessionCacheDriver(store: store, authenticating: TestUser.self, redeemsImported: true) }
                 app.sessions.configuration = SessionCacheDriver.cookieConfiguration()
                 let sessions = app.grouped(app.sessions.middleware)
                 sessions.get("set", ":value") { request -> String in
@@ -179,6 +179,38 @@ struct SessionCacheDriverTests {
 
     /// A session that ended while a request ran does not come back with the request's changes
     /// (it was recreated, with its user: a revoked log-in survived).
+    /// A session as vapor/redis stores it (`vrs-<id>`: Vapor's own `SessionData` encoding, no TTL),
+    /// imported: its cookie works once, the response carries a new id, and the user's list has it.
+    @Test func anImportedVaporRedisSessionIsPickedUpOnceUnderANewCookie() async throws {
+        try await withApp { app, server, _, store in
+            let former = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+            let data = SessionData(initialData: ["_TestUserSession": "dana", "color": "green"])
+            let value = String(decoding: try JSONEncoder().encode(data), as: UTF8.self)
+            let client = try HiredisClient(configuration: server.configuration)
+            try await client.withRunning { client in
+                _ = try await client.send(RESPCommand("SET", .string("vrs-\(former)"), .string(value)))
+                let imported = try #require(
+                    ImportedSession(vaporRedisKey: "vrs-\(former)", value: value, remaining: nil, userKey: "_TestUserSession"))
+                _ = try await store.importSession(imported)
+            }
+            var old = HTTPHeaders()
+            old.cookie = ["session": HTTPCookies.Value(string: former)]
+            var replaced: HTTPCookies.Value?
+            try await app.testing().test(.GET, "get", headers: old) { response in
+                #expect(response.body.string == "green")
+                replaced = cookie(response)
+            }
+            let new = try #require(replaced)
+            #expect(new.string != former && store.isWellFormed(new.string))
+            #expect(try await store.list(user: "dana").map(\.id) == [new.string])
+            var headers = HTTPHeaders()
+            headers.cookie = ["session": new]
+            try await app.testing().test(.GET, "get", headers: headers) { #expect($0.body.string == "green") }
+            // Once: the old cookie gets a fresh, empty session.
+            try await app.testing().test(.GET, "get", headers: old) { #expect($0.body.string == "-") }
+        }
+    }
+
     @Test func aSessionEndedDuringARequestIsNotRecreated() async throws {
         try await withApp { app, _, _, store in
             var anonymous: HTTPCookies.Value?

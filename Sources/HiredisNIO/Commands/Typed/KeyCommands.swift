@@ -72,3 +72,22 @@ public struct LRANGE: HiredisCommand {
         return parts
     }
 }
+
+/// `GETDEL key` (Redis ≥ 6.2): the string value, removed in the same step; nil when the key does
+/// not exist. Exactly one of several concurrent callers gets a value.
+public struct GETDEL: HiredisCommand {
+    public var key: String
+
+    public init(_ key: String) { self.key = key }
+
+    public var command: RESPCommand { RESPCommand("GETDEL", .string(key)) }
+
+    public func decode(_ reply: RESPReply) throws -> String? {
+        switch reply {
+        case .null: return nil
+        default:
+            guard let value = reply.string else { throw HiredisError.unexpectedReply(expected: "string or nil", got: reply) }
+            return value
+        }
+    }
+}
