@@ -40,11 +40,15 @@ public struct ImportedSession: Sendable, Hashable {
 
     /// A session written by vapor/redis's default `RedisSessionsDelegate`: the key is `vrs-<id>`
     /// and the value Vapor's `SessionData` as JSON, an object of strings. Every entry becomes a
-    /// metadata string (as ``VaporSessionCache``'s driver stores them); the value under `userKey`
+    /// metadata string (as the Vapor driver stores them); the value under `userKey`
     /// (Vapor's `SessionAuthenticator` writes `_<User>Session`) is the user, too. Nil for a key or
     /// value in another format.
     ///
-    /// - Parameter remaining: the key's TTL; nil for none (vapor/redis sets none).
+    /// - Parameters:
+    ///   - key: the Redis key, `vrs-<id>`.
+    ///   - value: its value.
+    ///   - remaining: the key's TTL; nil for none (vapor/redis sets none).
+    ///   - userKey: the data key whose value is the user.
     public init?(vaporRedisKey key: String, value: String, remaining: Duration?, userKey: String? = nil) {
         guard key.hasPrefix("vrs-"), case .object(let fields)? = JSONValue(parsing: value) else { return nil }
         var metadata: [String: JSONValue] = [:]
@@ -63,7 +67,11 @@ public struct ImportedSession: Sendable, Hashable {
     /// `session`. The member `userField` (a string or an integer), when given, is the user. Nil for
     /// a key or value in another format.
     ///
-    /// - Parameter remaining: the key's TTL (the persist driver sets `expiresIn`); nil for none.
+    /// - Parameters:
+    ///   - key: the Redis key, `hbs.<id>`.
+    ///   - value: its value.
+    ///   - remaining: the key's TTL (the persist driver sets `expiresIn`); nil for none.
+    ///   - userField: the member whose value is the user.
     public init?(hummingbirdAuthKey key: String, value: String, remaining: Duration?, userField: String? = nil) {
         guard key.hasPrefix("hbs."), let parsed = JSONValue(parsing: value) else { return nil }
         var user: String?
