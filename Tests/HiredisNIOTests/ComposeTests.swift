@@ -25,5 +25,7 @@ struct ComposeTests {
         #expect(output.contains("notify-keyspace-events"))
         #expect(output.contains("appendonly"))
         #expect(output.contains("healthcheck"))
+        // Both bases: bookworm (hiredis 0.14, the Dockerfile's default) and noble (hiredis 1.x).
+        #expect(output.contains("DISTRO: noble") && output.contains("HIREDIS: libhiredis1.1.0"))
     }
 }
