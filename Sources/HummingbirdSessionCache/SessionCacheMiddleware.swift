@@ -50,9 +50,11 @@
         let locks: SessionLock?
         let cookie: CookieOptions
         let isPassive: @Sendable (Request) -> Bool
+        let tab: @Sendable (Request) -> String?
         let redeemsImported: Bool
 
-        /// Sessions from `store`; with `locks`, one request per session at a time. Requests for which
+        /// Sessions from `store`; with `locks`, one request per session at a time (per tab, when
+        /// the lock's policy is per tab and `tab` names the request's). Requests for which
         /// `passive` is true (a page polling for news, say) read the session without sliding its
         /// timer and without the lock: they must not keep an idle session alive.
         ///
@@ -62,12 +64,14 @@
         /// system's cookie name (hummingbird-auth's is `SESSION_ID`).
         public init(
             store: SessionStore, locks: SessionLock? = nil, cookie: CookieOptions = CookieOptions(),
-            passive: @escaping @Sendable (Request) -> Bool = { _ in false }, redeemsImported: Bool = false
+            passive: @escaping @Sendable (Request) -> Bool = { _ in false },
+            tab: @escaping @Sendable (Request) -> String? = { _ in nil }, redeemsImported: Bool = false
         ) {
             self.store = store
             self.locks = locks
             self.cookie = cookie
             self.isPassive = passive
+            self.tab = tab
             self.redeemsImported = redeemsImported
         }
 
@@ -88,59 +92,39 @@
                 } catch SessionError.invalidID {
                     loaded = nil  // a forged or foreign cookie: no session, the cookie is cleared
                 } catch {
-                    throw unavailable(error, context: context)
+                    throw answer(error, context: context)
                 }
             }
             let session = context.session
             session.load(store: store, session: loaded, cookieChanged: presented != nil && presented != loaded?.id)
 
-            var lease: LockLease?
-            if let locks, !passive, let id = loaded?.id {
-                do {
-                    lease = try await locks.acquire(id)
-                } catch LockError.timedOut {
-                    throw HTTPError(.conflict, message: "the session is busy")
-                } catch {
-                    throw unavailable(error, context: context)
-                }
-                session.setLease(lease)
-            }
             var response: Response
             do {
-                response = try await withThrowingTaskGroup(of: Void.self) { renewals in
-                    // A slow handler keeps the lock: renewed every third of the lease while it runs.
-                    if let lease, let locks {
-                        renewals.addTask {
-                            while true {
-                                try await Task.sleep(for: locks.configuration.lease / 3)
-                                guard try await locks.extend(lease) else { return }
-                            }
+                if let locks, !passive, let id = loaded?.id {
+                    // withLock renews the lease while the handler runs, cancels the handler if the
+                    // lease is lost (its fenced writes are refused from then on) and always releases.
+                    // Its body runs in a child task that ends before withLock returns: `next` does
+                    // not outlive this call, and only that task calls it.
+                    response = try await withoutActuallyEscaping(next) { next in
+                        nonisolated(unsafe) let next = next
+                        return try await locks.withLock(id, tab: tab(request)) { lease in
+                            session.setLease(lease)
+                            return try await self.respond(to: request, context: context, session: session, next: next)
                         }
                     }
-                    defer { renewals.cancelAll() }
-                    let response = try await next(request, context)
-                    if let id = session.id {
-                        let changes = session.changes
-                        if !changes.isEmpty { try await store.setMetadata(id, changes, lease: session.lease) }
-                    }
-                    return response
+                } else {
+                    response = try await respond(to: request, context: context, session: session, next: next)
                 }
             } catch let error as SessionError {
-                await release(lease)
-                switch error {
-                case .redis, .notReplicated, .corrupted: throw unavailable(error, context: context)
-                case .notFound: throw HTTPError(.unauthorized, message: "the session ended")
-                default: throw HTTPError(.badRequest, message: error.description)
-                }
-            } catch {
-                await release(lease)
-                throw error
+                throw answer(error, context: context)
+            } catch let error as LockError {
+                throw answer(error, context: context)
             }
-            await release(lease)
 
             if session.cookieChanged {
                 if let current = session.current {
-                    let left = max(1, Int(current.absoluteDeadline.timeIntervalSinceNow.rounded(.down)))
+                    // Up to the absolute deadline, both times Redis's (never the app server's clock).
+                    let left = max(1, Int(current.absoluteDeadline.timeIntervalSince(current.lastActivity).rounded(.down)))
                     response.setCookie(
                         Cookie(
                             name: cookie.name, value: current.id, maxAge: left, domain: cookie.domain, path: cookie.path,
@@ -156,15 +140,29 @@
             return response
         }
 
-        /// Gives the per-request lock back (a failure is harmless: the lease runs out).
-        private func release(_ lease: LockLease?) async {
-            if let lease, let locks { _ = try? await locks.release(lease) }
+        /// The handler, then the metadata it changed, in one write (fenced by the request's lease).
+        private func respond(
+            to request: Request, context: Context, session: WebSession, next: (Request, Context) async throws -> Response
+        ) async throws -> Response {
+            let response = try await next(request, context)
+            if let id = session.id {
+                let changes = session.changes
+                if !changes.isEmpty { try await store.setMetadata(id, changes, lease: session.lease) }
+            }
+            return response
         }
 
-        /// Fail closed: 503, logged with the error (never the session id).
-        private func unavailable(_ error: any Error, context: Context) -> HTTPError {
-            context.logger.error("session store unavailable", metadata: ["error": "\(error)"])
-            return HTTPError(.serviceUnavailable, message: "sessions are unavailable, try again")
+        /// The error as an HTTP error: a fixed text for the client; server faults logged (never
+        /// with the session id).
+        private func answer(_ error: any Error, context: Context) -> any Error {
+            let answer: WebAnswer
+            switch error {
+            case let error as SessionError: answer = error.webAnswer
+            case let error as LockError: answer = error.webAnswer
+            default: return error
+            }
+            if answer.isServerFault { context.logger.error("session store unavailable", metadata: ["error": "\(error)"]) }
+            return HTTPError(HTTPResponse.Status(code: answer.status), message: answer.message)
         }
     }
 #endif  // Hummingbird

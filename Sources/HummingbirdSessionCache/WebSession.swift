@@ -55,7 +55,8 @@
         /// Its id, for store calls (`appendTurn`, `recentMessages`, ...).
         public var id: String? { current?.id }
         /// The per-request lock's lease, when the middleware takes one: pass it to the store's writes
-        /// so that a holder that lost its lease cannot write.
+        /// so that a holder that lost its lease cannot write. Nil after ``logIn(user:metadata:mode:)``
+        /// or ``rotate()`` gave the session a new id (no other request can know that id yet).
         public var lease: LockLease? { state.withLockedValue { $0.lease } }
 
         /// A metadata value: the change this request made, else the loaded one.
@@ -150,7 +151,10 @@
 
         private func replace(with session: Session) {
             state.withLockedValue { state in
-                // Changes not yet written carry over to the new id.
+                // Changes not yet written carry over to the new id. The lease names the old id;
+                // the new one is this request's alone (only its response will carry it), so its
+                // writes need no fence.
+                if state.current?.id != session.id { state.lease = nil }
                 state.current = session
                 state.cookieChanged = true
             }

@@ -57,6 +57,40 @@
         }
 
         public func createSession(_ data: SessionData, for request: Request) async throws -> SessionID {
+            try await answering(request) { try await create(data, request) }
+        }
+
+        public func readSession(_ sessionID: SessionID, for request: Request) async throws -> SessionData? {
+            try await answering(request) { try await read(sessionID, request) }
+        }
+
+        public func updateSession(_ sessionID: SessionID, to data: SessionData, for request: Request) async throws -> SessionID {
+            try await answering(request) { try await update(sessionID, data, request) }
+        }
+
+        public func deleteSession(_ sessionID: SessionID, for request: Request) async throws {
+            try await answering(request) { try await delete(sessionID, request) }
+        }
+
+        /// Store and lock errors as Vapor's `Abort` (an `AbortError`): 503 while Redis is in trouble
+        /// (logged; nobody is logged out), 401 for a session that ended, 409 busy, 413 too large,
+        /// 400 bad input, each with a fixed text.
+        private func answering<T>(_ request: Request, _ body: () async throws -> T) async throws -> T {
+            do {
+                return try await body()
+            } catch {
+                let answer: WebAnswer
+                switch error {
+                case let error as SessionError: answer = error.webAnswer
+                case let error as LockError: answer = error.webAnswer
+                default: throw error
+                }
+                if answer.isServerFault { request.logger.error("session store unavailable", metadata: ["error": "\(error)"]) }
+                throw Abort(HTTPResponseStatus(statusCode: answer.status), reason: answer.message)
+            }
+        }
+
+        private func create(_ data: SessionData, _ request: Request) async throws -> SessionID {
             let metadata = data.snapshot.mapValues { JSONValue.string($0) }
             // (Vapor has a `Session` type too: the store's is left to inference here.)
             let id =
@@ -69,7 +103,7 @@
             return SessionID(string: id)
         }
 
-        public func readSession(_ sessionID: SessionID, for request: Request) async throws -> SessionData? {
+        private func read(_ sessionID: SessionID, _ request: Request) async throws -> SessionData? {
             let session: StoredSession
             if store.isWellFormed(sessionID.string) {
                 guard case .resumed(let resumed, _) = try await store.resume(sessionID.string) else { return nil }
@@ -91,7 +125,7 @@
             return SessionData(initialData: values)
         }
 
-        public func updateSession(_ sessionID: SessionID, to data: SessionData, for request: Request) async throws -> SessionID {
+        private func update(_ sessionID: SessionID, _ data: SessionData, _ request: Request) async throws -> SessionID {
             let sessionID = request.storage[RedeemedID.self] ?? sessionID
             let before = request.storage[LoadedSession.self] ?? [:]
             let after = data.snapshot
@@ -150,7 +184,7 @@
             return SessionID(string: id)
         }
 
-        public func deleteSession(_ sessionID: SessionID, for request: Request) async throws {
+        private func delete(_ sessionID: SessionID, _ request: Request) async throws {
             let sessionID = request.storage[RedeemedID.self] ?? sessionID
             guard store.isWellFormed(sessionID.string) else { return }  // nothing of ours to delete
             try await store.delete(sessionID.string)

@@ -32,6 +32,26 @@ struct SessionCacheMiddlewareTests {
                     return context.session.lease == nil ? "unlocked" : "locked"
                 }
                 router.get("/theme") { _, context in context.session["theme"]?.stringValue ?? "-" }
+                // Logs in (or rotates) and changes metadata in the same request: the write after the
+                // handler goes to the new id.
+                router.post("/login-with-theme/:user") { _, context in
+                    try await context.session.logIn(user: try context.parameters.require("user"))
+                    context.session.set("theme", "sepia")
+                    return "ok"
+                }
+                router.post("/rotate-with-theme") { _, context in
+                    try await context.session.rotate()
+                    context.session.set("theme", "rotated")
+                    return "ok"
+                }
+                router.post("/huge") { _, context in
+                    context.session.set("notes", .string(String(repeating: "x", count: 100_000)))
+                    return "written?"
+                }
+                router.post("/bad-key") { _, context in
+                    context.session.set("\u{1}<script>", "x")  // a control character: invalid
+                    return "written?"
+                }
                 router.post("/rotate") { _, context in
                     try await context.session.rotate()
                     return "ok"
@@ -163,6 +183,51 @@ struct SessionCacheMiddlewareTests {
                 }
                 for try await status in group { #expect(status == 200) }
             }
+        }
+    }
+
+    /// With locks, a log-in or rotation followed by metadata changes writes them to the new id (the
+    /// lease named the old one: the write was refused as stale, answered 400, and the user was
+    /// logged out).
+    @Test(arguments: [false, true])
+    func logInAndRotationThenAWriteKeepTheUserLoggedIn(locks: Bool) async throws {
+        try await withApp(locks: locks) { http, _, store in
+            let response = try await http.execute(uri: "/login-with-theme/erin", method: .post) { ($0.status, self.sessionCookie($0)) }
+            #expect(response.0 == .ok)
+            let cookie = try #require(response.1)
+            let id = String(cookie.split(separator: ";")[0].dropFirst("session=".count))
+            #expect(try await store.metadata(id)["theme"] == .string("sepia"))
+
+            let rotated = try await http.execute(uri: "/rotate-with-theme", method: .post, headers: cookieHeader(cookie)) {
+                ($0.status, self.sessionCookie($0))
+            }
+            #expect(rotated.0 == .ok)
+            let newCookie = try #require(rotated.1)
+            let newID = String(newCookie.split(separator: ";")[0].dropFirst("session=".count))
+            let theme = try await store.metadata(newID)["theme"]
+            #expect(newID != id && theme == .string("rotated"))
+            #expect(
+                try await http.execute(uri: "/me", method: .get, headers: cookieHeader(newCookie)) { String(buffer: $0.body) } == "erin")
+        }
+    }
+
+    /// A limit is 413 and bad input 400, each with a fixed text (the error's description, which
+    /// quotes the input, is not echoed); nothing is written.
+    @Test func limitsAndBadInputAreAnsweredWithoutEchoingIt() async throws {
+        try await withApp(locks: true) { http, _, store in
+            let cookie = try #require(try await http.execute(uri: "/login/fay", method: .post) { self.sessionCookie($0) })
+            let id = String(cookie.split(separator: ";")[0].dropFirst("session=".count))
+            let huge = try await http.execute(uri: "/huge", method: .post, headers: cookieHeader(cookie)) {
+                ($0.status, String(buffer: $0.body))
+            }
+            #expect(huge.0 == .contentTooLarge && huge.1.contains("too large"))
+            let bad = try await http.execute(uri: "/bad-key", method: .post, headers: cookieHeader(cookie)) {
+                ($0.status, String(buffer: $0.body))
+            }
+            #expect(bad.0 == .badRequest && !bad.1.contains("script"))
+            #expect(try await store.metadata(id).isEmpty)
+            // The lock was given back each time: the next request is not kept waiting.
+            #expect(try await http.execute(uri: "/me", method: .get, headers: cookieHeader(cookie)) { String(buffer: $0.body) } == "fay")
         }
     }
 }

@@ -42,6 +42,10 @@ struct SessionCacheDriverTests {
                     request.session.data["color"] = "revived?"
                     return "written"
                 }
+                sessions.get("huge") { request -> String in
+                    request.session.data["notes"] = String(repeating: "x", count: 100_000)
+                    return "written?"
+                }
                 sessions.get("destroy") { request -> String in
                     request.session.destroy()
                     return "gone"
@@ -208,6 +212,30 @@ struct SessionCacheDriverTests {
             try await app.testing().test(.GET, "get", headers: headers) { #expect($0.body.string == "green") }
             // Once: the old cookie gets a fresh, empty session.
             try await app.testing().test(.GET, "get", headers: old) { #expect($0.body.string == "-") }
+        }
+    }
+
+    /// Store errors are `AbortError`s: an outage is 503 (the cookie kept: nobody is logged out
+    /// because Redis hiccuped), a limit 413; neither answer quotes the error.
+    @Test func anOutageIs503AndALimit413NotA500() async throws {
+        try await withApp { app, server, _, store in
+            var cookie: HTTPCookies.Value?
+            try await app.testing().test(.GET, "set/blue") { cookie = self.cookie($0) }
+            var headers = HTTPHeaders()
+            headers.cookie = ["session": try #require(cookie)]
+            try await app.testing().test(.GET, "huge", headers: headers) { response in
+                #expect(response.status == .payloadTooLarge)
+                #expect(!response.body.string.contains("xxxx"))
+            }
+            #expect(try await store.metadata(try #require(cookie?.string))["notes"] == nil)
+
+            await server.kill()
+            try await app.testing().test(.GET, "get", headers: headers) { response in
+                #expect(response.status == .serviceUnavailable)
+                #expect(self.cookie(response) == nil)  // the cookie is kept
+                #expect(!response.body.string.contains("127.0.0.1"))
+            }
+            try await server.restart()
         }
     }
 
