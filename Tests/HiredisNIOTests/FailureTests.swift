@@ -196,6 +196,29 @@ struct FailureTests {
         await silent.close()
     }
 
+    /// On a cluster whose nodes cannot be reached, a command's timeout bounds the whole call
+    /// (waiting for a topology included: that wait alone was the connect timeout plus the longest
+    /// back-off, 10 s here), and a cancelled caller stops waiting at once.
+    @Test func aClusterCallIsBoundedByItsTimeoutAndByCancellation() async throws {
+        let port = try RedisServer.freePort()
+        var configuration = try HiredisConfiguration(url: "redis+cluster://127.0.0.1:\(port)")
+        configuration.connectTimeout = .seconds(5)
+        configuration.reconnectMaximumDelay = .seconds(5)
+        let client = try HiredisClient.started(configuration: configuration)
+        let start = ContinuousClock.now
+        let error = await expectRedisError { _ = try await client.send(RESPCommand("GET", "k"), timeout: .milliseconds(300)) }
+        #expect(error != nil)
+        #expect(start.elapsed < .seconds(3), "took \(start.elapsed)")
+
+        let cancelled = Task { try await client.send(RESPCommand("GET", "k"), timeout: .seconds(60)) }
+        let cancelledAt = ContinuousClock.now
+        cancelled.cancel()
+        let result = await cancelled.result
+        #expect(throws: (any Error).self) { try result.get() }
+        #expect(cancelledAt.elapsed < .seconds(3), "took \(cancelledAt.elapsed)")
+        await client.close()
+    }
+
     @Test func garbageFromTheServerIsAProtocolErrorAndTheConnectionIsReplaced() async throws {
         // Connection 1 answers the handshake, then sends garbage; later connections behave.
         let fake = try await FakeServer { connection, chunk in

@@ -253,14 +253,16 @@ final class ClusterRouter: Sendable {
 
     // MARK: Routing
 
-    /// Waits until a topology is known (at most the connect timeout plus the longest back-off).
-    private func awaitTopology() async throws {
+    /// Waits until a topology is known: at most the connect timeout plus the longest back-off, or
+    /// until the caller's `deadline` if that comes first; a cancelled caller stops waiting at once.
+    private func awaitTopology(deadline: ContinuousClock.Instant? = nil) async throws {
         if state.withLockedValue({ $0.map.isKnown }) { return }
         let id = state.withLockedValue { state in
             state.nextWaiter += 1
             return state.nextWaiter
         }
-        let limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
+        var limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
+        if let deadline { limit = max(.zero, min(limit, deadline - .now)) }
         let timer = configuration.eventLoopGroup.any().scheduleTask(in: limit.timeAmount) { [weak self] in
             guard let self else { return }
             let (waiter, running, lastError) = self.state.withLockedValue { ($0.waiters.removeValue(forKey: id), $0.running, $0.lastError) }
@@ -268,20 +270,25 @@ final class ClusterRouter: Sendable {
             waiter?.resume(throwing: lastError ?? HiredisError.cannotConnect(address: "cluster", reason: reason))
         }
         defer { timer.cancel() }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let resume: Result<Void, HiredisError>? = state.withLockedValue { state in
-                if state.shutDown { return .failure(.clientClosed) }
-                if state.map.isKnown { return .success(()) }
-                state.waiters[id] = continuation
-                return nil
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let resume: Result<Void, any Error>? = state.withLockedValue { state in
+                    if state.shutDown { return .failure(HiredisError.clientClosed) }
+                    if state.map.isKnown { return .success(()) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let resume { continuation.resume(with: resume) }
             }
-            if let resume { continuation.resume(with: resume) }
+        } onCancel: {
+            state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume(throwing: CancellationError())
         }
     }
 
     /// The primary serving `slot` (any primary when nil).
-    func primary(forSlot slot: Int?) async throws -> String {
-        try await awaitTopology()
+    func primary(forSlot slot: Int?, deadline: ContinuousClock.Instant? = nil) async throws -> String {
+        try await awaitTopology(deadline: deadline)
         return try state.withLockedValue { state in
             if let slot, let address = state.map.primary(forSlot: slot) { return address }
             if let any = state.map.primaries.randomElement() { return any }
@@ -335,20 +342,28 @@ final class ClusterRouter: Sendable {
         }
     }
 
-    /// One command, following redirections.
+    /// One command, following redirections. `timeout` bounds the whole call: the waits for a
+    /// topology and for a connection, and every hop, share it.
     func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
+        let deadline = ContinuousClock.now + timeout
+        // The time left for the next hop; none left is a timeout of a command not written there.
+        func left() throws -> Duration {
+            let left = deadline - .now
+            guard left > .zero else { throw HiredisError.timedOut(after: timeout, written: false) }
+            return left
+        }
         if let reply = try await sendToReplica(command, timeout: timeout) { return reply }
-        var address = try await primary(forSlot: command.slot)
+        var address = try await primary(forSlot: command.slot, deadline: deadline)
         var asking = false
         for _ in 0...configuration.maximumRedirections {
             do {
-                let connection = try await pool(address).connection()
+                let connection = try await pool(address).connection(deadline: deadline)
                 if asking {
-                    let replies = try await connection.pipeline([RESPCommand("ASKING"), command], timeout: timeout)
+                    let replies = try await connection.pipeline([RESPCommand("ASKING"), command], timeout: try left())
                     if case .error(let text) = replies.last { throw HiredisError.server(HiredisServerError(reply: text)) }
                     return replies.last ?? .null
                 }
-                return try await connection.send(command, timeout: timeout)
+                return try await connection.send(command, timeout: try left())
             } catch let error as HiredisError {
                 if let redirection = redirection(error, from: address) {
                     asking = try await follow(redirection)
@@ -402,7 +417,8 @@ final class ClusterRouter: Sendable {
     /// it (or, at the start, the first keyed one), so `[SET k v, TIME]` stays on `k`'s node. The
     /// parts go out concurrently; a redirected command goes again with the reads that describe it.
     func pipeline(_ commands: [RESPCommand], timeout: Duration) async throws -> [RESPReply] {
-        try await awaitTopology()
+        let deadline = ContinuousClock.now + timeout
+        try await awaitTopology(deadline: deadline)
         // Segments: each keyed command starts one; commands without a key join the segment they
         // follow (leading ones join the first keyed command's).
         var segments: [(slot: Int?, range: Range<Int>)] = []
@@ -436,7 +452,10 @@ final class ClusterRouter: Sendable {
                     let indexes = byNode[address]!.flatMap { Array(segments[$0].range) }
                     let part = indexes.map { commands[$0] }
                     group.addTask {
-                        (address, try await self.pool(address).connection().pipeline(part, timeout: timeout))
+                        let connection = try await self.pool(address).connection(deadline: deadline)
+                        let left = deadline - .now
+                        guard left > .zero else { throw HiredisError.timedOut(after: timeout, written: false) }
+                        return (address, try await connection.pipeline(part, timeout: left))
                     }
                 }
                 for try await (address, partReplies) in group {

@@ -59,11 +59,12 @@ final class NodePool: Sendable {
     // MARK: Leasing
 
     /// A connected connection: round robin over the connected ones; when none is up, the outcome
-    /// of the next connect attempt, within the connect timeout plus the longest back-off.
+    /// of the next connect attempt, within the connect timeout plus the longest back-off, or until
+    /// `deadline` if that comes first.
     @inline(__always)  // The common case takes no async frame of its own (each costs an executor check).
-    func connection() async throws -> HiredisConnection {
+    func connection(deadline: ContinuousClock.Instant? = nil) async throws -> HiredisConnection {
         if let connection = try readyConnection() { return connection }
-        return try await waitForConnection()
+        return try await waitForConnection(deadline: deadline)
     }
 
     /// A connection that is up now (round robin), nil when none is, or the pool's error when it
@@ -97,12 +98,13 @@ final class NodePool: Sendable {
         return nil
     }
 
-    private func waitForConnection() async throws -> HiredisConnection {
+    private func waitForConnection(deadline: ContinuousClock.Instant?) async throws -> HiredisConnection {
         let id = state.withLockedValue { state in
             state.nextWaiter += 1
             return state.nextWaiter
         }
-        let limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
+        var limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
+        if let deadline { limit = max(.zero, min(limit, deadline - .now)) }
         let timer = configuration.eventLoopGroup.any().scheduleTask(in: limit.timeAmount) { [weak self] in
             self?.giveUp(id)
         }
