@@ -5,7 +5,7 @@
     import NIOCore
     import ServiceLifecycle
 
-    /// Hummingbird's key-value persistence (`PersistDriver`) on Redis through ``HiredisClient``.
+    /// Hummingbird's key-value persistence (`PersistDriver`) on Redis through `HiredisClient`.
     ///
     /// Values are stored as JSON under `keyPrefix + key`, with millisecond expiries:
     /// - `create` is one `SET NX [PX]`: an existing key throws `PersistError.duplicate`.

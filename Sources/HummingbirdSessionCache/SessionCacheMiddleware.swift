@@ -5,7 +5,7 @@
     import Logging
     import SessionCache
 
-    /// Sessions for a Hummingbird app, from a cookie, on ``SessionStore``.
+    /// Sessions for a Hummingbird app, from a cookie, on `SessionStore`.
     ///
     /// For each request the middleware reads the session cookie and picks the session up in one round
     /// trip (`resume`: checked alive, timer slid), puts it in `context.session` (``WebSession``), runs
@@ -59,7 +59,7 @@
         /// timer and without the lock: they must not keep an idle session alive.
         ///
         /// With `redeemsImported`, a cookie that holds the id of a session imported from another
-        /// session system (`session-cache import`, ``SessionStore/importSession(_:)``) picks that
+        /// session system (`session-cache import`, `SessionStore.importSession(_:)`) picks that
         /// session up once, under its new id: the cookie is replaced. Give `cookie` the other
         /// system's cookie name (hummingbird-auth's is `SESSION_ID`).
         public init(

@@ -5,6 +5,6 @@
     // Vapor the store's `Session` is ambiguous and cannot be qualified (`SessionCache.Session` finds
     // Vapor's class). These names, declared where Vapor is not imported, are unambiguous everywhere.
 
-    /// The store's session (``SessionCache/Session``) under a name that Vapor does not use.
+    /// The store's session (`SessionCache.Session`) under a name that Vapor does not use.
     public typealias StoredSession = Session
 #endif  // Vapor

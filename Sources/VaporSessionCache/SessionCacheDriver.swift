@@ -6,7 +6,7 @@
     import SessionCache
     import Vapor
 
-    /// Vapor's sessions (`app.sessions`) on ``SessionStore``: Redis hashes with native TTLs that
+    /// Vapor's sessions (`app.sessions`) on `SessionStore`: Redis hashes with native TTLs that
     /// slide on every request, expiry hooks and locks from the same store.
     ///
     /// ```swift
@@ -21,7 +21,7 @@
     ///   (a request that only read the session) nothing is written: the read already slid the TTL.
     /// - Values are Vapor's strings, stored as the session's metadata (one hash field each, visible
     ///   with `redis-cli HGETALL`).
-    /// - The value under ``userKey`` is the session's user (``init(store:authenticating:)`` takes the
+    /// - The value under ``userKey`` is the session's user (``init(store:authenticating:redeemsImported:)`` takes the
     ///   key `SessionAuthenticator` writes, `_<User>Session`). When it appears (log-in) the session is
     ///   bound to the user under a new id (against session fixation; the user's session list, log-out
     ///   everywhere and `session-cache kill --user` see it); when it changes or disappears (another
@@ -213,7 +213,7 @@
         }
     }
 
-    /// Runs an ``ExpiryListener`` for the lifetime of a Vapor application: started when the app has
+    /// Runs an `ExpiryListener` for the lifetime of a Vapor application: started when the app has
     /// booted, stopped gracefully when it shuts down (claiming stops, running hooks finish, their
     /// sessions are finalized; nothing is cut to run again elsewhere).
     ///
