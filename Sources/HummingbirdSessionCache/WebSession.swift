@@ -69,15 +69,43 @@
             state.withLockedValue { $0.pending[key] = value }
         }
 
+        /// A metadata value decoded as `type` (nil when there is none).
+        ///
+        /// ```swift
+        /// struct Cart: Codable { var items: [String] }
+        /// let cart = try context.session.get("cart", as: Cart.self)
+        /// ```
+        ///
+        /// - Throws: `DecodingError` when the stored value is not a `T`.
+        public func get<T: Decodable>(_ key: String, as type: T.Type) throws -> T? {
+            guard let value = self[key], value != .null else { return nil }
+            return try JSONDecoder().decode(T.self, from: JSONEncoder().encode(value))
+        }
+
+        /// Changes a metadata value to `value`, encoded as JSON; written after the handler.
+        ///
+        /// ```swift
+        /// try context.session.set("cart", encoding: Cart(items: ["apple"]))
+        /// ```
+        public func set<T: Encodable>(_ key: String, encoding value: T) throws {
+            set(key, try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(value)))
+        }
+
+        /// Removes a metadata value; written after the handler.
+        public func remove(_ key: String) {
+            set(key, .null)
+        }
+
         /// Logs `user` in: an anonymous session is bound to the user (its data moves to a new id);
-        /// another user's session ends and a new one starts; without a session one is created. The
-        /// id changes in every case, against session fixation.
+        /// the same user's session keeps its data under a new id; another user's session ends and
+        /// a new one starts; without a session one is created. The id changes in every case,
+        /// against session fixation.
         @discardableResult
         public func logIn(user: String, metadata: [String: JSONValue] = [:], mode: TimeoutMode? = nil) async throws -> Session {
             let (store, current) = try loaded()
             var session: Session
-            if let current, current.user == nil {
-                session = try await store.bind(current.id, to: user)
+            if let current, current.user == nil || current.user == user {
+                session = try await current.user == nil ? store.bind(current.id, to: user) : store.rotate(current.id)
                 if !metadata.isEmpty {
                     try await store.setMetadata(session.id, metadata)
                     session.metadata.merge(metadata) { _, new in new }
@@ -107,14 +135,44 @@
             replace(with: try await store.rotate(current.id))
         }
 
+        /// Ends every session of this session's user, this one included (log out everywhere), and
+        /// clears the cookie; returns how many ended. Nothing happens for an anonymous session.
+        @discardableResult
+        public func logOutEverywhere() async throws -> Int {
+            let (store, current) = try loaded()
+            guard let user = current?.user else { return 0 }
+            let ended = try await store.deleteAll(user: user)
+            clear()
+            return ended
+        }
+
+        /// Ends the user's other sessions (other devices and browsers) and keeps this one; returns
+        /// how many ended. A session the user starts meanwhile may escape it.
+        @discardableResult
+        public func logOutOthers() async throws -> Int {
+            let (store, current) = try loaded()
+            guard let current, let user = current.user else { return 0 }
+            var ended = 0
+            let limit = store.configuration.limits.maxSessionsPerUser ?? store.configuration.limits.maxListScan
+            for other in try await store.list(user: user, limit: limit) where other.id != current.id {
+                if try await store.delete(other.id) { ended += 1 }
+            }
+            return ended
+        }
+
         /// Ends the session (its cleanup hook runs) and clears the cookie.
         public func destroy() async throws {
             let (store, current) = try loaded()
             guard let current else { return }
             try await store.delete(current.id)
+            clear()
+        }
+
+        private func clear() {
             state.withLockedValue { state in
                 state.current = nil
                 state.pending = [:]
+                state.lease = nil
                 state.cookieChanged = true
             }
         }

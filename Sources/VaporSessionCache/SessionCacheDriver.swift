@@ -21,7 +21,7 @@
     ///   (a request that only read the session) nothing is written: the read already slid the TTL.
     /// - Values are Vapor's strings, stored as the session's metadata (one hash field each, visible
     ///   with `redis-cli HGETALL`).
-    /// - The value under ``userKey`` is the session's user (``init(store:authenticating:redeemsImported:)`` takes the
+    /// - The value under ``userKey`` is the session's user (``init(store:authenticating:redeemsImported:passive:)`` takes the
     ///   key `SessionAuthenticator` writes, `_<User>Session`). When it appears (log-in) the session is
     ///   bound to the user under a new id (against session fixation; the user's session list, log-out
     ///   everywhere and `session-cache kill --user` see it); when it changes or disappears (another
@@ -39,11 +39,18 @@
         public let userKey: String?
         /// Whether a former id of an imported session is honoured once.
         public let redeemsImported: Bool
+        let isPassive: @Sendable (Request) -> Bool
 
-        public init(store: SessionStore, userKey: String? = nil, redeemsImported: Bool = false) {
+        /// A driver on `store`. Requests for which `passive` is true (a page polling for news, say)
+        /// read the session without sliding its timer: they must not keep an idle session alive.
+        public init(
+            store: SessionStore, userKey: String? = nil, redeemsImported: Bool = false,
+            passive: @escaping @Sendable (Request) -> Bool = { _ in false }
+        ) {
             self.store = store
             self.userKey = userKey
             self.redeemsImported = redeemsImported
+            self.isPassive = passive
         }
 
         /// A driver whose sessions belong to the `User` that Vapor's `SessionAuthenticator` stores
@@ -52,8 +59,11 @@
         /// ```swift
         /// app.sessions.use { _ in SessionCacheDriver(store: store, authenticating: User.self) }
         /// ```
-        public init<User: SessionAuthenticatable>(store: SessionStore, authenticating user: User.Type, redeemsImported: Bool = false) {
-            self.init(store: store, userKey: "_\(User.self)Session", redeemsImported: redeemsImported)
+        public init<User: SessionAuthenticatable>(
+            store: SessionStore, authenticating user: User.Type, redeemsImported: Bool = false,
+            passive: @escaping @Sendable (Request) -> Bool = { _ in false }
+        ) {
+            self.init(store: store, userKey: "_\(User.self)Session", redeemsImported: redeemsImported, passive: passive)
         }
 
         public func createSession(_ data: SessionData, for request: Request) async throws -> SessionID {
@@ -105,7 +115,10 @@
 
         private func read(_ sessionID: SessionID, _ request: Request) async throws -> SessionData? {
             let session: StoredSession
-            if store.isWellFormed(sessionID.string) {
+            if store.isWellFormed(sessionID.string), isPassive(request) {
+                guard let current = try await store.get(sessionID.string) else { return nil }
+                session = current
+            } else if store.isWellFormed(sessionID.string) {
                 guard case .resumed(let resumed, _) = try await store.resume(sessionID.string) else { return nil }
                 session = resumed
             } else if redeemsImported, ImportedSession.isValidFormerID(sessionID.string),

@@ -8,6 +8,11 @@ import HummingbirdTesting
 import SessionCache
 import Testing
 
+/// An app's own session data, stored as one metadata value.
+struct Cart: Codable, Sendable {
+    var items: [String]
+}
+
 @Suite("SessionCacheMiddleware")
 struct SessionCacheMiddlewareTests {
     /// A router with the middleware and a few routes, on a real redis-server.
@@ -52,6 +57,15 @@ struct SessionCacheMiddlewareTests {
                     context.session.set("\u{1}<script>", "x")  // a control character: invalid
                     return "written?"
                 }
+                router.post("/cart/:item") { _, context in
+                    var cart = try context.session.get("cart", as: Cart.self) ?? Cart(items: [])
+                    cart.items.append(try context.parameters.require("item"))
+                    try context.session.set("cart", encoding: cart)
+                    return "ok"
+                }
+                router.get("/cart") { _, context in (try context.session.get("cart", as: Cart.self)?.items ?? []).joined(separator: ",") }
+                router.post("/logout-everywhere") { _, context in "\(try await context.session.logOutEverywhere())" }
+                router.post("/logout-others") { _, context in "\(try await context.session.logOutOthers())" }
                 router.post("/rotate") { _, context in
                     try await context.session.rotate()
                     return "ok"
@@ -228,6 +242,39 @@ struct SessionCacheMiddlewareTests {
             #expect(try await store.metadata(id).isEmpty)
             // The lock was given back each time: the next request is not kept waiting.
             #expect(try await http.execute(uri: "/me", method: .get, headers: cookieHeader(cookie)) { String(buffer: $0.body) } == "fay")
+        }
+    }
+
+    /// Typed values, a second log-in of the same user (data kept, id changed), log out of the
+    /// other devices, then of every device.
+    @Test func codableDataSameUserLogInAndLogOutEverywhere() async throws {
+        try await withApp { http, _, _ in
+            func body(_ uri: String, _ method: HTTPRequest.Method, _ cookie: String?) async throws -> String {
+                try await http.execute(uri: uri, method: method, headers: self.cookieHeader(cookie)) { String(buffer: $0.body) }
+            }
+            let first = try await http.execute(uri: "/login/gil", method: .post) { self.sessionCookie($0) }
+            _ = try await body("/cart/apple", .post, first)
+            _ = try await body("/cart/pear", .post, first)
+            #expect(try await body("/cart", .get, first) == "apple,pear")
+
+            // The same user again: a new id, the data kept; the old id no longer works.
+            let again = try await http.execute(uri: "/login/gil", method: .post, headers: cookieHeader(first)) { self.sessionCookie($0) }
+            #expect(again != nil && again != first)
+            #expect(try await body("/cart", .get, again) == "apple,pear")
+            #expect(try await body("/me", .get, first) == "nobody")
+
+            let phone = try await http.execute(uri: "/login/gil", method: .post) { self.sessionCookie($0) }
+            let laptop = try await http.execute(uri: "/login/gil", method: .post) { self.sessionCookie($0) }
+            #expect(try await body("/logout-others", .post, laptop) == "2")
+            #expect(try await body("/me", .get, again) == "nobody")
+            #expect(try await body("/me", .get, phone) == "nobody")
+            #expect(try await body("/me", .get, laptop) == "gil")
+
+            let cleared = try await http.execute(uri: "/logout-everywhere", method: .post, headers: cookieHeader(laptop)) {
+                (String(buffer: $0.body), self.sessionCookie($0))
+            }
+            #expect(cleared.0 == "1" && cleared.1?.contains("Max-Age=0") == true)
+            #expect(try await body("/me", .get, laptop) == "nobody")
         }
     }
 }

@@ -19,7 +19,10 @@ struct SessionCacheDriverTests {
             try await client.withRunning { client in
                 let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "vapor"))
                 let app = try await Application.make(.testing)
-                app.sessions.use { _ in SessionCacheDriver(store: store, authenticating: TestUser.self, redeemsImported: true) }
+                app.sessions.use { _ in
+                    SessionCacheDriver(
+                        store: store, authenticating: TestUser.self, redeemsImported: true, passive: { $0.url.path == "/poll" })
+                }
                 app.sessions.configuration = SessionCacheDriver.cookieConfiguration()
                 let sessions = app.grouped(app.sessions.middleware)
                 sessions.get("set", ":value") { request -> String in
@@ -42,6 +45,7 @@ struct SessionCacheDriverTests {
                     request.session.data["color"] = "revived?"
                     return "written"
                 }
+                sessions.get("poll") { request -> String in request.session.data["color"] ?? "-" }
                 sessions.get("huge") { request -> String in
                     request.session.data["notes"] = String(repeating: "x", count: 100_000)
                     return "written?"
@@ -236,6 +240,24 @@ struct SessionCacheDriverTests {
                 #expect(!response.body.string.contains("127.0.0.1"))
             }
             try await server.restart()
+        }
+    }
+
+    /// A passive request (polling) reads the session without sliding its timer; any other slides it.
+    @Test func passiveRequestsDoNotKeepASessionAlive() async throws {
+        try await withApp { app, _, _, store in
+            var cookie: HTTPCookies.Value?
+            try await app.testing().test(.GET, "set/teal") { cookie = self.cookie($0) }
+            let id = try #require(cookie?.string)
+            var headers = HTTPHeaders()
+            headers.cookie = ["session": try #require(cookie)]
+            let before = try #require(try await store.get(id)).lastActivity
+            // Redis's clock has millisecond resolution: let it move on.
+            try await Task.sleep(for: .milliseconds(20))
+            try await app.testing().test(.GET, "poll", headers: headers) { #expect($0.body.string == "teal") }
+            #expect(try #require(try await store.get(id)).lastActivity == before)
+            try await app.testing().test(.GET, "get", headers: headers) { #expect($0.body.string == "teal") }
+            #expect(try #require(try await store.get(id)).lastActivity > before)
         }
     }
 
