@@ -79,7 +79,7 @@ final class ClusterRouter: Sendable {
             }
             group.addTask {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    try? await Task.sleep(for: self.configuration.topologyRefreshInterval)
+                    try? await Task.sleep(for: self.configuration.topologyRefreshInterval.jittered)
                     self.requestRefresh()
                 }
             }
@@ -154,7 +154,7 @@ final class ClusterRouter: Sendable {
         for waiter in waiters { waiter.resume(throwing: error) }
         // Try again soon while nothing is known.
         if !state.withLockedValue({ $0.map.isKnown }) {
-            try? await Task.sleep(for: configuration.reconnectMaximumDelay)
+            try? await Task.sleep(for: configuration.reconnectMaximumDelay.jittered)
             requestRefresh()
         }
     }

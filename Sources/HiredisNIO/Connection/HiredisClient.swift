@@ -283,7 +283,7 @@ public final class HiredisClient: HiredisClientProtocol, Service {
                 let left = Duration.nanoseconds((deadline - .now()).nanoseconds)
                 if left < .milliseconds(20) { throw error }
                 metrics.retries.increment()
-                try await Task.sleep(for: min(delay, left / 2))
+                try await Task.sleep(for: min(delay, left / 2).jittered)
                 delay = min(delay * 2, .milliseconds(500))
                 remaining = max(.nanoseconds((deadline - .now()).nanoseconds), .milliseconds(1))
             }

@@ -311,6 +311,11 @@ public struct HiredisConfiguration: Sendable {
         if let interval = healthCheckInterval, interval <= .zero {
             throw .invalidConfiguration("healthCheckInterval must be positive")
         }
+        // A zero interval or delay would be a busy loop against Redis.
+        if reconnectInitialDelay <= .zero || reconnectMaximumDelay < reconnectInitialDelay {
+            throw .invalidConfiguration("reconnectInitialDelay must be positive and at most reconnectMaximumDelay")
+        }
+        if topologyRefreshInterval <= .zero { throw .invalidConfiguration("topologyRefreshInterval must be positive") }
         if maximumPendingCommands < 1 || maximumRedirections < 1 {
             throw .invalidConfiguration("maximumPendingCommands and maximumRedirections must be at least 1")
         }

@@ -178,7 +178,7 @@ final class NodePool: Sendable {
                     group.addTask { await self.attemptConnect(slot: slot) }
                 case .backOff(let slot, let delay):
                     group.addTask {
-                        try? await Task.sleep(for: delay)
+                        try? await Task.sleep(for: delay.jittered)
                         guard !Task.isCancelled else { return }
                         self.perform(self.state.withLockedValue { $0.machine.backOffEnded(slot: slot) })
                     }

@@ -126,7 +126,7 @@ final class SentinelDiscovery: Sendable {
             } catch {
                 failures += 1
                 logger.debug("Sentinel subscription failed", metadata: ["sentinel": "\(sentinel)", "error": "\(error)"])
-                try? await Task.sleep(for: configuration.reconnectMaximumDelay)
+                try? await Task.sleep(for: configuration.reconnectMaximumDelay.jittered)
             }
         }
     }

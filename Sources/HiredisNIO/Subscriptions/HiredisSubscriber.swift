@@ -271,7 +271,7 @@ public final class HiredisSubscriber: Service {
                 let delay = min(
                     configuration.reconnectInitialDelay * (1 << min(failures - 1, 20)), configuration.reconnectMaximumDelay)
                 configuration.logger.debug("subscriber cannot connect", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: delay)
+                try? await Task.sleep(for: delay.jittered)
                 continue
             }
             failures = 0
@@ -310,7 +310,7 @@ public final class HiredisSubscriber: Service {
             connectedBefore = true
             try? await connection.closeFuture.get()
             state.withLockedValue { $0.connection = nil }
-            if !Task.isCancelled { try? await Task.sleep(for: configuration.reconnectInitialDelay) }
+            if !Task.isCancelled { try? await Task.sleep(for: configuration.reconnectInitialDelay.jittered) }
         }
     }
 
