@@ -80,9 +80,11 @@
             let presented = request.cookies[cookie.name]?.value
             let passive = isPassive(request)
             var loaded: Session?
+            var formerCookie = false
             if let presented, !presented.isEmpty {
                 do {
                     if redeemsImported, !store.isWellFormed(presented), ImportedSession.isValidFormerID(presented) {
+                        formerCookie = true
                         loaded = try await store.redeemImported(presented)  // a new id: the cookie changes
                     } else if passive {
                         loaded = try await store.get(presented)
@@ -96,7 +98,10 @@
                 }
             }
             let session = context.session
-            session.load(store: store, session: loaded, cookieChanged: presented != nil && presented != loaded?.id)
+            // A former cookie that gives nothing (spent, unknown) is left alone: clearing it could
+            // overwrite the new cookie that the request which redeemed it set meanwhile.
+            let cookieChanged = presented != nil && presented != loaded?.id && !(formerCookie && loaded == nil)
+            session.load(store: store, session: loaded, cookieChanged: cookieChanged)
 
             var response: Response
             do {
@@ -108,6 +113,10 @@
                     response = try await withoutActuallyEscaping(next) { next in
                         nonisolated(unsafe) let next = next
                         return try await locks.withLock(id, tab: tab(request)) { lease in
+                            // Read again under the lock: what the previous holder wrote is what this
+                            // request's changes are made to (the read before the lock may be stale).
+                            guard let current = try await store.get(id) else { throw SessionError.notFound }
+                            session.reload(current)
                             session.setLease(lease)
                             return try await self.respond(to: request, context: context, session: session, next: next)
                         }

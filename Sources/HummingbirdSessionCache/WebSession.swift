@@ -187,6 +187,11 @@
             }
         }
 
+        /// The session as read again under the request's lock.
+        func reload(_ session: Session) {
+            state.withLockedValue { $0.current = session }
+        }
+
         func setLease(_ lease: LockLease?) {
             state.withLockedValue { $0.lease = lease }
         }

@@ -46,6 +46,9 @@ struct Import: AsyncParsableCommand {
         var unreadable = 0
         /// Refused by the store (a limit, an invalid user or metadata key): left in the source.
         var refused = 0
+        /// vapor-redis sessions holding a `_<User>Session` key, imported without a user because
+        /// no --user-key was given: their user's list and log-out everywhere do not see them.
+        var withoutUser = 0
     }
 
     func run() async throws {
@@ -57,6 +60,12 @@ struct Import: AsyncParsableCommand {
             timeoutMode = parsed
         }
         var sourceClient = client
+        // SCAN walks one server: on a cluster each call would land on another node, with another
+        // node's cursor.
+        let sourceURL = source ?? connection.redis ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? ""
+        if sourceURL.contains("+cluster://") {
+            throw ValidationError("the source is a cluster: run the import once per primary, with --source redis://<node>")
+        }
         if let source {
             var configuration = try HiredisConfiguration(url: source)
             configuration.clientName = "session-cache-import"
@@ -85,7 +94,7 @@ struct Import: AsyncParsableCommand {
                     counts.expired += 1
                     continue
                 }
-                let remaining: Duration? = ttl > 0 ? .milliseconds(ttl) : nil
+                let remaining: Duration? = ttl >= 0 ? .milliseconds(ttl) : nil  // -1: no TTL
                 let decoded =
                     switch from {
                     case .vaporRedis: ImportedSession(vaporRedisKey: key, value: value, remaining: remaining, userKey: userKey)
@@ -97,6 +106,12 @@ struct Import: AsyncParsableCommand {
                     continue
                 }
                 former.mode = timeoutMode
+                // Vapor's SessionAuthenticator key without --user-key: logged in, but not the user's.
+                if from == .vaporRedis, userKey == nil,
+                    former.metadata.keys.contains(where: { $0.hasPrefix("_") && $0.hasSuffix("Session") })
+                {
+                    counts.withoutUser += 1
+                }
                 if dryRun {
                     counts.imported += 1
                     continue
@@ -113,6 +128,12 @@ struct Import: AsyncParsableCommand {
             }
         } while cursor != "0"
 
+        if counts.withoutUser > 0 {
+            FileHandle.standardError.write(
+                Data(
+                    ("warning: \(counts.withoutUser) session(s) hold a _<User>Session key but were imported without a user: "
+                        + "give --user-key (run again after removing their imported: keys, or they stay anonymous)\n").utf8))
+        }
         if connection.json { return try printJSON(counts) }
         print(
             "\(dryRun ? "would import" : "imported") \(counts.imported) of \(counts.scanned) \(from.rawValue) session(s): "

@@ -25,7 +25,7 @@ struct ImportTests {
 
     @Test(arguments: Deployment.allCases)
     func anImportedSessionIsHandedOutOnceUnderANewID(on deployment: Deployment) async throws {
-        try await withStore(on: deployment) { fixture in
+        try await withStore(on: deployment, configure: { $0.importedSessionGrace = .milliseconds(300) }) { fixture in
             let former = Self.formerID()
             let result = try await fixture.store.importSession(
                 ImportedSession(formerID: former, user: "alice", metadata: ["cart": "3 items"], remaining: .seconds(600)))
@@ -39,9 +39,31 @@ struct ImportTests {
 
             let redeemed = try #require(try await fixture.store.redeemImported(former))
             #expect(redeemed.id == imported.id && redeemed.user == "alice" && redeemed.metadata["cart"] == "3 items")
-            // The old id worked once; the session goes on under its new one.
+            // Within the grace the same session again (a tab restored with the first, a retry)...
+            #expect(try await fixture.store.redeemImported(former)?.id == imported.id)
+            // ...and nothing after it; the session goes on under its new id.
+            try await Task.sleep(for: fixture.store.configuration.importedSessionGrace + .milliseconds(50))
             #expect(try await fixture.store.redeemImported(former) == nil)
             #expect(try await fixture.store.get(imported.id) != nil)
+            // Importing it again does not bring the used cookie back.
+            let again = try await fixture.store.importSession(ImportedSession(formerID: former, user: "alice"))
+            #expect(again == .alreadyImported)
+            #expect(try await fixture.store.redeemImported(former) == nil)
+        }
+    }
+
+    /// A session the store refuses frees its former id: a corrected run imports it.
+    @Test func aRefusedImportCanBeRunAgain() async throws {
+        try await withStore { fixture in
+            let former = Self.formerID()
+            let refused = await Self.error { () async throws(SessionError) in
+                try await fixture.store.importSession(ImportedSession(formerID: former, metadata: ["\u{1}bad": "x"]))
+            }
+            #expect(refused == .invalidMetadataKey("\u{1}bad"))
+            guard case .imported = try await fixture.store.importSession(ImportedSession(formerID: former, metadata: ["good": "x"])) else {
+                Issue.record("not imported on the second run")
+                return
+            }
         }
     }
 
@@ -82,17 +104,23 @@ struct ImportTests {
         }
     }
 
-    /// Two requests present the old cookie at once: exactly one gets the session.
-    @Test func concurrentRedemptionsHandItOutOnce() async throws {
+    /// Requests that present the old cookie at once (tabs restored together) all get the one
+    /// session it was imported as: none of their responses clears another's new cookie.
+    @Test func concurrentRedemptionsGetTheSameSession() async throws {
         try await withStore { fixture in
             let former = Self.formerID()
-            _ = try await fixture.store.importSession(ImportedSession(formerID: former, user: "carol"))
-            let store = fixture.store
-            let winners = try await withThrowingTaskGroup(of: Bool.self) { group in
-                for _ in 0..<16 { group.addTask { try await store.redeemImported(former) != nil } }
-                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            guard case .imported(let imported) = try await fixture.store.importSession(ImportedSession(formerID: former, user: "carol"))
+            else {
+                Issue.record("not imported")
+                return
             }
-            #expect(winners == 1)
+            let store = fixture.store
+            let ids = try await withThrowingTaskGroup(of: String?.self) { group in
+                for _ in 0..<16 { group.addTask { try await store.redeemImported(former)?.id } }
+                return try await group.reduce(into: Set<String?>()) { $0.insert($1) }
+            }
+            #expect(ids == [imported.id])
+            #expect(try await store.list(user: "carol").count == 1)
         }
     }
 

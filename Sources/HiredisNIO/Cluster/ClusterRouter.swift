@@ -262,14 +262,13 @@ final class ClusterRouter: Sendable {
             return state.nextWaiter
         }
         var limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
-        if let deadline { limit = max(.zero, min(limit, deadline - .now)) }
-        let timer = configuration.eventLoopGroup.any().scheduleTask(in: limit.timeAmount) { [weak self] in
-            guard let self else { return }
-            let (waiter, running, lastError) = self.state.withLockedValue { ($0.waiters.removeValue(forKey: id), $0.running, $0.lastError) }
-            let reason = running ? "no cluster node answered" : "the client is not running: add it to a ServiceGroup or call run()"
-            waiter?.resume(throwing: lastError ?? HiredisError.cannotConnect(address: "cluster", reason: reason))
+        var expiry: HiredisError? = nil  // nil: the client's own limit (the last error, or cannotConnect)
+        if let deadline, deadline - .now < limit {
+            limit = max(.zero, deadline - .now)
+            expiry = .timedOut(after: limit, written: false)
         }
-        defer { timer.cancel() }
+        let timer = NIOLockedValueBox<Scheduled<Void>?>(nil)
+        defer { timer.withLockedValue { $0?.cancel() } }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let resume: Result<Void, any Error>? = state.withLockedValue { state in
@@ -279,7 +278,21 @@ final class ClusterRouter: Sendable {
                     state.waiters[id] = continuation
                     return nil
                 }
-                if let resume { continuation.resume(with: resume) }
+                if let resume {
+                    continuation.resume(with: resume)
+                    return
+                }
+                // Scheduled once the waiter is registered: a timer that fired before would find
+                // nobody, and the waiter would have no time limit.
+                let scheduled = configuration.eventLoopGroup.any().scheduleTask(in: limit.timeAmount) { [weak self, expiry] in
+                    guard let self else { return }
+                    let (waiter, running, lastError) = self.state.withLockedValue {
+                        ($0.waiters.removeValue(forKey: id), $0.running, $0.lastError)
+                    }
+                    let reason = running ? "no cluster node answered" : "the client is not running: add it to a ServiceGroup or call run()"
+                    waiter?.resume(throwing: expiry ?? lastError ?? HiredisError.cannotConnect(address: "cluster", reason: reason))
+                }
+                timer.withLockedValue { $0 = scheduled }
             }
         } onCancel: {
             state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume(throwing: CancellationError())
@@ -322,9 +335,9 @@ final class ClusterRouter: Sendable {
 
     /// A read-only command sent to a replica; nil when the primary must serve it (no replica
     /// connected, the replica failed, or it no longer serves the slot: a `MOVED` reply).
-    private func sendToReplica(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply? {
+    private func sendToReplica(_ command: RESPCommand, timeout: Duration, deadline: ContinuousClock.Instant) async throws -> RESPReply? {
         guard configuration.readFromReplicas, command.isReadOnly, let slot = command.slot else { return nil }
-        try await awaitTopology()
+        try await awaitTopology(deadline: deadline)
         guard let (address, connection) = connectedReplica(forSlot: slot) else { return nil }
         do {
             return try await connection.send(command, timeout: timeout)
@@ -352,7 +365,7 @@ final class ClusterRouter: Sendable {
             guard left > .zero else { throw HiredisError.timedOut(after: timeout, written: false) }
             return left
         }
-        if let reply = try await sendToReplica(command, timeout: timeout) { return reply }
+        if let reply = try await sendToReplica(command, timeout: try left(), deadline: deadline) { return reply }
         var address = try await primary(forSlot: command.slot, deadline: deadline)
         var asking = false
         for _ in 0...configuration.maximumRedirections {

@@ -104,11 +104,13 @@ final class NodePool: Sendable {
             return state.nextWaiter
         }
         var limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
-        if let deadline { limit = max(.zero, min(limit, deadline - .now)) }
-        let timer = configuration.eventLoopGroup.any().scheduleTask(in: limit.timeAmount) { [weak self] in
-            self?.giveUp(id)
+        var expiry: HiredisError? = nil  // nil: the pool's own limit (cannotConnect)
+        if let deadline, deadline - .now < limit {
+            limit = max(.zero, deadline - .now)
+            expiry = .timedOut(after: limit, written: false)
         }
-        defer { timer.cancel() }
+        let timer = NIOLockedValueBox<Scheduled<Void>?>(nil)
+        defer { timer.withLockedValue { $0?.cancel() } }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HiredisConnection, any Error>) in
                 var closed: [ConnectionPoolStateMachine<HiredisConnection, UInt64>.Action] = []
@@ -126,7 +128,15 @@ final class NodePool: Sendable {
                 switch action {
                 case .use(let connection): continuation.resume(returning: connection)
                 case .fail(let error): continuation.resume(throwing: error)
-                case .wait(let slots): for slot in slots { workContinuation.yield(.connect(slot: slot)) }
+                case .wait(let slots):
+                    // Scheduled once the waiter is registered: a timer that fired before would
+                    // find nobody, and the waiter would have no time limit.
+                    let scheduled = configuration.eventLoopGroup.any().scheduleTask(in: limit.timeAmount) { [weak self, expiry] in
+                        guard let self else { return }
+                        self.giveUp(id, error: expiry)
+                    }
+                    timer.withLockedValue { $0 = scheduled }
+                    for slot in slots { workContinuation.yield(.connect(slot: slot)) }
                 default: continuation.resume(throwing: HiredisError.clientClosed)
                 }
             }

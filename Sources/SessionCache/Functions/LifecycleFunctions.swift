@@ -405,3 +405,25 @@ struct BindUndoFunction: SessionFunction {
         }
     }
 }
+
+/// `import_redeem`: hands out the session imported under a former id; the same one again within
+/// the grace, then nothing.
+struct ImportRedeemFunction: SessionFunction {
+    static let name = "import_redeem"
+    let pointerKey: String
+    let grace: Duration
+    let spentLifetime: Duration
+
+    var keys: [RESPArgument] { [.string(pointerKey)] }
+    var arguments: [RESPArgument] { [.integer(grace.wholeMilliseconds), .integer(spentLifetime.wholeMilliseconds)] }
+
+    /// The imported session's id; nil when there is none to hand out.
+    func decode(_ reply: RESPReply) throws(SessionError) -> String? {
+        let reply = try FunctionReply(reply, of: Self.name)
+        switch reply.status {
+        case .ok: return try reply.string(0)
+        case .notFound: return nil
+        default: throw reply.unexpected()
+        }
+    }
+}

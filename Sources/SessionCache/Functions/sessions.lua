@@ -44,6 +44,9 @@
 --   ns:{b}:claim-owners                   hash    ID -> '<owner token> <claims before>' 
 --   ns:{b}:user:USER                      zset    USER's session ids -> last write (ms)
 --   ns:{b}:users                          hash    USER -> number of indexed sessions
+--   ns:{c}:imported:FORMER                string  the id of a session imported under another system's
+--                                                 id FORMER ({c}: crc16(FORMER)); 'spent:ID:MS' once
+--                                                 handed out (import_redeem)
 --   ns:{b}:stats                          hash    created, ended, ended_lifetime_ms
 --   ns:{b}:lock-wakeups                   sharded pub/sub channel: a release names the next waiter
 --   ns:{listeners}                        zset    expiry listener token -> registration end (ms)
@@ -1362,6 +1365,27 @@ local function lock_abandon(keys, args)
   return 'ok'
 end
 
+-- import_redeem: hands out the session imported under a former id (SessionStore.importSession).
+--   KEYS: [1] ns:{c}:imported:<former id>, which holds the new session's id (or 'pending' while
+--   the import creates it). ARGV: [1] grace ms [2] how long a spent pointer is kept (ms).
+--   The first call replaces the id with 'spent:<id>:<ms>', kept ARGV[2] ms so that an import run
+--   again finds the former id taken and does not bring it back; calls within ARGV[1] ms of the
+--   first get the same id (tabs restored together, a retry after a lost response), later ones
+--   nothing.
+-- Reply: {'ok', id} | 'not_found' (unknown, pending, or spent longer ago than the grace)
+local function import_redeem(keys, args)
+  local value = redis.call('GET', keys[1])
+  if not value or value == 'pending' then return 'not_found' end
+  local now = now_ms()
+  local spent, at = string.match(value, '^spent:([^:]+):(%d+)$')
+  if spent then
+    if now - tonumber(at) <= tonumber(args[1]) then return {'ok', spent} end
+    return 'not_found'
+  end
+  redis.call('SET', keys[1], 'spent:' .. value .. ':' .. int(now), 'PX', args[2])
+  return {'ok', value}
+end
+
 local function register(name, callback, read_only, cross_slot)
   local flags = {}
   if read_only then flags[#flags + 1] = 'no-writes' end
@@ -1398,3 +1422,4 @@ register('lock_acquire', lock_acquire)
 register('lock_release', lock_release)
 register('lock_extend', lock_extend)
 register('lock_abandon', lock_abandon)
+register('import_redeem', import_redeem)

@@ -116,8 +116,9 @@ public struct SessionKeyspace: Sendable, Hashable {
     /// `<ns>:{b}:user:<user>`: the user's session ids, scored by their last write (ms).
     public func userSessions(_ user: String) -> String { prefix(bucket: bucket(ofUser: user)) + "user:" + user }
     /// `<ns>:{b}:imported:<former id>`: the id of a session imported from another session system
-    /// (``SessionStore/importSession(_:)``), under the id that system gave out; taken (GETDEL) the
-    /// first time a request presents the former id. Its bucket is `crc16(former id) mod bucketCount`.
+    /// (``SessionStore/importSession(_:)``), under the id that system gave out; `spent:<id>:<ms>`
+    /// once a request presented the former id (``SessionStore/redeemImported(_:)``). Its bucket is
+    /// `crc16(former id) mod bucketCount`.
     public func importedSession(formerID: String) -> String {
         prefix(bucket: bucket(ofUser: formerID)) + "imported:" + formerID
     }

@@ -122,61 +122,68 @@ public enum ImportResult: Sendable, Hashable {
 
 extension SessionStore {
     /// Brings one session of another session system into the store, with the time it had left,
-    /// under a new id that nobody has seen yet; ``redeemImported(_:)`` hands it out once to the
-    /// first request that presents the former id (the integrations do this when configured to).
+    /// under a new id that nobody has seen yet; ``redeemImported(_:)`` hands it out to the first
+    /// request that presents the former id (the integrations do this when configured to).
     ///
-    /// Two steps, on two keys that may live on two Cluster nodes: the session is created, then
-    /// `<ns>:{b}:imported:<former id>` names it, for as long as the new session can live untouched.
-    /// Importing a former id twice creates nothing the second time. A process that dies between the
-    /// steps leaves a session that nothing names, which expires by itself.
+    /// Three steps on two keys (which may live on two Cluster nodes): the former id is reserved
+    /// (`<ns>:{c}:imported:<former id>` set to `pending` if absent), the session is created, and
+    /// the reservation then names it, for as long as the new session can live untouched. A former
+    /// id imported before, or already handed out, is taken: nothing is created for it (so running
+    /// the import again neither duplicates a session nor brings a used cookie back). A process
+    /// that dies between the steps leaves a reservation or a session that expire by themselves.
     ///
     /// - Throws: ``SessionError/invalidID`` for a former id that ``ImportedSession/isValidFormerID(_:)``
     ///   refuses; the errors of ``create(user:metadata:mode:agentType:)``.
     public func importSession(_ former: ImportedSession) async throws(SessionError) -> ImportResult {
         guard ImportedSession.isValidFormerID(former.formerID) else { throw .invalidID }
         if let remaining = former.remaining, remaining < .milliseconds(1) { return .expired }
+        if let user = former.user { try Self.validate(user: user) }
+        let pointer = keyspace.importedSession(formerID: former.formerID)
+        let reserved = try await instrumentation.run("import") {
+            try await redis.execute(SET(pointer, "pending", onlyIfAbsent: true, expiresIn: .seconds(60)))
+        }
+        guard reserved else { return .alreadyImported }
         let session: Session
-        if let user = former.user {
-            try Self.validate(user: user)
+        do throws(SessionError) {
+            let bucket = former.user.map { keyspace.bucket(ofUser: $0) } ?? Int.random(in: 0..<keyspace.bucketCount)
             session = try await create(
-                user: user, bucket: keyspace.bucket(ofUser: user), metadata: former.metadata, mode: former.mode, agentType: nil,
+                user: former.user, bucket: bucket, metadata: former.metadata, mode: former.mode, agentType: nil,
                 lifetimeCap: former.remaining)
-        } else {
-            session = try await create(
-                user: nil, bucket: Int.random(in: 0..<keyspace.bucketCount), metadata: former.metadata, mode: former.mode, agentType: nil,
-                lifetimeCap: former.remaining)
+        } catch {
+            // Refused (a limit, a metadata key): free the former id for a corrected run.
+            _ = try? await redis.send(RESPCommand("DEL", .string(pointer)))
+            throw error
         }
         // The pointer lasts as long as the session can without a request: its idle timeout, or
-        // less when its absolute deadline comes first.
-        // (Both times are Redis's.)
+        // less when its absolute deadline comes first (both times Redis's).
         let lifetime = session.absoluteDeadline.timeIntervalSince(session.createdAt)
         let untouched = min(session.idleTimeout, .milliseconds(max(1, Int(lifetime * 1000))))
-        let pointer = keyspace.importedSession(formerID: former.formerID)
-        let named = try await instrumentation.run("import", session: session.id) {
-            try await redis.execute(SET(pointer, .string(session.id), onlyIfAbsent: true, expiresIn: untouched))
-        }
-        guard named else {
-            // Imported before: this copy goes again (nothing names it; no request can reach it).
-            _ = try? await delete(session.id)
-            return .alreadyImported
+        _ = try await instrumentation.run("import", session: session.id) {
+            try await redis.execute(SET(pointer, .string(session.id), expiresIn: untouched, onlyIfPresent: true))
         }
         return .imported(session)
     }
 
-    /// The session imported under `formerID`, handed out once: the first caller gets it (its timer
-    /// slid, as ``resume(_:)`` does) and the former id stops working in the same step; every later
-    /// caller, and a former id never imported, gets nil. The caller gives the client the session's
-    /// new id (a cookie): the session continues under an id only this response carried, which is
-    /// a rotation.
+    /// The session imported under `formerID` (its timer slid, as ``resume(_:)`` does), handed out
+    /// once: to the first request that presents the former id, and to those within
+    /// ``SessionStoreConfiguration/importedSessionGrace`` of it (tabs restored together, a retry
+    /// after a lost response), which get the same session;
+    /// later requests, and a former id never imported, get nil. The caller gives the client the
+    /// session's new id (a cookie): the session continues under an id no earlier response
+    /// carried, which is a rotation.
     ///
-    /// Requests that present the former id at the same moment (two tabs on the first request after
-    /// the switch) get it only once: the others start without a session.
+    /// The spent former id is remembered for the longest absolute lifetime of any mode, so that
+    /// running the import again does not bring it back; remove the other system's keys once the
+    /// switch is done.
     ///
     /// - Throws: ``SessionError/invalidID`` for a value that cannot be a former id.
     public func redeemImported(_ formerID: String) async throws(SessionError) -> Session? {
         guard ImportedSession.isValidFormerID(formerID) else { throw .invalidID }
-        let pointer = keyspace.importedSession(formerID: formerID)
-        let taken = try await instrumentation.run("redeem") { try await redis.execute(GETDEL(pointer)) }
+        let lifetimes = configuration.absoluteLifetimes
+        let longest = [lifetimes.aggressive, lifetimes.standard, lifetimes.lenient, lifetimes.persistent, lifetimes.custom ?? .zero].max()!
+        let function = ImportRedeemFunction(
+            pointerKey: keyspace.importedSession(formerID: formerID), grace: configuration.importedSessionGrace, spentLifetime: longest)
+        let taken = try await instrumentation.run("redeem") { try await redis.call(function) }
         guard let id = taken else { return nil }
         guard isWellFormed(id) else { throw .corrupted("an imported-session pointer names no session id") }
         guard case .resumed(let session, _) = try await resume(id) else { return nil }

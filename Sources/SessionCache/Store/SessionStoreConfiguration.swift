@@ -121,6 +121,10 @@ public struct SessionStoreConfiguration: Sendable {
     /// `<namespace>:events` as JSON, for `session-cache watch` and other observers. Events name a
     /// session by a 9-character prefix of its id, never the whole id.
     public var publishEvents = true
+    /// How long after its first use the former id of an imported session still gives the same
+    /// session (``SessionStore/redeemImported(_:)``): tabs restored together present it at once,
+    /// and a response lost on the way is tried again. Later uses give nothing.
+    public var importedSessionGrace: Duration = .seconds(10)
 
     /// How many replicas must have a write before the store acknowledges it.
     public struct ReplicaAcknowledgement: Sendable, Hashable {
@@ -188,6 +192,9 @@ public struct SessionStoreConfiguration: Sendable {
     public func validate() throws(SessionError) {
         _ = try SessionKeyspace(namespace: namespace, bucketCount: bucketCount)
         if touchCacheCapacity < 0 { throw .invalidConfiguration("touchCacheCapacity must not be negative") }
+        if importedSessionGrace < .zero || importedSessionGrace > .seconds(3600) {
+            throw .invalidConfiguration("importedSessionGrace must lie between 0 and 1 hour")
+        }
         if customIdleTimeouts.lowerBound <= .zero || customIdleTimeouts.upperBound > Self.maximumLifetime {
             throw .invalidConfiguration("customIdleTimeouts must lie between 0 and \(Self.maximumLifetime)")
         }

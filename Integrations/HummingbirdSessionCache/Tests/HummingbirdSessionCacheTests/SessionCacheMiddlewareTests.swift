@@ -23,7 +23,9 @@ struct SessionCacheMiddlewareTests {
         try await RedisServer.with { server in
             let client = try HiredisClient(configuration: server.configuration)
             try await client.withRunning { client in
-                let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "web"))
+                var configuration = SessionStoreConfiguration(namespace: "web")
+                configuration.importedSessionGrace = .milliseconds(300)
+                let store = try SessionStore(client: client, configuration: configuration)
                 let lock = locks ? SessionLock(store: store) : nil
                 let router = Router(context: BasicSessionCacheRequestContext.self)
                 router.add(middleware: SessionCacheMiddleware(store: store, locks: lock, redeemsImported: redeemsImported))
@@ -166,8 +168,14 @@ struct SessionCacheMiddlewareTests {
             #expect(!cookie.contains(former))
             let new = cookieHeader(cookie)
             #expect(try await http.execute(uri: "/me", method: .get, headers: new) { String(buffer: $0.body) } == "erin")
-            // Once: the old cookie is nobody's now.
-            #expect(try await http.execute(uri: "/me", method: .get, headers: old) { String(buffer: $0.body) } == "nobody")
+            // A tab restored with the first gets the same session (its response sets the same cookie)...
+            let twin = try await http.execute(uri: "/me", method: .get, headers: old) { (String(buffer: $0.body), self.sessionCookie($0)) }
+            #expect(twin.0 == "erin" && twin.1?.split(separator: ";").first == cookie.split(separator: ";").first)
+            // ...and after the grace the old cookie is nobody's; it is left alone (clearing it could
+            // overwrite the new one).
+            try await Task.sleep(for: .milliseconds(350))
+            let late = try await http.execute(uri: "/me", method: .get, headers: old) { (String(buffer: $0.body), self.sessionCookie($0)) }
+            #expect(late.0 == "nobody" && late.1 == nil)
         }
     }
 
@@ -275,6 +283,23 @@ struct SessionCacheMiddlewareTests {
             }
             #expect(cleared.0 == "1" && cleared.1?.contains("Max-Age=0") == true)
             #expect(try await body("/me", .get, laptop) == "nobody")
+        }
+    }
+
+    /// Two tabs change the same value at once: with locks, each change is made to what the other
+    /// wrote (the session is read again under the lock), so none is lost.
+    @Test func withLocksConcurrentReadModifyWritesLoseNothing() async throws {
+        try await withApp(locks: true) { http, _, _ in
+            let cookie = cookieHeader(try await http.execute(uri: "/login/hal", method: .post) { self.sessionCookie($0) })
+            let items = (1...8).map { "item\($0)" }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for item in items {
+                    group.addTask { _ = try await http.execute(uri: "/cart/\(item)", method: .post, headers: cookie) { $0.status } }
+                }
+                try await group.waitForAll()
+            }
+            let cart = try await http.execute(uri: "/cart", method: .get, headers: cookie) { String(buffer: $0.body) }
+            #expect(Set(cart.split(separator: ",").map(String.init)) == Set(items))
         }
     }
 }

@@ -17,7 +17,9 @@ struct SessionCacheDriverTests {
         try await RedisServer.with { server in
             let client = try HiredisClient(configuration: server.configuration)
             try await client.withRunning { client in
-                let store = try SessionStore(client: client, configuration: SessionStoreConfiguration(namespace: "vapor"))
+                var configuration = SessionStoreConfiguration(namespace: "vapor")
+                configuration.importedSessionGrace = .milliseconds(300)
+                let store = try SessionStore(client: client, configuration: configuration)
                 let app = try await Application.make(.testing)
                 app.sessions.use { _ in
                     SessionCacheDriver(
@@ -214,7 +216,11 @@ struct SessionCacheDriverTests {
             var headers = HTTPHeaders()
             headers.cookie = ["session": new]
             try await app.testing().test(.GET, "get", headers: headers) { #expect($0.body.string == "green") }
-            // Once: the old cookie gets a fresh, empty session.
+            // Within the grace (a tab restored with the first) the same session, then nothing.
+            try await app.testing().test(.GET, "get", headers: old) { response in
+                #expect(response.body.string == "green" && self.cookie(response)?.string == new.string)
+            }
+            try await Task.sleep(for: .milliseconds(350))
             try await app.testing().test(.GET, "get", headers: old) { #expect($0.body.string == "-") }
         }
     }

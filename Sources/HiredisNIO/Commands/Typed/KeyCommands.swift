@@ -1,19 +1,24 @@
 // Typed key commands: their replies decoded here, nowhere else.
 
-/// `SET key value [NX] [PX ms]`: whether the value was set (with `NX`, false when the key
-/// existed).
+/// `SET key value [NX|XX] [PX ms]`: whether the value was set (with `NX`, false when the key
+/// existed; with `XX`, false when it did not).
 public struct SET: HiredisCommand {
     public var key: String
     public var value: RESPArgument
-    /// Only when the key does not exist.
+    /// Only when the key does not exist (`NX`).
     public var onlyIfAbsent: Bool
     public var expiresIn: Duration?
+    /// Only when the key exists (`XX`).
+    public var onlyIfPresent: Bool
 
-    public init(_ key: String, _ value: RESPArgument, onlyIfAbsent: Bool = false, expiresIn: Duration? = nil) {
+    public init(
+        _ key: String, _ value: RESPArgument, onlyIfAbsent: Bool = false, expiresIn: Duration? = nil, onlyIfPresent: Bool = false
+    ) {
         self.key = key
         self.value = value
         self.onlyIfAbsent = onlyIfAbsent
         self.expiresIn = expiresIn
+        self.onlyIfPresent = onlyIfPresent
     }
 
     public var command: RESPCommand {
@@ -21,6 +26,7 @@ public struct SET: HiredisCommand {
             arguments.append(.string(key))
             arguments.append(value)
             if onlyIfAbsent { arguments.append("NX") }
+            if onlyIfPresent { arguments.append("XX") }
             if let expiresIn {
                 arguments.append("PX")
                 arguments.append(.integer(expiresIn.wholeMilliseconds))
@@ -70,24 +76,5 @@ public struct LRANGE: HiredisCommand {
     public func decode(_ reply: RESPReply) throws -> [RESPReply] {
         guard let parts = reply.array else { throw HiredisError.unexpectedReply(expected: "array", got: reply) }
         return parts
-    }
-}
-
-/// `GETDEL key` (Redis ≥ 6.2): the string value, removed in the same step; nil when the key does
-/// not exist. Exactly one of several concurrent callers gets a value.
-public struct GETDEL: HiredisCommand {
-    public var key: String
-
-    public init(_ key: String) { self.key = key }
-
-    public var command: RESPCommand { RESPCommand("GETDEL", .string(key)) }
-
-    public func decode(_ reply: RESPReply) throws -> String? {
-        switch reply {
-        case .null: return nil
-        default:
-            guard let value = reply.string else { throw HiredisError.unexpectedReply(expected: "string or nil", got: reply) }
-            return value
-        }
     }
 }
