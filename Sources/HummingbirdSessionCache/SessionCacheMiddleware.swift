@@ -164,12 +164,7 @@
         /// The error as an HTTP error: a fixed text for the client; server faults logged (never
         /// with the session id).
         private func answer(_ error: any Error, context: Context) -> any Error {
-            let answer: WebAnswer
-            switch error {
-            case let error as SessionError: answer = error.webAnswer
-            case let error as LockError: answer = error.webAnswer
-            default: return error
-            }
+            guard let answer = WebAnswer(error) else { return error }
             if answer.isServerFault { context.logger.error("session store unavailable", metadata: ["error": "\(error)"]) }
             return HTTPError(HTTPResponse.Status(code: answer.status), message: answer.message)
         }

@@ -89,12 +89,7 @@
             do {
                 return try await body()
             } catch {
-                let answer: WebAnswer
-                switch error {
-                case let error as SessionError: answer = error.webAnswer
-                case let error as LockError: answer = error.webAnswer
-                default: throw error
-                }
+                guard let answer = WebAnswer(error) else { throw error }
                 if answer.isServerFault { request.logger.error("session store unavailable", metadata: ["error": "\(error)"]) }
                 throw Abort(HTTPResponseStatus(statusCode: answer.status), reason: answer.message)
             }

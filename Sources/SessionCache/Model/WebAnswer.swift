@@ -21,6 +21,17 @@ package struct WebAnswer: Sendable, Hashable {
     static let badInput = WebAnswer(status: 400, message: "invalid session input")
 }
 
+extension WebAnswer {
+    /// The answer to a store or lock error; nil for any other error (the framework answers it).
+    package init?(_ error: any Error) {
+        switch error {
+        case let error as SessionError: self = error.webAnswer
+        case let error as LockError: self = error.webAnswer
+        default: return nil
+        }
+    }
+}
+
 extension SessionError {
     /// The answer to a request that met this error.
     package var webAnswer: WebAnswer {
