@@ -60,12 +60,6 @@ struct Import: AsyncParsableCommand {
             timeoutMode = parsed
         }
         var sourceClient = client
-        // SCAN walks one server: on a cluster each call would land on another node, with another
-        // node's cursor.
-        let sourceURL = source ?? connection.redis ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? ""
-        if sourceURL.contains("+cluster://") {
-            throw ValidationError("the source is a cluster: run the import once per primary, with --source redis://<node>")
-        }
         if let source {
             var configuration = try HiredisConfiguration(url: source)
             configuration.clientName = "session-cache-import"
@@ -75,6 +69,11 @@ struct Import: AsyncParsableCommand {
             Task { try? await started.run() }
         }
         defer { if source != nil { let started = sourceClient; Task { await started.close() } } }
+        // SCAN walks one server: on a cluster each call would land on another node, with another
+        // node's cursor.
+        if case .cluster = sourceClient.configuration.topology {
+            throw ValidationError("the source is a cluster: run the import once per primary, with --source redis://<node>")
+        }
 
         var counts = Counts()
         var cursor = "0"

@@ -261,12 +261,7 @@ final class ClusterRouter: Sendable {
             state.nextWaiter += 1
             return state.nextWaiter
         }
-        var limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
-        var expiry: HiredisError? = nil  // nil: the client's own limit (the last error, or cannotConnect)
-        if let deadline, deadline - .now < limit {
-            limit = max(.zero, deadline - .now)
-            expiry = .timedOut(after: limit, written: false)
-        }
+        let (limit, expiry) = configuration.waitLimit(deadline: deadline)
         let timer = NIOLockedValueBox<Scheduled<Void>?>(nil)
         defer { timer.withLockedValue { $0?.cancel() } }
         try await withTaskCancellationHandler {

@@ -302,6 +302,16 @@ public struct HiredisConfiguration: Sendable {
         return copy
     }
 
+    /// How long to wait for a connection or a topology: the connect timeout plus the longest
+    /// back-off, or less when the caller's `deadline` comes first; then the error that ends the
+    /// wait is a timeout of a command not written (`expiry`), else nil (the waiter's own error).
+    func waitLimit(deadline: ContinuousClock.Instant?) -> (limit: Duration, expiry: HiredisError?) {
+        let limit = connectTimeout + reconnectMaximumDelay
+        guard let deadline, deadline - .now < limit else { return (limit, nil) }
+        let left = max(.zero, deadline - .now)
+        return (left, .timedOut(after: left, written: false))
+    }
+
     func validate() throws(HiredisError) {
         try replyLimits.validate()
         if poolSize < 1 { throw .invalidConfiguration("poolSize must be at least 1") }

@@ -103,12 +103,7 @@ final class NodePool: Sendable {
             state.nextWaiter += 1
             return state.nextWaiter
         }
-        var limit = configuration.connectTimeout + configuration.reconnectMaximumDelay
-        var expiry: HiredisError? = nil  // nil: the pool's own limit (cannotConnect)
-        if let deadline, deadline - .now < limit {
-            limit = max(.zero, deadline - .now)
-            expiry = .timedOut(after: limit, written: false)
-        }
+        let (limit, expiry) = configuration.waitLimit(deadline: deadline)
         let timer = NIOLockedValueBox<Scheduled<Void>?>(nil)
         defer { timer.withLockedValue { $0?.cancel() } }
         return try await withTaskCancellationHandler {

@@ -179,10 +179,9 @@ extension SessionStore {
     /// - Throws: ``SessionError/invalidID`` for a value that cannot be a former id.
     public func redeemImported(_ formerID: String) async throws(SessionError) -> Session? {
         guard ImportedSession.isValidFormerID(formerID) else { throw .invalidID }
-        let lifetimes = configuration.absoluteLifetimes
-        let longest = [lifetimes.aggressive, lifetimes.standard, lifetimes.lenient, lifetimes.persistent, lifetimes.custom ?? .zero].max()!
         let function = ImportRedeemFunction(
-            pointerKey: keyspace.importedSession(formerID: formerID), grace: configuration.importedSessionGrace, spentLifetime: longest)
+            pointerKey: keyspace.importedSession(formerID: formerID), grace: configuration.importedSessionGrace,
+            spentLifetime: configuration.absoluteLifetimes.longest)
         let taken = try await instrumentation.run("redeem") { try await redis.call(function) }
         guard let id = taken else { return nil }
         guard isWellFormed(id) else { throw .corrupted("an imported-session pointer names no session id") }
