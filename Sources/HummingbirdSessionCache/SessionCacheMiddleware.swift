@@ -132,11 +132,9 @@
 
             if session.cookieChanged {
                 if let current = session.current {
-                    // Up to the absolute deadline, both times Redis's (never the app server's clock).
-                    let left = max(1, Int(current.absoluteDeadline.timeIntervalSince(current.lastActivity).rounded(.down)))
                     response.setCookie(
                         Cookie(
-                            name: cookie.name, value: current.id, maxAge: left, domain: cookie.domain, path: cookie.path,
+                            name: cookie.name, value: current.id, maxAge: current.cookieMaxAge, domain: cookie.domain, path: cookie.path,
                             secure: cookie.secure,
                             httpOnly: true, sameSite: cookie.sameSite))
                 } else {

@@ -9,8 +9,11 @@
     /// Vapor's sessions (`app.sessions`) on `SessionStore`: Redis hashes with native TTLs that
     /// slide on every request, expiry hooks and locks from the same store.
     ///
+    /// With the application's session cache (``Application/sessionCache``) the driver is
+    /// `app.sessions.use(.sessionCache(authenticating: User.self))`; on a store of one's own:
+    ///
     /// ```swift
-    /// app.sessions.use { _ in SessionCacheDriver(store: store) }
+    /// app.sessions.use { _ in SessionCacheDriver(store: store, authenticating: User.self) }
     /// app.sessions.configuration = SessionCacheDriver.cookieConfiguration()  // HttpOnly, Secure, SameSite=Lax
     /// app.middleware.use(app.sessions.middleware)
     /// ```
@@ -21,7 +24,9 @@
     ///   (a request that only read the session) nothing is written: the read already slid the TTL.
     /// - Values are Vapor's strings, stored as the session's metadata (one hash field each, visible
     ///   with `redis-cli HGETALL`).
-    /// - The value under ``userKey`` is the session's user (``init(store:authenticating:redeemsImported:passive:)`` takes the
+    /// - A session with no data is not stored: a request that only looked at `request.session` (or
+    ///   came with a stale cookie) stores nothing, and its cookie is cleared.
+    /// - The value under ``userKey`` is not metadata but the session's user (``init(store:authenticating:redeemsImported:passive:)`` takes the
     ///   key `SessionAuthenticator` writes, `_<User>Session`). When it appears (log-in) the session is
     ///   bound to the user under a new id (against session fixation; the user's session list, log-out
     ///   everywhere and `session-cache kill --user` see it); when it changes or disappears (another
@@ -63,7 +68,12 @@
             store: SessionStore, authenticating user: User.Type, redeemsImported: Bool = false,
             passive: @escaping @Sendable (Request) -> Bool = { _ in false }
         ) {
-            self.init(store: store, userKey: "_\(User.self)Session", redeemsImported: redeemsImported, passive: passive)
+            self.init(store: store, userKey: Self.userKey(for: User.self), redeemsImported: redeemsImported, passive: passive)
+        }
+
+        /// The data key under which Vapor's `SessionAuthenticator` keeps a `User`'s session id.
+        static func userKey<User: SessionAuthenticatable>(for user: User.Type) -> String {
+            "_\(User.self)Session"
         }
 
         public func createSession(_ data: SessionData, for request: Request) async throws -> SessionID {
@@ -82,31 +92,44 @@
             try await answering(request) { try await delete(sessionID, request) }
         }
 
-        /// Store and lock errors as Vapor's `Abort` (an `AbortError`): 503 while Redis is in trouble
-        /// (logged; nobody is logged out), 401 for a session that ended, 409 busy, 413 too large,
-        /// 400 bad input, each with a fixed text.
+        /// Store and lock errors as Vapor's `Abort` (see ``SessionCacheMiddleware``).
         private func answering<T>(_ request: Request, _ body: () async throws -> T) async throws -> T {
             do {
                 return try await body()
             } catch {
-                guard let answer = WebAnswer(error) else { throw error }
-                if answer.isServerFault { request.logger.error("session store unavailable", metadata: ["error": "\(error)"]) }
-                throw Abort(HTTPResponseStatus(statusCode: answer.status), reason: answer.message)
+                throw abort(for: error, logger: request.logger)
             }
         }
 
         private func create(_ data: SessionData, _ request: Request) async throws -> SessionID {
-            let metadata = data.snapshot.mapValues { JSONValue.string($0) }
-            // (Vapor has a `Session` type too: the store's is left to inference here.)
-            let id =
-                if let userKey, let user = data[userKey] {
-                    try await store.create(user: user, metadata: metadata).id
-                } else {
-                    try await store.createAnonymous(metadata: metadata).id
-                }
-            request.storage[LoadedSession.self] = data.snapshot
-            return SessionID(string: id)
+            // Nothing to keep (a handler only looked, or a stale cookie made Vapor start a session):
+            // nothing is stored, and the cookie factory clears the cookie for this id.
+            guard !data.snapshot.isEmpty else { return Self.nothingStored }
+            let session = try await createSession(data.snapshot)
+            remember(session, data.snapshot, request)
+            return SessionID(string: session.id)
         }
+
+        /// A session with `data`: its user from ``userKey``, everything else as metadata.
+        private func createSession(_ data: [String: String]) async throws -> StoredSession {
+            var metadata = data.mapValues { JSONValue.string($0) }
+            // (Vapor has a `Session` type too: the store's is left to inference here.)
+            if let userKey, let user = data[userKey] {
+                metadata[userKey] = nil
+                return try await store.create(user: user, metadata: metadata)
+            }
+            return try await store.createAnonymous(metadata: metadata)
+        }
+
+        /// The data as written (to write only changes) and the cookie's lifetime by Redis's clock.
+        private func remember(_ session: StoredSession, _ data: [String: String], _ request: Request) {
+            request.storage[LoadedSession.self] = data
+            request.storage[CookieLifetime.self] = session.cookieMaxAge
+        }
+
+        /// The id of a session that was not stored, cleared from the cookie by
+        /// ``cookieConfiguration(name:secure:domain:sameSite:maxAge:)``.
+        static let nothingStored = SessionID(string: "")
 
         private func read(_ sessionID: SessionID, _ request: Request) async throws -> SessionData? {
             let session: StoredSession
@@ -125,11 +148,15 @@
             } else {
                 return nil  // not one of ours (malformed): a fresh session, no error
             }
-            let values = session.metadata.compactMapValues { value -> String? in
+            var values = session.metadata.compactMapValues { value -> String? in
                 if case .string(let text) = value { return text }
                 return nil
             }
-            request.storage[LoadedSession.self] = values
+            if let userKey {
+                // The user is the session's, never a metadata field (an imported one may have both).
+                values[userKey] = session.user
+            }
+            remember(session, values, request)
             return SessionData(initialData: values)
         }
 
@@ -138,15 +165,18 @@
             let before = request.storage[LoadedSession.self] ?? [:]
             let after = data.snapshot
             var changes: [String: JSONValue] = [:]
-            for (key, value) in after where before[key] != value { changes[key] = .string(value) }
-            for key in before.keys where after[key] == nil { changes[key] = .null }
-            guard !changes.isEmpty else { return sessionID }
+            for (key, value) in after where before[key] != value && key != userKey { changes[key] = .string(value) }
+            for key in before.keys where after[key] == nil && key != userKey { changes[key] = .null }
             if let userKey, before[userKey] != after[userKey] {
                 return try await changeUser(
                     of: sessionID, from: before[userKey], to: after[userKey], data: after, changes: changes, request)
             }
+            guard !changes.isEmpty else { return sessionID }
+            // Fenced by the request's lease (SessionCacheMiddleware with locks): a request that lost
+            // its lock cannot write over its successor's changes.
+            let lease = request.storage[LeaseKey.self].flatMap { $0.sessionID == sessionID.string ? $0 : nil }
             do {
-                try await store.setMetadata(sessionID.string, changes)
+                try await store.setMetadata(sessionID.string, changes, lease: lease)
             } catch {
                 // It ended meanwhile: it does not come back, and neither do these changes. (A `catch
                 // .notFound` clause crashes the 6.3 compiler here.)
@@ -164,11 +194,12 @@
             of sessionID: SessionID, from oldUser: String?, to newUser: String?, data: [String: String], changes: [String: JSONValue],
             _ request: Request
         ) async throws -> SessionID {
-            let id: String
+            let session: StoredSession
             if oldUser == nil, let newUser {
                 do {
-                    id = try await store.bind(sessionID.string, to: newUser).id
-                    try await store.setMetadata(id, changes)
+                    let bound = try await store.bind(sessionID.string, to: newUser)
+                    if !changes.isEmpty { try await store.setMetadata(bound.id, changes) }
+                    session = bound
                 } catch {
                     // Ended before the log-in completed: nothing is created for it.
                     guard error == .notFound else { throw error }
@@ -180,16 +211,15 @@
                     request.storage[LoadedSession.self] = nil
                     return sessionID
                 }
-                let metadata = data.mapValues { JSONValue.string($0) }
-                id =
-                    if let newUser {
-                        try await store.create(user: newUser, metadata: metadata).id
-                    } else {
-                        try await store.createAnonymous(metadata: metadata).id
-                    }
+                // Logged out with nothing else kept: nothing to store.
+                guard !data.isEmpty else {
+                    request.storage[LoadedSession.self] = nil
+                    return Self.nothingStored
+                }
+                session = try await createSession(data)
             }
-            request.storage[LoadedSession.self] = data
-            return SessionID(string: id)
+            remember(session, data, request)
+            return SessionID(string: session.id)
         }
 
         private func delete(_ sessionID: SessionID, _ request: Request) async throws {
@@ -199,14 +229,20 @@
         }
 
         /// Vapor's session cookie with safe attributes: `HttpOnly`, `Secure` (unless `secure` is
-        /// false, for plain-HTTP development), `SameSite=Lax`, path `/`, and a `Max-Age`.
+        /// false, for plain-HTTP development), `SameSite` (default `Lax`), path `/`.
+        ///
+        /// `Max-Age` is the session's: ``SessionCacheMiddleware`` sets it on each response to the
+        /// time left to the session's absolute deadline by Redis's clock. Without that middleware
+        /// the cookie has `maxAge` (nil: none, a browser-session cookie, which never outlives the
+        /// session). The cookie of a session that was not stored (no data) is cleared.
         public static func cookieConfiguration(
-            name: String = "session", secure: Bool = true, maxAge: Duration = .seconds(12 * 3600)
+            name: String = "session", secure: Bool = true, domain: String? = nil, sameSite: HTTPCookies.SameSitePolicy = .lax,
+            maxAge: Duration? = nil
         ) -> SessionsConfiguration {
             SessionsConfiguration(cookieName: name) { id in
                 HTTPCookies.Value(
-                    string: id.string, maxAge: Int(maxAge.components.seconds), path: "/", isSecure: secure, isHTTPOnly: true,
-                    sameSite: .lax)
+                    string: id.string, maxAge: id.string.isEmpty ? 0 : maxAge.map { Int($0.components.seconds) }, domain: domain,
+                    path: "/", isSecure: secure, isHTTPOnly: true, sameSite: sameSite)
             }
         }
 
@@ -219,45 +255,15 @@
         struct RedeemedID: StorageKey {
             typealias Value = SessionID
         }
-    }
 
-    /// Runs an `ExpiryListener` for the lifetime of a Vapor application: started when the app has
-    /// booted, stopped gracefully when it shuts down (claiming stops, running hooks finish, their
-    /// sessions are finalized; nothing is cut to run again elsewhere).
-    ///
-    /// A configuration the listener cannot run with fails the app's boot; an error while it runs is
-    /// logged on the application's logger.
-    ///
-    /// ```swift
-    /// app.lifecycle.use(ExpiryListenerLifecycle(ExpiryListener(store: store) { expired in ... }))
-    /// ```
-    public final class ExpiryListenerLifecycle: LifecycleHandler {
-        private let listener: ExpiryListener
-        private let running = NIOLockedValueBox<(group: ServiceGroup, task: Task<Void, Never>)?>(nil)
-
-        public init(_ listener: ExpiryListener) {
-            self.listener = listener
+        /// The seconds from the session's last activity to its absolute deadline (Redis's times).
+        struct CookieLifetime: StorageKey {
+            typealias Value = Int
         }
 
-        public func didBootAsync(_ application: Application) async throws {
-            try listener.validate()
-            let logger = application.logger
-            let group = ServiceGroup(
-                configuration: .init(services: [.init(service: listener)], gracefulShutdownSignals: [], logger: logger))
-            let task = Task {
-                do {
-                    try await group.run()
-                } catch {
-                    logger.error("the expiry listener stopped", metadata: ["error": "\(error)"])
-                }
-            }
-            running.withLockedValue { $0 = (group, task) }
-        }
-
-        public func shutdownAsync(_ application: Application) async {
-            guard let (group, task) = running.withLockedValue({ $0 }) else { return }
-            await group.triggerGracefulShutdown()
-            await task.value
+        /// The lease of the lock ``SessionCacheMiddleware`` holds for this request.
+        struct LeaseKey: StorageKey {
+            typealias Value = LockLease
         }
     }
 #endif  // Vapor
