@@ -12,6 +12,7 @@ let package = Package(
         // compilation condition of every target of the package, so another set rebuilds it all).
         .package(name: "swift-session-cache", path: "../..", traits: ["Hummingbird", "Vapor"]),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
@@ -40,6 +41,7 @@ let package = Package(
                 .product(name: "HiredisNIO", package: "swift-session-cache"),
                 .product(name: "EmbeddedRedis", package: "swift-session-cache"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
             ]
         ),
     ]

@@ -7,13 +7,14 @@
 
     /// Hummingbird's key-value persistence (`PersistDriver`) on Redis through `HiredisClient`.
     ///
-    /// Values are stored as JSON under `keyPrefix + key`, with millisecond expiries:
+    /// Values are stored as JSON under `keyPrefix + key` (no prefix by default, as the framework's
+    /// own drivers: an app switching drivers finds its keys), with millisecond expiries:
     /// - `create` is one `SET NX [PX]`: an existing key throws `PersistError.duplicate`.
     /// - `set` with an expiry is `SET PX`; without one it keeps the key's current expiry (`KEEPTTL`),
     ///   as the protocol asks.
     /// - `getWithTTL` is `GET` and `PTTL` in one round trip.
-    /// - Redis errors are thrown, never turned into "not found" (an outage must not log everyone
-    ///   out); a stored value that does not decode as the asked type throws
+    /// - Redis errors are thrown, never turned into "not found" or "no expiry" (an outage must not
+    ///   log everyone out); a stored value that does not decode as the asked type throws
     ///   `PersistError.invalidConversion`.
     ///
     /// ```swift
@@ -21,20 +22,16 @@
     /// try await persist.set(key: "greeting", value: "hello", expires: .seconds(60))
     /// ```
     ///
-    /// Its ``run()`` only waits for shutdown: the client it uses is a service of its own, to run in
-    /// the same `ServiceGroup` (before it).
+    /// Its `run()` is the protocol's (it waits for graceful shutdown): the client it uses is a
+    /// service of its own, to run in the same `ServiceGroup` (before it).
     public struct HiredisPersistDriver: PersistDriver {
         let client: HiredisClient
         let keyPrefix: String
 
         /// A driver on `client`, its keys starting with `keyPrefix`.
-        public init(client: HiredisClient, keyPrefix: String = "persist:") {
+        public init(client: HiredisClient, keyPrefix: String = "") {
             self.client = client
             self.keyPrefix = keyPrefix
-        }
-
-        public func run() async throws {
-            try await gracefulShutdown()
         }
 
         public func create<Object: Codable & Sendable>(key: String, value: Object, expires: Duration?) async throws {
@@ -64,9 +61,13 @@
             let replies = try await client.pipeline([
                 RESPCommand("GET", .string(keyPrefix + key)), RESPCommand("PTTL", .string(keyPrefix + key)),
             ])
-            if case .error(let text) = replies[0] { throw HiredisError.server(HiredisServerError(reply: text)) }
+            for reply in replies {
+                if case .error(let text) = reply { throw HiredisError.server(HiredisServerError(reply: text)) }
+            }
             guard case .bulkString(let buffer) = replies[0] else { return nil }
-            let ttl = replies[1].int.flatMap { $0 >= 0 ? Duration.milliseconds($0) : nil }
+            // -1: no expiry; -2: gone since the GET (then it expires as it is read).
+            guard let milliseconds = replies[1].int else { throw HiredisError.unexpectedReply(expected: "an integer", got: replies[1]) }
+            let ttl = milliseconds >= 0 ? Duration.milliseconds(milliseconds) : nil
             return (try Self.decode(buffer, as: type), ttl)
         }
 

@@ -178,7 +178,9 @@
             self.parts = parts
         }
 
-        func willBootAsync(_ application: Application) async throws {
+        // Synchronous, so that both `boot()` (which VaporTesting's `app.testing()` calls) and
+        // `asyncBoot()` start the services; the async variant defaults to this one.
+        func willBoot(_ application: Application) throws {
             let listeners = parts.listeners.withLockedValue { $0 }
             for listener in listeners { try listener.validate() }
             // Shut down in reverse: listeners (their hooks use the store), locks, then the client.
@@ -190,6 +192,12 @@
 
         func shutdownAsync(_ application: Application) async {
             await running.stop()
+        }
+
+        /// The deprecated synchronous shutdown cannot wait: it starts the graceful shutdown.
+        func shutdown(_ application: Application) {
+            let running = running
+            Task { await running.stop() }
         }
     }
 #endif  // Vapor

@@ -21,13 +21,21 @@
             self.listener = listener
         }
 
-        public func didBootAsync(_ application: Application) async throws {
+        // Synchronous, so that `boot()` (VaporTesting's `app.testing()`) starts it as `asyncBoot()`
+        // does; the async variant defaults to this one.
+        public func didBoot(_ application: Application) throws {
             try listener.validate()
             running.start([listener], logger: application.logger)
         }
 
         public func shutdownAsync(_ application: Application) async {
             await running.stop()
+        }
+
+        /// The deprecated synchronous shutdown cannot wait: it starts the graceful shutdown.
+        public func shutdown(_ application: Application) {
+            let running = running
+            Task { await running.stop() }
         }
     }
 #endif  // Vapor
