@@ -80,7 +80,7 @@ struct SessionCacheMiddlewareTests {
                 // The lock's wake-ups run in its run(), as they would in the app's ServiceGroup.
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     if let lock { group.addTask { try await lock.run() } }
-                    try await app.test(.router) { http in try await body(http, server, store) }
+                    try await app.test(.live) { http in try await body(http, server, store) }
                     await lock?.close()
                     group.cancelAll()
                 }
