@@ -160,6 +160,35 @@
             return ended
         }
 
+        /// The user's sessions as devices ("where you are signed in"), this one marked
+        /// `isCurrent`: handles, no ids, so the list can go to the page as it is. Empty without a
+        /// user.
+        ///
+        /// ```swift
+        /// router.get("/devices") { _, context in try await context.session.devices() }  // DeviceSession is Codable
+        /// ```
+        public func devices(limit: Int = 50) async throws -> [DeviceSession] {
+            let (store, current) = try loaded()
+            guard let current, let user = current.user else { return [] }
+            return try await store.devices(user: user, current: current.id, limit: limit)
+        }
+
+        /// Ends the user's session that `handle` names (from ``devices(limit:)``): only a session of
+        /// this session's user. Returns whether one ended.
+        @discardableResult
+        public func endSession(handle: String) async throws -> Bool {
+            let (store, current) = try loaded()
+            guard let user = current?.user else { return false }
+            return try await store.endSession(handle: handle, user: user)
+        }
+
+        /// Labels this session's device for ``devices(limit:)`` ("Firefox on Linux"); nil removes it.
+        public func setDevice(_ label: String?) async throws {
+            let (store, current) = try loaded()
+            guard let current else { throw SessionError.notFound }
+            try await store.setDevice(current.id, label: label)
+        }
+
         /// Ends the session (its cleanup hook runs) and clears the cookie.
         public func destroy() async throws {
             let (store, current) = try loaded()

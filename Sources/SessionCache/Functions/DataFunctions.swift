@@ -183,6 +183,57 @@ struct ListFunction: SessionFunction {
     }
 }
 
+/// `devices` (read-only): a user's live sessions as devices, newest activity first.
+struct DevicesFunction: SessionFunction {
+    static let name = "devices"
+    static let isReadOnly = true
+    let userIndexKey: String
+    let limit: Int
+    /// The most index entries the call looks at.
+    let scan: Int
+    /// The id of the asking request's session.
+    let current: String?
+
+    var keys: [RESPArgument] { [.string(userIndexKey)] }
+    var arguments: [RESPArgument] { [.integer(limit), .integer(scan)] }
+
+    func decode(_ reply: RESPReply) throws(SessionError) -> [DeviceSession] {
+        let reply = try FunctionReply(reply, of: Self.name)
+        guard reply.status == .ok else { throw reply.unexpected() }
+        return try reply.array(1).map { entry throws(SessionError) in
+            guard let parts = entry.array, parts.count == 5, let id = parts[0].string, let activity = parts[1].int,
+                let created = parts[2].int, let handle = parts[4].string
+            else {
+                throw .corrupted("\(Self.name): unexpected entry shape")
+            }
+            return DeviceSession(
+                handle: handle, device: parts[3].string.flatMap { $0.isEmpty ? nil : $0 }, createdAt: SessionRecord.date(created),
+                lastActivity: SessionRecord.date(activity), isCurrent: id == current)
+        }
+    }
+}
+
+/// `set_device`: the session's device label.
+struct SetDeviceFunction: SessionFunction {
+    static let name = "set_device"
+    let sessionKey: String
+    /// Empty: none.
+    let label: String
+
+    var keys: [RESPArgument] { [.string(sessionKey)] }
+    var arguments: [RESPArgument] { [.string(label)] }
+
+    func decode(_ reply: RESPReply) throws(SessionError) {
+        let reply = try FunctionReply(reply, of: Self.name)
+        switch reply.status {
+        case .ok: return
+        case .notFound: throw .notFound
+        case .binding: throw .bindingInProgress
+        default: throw reply.unexpected()
+        }
+    }
+}
+
 /// `stats` (read-only): one bucket's counters.
 struct StatsFunction: SessionFunction {
     struct Result: Sendable {

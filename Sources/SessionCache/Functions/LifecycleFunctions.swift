@@ -241,6 +241,29 @@ struct DeleteUserFunction: SessionFunction {
     }
 }
 
+/// `end_device`: ends the user's session that a handle names (``SessionSummary/handle``).
+struct EndDeviceFunction: SessionFunction {
+    static let name = "end_device"
+    let userIndexKey: String
+    let handle: String
+    let eventsChannel: String
+    let indexLifetimeMilliseconds: Int
+    /// The most index entries the call looks at.
+    let scan: Int
+
+    var keys: [RESPArgument] { [.string(userIndexKey)] }
+    var arguments: [RESPArgument] {
+        [.string(eventsChannel), .integer(indexLifetimeMilliseconds), .string(handle), .integer(scan)]
+    }
+
+    /// Whether a live session was ended.
+    func decode(_ reply: RESPReply) throws(SessionError) -> Bool {
+        let reply = try FunctionReply(reply, of: Self.name)
+        guard reply.status == .ok else { throw reply.unexpected() }
+        return try reply.int(0) == 1
+    }
+}
+
 // MARK: Binding an anonymous session to a user
 
 /// `bind_begin`: marks the anonymous session and returns what it holds.

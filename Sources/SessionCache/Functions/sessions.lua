@@ -58,7 +58,7 @@ local F = {
   agent_type = 'agent_type', version = 'version', size = 'size_bytes', meta_count = 'meta_count',
   data_until = 'data_until', listener = 'listener', grace = 'grace_ms', warned_for = 'warned_for',
   binding_to = 'binding_to', binding_until = 'binding_until', bound_from = 'bound_from',
-  fence = 'fence',
+  fence = 'fence', device = 'device',
 }
 
 -- A number as the digits of its integer part: for every number that goes into a key or member
@@ -698,11 +698,17 @@ local function delete_user(keys, args)
 end
 
 ------------------------------------------------------------------------------------------------
+-- A session's handle: names it in the user's list of devices so that it can be ended, without
+-- being its id (a bearer secret). The id has 144 random bits: the handle does not give it back.
+local function handle(id) return string.sub(redis.sha1hex(id), 1, 24) end
+
 -- list (read-only): a user's live sessions, most recent write first, at most ARGV[1], among at
 -- most ARGV[2] index entries (the cost of a call is bounded whatever the index holds).
 -- KEYS[1] the user's index.
 -- Reply: {'ok', now, {id, agent type, last activity, message count, state, last message}...}
-local function list(keys, args)
+-- devices (read-only): the same sessions, as a list of the user's devices.
+-- Reply: {'ok', now, {id, last activity, created at, device label, handle}...}
+local function list_sessions(keys, args, as_devices)
   local index = keys[1]
   local bucket = K.bucket(index)
   local limit = tonumber(args[1])
@@ -720,17 +726,61 @@ local function list(keys, args)
       local session = K.session(bucket, id)
       local f, _, left
       if redis.call('TYPE', session).ok == 'hash' then
-        f, _, left = alive(session, now, F.agent_type, F.last_activity, F.message_count, F.user)
+        f, _, left = alive(session, now, F.agent_type, F.last_activity, F.message_count, F.user, F.created_at, F.device)
       end
       if f and #out < limit then
         local state = f[3]
         local la = last_activity(f[5], now, left, f[1])
-        if state == 'created' and la > tonumber(f[5]) then state = 'active' end
-        out[#out + 1] = {id, f[4] or '', la, f[6], state, redis.call('LINDEX', K.messages(session), -1) or ''}
+        if as_devices then
+          out[#out + 1] = {id, la, f[8], f[9] or '', handle(id)}
+        else
+          if state == 'created' and la > tonumber(f[5]) then state = 'active' end
+          out[#out + 1] = {id, f[4] or '', la, f[6], state, redis.call('LINDEX', K.messages(session), -1) or ''}
+        end
       end
     end
   end
   return {'ok', now, out}
+end
+
+local function list(keys, args) return list_sessions(keys, args, false) end
+local function devices(keys, args) return list_sessions(keys, args, true) end
+
+-- end_device: ends the user's session that ARGV[3] is the handle of, among the newest ARGV[4]
+-- entries of the user's index (a user's device list shows no more).
+-- KEYS[1] the user's index. ARGV: [1] events channel [2] lifetime of the bucket's index keys ms
+--   [3] the handle [4] most index entries to look at
+-- Reply: {'ok', 1} when it ended a live session, else {'ok', 0}
+local function end_device(keys, args)
+  local index = keys[1]
+  local bucket = K.bucket(index)
+  for _, id in ipairs(redis.call('ZREVRANGE', index, 0, tonumber(args[4]) - 1)) do
+    if handle(id) == args[3] then
+      local session = K.session(bucket, id)
+      if redis.call('TYPE', session).ok == 'hash' and delete_one(session, now_ms(), args[1], tonumber(args[2])) then
+        return {'ok', 1}
+      end
+      return {'ok', 0}
+    end
+  end
+  return {'ok', 0}
+end
+
+-- set_device: the label the application gives the session's device ('' removes it), shown in
+-- the user's list of sessions.
+-- KEYS[1] the session hash. ARGV[1] the label
+-- Reply: {'ok'} | {'not_found'} | {'binding'}
+local function set_device(keys, args)
+  local now = now_ms()
+  if not alive(keys[1], now) then return {'not_found'} end
+  if binding(keys[1], now) then return {'binding'} end
+  if args[1] == '' then
+    redis.call('HDEL', keys[1], F.device)
+  else
+    redis.call('HSET', keys[1], F.device, args[1])
+  end
+  redis.call('HINCRBY', keys[1], F.version, 1)
+  return {'ok'}
 end
 
 -- stats (read-only): one bucket's counters; readers sum the buckets.
@@ -1406,6 +1456,9 @@ register('rotate', rotate)
 register('delete', delete)
 register('delete_user', delete_user)
 register('list', list, true)
+register('devices', devices, true)
+register('end_device', end_device)
+register('set_device', set_device)
 register('stats', stats, true)
 register('claim', claim, false, true)
 register('renew', renew, false, true)

@@ -226,6 +226,8 @@ public struct SessionKeyspace: Sendable, Hashable {
         public static let boundFrom = "bound_from"
         /// The last fencing token any lock of the session was granted (``LockLease/fence``).
         public static let fence = "fence"
+        /// The device label the application gave the session (``SessionStore/setDevice(_:label:)``).
+        public static let device = "device"
         /// Application metadata fields start with this.
         public static let metadataPrefix = "meta:"
     }

@@ -162,6 +162,24 @@ public struct SessionSummary: Sendable, Hashable, Codable {
     public var state: SessionState
 }
 
+/// One of a user's sessions as the user may see it, in a list of their devices: no id, only the
+/// ``handle`` that ends it (``SessionStore/devices(user:current:limit:)``). `Codable`, to send to
+/// the page as it is.
+public struct DeviceSession: Sendable, Hashable, Codable {
+    /// Names the session to end it (``SessionStore/endSession(handle:user:)``) without being its
+    /// id: safe to show in a page (the id is a bearer secret; the handle cannot act as the session
+    /// and does not give the id back).
+    public var handle: String
+    /// The label the application gave the device (``SessionStore/setDevice(_:label:)``).
+    public var device: String?
+    /// When the session was created (Redis's clock).
+    public var createdAt: Date
+    /// Its last activity (Redis's clock).
+    public var lastActivity: Date
+    /// Whether this is the session of the request that asked.
+    public var isCurrent: Bool
+}
+
 /// Store-wide figures.
 public struct SessionStats: Sendable, Hashable, Codable {
     /// Sessions alive or awaiting their expiry hook.

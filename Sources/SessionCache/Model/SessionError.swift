@@ -32,6 +32,12 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     case invalidAgentType
     /// A tab name is empty, longer than 64 bytes, or not made of letters, digits, `-` and `_`.
     case invalidTab
+    /// A device label is longer than ``SessionStoreConfiguration/Limits/maxDeviceLabelBytes`` or
+    /// contains a control character.
+    case invalidDeviceLabel
+    /// A session handle is not one the store gives out (``SessionSummary/handle``: 24 lowercase
+    /// hexadecimal digits).
+    case invalidHandle
     /// The write was made under a lock lease that is no longer held (it expired, or another tab took
     /// the lock over): nothing was written.
     case staleLease
@@ -73,6 +79,8 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidRole(let role): return "invalid message role '\(role.prefix(40))'"
         case .invalidAgentType: return "invalid agent type"
         case .invalidTab: return "invalid tab name"
+        case .invalidDeviceLabel: return "invalid device label"
+        case .invalidHandle: return "invalid session handle"
         case .staleLease: return "the lock lease is no longer held: nothing was written"
         case .notAnonymous: return "the session has a user already"
         case .invalidTimeoutMode(let text): return "invalid timeout mode: \(text)"

@@ -43,7 +43,7 @@ extension SessionError {
         case .metadataValueTooLarge, .tooManyMetadataKeys, .messageTooLarge, .tooManyMessages, .sessionTooLarge:
             return WebAnswer(status: 413, message: "the session data is too large")
         case .invalidID, .invalidMetadataKey, .invalidUser, .invalidRole, .invalidAgentType, .invalidTab, .notAnonymous,
-            .invalidTimeoutMode:
+            .invalidTimeoutMode, .invalidDeviceLabel, .invalidHandle:
             return .badInput
         }
     }

@@ -21,6 +21,8 @@ public struct SessionStoreConfiguration: Sendable {
         public var maxMessagesPerCall = 100
         /// The longest agent type.
         public var maxAgentTypeBytes = 64
+        /// The longest device label (``SessionStore/setDevice(_:label:)``).
+        public var maxDeviceLabelBytes = 128
         /// The most a session may hold: its messages (as stored), metadata keys and values, and
         /// agent type. Checked after the message window is trimmed.
         public var maxSessionBytes = 1024 * 1024

@@ -68,6 +68,14 @@ struct SessionCacheMiddlewareTests {
                 router.get("/cart") { _, context in (try context.session.get("cart", as: Cart.self)?.items ?? []).joined(separator: ",") }
                 router.post("/logout-everywhere") { _, context in "\(try await context.session.logOutEverywhere())" }
                 router.post("/logout-others") { _, context in "\(try await context.session.logOutOthers())" }
+                router.get("/devices") { _, context in try await context.session.devices() }
+                router.post("/device/:label") { _, context in
+                    try await context.session.setDevice(try context.parameters.require("label"))
+                    return "ok"
+                }
+                router.post("/end/:handle") { _, context in
+                    "\(try await context.session.endSession(handle: try context.parameters.require("handle")))"
+                }
                 router.post("/rotate") { _, context in
                     try await context.session.rotate()
                     return "ok"
@@ -300,6 +308,37 @@ struct SessionCacheMiddlewareTests {
             }
             let cart = try await http.execute(uri: "/cart", method: .get, headers: cookie) { String(buffer: $0.body) }
             #expect(Set(cart.split(separator: ",").map(String.init)) == Set(items))
+        }
+    }
+
+    /// "Where you are signed in": each device of the user with its label and whether it is this
+    /// one, as JSON with handles and no ids; a handle signs that device out, and only the user's.
+    @Test func theDeviceListShowsHandlesNotIdsAndAHandleSignsThatDeviceOut() async throws {
+        try await withApp { http, _, _ in
+            let laptop = cookieHeader(try await http.execute(uri: "/login/dora", method: .post) { self.sessionCookie($0) })
+            let phone = cookieHeader(try await http.execute(uri: "/login/dora", method: .post) { self.sessionCookie($0) })
+            let eve = cookieHeader(try await http.execute(uri: "/login/eve", method: .post) { self.sessionCookie($0) })
+            _ = try await http.execute(uri: "/device/laptop", method: .post, headers: laptop) { _ in }
+            _ = try await http.execute(uri: "/device/phone", method: .post, headers: phone) { _ in }
+            let body = try await http.execute(uri: "/devices", method: .get, headers: phone) { String(buffer: $0.body) }
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601  // Hummingbird's encoding of dates
+            let devices = try decoder.decode([DeviceSession].self, from: Data(body.utf8))
+            #expect(devices.map(\.device) == ["phone", "laptop"] && devices.map(\.isCurrent) == [true, false])
+            for header in [laptop, phone] {
+                let id = try #require(header[.cookie]?.dropFirst("session=".count))
+                #expect(!body.contains(id))
+            }
+            // Eve cannot sign dora's laptop out; dora can.
+            #expect(
+                try await http.execute(uri: "/end/\(devices[1].handle)", method: .post, headers: eve) { String(buffer: $0.body) } == "false"
+            )
+            #expect(try await http.execute(uri: "/me", method: .get, headers: laptop) { String(buffer: $0.body) } == "dora")
+            #expect(
+                try await http.execute(uri: "/end/\(devices[1].handle)", method: .post, headers: phone) { String(buffer: $0.body) }
+                    == "true")
+            #expect(try await http.execute(uri: "/me", method: .get, headers: laptop) { String(buffer: $0.body) } == "nobody")
+            #expect(try await http.execute(uri: "/me", method: .get, headers: phone) { String(buffer: $0.body) } == "dora")
         }
     }
 }
