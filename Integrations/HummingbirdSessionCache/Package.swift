@@ -7,6 +7,9 @@ import PackageDescription
 let package = Package(
     name: "swift-session-cache-hummingbird-tests",
     platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "ChatPage", targets: ["ChatPage"])
+    ],
     dependencies: [
         // Both traits in both test packages: the root is then built once for both (a trait is a
         // compilation condition of every target of the package, so another set rebuilds it all).
@@ -19,10 +22,13 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
     ],
     targets: [
+        // The example chat's page, shared with the Vapor package's VaporChatExample.
+        .target(name: "ChatPage"),
         // The example chat (Examples/Chat): here so that Hummingbird builds once.
         .executableTarget(
             name: "ChatExample",
             dependencies: [
+                "ChatPage",
                 .product(name: "HummingbirdSessionCache", package: "swift-session-cache"),
                 .product(name: "SessionCache", package: "swift-session-cache"),
                 .product(name: "HiredisNIO", package: "swift-session-cache"),

@@ -52,6 +52,18 @@
         }
     }
 
+    extension Request {
+        /// The lease of the session's lock that `app.sessionCache.middleware()` holds for this
+        /// request: pass it as `lease:` to the store's writes, so that a request that lost its lock
+        /// cannot write over its successor's. Nil without locks, for a passive request, or without
+        /// a session cookie.
+        ///
+        /// ```swift
+        /// try await request.sessionStore.appendTurn(id, user: text, assistant: answer, lease: request.sessionLease)
+        /// ```
+        public var sessionLease: LockLease? { storage[SessionCacheDriver.LeaseKey.self] }
+    }
+
     /// A store or lock error as Vapor's `Abort` (an `AbortError`) with the status and fixed text of
     /// its `WebAnswer`; server faults are logged (never with a session id). Other errors as they are.
     func abort(for error: any Error, logger: Logger) -> any Error {

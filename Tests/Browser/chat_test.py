@@ -9,10 +9,13 @@ directory chat-artifacts-*; the directory used is printed):
 4. an instance is killed and restarted: the conversation is still there;
 5. the conversation idles past its short timeout: the warning appears, then a fresh start, and the
    server's cleanup hook ran exactly once;
-6. "log out everywhere" in one browser ends the session of another browser of the same user;
-and each instance serves Prometheus metrics on a port of its own.
+6. "my devices" in one browser lists both of the user's browsers, and its "sign out" ends the
+   other one's session;
+7. "log out everywhere" in one browser ends the session of another browser of the same user;
+and each instance serves Prometheus metrics on a port of its own (the Hummingbird example; the
+Vapor one has none: --no-metrics).
 
-Usage: chat_test.py CHAT_BINARY
+Usage: chat_test.py CHAT_BINARY [--no-metrics]
 """
 import os
 import sys
@@ -88,8 +91,8 @@ def send(driver, text):
     wait(driver, lambda: "assistant: echo: " + text in log_lines(driver), "the echo of " + text)
 
 
-def main(binary):
-    print("chat browser test: screenshots in %s" % ARTIFACTS)
+def main(binary, metrics=True):
+    print("chat browser test of %s: screenshots in %s" % (os.path.basename(binary), ARTIFACTS))
     sys.stdout.flush()
     deployment = Deployment(binary, instances=3, idle=IDLE, warning=WARNING).start()
     first = browser()
@@ -113,11 +116,12 @@ def main(binary):
 
         # Prometheus text on each instance's own port: the store's operations with sub-millisecond
         # buckets, and the sampled gauges.
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % deployment.metrics_ports[0], timeout=5) as response:
-            metrics = response.read().decode()
-        assert "session_operation_duration_bucket" in metrics, metrics[:2000]
-        assert 'le="5e-05"' in metrics or 'le="0.00005"' in metrics, "no sub-millisecond bucket"
-        assert "chat_active_sessions" in metrics, "no active-sessions gauge"
+        if metrics:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % deployment.metrics_ports[0], timeout=5) as response:
+                text = response.read().decode()
+            assert "session_operation_duration_bucket" in text, text[:2000]
+            assert 'le="5e-05"' in text or 'le="0.00005"' in text, "no sub-millisecond bucket"
+            assert "chat_active_sessions" in text, "no active-sessions gauge"
 
         # 3. A second tab, both sending at the same moment.
         first_tab = first.current_window_handle
@@ -173,14 +177,34 @@ def main(binary):
         log_in(first, url, "alice")
         assert log_lines(first) == [], "not a clean slate: %s" % log_lines(first)
 
-        # 6. Log out everywhere: another browser (another device) of alice's is logged out too.
+        # 6. My devices: both of alice's browsers, this one marked; signing the other one out ends
+        # its session (by a handle: the page never holds another session's id).
         other = browser()
         log_in(other, url, "alice")
         send(other, "from the phone")
+        send(first, "from the laptop")
+
+        def devices():
+            return first.execute_script("return [...document.querySelectorAll('#devices li')].map((item) => item.textContent)")
+
+        first.find_element(By.ID, "devices-button").click()
+        wait(first, lambda: len(devices()) == 2, "two devices listed")
+        assert sum("(this one)" in item for item in devices()) == 1, devices()
+        assert all("Chrome on Linux" in item for item in devices()), devices()
+        shot(first, "6a-devices")
+        first.find_element(By.CSS_SELECTOR, "#devices .sign-out").click()
+        wait(other, lambda: other.find_element(By.ID, "name").is_displayed(), "the other browser signed out")
+        wait(first, lambda: len(devices()) == 1, "one device left")
+        assert first.find_element(By.ID, "user").text == "alice", "this browser stays signed in"
+        shot(other, "6b-signed-out")
+
+        # 7. Log out everywhere: another browser (another device) of alice's is logged out too.
+        log_in(other, url, "alice")
+        send(other, "from the phone again")
         first.find_element(By.ID, "logout-everywhere").click()
         wait(first, lambda: first.find_element(By.ID, "name").is_displayed(), "this browser logged out")
         wait(other, lambda: other.find_element(By.ID, "name").is_displayed(), "the other browser logged out")
-        shot(other, "6-logged-out-everywhere")
+        shot(other, "7-logged-out-everywhere")
         print("chat browser test passed (instances seen: %s)" % sorted(instances))
         return 0
     finally:
@@ -191,4 +215,4 @@ def main(binary):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], metrics="--no-metrics" not in sys.argv[2:]))

@@ -128,6 +128,10 @@ public struct Session: Sendable, Hashable, Codable {
     public var version: Int
     /// The application's metadata.
     public var metadata: [String: JSONValue]
+    /// How long the session had left when ``SessionStore/get(_:)`` read it, as Redis counted (its
+    /// idle timer, capped by the absolute deadline): what a page's "ends in" shows, with no app
+    /// server's clock involved. Nil where the store did not measure it.
+    public var timeLeft: Duration? = nil
 
     /// The idle timeout.
     public var idleTimeout: Duration { mode.idleTimeout }

@@ -203,9 +203,11 @@ public final class SessionStore: Sendable {
         return try await instrumentation.run("get", session: id) {
             guard let result = try await redis.call(GetFunction(sessionKey: keyspace.session(id))) else { return nil }
             let idle = try result.record.milliseconds(SessionKeyspace.Field.idle)
-            return try result.record.session(
+            var session = try result.record.session(
                 id: id, lastActivity: SessionRecord.lastActivity(now: result.now, left: result.millisecondsLeft, idle: idle),
                 lastSeen: result.lastSeen)
+            session.timeLeft = .milliseconds(result.millisecondsLeft)
+            return session
         }
     }
 

@@ -8,6 +8,7 @@
 // SECURE_COOKIE (1; 0 for plain HTTP on localhost), METRICS_PORT (Prometheus text on
 // /metrics; unset: no metrics endpoint), CHAT_ADMIN_TOKEN (the bearer token of /admin/hook-runs;
 // unset or empty: no admin endpoint).
+import ChatPage
 import Foundation
 import HiredisNIO
 import Hummingbird
@@ -93,11 +94,6 @@ struct Conversation: ResponseEncodable {
     var list: [String]
 }
 
-/// The page's policy: its script and stylesheet come from this origin only, no inline code, no
-/// plugins, no `<base>`, no framing.
-let securityPolicy =
-    "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-
 /// A response of the page or one of its files.
 func asset(_ text: String, type: String) -> Response {
     Response(
@@ -105,18 +101,10 @@ func asset(_ text: String, type: String) -> Response {
         body: .init(byteBuffer: ByteBuffer(string: text)))
 }
 
-/// Whether `presented` is the admin token, compared in a time that does not depend on where they differ.
-func isAdminToken(_ presented: String, _ token: String) -> Bool {
-    let given = Array(presented.utf8)
-    let expected = Array(token.utf8)
-    var difference: UInt8 = given.count == expected.count ? 0 : 1
-    for index in expected.indices { difference |= expected[index] ^ (index < given.count ? given[index] : 0) }
-    return difference == 0
-}
-
 struct Login: Decodable { var user: String }
 struct Text: Decodable { var text: String }
 struct ModeChoice: Decodable { var mode: String }
+struct DeviceHandle: Decodable { var handle: String }
 
 let router = Router(context: BasicSessionCacheRequestContext.self)
 router.add(middleware: LogRequestsMiddleware(.debug))
@@ -133,8 +121,8 @@ router.get("/api/state") { _, context -> State in
     guard let session = context.session.current else {
         return State(instance: instance, user: nil, mode: nil, secondsLeft: nil, warning: false, messages: [])
     }
-    let ends = min(session.lastActivity.addingTimeInterval(Double(session.idleTimeout.components.seconds)), session.absoluteDeadline)
-    let left = max(0, ends.timeIntervalSinceNow)
+    // The middleware read this passive request's session with `get`: its time left is Redis's.
+    let left = session.timeLeft.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 } ?? 0
     let messages = try await store.recentMessages(session.id, limit: 50).map { Message(role: $0.role, content: $0.content) }
     return State(
         instance: instance, user: session.user, mode: session.mode.storedName, secondsLeft: left,
@@ -143,7 +131,8 @@ router.get("/api/state") { _, context -> State in
 router.post("/api/login") { request, context -> HTTPResponse.Status in
     let login = try await request.decode(as: Login.self, context: context)
     guard !login.user.isEmpty, login.user.count <= 64 else { throw HTTPError(.badRequest, message: "a user name, please") }
-    try await context.session.logIn(user: login.user, mode: .custom(idle))
+    try await context.session.logIn(user: login.user, mode: .custom(idle))  // a new id: no fixation
+    try await context.session.setDevice(deviceLabel(userAgent: request.headers[.userAgent]))
     return .ok
 }
 router.post("/api/messages") { request, context -> HTTPResponse.Status in
@@ -162,6 +151,11 @@ router.get("/api/conversations") { _, context -> Conversation in
     guard let user = context.session.user else { throw HTTPError(.unauthorized) }
     let list = try await store.list(user: user).map { "\($0.state), \($0.messageCount) messages: \($0.preview ?? "")" }
     return Conversation(list: list)
+}
+router.get("/api/devices") { _, context -> [DeviceSession] in try await context.session.devices() }
+router.post("/api/devices/end") { request, context -> HTTPResponse.Status in
+    let handle = try await request.decode(as: DeviceHandle.self, context: context).handle
+    return try await context.session.endSession(handle: handle) ? .ok : .notFound
 }
 router.post("/api/logout-everywhere") { _, context -> HTTPResponse.Status in
     guard let user = context.session.user else { throw HTTPError(.unauthorized) }
