@@ -18,7 +18,7 @@
         /// ```
         public var sessionCache: SessionCacheAccess { SessionCacheAccess(application: self) }
 
-        /// Where ``Application/sessionCache`` configures and reaches the session cache.
+        /// Where `app.sessionCache` configures and reaches the session cache.
         ///
         /// ``configure(redis:store:locks:)`` makes the client, the store and the locks once, and
         /// registers one lifecycle handler that runs them (and the expiry listener, when
@@ -31,7 +31,7 @@
             /// Makes the Redis client, the store and (unless `locks` is nil) the locks, and runs them
             /// in the application's lifecycle. Call it once, while configuring the application.
             ///
-            /// - Throws: ``SessionCache/SessionError/invalidConfiguration(_:)`` for a configuration the
+            /// - Throws: `SessionError.invalidConfiguration` for a configuration the
             ///   client or the store refuses, or when called a second time.
             public func configure(
                 redis: HiredisConfiguration, store storeConfiguration: SessionStoreConfiguration = SessionStoreConfiguration(),
@@ -87,7 +87,8 @@
             /// The middleware for sessions: Vapor's sessions middleware on the driver, with the
             /// session's lock held around each request (when there are locks) and the cookie's
             /// `Max-Age` set to the session's absolute deadline by Redis's clock. Use it instead of
-            /// `app.sessions.middleware`.
+            /// `app.sessions.middleware`, after the sessions' driver and configuration are set (it
+            /// takes them as they are).
             ///
             /// - Parameters:
             ///   - passive: Requests that must not keep the session alive (a page polling for
@@ -113,7 +114,7 @@
     }
 
     extension Application.Sessions.Provider {
-        /// Sessions on the application's session cache (``Application/sessionCache``).
+        /// Sessions on the application's session cache (`app.sessionCache`).
         ///
         /// ```swift
         /// app.sessions.use(.sessionCache)
@@ -147,7 +148,7 @@
     }
 
     extension Request {
-        /// The application's session store (``Application/sessionCache``).
+        /// The application's session store (`app.sessionCache`).
         public var sessionStore: SessionStore { application.sessionCache.store }
     }
 

@@ -9,7 +9,7 @@
     /// Vapor's sessions (`app.sessions`) on `SessionStore`: Redis hashes with native TTLs that
     /// slide on every request, expiry hooks and locks from the same store.
     ///
-    /// With the application's session cache (``Application/sessionCache``) the driver is
+    /// With the application's session cache (`app.sessionCache`) the driver is
     /// `app.sessions.use(.sessionCache(authenticating: User.self))`; on a store of one's own:
     ///
     /// ```swift
@@ -37,7 +37,7 @@
     /// - With `redeemsImported`, a cookie that holds the id of a session imported from vapor/redis
     ///   (`session-cache import --from vapor-redis`) picks that session up once, under its new id,
     ///   which the response's cookie carries. Keep vapor/redis's cookie name (`vapor-session`) in
-    ///   ``cookieConfiguration(name:secure:maxAge:)`` while old cookies are about.
+    ///   ``cookieConfiguration(name:secure:domain:sameSite:maxAge:)`` while old cookies are about.
     public struct SessionCacheDriver: AsyncSessionDriver {
         let store: SessionStore
         /// The data key whose value is the session's user.

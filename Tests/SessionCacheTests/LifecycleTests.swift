@@ -90,6 +90,22 @@ struct LifecycleTests {
         }
     }
 
+    /// `get` reports the time left as Redis counts it (the idle timer's PTTL, which the absolute
+    /// deadline caps): what a page's "ends in" shows without an app server's clock.
+    @Test func getReportsTheTimeLeftAsRedisCountsIt() async throws {
+        try await withStore { fixture in
+            let store = fixture.store
+            let session = try await store.create(user: "tim", mode: .custom(.seconds(30)))
+            #expect(session.timeLeft == nil, "measured by reads only")
+            let left = try #require(try await store.get(session.id)?.timeLeft)
+            let timer = try #require(try await fixture.timer(session.id))
+            let pttl = try #require(try await fixture.client.send(RESPCommand("PTTL", .string(timer))).int)
+            #expect(left <= .seconds(30) && left > .seconds(29))
+            let difference = left - .milliseconds(pttl)
+            #expect(difference < .milliseconds(100) && difference > .milliseconds(-100))
+        }
+    }
+
     @Test(arguments: Deployment.allCases) func recoverResumesOrCreates(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store

@@ -241,7 +241,7 @@ struct DeleteUserFunction: SessionFunction {
     }
 }
 
-/// `end_device`: ends the user's session that a handle names (``SessionSummary/handle``).
+/// `end_device`: ends the user's session that a handle names (``DeviceSession/handle``).
 struct EndDeviceFunction: SessionFunction {
     static let name = "end_device"
     let userIndexKey: String

@@ -35,7 +35,7 @@ public enum SessionError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A device label is longer than ``SessionStoreConfiguration/Limits/maxDeviceLabelBytes`` or
     /// contains a control character.
     case invalidDeviceLabel
-    /// A session handle is not one the store gives out (``SessionSummary/handle``: 24 lowercase
+    /// A session handle is not one the store gives out (``DeviceSession/handle``: 24 lowercase
     /// hexadecimal digits).
     case invalidHandle
     /// The write was made under a lock lease that is no longer held (it expired, or another tab took
