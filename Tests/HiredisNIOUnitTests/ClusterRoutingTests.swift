@@ -34,10 +34,12 @@ struct RedirectionParsingTests {
         #expect(redirection("MOVED 3999 ::1:6381", from: "10.0.0.7")?.address == "[::1]:6381")
     }
 
-    @Test func unknownHostnameMeansTheHostTheReplyCameFrom() {
-        // "?" is what a node preferring hostnames sends when it has none, as in CLUSTER SLOTS
-        // and CLUSTER SHARDS, where the parser already falls back; "?:6381" cannot be connected to.
-        #expect(redirection("MOVED 3999 ?:6381", from: "10.0.0.7")?.address == "10.0.0.7:6381")
+    @Test func anUnknownHostnameLeavesTheAddressToTheTopology() {
+        // "?" is what a node preferring hostnames sends when it has none. The port alone names
+        // nothing: on a cluster whose nodes all listen on 6379, the replying host with that port is
+        // the replying node itself, and following it would loop. The router asks the topology.
+        #expect(redirection("MOVED 3999 ?:6379", from: "10.0.0.7") == Redirection(kind: .moved, slot: 3999, address: nil))
+        #expect(redirection("ASK 3999 ?:6381", from: "10.0.0.7") == Redirection(kind: .ask, slot: 3999, address: nil))
     }
 
     @Test(arguments: [
@@ -129,6 +131,21 @@ struct ClusterSlotMapTests {
         let isNewAgain = map.moved(slot: 4000, to: "127.0.0.1:30007")
         #expect(!isNewAgain)
         #expect(map.primaries.count == 4)
+    }
+
+    /// A primary whose last slot moved away (a reshard, a failover seen through `MOVED`) is no
+    /// primary any more: not asked for the topology, not given libraries.
+    @Test func aPrimaryWhoseLastSlotMovedAwayIsNoPrimary() throws {
+        var map = ClusterSlotMap()
+        _ = try map.apply(topology([(0...1, 30001), (2...16383, 30002)]))
+        _ = map.moved(slot: 0, to: "127.0.0.1:30002")
+        #expect(map.primaries == ["127.0.0.1:30001", "127.0.0.1:30002"], "it still serves slot 1")
+        _ = map.moved(slot: 1, to: "127.0.0.1:30002")
+        #expect(map.primaries == ["127.0.0.1:30002"])
+        // Back again: a primary again, and the router is told to make its pool.
+        let isNewPrimary = map.moved(slot: 1, to: "127.0.0.1:30001")
+        #expect(isNewPrimary)
+        #expect(map.primaries == ["127.0.0.1:30001", "127.0.0.1:30002"])
     }
 
     @Test func replicasAreKnownPerShardAndOfflineOnesLeftOut() throws {

@@ -20,8 +20,7 @@ extension ClusterRouter {
                 return self.redirection(.server(HiredisServerError(reply: text)), from: address)
             }.first { $0.kind == .moved }
             guard let moved else { return replies }
-            _ = try await follow(moved)
-            address = moved.address
+            address = try await follow(moved).address
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
@@ -33,8 +32,7 @@ extension ClusterRouter {
     ) async throws -> [RESPReply] {
         var redirection = first
         for _ in 0..<configuration.maximumRedirections {
-            let asking = try await follow(redirection)
-            let address = redirection.address
+            let (asking, address) = try await follow(redirection)
             var replies = try await pool(address).connection().pipeline(asking ? [RESPCommand("ASKING")] + group : group, timeout: timeout)
             if asking { replies.removeFirst() }
             guard case .error(let text) = replies[keyed],

@@ -33,7 +33,15 @@ final class ClusterRouter: Sendable {
         /// The topology refresh under way: every refresh goes through it, one at a time, so that
         /// an older view read concurrently cannot be applied after a newer one.
         var refreshing: Task<Void, Never>?
+        /// When a replica is seen not online yet: the wait before looking again, doubled each
+        /// time it still is not (a replica that never comes back is not asked about every second).
+        var replicaRecheck = ClusterRouter.firstReplicaRecheck
     }
+
+    /// The least time between two refreshes that requests (`MOVED`, lost connections, the timer)
+    /// ask for: a storm of them during a reshard or a failover makes a few reads, not hundreds.
+    static let refreshSpacing: Duration = .milliseconds(250)
+    static let firstReplicaRecheck: Duration = .seconds(1)
 
     private let seeds: [HiredisAddress]
     let configuration: HiredisConfiguration
@@ -73,6 +81,8 @@ final class ClusterRouter: Sendable {
             group.addTask {
                 for await _ in self.refreshes.cancelOnGracefulShutdown() {
                     await self.refreshOnce()
+                    // Requests meanwhile wait in the stream's buffer as one.
+                    try? await Task.sleep(for: Self.refreshSpacing)
                 }
                 // Graceful shutdown, cancellation or shutDown(): everything stops.
                 self.shutDown()
@@ -127,9 +137,11 @@ final class ClusterRouter: Sendable {
     }
 
     /// Reads the topology from a known primary or a seed, on a connection of its own, and
-    /// applies it. Only through ``refreshOnce()``.
+    /// applies it. Only through ``refreshOnce()``. The primaries are asked in a random order, then
+    /// the seeds: a node with a stale view, or one that does not answer, is not asked first every
+    /// time.
     private func refresh() async {
-        let candidates = state.withLockedValue { $0.map.primaries } + seeds.map(\.description)
+        let candidates = state.withLockedValue { $0.map.primaries }.shuffled() + seeds.map(\.description).shuffled()
         var lastError: HiredisError?
         for address in orderedUnique(candidates) {
             do {
@@ -218,9 +230,23 @@ final class ClusterRouter: Sendable {
         for pool in removed {
             pool.shutDown(failingWith: .cannotConnect(address: pool.address, reason: "the node left the cluster topology"))
         }
-        // Replicas still syncing are looked at again soon when reads could use them.
-        if configuration.readFromReplicas, topology.shards.contains(where: { $0.replicas.contains { !$0.isOnline } }) {
-            configuration.eventLoopGroup.any().scheduleTask(in: .seconds(1)) { [weak self] in self?.requestRefresh() }
+        // Replicas still syncing are looked at again soon when reads could use them, less and
+        // less often while they stay down (up to the refresh interval).
+        if configuration.readFromReplicas {
+            let syncing = topology.shards.contains { $0.replicas.contains { !$0.isOnline } }
+            let delay = state.withLockedValue { state -> Duration? in
+                guard syncing else {
+                    state.replicaRecheck = Self.firstReplicaRecheck
+                    return nil
+                }
+                defer { state.replicaRecheck = min(state.replicaRecheck * 2, configuration.topologyRefreshInterval) }
+                return state.replicaRecheck
+            }
+            if let delay {
+                configuration.eventLoopGroup.any().scheduleTask(in: delay.timeAmount) { [weak self] in
+                    self?.requestRefresh()
+                }
+            }
         }
         for waiter in waiters { waiter.resume() }
     }
@@ -374,8 +400,7 @@ final class ClusterRouter: Sendable {
                 return try await connection.send(command, timeout: try left())
             } catch let error as HiredisError {
                 if let redirection = redirection(error, from: address) {
-                    asking = try await follow(redirection)
-                    address = redirection.address
+                    (asking, address) = try await follow(redirection)
                     continue
                 }
                 if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
@@ -392,27 +417,35 @@ final class ClusterRouter: Sendable {
         return Redirection(reply, fallbackHost: host)
     }
 
-    /// Records a redirection; returns whether the next try must be preceded by `ASKING`. A target
-    /// the topology does not name gets no connection (and so no credentials): the topology is read
-    /// again from a known node first, and the redirection is refused if it still does not name it
-    /// (``HiredisError/Code/untrustedRedirection``); a node that joined is named by then.
-    func follow(_ redirection: Redirection) async throws(HiredisError) -> Bool {
+    /// Records a redirection; returns where the next try goes and whether it must be preceded by
+    /// `ASKING`. A target the topology does not name gets no connection (and so no credentials):
+    /// the topology is read again from a known node first, and the redirection is refused if it
+    /// still does not name it (``HiredisError/Code/untrustedRedirection``); a node that joined is
+    /// named by then. A `MOVED` to an unknown endpoint (`?`) goes where the topology, read again,
+    /// says the slot lives; an `ASK` to one cannot be followed (the topology names the slot's
+    /// owner, not the node importing it).
+    func follow(_ redirection: Redirection) async throws(HiredisError) -> (asking: Bool, address: String) {
         metrics.redirections.increment()
-        if !isNamed(redirection.address) {
+        var target = redirection.address
+        if target == nil, redirection.kind == .moved {
             await refreshOnce()
-            guard isNamed(redirection.address) else {
-                logger.warning(
-                    "redirection to a node the cluster topology does not name; refused", metadata: ["slot": "\(redirection.slot)"])
-                throw .untrustedRedirection
-            }
+            target = state.withLockedValue { $0.map.primary(forSlot: redirection.slot) }
+        } else if let address = target, !isNamed(address) {
+            await refreshOnce()
+            if !isNamed(address) { target = nil }
+        }
+        guard let target else {
+            logger.warning(
+                "redirection to a node the cluster topology does not name; refused", metadata: ["slot": "\(redirection.slot)"])
+            throw .untrustedRedirection
         }
         switch redirection.kind {
         case .moved:
-            _ = state.withLockedValue { $0.map.moved(slot: redirection.slot, to: redirection.address) }
+            _ = state.withLockedValue { $0.map.moved(slot: redirection.slot, to: target) }
             requestRefresh()
-            return false
+            return (false, target)
         case .ask:
-            return true
+            return (true, target)
         }
     }
 

@@ -1,13 +1,21 @@
 /// Which primary serves each of the 16384 slots: a plain value, changed by a topology read and by
 /// `MOVED` replies, unit-tested alone.
 struct ClusterSlotMap: Sendable {
-    /// The primaries' addresses; `slots` holds indexes into it.
-    private(set) var primaries: [String] = []
+    /// Every node that served a slot since the last topology read; `slots` holds indexes into it.
+    private var nodes: [String] = []
+    /// How many slots each of `nodes` serves.
+    private var owned: [Int] = []
     private var slots = [Int16](repeating: -1, count: HashSlot.count)
     /// Each primary's online replicas (addresses), from the last topology read.
     private(set) var replicas: [String: [String]] = [:]
     /// Incremented by every change, so that a router can tell whether its view is current.
     private(set) var version = 0
+
+    /// The primaries: the nodes that serve a slot. A node whose last slot moved away (`MOVED`
+    /// during a reshard, or to the replica that replaced it) is no primary any more.
+    var primaries: [String] {
+        zip(nodes, owned).compactMap { $0.1 > 0 ? $0.0 : nil }
+    }
 
     /// Whether a topology was ever applied.
     var isKnown: Bool { version > 0 }
@@ -15,7 +23,7 @@ struct ClusterSlotMap: Sendable {
     /// The primary serving `slot`, nil when no node is known for it.
     func primary(forSlot slot: Int) -> String? {
         let index = slots[slot]
-        return index < 0 ? nil : primaries[Int(index)]
+        return index < 0 ? nil : nodes[Int(index)]
     }
 
     /// The online replicas of the shard serving `slot`.
@@ -30,7 +38,8 @@ struct ClusterSlotMap: Sendable {
     /// Replaces the map with `topology`; returns the primaries that appeared and disappeared.
     mutating func apply(_ topology: ClusterTopology) -> (added: [String], removed: [String]) {
         let old = Set(primaries)
-        primaries = topology.primaries
+        nodes = topology.primaries
+        owned = Array(repeating: 0, count: nodes.count)
         replicas = [:]
         for shard in topology.shards {
             let online = shard.replicas.filter(\.isOnline).map(\.address)
@@ -40,11 +49,12 @@ struct ClusterSlotMap: Sendable {
         for (index, shard) in topology.shards.enumerated() {
             for range in shard.slots where range.lowerBound >= 0 && range.upperBound < HashSlot.count {
                 for slot in range { slots[slot] = Int16(index) }
+                owned[index] += range.count
             }
         }
         version += 1
         let new = Set(primaries)
-        return (primaries.filter { !old.contains($0) }, old.subtracting(new).sorted())
+        return (nodes.filter { !old.contains($0) }, old.subtracting(new).sorted())
     }
 
     /// A `MOVED` reply: `slot` is served by `address` now. Returns whether `address` is a primary
@@ -52,12 +62,17 @@ struct ClusterSlotMap: Sendable {
     mutating func moved(slot: Int, to address: String) -> Bool {
         guard (0..<HashSlot.count).contains(slot) else { return false }
         version += 1
-        if let index = primaries.firstIndex(of: address) {
+        let previous = slots[slot]
+        if previous >= 0 { owned[Int(previous)] -= 1 }
+        if let index = nodes.firstIndex(of: address) {
+            let known = owned[index] > 0
             slots[slot] = Int16(index)
-            return false
+            owned[index] += 1
+            return !known
         }
-        primaries.append(address)
-        slots[slot] = Int16(primaries.count - 1)
+        nodes.append(address)
+        owned.append(1)
+        slots[slot] = Int16(nodes.count - 1)
         return true
     }
 }

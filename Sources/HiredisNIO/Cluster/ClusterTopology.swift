@@ -111,7 +111,8 @@ struct Redirection: Sendable, Hashable {
     enum Kind { case moved, ask }
     let kind: Kind
     let slot: Int
-    let address: String
+    /// Nil for an unknown endpoint (`?:6381`): the topology must say where the slot lives.
+    let address: String?
 
     /// Parses `MOVED 3999 127.0.0.1:6381` or `ASK 3999 127.0.0.1:6381`; nil for other errors.
     init?(_ error: HiredisServerError, fallbackHost: String) {
@@ -122,17 +123,23 @@ struct Redirection: Sendable, Hashable {
         case "ASK": kind = .ask
         default: return nil
         }
-        // An empty or unknown host (":6381", "?:6381") means the host the reply came from; IPv6
-        // hosts come unbracketed ("::1:6381"): the port follows the last colon.
+        // An empty host (":6381") means the host the reply came from (the spec's "unknown
+        // endpoint": same endpoint, this port). "?" is a node that prefers hostnames and has none:
+        // its port alone names nothing (on a cluster whose nodes all use 6379 it would name the
+        // replying node itself), so the address is left to the topology. IPv6 hosts come
+        // unbracketed ("::1:6381"): the port follows the last colon.
         guard let colon = words[2].lastIndex(of: ":"), let port = Int(words[2][words[2].index(after: colon)...]) else { return nil }
         let named = words[2][..<colon]
-        let host = named.isEmpty || named == "?" ? fallbackHost : String(named)
-        let parsed = HiredisAddress(host: host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host, port: port)
         self.slot = slot
-        self.address = parsed.description
+        if named == "?" {
+            self.address = nil
+            return
+        }
+        let host = named.isEmpty ? fallbackHost : String(named)
+        self.address = HiredisAddress(host: host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host, port: port).description
     }
 
-    init(kind: Kind, slot: Int, address: String) {
+    init(kind: Kind, slot: Int, address: String?) {
         self.kind = kind
         self.slot = slot
         self.address = address
