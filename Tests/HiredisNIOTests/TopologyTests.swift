@@ -292,6 +292,27 @@ struct SentinelTests {
         }
     }
 
+    /// A Sentinel that names a replica (as one that lags behind a failover does) is passed over
+    /// for the next, instead of being asked again and again while nothing connects.
+    @Test func aSentinelThatNamesAReplicaIsPassedOver() async throws {
+        try await RedisSentinelGroup.with(.init(replicas: 1, sentinels: 2)) { group in
+            let primary = try await group.primary()
+            let replica = try #require(group.nodes.first { $0 !== primary })
+            let stale = group.sentinels[0]
+            _ = try await group.send(RESPCommand("SENTINEL", "REMOVE", "mymaster"), to: stale)
+            _ = try await group.send(RESPCommand("SENTINEL", "MONITOR", "mymaster", "127.0.0.1", .integer(replica.port), 2), to: stale)
+            let named = try await group.send(RESPCommand("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"), to: stale)
+            #expect(named.array?.last?.int == replica.port, "the first Sentinel names the replica")
+
+            var configuration = group.configuration
+            configuration.topology = .sentinel(sentinels: [stale.address, group.sentinels[1].address], primaryName: "mymaster")
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            try await client.set("k", to: "v")
+            #expect(try await group.send(RESPCommand("GET", "k"), to: primary).string == "v")
+        }
+    }
+
     @Test func sentinelsThatAreDownAreSkipped() async throws {
         try await RedisSentinelGroup.with(.init(replicas: 1, sentinels: 3)) { group in
             await group.sentinels[0].kill()

@@ -349,3 +349,37 @@ struct HashSlotTests {
         #expect(HashSlot.of([107, 0, 121] as [UInt8]) == 1060)
     }
 }
+
+// MARK: - Sentinel answers
+
+@Suite("Sentinel answers")
+struct SentinelAnswerTests {
+    private func entry(_ pairs: [(String, String)]) -> RESPReply {
+        .array(pairs.flatMap { [RESPReply.bulkString(ByteBuffer(string: $0.0)), .bulkString(ByteBuffer(string: $0.1))] })
+    }
+
+    @Test func theSentinelsASentinelNamesAreTheOnesItDoesNotThinkDown() {
+        let reply = RESPReply.array([
+            entry([("name", "a"), ("ip", "10.0.0.2"), ("port", "26379"), ("flags", "sentinel")]),
+            entry([("name", "b"), ("ip", "10.0.0.3"), ("port", "26379"), ("flags", "s_down,sentinel")]),
+            entry([("name", "c"), ("ip", "10.0.0.4"), ("port", "0"), ("flags", "sentinel")]),
+            entry([("name", "d"), ("ip", "10.0.0.5")]),
+            .bulkString(ByteBuffer(string: "garbage")),
+        ])
+        #expect(SentinelDiscovery.sentinels(in: reply) == [HiredisAddress(host: "10.0.0.2", port: 26379)])
+        #expect(SentinelDiscovery.sentinels(in: .error("ERR No such master with that name")).isEmpty)
+    }
+
+    @Test func onlyTheSubscriptionsOwnConfirmationConfirmsIt() {
+        let confirmation = RESPReply.array([
+            .bulkString(ByteBuffer(string: "subscribe")), .bulkString(ByteBuffer(string: "+switch-master")), .integer(1),
+        ])
+        let message = RESPReply.array([
+            .bulkString(ByteBuffer(string: "message")), .bulkString(ByteBuffer(string: "+switch-master")),
+            .bulkString(ByteBuffer(string: "x")),
+        ])
+        #expect(SentinelDiscovery.isConfirmation(confirmation))
+        #expect(!SentinelDiscovery.isConfirmation(message))
+        #expect(!SentinelDiscovery.isConfirmation(.integer(1)))
+    }
+}
