@@ -13,8 +13,9 @@
     /// `HttpOnly`, `Secure`, `SameSite=Lax` and a `Max-Age` up to the session's absolute deadline by
     /// default (``CookieOptions``).
     ///
-    /// - A malformed, unknown or ended cookie is no error: the request goes on without a session, and
-    ///   the cookie is cleared.
+    /// - A malformed, unknown or ended cookie is no error: the request goes on without a session.
+    ///   The cookie is left as it is (clearing it could overwrite the cookie a concurrent log-in
+    ///   just set); log-out and `destroy()` clear it.
     /// - Redis errors fail closed: the request gets `503 Service Unavailable` and the error is logged;
     ///   nobody is logged out because Redis hiccuped.
     /// - With `locks`, each request that has a session holds the session's lock while the handler
@@ -80,11 +81,9 @@
             let presented = request.cookies[cookie.name]?.value
             let passive = isPassive(request)
             var loaded: Session?
-            var formerCookie = false
             if let presented, !presented.isEmpty {
                 do {
                     if redeemsImported, !store.isWellFormed(presented), ImportedSession.isValidFormerID(presented) {
-                        formerCookie = true
                         loaded = try await store.redeemImported(presented)  // a new id: the cookie changes
                     } else if passive {
                         loaded = try await store.get(presented)
@@ -92,15 +91,16 @@
                         loaded = session
                     }
                 } catch SessionError.invalidID {
-                    loaded = nil  // a forged or foreign cookie: no session, the cookie is cleared
+                    loaded = nil  // a forged or foreign cookie: no session
                 } catch {
                     throw answer(error, context: context)
                 }
             }
             let session = context.session
-            // A former cookie that gives nothing (spent, unknown) is left alone: clearing it could
-            // overwrite the new cookie that the request which redeemed it set meanwhile.
-            let cookieChanged = presented != nil && presented != loaded?.id && !(formerCookie && loaded == nil)
+            // A cookie that finds no session (stale, forged, or one that a concurrent log-in or a
+            // redemption just replaced) is left alone: clearing it could overwrite the new cookie
+            // that the other request set meanwhile. Only a redeemed import changes it here.
+            let cookieChanged = loaded.map { $0.id != presented } ?? false
             session.load(store: store, session: loaded, cookieChanged: cookieChanged)
 
             var response: Response

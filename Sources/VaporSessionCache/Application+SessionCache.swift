@@ -58,7 +58,7 @@
             }
 
             /// Runs `onExpiry` once per ended session across every instance (an `ExpiryListener` in
-            /// the application's lifecycle). Needs a store configured with
+            /// the application's lifecycle). Call it while configuring, before the boot. Needs a store configured with
             /// `SessionStoreConfiguration.expiryListener`; a configuration the listener cannot run
             /// with fails the application's boot.
             ///
@@ -72,7 +72,13 @@
                 onWarning: ExpiryListener.WarningHook? = nil, _ onExpiry: @escaping ExpiryListener.Hook
             ) {
                 let listener = ExpiryListener(store: store, configuration: configuration, onWarning: onWarning, onExpiry: onExpiry)
-                parts.listeners.withLockedValue { $0.append(listener) }
+                let added = parts.listeners.withLockedValue { listeners in
+                    guard let unstarted = listeners else { return false }
+                    listeners = unstarted + [listener]
+                    return true
+                }
+                // Hooks given after the boot would never run: said loudly, once, at the call.
+                if !added { application.logger.error("app.sessionCache.onExpiry was called after the boot: its hooks never run") }
             }
 
             /// The session store (for messages, metadata, users' session lists, log-out everywhere).
@@ -101,7 +107,8 @@
             ) -> SessionCacheMiddleware {
                 SessionCacheMiddleware(
                     sessions: application.sessions.middleware, cookieName: application.sessions.configuration.cookieName,
-                    store: store, locks: locks, isPassive: passive, tab: tab)
+                    cookieFactory: application.sessions.configuration.cookieFactory, store: store, locks: locks, isPassive: passive,
+                    tab: tab)
             }
 
             var parts: Parts {
@@ -157,7 +164,8 @@
         let client: HiredisClient
         let store: SessionStore
         let locks: SessionLock?
-        let listeners = NIOLockedValueBox<[ExpiryListener]>([])
+        /// The listeners to start at boot; nil once they started.
+        let listeners = NIOLockedValueBox<[ExpiryListener]?>([])
 
         init(client: HiredisClient, store: SessionStore, locks: SessionLock?) {
             self.client = client
@@ -182,7 +190,10 @@
         // Synchronous, so that both `boot()` (which VaporTesting's `app.testing()` calls) and
         // `asyncBoot()` start the services; the async variant defaults to this one.
         func willBoot(_ application: Application) throws {
-            let listeners = parts.listeners.withLockedValue { $0 }
+            let listeners = parts.listeners.withLockedValue { listeners in
+                defer { listeners = nil }
+                return listeners ?? []
+            }
             for listener in listeners { try listener.validate() }
             // Shut down in reverse: listeners (their hooks use the store), locks, then the client.
             var services: [any Service] = [parts.client]
@@ -192,10 +203,14 @@
         }
 
         func shutdownAsync(_ application: Application) async {
+            // Vapor stops the HTTP server after its lifecycle handlers: stopped first here, so that
+            // no request meets a store whose client is gone while running hooks finish.
+            await application.server.shutdown()
             await running.stop()
         }
 
-        /// The deprecated synchronous shutdown cannot wait: it starts the graceful shutdown.
+        /// The deprecated synchronous shutdown cannot wait: it starts the graceful shutdown (hooks
+        /// that run when the process exits are cut, and run again on another instance).
         func shutdown(_ application: Application) {
             let running = running
             Task { await running.stop() }

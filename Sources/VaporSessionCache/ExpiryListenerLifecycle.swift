@@ -29,6 +29,9 @@
         }
 
         public func shutdownAsync(_ application: Application) async {
+            // Vapor stops the HTTP server after its lifecycle handlers: first here, so that no
+            // request is served while running hooks finish.
+            await application.server.shutdown()
             await running.stop()
         }
 

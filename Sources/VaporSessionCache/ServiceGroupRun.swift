@@ -8,18 +8,21 @@
     final class ServiceGroupRun: Sendable {
         private let running = NIOLockedValueBox<(group: ServiceGroup, task: Task<Void, Never>)?>(nil)
 
-        /// Runs `services`; shutdown is in their reverse order.
+        /// Runs `services`; shutdown is in their reverse order. A second start does nothing.
         func start(_ services: [any Service], logger: Logger) {
-            let group = ServiceGroup(
-                configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
-            let task = Task {
-                do {
-                    try await group.run()
-                } catch {
-                    logger.error("the session cache's services stopped", metadata: ["error": "\(error)"])
+            running.withLockedValue { running in
+                guard running == nil else { return }
+                let group = ServiceGroup(
+                    configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
+                let task = Task {
+                    do {
+                        try await group.run()
+                    } catch {
+                        logger.error("the session cache's services stopped", metadata: ["error": "\(error)"])
+                    }
                 }
+                running = (group, task)
             }
-            running.withLockedValue { $0 = (group, task) }
         }
 
         /// Triggers the graceful shutdown and waits until every service has returned.

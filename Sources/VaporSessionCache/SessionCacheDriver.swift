@@ -25,7 +25,8 @@
     /// - Values are Vapor's strings, stored as the session's metadata (one hash field each, visible
     ///   with `redis-cli HGETALL`).
     /// - A session with no data is not stored: a request that only looked at `request.session` (or
-    ///   came with a stale cookie) stores nothing, and its cookie is cleared.
+    ///   came with a stale cookie) stores nothing. Its cookie is cleared, or, with
+    ///   ``SessionCacheMiddleware``, left as it is.
     /// - The value under ``userKey`` is not metadata but the session's user (``init(store:authenticating:redeemsImported:passive:)`` takes the
     ///   key `SessionAuthenticator` writes, `_<User>Session`). When it appears (log-in) the session is
     ///   bound to the user under a new id (against session fixation; the user's session list, log-out
@@ -103,8 +104,12 @@
 
         private func create(_ data: SessionData, _ request: Request) async throws -> SessionID {
             // Nothing to keep (a handler only looked, or a stale cookie made Vapor start a session):
-            // nothing is stored, and the cookie factory clears the cookie for this id.
-            guard !data.snapshot.isEmpty else { return Self.nothingStored }
+            // nothing is stored; the middleware leaves the cookie alone (without it, the cookie
+            // factory clears the cookie for this id).
+            guard !data.snapshot.isEmpty else {
+                request.storage[NothingStored.self] = true
+                return Self.nothingStored
+            }
             let session = try await createSession(data.snapshot)
             remember(session, data.snapshot, request)
             return SessionID(string: session.id)
@@ -172,11 +177,8 @@
                     of: sessionID, from: before[userKey], to: after[userKey], data: after, changes: changes, request)
             }
             guard !changes.isEmpty else { return sessionID }
-            // Fenced by the request's lease (SessionCacheMiddleware with locks): a request that lost
-            // its lock cannot write over its successor's changes.
-            let lease = request.storage[LeaseKey.self].flatMap { $0.sessionID == sessionID.string ? $0 : nil }
             do {
-                try await store.setMetadata(sessionID.string, changes, lease: lease)
+                try await store.setMetadata(sessionID.string, changes, lease: lease(for: sessionID, request))
             } catch {
                 // It ended meanwhile: it does not come back, and neither do these changes. (A `catch
                 // .notFound` clause crashes the 6.3 compiler here.)
@@ -188,6 +190,12 @@
             return sessionID
         }
 
+        /// The request's lease when it is for `sessionID` (SessionCacheMiddleware with locks): a
+        /// request that lost its lock cannot write over its successor's changes.
+        private func lease(for sessionID: SessionID, _ request: Request) -> LockLease? {
+            request.storage[LeaseKey.self].flatMap { $0.sessionID == sessionID.string ? $0 : nil }
+        }
+
         /// Log-in binds the anonymous session to its user under a new id; another user or log-out ends
         /// the session and carries its data on under a new id.
         private func changeUser(
@@ -197,9 +205,10 @@
             let session: StoredSession
             if oldUser == nil, let newUser {
                 do {
-                    let bound = try await store.bind(sessionID.string, to: newUser)
-                    if !changes.isEmpty { try await store.setMetadata(bound.id, changes) }
-                    session = bound
+                    // The request's changes first, fenced: the bind copies them, so the log-in and
+                    // the data it came with land together or not at all.
+                    if !changes.isEmpty { try await store.setMetadata(sessionID.string, changes, lease: lease(for: sessionID, request)) }
+                    session = try await store.bind(sessionID.string, to: newUser)
                 } catch {
                     // Ended before the log-in completed: nothing is created for it.
                     guard error == .notFound else { throw error }
@@ -214,6 +223,7 @@
                 // Logged out with nothing else kept: nothing to store.
                 guard !data.isEmpty else {
                     request.storage[LoadedSession.self] = nil
+                    request.storage[NothingStored.self] = true
                     return Self.nothingStored
                 }
                 session = try await createSession(data)
@@ -259,6 +269,11 @@
         /// The seconds from the session's last activity to its absolute deadline (Redis's times).
         struct CookieLifetime: StorageKey {
             typealias Value = Int
+        }
+
+        /// Set when the driver answered ``nothingStored``: no cookie is due.
+        struct NothingStored: StorageKey {
+            typealias Value = Bool
         }
 
         /// The lease of the lock ``SessionCacheMiddleware`` holds for this request.

@@ -109,6 +109,11 @@ struct ResilienceTests {
         #expect(HiredisClient.transientRefusal([.simpleString("OK"), loading], of: [set, set]) == nil)
         #expect(HiredisClient.transientRefusal([loading, .error("WRONGTYPE no")], of: [set, get]) == nil)
         #expect(HiredisClient.transientRefusal([.simpleString("OK"), .null], of: [set, get]) == nil)
+        // Behind Sentinels, a demoted primary's READONLY passes too: it ran none of the writes.
+        let readOnly = RESPReply.error("READONLY You can't write against a read only replica.")
+        #expect(HiredisClient.transientRefusal([readOnly, .array([])], of: [set, time], readOnlyPasses: true)?.code == "READONLY")
+        #expect(HiredisClient.transientRefusal([readOnly, .array([])], of: [set, time]) == nil, "not without Sentinels")
+        #expect(HiredisClient.transientRefusal([.simpleString("OK"), readOnly], of: [set, set], readOnlyPasses: true) == nil)
     }
 
     /// A long script makes Redis answer BUSY to everyone else: a caller waits it out.

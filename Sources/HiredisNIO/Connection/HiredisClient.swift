@@ -211,13 +211,22 @@ public final class HiredisClient: HiredisClientProtocol, Service {
                 return try await retryingTransient(timeout: timeout) { remaining, _ in
                     refused = nil
                     let replies: [RESPReply]
+                    var demoted = false
                     switch backend {
-                    case .single(let pool), .sentinel(let pool, _):
+                    case .single(let pool):
                         replies = try await pool.connection().pipeline(commands, timeout: remaining)
+                    case .sentinel(let pool, _):
+                        replies = try await pool.connection().pipeline(commands, timeout: remaining)
+                        // A node Sentinel demoted answers READONLY: its connections go, so that
+                        // the next commands reach the new primary (as for a single command).
+                        demoted = replies.contains { $0.isReadOnlyRefusal }
+                        if demoted { pool.recycle() }
                     case .cluster(let router):
                         replies = try await router.pipeline(commands, timeout: remaining)
                     }
-                    if configuration.retryTransientErrors, let refusal = Self.transientRefusal(replies, of: commands) {
+                    if configuration.retryTransientErrors,
+                        let refusal = Self.transientRefusal(replies, of: commands, readOnlyPasses: demoted)
+                    {
                         refused = replies
                         throw HiredisError.server(refusal)
                     }
@@ -253,12 +262,14 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// so too or only reads, so that nothing that ran changes by running again. (A restarting
     /// Redis refuses `SET` with `LOADING` but answers `TIME`.) Nil when the pipeline must not be
     /// sent again.
-    static func transientRefusal(_ replies: [RESPReply], of commands: [RESPCommand]) -> HiredisServerError? {
+    /// With `readOnlyPasses` (behind Sentinels), `READONLY` counts as such a refusal: a demoted
+    /// primary ran none of the writes it refused, and the pool is reconnecting to the new one.
+    static func transientRefusal(_ replies: [RESPReply], of commands: [RESPCommand], readOnlyPasses: Bool = false) -> HiredisServerError? {
         var refusal: HiredisServerError?
         for (command, reply) in zip(commands, replies) {
             if case .error(let text) = reply {
                 let error = HiredisServerError(reply: text)
-                guard error.isTransient else { return nil }
+                guard error.isTransient || (readOnlyPasses && error.code == "READONLY") else { return nil }
                 if refusal == nil { refusal = error }
             } else if !command.isReadOnly {
                 return nil
@@ -478,6 +489,14 @@ enum Backend: Sendable {
 
     var isCluster: Bool {
         if case .cluster = self { return true }
+        return false
+    }
+}
+
+extension RESPReply {
+    /// Whether this is a replica's refusal of a write (`READONLY`).
+    var isReadOnlyRefusal: Bool {
+        if case .error(let text) = self { return text.hasPrefix("READONLY") }
         return false
     }
 }

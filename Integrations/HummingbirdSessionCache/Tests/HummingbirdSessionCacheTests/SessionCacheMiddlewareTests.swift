@@ -138,13 +138,24 @@ struct SessionCacheMiddlewareTests {
         }
     }
 
-    @Test func aMalformedOrUnknownCookieIsAFreshStartNotAnError() async throws {
+    /// A cookie that finds no session is no error, and is left as it is: the request may have
+    /// begun before a log-in in another tab replaced it, and clearing it would log that tab out.
+    @Test func aMalformedOrUnknownCookieIsAFreshStartNotAnErrorAndIsLeftAlone() async throws {
         try await withApp { http, _, _ in
             for value in ["../../etc/passwd", "AAA" + String(repeating: "A", count: 24), ""] {
                 try await http.execute(uri: "/me", method: .get, headers: [.cookie: "session=\(value)"]) { response in
                     #expect(response.status == .ok)
                     #expect(String(buffer: response.body) == "nobody")
+                    #expect(self.sessionCookie(response) == nil)
                 }
+            }
+            // The id a log-in replaced: no session, and no Set-Cookie that would undo the log-in's.
+            let replaced = cookieHeader(try await http.execute(uri: "/login/gus", method: .post) { self.sessionCookie($0) })
+            let new = try await http.execute(uri: "/login/fay", method: .post, headers: replaced) { self.sessionCookie($0) }
+            #expect(new != nil)
+            try await http.execute(uri: "/me", method: .get, headers: replaced) { response in
+                #expect(String(buffer: response.body) == "nobody")
+                #expect(self.sessionCookie(response) == nil)
             }
         }
     }
