@@ -15,6 +15,10 @@ let package = Package(
             dependencies: ["CFuzzer", .product(name: "HiredisNIO", package: "swift-session-cache")]
         ),
         .executableTarget(
+            name: "FuzzTopology",
+            dependencies: ["CFuzzer", .product(name: "HiredisNIO", package: "swift-session-cache")]
+        ),
+        .executableTarget(
             name: "FuzzURL",
             dependencies: ["CFuzzer", .product(name: "HiredisNIO", package: "swift-session-cache")]
         ),

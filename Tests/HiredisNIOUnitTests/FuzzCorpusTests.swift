@@ -19,6 +19,12 @@ struct FuzzCorpusTests {
         for (_, data) in inputs { data.withUnsafeBytes { FuzzEntryPoints.readReplies($0) } }
     }
 
+    @Test func topologySeedsAndRegressions() throws {
+        let inputs = try Self.inputs(of: "Topology")
+        #expect(inputs.count >= 5)
+        for (_, data) in inputs { data.withUnsafeBytes { FuzzEntryPoints.parseTopologyReplies($0) } }
+    }
+
     @Test func urlSeedsAndRegressions() throws {
         let inputs = try Self.inputs(of: "URL")
         #expect(inputs.count >= 10)

@@ -49,9 +49,11 @@ struct ClusterSlotMap: Sendable {
         for (index, shard) in topology.shards.enumerated() {
             for range in shard.slots where range.lowerBound >= 0 && range.upperBound < HashSlot.count {
                 for slot in range { slots[slot] = Int16(index) }
-                owned[index] += range.count
             }
         }
+        // Counted from the map, not the ranges: shards that claim one slot twice (a reply that
+        // does not add up) must not leave a primary that serves nothing.
+        for index in slots where index >= 0 { owned[Int(index)] += 1 }
         version += 1
         let new = Set(primaries)
         return (nodes.filter { !old.contains($0) }, old.subtracting(new).sorted())

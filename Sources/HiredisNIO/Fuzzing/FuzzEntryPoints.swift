@@ -27,6 +27,53 @@ public enum FuzzEntryPoints {
         }
     }
 
+    /// Reads `bytes` as replies (as ``readReplies(_:)``) and gives each to what reads the
+    /// topology from servers: `CLUSTER SHARDS` and `CLUSTER SLOTS` into a slot map, `MOVED` and
+    /// `ASK` error replies into redirections applied to it, `SENTINEL SENTINELS` and subscription
+    /// confirmations. Properties: no crash; topology errors are typed ``HiredisError``s; after
+    /// every change, each slot's node is one of the map's primaries and each primary serves a slot.
+    public static func parseTopologyReplies(_ bytes: UnsafeRawBufferPointer) {
+        let limits = ReplyLimits(maxBulkBytes: 4096, maxReplyBytes: 65_536, maxElements: 4096, maxNesting: 6)
+        let reader = ReplyReader(limits: limits)
+        var replies: [RESPReply] = []
+        do {
+            try reader.feed(ByteBuffer(bytes: bytes))
+            while let reply = try reader.next(), replies.count < 64 { replies.append(reply) }
+        } catch {
+            precondition(error.code == .protocolError || error.code == .replyTooLarge, "unexpected error code \(error.code)")
+        }
+        var map = ClusterSlotMap()
+        for reply in replies {
+            for usesTLS in [false, true] {
+                if let topology = try? ClusterTopology(shardsReply: reply, fallbackHost: "10.0.0.1", usesTLS: usesTLS) {
+                    _ = map.apply(topology)
+                    checkSlots(of: map)
+                }
+            }
+            if let topology = try? ClusterTopology(slotsReply: reply, fallbackHost: "10.0.0.1") {
+                _ = map.apply(topology)
+                checkSlots(of: map)
+            }
+            if case .error(let text) = reply, let redirection = Redirection(HiredisServerError(reply: text), fallbackHost: "10.0.0.1") {
+                _ = map.moved(slot: redirection.slot, to: redirection.address ?? "10.0.0.9:6379")
+                checkSlots(of: map)
+            }
+            for sentinel in SentinelDiscovery.sentinels(in: reply) { precondition((1...65535).contains(sentinel.port)) }
+            _ = SentinelDiscovery.isConfirmation(reply)
+        }
+    }
+
+    private static func checkSlots(of map: ClusterSlotMap) {
+        let primaries = Set(map.primaries)
+        var served: Set<String> = []
+        for slot in 0..<HashSlot.count {
+            guard let node = map.primary(forSlot: slot) else { continue }
+            precondition(primaries.contains(node), "slot \(slot) is served by a node that is no primary")
+            served.insert(node)
+        }
+        precondition(served == primaries, "a primary serves no slot")
+    }
+
     /// Parses `bytes` as a Redis URL, and as one with a password: `redis://app:<P>@<R>` where
     /// the bytes are `P`, a NUL, then `R`. Properties: no crash; errors are
     /// ``HiredisError/Code/invalidConfiguration``; neither the redacted URL nor an
