@@ -480,6 +480,56 @@ struct ExpiryTests {
         }
     }
 
+    /// Managed Redis refuses CONFIG, and its operator sets the flags in the server's own
+    /// configuration (as the Deployment article says): the listener subscribes all the same, and a
+    /// hook starts on the notification. (It used to rely on the sweep alone there.)
+    @Test func whereConfigIsRefusedTheListenerSubscribesAnyway() async throws {
+        try await RedisServer.with(.init(notifyKeyspaceEvents: "Kx")) { server in
+            let admin = try HiredisClient.started(configuration: server.configuration)
+            _ = try await admin.send(RESPCommand("ACL", "SETUSER", "app", "on", ">app-password", "~*", "&*", "+@all", "-config"))
+            var redis = server.configuration
+            redis.username = "app"
+            redis.password = "app-password"
+            let client = try HiredisClient.started(configuration: redis)
+            var configuration = testConfiguration()
+            configuration.expiryListener = true
+            let store = try SessionStore(client: client, configuration: configuration)
+            var listenerConfiguration = ExpiryListenerConfiguration()
+            // No full sweep within the test's time after the first: a session created after it is
+            // found through its notification only.
+            listenerConfiguration.fullSweepInterval = .seconds(120)
+            let (ended, endedContinuation) = AsyncStream.makeStream(of: String.self)
+            let listener = ExpiryListener(store: store, configuration: listenerConfiguration) { expired in
+                endedContinuation.yield(expired.session.id)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await listener.run() }
+                var subscribed = false
+                for _ in 0..<100 where !subscribed {
+                    subscribed = try await admin.send(RESPCommand("PUBSUB", "NUMPAT")).int ?? 0 > 0
+                    if !subscribed { try await Task.sleep(for: .milliseconds(50)) }
+                }
+                #expect(subscribed, "the listener subscribed to the timers' notifications")
+                let session = try await store.create(user: "ivy", mode: .custom(.milliseconds(300)))
+                let first = await withTaskGroup(of: String?.self) { race in
+                    race.addTask {
+                        var iterator = ended.makeAsyncIterator()
+                        return await iterator.next()
+                    }
+                    race.addTask {
+                        try? await Task.sleep(for: .seconds(20))
+                        return nil
+                    }
+                    let first = await race.next() ?? nil
+                    race.cancelAll()
+                    return first
+                }
+                #expect(first == session.id)
+                group.cancelAll()
+            }
+        }
+    }
+
     @Test(arguments: Deployment.allCases) func aListenerNeedsAStoreInListenerMode(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let listener = ExpiryListener(store: fixture.store) { _ in }

@@ -72,7 +72,8 @@ extension ExpiryListener {
     }
 
     /// Makes sure Redis publishes expired-key events on keyspace channels (flags `K` and `x`),
-    /// where CONFIG is allowed. Returns whether they are on.
+    /// where CONFIG is allowed. Returns whether they may be on (false: some primary is known to
+    /// lack them, or the primaries cannot be listed): where CONFIG is refused they may be.
     func enableNotifications() async -> Bool {
         let redis = store.redis
         let primaries: [String]
@@ -89,10 +90,12 @@ extension ExpiryListener {
             do {
                 flags = try await redis.execute(CONFIG_GET("notify-keyspace-events"), toPrimary: primary) ?? ""
             } catch {
-                logger.warning(
-                    "cannot read notify-keyspace-events (CONFIG refused); relying on the sweep",
+                // Managed Redis refuses CONFIG; its operator sets the flags in the server's own
+                // configuration (the Deployment article says so). Subscribed all the same: if they
+                // are on, notifications arrive; if not, the sweep does the work, as it would.
+                logger.notice(
+                    "cannot read notify-keyspace-events (CONFIG refused); subscribing in case the server's configuration sets them",
                     metadata: ["primary": "\(primary)", "error": "\(error)"])
-                allOn = false
                 continue
             }
             let hasExpired = flags.contains("x") || flags.contains("A")
