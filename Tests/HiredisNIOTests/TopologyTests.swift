@@ -313,6 +313,32 @@ struct SentinelTests {
         }
     }
 
+    /// Sentinels that require an ACL user of their own (not the data nodes'): `sentinelUsername`
+    /// and `sentinelPassword`.
+    @Test func sentinelsWithAnACLUserOfTheirOwn() async throws {
+        try await RedisSentinelGroup.with(.init(replicas: 1, sentinels: 2)) { group in
+            let primary = try await group.primary()  // (the harness asks the Sentinels as the default user)
+            for sentinel in group.sentinels {
+                _ = try await group.send(RESPCommand("ACL", "SETUSER", "watcher", "on", ">watcher-password", "+@all"), to: sentinel)
+                _ = try await group.send(RESPCommand("ACL", "SETUSER", "default", "off"), to: sentinel)
+            }
+            var refused = group.configuration
+            refused.connectTimeout = .seconds(1)
+            refused.commandTimeout = .seconds(1)
+            let anonymous = try HiredisClient.started(configuration: refused)
+            await #expect(throws: HiredisError.self) { try await anonymous.set("k", to: "v") }
+            await anonymous.close()
+
+            var configuration = group.configuration
+            configuration.sentinelUsername = "watcher"
+            configuration.sentinelPassword = "watcher-password"
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            try await client.set("k", to: "v")
+            #expect(try await group.send(RESPCommand("GET", "k"), to: primary).string == "v")
+        }
+    }
+
     @Test func sentinelsThatAreDownAreSkipped() async throws {
         try await RedisSentinelGroup.with(.init(replicas: 1, sentinels: 3)) { group in
             await group.sentinels[0].kill()

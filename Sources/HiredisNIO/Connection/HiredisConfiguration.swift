@@ -36,6 +36,9 @@ public struct HiredisConfiguration: Sendable {
     public var username: String? = nil
     /// Password for `AUTH`.
     public var password: String? = nil
+    /// ACL user name for the Sentinels (Redis 6.2 or later), with ``sentinelPassword``; nil:
+    /// `AUTH password` alone, or no authentication.
+    public var sentinelUsername: String? = nil
     /// Password for the Sentinels, when they require one (they usually have their own).
     public var sentinelPassword: String? = nil
     /// Database for `SELECT` (sent when not 0; a cluster has only database 0).

@@ -50,7 +50,7 @@ final class SentinelDiscovery: Sendable {
     /// The configuration of a connection to a Sentinel (its own password, no database).
     private func sentinelConfiguration(_ address: HiredisAddress) -> HiredisConfiguration {
         var sentinel = configuration.forNode(address.description)
-        sentinel.username = nil
+        sentinel.username = configuration.sentinelPassword == nil ? nil : configuration.sentinelUsername
         sentinel.password = configuration.sentinelPassword
         sentinel.database = 0
         sentinel.clientName = configuration.clientName.map { $0 + "-sentinel" }
