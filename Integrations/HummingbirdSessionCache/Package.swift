@@ -23,7 +23,7 @@ let package = Package(
     ],
     targets: [
         // The example chat's page, shared with the Vapor package's VaporChatExample.
-        .target(name: "ChatPage"),
+        .target(name: "ChatPage", dependencies: [.product(name: "SessionCache", package: "swift-session-cache")]),
         // The example chat (Examples/Chat): here so that Hummingbird builds once.
         .executableTarget(
             name: "ChatExample",

@@ -38,14 +38,16 @@ struct RedirectionParsingTests {
         // "?" is what a node preferring hostnames sends when it has none. The port alone names
         // nothing: on a cluster whose nodes all listen on 6379, the replying host with that port is
         // the replying node itself, and following it would loop. The router asks the topology.
-        #expect(redirection("MOVED 3999 ?:6379", from: "10.0.0.7") == Redirection(kind: .moved, slot: 3999, address: nil))
-        #expect(redirection("ASK 3999 ?:6381", from: "10.0.0.7") == Redirection(kind: .ask, slot: 3999, address: nil))
+        #expect(redirection("MOVED 3999 ?:6379", from: "10.0.0.7") == Redirection(kind: .moved, slot: 3999, address: nil, port: 6379))
+        #expect(redirection("ASK 3999 ?:6381", from: "10.0.0.7") == Redirection(kind: .ask, slot: 3999, address: nil, port: 6381))
     }
 
     @Test(arguments: [
         "ERR unknown command 'FOO'", "WRONGTYPE Operation against a key holding the wrong kind of value",
         "CLUSTERDOWN Hash slot not served", "TRYAGAIN Multiple keys request during rehashing of slot", "ERR bad thing",
         "MOVED", "MOVED 3999", "MOVED notaslot 127.0.0.1:6381", "MOVED 3999 127.0.0.1:notaport", "MOVED 3999 127.0.0.1:6381 extra",
+        // A slot that does not exist names nothing (it would index the slot map).
+        "MOVED 16384 ?:6379", "MOVED -1 ?:6379", "ASK 20000 127.0.0.1:6381",
     ])
     func otherErrorsAreNotRedirections(reply: String) {
         #expect(redirection(reply) == nil)
@@ -354,22 +356,6 @@ struct HashSlotTests {
 
 @Suite("Sentinel answers")
 struct SentinelAnswerTests {
-    private func entry(_ pairs: [(String, String)]) -> RESPReply {
-        .array(pairs.flatMap { [RESPReply.bulkString(ByteBuffer(string: $0.0)), .bulkString(ByteBuffer(string: $0.1))] })
-    }
-
-    @Test func theSentinelsASentinelNamesAreTheOnesItDoesNotThinkDown() {
-        let reply = RESPReply.array([
-            entry([("name", "a"), ("ip", "10.0.0.2"), ("port", "26379"), ("flags", "sentinel")]),
-            entry([("name", "b"), ("ip", "10.0.0.3"), ("port", "26379"), ("flags", "s_down,sentinel")]),
-            entry([("name", "c"), ("ip", "10.0.0.4"), ("port", "0"), ("flags", "sentinel")]),
-            entry([("name", "d"), ("ip", "10.0.0.5")]),
-            .bulkString(ByteBuffer(string: "garbage")),
-        ])
-        #expect(SentinelDiscovery.sentinels(in: reply) == [HiredisAddress(host: "10.0.0.2", port: 26379)])
-        #expect(SentinelDiscovery.sentinels(in: .error("ERR No such master with that name")).isEmpty)
-    }
-
     @Test func onlyTheSubscriptionsOwnConfirmationConfirmsIt() {
         let confirmation = RESPReply.array([
             .bulkString(ByteBuffer(string: "subscribe")), .bulkString(ByteBuffer(string: "+switch-master")), .integer(1),

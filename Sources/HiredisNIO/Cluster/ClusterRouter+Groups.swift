@@ -20,19 +20,21 @@ extension ClusterRouter {
                 return self.redirection(.server(HiredisServerError(reply: text)), from: address)
             }.first { $0.kind == .moved }
             guard let moved else { return replies }
-            address = try await follow(moved).address
+            address = try await follow(moved, from: address).address
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
 
     /// A keyed command and the commands that describe it, sent as one unit on one connection to
-    /// where `redirection` points, following its further redirections.
+    /// where `redirection` (from the node at `replying`) points, following its further redirections.
     func sendGroup(
-        _ group: [RESPCommand], keyed: Int, redirection first: Redirection, timeout: Duration
+        _ group: [RESPCommand], keyed: Int, redirection first: Redirection, from replying: String, timeout: Duration
     ) async throws -> [RESPReply] {
         var redirection = first
+        var replying = replying
         for _ in 0..<configuration.maximumRedirections {
-            let (asking, address) = try await follow(redirection)
+            let (asking, address) = try await follow(redirection, from: replying)
+            replying = address
             var replies = try await pool(address).connection().pipeline(asking ? [RESPCommand("ASKING")] + group : group, timeout: timeout)
             if asking { replies.removeFirst() }
             guard case .error(let text) = replies[keyed],

@@ -36,6 +36,8 @@ final class ClusterRouter: Sendable {
         /// When a replica is seen not online yet: the wait before looking again, doubled each
         /// time it still is not (a replica that never comes back is not asked about every second).
         var replicaRecheck = ClusterRouter.firstReplicaRecheck
+        /// Whether a look again is scheduled: one at a time, however many refreshes ran.
+        var replicaRecheckScheduled = false
     }
 
     /// The least time between two refreshes that requests (`MOVED`, lost connections, the timer)
@@ -239,11 +241,14 @@ final class ClusterRouter: Sendable {
                     state.replicaRecheck = Self.firstReplicaRecheck
                     return nil
                 }
+                guard !state.replicaRecheckScheduled else { return nil }
+                state.replicaRecheckScheduled = true
                 defer { state.replicaRecheck = min(state.replicaRecheck * 2, configuration.topologyRefreshInterval) }
                 return state.replicaRecheck
             }
             if let delay {
                 configuration.eventLoopGroup.any().scheduleTask(in: delay.timeAmount) { [weak self] in
+                    self?.state.withLockedValue { $0.replicaRecheckScheduled = false }
                     self?.requestRefresh()
                 }
             }
@@ -400,7 +405,7 @@ final class ClusterRouter: Sendable {
                 return try await connection.send(command, timeout: try left())
             } catch let error as HiredisError {
                 if let redirection = redirection(error, from: address) {
-                    (asking, address) = try await follow(redirection)
+                    (asking, address) = try await follow(redirection, from: address)
                     continue
                 }
                 if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
@@ -421,15 +426,21 @@ final class ClusterRouter: Sendable {
     /// `ASKING`. A target the topology does not name gets no connection (and so no credentials):
     /// the topology is read again from a known node first, and the redirection is refused if it
     /// still does not name it (``HiredisError/Code/untrustedRedirection``); a node that joined is
-    /// named by then. A `MOVED` to an unknown endpoint (`?`) goes where the topology, read again,
-    /// says the slot lives; an `ASK` to one cannot be followed (the topology names the slot's
-    /// owner, not the node importing it).
-    func follow(_ redirection: Redirection) async throws(HiredisError) -> (asking: Bool, address: String) {
+    /// named by then. An unknown endpoint (`?:port`, a node that prefers hostnames and has none)
+    /// is the one node the topology names with that port; failing that, for a `MOVED`, where the
+    /// topology, read again, says the slot lives. A target that is the node that answered
+    /// (`replying`) is not followed: the redirection is refused, to be tried again once a refresh
+    /// (asked for) has a newer map.
+    func follow(_ redirection: Redirection, from replying: String) async throws(HiredisError) -> (asking: Bool, address: String) {
         metrics.redirections.increment()
-        var target = redirection.address
+        var target = redirection.address ?? uniqueNode(withPort: redirection.port)
         if target == nil, redirection.kind == .moved {
             await refreshOnce()
             target = state.withLockedValue { $0.map.primary(forSlot: redirection.slot) }
+            if target == replying {
+                requestRefresh()
+                target = nil
+            }
         } else if let address = target, !isNamed(address) {
             await refreshOnce()
             if !isNamed(address) { target = nil }
@@ -447,6 +458,13 @@ final class ClusterRouter: Sendable {
         case .ask:
             return (true, target)
         }
+    }
+
+    /// The one node the topology names with `port`, if exactly one.
+    private func uniqueNode(withPort port: Int) -> String? {
+        let named = state.withLockedValue { Set($0.map.primaries).union($0.map.replicaAddresses) }
+        let matching = named.filter { HiredisAddress(parsing: Substring($0), defaultPort: 6379)?.port == port }
+        return matching.count == 1 ? matching.first : nil
     }
 
     /// Whether the topology names `address` as a primary or a replica.
@@ -521,7 +539,8 @@ final class ClusterRouter: Sendable {
                 else { continue }
                 let members = segment.range.filter { $0 == keyed || (commands[$0].slot == nil && commands[$0].describesTheCommandBefore) }
                 let again = try await sendGroup(
-                    members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, timeout: timeout)
+                    members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, from: address,
+                    timeout: timeout)
                 for (index, reply) in zip(members, again) { replies[index] = reply }
             }
         } catch let error as HiredisError {

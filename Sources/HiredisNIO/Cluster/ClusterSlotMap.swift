@@ -22,6 +22,7 @@ struct ClusterSlotMap: Sendable {
 
     /// The primary serving `slot`, nil when no node is known for it.
     func primary(forSlot slot: Int) -> String? {
+        guard (0..<HashSlot.count).contains(slot) else { return nil }
         let index = slots[slot]
         return index < 0 ? nil : nodes[Int(index)]
     }
@@ -38,7 +39,8 @@ struct ClusterSlotMap: Sendable {
     /// Replaces the map with `topology`; returns the primaries that appeared and disappeared.
     mutating func apply(_ topology: ClusterTopology) -> (added: [String], removed: [String]) {
         let old = Set(primaries)
-        nodes = topology.primaries
+        // No more nodes than slots (an index is an Int16): a reply naming more is cut short.
+        nodes = Array(topology.primaries.prefix(HashSlot.count))
         owned = Array(repeating: 0, count: nodes.count)
         replicas = [:]
         for shard in topology.shards {
@@ -46,7 +48,7 @@ struct ClusterSlotMap: Sendable {
             if !online.isEmpty { replicas[shard.primary.address] = online }
         }
         slots = [Int16](repeating: -1, count: HashSlot.count)
-        for (index, shard) in topology.shards.enumerated() {
+        for (index, shard) in topology.shards.prefix(nodes.count).enumerated() {
             for range in shard.slots where range.lowerBound >= 0 && range.upperBound < HashSlot.count {
                 for slot in range { slots[slot] = Int16(index) }
             }
@@ -55,16 +57,17 @@ struct ClusterSlotMap: Sendable {
         // does not add up) must not leave a primary that serves nothing.
         for index in slots where index >= 0 { owned[Int(index)] += 1 }
         version += 1
-        let new = Set(primaries)
-        return (nodes.filter { !old.contains($0) }, old.subtracting(new).sorted())
+        let current = primaries
+        return (current.filter { !old.contains($0) }, old.subtracting(current).sorted())
     }
 
     /// A `MOVED` reply: `slot` is served by `address` now. Returns whether `address` is a primary
     /// the map did not know (a pool must be made for it).
     mutating func moved(slot: Int, to address: String) -> Bool {
         guard (0..<HashSlot.count).contains(slot) else { return false }
-        version += 1
         let previous = slots[slot]
+        if previous >= 0, nodes[Int(previous)] == address { return false }
+        version += 1
         if previous >= 0 { owned[Int(previous)] -= 1 }
         if let index = nodes.firstIndex(of: address) {
             let known = owned[index] > 0

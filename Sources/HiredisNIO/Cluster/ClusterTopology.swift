@@ -113,11 +113,13 @@ struct Redirection: Sendable, Hashable {
     let slot: Int
     /// Nil for an unknown endpoint (`?:6381`): the topology must say where the slot lives.
     let address: String?
+    /// The port the reply named.
+    let port: Int
 
     /// Parses `MOVED 3999 127.0.0.1:6381` or `ASK 3999 127.0.0.1:6381`; nil for other errors.
     init?(_ error: HiredisServerError, fallbackHost: String) {
         let words = error.message.split(separator: " ")
-        guard words.count == 3, let slot = Int(words[1]) else { return nil }
+        guard words.count == 3, let slot = Int(words[1]), (0..<HashSlot.count).contains(slot) else { return nil }
         switch words[0] {
         case "MOVED": kind = .moved
         case "ASK": kind = .ask
@@ -131,6 +133,7 @@ struct Redirection: Sendable, Hashable {
         guard let colon = words[2].lastIndex(of: ":"), let port = Int(words[2][words[2].index(after: colon)...]) else { return nil }
         let named = words[2][..<colon]
         self.slot = slot
+        self.port = port
         if named == "?" {
             self.address = nil
             return
@@ -139,9 +142,10 @@ struct Redirection: Sendable, Hashable {
         self.address = HiredisAddress(host: host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host, port: port).description
     }
 
-    init(kind: Kind, slot: Int, address: String?) {
+    init(kind: Kind, slot: Int, address: String?, port: Int? = nil) {
         self.kind = kind
         self.slot = slot
         self.address = address
+        self.port = port ?? address.flatMap { HiredisAddress(parsing: Substring($0), defaultPort: 6379)?.port } ?? 0
     }
 }

@@ -8,20 +8,20 @@ import ServiceLifecycle
 /// A connection to the primary is made by asking the Sentinels in turn
 /// (`SENTINEL GET-MASTER-ADDR-BY-NAME`; any of them may be down) and confirming with `ROLE` that
 /// the node named really is a primary: a Sentinel that lags behind a failover (it names the
-/// demoted node, now a replica) is passed over for the next one, and only a Sentinel whose answer
-/// was confirmed is asked first next time and carries the subscription. Each Sentinel that
-/// answers also names the others it knows (`SENTINEL SENTINELS`), which are asked too. ``run()``
-/// keeps a subscription to `+switch-master` on one Sentinel at a time, confirmed by the Sentinel
-/// within the command timeout (else the next one is tried); when a failover is announced, the
-/// pool's connections are closed so that they reconnect to the new primary. A `READONLY` reply
-/// (the node was demoted) and connection loss lead to the same rediscovery.
+/// demoted node, now a replica) is passed over for the next one, and the Sentinel whose answer
+/// was confirmed last is asked first next time. Only the configured Sentinels are asked: the
+/// others a Sentinel names (`SENTINEL SENTINELS`, learnt from messages any client may publish)
+/// would be handed the Sentinels' credentials and could name a primary of their own. ``run()``
+/// keeps a subscription to `+switch-master` on one Sentinel at a time (the preferred one first),
+/// confirmed by the Sentinel within the command timeout (else, after a pause, the next one is
+/// tried); when a failover is announced, the pool's connections are closed so that they
+/// reconnect to the new primary, checked with `ROLE`. A `READONLY` reply (the node was demoted)
+/// and connection loss lead to the same rediscovery.
 final class SentinelDiscovery: Sendable {
     private struct State {
         var primary: HiredisAddress?
         /// The Sentinel whose answer was confirmed last, asked first next time.
         var preferred: HiredisAddress?
-        /// Sentinels that the configured ones named (`SENTINEL SENTINELS`).
-        var discovered: [HiredisAddress] = []
         var onSwitch: (@Sendable () -> Void)?
     }
 
@@ -29,9 +29,6 @@ final class SentinelDiscovery: Sendable {
     let primaryName: String
     private let configuration: HiredisConfiguration
     private let state = NIOLockedValueBox(State())
-    /// The most Sentinels learnt from others (a Sentinel's answer is not trusted to grow the list
-    /// without bound).
-    static let mostDiscovered = 16
 
     init(sentinels: [HiredisAddress], primaryName: String, configuration: HiredisConfiguration) {
         self.sentinels = sentinels
@@ -57,12 +54,11 @@ final class SentinelDiscovery: Sendable {
         return sentinel
     }
 
-    /// The Sentinels in the order to ask them: the preferred one, the configured ones, the ones
-    /// they named.
+    /// The Sentinels in the order to ask them: the preferred one, then the others as configured.
     var candidates: [HiredisAddress] {
-        let (preferred, discovered) = state.withLockedValue { ($0.preferred, $0.discovered) }
+        let preferred = state.withLockedValue { $0.preferred }
         var seen: Set<HiredisAddress> = []
-        return ([preferred].compactMap { $0 } + sentinels + discovered).filter { seen.insert($0).inserted }
+        return ([preferred].compactMap { $0 } + sentinels).filter { seen.insert($0).inserted }
     }
 
     /// The configuration for the current primary, when one is known.
@@ -117,42 +113,13 @@ final class SentinelDiscovery: Sendable {
         return primary
     }
 
-    /// What `sentinel` says the primary is (nil: it does not know the name), and the Sentinels it
-    /// knows, remembered.
+    /// What `sentinel` says the primary is (nil: it does not know the name).
     private func ask(_ sentinel: HiredisAddress) async throws -> HiredisAddress? {
         let connection = try await HiredisConnection.connect(configuration: sentinelConfiguration(sentinel))
         defer { connection.close() }
-        let replies = try await connection.pipeline(
-            [
-                RESPCommand("SENTINEL", "GET-MASTER-ADDR-BY-NAME", .string(primaryName)),
-                RESPCommand("SENTINEL", "SENTINELS", .string(primaryName)),
-            ], timeout: configuration.commandTimeout)
-        remember(Self.sentinels(in: replies[1]))
-        guard let parts = replies[0].array, parts.count == 2, let host = parts[0].string, let port = parts[1].int else { return nil }
+        let reply = try await connection.send(RESPCommand("SENTINEL", "GET-MASTER-ADDR-BY-NAME", .string(primaryName)))
+        guard let parts = reply.array, parts.count == 2, let host = parts[0].string, let port = parts[1].int else { return nil }
         return HiredisAddress(host: host, port: port)
-    }
-
-    private func remember(_ named: [HiredisAddress]) {
-        state.withLockedValue { state in
-            for address in named where !sentinels.contains(address) && !state.discovered.contains(address) {
-                guard state.discovered.count < Self.mostDiscovered else { break }
-                state.discovered.append(address)
-            }
-        }
-    }
-
-    /// The Sentinels a `SENTINEL SENTINELS` reply names (each a flat list of field, value), except
-    /// those it considers down.
-    static func sentinels(in reply: RESPReply) -> [HiredisAddress] {
-        (reply.array ?? []).compactMap { entry -> HiredisAddress? in
-            let values = entry.array?.compactMap(\.string) ?? []
-            var fields: [String: String] = [:]
-            for index in stride(from: 0, to: values.count - 1, by: 2) { fields[values[index]] = values[index + 1] }
-            guard let ip = fields["ip"], let port = fields["port"].flatMap(Int.init), (1...65535).contains(port),
-                !(fields["flags"] ?? "").contains("s_down"), !(fields["flags"] ?? "").contains("o_down")
-            else { return nil }
-            return HiredisAddress(host: ip, port: port)
-        }
     }
 
     private func isPrimary(_ connection: HiredisConnection) async throws -> Bool {
@@ -194,8 +161,13 @@ final class SentinelDiscovery: Sendable {
                 if confirmed.withLockedValue({ $0 }) {
                     failures = 0
                 } else {
+                    // (An ACL user without `&+switch-master` is refused the channel: said loudly.)
                     failures += 1
-                    logger.debug("Sentinel did not confirm the subscription", metadata: ["sentinel": "\(sentinel)"])
+                    logger.warning("Sentinel did not confirm the +switch-master subscription", metadata: ["sentinel": "\(sentinel)"])
+                }
+                // A subscription that ended is taken again after a pause, not at once.
+                if !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    try? await Task.sleep(for: configuration.reconnectMaximumDelay.jittered / 4)
                 }
             } catch {
                 failures += 1

@@ -89,6 +89,12 @@ extension ExpiryListener {
             var flags = ""
             do {
                 flags = try await redis.execute(CONFIG_GET("notify-keyspace-events"), toPrimary: primary) ?? ""
+            } catch let error as HiredisError where error.serverError == nil {
+                // Not reached (a timeout, a lost connection): unknown, and not set either.
+                logger.warning(
+                    "cannot read notify-keyspace-events; relying on the sweep", metadata: ["primary": "\(primary)", "error": "\(error)"])
+                allOn = false
+                continue
             } catch {
                 // Managed Redis refuses CONFIG; its operator sets the flags in the server's own
                 // configuration (the Deployment article says so). Subscribed all the same: if they

@@ -55,15 +55,6 @@ storeConfiguration.logger = logger
 let store = try SessionStore(client: redis, configuration: storeConfiguration)
 let locks = SessionLock(store: store)
 
-/// The modes a user can pick: "short" is the demo's idle timeout, the others the store's.
-func mode(named name: String) -> TimeoutMode {
-    switch name {
-    case "standard": return .standard
-    case "lenient": return .lenient
-    default: return .custom(idle)
-    }
-}
-
 // The cleanup hook: runs once per ended conversation, on whichever instance claims it. The count
 // per session is kept in Redis so that the admin endpoint (and the browser test) can see it.
 let listener = ExpiryListener(store: store) { expired in
@@ -76,23 +67,8 @@ let listener = ExpiryListener(store: store) { expired in
     ])
 }
 
-struct Message: Encodable {
-    var role: String
-    var content: String
-}
-
-struct State: ResponseEncodable {
-    var instance: String
-    var user: String?
-    var mode: String?
-    var secondsLeft: Double?
-    var warning: Bool
-    var messages: [Message]
-}
-
-struct Conversation: ResponseEncodable {
-    var list: [String]
-}
+extension ChatState: ResponseEncodable {}
+extension ChatConversations: ResponseEncodable {}
 
 /// A response of the page or one of its files.
 func asset(_ text: String, type: String) -> Response {
@@ -117,16 +93,11 @@ router.add(
 router.get("/") { _, _ in asset(page, type: "text/html; charset=utf-8") }
 router.get("/app.js") { _, _ in asset(script, type: "text/javascript; charset=utf-8") }
 router.get("/app.css") { _, _ in asset(stylesheet, type: "text/css; charset=utf-8") }
-router.get("/api/state") { _, context -> State in
-    guard let session = context.session.current else {
-        return State(instance: instance, user: nil, mode: nil, secondsLeft: nil, warning: false, messages: [])
-    }
+router.get("/api/state") { _, context -> ChatState in
     // The middleware read this passive request's session with `get`: its time left is Redis's.
-    let left = session.timeLeft.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 } ?? 0
-    let messages = try await store.recentMessages(session.id, limit: 50).map { Message(role: $0.role, content: $0.content) }
-    return State(
-        instance: instance, user: session.user, mode: session.mode.storedName, secondsLeft: left,
-        warning: left <= Double(warning.components.seconds), messages: messages)
+    guard let session = context.session.current else { return ChatState(instance: instance) }
+    let messages = try await store.recentMessages(session.id, limit: 50)
+    return ChatState(instance: instance, session: session, messages: messages, warning: warning)
 }
 router.post("/api/login") { request, context -> HTTPResponse.Status in
     let login = try await request.decode(as: Login.self, context: context)
@@ -144,13 +115,12 @@ router.post("/api/messages") { request, context -> HTTPResponse.Status in
 router.post("/api/mode") { request, context -> HTTPResponse.Status in
     guard let id = context.session.id else { throw HTTPError(.unauthorized) }
     let choice = try await request.decode(as: ModeChoice.self, context: context)
-    try await store.setTimeoutMode(id, mode(named: choice.mode), lease: context.session.lease)
+    try await store.setTimeoutMode(id, timeoutMode(named: choice.mode, short: idle), lease: context.session.lease)
     return .ok
 }
-router.get("/api/conversations") { _, context -> Conversation in
+router.get("/api/conversations") { _, context -> ChatConversations in
     guard let user = context.session.user else { throw HTTPError(.unauthorized) }
-    let list = try await store.list(user: user).map { "\($0.state), \($0.messageCount) messages: \($0.preview ?? "")" }
-    return Conversation(list: list)
+    return ChatConversations(try await store.list(user: user))
 }
 router.get("/api/devices") { _, context -> [DeviceSession] in try await context.session.devices() }
 router.post("/api/devices/end") { request, context -> HTTPResponse.Status in

@@ -32,34 +32,12 @@ struct ChatUserAuthenticator: AsyncSessionAuthenticator {
     func authenticate(sessionID: String, for request: Request) async throws { request.auth.login(ChatUser(name: sessionID)) }
 }
 
-struct Message: Content {
-    var role: String
-    var content: String
-}
-
-struct State: Content {
-    var instance: String
-    var user: String?
-    var mode: String?
-    var secondsLeft: Double?
-    var warning: Bool
-    var messages: [Message]
-}
-
-struct Conversation: Content { var list: [String] }
+extension ChatState: @retroactive Content {}
+extension ChatConversations: @retroactive Content {}
 struct Login: Content { var user: String }
 struct Text: Content { var text: String }
 struct ModeChoice: Content { var mode: String }
 struct DeviceHandle: Content { var handle: String }
-
-/// The modes a user can pick: "short" is the demo's idle timeout, the others the store's.
-func mode(named name: String) -> TimeoutMode {
-    switch name {
-    case "standard": return .standard
-    case "lenient": return .lenient
-    default: return .custom(idle)
-    }
-}
 
 /// A response of the page or one of its files.
 func asset(_ text: String, type: String) -> Response {
@@ -107,16 +85,12 @@ let routes = app.grouped(ChatUserAuthenticator())
 routes.get { _ in asset(page, type: "text/html; charset=utf-8") }
 routes.get("app.js") { _ in asset(script, type: "text/javascript; charset=utf-8") }
 routes.get("app.css") { _ in asset(stylesheet, type: "text/css; charset=utf-8") }
-routes.get("api", "state") { request -> State in
+routes.get("api", "state") { request -> ChatState in
     guard let id = request.session.id?.string, !id.isEmpty, let session = try await request.sessionStore.get(id) else {
-        return State(instance: instance, user: nil, mode: nil, secondsLeft: nil, warning: false, messages: [])
+        return ChatState(instance: instance)
     }
-    // Redis's count of the time left: no app server's clock.
-    let left = session.timeLeft.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 } ?? 0
-    let messages = try await request.sessionStore.recentMessages(id, limit: 50).map { Message(role: $0.role, content: $0.content) }
-    return State(
-        instance: instance, user: session.user, mode: session.mode.storedName, secondsLeft: left,
-        warning: left <= Double(warning.components.seconds), messages: messages)
+    let messages = try await request.sessionStore.recentMessages(id, limit: 50)
+    return ChatState(instance: instance, session: session, messages: messages, warning: warning)
 }
 routes.post("api", "login") { request -> HTTPStatus in
     let login = try request.content.decode(Login.self)
@@ -141,13 +115,11 @@ routes.post("api", "messages") { request -> HTTPStatus in
 }
 routes.post("api", "mode") { request -> HTTPStatus in
     let choice = try request.content.decode(ModeChoice.self)
-    try await request.sessionStore.setTimeoutMode(try request.sessionID, mode(named: choice.mode), lease: request.sessionLease)
+    try await request.sessionStore.setTimeoutMode(try request.sessionID, timeoutMode(named: choice.mode, short: idle), lease: request.sessionLease)
     return .ok
 }
-routes.get("api", "conversations") { request -> Conversation in
-    let user = try request.auth.require(ChatUser.self)
-    let list = try await request.sessionStore.list(user: user.name).map { "\($0.state), \($0.messageCount) messages: \($0.preview ?? "")" }
-    return Conversation(list: list)
+routes.get("api", "conversations") { request -> ChatConversations in
+    ChatConversations(try await request.sessionStore.list(user: try request.auth.require(ChatUser.self).name))
 }
 routes.get("api", "devices") { request -> [DeviceSession] in
     let user = try request.auth.require(ChatUser.self)
