@@ -115,7 +115,8 @@ routes.post("api", "messages") { request -> HTTPStatus in
 }
 routes.post("api", "mode") { request -> HTTPStatus in
     let choice = try request.content.decode(ModeChoice.self)
-    try await request.sessionStore.setTimeoutMode(try request.sessionID, timeoutMode(named: choice.mode, short: idle), lease: request.sessionLease)
+    try await request.sessionStore.setTimeoutMode(
+        try request.sessionID, timeoutMode(named: choice.mode, short: idle), lease: request.sessionLease)
     return .ok
 }
 routes.get("api", "conversations") { request -> ChatConversations in
