@@ -55,10 +55,19 @@ http {{
 """
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count):
+    # Held open together until all are chosen: ports probed one after the other can come back
+    # twice (the kernel hands a closed port out again), and two servers then race for one port.
+    probes = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            probes.append(probe)
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def wait_for(url, timeout=30):
@@ -81,10 +90,10 @@ class Deployment:
         self.warning = warning
         self.dir = tempfile.mkdtemp(prefix="ssc-chat-")
         self.admin_token = secrets.token_urlsafe(32)
-        self.redis_port = free_port()
-        self.ports = [free_port() for _ in range(instances)]
-        self.metrics_ports = [free_port() for _ in range(instances)]
-        self.port = free_port()
+        ports = free_ports(2 + 2 * instances)
+        self.redis_port, self.port = ports[0], ports[1]
+        self.ports = ports[2:2 + instances]
+        self.metrics_ports = ports[2 + instances:]
         self.instances = [None] * instances
         self.redis = None
         self.nginx = None

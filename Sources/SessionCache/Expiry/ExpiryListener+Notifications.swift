@@ -89,19 +89,19 @@ extension ExpiryListener {
             var flags = ""
             do {
                 flags = try await redis.execute(CONFIG_GET("notify-keyspace-events"), toPrimary: primary) ?? ""
-            } catch let error as HiredisError where error.serverError == nil {
-                // Not reached (a timeout, a lost connection): unknown, and not set either.
-                logger.warning(
-                    "cannot read notify-keyspace-events; relying on the sweep", metadata: ["primary": "\(primary)", "error": "\(error)"])
-                allOn = false
-                continue
-            } catch {
+            } catch let error as HiredisError where error.serverError != nil {
                 // Managed Redis refuses CONFIG; its operator sets the flags in the server's own
                 // configuration (the Deployment article says so). Subscribed all the same: if they
                 // are on, notifications arrive; if not, the sweep does the work, as it would.
                 logger.notice(
                     "cannot read notify-keyspace-events (CONFIG refused); subscribing in case the server's configuration sets them",
                     metadata: ["primary": "\(primary)", "error": "\(error)"])
+                continue
+            } catch {
+                // Not answered (a timeout, a lost connection, cancellation): unknown, and not set either.
+                logger.warning(
+                    "cannot read notify-keyspace-events; relying on the sweep", metadata: ["primary": "\(primary)", "error": "\(error)"])
+                allOn = false
                 continue
             }
             let hasExpired = flags.contains("x") || flags.contains("A")

@@ -144,15 +144,19 @@ router.get("/admin/hook-runs") { request, _ -> String in
     return stride(from: 0, to: pairs.count - 1, by: 2).map { "\(pairs[$0]) \(pairs[$0 + 1])" }.joined(separator: "\n")
 }
 
-/// Samples the store's figures into gauges every 5 s (one call per bucket: not per request).
+/// Samples the store's figures into gauges every 5 s (one call per bucket: not per request),
+/// until graceful shutdown or cancellation. (Checking only for graceful shutdown, it spun at full
+/// speed once the group was cancelled: the sleep and the call then fail at once.)
 struct StatsSampler: Service {
-    func run() async throws {
-        while !Task.isShuttingDownGracefully {
-            if let stats = try? await store.stats() {
-                activeSessions.record(stats.activeSessions)
-                activeUsers.record(stats.users)
+    func run() async {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                if let stats = try? await store.stats() {
+                    activeSessions.record(stats.activeSessions)
+                    activeUsers.record(stats.users)
+                }
+                try? await Task.sleep(for: .seconds(5))
             }
-            try? await Task.sleep(for: .seconds(5))
         }
     }
 }
