@@ -210,10 +210,13 @@ public final class RedisCluster: Sendable {
         return SlotMigration(slot: slot, source: source, target: target)
     }
 
-    /// Hands a migrated slot to its target on every node.
+    /// Hands a migrated slot to its target on every node, once each (the target first, then the
+    /// source, as `redis-cli --cluster reshard` does). A second `SETSLOT NODE` on the new owner
+    /// would make it drop the slot's shard-channel subscribers again.
     public func finish(_ migration: SlotMigration) async throws {
         let targetID = try await id(of: migration.target)
-        for node in [migration.target, migration.source] + nodes where node.pid != nil {
+        let others = nodes.filter { $0 !== migration.target && $0 !== migration.source }
+        for node in [migration.target, migration.source] + others where node.pid != nil {
             _ = try? await send(RESPCommand("CLUSTER", "SETSLOT", .integer(migration.slot), "NODE", .string(targetID)), to: node)
         }
         try await waitUntilStable()

@@ -1,6 +1,7 @@
 @_spi(Testing) import EmbeddedRedis
 import HiredisNIO
 import NIOCore
+import TestSupport
 import Testing
 
 @Suite("Pub/sub")
@@ -67,5 +68,142 @@ struct SubscriberTests {
             }
             await subscriber.close()
         }
+    }
+}
+
+@Suite("Pub/sub on a cluster")
+struct ClusterSubscriberTests {
+    /// The subscriber's own topology refresh is made too slow to matter: only the nodes' notices
+    /// can move a subscription in time.
+    private func subscriberConfiguration(_ cluster: RedisCluster) -> HiredisConfiguration {
+        var configuration = cluster.configuration
+        configuration.topologyRefreshInterval = .seconds(300)
+        configuration.clientName = "watcher"
+        return configuration
+    }
+
+    /// When a slot migrates, its node sends an unasked `sunsubscribe` to the channel's
+    /// subscribers. (It was taken for a confirmation: the channel was believed held where its
+    /// messages no longer came, for up to a refresh interval, with no notice; a reconnect to the
+    /// old node then sent `SSUBSCRIBE` again, met `MOVED`, timed out and dropped the connection.)
+    @Test func aShardChannelFollowsItsSlotToAnotherPrimaryWithANotice() async throws {
+        ToolLogging.bootstrap()
+        var options = RedisCluster.Options()
+        options.replicasPerPrimary = 0
+        try await RedisCluster.with(options) { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
+            let events = SubscriberEvents(subscriber)
+            let channel = "room{moving}"
+            try await subscriber.subscribe(shardChannels: [channel])
+            #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "before")).int == 1)
+            #expect(await events.nextMessage(within: .seconds(5))?.payload == "before")
+
+            let slot = HashSlot.of(channel)
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+            try await cluster.moveSlot(slot, to: target)
+
+            // The notice comes once the channel is subscribed on its new node: a message sent
+            // right after it arrives.
+            let notice = await events.next(within: .seconds(20))
+            guard case .resubscribed? = notice else {
+                Issue.record("expected a resubscribed notice after the slot moved, got \(String(describing: notice))")
+                await subscriber.close()
+                await client.close()
+                return
+            }
+            #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "after")).int == 1)
+            #expect(await events.nextMessage(within: .seconds(5))?.payload == "after")
+
+            // The old node's subscriber reconnects without the channel, and keeps its connection.
+            func subscriberConnections() async throws -> [Substring] {
+                let list = try await cluster.send(RESPCommand("CLIENT", "LIST"), to: source).string ?? ""
+                return list.split(separator: "\n").filter { $0.contains("name=watcher") && !$0.contains("topology") }
+                    .compactMap { $0.split(separator: " ").first { $0.hasPrefix("id=") }?.dropFirst(3) }
+            }
+            let before = try await subscriberConnections()
+            try #require(before.count == 1)
+            _ = try await cluster.send(RESPCommand("CLIENT", "KILL", "ID", .string(String(before[0]))), to: source)
+            let reconnected = await events.next(within: .seconds(10))
+            #expect(reconnected.isResubscribed, "the old node's subscriber reconnects")
+            let after = try await subscriberConnections()
+            #expect(after.count == 1 && after != before)
+            // Longer than the command timeout (5 s), after which a refused SSUBSCRIBE dropped the
+            // connection: nothing to await, the absence of a reconnect is what is checked.
+            try await Task.sleep(for: .seconds(7))
+            #expect(try await subscriberConnections() == after, "no reconnect loop on the old node")
+            #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "still")).int == 1)
+            #expect(await events.nextMessage(within: .seconds(5))?.payload == "still")
+            await subscriber.close()
+            await client.close()
+        }
+    }
+
+    /// A shard channel subscribed after its slot moved, while the subscriber's slot map still
+    /// names the old node: the node answers `MOVED` and the channel is placed on the new owner.
+    /// (The subscription waited for a confirmation that never came and failed after the command
+    /// timeout.)
+    @Test func aShardChannelRefusedWithMOVEDIsPlacedOnItsOwner() async throws {
+        ToolLogging.bootstrap()
+        var options = RedisCluster.Options()
+        options.replicasPerPrimary = 0
+        try await RedisCluster.with(options) { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
+            let events = SubscriberEvents(subscriber)
+            try await subscriber.subscribe(shardChannels: ["room{first}"])  // the slot map is read
+            let channel = "room{late}"
+            let slot = HashSlot.of(channel)
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+            try await cluster.moveSlot(slot, to: target)
+
+            let start = ContinuousClock.now
+            try await subscriber.subscribe(shardChannels: [channel])
+            #expect(start.elapsed < .seconds(4), "placed after one refresh, not after a timeout")
+            #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "here")).int == 1)
+            #expect(await events.nextMessage(within: .seconds(5))?.payload == "here")
+            await subscriber.close()
+            await client.close()
+        }
+    }
+
+    /// After a primary fails, its replica's notifications are subscribed within seconds, and the
+    /// notice comes only once they are: a write right after it is heard. (The promoted primary
+    /// was subscribed at the next topology refresh, 30-60 s later, and the notice came before its
+    /// subscriber had connected.)
+    @Test func aPromotedPrimarysNotificationsAreSubscribedBeforeTheNotice() async throws {
+        ToolLogging.bootstrap()
+        var options = RedisCluster.Options()
+        options.node.notifyKeyspaceEvents = "E$"
+        try await RedisCluster.with(options) { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
+            let events = SubscriberEvents(subscriber)
+            try await subscriber.subscribe(patterns: ["__keyevent@0__:set"])
+            let key = "k{failover}"
+            try await client.set(key, to: "1")
+            #expect(await events.nextMessage(within: .seconds(5))?.payload == key)
+
+            let victim = try await cluster.primary(forSlot: HashSlot.of(key))
+            let start = ContinuousClock.now
+            try await cluster.killPrimary(victim)
+            var notice: HiredisSubscriber.Event?
+            repeat { notice = await events.next(within: .seconds(30)) } while notice != nil && !notice.isResubscribed
+            #expect(notice.isResubscribed, "a notice once the promoted primary is subscribed")
+            #expect(start.elapsed < .seconds(30))
+            try await client.set(key, to: "2")
+            #expect(await events.nextMessage(within: .seconds(5))?.payload == key)
+            await subscriber.close()
+            await client.close()
+        }
+    }
+}
+
+extension Optional where Wrapped == HiredisSubscriber.Event {
+    fileprivate var isResubscribed: Bool {
+        if case .resubscribed? = self { return true }
+        return false
     }
 }

@@ -124,6 +124,12 @@ final class ClusterRouter: Sendable {
         refreshesContinuation.yield()
     }
 
+    /// Reads the topology now (or waits for the read under way) and returns once it is applied.
+    func refreshNow() async {
+        if state.withLockedValue({ $0.shutDown }) { return }
+        await refreshOnce()
+    }
+
     /// Runs a refresh, or waits for the one under way.
     private func refreshOnce() async {
         let task = state.withLockedValue { state -> Task<Void, Never> in

@@ -451,6 +451,12 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         }
     }
 
+    /// Reads a cluster's topology again now and returns once it is applied (nothing to do
+    /// outside a cluster: Sentinel discovery follows `+switch-master` itself).
+    func refreshTopology() async {
+        if case .cluster(let router) = backend { await router.refreshNow() }
+    }
+
     /// The primary serving a hash slot, as `host:port` (the only primary, outside a cluster).
     func primary(forSlot slot: Int) async throws -> String {
         switch backend {

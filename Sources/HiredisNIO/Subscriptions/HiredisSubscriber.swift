@@ -58,7 +58,23 @@ public final class HiredisSubscriber: Service {
     private struct Waiter {
         let kind: Kind
         var remaining: Set<String>
+        /// Shard channels the node refused with `MOVED`: their slot is served elsewhere.
+        var moved: Set<String> = []
         let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    /// What a node subscriber tells the ``PrimariesSubscription`` that owns it.
+    enum NodeSignal: Sendable {
+        /// Its connection was lost: the node may be failing over.
+        case disconnected
+        /// The node dropped these shard channels, or refused them with `MOVED`: their slot is
+        /// served by another node now. They are no longer held here.
+        case shardChannelsMoved(Set<String>)
+    }
+
+    /// The confirmation of shard channels ended with some of them refused by `MOVED`.
+    struct ShardChannelsMoved: Error {
+        let channels: Set<String>
     }
 
     private struct State {
@@ -79,10 +95,19 @@ public final class HiredisSubscriber: Service {
     private let state: NIOLockedValueBox<State>
     /// Behind a cluster or Sentinels: the node subscribers that carry the subscriptions.
     private let primaries: PrimariesSubscription?
+    /// A node subscriber's line to the ``PrimariesSubscription`` that owns it (nil otherwise).
+    private let nodeSignals: (@Sendable (NodeSignal) -> Void)?
 
     /// A subscriber that buffers at most `bufferSize` events for its consumer. Nothing connects
     /// before ``run()``.
-    public init(configuration: HiredisConfiguration, bufferSize: Int = 10_000) {
+    public convenience init(configuration: HiredisConfiguration, bufferSize: Int = 10_000) {
+        self.init(configuration: configuration, bufferSize: bufferSize, nodeSignals: nil)
+    }
+
+    /// A subscriber; `nodeSignals` makes it one node's subscriber in a ``PrimariesSubscription``:
+    /// shard channels the server moves away are handed back to it instead of being held.
+    init(configuration: HiredisConfiguration, bufferSize: Int, nodeSignals: (@Sendable (NodeSignal) -> Void)?) {
+        self.nodeSignals = nodeSignals
         var configuration = configuration
         configuration.poolSize = 1
         if let name = configuration.clientName { configuration.clientName = name + "-subscriber" }
@@ -212,7 +237,7 @@ public final class HiredisSubscriber: Service {
             )
         }
         if let primaries {
-            try await primaries.apply(wanted)
+            try await primaries.apply(wanted, confirming: kind, unique)
             return
         }
         try await awaitConfirmation(kind, names: unique) {
@@ -295,8 +320,13 @@ public final class HiredisSubscriber: Service {
                     try await awaitConfirmation(.pattern, names: patterns) {
                         try? connection.sendWithoutReply(Self.commands(.pattern, patterns))
                     }
-                    try await awaitConfirmation(.shardChannel, names: shardChannels) {
-                        try? connection.sendWithoutReply(Self.commands(.shardChannel, shardChannels))
+                    do {
+                        try await awaitConfirmation(.shardChannel, names: shardChannels) {
+                            try? connection.sendWithoutReply(Self.commands(.shardChannel, shardChannels))
+                        }
+                    } catch is ShardChannelsMoved {
+                        // Handed back to the owner, which places them on their new node: the
+                        // connection stays (closing it would only meet the same MOVED again).
                     }
                     deliver(.resubscribed)
                     configuration.logger.info("subscriber reconnected and resubscribed")
@@ -310,11 +340,19 @@ public final class HiredisSubscriber: Service {
             connectedBefore = true
             try? await connection.closeFuture.get()
             state.withLockedValue { $0.connection = nil }
+            nodeSignals?(.disconnected)
             if !Task.isCancelled { try? await Task.sleep(for: configuration.reconnectInitialDelay.jittered) }
         }
     }
 
+    /// Whether it has a connection now.
+    var isConnected: Bool { state.withLockedValue { $0.connection != nil } }
+
     private func handle(_ reply: RESPReply) {
+        if case .error(let text) = reply, nodeSignals != nil, let slot = Self.movedSlot(text) {
+            shardChannelsMoved(inSlot: slot)
+            return
+        }
         guard case .array(let parts) = reply, case .bulkString(let kindBytes)? = parts.first else { return }
         // Messages first, compared as bytes: a listener receives one per expired key.
         let kind = kindBytes.readableBytesView
@@ -329,20 +367,71 @@ public final class HiredisSubscriber: Service {
         } else {
             guard let confirmed = Kind(rawValue: String(buffer: kindBytes).lowercased()), parts.count >= 2, let name = parts[1].string
             else { return }
-            let done: [CheckedContinuation<Void, any Error>] = state.withLockedValue { state in
-                var done: [CheckedContinuation<Void, any Error>] = []
+            if confirmed == .unsubscribeShardChannel, nodeSignals != nil, droppedByTheServer(name) { return }
+            let done = state.withLockedValue { state -> [(CheckedContinuation<Void, any Error>, Set<String>)] in
+                var done: [(CheckedContinuation<Void, any Error>, Set<String>)] = []
                 for (id, var waiter) in state.waiters where waiter.kind == confirmed {
                     waiter.remaining.remove(name)
                     if waiter.remaining.isEmpty {
                         state.waiters.removeValue(forKey: id)
-                        done.append(waiter.continuation)
+                        done.append((waiter.continuation, waiter.moved))
                     } else {
                         state.waiters[id] = waiter
                     }
                 }
                 return done
             }
-            for continuation in done { continuation.resume() }
+            for (continuation, moved) in done {
+                if moved.isEmpty { continuation.resume() } else { continuation.resume(throwing: ShardChannelsMoved(channels: moved)) }
+            }
         }
+    }
+
+    // MARK: Shard channels whose slot moved
+
+    /// The slot of a `MOVED slot host:port` error.
+    static func movedSlot(_ text: String) -> Int? {
+        let words = text.split(separator: " ")
+        guard words.count == 3, words[0] == "MOVED", let slot = Int(words[1]), (0..<HashSlot.count).contains(slot) else { return nil }
+        return slot
+    }
+
+    /// A `sunsubscribe` that nobody asked for: the node tells its sharded subscribers that their
+    /// slot left it (Redis 7 does so when a slot migrates). Taking it for a confirmation would
+    /// leave the channel believed held where its messages no longer arrive.
+    private func droppedByTheServer(_ name: String) -> Bool {
+        let dropped = state.withLockedValue { state -> Bool in
+            let asked = state.waiters.values.contains { $0.kind == .unsubscribeShardChannel && $0.remaining.contains(name) }
+            guard !asked, state.shardChannels.contains(name) else { return false }
+            state.shardChannels.remove(name)
+            return true
+        }
+        if dropped { nodeSignals?(.shardChannelsMoved([name])) }
+        return dropped
+    }
+
+    /// `SSUBSCRIBE` refused with `MOVED`: the channels of that slot are not held here; their
+    /// confirmations end with ``ShardChannelsMoved`` so that the owner places them again.
+    private func shardChannelsMoved(inSlot slot: Int) {
+        let (moved, done) = state.withLockedValue { state -> (Set<String>, [(CheckedContinuation<Void, any Error>, Set<String>)]) in
+            let moved = state.shardChannels.filter { HashSlot.of($0) == slot }
+            state.shardChannels.subtract(moved)
+            var done: [(CheckedContinuation<Void, any Error>, Set<String>)] = []
+            for (id, var waiter) in state.waiters where waiter.kind == .shardChannel {
+                let refused = waiter.remaining.filter { HashSlot.of($0) == slot }
+                guard !refused.isEmpty else { continue }
+                waiter.remaining.subtract(refused)
+                waiter.moved.formUnion(refused)
+                if waiter.remaining.isEmpty {
+                    state.waiters.removeValue(forKey: id)
+                    done.append((waiter.continuation, waiter.moved))
+                } else {
+                    state.waiters[id] = waiter
+                }
+            }
+            return (moved, done)
+        }
+        if !moved.isEmpty { nodeSignals?(.shardChannelsMoved(moved)) }
+        for (continuation, channels) in done { continuation.resume(throwing: ShardChannelsMoved(channels: channels)) }
     }
 }

@@ -10,8 +10,13 @@ import NIOCore
 /// - Shard channels go to the primary serving their slot (`SPUBLISH` stays on that shard).
 /// - Plain channels go to one primary (`PUBLISH` reaches every node of a cluster).
 ///
-/// When a primary appears or goes (failover, resharding) or a shard channel moves, the consumer
-/// gets ``HiredisSubscriber/Event/resubscribed``: messages may have been missed meanwhile.
+/// The topology is looked at again every ``HiredisConfiguration/topologyRefreshInterval``, and at
+/// once when a node subscriber loses its connection or a node hands shard channels back (their
+/// slot migrated: an unasked `sunsubscribe`, or `MOVED` to `SSUBSCRIBE`); while a node subscriber
+/// stays disconnected or a placement is not confirmed, again after 1, 2, 4 … s (a failover
+/// takes a few seconds to promote a replica). When a primary appears or goes, or a shard channel
+/// moves, the consumer gets ``HiredisSubscriber/Event/resubscribed`` once every subscription is
+/// confirmed in its new place: whatever it does to catch up cannot miss a later message.
 final class PrimariesSubscription: Sendable {
     typealias Kind = HiredisSubscriber.Kind
 
@@ -29,7 +34,18 @@ final class PrimariesSubscription: Sendable {
         var closed = false
         var waiting: CheckedContinuation<Void, Never>?
         var pendingSignal = false
+        /// Shard channels a node handed back, to be placed again (and announced).
+        var displaced: Set<String> = []
+        /// A node subscriber saw a change: read the topology again before placing.
+        var refreshWanted = false
+        /// Whether the node subscribers of a first placement exist (subscriptions can be placed).
+        var placed = false
+        var placementWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+        var nextPlacementWaiter: UInt64 = 0
     }
+
+    /// The first wait before looking again while the subscriptions are unsettled.
+    static let firstRecheck: Duration = .seconds(1)
 
     private let configuration: HiredisConfiguration
     private let bufferSize: Int
@@ -55,11 +71,39 @@ final class PrimariesSubscription: Sendable {
         if closed { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await client.run() }
-            var announce = false
+            var first = true
+            var noticeOwed = false
+            var recheck = Self.firstRecheck
+            var lastRefresh: ContinuousClock.Instant?
             while !Task.isCancelled, !state.withLockedValue({ $0.closed }) {
-                if await reconcile(client, wanted: wanted, group: &group), announce { deliver(.resubscribed) }
-                announce = true
-                await waitForChange(atMost: configuration.topologyRefreshInterval)
+                if state.withLockedValue({ state in
+                    defer { state.refreshWanted = false }
+                    return state.refreshWanted
+                }) {
+                    if let lastRefresh, case let wait = ClusterRouter.refreshSpacing - (ContinuousClock.now - lastRefresh), wait > .zero {
+                        try? await Task.sleep(for: wait)
+                    }
+                    await client.refreshTopology()
+                    lastRefresh = .now
+                }
+                let outcome = await reconcile(client, wanted: wanted, group: &group)
+                if outcome.moved, !first { noticeOwed = true }
+                if noticeOwed, outcome.confirmed {
+                    deliver(.resubscribed)
+                    noticeOwed = false
+                }
+                first = false
+                let unsettled =
+                    noticeOwed || !outcome.confirmed
+                    || state.withLockedValue { $0.nodes.values.contains { !$0.subscriber.isConnected } }
+                if unsettled {
+                    state.withLockedValue { $0.refreshWanted = true }
+                    await waitForChange(atMost: recheck)
+                    recheck = min(recheck * 2, configuration.topologyRefreshInterval)
+                } else {
+                    recheck = Self.firstRecheck
+                    await waitForChange(atMost: configuration.topologyRefreshInterval)
+                }
             }
             let nodes = state.withLockedValue { state in
                 defer { state.nodes = [:] }
@@ -73,20 +117,38 @@ final class PrimariesSubscription: Sendable {
 
     /// Stops following; ``run(wanted:)`` returns.
     func close() {
-        let waiting = state.withLockedValue { state in
+        let (waiting, placementWaiters) = state.withLockedValue { state in
             state.closed = true
-            defer { state.waiting = nil }
-            return state.waiting
+            defer {
+                state.waiting = nil
+                state.placementWaiters = [:]
+            }
+            return (state.waiting, state.placementWaiters.values)
         }
         waiting?.resume()
+        for waiter in placementWaiters { waiter.resume(throwing: HiredisError.clientClosed) }
     }
 
     /// The subscriptions changed: place them now (when running), waiting for the nodes'
     /// confirmations.
-    func apply(_ wanted: Wanted) async throws {
+    func apply(_ wanted: Wanted, confirming kind: Kind, _ names: Set<String>) async throws {
+        // Before the first placement there are no node subscribers to hand them to: it places
+        // them (the facade holds them), and this waits for it, as a single node's subscriber
+        // waits for its connection.
+        try await awaitFirstPlacement()
         guard let client = state.withLockedValue({ $0.client }) else { return }
-        let plan = try await placement(client, wanted: wanted)
-        try await carryOut(plan)
+        var redirections = 0
+        while true {
+            do {
+                try await carryOut(try await placement(client, wanted: wanted), confirming: (kind, names))
+                return
+            } catch is HiredisSubscriber.ShardChannelsMoved {
+                // The slot map was older than the node's: read it again and place them anew.
+                redirections += 1
+                if redirections > configuration.maximumRedirections { throw HiredisError.tooManyRedirections(redirections) }
+                await client.refreshTopology()
+            }
+        }
     }
 
     /// The subscriptions wanted, as the facade holds them.
@@ -110,13 +172,18 @@ final class PrimariesSubscription: Sendable {
     }
 
     /// Subscribes and unsubscribes on the node subscribers so that each holds what `plan` says.
-    private func carryOut(_ plan: [String: Wanted]) async throws {
+    /// `confirming`: subscriptions a caller asked for, whose confirmations are awaited also
+    /// where they are placed already (a concurrent placement sent them, and its confirmation may
+    /// still be on its way): they are sent again, which Redis confirms again.
+    private func carryOut(_ plan: [String: Wanted], confirming: (Kind, Set<String>)? = nil) async throws {
         var changes: [(HiredisSubscriber, Kind, Set<String>)] = []
         state.withLockedValue { state in
             for (address, wanted) in plan {
                 guard var placement = state.nodes[address] else { continue }
                 func diff(_ have: Set<String>, _ want: Set<String>, add: Kind, remove: Kind) {
-                    if !want.subtracting(have).isEmpty { changes.append((placement.subscriber, add, want.subtracting(have))) }
+                    var added = want.subtracting(have)
+                    if let (kind, names) = confirming, kind == add { added.formUnion(names.intersection(want)) }
+                    if !added.isEmpty { changes.append((placement.subscriber, add, added)) }
                     if !have.subtracting(want).isEmpty { changes.append((placement.subscriber, remove, have.subtracting(want))) }
                 }
                 diff(placement.channels, wanted.channels, add: .channel, remove: .unsubscribeChannel)
@@ -137,28 +204,47 @@ final class PrimariesSubscription: Sendable {
     }
 
     /// Starts subscribers for new primaries, closes those of nodes that are no longer primaries,
-    /// and places every subscription. Returns whether anything moved.
-    private func reconcile(_ client: HiredisClient, wanted: @escaping @Sendable () -> Wanted, group: inout TaskGroup<Void>) async -> Bool {
+    /// and places every subscription, waiting for the confirmations (each at most the command
+    /// timeout). `moved`: a primary came or went, or a shard channel changed nodes; `confirmed`:
+    /// every subscription is confirmed where it belongs.
+    private func reconcile(
+        _ client: HiredisClient, wanted: @escaping @Sendable () -> Wanted, group: inout TaskGroup<Void>
+    ) async -> (moved: Bool, confirmed: Bool) {
         let plan: [String: Wanted]
         do {
             plan = try await placement(client, wanted: wanted())
         } catch {
             configuration.logger.debug("subscriber cannot read the topology", metadata: ["error": "\(error)"])
-            return false
+            return (false, false)
         }
-        let (added, removed) = state.withLockedValue { state -> ([(String, HiredisSubscriber)], [HiredisSubscriber]) in
+        let (added, removed, relocated) = state.withLockedValue {
+            state -> ([(String, HiredisSubscriber)], [HiredisSubscriber], Bool) in
+            // A shard channel moved when it is placed where it is not held, and it was held
+            // elsewhere or handed back by a node.
+            var relocated = false
+            for (address, wanted) in plan {
+                for channel in wanted.shardChannels where state.nodes[address]?.shardChannels.contains(channel) != true {
+                    if state.displaced.contains(channel) || state.nodes.values.contains(where: { $0.shardChannels.contains(channel) }) {
+                        relocated = true
+                    }
+                }
+            }
+            state.displaced = []
             var added: [(String, HiredisSubscriber)] = []
             for address in plan.keys where state.nodes[address] == nil {
                 var node = configuration.forNode(address)
                 node.topology = .standalone
-                let subscriber = HiredisSubscriber(configuration: node, bufferSize: bufferSize)
+                let subscriber = HiredisSubscriber(configuration: node, bufferSize: bufferSize) { [weak self] signal in
+                    self?.nodeSignal(signal, from: address)
+                }
                 state.nodes[address] = Placement(subscriber: subscriber)
                 added.append((address, subscriber))
             }
             let gone = state.nodes.keys.filter { plan[$0] == nil }
             let removed = gone.compactMap { state.nodes.removeValue(forKey: $0)?.subscriber }
-            return (added, removed)
+            return (added, removed, relocated)
         }
+        markPlaced()
         for (_, subscriber) in added {
             group.addTask { try? await subscriber.run() }
             group.addTask {
@@ -170,16 +256,61 @@ final class PrimariesSubscription: Sendable {
             }
         }
         for subscriber in removed { await subscriber.close() }
-        // Confirmations are awaited in the background: a node that is down must not hold up the
-        // others (its subscriber subscribes when it connects). The plan is made again from what is
-        // wanted now: a subscription added while this one read the topology found none of the new
-        // nodes to place itself on (carryOut skips unknown nodes), and would otherwise wait for the
-        // next refresh.
-        group.addTask {
-            guard let current = try? await self.placement(client, wanted: wanted()) else { return }
-            try? await self.carryOut(current)
+        // The plan is made again from what is wanted now: a subscription added while this one
+        // read the topology found none of the new nodes to place itself on (carryOut skips
+        // unknown nodes).
+        var confirmed = true
+        do {
+            try await carryOut(try await placement(client, wanted: wanted()))
+        } catch {
+            configuration.logger.debug("subscriptions not confirmed yet", metadata: ["error": "\(error)"])
+            confirmed = false
         }
-        return !added.isEmpty || !removed.isEmpty
+        return (!added.isEmpty || !removed.isEmpty || relocated, confirmed)
+    }
+
+    /// Waits until the first placement made the node subscribers, at most the command timeout.
+    private func awaitFirstPlacement() async throws {
+        let timeout = configuration.commandTimeout
+        let id = state.withLockedValue { state in
+            state.nextPlacementWaiter += 1
+            return state.nextPlacementWaiter
+        }
+        let timer = configuration.eventLoopGroup.any().scheduleTask(in: timeout.timeAmount) { [weak self] in
+            self?.state.withLockedValue { $0.placementWaiters.removeValue(forKey: id) }?.resume(
+                throwing: HiredisError.timedOut(after: timeout))
+        }
+        defer { timer.cancel() }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let result: Result<Void, any Error>? = state.withLockedValue { state in
+                if state.closed { return .failure(HiredisError.clientClosed) }
+                if state.placed { return .success(()) }
+                state.placementWaiters[id] = continuation
+                return nil
+            }
+            if let result { continuation.resume(with: result) }
+        }
+    }
+
+    private func markPlaced() {
+        let waiters = state.withLockedValue { state in
+            state.placed = true
+            defer { state.placementWaiters = [:] }
+            return state.placementWaiters.values
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// A node subscriber lost its connection or handed shard channels back.
+    private func nodeSignal(_ signal: HiredisSubscriber.NodeSignal, from address: String) {
+        state.withLockedValue { state in
+            if case .shardChannelsMoved(let channels) = signal {
+                state.nodes[address]?.shardChannels.subtract(channels)
+                state.displaced.formUnion(channels)
+            }
+            state.refreshWanted = true
+        }
+        self.signal()
     }
 
     private func signal() {
