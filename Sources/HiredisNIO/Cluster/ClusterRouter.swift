@@ -234,9 +234,10 @@ final class ClusterRouter: Sendable {
         }
         for pool in added { newPoolsContinuation.yield(pool) }
         // Commands still waiting for one of their connections never went out: they fail with a
-        // retryable error, and the client's retry loop sends them on the new map.
+        // retryable error, and the client's retry loop sends them on the new map. Those in flight
+        // get the node's answer (a MOVED is followed) before its connections close.
         for pool in removed {
-            pool.shutDown(failingWith: .cannotConnect(address: pool.address, reason: "the node left the cluster topology"))
+            pool.retire(failingWith: .cannotConnect(address: pool.address, reason: "the node left the cluster topology"))
         }
         // Replicas still syncing are looked at again soon when reads could use them, less and
         // less often while they stay down (up to the refresh interval).

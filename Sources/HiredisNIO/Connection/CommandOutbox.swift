@@ -40,6 +40,9 @@ final class CommandOutbox: Sendable {
         /// later and later deadlines, which the check already scheduled covers by re-arming.
         var checkDeadline: NIODeadline?
         var closedError: HiredisError?
+        /// Set when the connection is retired: new commands are refused with it, what was taken
+        /// is still written and answered.
+        var refusal: HiredisError?
 
         /// Fails the queued commands past their deadline at `now` and takes them out, with their
         /// bytes. Returns how many.
@@ -97,7 +100,7 @@ final class CommandOutbox: Sendable {
         let count = outstanding.load(ordering: .relaxed)
         if count >= maximumPending { return .overloaded(count) }
         return state.withLockedValue { state in
-            if let closed = state.closedError { return .closed(closed) }
+            if let closed = state.closedError ?? state.refusal { return .closed(closed) }
             outstanding.add(1, ordering: .relaxed)
             var entry = entry
             entry.byteOffset = state.bytes.writerIndex
@@ -214,4 +217,18 @@ final class CommandOutbox: Sendable {
     }
 
     var closedError: HiredisError? { state.withLockedValue { $0.closedError } }
+
+    /// Refuses further commands with `error` (they fail unwritten); those taken already are
+    /// written and answered as usual.
+    func refuse(_ error: HiredisError) {
+        state.withLockedValue { state in
+            if state.refusal == nil { state.refusal = error }
+        }
+    }
+
+    /// Whether it takes commands: neither closed nor refusing.
+    var takesCommands: Bool { state.withLockedValue { $0.closedError == nil && $0.refusal == nil } }
+
+    /// Whether no command is queued or owed a reply.
+    var isSettled: Bool { outstanding.load(ordering: .relaxed) == 0 }
 }

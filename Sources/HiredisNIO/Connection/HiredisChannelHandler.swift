@@ -45,6 +45,8 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
     private var idleCheck: Scheduled<Void>?
     /// Commands (or pipelines) completed by the read in progress, and by the last completed read:
     /// how many callers a read resumed.
+    /// Set by ``retire(deadline:)``: the connection closes when the last reply owed arrives.
+    private var retiring = false
     private var completedInRead = 0
     private var completedInLastRead = 0
 
@@ -171,7 +173,10 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         if head.receive(reply) {
             completedInRead += 1
             outbox.completed(1)
-            if pending.isEmpty { outbox.markIdle() }
+            if pending.isEmpty {
+                outbox.markIdle()
+                if retiring { closeIfSettled() }
+            }
         } else {
             pending.prepend(head)
         }
@@ -208,6 +213,25 @@ final class HiredisChannelHandler: ChannelDuplexHandler {
         // owed and will be dropped.
         if outbox.abandon(id: id, error: error) { return }
         if let index = pending.firstIndex(where: { $0.id == id }) { pending[index].fail(error) }
+    }
+
+    /// Closes once every command taken has its reply (see ``HiredisConnection/retire(refusing:within:)``),
+    /// or at `deadline`: what still waits then fails as the connection lost.
+    func retire(deadline: NIODeadline) {
+        guard let context, connection.isOpen, !retiring else { return }
+        retiring = true
+        // Commands queued before the refusal go out now; their replies are awaited like the rest.
+        flushOutbox()
+        closeIfSettled()
+        context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            guard let context = self.context else { return }
+            self.close(context: context, error: .connectionLost(reason: "the retired connection still waited for replies"))
+        }
+    }
+
+    private func closeIfSettled() {
+        guard let context, pending.isEmpty, outbox.isSettled else { return }
+        close(context: context, error: .connectionLost(reason: "connection retired", written: false))
     }
 
     /// Fails everything waiting and closes the channel.

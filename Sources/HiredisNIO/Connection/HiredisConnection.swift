@@ -181,11 +181,23 @@ public final class HiredisConnection: HiredisClientProtocol {
 
     /// Whether the connection can still take commands.
     public var isOpen: Bool {
-        outbox.closedError == nil
+        outbox.takesCommands
     }
 
     /// Completes when the connection has closed, for whatever reason.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+
+    /// Retires the connection: it takes no more commands (they fail unwritten with `error`, which
+    /// a cluster or Sentinel client sends again elsewhere) and closes once every command it took
+    /// has its reply, or `timeout` after. A node that left a cluster's topology, or a primary
+    /// Sentinel demoted, still answers what it was sent (`MOVED`, `READONLY`, the result): closed
+    /// at once, those commands would fail as "may have run".
+    func retire(refusing error: HiredisError, within timeout: Duration) {
+        outbox.refuse(error)
+        let handler = self.handler
+        let deadline = NIODeadline.now() + timeout.timeAmount
+        channel.eventLoop.execute { handler.value.retire(deadline: deadline) }
+    }
 
     /// Closes the connection; commands in flight fail with ``HiredisError/Code/connectionLost``.
     public func close() {

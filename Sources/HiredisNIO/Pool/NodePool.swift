@@ -157,10 +157,40 @@ final class NodePool: Sendable {
         }
     }
 
-    /// Closes every connection (they reconnect): after a failover, to reach the new primary.
+    /// Replaces every connection (after a failover, to reach the new primary): each slot
+    /// reconnects at once, and the old connection is retired, so that the commands it carries
+    /// get their answers (a demoted primary's `READONLY` is retried; closed, they would fail as
+    /// "may have run").
     func recycle() {
-        let connections = state.withLockedValue { $0.machine.connections }
-        for connection in connections { connection.close() }
+        let (connections, actions) = state.withLockedValue { state in
+            let connections = state.machine.connections
+            return (connections, connections.map { state.machine.connectionClosed($0) })
+        }
+        for action in actions { perform(action) }
+        for connection in connections {
+            connection.retire(
+                refusing: .connectionLost(reason: "reconnecting to the new primary", written: false), within: configuration.commandTimeout)
+        }
+    }
+
+    /// Stops the pool because its node left the topology: waiters and later callers get `error`
+    /// (retryable: the command belongs on another node now), and the connections are retired,
+    /// not closed: commands in flight get the node's answers (`MOVED` is followed), within the
+    /// command timeout.
+    func retire(failingWith error: HiredisError) {
+        let action = state.withLockedValue { state in
+            state.run = .finished
+            return state.machine.shutDown(failingWith: error)
+        }
+        workContinuation.finish()
+        guard case .shutDown(let connections, let ids, let error) = action else { return }
+        var continuations = takeWaiters(ids)
+        continuations += state.withLockedValue { state in
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for continuation in continuations { continuation.resume(throwing: error) }
+        for connection in connections { connection.retire(refusing: error, within: configuration.commandTimeout) }
     }
 
     /// The connections up now.
