@@ -19,8 +19,14 @@ public final class RedisSentinelGroup: Sendable {
         public var primaryName = "mymaster"
         /// `down-after-milliseconds`: how long the primary may be silent before a failover.
         public var downAfter: Duration = .milliseconds(1000)
-        /// Options for the data nodes.
+        /// Options for the data nodes. With ``RedisServer/Options/tls`` they talk TLS only, to
+        /// each other too (`tls-replication`), and so do the Sentinels, which then need
+        /// ``sentinelTLS``.
         public var node = RedisServer.Options()
+        /// Certificates for the Sentinels' own TLS port. With plaintext data nodes the Sentinels
+        /// keep a plaintext port as well, which they use among themselves (they talk to each
+        /// other as they talk to the data nodes); clients use the TLS one.
+        public var sentinelTLS: TLSCertificates?
 
         public init(replicas: Int = 2, sentinels: Int = 3) {
             self.replicas = replicas
@@ -40,30 +46,54 @@ public final class RedisSentinelGroup: Sendable {
         self.options = options
     }
 
-    /// `redis+sentinel://127.0.0.1:s1,.../primaryName`.
+    /// `redis+sentinel://127.0.0.1:s1,.../primaryName` (`rediss+sentinel://` and the TLS options
+    /// when the data nodes use TLS; `sentinel_tls_` options when only the Sentinels do).
     public var url: String {
-        "redis+sentinel://" + sentinels.map(\.address.description).joined(separator: ",") + "/" + options.primaryName
+        let hosts = sentinels.map(\.address.description).joined(separator: ",")
+        var options: [String] = []
+        if let tls = self.options.node.tls {
+            options += ["tls_ca_file=\(tls.caFile)", "tls_cert_file=\(tls.clientCertificateFile)", "tls_key_file=\(tls.clientKeyFile)"]
+        }
+        if let tls = self.options.sentinelTLS, tls.directory != self.options.node.tls?.directory {
+            options += [
+                "sentinel_tls_ca_file=\(tls.caFile)", "sentinel_tls_cert_file=\(tls.clientCertificateFile)",
+                "sentinel_tls_key_file=\(tls.clientKeyFile)",
+            ]
+        }
+        let scheme = self.options.node.tls == nil ? "redis+sentinel://" : "rediss+sentinel://"
+        return scheme + hosts + "/" + self.options.primaryName + (options.isEmpty ? "" : "?" + options.joined(separator: "&"))
     }
 
     /// A client configuration that finds the primary through the Sentinels.
     public var configuration: HiredisConfiguration {
         var configuration = nodes[0].configuration
         configuration.topology = .sentinel(sentinels: sentinels.map(\.address), primaryName: options.primaryName)
+        if let tls = options.sentinelTLS, tls.directory != options.node.tls?.directory {
+            configuration.sentinelTLS = .on(tls.clientConfiguration)
+        }
         return configuration
     }
 
     /// Starts the primary, its replicas and the Sentinels, and waits until every Sentinel knows
     /// every replica and the other Sentinels (so that a failover can be agreed).
     public static func start(_ options: Options = Options()) async throws -> RedisSentinelGroup {
+        if options.node.tls != nil, options.sentinelTLS == nil {
+            // Sentinels then reach the nodes and each other over TLS only, on the port they
+            // announce: their TLS port.
+            throw RedisServer.StartError(description: "data nodes on TLS need Sentinels on TLS (sentinelTLS)")
+        }
+        var node = options.node
+        // Every node may become a replica (the old primary after a failover).
+        if node.tls != nil { node.extra.append(("tls-replication", "yes")) }
+        if let password = node.password { node.extra.append(("masterauth", password)) }
         var started: [RedisServer] = []
         do {
-            let primary = try await RedisServer.start(options.node)
+            let primary = try await RedisServer.start(node)
             started.append(primary)
             var nodes = [primary]
             for _ in 0..<options.replicas {
-                var replica = options.node
+                var replica = node
                 replica.arguments += ["--replicaof", "127.0.0.1", "\(primary.port)"]
-                if let password = options.node.password { replica.extra.append(("masterauth", password)) }
                 let node = try await RedisServer.start(replica)
                 started.append(node)
                 nodes.append(node)
@@ -73,6 +103,11 @@ public final class RedisSentinelGroup: Sendable {
             for _ in 0..<options.sentinels {
                 var sentinel = RedisServer.Options(notifyKeyspaceEvents: nil)
                 sentinel.sentinel = true
+                if let tls = options.sentinelTLS {
+                    sentinel.tls = tls
+                    sentinel.plaintextPortToo = options.node.tls == nil
+                }
+                if options.node.tls != nil { sentinel.extra.append(("tls-replication", "yes")) }
                 sentinel.configurationFile =
                     [
                         "sentinel monitor \(name) 127.0.0.1 \(primary.port) \(options.sentinels / 2 + 1)",

@@ -336,6 +336,56 @@ struct SentinelTests {
             defer { Task { await client.close() } }
             try await client.set("k", to: "v")
             #expect(try await group.send(RESPCommand("GET", "k"), to: primary).string == "v")
+
+            // The same in the URL's query.
+            let fromURL = try HiredisClient.started(
+                configuration: try HiredisConfiguration(url: group.url + "?sentinel_username=watcher&sentinel_password=watcher-password"))
+            defer { Task { await fromURL.close() } }
+            try await fromURL.set("k", to: "from the URL")
+            #expect(try await group.send(RESPCommand("GET", "k"), to: primary).string == "from the URL")
+        }
+    }
+
+    /// Data nodes and Sentinels on TLS only (`rediss+sentinel://`, the Sentinels with the nodes'
+    /// TLS settings): the client finds the primary and follows a failover.
+    @Test func aTLSGroupIsFollowedThroughAFailover() async throws {
+        let certificates = try await TLSCertificates.make()
+        var options = RedisSentinelGroup.Options(replicas: 1, sentinels: 3)
+        options.node.tls = certificates
+        options.sentinelTLS = certificates
+        try await RedisSentinelGroup.with(options) { group in
+            #expect(group.url.hasPrefix("rediss+sentinel://") && !group.url.contains("sentinel_tls"))
+            var configuration = try HiredisConfiguration(url: group.url)
+            configuration.commandTimeout = .seconds(15)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            try await client.set("color", to: "blue")
+            let promoted = try await group.failover()
+            try await client.set("color", to: "green")
+            #expect(try await group.send(RESPCommand("GET", "color"), to: promoted).string == "green")
+        }
+    }
+
+    /// Sentinels on TLS in front of plaintext data nodes: TLS settings for the Sentinels alone
+    /// (`sentinel_tls_` options). Without them the client is refused with a typed error.
+    @Test func sentinelsOnTLSInFrontOfPlaintextNodes() async throws {
+        var options = RedisSentinelGroup.Options(replicas: 1, sentinels: 2)
+        options.sentinelTLS = try await TLSCertificates.make()
+        try await RedisSentinelGroup.with(options) { group in
+            #expect(group.url.hasPrefix("redis+sentinel://") && group.url.contains("sentinel_tls_ca_file="))
+            let client = try HiredisClient.started(configuration: try HiredisConfiguration(url: group.url))
+            defer { Task { await client.close() } }
+            try await client.set("k", to: "v")
+            #expect(try await group.send(RESPCommand("GET", "k"), to: try await group.primary()).string == "v")
+
+            var plaintext = group.configuration
+            plaintext.sentinelTLS = .sameAsNodes
+            plaintext.connectTimeout = .seconds(1)
+            plaintext.commandTimeout = .seconds(1)
+            let refused = try HiredisClient.started(configuration: plaintext)
+            let error = await expectRedisError { try await refused.set("k", to: "w") }
+            #expect(error?.code == .cannotConnect)
+            await refused.close()
         }
     }
 

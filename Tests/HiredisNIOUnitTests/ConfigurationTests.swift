@@ -55,6 +55,48 @@ struct ConfigurationTests {
         #expect(secureCluster.tls?.verification == .noHostname)
     }
 
+    /// The Sentinels' own credentials and TLS in the query of a Sentinel URL.
+    @Test func sentinelOptionsInTheQuery() throws {
+        let plain = try HiredisConfiguration(url: "redis+sentinel://s1,s2/sessions?sentinel_username=watcher&sentinel_password=p%26w")
+        #expect(plain.sentinelUsername == "watcher" && plain.sentinelPassword == "p&w" && plain.sentinelTLS == .sameAsNodes)
+        #expect(plain.username == nil && plain.password == nil)
+
+        let plaintextSentinels = try HiredisConfiguration(url: "rediss+sentinel://s1/sessions?tls_ca_file=/ca.pem&sentinel_tls=off")
+        #expect(plaintextSentinels.tls?.caFile == "/ca.pem" && plaintextSentinels.sentinelTLS == .off)
+
+        // Sentinel TLS options start from the nodes' and override them.
+        let own = try HiredisConfiguration(
+            url: "rediss+sentinel://s1/sessions?tls_ca_file=/ca.pem&tls_cert_file=/c.pem&sentinel_tls_ca_file=/sentinel-ca.pem")
+        var expected = try #require(own.tls)
+        expected.caFile = "/sentinel-ca.pem"
+        #expect(own.tls?.caFile == "/ca.pem" && own.sentinelTLS == .on(expected))
+
+        // Over plaintext nodes, from the defaults.
+        let onlySentinels = try HiredisConfiguration(url: "redis+sentinel://s1/sessions?sentinel_tls=on&sentinel_tls_verify=no_hostname")
+        var defaults = HiredisTLSConfiguration()
+        defaults.verification = .noHostname
+        #expect(onlySentinels.tls == nil && onlySentinels.sentinelTLS == .on(defaults))
+
+        for url in [
+            "redis://h?sentinel_password=x", "redis+cluster://h?sentinel_tls=on", "redis+sentinel://s/p?sentinel_tls=maybe",
+            "redis+sentinel://s/p?sentinel_tls=off&sentinel_tls_ca_file=/x", "redis+sentinel://s/p?sentinel_tls_verify=loose",
+            "redis+sentinel://s/p?sentinel_colour=blue",
+        ] {
+            #expect(throws: HiredisError.self, "\(url)") { try HiredisConfiguration(url: url) }
+        }
+    }
+
+    @Test func sentinelPasswordsNeverShow() {
+        let url = "redis+sentinel://s1:notaport/p?sentinel_password=s3cret-pw&sentinel_tls=on"
+        #expect(HiredisConfiguration.redacted(url) == "redis+sentinel://s1:notaport/p?sentinel_password=***&sentinel_tls=on")
+        do {
+            _ = try HiredisConfiguration(url: url)
+            Issue.record("accepted")
+        } catch {
+            #expect(!"\(error)".contains("s3cret-pw"), "\(error)")
+        }
+    }
+
     @Test func errorsNeverShowThePassword() {
         for url in ["redis://app:s3cret-pw@host:notaport", "redis://:s3cret-pw@host:6379/x", "http://:s3cret-pw@host", "s3cret-pw@host"] {
             do {

@@ -24,6 +24,18 @@ public struct HiredisConfiguration: Sendable {
         case sentinel(sentinels: [HiredisAddress], primaryName: String)
     }
 
+    /// How the connections to the Sentinels are secured. Sentinels are often reached otherwise
+    /// than the data nodes: plaintext on a private network while the data travels over TLS, or
+    /// with a certificate authority of their own.
+    public enum SentinelTLS: Sendable, Hashable {
+        /// As the data nodes: ``HiredisConfiguration/tls``.
+        case sameAsNodes
+        /// Plaintext, whatever the data nodes use.
+        case off
+        /// TLS with these settings, whatever the data nodes use.
+        case on(HiredisTLSConfiguration)
+    }
+
     /// Host name or address (standalone; for a cluster or Sentinel, set by the client per node).
     public var host: String = "127.0.0.1"
     /// TCP port.
@@ -41,6 +53,8 @@ public struct HiredisConfiguration: Sendable {
     public var sentinelUsername: String? = nil
     /// Password for the Sentinels, when they require one (they usually have their own).
     public var sentinelPassword: String? = nil
+    /// TLS for the connections to the Sentinels: as the data nodes' (``tls``) by default.
+    public var sentinelTLS: SentinelTLS = .sameAsNodes
     /// Database for `SELECT` (sent when not 0; a cluster has only database 0).
     public var database: Int = 0
     /// Name for `CLIENT SETNAME`, so operators can tell connections apart in `CLIENT LIST`.
@@ -121,7 +135,21 @@ public struct HiredisConfiguration: Sendable {
     ///
     /// TLS options go in the query: `tls_ca_file`, `tls_cert_file`, `tls_key_file`,
     /// `tls_server_name`, `tls_verify` (`full`, the default; `no_hostname`; `none`).
-    /// Errors name the URL without its credentials.
+    ///
+    /// Sentinel URLs take the Sentinels' own settings in the query too: `sentinel_username`
+    /// and `sentinel_password` (``sentinelUsername``, ``sentinelPassword``); `sentinel_tls=off`
+    /// for plaintext Sentinels; `sentinel_tls=on` for TLS to them, with the data nodes' TLS
+    /// options unless `sentinel_tls_ca_file`, `sentinel_tls_cert_file`, `sentinel_tls_key_file`,
+    /// `sentinel_tls_server_name` or `sentinel_tls_verify` say otherwise (any of them implies
+    /// `sentinel_tls=on`).
+    ///
+    /// ```swift
+    /// let sentinels = try HiredisConfiguration(
+    ///     url: "rediss+sentinel://app:secret@10.0.0.1:26379,10.0.0.2:26379/sessions"
+    ///         + "?tls_ca_file=/etc/ssl/redis-ca.pem&sentinel_tls=off&sentinel_password=watcher")
+    /// ```
+    ///
+    /// Errors name the URL without its credentials (``redacted(_:)``).
     public init(url: String) throws(HiredisError) {
         let shown = Self.redacted(url)
         let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
@@ -208,28 +236,63 @@ public struct HiredisConfiguration: Sendable {
         }
 
         var tls = secure ? HiredisTLSConfiguration() : nil
+        var sentinelTLSOptions: [(name: Substring, value: String)] = []
+        var sentinelTLSSwitch: Bool?
         for pair in query.split(separator: "&") {
             let item = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let name = String(item[0])
+            let name = item[0]
             let value = item.count == 2 ? Self.percentDecoded(item[1]) : ""
-            guard name.hasPrefix("tls_") else { continue }
             // An option's name is shown only if it looks like one (a misplaced password can end up here).
-            let shownName = name.count <= 20 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0 == "_") } ? name : "a tls_ option"
-            guard tls != nil else { throw .invalidConfiguration("\(shownName) needs a rediss:// URL") }
-            switch name {
-            case "tls_ca_file": tls?.caFile = value
-            case "tls_cert_file": tls?.certificateFile = value
-            case "tls_key_file": tls?.privateKeyFile = value
-            case "tls_server_name": tls?.serverName = value
-            case "tls_verify":
-                guard let verification = HiredisTLSConfiguration.Verification(rawValue: value) else {
-                    throw .invalidConfiguration("tls_verify must be full, no_hostname or none")
+            let shownName =
+                name.count <= 32 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0 == "_") } ? String(name) : "an option"
+            if name.hasPrefix("sentinel_") {
+                guard kind == .sentinel else { throw .invalidConfiguration("\(shownName) needs a redis+sentinel:// URL") }
+                switch name {
+                case "sentinel_username": sentinelUsername = value.isEmpty ? nil : value
+                case "sentinel_password": sentinelPassword = value
+                case "sentinel_tls":
+                    guard value == "on" || value == "off" else { throw .invalidConfiguration("sentinel_tls must be on or off") }
+                    sentinelTLSSwitch = value == "on"
+                case _ where name.hasPrefix("sentinel_tls_"): sentinelTLSOptions.append((name.dropFirst("sentinel_".count), value))
+                default: throw .invalidConfiguration("unknown option \(shownName)")
                 }
-                tls?.verification = verification
-            default: throw .invalidConfiguration("unknown option \(shownName)")
+                continue
             }
+            guard name.hasPrefix("tls_") else { continue }
+            guard tls != nil else { throw .invalidConfiguration("\(shownName) needs a rediss:// URL") }
+            try Self.apply(tlsOption: name, value: value, shownName: shownName, to: &tls)
         }
         self.tls = tls
+        if sentinelTLSSwitch == false {
+            guard sentinelTLSOptions.isEmpty else { throw .invalidConfiguration("sentinel_tls=off with sentinel_tls_ options") }
+            sentinelTLS = .off
+        } else if sentinelTLSSwitch == true || !sentinelTLSOptions.isEmpty {
+            var sentinels: HiredisTLSConfiguration? = tls ?? HiredisTLSConfiguration()
+            for option in sentinelTLSOptions {
+                try Self.apply(tlsOption: option.name, value: option.value, shownName: "sentinel_" + option.name, to: &sentinels)
+            }
+            sentinelTLS = .on(sentinels ?? HiredisTLSConfiguration())
+        }
+    }
+
+    /// Sets one `tls_` option of a URL's query.
+    private static func apply(
+        tlsOption name: Substring, value: String, shownName: String, to tls: inout HiredisTLSConfiguration?
+    )
+        throws(HiredisError)
+    {
+        switch name {
+        case "tls_ca_file": tls?.caFile = value
+        case "tls_cert_file": tls?.certificateFile = value
+        case "tls_key_file": tls?.privateKeyFile = value
+        case "tls_server_name": tls?.serverName = value
+        case "tls_verify":
+            guard let verification = HiredisTLSConfiguration.Verification(rawValue: value) else {
+                throw .invalidConfiguration("\(shownName) must be full, no_hostname or none")
+            }
+            tls?.verification = verification
+        default: throw .invalidConfiguration("unknown option \(shownName)")
+        }
     }
 
     /// `url` with any user and password replaced by `***`, for messages and logs.
@@ -238,6 +301,10 @@ public struct HiredisConfiguration: Sendable {
     /// `#` or `@`): the credentials are what comes before the `@` that starts the host list,
     /// found as ``init(url:)`` finds it. Whatever cannot be told apart is redacted.
     public static func redacted(_ url: String) -> String {
+        redactingQueryPasswords(redactingCredentials(url))
+    }
+
+    private static func redactingCredentials(_ url: String) -> String {
         // Bytes, not Characters: a combining mark after `@` (or `/`) makes one Character of both,
         // and a Character search then finds no `@` at all (the fuzzer's find). An ASCII byte never
         // stands inside a multi-byte sequence, so cutting there keeps valid UTF-8.
@@ -249,6 +316,27 @@ public struct HiredisConfiguration: Sendable {
         let separator = Array("://".utf8)
         guard let schemeEnd = (0..<at).first(where: { bytes[$0...].starts(with: separator) }) else { return "***" + tail }
         return String(decoding: bytes[..<(schemeEnd + 3)], as: UTF8.self) + "***" + tail
+    }
+
+    /// `url` with the value of every `password=` in it (`sentinel_password`) replaced by `***`,
+    /// up to the next `&` or `#`, wherever it stands: a URL that does not parse may have put it
+    /// anywhere.
+    private static func redactingQueryPasswords(_ url: String) -> String {
+        let bytes = Array(url.utf8)
+        let marker = Array("password=".utf8)
+        var output: [UInt8] = []
+        var index = 0
+        while index < bytes.count {
+            if bytes[index...].starts(with: marker) {
+                output += marker + Array("***".utf8)
+                index += marker.count
+                while index < bytes.count, bytes[index] != UInt8(ascii: "&"), bytes[index] != UInt8(ascii: "#") { index += 1 }
+            } else {
+                output.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
     }
 
     /// Where the credentials of a URL's part after `scheme://` end: the last `@` followed by a

@@ -80,7 +80,8 @@ public enum FuzzEntryPoints {
     /// ``HiredisError/Code/invalidConfiguration``; neither the redacted URL nor an
     /// error shows `P` (when `P` has 4 characters or more, one of them non-ASCII or one of
     /// `!$~^|<>\` (not `*`: the redaction writes `***`), and appears nowhere else in the URL,
-    /// the `@` after it included).
+    /// the `@` after it included). The same for `P` as a Sentinel URL's `sentinel_password`,
+    /// followed by `&` and `R`, when `P` has no `&` or `#`.
     public static func parseURL(_ bytes: UnsafeRawBufferPointer) {
         let text = String(decoding: bytes, as: UTF8.self)
         check(text, secret: nil)
@@ -95,6 +96,11 @@ public enum FuzzEntryPoints {
         // (Nowhere else: in the URL without it either, the separating `@` included.)
         let distinct = password.count >= 4 && marked && !(prefix + "@" + rest).contains(password)
         check(url, secret: distinct ? password : nil)
+        // The Sentinels' password in the query: hidden up to the next `&` or `#`.
+        let query = "redis+sentinel://s1:26379/primary?sentinel_password="
+        let inQuery = query + password + "&" + rest
+        let hidden = distinct && !password.contains("&") && !password.contains("#") && !(query + "&" + rest).contains(password)
+        check(inQuery, secret: hidden ? password : nil)
     }
 
     private static func check(_ url: String, secret: String?) {

@@ -44,13 +44,18 @@ final class SentinelDiscovery: Sendable {
 
     private var logger: Logger { configuration.logger }
 
-    /// The configuration of a connection to a Sentinel (its own password, no database).
+    /// The configuration of a connection to a Sentinel (its own credentials and TLS, no database).
     private func sentinelConfiguration(_ address: HiredisAddress) -> HiredisConfiguration {
         var sentinel = configuration.forNode(address.description)
         sentinel.username = configuration.sentinelPassword == nil ? nil : configuration.sentinelUsername
         sentinel.password = configuration.sentinelPassword
         sentinel.database = 0
         sentinel.clientName = configuration.clientName.map { $0 + "-sentinel" }
+        switch configuration.sentinelTLS {
+        case .sameAsNodes: break
+        case .off: sentinel.tls = nil
+        case .on(let tls): sentinel.tls = tls
+        }
         return sentinel
     }
 
