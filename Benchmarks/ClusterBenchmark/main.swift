@@ -1,8 +1,9 @@
 // scripts/bench-cluster: the session store on the embedded 3-primary Redis Cluster (a replica
 // each) against a standalone redis-server in the same run: touch throughput with 200 callers,
-// the redirections per second while slots migrate under that load, and a primary killed under
-// writes (how long writes were unavailable, how many acknowledged writes the promoted replica
-// lacked). Hook lateness on the cluster comes from `EXPIRY_BENCH_CLUSTER=1 ExpiryBenchmark`
+// the redirections per second while slots migrate under that load, a node added and slots
+// resharded to it under writes (lost, duplicated and indeterminate increments), a primary killed
+// under writes (how long writes were unavailable, how many acknowledged writes the promoted
+// replica lacked), and the touches on a TLS cluster of the same shape. Hook lateness on the cluster comes from `EXPIRY_BENCH_CLUSTER=1 ExpiryBenchmark`
 // (scripts/bench-cluster runs both). Last line: one JSON object.
 //
 //   ClusterBenchmark [touches per measurement, default 200000]
@@ -112,7 +113,64 @@ print(
         migrationSeconds, redirections, Double(redirections) / migrationSeconds, touchedDuringMigration.opsPerSecond,
         touchedDuringMigration.latencyMicroseconds(atPercentile: 99) / 1000))
 
-// 3. A primary dies under writes: 50 writers INCR keys of one slot; its primary is killed and its
+// 3. A node joins and slots move to it while writers increment counters in them (a reshard
+//    under load): every acknowledged increment must be there (lost), none may have run twice
+//    (duplicates: more than acknowledged plus indeterminate), and the increments that failed as
+//    "may have run" are counted (indeterminate).
+let joined = try await cluster.addPrimary()
+var reshardKeys: [String] = []
+var reshardSlots: Set<Int> = []
+var candidate = 0
+while reshardKeys.count < 64 {
+    let key = "{reshard-\(candidate)}:counter"
+    candidate += 1
+    if reshardSlots.insert(HashSlot.of(key)).inserted { reshardKeys.append(key) }
+}
+let reshardAcknowledged = NIOLockedValueBox([Int](repeating: 0, count: reshardKeys.count))
+let reshardMayHaveRun = NIOLockedValueBox([Int](repeating: 0, count: reshardKeys.count))
+let reshardStop = NIOLockedValueBox(false)
+let resharding = Task {
+    await withTaskGroup(of: Void.self) { group in
+        for (index, key) in reshardKeys.enumerated() {
+            group.addTask {
+                while !reshardStop.withLockedValue({ $0 }) {
+                    do {
+                        _ = try await clusterClient.send(RESPCommand("INCR", .string(key)))
+                        reshardAcknowledged.withLockedValue { $0[index] += 1 }
+                    } catch let error as HiredisError where error.commandMayHaveRun {
+                        reshardMayHaveRun.withLockedValue { $0[index] += 1 }
+                    } catch {
+                        // Refused, never run: neither acknowledged nor indeterminate.
+                    }
+                }
+            }
+        }
+    }
+}
+try await Task.sleep(for: .milliseconds(500))
+var reshardMoved = 0
+for key in reshardKeys {
+    try await cluster.moveSlot(HashSlot.of(key), to: joined)
+    reshardMoved += 1
+}
+try await Task.sleep(for: .milliseconds(500))
+reshardStop.withLockedValue { $0 = true }
+await resharding.value
+var reshardLost = 0
+var reshardDuplicates = 0
+for (index, key) in reshardKeys.enumerated() {
+    let value = try await clusterClient.send(RESPCommand("GET", .string(key))).int ?? 0
+    let acknowledged = reshardAcknowledged.withLockedValue { $0[index] }
+    reshardLost += max(0, acknowledged - value)
+    reshardDuplicates += max(0, value - acknowledged - reshardMayHaveRun.withLockedValue { $0[index] })
+}
+let reshardIndeterminate = reshardMayHaveRun.withLockedValue { $0.reduce(0, +) }
+print(
+    "reshard: a node joined and \(reshardMoved) slots moved to it under 64 writers; "
+        + "\(reshardAcknowledged.withLockedValue { $0.reduce(0, +) }) increments acknowledged, \(reshardLost) lost, "
+        + "\(reshardDuplicates) duplicates, \(reshardIndeterminate) indeterminate")
+
+// 4. A primary dies under writes: 50 writers INCR keys of one slot; its primary is killed and its
 //    replica promoted by the cluster. Unavailable: from the kill until the first write issued
 //    after it succeeded. Lost: acknowledged increments the promoted replica lacks.
 let writers = 50
@@ -163,9 +221,26 @@ print(
 
 await clusterClient.close()
 await cluster.stop()
+
+// 5. The touches again on a TLS cluster of the same shape (TLS on the bus and the replication
+//    links too), against the plain cluster's figure.
+let certificates = try await TLSCertificates.make()
+var tlsOptions = RedisCluster.Options()
+tlsOptions.node = .init(notifyKeyspaceEvents: "Kx")
+tlsOptions.node.tls = certificates
+let tlsCluster = try await RedisCluster.start(tlsOptions)
+let (tlsClient, tlsStore, tlsIDs) = try await makeStore(tlsCluster.configuration)
+let tlsTouch = try await touchThroughput(tlsStore, tlsIDs)
+await tlsClient.close()
+await tlsCluster.stop()
+certificates.remove()
+print(String(format: "TLS cluster: touch %.0f/s (ratio %.2f to the plain cluster)", tlsTouch, tlsTouch / clusterTouch))
+
 printJSONLine([
     ("bench", "cluster-store"), ("primaries", 3), ("touch_ops_per_s", Int(clusterTouch)),
     ("standalone_touch_ops_per_s", Int(standaloneTouch)), ("touch_ratio_vs_standalone", rounded(clusterTouch / standaloneTouch)),
     ("migration_redirects_per_s", Int(Double(redirections) / migrationSeconds)), ("failover_lost_acknowledged", lost),
-    ("failover_unavailable_ms", Int(unavailable)),
+    ("failover_unavailable_ms", Int(unavailable)), ("reshard_slots_moved", reshardMoved), ("reshard_lost", reshardLost),
+    ("reshard_duplicates", reshardDuplicates), ("reshard_indeterminate", reshardIndeterminate),
+    ("tls_touch_ops_per_s", Int(tlsTouch)), ("tls_touch_ratio_vs_plain", rounded(tlsTouch / clusterTouch)),
 ])

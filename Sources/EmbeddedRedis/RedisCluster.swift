@@ -1,5 +1,6 @@
 import Foundation
 import HiredisNIO
+import NIOConcurrencyHelpers
 
 /// A real Redis Cluster on loopback: `primaries` primaries with `replicasPerPrimary` replicas
 /// each, created with `redis-cli --cluster create`, with a short `cluster-node-timeout` so that
@@ -36,13 +37,42 @@ public final class RedisCluster: Sendable {
         public let target: RedisServer
     }
 
-    /// Every node, primaries first as created (roles change with failovers: see ``primaries()``).
-    public let nodes: [RedisServer]
+    /// Every node, primaries first as created, then those added (``addPrimary()``); roles change
+    /// with failovers: see ``primaries()``.
+    public var nodes: [RedisServer] { created + added.withLockedValue { $0 } }
     public let options: Options
+    private let created: [RedisServer]
+    private let added = NIOLockedValueBox<[RedisServer]>([])
 
     private init(nodes: [RedisServer], options: Options) {
-        self.nodes = nodes
+        self.created = nodes
         self.options = options
+    }
+
+    /// Starts a node, introduces it to the cluster (`CLUSTER MEET`) and waits until every node
+    /// knows it: a primary without slots, to move slots to (``moveSlot(_:to:)``). The seeds
+    /// (``seeds``, ``configuration``) stay the nodes the cluster was created with.
+    public func addPrimary() async throws -> RedisServer {
+        let busPort = try RedisServer.freePort()
+        var options = self.options.node
+        if options.tls != nil { options.extra += [("tls-cluster", "yes"), ("tls-replication", "yes")] }
+        options.extra += [
+            ("cluster-enabled", "yes"), ("cluster-config-file", "nodes.conf"),
+            ("cluster-node-timeout", "\(self.options.nodeTimeout.wholeMilliseconds)"), ("cluster-port", "\(busPort)"),
+        ]
+        let node = try await RedisServer.start(options)
+        added.withLockedValue { $0.append(node) }
+        _ = try await send(RESPCommand("CLUSTER", "MEET", "127.0.0.1", .integer(node.port), .integer(busPort)), to: created[0])
+        let id = try await id(of: node)
+        try await pollUntil("every node to know \(node.address)") {
+            for other in self.nodes where other.pid != nil {
+                let known = try await self.send(RESPCommand("CLUSTER", "NODES"), to: other).string ?? ""
+                guard known.contains(id) else { return false }
+            }
+            // The newcomer must know every slot's owner too (it answers CLUSTERDOWN until then).
+            return try await self.send(RESPCommand("CLUSTER", "INFO"), to: node).string?.contains("cluster_state:ok") == true
+        }
+        return node
     }
 
     /// The seed addresses: every node.

@@ -1,5 +1,5 @@
 /// The faults a `session-load` run injects, parsed from `--faults`:
-/// `pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s,failover@15s`.
+/// `pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s,failover@15s,reshard@18s`.
 ///
 /// Each item is `kind[:duration]@at`: `at` is seconds from the start of the load, `duration`
 /// (for pause and blackhole) how long the fault lasts. Durations take `ms` or `s`.
@@ -18,6 +18,9 @@ public struct FaultPlan: Sendable, Hashable, Codable {
         /// (what asynchronous replication had not copied is lost); the old primary comes back as
         /// a replica.
         case failover
+        /// Add a primary to a cluster and move to it, one by one while the load goes on, up to 64
+        /// of the slots that hold the run's keys.
+        case reshard
     }
 
     public struct Fault: Sendable, Hashable, Codable {
@@ -66,7 +69,8 @@ public struct FaultPlan: Sendable, Hashable, Codable {
             }
             let head = halves[0].split(separator: ":", omittingEmptySubsequences: false)
             guard let kind = Kind(rawValue: String(head[0])) else {
-                throw ParseError(description: "'\(item)': unknown fault '\(head[0])' (pause, kill, worker-kill, blackhole, failover)")
+                throw ParseError(
+                    description: "'\(item)': unknown fault '\(head[0])' (pause, kill, worker-kill, blackhole, failover, reshard)")
             }
             var duration = 0.0
             switch kind {
@@ -75,7 +79,7 @@ public struct FaultPlan: Sendable, Hashable, Codable {
                     throw ParseError(description: "'\(item)': \(kind.rawValue) needs a duration, e.g. \(kind.rawValue):3s@5s")
                 }
                 duration = parsed
-            case .kill, .workerKill, .failover:
+            case .kill, .workerKill, .failover, .reshard:
                 guard head.count == 1 else { throw ParseError(description: "'\(item)': \(kind.rawValue) takes no duration") }
             }
             faults.append(Fault(kind: kind, at: at, duration: duration))

@@ -171,6 +171,15 @@ struct Coordinator {
                 try? await Task.sleep(for: .milliseconds(Int(fault.duration * 1000)))
                 target.blackhole(false)
                 mark("network to Redis restored")
+            case .reshard:
+                guard let target else { continue }
+                mark("reshard: a primary joins, slots of the run move to it")
+                do {
+                    let (moved, node) = try await target.reshard(keysMatching: "\(parameters.namespace):*")
+                    mark("reshard: \(moved) slots moved to \(node)")
+                } catch {
+                    mark("reshard failed: \(error)")
+                }
             case .failover:
                 guard let target else { continue }
                 mark("primary killed (SIGKILL): failover")
@@ -359,6 +368,31 @@ enum FaultTarget: Sendable {
             try await old.restart()
             return promoted.address.description
         }
+    }
+
+    /// Adds a primary to the cluster and moves to it, one at a time, up to 64 of the slots that
+    /// hold keys matching `pattern` (the run's). Returns how many moved and the new node.
+    func reshard(keysMatching pattern: String) async throws -> (Int, String) {
+        guard case .cluster(let cluster) = self else {
+            throw RedisServer.StartError(description: "reshard needs --cluster")
+        }
+        var slots: Set<Int> = []
+        for primary in try await cluster.primaries() {
+            var cursor = "0"
+            repeat {
+                let reply = try await cluster.send(
+                    RESPCommand("SCAN", .string(cursor), "MATCH", .string(pattern), "COUNT", 1000), to: primary)
+                cursor = reply.array?.first?.string ?? "0"
+                for key in reply.array?.last?.array ?? [] { if let key = key.string { slots.insert(HashSlot.of(key)) } }
+            } while cursor != "0" && slots.count < 4096
+        }
+        let joined = try await cluster.addPrimary()
+        var moved = 0
+        for slot in slots.shuffled().prefix(64) {
+            try await cluster.moveSlot(slot, to: joined)
+            moved += 1
+        }
+        return (moved, joined.address.description)
     }
 
     var proxy: FaultProxy? {

@@ -27,7 +27,9 @@ struct SessionLoadCommand: AsyncParsableCommand {
             SIGCONT), kill@8s (SIGKILL and restart from the append-only file), worker-kill@6s (SIGKILL the \
             last worker; the others take over its hooks), blackhole:2s@12s (a proxy between the workers and \
             Redis holds every byte, without a reset), failover@10s (with --cluster or --sentinel: SIGKILL the \
-            primary, its replica is promoted; with --replica-wait 1 nothing acknowledged may be lost). The checker counts an operation whose reply was lost \
+            primary, its replica is promoted; with --replica-wait 1 nothing acknowledged may be lost), \
+            reshard@14s (with --cluster: a primary joins and up to 64 slots holding the run's keys move to \
+            it, one by one under the load). The checker counts an operation whose reply was lost \
             as indeterminate: a counter must lie between the acknowledged increments and those plus the \
             indeterminate ones.
             """)
@@ -128,6 +130,9 @@ struct SessionLoadCommand: AsyncParsableCommand {
         }
         if plan.faults.contains(where: { $0.kind == .failover }), !cluster, !sentinel {
             throw ValidationError("--faults: failover needs --cluster or --sentinel")
+        }
+        if plan.faults.contains(where: { $0.kind == .reshard }), !cluster {
+            throw ValidationError("--faults: reshard needs --cluster")
         }
         if plan.faults.contains(where: { $0.kind == .blackhole }), target?.proxy == nil {
             throw ValidationError("--faults: blackhole needs the embedded standalone Redis (it runs through a proxy)")

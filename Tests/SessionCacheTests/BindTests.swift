@@ -8,7 +8,7 @@ import Testing
 /// left two live copies (two hooks, both attempt 0).
 @Suite("Binding an anonymous session at login")
 struct BindTests {
-    @Test(arguments: Deployment.allCases) func writesDuringABindAreRefusedNeverLost(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func writesDuringABindAreRefusedNeverLost(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let visitor = try await store.createAnonymous(metadata: ["cart": ["book"]])
@@ -59,7 +59,9 @@ struct BindTests {
 
     /// A tab whose bind was slow places its copy after the user logged out: the copy was written
     /// again (EXISTS was 0) and the log-out undone. A late step never brings a session back.
-    @Test(arguments: Deployment.allCases) func aLateBindStepNeverBringsBackASessionThatEnded(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func aLateBindStepNeverBringsBackASessionThatEnded(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let visitor = try await store.createAnonymous(metadata: ["cart": ["book"]])
@@ -79,7 +81,7 @@ struct BindTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func twoTabsLoggingInAtOnceGetOneSession(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.everywhere) func twoTabsLoggingInAtOnceGetOneSession(_ deployment: Deployment) async throws {
         try await withStore(on: deployment, configure: { $0.expiryListener = true }) { fixture in
             let store = fixture.store
             for round in 0..<5 {

@@ -8,7 +8,9 @@ import Testing
 
 @Suite("Messages, metadata, users, limits")
 struct DataTests {
-    @Test(arguments: Deployment.allCases) func messagesKeepAWindowInRedisStampedWithRedisTime(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func messagesKeepAWindowInRedisStampedWithRedisTime(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment, configure: { $0.messageWindow = 5 }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
@@ -39,7 +41,7 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func metadataWritesOnlyTheChangedFields(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func metadataWritesOnlyTheChangedFields(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let (otherClient, other) = try fixture.secondStore(fixture.store.configuration)
             let session = try await fixture.store.create(user: "alice", metadata: ["theme": "dark"])
@@ -64,7 +66,8 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func timeoutModesHaveTheirOwnAbsoluteLifetimes(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func timeoutModesHaveTheirOwnAbsoluteLifetimes(_ deployment: Deployment) async throws
+    {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", mode: .aggressive)
@@ -99,7 +102,7 @@ struct DataTests {
     /// An app's own metadata key named `timeout_mode` (the Vapor driver stores all session data as
     /// metadata) changed the session's lifetime: `custom:99999999999999` gave its keys TTLs of
     /// thousands of years. Metadata is now only metadata; custom modes are bounded.
-    @Test(arguments: Deployment.allCases) func metadataNeverChangesTheLifetimeAndCustomModesAreBounded(
+    @Test(arguments: Deployment.standaloneAndCluster) func metadataNeverChangesTheLifetimeAndCustomModesAreBounded(
         _ deployment: Deployment
     ) async throws {
         try await withStore(on: deployment) { fixture in
@@ -139,7 +142,7 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func usersListCountAndLogOutEverywhere(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.everywhere) func usersListCountAndLogOutEverywhere(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let first = try await store.create(user: "alice", agentType: "sales")
@@ -179,7 +182,7 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func everyKeyTheStoreWritesHasATTL(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.everywhere) func everyKeyTheStoreWritesHasATTL(_ deployment: Deployment) async throws {
         for listener in [false, true] {
             try await withStore(
                 on: deployment,
@@ -208,7 +211,7 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func limitsAreTypedAndWriteNothing(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func limitsAreTypedAndWriteNothing(_ deployment: Deployment) async throws {
         try await withStore(
             on: deployment,
             configure: {
@@ -277,7 +280,9 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func tenThousandMetadataFieldsAreRefusedWithATypedError(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func tenThousandMetadataFieldsAreRefusedWithATypedError(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["kept": true])
@@ -293,7 +298,7 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func aKeyOfTheWrongTypeGivesATypedError(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func aKeyOfTheWrongTypeGivesATypedError(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
@@ -317,7 +322,7 @@ struct DataTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func statsCountSessionsUsersAndDurations(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func statsCountSessionsUsersAndDurations(_ deployment: Deployment) async throws {
         for listener in [false, true] {
             try await withStore(on: deployment, configure: { $0.expiryListener = listener }) { fixture in
                 let store = fixture.store

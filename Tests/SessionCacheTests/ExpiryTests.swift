@@ -8,7 +8,7 @@ import Testing
 
 @Suite("Expiry hooks against a real redis-server")
 struct ExpiryTests {
-    @Test(arguments: Deployment.allCases) func threeListenersRunEachHookExactlyOnceWithTheSessionsData(
+    @Test(arguments: Deployment.everywhere) func threeListenersRunEachHookExactlyOnceWithTheSessionsData(
         _ deployment: Deployment
     ) async throws {
         try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
@@ -55,7 +55,9 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func listenersShareTheBucketsAndTakeOverWhenOneStops(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func listenersShareTheBucketsAndTakeOverWhenOneStops(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let first = try RunningListener.start(fixture, onExpiry: recorder.record)
@@ -80,7 +82,7 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func hooksFireWhenTheSubscribersConnectionIsKilled(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.everywhere) func hooksFireWhenTheSubscribersConnectionIsKilled(_ deployment: Deployment) async throws {
         try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
@@ -94,7 +96,7 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func hooksFireThroughTheSweepWhenNotificationsAreOffAndCONFIGIsRefused(
+    @Test(arguments: Deployment.standaloneAndCluster) func hooksFireThroughTheSweepWhenNotificationsAreOffAndCONFIGIsRefused(
         _ deployment: Deployment
     ) async throws {
         // A managed Redis: no notifications, CONFIG renamed away.
@@ -112,7 +114,7 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func hooksMissedWhileNoListenerRanFireWithTheDataWhenOneStartsLongAfter(
+    @Test(arguments: Deployment.standaloneAndCluster) func hooksMissedWhileNoListenerRanFireWithTheDataWhenOneStartsLongAfter(
         _ deployment: Deployment
     ) async throws {
         // All listeners down for far longer than the old 60-second grace would allow (here: the
@@ -202,7 +204,7 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func warningsAbsoluteLifetimeAndDeleteHooks(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func warningsAbsoluteLifetimeAndDeleteHooks(_ deployment: Deployment) async throws {
         try await withStore(
             on: deployment,
             configure: {
@@ -246,7 +248,7 @@ struct ExpiryTests {
     /// (200 per second): it then stops receiving keyspace notifications, which could not make any
     /// visit sooner, and takes them again when the load has passed. Every hook still runs once.
     /// (On a cluster the subscription is one per primary: notifications are node-local.)
-    @Test(arguments: Deployment.allCases) func aListenerBusierThanItsBucketsPausesItsNotificationsAndResumesThemAfter(
+    @Test(arguments: Deployment.standaloneAndCluster) func aListenerBusierThanItsBucketsPausesItsNotificationsAndResumesThemAfter(
         _ deployment: Deployment
     ) async throws {
         try await withStore(
@@ -377,7 +379,7 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func shorteningTheModeMovesTheHookAndWarningToTheNewDeadline(
+    @Test(arguments: Deployment.standaloneAndCluster) func shorteningTheModeMovesTheHookAndWarningToTheNewDeadline(
         _ deployment: Deployment
     ) async throws {
         try await withStore(
@@ -406,7 +408,7 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func aDeleteWhoseConnectionDropsEitherHappensWithItsHookOrNotAtAll(
+    @Test(arguments: Deployment.standaloneAndCluster) func aDeleteWhoseConnectionDropsEitherHappensWithItsHookOrNotAtAll(
         _ deployment: Deployment
     ) async throws {
         try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
@@ -452,7 +454,9 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func aTouchRacingWithExpiryNeverBringsTheSessionBack(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func aTouchRacingWithExpiryNeverBringsTheSessionBack(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let recorder = HookRecorder()
             let listener = try RunningListener.start(fixture, onExpiry: recorder.record)
@@ -530,7 +534,7 @@ struct ExpiryTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func aListenerNeedsAStoreInListenerMode(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func aListenerNeedsAStoreInListenerMode(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let listener = ExpiryListener(store: fixture.store) { _ in }
             await #expect(throws: SessionError.self) { try await listener.run() }

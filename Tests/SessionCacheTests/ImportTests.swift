@@ -23,7 +23,7 @@ struct ImportTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases)
+    @Test(arguments: Deployment.standaloneAndCluster)
     func anImportedSessionIsHandedOutOnceUnderANewID(on deployment: Deployment) async throws {
         try await withStore(on: deployment, configure: { $0.importedSessionGrace = .milliseconds(300) }) { fixture in
             let former = Self.formerID()

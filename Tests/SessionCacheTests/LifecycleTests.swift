@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Session lifecycle against a real redis-server")
 struct LifecycleTests {
-    @Test(arguments: Deployment.allCases) func createIssuesFreshURLSafeIdsInTheUsersBucketAndStoresAReadableHash(
+    @Test(arguments: Deployment.standaloneAndCluster) func createIssuesFreshURLSafeIdsInTheUsersBucketAndStoresAReadableHash(
         _ deployment: Deployment
     ) async throws {
         try await withStore(on: deployment) { fixture in
@@ -48,7 +48,9 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func resumeReturnsActiveOrResumedAndNotFoundForStrangers(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func resumeReturnsActiveOrResumedAndNotFoundForStrangers(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment, configure: { $0.resumeThreshold = .seconds(1) }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice")
@@ -106,7 +108,7 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func recoverResumesOrCreates(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func recoverResumesOrCreates(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let first = try await store.recover(nil, user: "carol", metadata: ["lang": "en"])
@@ -127,7 +129,7 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func touchSlidesTheTimerAndAHeartbeatDoesNot(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func touchSlidesTheTimerAndAHeartbeatDoesNot(_ deployment: Deployment) async throws {
         try await withStore(on: deployment, configure: { $0.dataGrace = .seconds(4) }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", mode: .custom(.seconds(2)))
@@ -173,7 +175,9 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func theAbsoluteLifetimeHoldsAgainstConstantActivity(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func theAbsoluteLifetimeHoldsAgainstConstantActivity(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(
             on: deployment,
             configure: {
@@ -202,7 +206,7 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func aLateWriteNeverResurrectsAnEndedSession(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func aLateWriteNeverResurrectsAnEndedSession(_ deployment: Deployment) async throws {
         try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let expiry = try await ExpiryWatch(fixture)
             let store = fixture.store
@@ -229,7 +233,9 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func rotateGivesANewIdInTheSameBucketAndKillsTheOldOne(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func rotateGivesANewIdInTheSameBucketAndKillsTheOldOne(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["cart": ["book"]])
@@ -254,7 +260,9 @@ struct LifecycleTests {
     /// Rotate late in an idle period must not let touches from the touch cache move the timer past
     /// the data: the data's TTL was set at the last write (idle 2 s + grace 1 s: 3 s), a rotate at
     /// 1.5 s moves no TTL, and a cached touch then would end the timer at 3.5 s.
-    @Test(arguments: Deployment.allCases) func aTouchAfterRotateNeverLeavesTheTimerOutlivingTheData(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func aTouchAfterRotateNeverLeavesTheTimerOutlivingTheData(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment, configure: { $0.dataGrace = .seconds(1) }) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", mode: .custom(.seconds(2)))
@@ -267,7 +275,7 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func deleteLeavesNoKeyBehind(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func deleteLeavesNoKeyBehind(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let store = fixture.store
             let session = try await store.create(user: "alice", metadata: ["a": 1])
@@ -286,7 +294,8 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func anAnonymousSessionIsBoundToItsUserAtLogin(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func anAnonymousSessionIsBoundToItsUserAtLogin(_ deployment: Deployment) async throws
+    {
         try await withStore(on: deployment, configure: listenerConfiguration) { fixture in
             let store = fixture.store
             let visitor = try await store.createAnonymous(metadata: ["cart": ["book"]])

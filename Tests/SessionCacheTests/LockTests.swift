@@ -8,7 +8,7 @@ import Testing
 
 @Suite("Session locks against a real redis-server")
 struct LockTests {
-    @Test(arguments: Deployment.allCases) func threeStoresTimesEightTabsLoseNoIncrement(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.everywhere) func threeStoresTimesEightTabsLoseNoIncrement(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let session = try await fixture.store.create(user: "alice", mode: .lenient)
             let stores = try (0..<3).map { _ in try fixture.secondStore(fixture.store.configuration) }
@@ -53,7 +53,7 @@ struct LockTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func aHolderPastItsLeaseCannotWriteAndTheNewHoldersDataIsIntact(
+    @Test(arguments: Deployment.standaloneAndCluster) func aHolderPastItsLeaseCannotWriteAndTheNewHoldersDataIsIntact(
         _ deployment: Deployment
     ) async throws {
         try await withStore(on: deployment) { fixture in
@@ -96,7 +96,7 @@ struct LockTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func waitTimeoutCancellationAndActiveTabWins(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.everywhere) func waitTimeoutCancellationAndActiveTabWins(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let locks = SessionLock.started(store: fixture.store)
             let session = try await fixture.store.create(user: "alice")
@@ -132,7 +132,7 @@ struct LockTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func perTabLocksDoNotRefuseEachOthersWrites(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func perTabLocksDoNotRefuseEachOthersWrites(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let locks = SessionLock.started(store: fixture.store, configuration: SessionLockConfiguration(policy: .sessionPerTab))
             let session = try await fixture.store.create(user: "alice")
@@ -203,7 +203,7 @@ struct LockTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func waitersDoNotSpin(_ deployment: Deployment) async throws {
+    @Test(arguments: Deployment.standaloneAndCluster) func waitersDoNotSpin(_ deployment: Deployment) async throws {
         try await withStore(on: deployment) { fixture in
             let locks = SessionLock.started(store: fixture.store)
             let session = try await fixture.store.create(user: "alice")
@@ -320,8 +320,9 @@ struct LockTests {
         }
     }
 
-    @Test(arguments: Deployment.allCases) func withLockReleasesOnThrowAndTellsAHolderThatLostItsLease(_ deployment: Deployment) async throws
-    {
+    @Test(arguments: Deployment.standaloneAndCluster) func withLockReleasesOnThrowAndTellsAHolderThatLostItsLease(
+        _ deployment: Deployment
+    ) async throws {
         try await withStore(on: deployment) { fixture in
             var configuration = SessionLockConfiguration()
             // Long enough that a busy host's scheduling delays (150 ms and more seen on CI) do

@@ -5,12 +5,21 @@ import NIOCore
 import SessionCache
 import Testing
 
-/// Where a parametrized test's store lives: suites of store, expiry and lock tests run on both.
-enum Deployment: String, CaseIterable, Sendable, CustomTestStringConvertible {
+/// Where a parametrized test's store lives: suites of store, expiry and lock tests run on a
+/// standalone server and a cluster, and a representative few on a TLS cluster too.
+enum Deployment: String, Sendable, CustomTestStringConvertible {
     /// One redis-server.
     case standalone
     /// The embedded 3-primary Redis Cluster (with a replica each).
     case cluster
+    /// The same cluster on TLS only (`tls-cluster`, `tls-replication`, both ports listed).
+    case tlsCluster
+
+    /// What most parametrized tests run on.
+    static let standaloneAndCluster: [Deployment] = [.standalone, .cluster]
+    /// Every deployment, for the tests that carry a layer's main guarantee (TLS adds nothing to
+    /// the rest but time).
+    static let everywhere: [Deployment] = [.standalone, .cluster, .tlsCluster]
 
     var testDescription: String { rawValue }
 }
@@ -99,8 +108,8 @@ func withStore<T: Sendable>(
             return try await run(
                 StoreFixture(server: server, client: client, store: try SessionStore(client: client, configuration: configuration)), body)
         }
-    case .cluster:
-        let cluster = try await SharedCluster.shared.fresh(options)
+    case .cluster, .tlsCluster:
+        let cluster = try await (deployment == .cluster ? SharedCluster.shared : SharedCluster.sharedTLS).fresh(options)
         let client = try HiredisClient.started(configuration: cluster.configuration)
         return try await run(
             StoreFixture(
@@ -114,9 +123,17 @@ func withStore<T: Sendable>(
 /// clusters of their own. Its servers outlive a test process that crashed or was run by hand:
 /// scripts/test kills every leftover test server (their pid files) when it ends.
 actor SharedCluster {
-    static let shared = SharedCluster()
+    static let shared = SharedCluster(tls: false)
+    /// A second one on TLS, kept beside the first (tests alternate between them).
+    static let sharedTLS = SharedCluster(tls: true)
+    private let tls: Bool
+    private var certificates: TLSCertificates?
     private var cluster: RedisCluster?
     private var options: RedisServer.Options?
+
+    private init(tls: Bool) {
+        self.tls = tls
+    }
 
     /// The cluster, with no keys left by an earlier test.
     func fresh(_ options: RedisServer.Options) async throws -> RedisCluster {
@@ -129,6 +146,11 @@ actor SharedCluster {
         await cluster?.stop()
         var clusterOptions = RedisCluster.Options()
         clusterOptions.node = options
+        if tls {
+            if certificates == nil { certificates = try await TLSCertificates.make() }
+            clusterOptions.node.tls = certificates
+            clusterOptions.node.plaintextPortToo = true  // CLUSTER SHARDS then lists both ports
+        }
         let started = try await RedisCluster.start(clusterOptions)
         cluster = started
         self.options = options
