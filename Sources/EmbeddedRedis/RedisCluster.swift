@@ -49,10 +49,24 @@ public final class RedisCluster: Sendable {
         self.options = options
     }
 
-    /// Starts a node, introduces it to the cluster (`CLUSTER MEET`) and waits until every node
-    /// knows it: a primary without slots, to move slots to (``moveSlot(_:to:)``). The seeds
-    /// (``seeds``, ``configuration``) stay the nodes the cluster was created with.
+    /// Starts a primary with ``Options/replicasPerPrimary`` replicas, introduces them to the
+    /// cluster (`CLUSTER MEET`, `CLUSTER REPLICATE`) and waits until every node knows them and the
+    /// replicas are in sync: a primary without slots, to move slots to (``moveSlot(_:to:)``). The
+    /// seeds (``seeds``, ``configuration``) stay the nodes the cluster was created with.
     public func addPrimary() async throws -> RedisServer {
+        let primary = try await join()
+        let primaryID = try await id(of: primary)
+        for _ in 0..<options.replicasPerPrimary {
+            let replica = try await join()
+            _ = try await send(RESPCommand("CLUSTER", "REPLICATE", .string(primaryID)), to: replica)
+        }
+        try await waitUntilStable()
+        return primary
+    }
+
+    /// Starts a cluster node and meets it into the cluster; waits until every node knows it and it
+    /// knows every slot's owner (it answers `CLUSTERDOWN` until then).
+    private func join() async throws -> RedisServer {
         let busPort = try RedisServer.freePort()
         var options = self.options.node
         if options.tls != nil { options.extra += [("tls-cluster", "yes"), ("tls-replication", "yes")] }
@@ -60,6 +74,7 @@ public final class RedisCluster: Sendable {
             ("cluster-enabled", "yes"), ("cluster-config-file", "nodes.conf"),
             ("cluster-node-timeout", "\(self.options.nodeTimeout.wholeMilliseconds)"), ("cluster-port", "\(busPort)"),
         ]
+        if let password = options.password { options.extra.append(("masterauth", password)) }
         let node = try await RedisServer.start(options)
         added.withLockedValue { $0.append(node) }
         _ = try await send(RESPCommand("CLUSTER", "MEET", "127.0.0.1", .integer(node.port), .integer(busPort)), to: created[0])
@@ -69,7 +84,6 @@ public final class RedisCluster: Sendable {
                 let known = try await self.send(RESPCommand("CLUSTER", "NODES"), to: other).string ?? ""
                 guard known.contains(id) else { return false }
             }
-            // The newcomer must know every slot's owner too (it answers CLUSTERDOWN until then).
             return try await self.send(RESPCommand("CLUSTER", "INFO"), to: node).string?.contains("cluster_state:ok") == true
         }
         return node

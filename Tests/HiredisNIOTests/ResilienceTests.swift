@@ -105,6 +105,10 @@ struct ResilienceTests {
         #expect(HiredisClient.transientRefusal([loading, .array([])], of: [set, time])?.code == "LOADING")
         #expect(HiredisClient.transientRefusal([loading, .null], of: [set, get])?.code == "LOADING")
         #expect(HiredisClient.transientRefusal([loading, loading], of: [set, set])?.code == "LOADING")
+        // A WAIT after a refused write counted nothing of it: the pair goes again.
+        let wait = RESPCommand("WAIT", "1", "100")
+        #expect(HiredisClient.transientRefusal([.error("TRYAGAIN migrating"), .integer(0)], of: [set, wait])?.code == "TRYAGAIN")
+        #expect(HiredisClient.transientRefusal([.simpleString("OK"), .integer(0), loading], of: [set, wait, set]) == nil)
         // A write that ran, or a refusal that does not pass, keeps the replies as they are.
         #expect(HiredisClient.transientRefusal([.simpleString("OK"), loading], of: [set, set]) == nil)
         #expect(HiredisClient.transientRefusal([loading, .error("WRONGTYPE no")], of: [set, get]) == nil)

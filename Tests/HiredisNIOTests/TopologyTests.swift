@@ -1,8 +1,9 @@
 @_spi(Testing) import EmbeddedRedis
-import HiredisNIO
 import NIOCore
 import TestSupport
 import Testing
+
+@testable import HiredisNIO
 
 @Suite("TLS (rediss://)")
 struct TLSTests {
@@ -170,15 +171,55 @@ struct ClusterTests {
             let migration = try await cluster.beginMigration(ofSlot: slot, to: target)
             #expect(try await client.get(key).map { String(buffer: $0) } == "before")
             try await client.set(key, to: "during")
-            // The slot map is not updated by ASK: the source still owns the slot.
-            #expect(try await cluster.primary(forSlot: slot) === source)
+            // The client's slot map is not updated by ASK: it still names the source.
+            #expect(try await client.primary(forSlot: slot) == source.address.description)
 
             // Slot handed over: the next command gets MOVED and the client updates its map.
             try await cluster.finish(migration)
             #expect(try await client.get(key).map { String(buffer: $0) } == "during")
+            #expect(try await client.primary(forSlot: slot) == target.address.description)
             try await client.set(key, to: "after")
             let onTarget = try await cluster.send(RESPCommand("GET", .string(key)), to: target)
             #expect(onTarget.string == "after")
+        }
+    }
+
+    /// While a slot migrates its keys are split between the two nodes. A function whose first key
+    /// has moved is answered `ASK`; followed, it ran on the importing node, which serves a read of
+    /// a key it has not received yet as missing: the store's functions, which derive a bucket's
+    /// other keys from their first, took live sessions for ended ones. A function waits for the
+    /// slot instead (a passing refusal, retried) and runs where all its keys are.
+    @Test func aFunctionWaitsForAHalfMigratedSlotRatherThanFollowASK() async throws {
+        let library = try LuaLibrary(
+            source: """
+                #!lua name=peek_test
+                redis.register_function('peek', function(keys) return redis.call('GET', keys[1] .. ':other') end)
+                """)
+        try await RedisCluster.with(.init(primaries: 3, replicasPerPrimary: 0)) { cluster in
+            var configuration = cluster.configuration
+            configuration.commandTimeout = .seconds(20)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            client.preload(library)
+            let key = "{half}:first"
+            let slot = HashSlot.of(key)
+            try await client.set(key, to: "declared")
+            try await client.set(key + ":other", to: "derived")
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+
+            // Half migrated: the declared key is on the target, the derived one still on the source.
+            _ = try await cluster.send(
+                RESPCommand("CLUSTER", "SETSLOT", .integer(slot), "IMPORTING", .string(try await cluster.id(of: source))), to: target)
+            _ = try await cluster.send(
+                RESPCommand("CLUSTER", "SETSLOT", .integer(slot), "MIGRATING", .string(try await cluster.id(of: target))), to: source)
+            _ = try await cluster.send(
+                RESPCommand("MIGRATE", "127.0.0.1", .integer(target.port), .string(key), 0, 5000), to: source)
+
+            let peek = Task { try await client.call("peek", in: library, keys: [.string(key)], arguments: []) }
+            try await Task.sleep(for: .milliseconds(300))  // the call is refused and retried meanwhile
+            try await cluster.moveSlot(slot, to: target)  // the rest moves; the slot is handed over
+            #expect(try await peek.value.string == "derived", "run where both keys are")
         }
     }
 

@@ -412,6 +412,7 @@ final class ClusterRouter: Sendable {
                 return try await connection.send(command, timeout: try left())
             } catch let error as HiredisError {
                 if let redirection = redirection(error, from: address) {
+                    if redirection.kind == .ask, command.runsScript { throw HiredisError.server(Self.scriptWaitsForItsSlot) }
                     (asking, address) = try await follow(redirection, from: address)
                     continue
                 }
@@ -421,6 +422,15 @@ final class ClusterRouter: Sendable {
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
+
+    /// The refusal a script or function gets in place of following an `ASK`: a passing one
+    /// (`TRYAGAIN`), retried until the slot's migration ends. While a slot migrates its keys are
+    /// split between the two nodes, and the importing node, asked, serves a read of a key it has
+    /// not received yet as a missing key: a function that reads keys it did not declare (the
+    /// store's derive them from their first key) would take a live session for an ended one. On
+    /// the migrating node such a read fails the script instead ("non local key").
+    static let scriptWaitsForItsSlot = HiredisServerError(
+        reply: "TRYAGAIN the slot is migrating: a script waits for it rather than run where some of its keys may not be yet")
 
     /// The redirection an error reply names, if any.
     func redirection(_ error: HiredisError, from address: String) -> Redirection? {
@@ -544,6 +554,11 @@ final class ClusterRouter: Sendable {
                     let address = byNode.first(where: { $0.value.contains(segmentIndex) })?.key,
                     let redirection = redirection(.server(HiredisServerError(reply: text)), from: address)
                 else { continue }
+                if redirection.kind == .ask, commands[keyed].runsScript {
+                    // Not sent to the importing node (see scriptWaitsForItsSlot): a passing refusal.
+                    replies[keyed] = .error(Self.scriptWaitsForItsSlot.description)
+                    continue
+                }
                 let members = segment.range.filter { $0 == keyed || (commands[$0].slot == nil && commands[$0].describesTheCommandBefore) }
                 let again = try await sendGroup(
                     members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, from: address,

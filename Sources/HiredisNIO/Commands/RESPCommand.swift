@@ -112,6 +112,15 @@ extension RESPCommand {
         return Self.readOnly.contains(name)
     }
 
+    /// Whether the command runs a script or a function (`FCALL`, `FCALL_RO`, `EVAL`, `EVALSHA`
+    /// and their `_RO` forms), which may read keys it did not declare.
+    var runsScript: Bool {
+        switch name.uppercased() {
+        case "FCALL", "FCALL_RO", "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO": true
+        default: false
+        }
+    }
+
     /// Whether the command, keyless, describes the keyed command before it in a pipeline and must
     /// run on the same node (`WAIT` counts that connection's writes, `TIME` is that node's clock):
     /// a redirected command takes these along. Only reads: sending them twice is harmless.

@@ -271,7 +271,8 @@ public final class HiredisClient: HiredisClientProtocol, Service {
                 let error = HiredisServerError(reply: text)
                 guard error.isTransient || (readOnlyPasses && error.code == "READONLY") else { return nil }
                 if refusal == nil { refusal = error }
-            } else if !command.isReadOnly {
+            } else if !command.isReadOnly && !command.describesTheCommandBefore {
+                // (A `WAIT` after a refused write counted nothing of it: it may go again.)
                 return nil
             }
         }
@@ -420,9 +421,12 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// Every key matching `pattern` (every key when nil), as an operator's `redis-cli --scan`
     /// would list them: `SCAN` on every primary (a cluster's keys are spread over its nodes),
     /// `count` keys per step. Keys written or deleted meanwhile may or may not be listed; none
-    /// present throughout is missed. For tools and tests: it holds every key in memory.
+    /// present throughout is missed. For tools and tests: it holds every key in memory. On a
+    /// cluster the topology is read first: a primary that joined since the last read (a reshard)
+    /// holds keys too.
     public func scanKeys(matching pattern: String? = nil, count: Int = 1000) async throws -> [String] {
         var keys: [String] = []
+        await refreshTopology()
         for primary in try await primaries() {
             var cursor = "0"
             repeat {
