@@ -116,7 +116,8 @@ print(
 // 3. A node joins and slots move to it while writers increment counters in them (a reshard
 //    under load): every acknowledged increment must be there (lost), none may have run twice
 //    (duplicates: more than acknowledged plus indeterminate), and the increments that failed as
-//    "may have run" are counted (indeterminate).
+//    "may have run" are counted (indeterminate; with some, a lost acknowledged increment could
+//    hide behind one that ran, so lost is then a lower bound).
 let joined = try await cluster.addPrimary()
 var reshardKeys: [String] = []
 var reshardSlots: Set<Int> = []

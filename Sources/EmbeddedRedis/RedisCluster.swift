@@ -89,8 +89,8 @@ public final class RedisCluster: Sendable {
         return node
     }
 
-    /// The seed addresses: every node.
-    public var seeds: [HiredisAddress] { nodes.map(\.address) }
+    /// The seed addresses: the nodes the cluster was created with.
+    public var seeds: [HiredisAddress] { created.map(\.address) }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`.
     public var url: String { "redis+cluster://" + seeds.map(\.description).joined(separator: ",") }

@@ -13,7 +13,9 @@ import Testing
 struct RetirementTests {
     /// Waits until the server shows a client blocked in `BLPOP` (the command is in flight).
     private func untilBlocked(_ client: HiredisClient) async throws {
+        let limit = ContinuousClock.now + .seconds(10)
         while try await client.send(RESPCommand("CLIENT", "LIST")).string?.contains("cmd=blpop") != true {
+            try #require(ContinuousClock.now < limit, "the BLPOP never blocked")
             try await Task.sleep(for: .milliseconds(5))
         }
     }

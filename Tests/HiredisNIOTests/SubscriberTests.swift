@@ -169,6 +169,31 @@ struct ClusterSubscriberTests {
         }
     }
 
+    /// A shard channel whose slot moved to a primary that joined the cluster after the subscriber
+    /// placed its first subscriptions: it gets a node subscriber of its own before `subscribe`
+    /// returns. (The channel was skipped, there being no subscriber for that node, and
+    /// `subscribe` returned with nothing subscribed until the next refresh.)
+    @Test func aShardChannelOnAPrimaryThatJoinedIsSubscribedBeforeSubscribeReturns() async throws {
+        ToolLogging.bootstrap()
+        var options = RedisCluster.Options()
+        options.replicasPerPrimary = 0
+        try await RedisCluster.with(options) { cluster in
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
+            let events = SubscriberEvents(subscriber)
+            try await subscriber.subscribe(shardChannels: ["room{first}"])
+            let joined = try await cluster.addPrimary()
+            let channel = "room{joined}"
+            try await cluster.moveSlot(HashSlot.of(channel), to: joined)
+
+            try await subscriber.subscribe(shardChannels: [channel])
+            #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "here")).int == 1)
+            #expect(await events.nextMessage(within: .seconds(5))?.payload == "here")
+            await subscriber.close()
+            await client.close()
+        }
+    }
+
     /// After a primary fails, its replica's notifications are subscribed within seconds, and the
     /// notice comes only once they are: a write right after it is heard. (The promoted primary
     /// was subscribed at the next topology refresh, 30-60 s later, and the notice came before its

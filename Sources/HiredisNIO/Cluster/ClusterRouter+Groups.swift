@@ -40,8 +40,42 @@ extension ClusterRouter {
             guard case .error(let text) = replies[keyed],
                 let next = self.redirection(.server(HiredisServerError(reply: text)), from: address)
             else { return replies }
+            if next.kind == .ask, group[keyed].runsScript {
+                return try await sendScriptGroupWhenSettled(group, keyed: keyed, replies: replies, timeout: timeout)
+            }
             redirection = next
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
+    }
+
+    /// A group whose keyed command runs a script and was answered `ASK`: sent again, whole, to the
+    /// slot's owner, with back-off, until the slot no longer migrates (see
+    /// ``ClusterRouter/scriptWaitsForItsSlot``), within `timeout`. When the time runs out the
+    /// keyed reply is that passing refusal (the script never ran).
+    func sendScriptGroupWhenSettled(
+        _ group: [RESPCommand], keyed: Int, replies: [RESPReply], timeout: Duration
+    ) async throws -> [RESPReply] {
+        let deadline = ContinuousClock.now + timeout
+        var delay = Duration.milliseconds(10)
+        var last = replies
+        while true {
+            let left = deadline - .now
+            guard left > .milliseconds(20) else {
+                last[keyed] = .error(Self.scriptWaitsForItsSlot.description)
+                return last
+            }
+            try await Task.sleep(for: min(delay, left / 2).jittered)
+            delay = min(delay * 2, .milliseconds(500))
+            let address = try await primary(forSlot: group[keyed].slot, deadline: deadline)
+            let remaining = deadline - .now
+            guard remaining > .zero else { continue }
+            last = try await pool(address).connection(deadline: deadline).pipeline(group, timeout: remaining)
+            guard case .error(let text) = last[keyed],
+                let next = redirection(.server(HiredisServerError(reply: text)), from: address)
+            else { return last }
+            if next.kind == .ask { continue }
+            return try await sendGroup(
+                group, keyed: keyed, redirection: next, from: address, timeout: max(deadline - .now, .milliseconds(1)))
+        }
     }
 }

@@ -554,15 +554,20 @@ final class ClusterRouter: Sendable {
                     let address = byNode.first(where: { $0.value.contains(segmentIndex) })?.key,
                     let redirection = redirection(.server(HiredisServerError(reply: text)), from: address)
                 else { continue }
-                if redirection.kind == .ask, commands[keyed].runsScript {
-                    // Not sent to the importing node (see scriptWaitsForItsSlot): a passing refusal.
-                    replies[keyed] = .error(Self.scriptWaitsForItsSlot.description)
-                    continue
-                }
                 let members = segment.range.filter { $0 == keyed || (commands[$0].slot == nil && commands[$0].describesTheCommandBefore) }
-                let again = try await sendGroup(
-                    members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, from: address,
-                    timeout: timeout)
+                let again: [RESPReply]
+                if redirection.kind == .ask, commands[keyed].runsScript {
+                    // Not sent to the importing node (see scriptWaitsForItsSlot): again once the
+                    // slot is settled, so that the parts of the pipeline that ran keep their
+                    // replies and this one runs too.
+                    again = try await sendScriptGroupWhenSettled(
+                        members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, replies: members.map { replies[$0] },
+                        timeout: deadline - .now)
+                } else {
+                    again = try await sendGroup(
+                        members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, from: address,
+                        timeout: timeout)
+                }
                 for (index, reply) in zip(members, again) { replies[index] = reply }
             }
         } catch let error as HiredisError {

@@ -249,7 +249,7 @@ public struct HiredisConfiguration: Sendable {
                 guard kind == .sentinel else { throw .invalidConfiguration("\(shownName) needs a redis+sentinel:// URL") }
                 switch name {
                 case "sentinel_username": sentinelUsername = value.isEmpty ? nil : value
-                case "sentinel_password": sentinelPassword = value
+                case "sentinel_password": sentinelPassword = value.isEmpty ? nil : value
                 case "sentinel_tls":
                     guard value == "on" || value == "off" else { throw .invalidConfiguration("sentinel_tls must be on or off") }
                     sentinelTLSSwitch = value == "on"
@@ -318,19 +318,20 @@ public struct HiredisConfiguration: Sendable {
         return String(decoding: bytes[..<(schemeEnd + 3)], as: UTF8.self) + "***" + tail
     }
 
-    /// `url` with the value of every `password=` in it (`sentinel_password`) replaced by `***`,
-    /// up to the next `&` or `#`, wherever it stands: a URL that does not parse may have put it
-    /// anywhere.
+    /// `url` with the value of every `password=` in it (`sentinel_password`, in any case)
+    /// replaced by `***`, up to the next `&`, wherever it stands: a URL that does not parse may
+    /// have put it anywhere, and a pasted password may hold a `#`.
     private static func redactingQueryPasswords(_ url: String) -> String {
         let bytes = Array(url.utf8)
         let marker = Array("password=".utf8)
         var output: [UInt8] = []
         var index = 0
         while index < bytes.count {
-            if bytes[index...].starts(with: marker) {
-                output += marker + Array("***".utf8)
+            let next = bytes[index...].prefix(marker.count).map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }
+            if next.elementsEqual(marker) {
+                output += bytes[index..<(index + marker.count)] + Array("***".utf8)
                 index += marker.count
-                while index < bytes.count, bytes[index] != UInt8(ascii: "&"), bytes[index] != UInt8(ascii: "#") { index += 1 }
+                while index < bytes.count, bytes[index] != UInt8(ascii: "&") { index += 1 }
             } else {
                 output.append(bytes[index])
                 index += 1

@@ -26,6 +26,8 @@ final class NodePool: Sendable {
         var waiters: [UInt64: CheckedContinuation<HiredisConnection, any Error>] = [:]
         var nextWaiter: UInt64 = 0
         var run = RunState.notStarted
+        /// When the connections were last replaced (``recycle()``).
+        var recycled: ContinuousClock.Instant?
     }
 
     /// `host:port`, for messages and routing.
@@ -161,8 +163,17 @@ final class NodePool: Sendable {
     /// reconnects at once, and the old connection is retired, so that the commands it carries
     /// get their answers (a demoted primary's `READONLY` is retried; closed, they would fail as
     /// "may have run").
+    ///
+    /// Calls within ``HiredisConfiguration/reconnectMaximumDelay`` of the last one do nothing: the
+    /// retired connections answer `READONLY` to what they carried, and each such reply asks for
+    /// a recycle, which would otherwise retire the fresh connections again and again.
     func recycle() {
         let (connections, actions) = state.withLockedValue { state in
+            let now = ContinuousClock.now
+            if let last = state.recycled, now - last < configuration.reconnectMaximumDelay {
+                return ([HiredisConnection](), [ConnectionPoolStateMachine<HiredisConnection, UInt64>.Action]())
+            }
+            state.recycled = now
             let connections = state.machine.connections
             return (connections, connections.map { state.machine.connectionClosed($0) })
         }

@@ -86,6 +86,8 @@ public final class HiredisSubscriber: Service {
         var nextWaiter: UInt64 = 0
         var closed = false
         var dropped = 0
+        /// Connected, and everything held was confirmed on this connection (see ``isSettled``).
+        var settled = false
     }
 
     /// The messages and gap notices, in order. Iterate it from one task.
@@ -240,9 +242,15 @@ public final class HiredisSubscriber: Service {
             try await primaries.apply(wanted, confirming: kind, unique)
             return
         }
-        try await awaitConfirmation(kind, names: unique) {
-            // Without a connection, the supervisor sends the current sets when it reconnects.
-            try? connection?.sendWithoutReply(Self.commands(kind, unique))
+        do {
+            try await awaitConfirmation(kind, names: unique) {
+                // Without a connection, the supervisor sends the current sets when it reconnects.
+                try? connection?.sendWithoutReply(Self.commands(kind, unique))
+            }
+        } catch {
+            // Not confirmed: this node holds something it may not have (see isSettled).
+            if !(error is ShardChannelsMoved) { state.withLockedValue { $0.settled = false } }
+            throw error
         }
     }
 
@@ -309,37 +317,43 @@ public final class HiredisSubscriber: Service {
                 connection.close()
                 break
             }
-            if connectedBefore {
-                // Tell the consumer about the gap only once every subscription is back, so that
-                // whatever it does to catch up cannot miss a message sent after the notice.
+            // Everything held goes again, confirmed. After a reconnect the consumer hears of the
+            // gap only once every subscription is back, so that whatever it does to catch up
+            // cannot miss a message sent after the notice.
+            do {
+                try await awaitConfirmation(.channel, names: channels) {
+                    try? connection.sendWithoutReply(
+                        channels.isEmpty ? [] : [RESPCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
+                }
+                try await awaitConfirmation(.pattern, names: patterns) {
+                    try? connection.sendWithoutReply(Self.commands(.pattern, patterns))
+                }
                 do {
-                    try await awaitConfirmation(.channel, names: channels) {
-                        try? connection.sendWithoutReply(
-                            channels.isEmpty ? [] : [RESPCommand("SUBSCRIBE", arguments: channels.map { .string($0) })])
+                    try await awaitConfirmation(.shardChannel, names: shardChannels) {
+                        try? connection.sendWithoutReply(Self.commands(.shardChannel, shardChannels))
                     }
-                    try await awaitConfirmation(.pattern, names: patterns) {
-                        try? connection.sendWithoutReply(Self.commands(.pattern, patterns))
-                    }
-                    do {
-                        try await awaitConfirmation(.shardChannel, names: shardChannels) {
-                            try? connection.sendWithoutReply(Self.commands(.shardChannel, shardChannels))
-                        }
-                    } catch is ShardChannelsMoved {
-                        // Handed back to the owner, which places them on their new node: the
-                        // connection stays (closing it would only meet the same MOVED again).
-                    }
+                } catch is ShardChannelsMoved {
+                    // Handed back to the owner, which places them on their new node: the
+                    // connection stays (closing it would only meet the same MOVED again).
+                }
+                state.withLockedValue { state in
+                    if state.connection === connection { state.settled = true }
+                }
+                if connectedBefore {
                     deliver(.resubscribed)
                     configuration.logger.info("subscriber reconnected and resubscribed")
-                } catch {
-                    connection.close()
                 }
-            } else {
-                try? connection.sendWithoutReply(
-                    Self.commands(.channel, channels) + Self.commands(.pattern, patterns) + Self.commands(.shardChannel, shardChannels))
+            } catch {
+                // Not confirmed in time: a reconnect tries again (the first connection stays:
+                // what it was sent is confirmed when it comes, and isSettled stays false).
+                if connectedBefore { connection.close() }
             }
             connectedBefore = true
             try? await connection.closeFuture.get()
-            state.withLockedValue { $0.connection = nil }
+            state.withLockedValue { state in
+                state.connection = nil
+                state.settled = false
+            }
             nodeSignals?(.disconnected)
             if !Task.isCancelled { try? await Task.sleep(for: configuration.reconnectInitialDelay.jittered) }
         }
@@ -347,6 +361,10 @@ public final class HiredisSubscriber: Service {
 
     /// Whether it has a connection now.
     var isConnected: Bool { state.withLockedValue { $0.connection != nil } }
+
+    /// Whether it is connected and everything it holds was confirmed on this connection: a
+    /// ``PrimariesSubscription`` announces a move only when every node subscriber is.
+    var isSettled: Bool { state.withLockedValue { $0.connection != nil && $0.settled } }
 
     private func handle(_ reply: RESPReply) {
         if case .error(let text) = reply, nodeSignals != nil, let slot = Self.movedSlot(text) {

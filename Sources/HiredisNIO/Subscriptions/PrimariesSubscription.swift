@@ -38,9 +38,9 @@ final class PrimariesSubscription: Sendable {
         var displaced: Set<String> = []
         /// A node subscriber saw a change: read the topology again before placing.
         var refreshWanted = false
-        /// Whether the node subscribers of a first placement exist (subscriptions can be placed).
-        var placed = false
-        var placementWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+        /// How many placements made their node subscribers (0: none yet, nothing can be placed).
+        var placements: UInt64 = 0
+        var placementWaiters: [UInt64: (after: UInt64, continuation: CheckedContinuation<Void, any Error>)] = [:]
         var nextPlacementWaiter: UInt64 = 0
     }
 
@@ -88,14 +88,15 @@ final class PrimariesSubscription: Sendable {
                 }
                 let outcome = await reconcile(client, wanted: wanted, group: &group)
                 if outcome.moved, !first { noticeOwed = true }
-                if noticeOwed, outcome.confirmed {
+                // Every node subscriber connected and holding, confirmed, all it was given: a
+                // placement recorded in an earlier round whose confirmation timed out is not.
+                let settled = outcome.confirmed && state.withLockedValue { $0.nodes.values.allSatisfy { $0.subscriber.isSettled } }
+                if noticeOwed, settled {
                     deliver(.resubscribed)
                     noticeOwed = false
                 }
                 first = false
-                let unsettled =
-                    noticeOwed || !outcome.confirmed
-                    || state.withLockedValue { $0.nodes.values.contains { !$0.subscriber.isConnected } }
+                let unsettled = noticeOwed || !settled
                 if unsettled {
                     state.withLockedValue { $0.refreshWanted = true }
                     await waitForChange(atMost: recheck)
@@ -123,7 +124,7 @@ final class PrimariesSubscription: Sendable {
                 state.waiting = nil
                 state.placementWaiters = [:]
             }
-            return (state.waiting, state.placementWaiters.values)
+            return (state.waiting, state.placementWaiters.values.map(\.continuation))
         }
         waiting?.resume()
         for waiter in placementWaiters { waiter.resume(throwing: HiredisError.clientClosed) }
@@ -135,13 +136,20 @@ final class PrimariesSubscription: Sendable {
         // Before the first placement there are no node subscribers to hand them to: it places
         // them (the facade holds them), and this waits for it, as a single node's subscriber
         // waits for its connection.
-        try await awaitFirstPlacement()
+        try await awaitPlacement(after: 0)
         guard let client = state.withLockedValue({ $0.client }) else { return }
         var redirections = 0
         while true {
             do {
-                try await carryOut(try await placement(client, wanted: wanted), confirming: (kind, names))
-                return
+                let placements = state.withLockedValue { $0.placements }
+                if try await carryOut(try await placement(client, wanted: wanted), confirming: (kind, names)) { return }
+                // The plan names a primary the run loop has no subscriber for yet (one that
+                // joined): it makes one, then this places them again.
+                redirections += 1
+                if redirections > configuration.maximumRedirections { throw HiredisError.tooManyRedirections(redirections) }
+                state.withLockedValue { $0.refreshWanted = true }
+                signal()
+                try await awaitPlacement(after: placements)
             } catch is HiredisSubscriber.ShardChannelsMoved {
                 // The slot map was older than the node's: read it again and place them anew.
                 redirections += 1
@@ -175,11 +183,17 @@ final class PrimariesSubscription: Sendable {
     /// `confirming`: subscriptions a caller asked for, whose confirmations are awaited also
     /// where they are placed already (a concurrent placement sent them, and its confirmation may
     /// still be on its way): they are sent again, which Redis confirms again.
-    private func carryOut(_ plan: [String: Wanted], confirming: (Kind, Set<String>)? = nil) async throws {
+    /// Returns false when the plan names a node that has no subscriber yet (skipped).
+    @discardableResult
+    private func carryOut(_ plan: [String: Wanted], confirming: (Kind, Set<String>)? = nil) async throws -> Bool {
         var changes: [(HiredisSubscriber, Kind, Set<String>)] = []
+        var complete = true
         state.withLockedValue { state in
             for (address, wanted) in plan {
-                guard var placement = state.nodes[address] else { continue }
+                guard var placement = state.nodes[address] else {
+                    complete = false
+                    continue
+                }
                 func diff(_ have: Set<String>, _ want: Set<String>, add: Kind, remove: Kind) {
                     var added = want.subtracting(have)
                     if let (kind, names) = confirming, kind == add { added.formUnion(names.intersection(want)) }
@@ -201,6 +215,7 @@ final class PrimariesSubscription: Sendable {
             }
             try await group.waitForAll()
         }
+        return complete
     }
 
     /// Starts subscribers for new primaries, closes those of nodes that are no longer primaries,
@@ -221,10 +236,15 @@ final class PrimariesSubscription: Sendable {
             state -> ([(String, HiredisSubscriber)], [HiredisSubscriber], Bool) in
             // A shard channel moved when it is placed where it is not held, and it was held
             // elsewhere or handed back by a node.
+            // (A handed-back channel that a concurrent subscribe placed meanwhile moved too.)
             var relocated = false
             for (address, wanted) in plan {
-                for channel in wanted.shardChannels where state.nodes[address]?.shardChannels.contains(channel) != true {
-                    if state.displaced.contains(channel) || state.nodes.values.contains(where: { $0.shardChannels.contains(channel) }) {
+                for channel in wanted.shardChannels {
+                    if state.displaced.contains(channel) {
+                        relocated = true
+                    } else if state.nodes[address]?.shardChannels.contains(channel) != true,
+                        state.nodes.values.contains(where: { $0.shardChannels.contains(channel) })
+                    {
                         relocated = true
                     }
                 }
@@ -269,23 +289,24 @@ final class PrimariesSubscription: Sendable {
         return (!added.isEmpty || !removed.isEmpty || relocated, confirmed)
     }
 
-    /// Waits until the first placement made the node subscribers, at most the command timeout.
-    private func awaitFirstPlacement() async throws {
+    /// Waits until a placement later than the `after`-th made its node subscribers (the first
+    /// one, for 0), at most the command timeout.
+    private func awaitPlacement(after placements: UInt64) async throws {
         let timeout = configuration.commandTimeout
         let id = state.withLockedValue { state in
             state.nextPlacementWaiter += 1
             return state.nextPlacementWaiter
         }
         let timer = configuration.eventLoopGroup.any().scheduleTask(in: timeout.timeAmount) { [weak self] in
-            self?.state.withLockedValue { $0.placementWaiters.removeValue(forKey: id) }?.resume(
+            self?.state.withLockedValue { $0.placementWaiters.removeValue(forKey: id) }?.continuation.resume(
                 throwing: HiredisError.timedOut(after: timeout))
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let result: Result<Void, any Error>? = state.withLockedValue { state in
                 if state.closed { return .failure(HiredisError.clientClosed) }
-                if state.placed { return .success(()) }
-                state.placementWaiters[id] = continuation
+                if state.placements > placements { return .success(()) }
+                state.placementWaiters[id] = (placements, continuation)
                 return nil
             }
             if let result { continuation.resume(with: result) }
@@ -294,9 +315,10 @@ final class PrimariesSubscription: Sendable {
 
     private func markPlaced() {
         let waiters = state.withLockedValue { state in
-            state.placed = true
-            defer { state.placementWaiters = [:] }
-            return state.placementWaiters.values
+            state.placements += 1
+            let ready = state.placementWaiters.filter { $0.value.after < state.placements }
+            for id in ready.keys { state.placementWaiters.removeValue(forKey: id) }
+            return ready.values.map(\.continuation)
         }
         for waiter in waiters { waiter.resume() }
     }
