@@ -20,6 +20,17 @@ struct RetirementTests {
         }
     }
 
+    /// A pool of one connection to `server`, as a client makes for a node.
+    private func makePool(_ server: RedisServer) -> NodePool {
+        NodePool(
+            address: server.address.description, configuration: server.configuration,
+            metrics: ClientMetrics(factory: server.configuration.metricsFactory),
+            eventLoops: [server.configuration.eventLoopGroup.next()]
+        ) { eventLoop async throws(HiredisError) in
+            try await HiredisConnection.connect(configuration: server.configuration, eventLoop: eventLoop)
+        }
+    }
+
     @Test func aRetiredConnectionAnswersWhatItTookAndRefusesTheRest() async throws {
         try await withRedis { server, client in
             let connection = try await HiredisConnection.connect(configuration: server.configuration)
@@ -50,13 +61,7 @@ struct RetirementTests {
 
     @Test func aPoolThatLeavesTheTopologyAnswersItsCommandsInFlight() async throws {
         try await withRedis { server, client in
-            let pool = NodePool(
-                address: server.address.description, configuration: server.configuration,
-                metrics: ClientMetrics(factory: server.configuration.metricsFactory),
-                eventLoops: [server.configuration.eventLoopGroup.next()]
-            ) { eventLoop async throws(HiredisError) in
-                try await HiredisConnection.connect(configuration: server.configuration, eventLoop: eventLoop)
-            }
+            let pool = makePool(server)
             let running = Task { await pool.run() }
             defer { running.cancel() }
             let connection = try await pool.connection()
@@ -72,13 +77,7 @@ struct RetirementTests {
 
     @Test func aRecycledPoolReconnectsAtOnceAndAnswersItsCommandsInFlight() async throws {
         try await withRedis { server, client in
-            let pool = NodePool(
-                address: server.address.description, configuration: server.configuration,
-                metrics: ClientMetrics(factory: server.configuration.metricsFactory),
-                eventLoops: [server.configuration.eventLoopGroup.next()]
-            ) { eventLoop async throws(HiredisError) in
-                try await HiredisConnection.connect(configuration: server.configuration, eventLoop: eventLoop)
-            }
+            let pool = makePool(server)
             let running = Task { await pool.run() }
             defer {
                 pool.shutDown()

@@ -73,13 +73,30 @@ struct SubscriberTests {
 
 @Suite("Pub/sub on a cluster")
 struct ClusterSubscriberTests {
-    /// The subscriber's own topology refresh is made too slow to matter: only the nodes' notices
-    /// can move a subscription in time.
-    private func subscriberConfiguration(_ cluster: RedisCluster) -> HiredisConfiguration {
-        var configuration = cluster.configuration
-        configuration.topologyRefreshInterval = .seconds(300)
-        configuration.clientName = "watcher"
-        return configuration
+    /// A cluster (3 primaries, no replicas unless `options` say so), a client, and a subscriber
+    /// whose own topology refresh is too slow to matter (only the nodes' notices can move a
+    /// subscription in time) with its events; both are closed after `body`.
+    private func withSubscriber(
+        _ options: RedisCluster.Options = RedisCluster.Options(primaries: 3, replicasPerPrimary: 0),
+        _ body: (RedisCluster, HiredisClient, HiredisSubscriber, SubscriberEvents) async throws -> Void
+    ) async throws {
+        ToolLogging.bootstrap()
+        try await RedisCluster.with(options) { cluster in
+            var configuration = cluster.configuration
+            configuration.topologyRefreshInterval = .seconds(300)
+            configuration.clientName = "watcher"
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            let subscriber = HiredisSubscriber.started(configuration: configuration)
+            do {
+                try await body(cluster, client, subscriber, SubscriberEvents(subscriber))
+            } catch {
+                await subscriber.close()
+                await client.close()
+                throw error
+            }
+            await subscriber.close()
+            await client.close()
+        }
     }
 
     /// When a slot migrates, its node sends an unasked `sunsubscribe` to the channel's
@@ -87,13 +104,7 @@ struct ClusterSubscriberTests {
     /// messages no longer came, for up to a refresh interval, with no notice; a reconnect to the
     /// old node then sent `SSUBSCRIBE` again, met `MOVED`, timed out and dropped the connection.)
     @Test func aShardChannelFollowsItsSlotToAnotherPrimaryWithANotice() async throws {
-        ToolLogging.bootstrap()
-        var options = RedisCluster.Options()
-        options.replicasPerPrimary = 0
-        try await RedisCluster.with(options) { cluster in
-            let client = try HiredisClient.started(configuration: cluster.configuration)
-            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
-            let events = SubscriberEvents(subscriber)
+        try await withSubscriber { cluster, client, subscriber, events in
             let channel = "room{moving}"
             try await subscriber.subscribe(shardChannels: [channel])
             #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "before")).int == 1)
@@ -109,8 +120,6 @@ struct ClusterSubscriberTests {
             let notice = await events.next(within: .seconds(20))
             guard case .resubscribed? = notice else {
                 Issue.record("expected a resubscribed notice after the slot moved, got \(String(describing: notice))")
-                await subscriber.close()
-                await client.close()
                 return
             }
             #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "after")).int == 1)
@@ -135,8 +144,6 @@ struct ClusterSubscriberTests {
             #expect(try await subscriberConnections() == after, "no reconnect loop on the old node")
             #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "still")).int == 1)
             #expect(await events.nextMessage(within: .seconds(5))?.payload == "still")
-            await subscriber.close()
-            await client.close()
         }
     }
 
@@ -145,13 +152,7 @@ struct ClusterSubscriberTests {
     /// (The subscription waited for a confirmation that never came and failed after the command
     /// timeout.)
     @Test func aShardChannelRefusedWithMOVEDIsPlacedOnItsOwner() async throws {
-        ToolLogging.bootstrap()
-        var options = RedisCluster.Options()
-        options.replicasPerPrimary = 0
-        try await RedisCluster.with(options) { cluster in
-            let client = try HiredisClient.started(configuration: cluster.configuration)
-            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
-            let events = SubscriberEvents(subscriber)
+        try await withSubscriber { cluster, client, subscriber, events in
             try await subscriber.subscribe(shardChannels: ["room{first}"])  // the slot map is read
             let channel = "room{late}"
             let slot = HashSlot.of(channel)
@@ -164,8 +165,6 @@ struct ClusterSubscriberTests {
             #expect(start.elapsed < .seconds(4), "placed after one refresh, not after a timeout")
             #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "here")).int == 1)
             #expect(await events.nextMessage(within: .seconds(5))?.payload == "here")
-            await subscriber.close()
-            await client.close()
         }
     }
 
@@ -174,13 +173,7 @@ struct ClusterSubscriberTests {
     /// returns. (The channel was skipped, there being no subscriber for that node, and
     /// `subscribe` returned with nothing subscribed until the next refresh.)
     @Test func aShardChannelOnAPrimaryThatJoinedIsSubscribedBeforeSubscribeReturns() async throws {
-        ToolLogging.bootstrap()
-        var options = RedisCluster.Options()
-        options.replicasPerPrimary = 0
-        try await RedisCluster.with(options) { cluster in
-            let client = try HiredisClient.started(configuration: cluster.configuration)
-            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
-            let events = SubscriberEvents(subscriber)
+        try await withSubscriber { cluster, client, subscriber, events in
             try await subscriber.subscribe(shardChannels: ["room{first}"])
             let joined = try await cluster.addPrimary()
             let channel = "room{joined}"
@@ -189,8 +182,6 @@ struct ClusterSubscriberTests {
             try await subscriber.subscribe(shardChannels: [channel])
             #expect(try await client.send(RESPCommand("SPUBLISH", .string(channel), "here")).int == 1)
             #expect(await events.nextMessage(within: .seconds(5))?.payload == "here")
-            await subscriber.close()
-            await client.close()
         }
     }
 
@@ -199,13 +190,9 @@ struct ClusterSubscriberTests {
     /// was subscribed at the next topology refresh, 30-60 s later, and the notice came before its
     /// subscriber had connected.)
     @Test func aPromotedPrimarysNotificationsAreSubscribedBeforeTheNotice() async throws {
-        ToolLogging.bootstrap()
         var options = RedisCluster.Options()
         options.node.notifyKeyspaceEvents = "E$"
-        try await RedisCluster.with(options) { cluster in
-            let client = try HiredisClient.started(configuration: cluster.configuration)
-            let subscriber = HiredisSubscriber.started(configuration: subscriberConfiguration(cluster))
-            let events = SubscriberEvents(subscriber)
+        try await withSubscriber(options) { cluster, client, subscriber, events in
             try await subscriber.subscribe(patterns: ["__keyevent@0__:set"])
             let key = "k{failover}"
             try await client.set(key, to: "1")
@@ -220,8 +207,6 @@ struct ClusterSubscriberTests {
             #expect(start.elapsed < .seconds(30))
             try await client.set(key, to: "2")
             #expect(await events.nextMessage(within: .seconds(5))?.payload == key)
-            await subscriber.close()
-            await client.close()
         }
     }
 }

@@ -88,6 +88,27 @@ public final class HiredisSubscriber: Service {
         var dropped = 0
         /// Connected, and everything held was confirmed on this connection (see ``isSettled``).
         var settled = false
+
+        /// Takes the names `matched` picks out of each waiter of `kind` off it (as refused by
+        /// `MOVED` when `refused`); returns the waiters now done, with the names refused of theirs.
+        mutating func settleWaiters(
+            _ kind: Kind, refused: Bool = false, matched: (Set<String>) -> Set<String>
+        ) -> [(CheckedContinuation<Void, any Error>, Set<String>)] {
+            var done: [(CheckedContinuation<Void, any Error>, Set<String>)] = []
+            for (id, var waiter) in waiters where waiter.kind == kind {
+                let names = matched(waiter.remaining)
+                guard !names.isEmpty else { continue }
+                waiter.remaining.subtract(names)
+                if refused { waiter.moved.formUnion(names) }
+                if waiter.remaining.isEmpty {
+                    waiters.removeValue(forKey: id)
+                    done.append((waiter.continuation, waiter.moved))
+                } else {
+                    waiters[id] = waiter
+                }
+            }
+            return done
+        }
     }
 
     /// The messages and gap notices, in order. Iterate it from one task.
@@ -386,18 +407,8 @@ public final class HiredisSubscriber: Service {
             guard let confirmed = Kind(rawValue: String(buffer: kindBytes).lowercased()), parts.count >= 2, let name = parts[1].string
             else { return }
             if confirmed == .unsubscribeShardChannel, nodeSignals != nil, droppedByTheServer(name) { return }
-            let done = state.withLockedValue { state -> [(CheckedContinuation<Void, any Error>, Set<String>)] in
-                var done: [(CheckedContinuation<Void, any Error>, Set<String>)] = []
-                for (id, var waiter) in state.waiters where waiter.kind == confirmed {
-                    waiter.remaining.remove(name)
-                    if waiter.remaining.isEmpty {
-                        state.waiters.removeValue(forKey: id)
-                        done.append((waiter.continuation, waiter.moved))
-                    } else {
-                        state.waiters[id] = waiter
-                    }
-                }
-                return done
+            let done = state.withLockedValue { state in
+                state.settleWaiters(confirmed) { $0.contains(name) ? [name] : [] }
             }
             for (continuation, moved) in done {
                 if moved.isEmpty { continuation.resume() } else { continuation.resume(throwing: ShardChannelsMoved(channels: moved)) }
@@ -434,19 +445,7 @@ public final class HiredisSubscriber: Service {
         let (moved, done) = state.withLockedValue { state -> (Set<String>, [(CheckedContinuation<Void, any Error>, Set<String>)]) in
             let moved = state.shardChannels.filter { HashSlot.of($0) == slot }
             state.shardChannels.subtract(moved)
-            var done: [(CheckedContinuation<Void, any Error>, Set<String>)] = []
-            for (id, var waiter) in state.waiters where waiter.kind == .shardChannel {
-                let refused = waiter.remaining.filter { HashSlot.of($0) == slot }
-                guard !refused.isEmpty else { continue }
-                waiter.remaining.subtract(refused)
-                waiter.moved.formUnion(refused)
-                if waiter.remaining.isEmpty {
-                    state.waiters.removeValue(forKey: id)
-                    done.append((waiter.continuation, waiter.moved))
-                } else {
-                    state.waiters[id] = waiter
-                }
-            }
+            let done = state.settleWaiters(.shardChannel, refused: true) { $0.filter { HashSlot.of($0) == slot } }
             return (moved, done)
         }
         if !moved.isEmpty { nodeSignals?(.shardChannelsMoved(moved)) }
