@@ -18,7 +18,7 @@ public struct FaultPlan: Sendable, Hashable, Codable {
         /// (what asynchronous replication had not copied is lost); the old primary comes back as
         /// a replica.
         case failover
-        /// Add a primary to a cluster and move to it, one by one while the load goes on, up to 64
+        /// Add a primary to a cluster and move to it, one by one while the load goes on, up to 12
         /// of the slots that hold the run's keys.
         case reshard
     }

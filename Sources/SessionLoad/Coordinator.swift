@@ -370,7 +370,7 @@ enum FaultTarget: Sendable {
         }
     }
 
-    /// Adds a primary to the cluster and moves to it, one at a time, up to 64 of the slots that
+    /// Adds a primary to the cluster and moves to it, one at a time, up to 12 of the slots that
     /// hold keys matching `pattern` (the run's). Returns how many moved and the new node.
     func reshard(keysMatching pattern: String) async throws -> (Int, String) {
         guard case .cluster(let cluster) = self else {
@@ -388,7 +388,7 @@ enum FaultTarget: Sendable {
         }
         let joined = try await cluster.addPrimary()
         var moved = 0
-        for slot in slots.shuffled().prefix(64) {
+        for slot in slots.shuffled().prefix(12) {
             try await cluster.moveSlot(slot, to: joined)
             moved += 1
         }

@@ -28,7 +28,7 @@ struct SessionLoadCommand: AsyncParsableCommand {
             last worker; the others take over its hooks), blackhole:2s@12s (a proxy between the workers and \
             Redis holds every byte, without a reset), failover@10s (with --cluster or --sentinel: SIGKILL the \
             primary, its replica is promoted; with --replica-wait 1 nothing acknowledged may be lost), \
-            reshard@14s (with --cluster: a primary joins and up to 64 slots holding the run's keys move to \
+            reshard@14s (with --cluster: a primary joins and up to 12 slots holding the run's keys move to \
             it, one by one under the load). The checker counts an operation whose reply was lost \
             as indeterminate: a counter must lie between the acknowledged increments and those plus the \
             indeterminate ones.
