@@ -301,7 +301,9 @@ public struct HiredisConfiguration: Sendable {
     /// `#` or `@`): the credentials are what comes before the `@` that starts the host list,
     /// found as ``init(url:)`` finds it. Whatever cannot be told apart is redacted.
     public static func redacted(_ url: String) -> String {
-        redactingQueryPasswords(redactingCredentials(url))
+        // The query's passwords first: one may hold an `@`, which the credentials' search would
+        // take for the end of the credentials (and then show what follows it).
+        redactingCredentials(redactingQueryPasswords(url))
     }
 
     private static func redactingCredentials(_ url: String) -> String {
