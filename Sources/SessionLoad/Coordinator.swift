@@ -73,7 +73,7 @@ struct Coordinator {
         // checking refused sending it).
         let processes = workers.map(\.0)
         let faults = Task {
-            await inject(parameters.faults, start: start, workers: processes, marks: marks, killed: killedWorkers)
+            await inject(parameters.faults, start: start, client: client, workers: processes, marks: marks, killed: killedWorkers)
         }
         let drain = Task { try await drainUntilDone(client: client, books: books, start: start, marks: marks) }
         let samples = NIOLockedValueBox<[RedisSample]>([])
@@ -127,8 +127,8 @@ struct Coordinator {
 
     /// Carries out the plan at its times; every step is marked on the timeline.
     private func inject(
-        _ plan: FaultPlan, start: ContinuousClock.Instant, workers: [ChildProcess], marks: NIOLockedValueBox<[Mark]>,
-        killed: NIOLockedValueBox<Set<Int>>
+        _ plan: FaultPlan, start: ContinuousClock.Instant, client: HiredisClient, workers: [ChildProcess],
+        marks: NIOLockedValueBox<[Mark]>, killed: NIOLockedValueBox<Set<Int>>
     ) async {
         func mark(_ event: String) {
             let elapsed = ContinuousClock.now - start
@@ -175,7 +175,8 @@ struct Coordinator {
                 guard let target else { continue }
                 mark("reshard: a primary joins, slots of the run move to it")
                 do {
-                    let (moved, node) = try await target.reshard(keysMatching: "\(parameters.namespace):*")
+                    let keys = try await client.scanKeys(matching: "\(parameters.namespace):*")
+                    let (moved, node) = try await target.reshard(slots: Set(keys.map { HashSlot.of($0) }))
                     mark("reshard: \(moved) slots moved to \(node)")
                 } catch {
                     mark("reshard failed: \(error)")
@@ -370,21 +371,11 @@ enum FaultTarget: Sendable {
         }
     }
 
-    /// Adds a primary to the cluster and moves to it, one at a time, up to 12 of the slots that
-    /// hold keys matching `pattern` (the run's). Returns how many moved and the new node.
-    func reshard(keysMatching pattern: String) async throws -> (Int, String) {
+    /// Adds a primary to the cluster and moves to it, one at a time, up to 12 of `slots` (those
+    /// that hold the run's keys). Returns how many moved and the new node.
+    func reshard(slots: Set<Int>) async throws -> (Int, String) {
         guard case .cluster(let cluster) = self else {
             throw RedisServer.StartError(description: "reshard needs --cluster")
-        }
-        var slots: Set<Int> = []
-        for primary in try await cluster.primaries() {
-            var cursor = "0"
-            repeat {
-                let reply = try await cluster.send(
-                    RESPCommand("SCAN", .string(cursor), "MATCH", .string(pattern), "COUNT", 1000), to: primary)
-                cursor = reply.array?.first?.string ?? "0"
-                for key in reply.array?.last?.array ?? [] { if let key = key.string { slots.insert(HashSlot.of(key)) } }
-            } while cursor != "0" && slots.count < 4096
         }
         let joined = try await cluster.addPrimary()
         var moved = 0

@@ -56,16 +56,14 @@ extension ClusterRouter {
         _ group: [RESPCommand], keyed: Int, replies: [RESPReply], timeout: Duration
     ) async throws -> [RESPReply] {
         let deadline = ContinuousClock.now + timeout
-        var delay = Duration.milliseconds(10)
+        var backoff = RetryBackoff()
         var last = replies
         while true {
-            let left = deadline - .now
-            guard left > .milliseconds(20) else {
+            guard let pause = backoff.next(left: deadline - .now) else {
                 last[keyed] = .error(Self.scriptWaitsForItsSlot.description)
                 return last
             }
-            try await Task.sleep(for: min(delay, left / 2).jittered)
-            delay = min(delay * 2, .milliseconds(500))
+            try await Task.sleep(for: pause)
             let address = try await primary(forSlot: group[keyed].slot, deadline: deadline)
             let remaining = deadline - .now
             guard remaining > .zero else { continue }

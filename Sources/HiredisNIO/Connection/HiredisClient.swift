@@ -280,23 +280,20 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     }
 
     /// Runs `body` (given the time left and the deadline) until it succeeds, throws something other
-    /// than a transient refusal, or the timeout is spent; waits 10 ms, doubling to 500 ms (at most
-    /// half the time left), between tries. The clock is read once for a command that succeeds.
+    /// than a transient refusal, or the timeout is spent, pausing as ``RetryBackoff`` says between
+    /// tries. The clock is read once for a command that succeeds.
     @inline(__always)
     private func retryingTransient<T>(timeout: Duration, _ body: (Duration, NIODeadline) async throws -> T) async throws -> T {
         let deadline = NIODeadline.now() + (timeout == configuration.commandTimeout ? commandTimeoutAmount : timeout.timeAmount)
         var remaining = timeout
-        var delay = Duration.milliseconds(10)
+        var backoff = RetryBackoff()
         while true {
             do {
                 return try await body(remaining, deadline)
             } catch let error as HiredisError where isRetryable(error) {
-                // Near the deadline the pauses shrink, so that the last try comes close to it.
-                let left = Duration.nanoseconds((deadline - .now()).nanoseconds)
-                if left < .milliseconds(20) { throw error }
+                guard let pause = backoff.next(left: .nanoseconds((deadline - .now()).nanoseconds)) else { throw error }
                 metrics.retries.increment()
-                try await Task.sleep(for: min(delay, left / 2).jittered)
-                delay = min(delay * 2, .milliseconds(500))
+                try await Task.sleep(for: pause)
                 remaining = max(.nanoseconds((deadline - .now()).nanoseconds), .milliseconds(1))
             }
         }

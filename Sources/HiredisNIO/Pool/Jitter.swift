@@ -16,3 +16,18 @@ extension Duration {
         return overflow ? .max : scaled.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
     }
 }
+
+/// The pauses between tries of a call that Redis refused for a passing reason (`TRYAGAIN`,
+/// `LOADING`, a slot still migrating): 10 ms, doubling to 500 ms, at most half the time left so
+/// that the last try comes close to the deadline, jittered. Nil when too little time is left to
+/// try again.
+struct RetryBackoff {
+    private var delay = Duration.milliseconds(10)
+
+    /// The pause before the next try, given the time `left` until the deadline.
+    mutating func next(left: Duration) -> Duration? {
+        guard left >= .milliseconds(20) else { return nil }
+        defer { delay = min(delay * 2, .milliseconds(500)) }
+        return min(delay, left / 2).jittered
+    }
+}
