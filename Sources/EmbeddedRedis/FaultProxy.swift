@@ -26,6 +26,7 @@ public final class FaultProxy: Sendable {
 
     private struct State {
         var mode: Mode = .pass
+        var isolatedSources: Set<String> = []
         var connections: [ObjectIdentifier: any Channel] = [:]
         var forwarders: [ObjectIdentifier: Forwarder] = [:]
     }
@@ -44,7 +45,29 @@ public final class FaultProxy: Sendable {
                 state.mode = newValue
                 return Array(state.forwarders.values)
             }
-            if newValue != .blackhole { for forwarder in forwarders { forwarder.release() } }
+            for forwarder in forwarders { forwarder.release() }
+        }
+    }
+
+    /// Source addresses (`"127.0.0.3"`) cut off whatever the mode: their connections are
+    /// blackholed in both directions until the address leaves the set. With a node bound to an
+    /// address of its own, this is the node's side of a network partition.
+    public var isolatedSources: Set<String> {
+        get { state.withLockedValue { $0.isolatedSources } }
+        set {
+            let forwarders = state.withLockedValue { state in
+                state.isolatedSources = newValue
+                return Array(state.forwarders.values)
+            }
+            for forwarder in forwarders { forwarder.release() }
+        }
+    }
+
+    /// What happens now to the bytes of a connection from `source`.
+    fileprivate func mode(forSource source: String?) -> Mode {
+        state.withLockedValue { state in
+            if let source, state.isolatedSources.contains(source) { return .blackhole }
+            return state.mode
         }
     }
 
@@ -69,8 +92,9 @@ public final class FaultProxy: Sendable {
                     guard let proxy = box.withLockedValue({ $0 }) else { return inbound.close() }
                     proxy.register(inbound)
                     proxy.register(outbound)
-                    let toServer = Forwarder(proxy: proxy, partner: outbound, loop: inbound.eventLoop)
-                    let toClient = Forwarder(proxy: proxy, partner: inbound, loop: outbound.eventLoop)
+                    let source = inbound.remoteAddress?.ipAddress
+                    let toServer = Forwarder(proxy: proxy, partner: outbound, loop: inbound.eventLoop, source: source)
+                    let toClient = Forwarder(proxy: proxy, partner: inbound, loop: outbound.eventLoop, source: source)
                     proxy.track(toServer, closing: inbound)
                     proxy.track(toClient, closing: outbound)
                     return inbound.pipeline.addHandler(toServer).flatMap {
@@ -125,18 +149,22 @@ public final class FaultProxy: Sendable {
         let proxy: FaultProxy
         let partner: any Channel
         let loop: any EventLoop
+        /// The address the client side of the connection came from.
+        let source: String?
         /// Bytes read during a blackhole, in order.
         private var held: [ByteBuffer] = []
 
-        init(proxy: FaultProxy, partner: any Channel, loop: any EventLoop) {
+        init(proxy: FaultProxy, partner: any Channel, loop: any EventLoop, source: String?) {
             self.proxy = proxy
             self.partner = partner
             self.loop = loop
+            self.source = source
         }
 
-        /// Sends what was held (the blackhole ended).
+        /// Sends what was held, if the blackhole has ended for this connection.
         func release() {
             loop.execute {
+                guard self.proxy.mode(forSource: self.source) != .blackhole else { return }
                 for bytes in self.held { self.partner.write(bytes, promise: nil) }
                 self.held = []
                 self.partner.flush()
@@ -145,7 +173,7 @@ public final class FaultProxy: Sendable {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let bytes = unwrapInboundIn(data)
-            switch proxy.mode {
+            switch proxy.mode(forSource: source) {
             case .pass:
                 for earlier in held { partner.write(earlier, promise: nil) }
                 held = []

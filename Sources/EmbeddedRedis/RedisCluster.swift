@@ -22,6 +22,11 @@ public final class RedisCluster: Sendable {
         public var nodeTimeout: Duration = .milliseconds(1000)
         /// Options for every node (keyspace events, append-only file, ...).
         public var node = RedisServer.Options()
+        /// Every node behind fault proxies of its own, one for clients and replicas and one for
+        /// its cluster bus, and announcing them (`cluster-announce-port`,
+        /// `cluster-announce-bus-port`), so that ``partition(_:)`` can cut one node off from all
+        /// the others. Plaintext clusters only.
+        public var partitionable = false
 
         public init(primaries: Int = 3, replicasPerPrimary: Int = 1) {
             self.primaries = primaries
@@ -43,10 +48,59 @@ public final class RedisCluster: Sendable {
     public let options: Options
     private let created: [RedisServer]
     private let added = NIOLockedValueBox<[RedisServer]>([])
+    /// With ``Options/partitionable``: each node's proxies, by the node's own port.
+    private let proxies = NIOLockedValueBox<[Int: NodeProxies]>([:])
+
+    /// The proxies in front of a partitionable node, and the address its own connections come from.
+    private struct NodeProxies: Sendable {
+        let client: FaultProxy
+        let bus: FaultProxy
+        let source: String
+    }
 
     private init(nodes: [RedisServer], options: Options) {
         self.created = nodes
         self.options = options
+    }
+
+    /// The port the cluster knows `node` by: its proxy's with ``Options/partitionable``, its own
+    /// otherwise.
+    public func announcedPort(of node: RedisServer) -> Int {
+        proxies.withLockedValue { $0[node.port]?.client.port } ?? node.port
+    }
+
+    /// The node the cluster lists at `port` (its own port or its proxy's).
+    private func node(at port: Int) -> RedisServer? {
+        nodes.first { $0.port == port || announcedPort(of: $0) == port }
+    }
+
+    /// The options of the `index`th node: cluster mode, and with ``Options/partitionable`` an
+    /// address of its own for its outgoing connections.
+    private static func nodeOptions(_ options: Options, index: Int, busPort: Int) -> RedisServer.Options {
+        var node = options.node
+        // A TLS cluster talks TLS on its bus and between primaries and replicas too.
+        if node.tls != nil { node.extra += [("tls-cluster", "yes"), ("tls-replication", "yes")] }
+        node.extra += [
+            ("cluster-enabled", "yes"), ("cluster-config-file", "nodes.conf"),
+            ("cluster-node-timeout", "\(options.nodeTimeout.wholeMilliseconds)"), ("cluster-port", "\(busPort)"),
+        ]
+        if let password = node.password { node.extra.append(("masterauth", password)) }
+        if options.partitionable { node.sourceAddress = "127.0.0.\(10 + index)" }
+        return node
+    }
+
+    /// With ``Options/partitionable``, puts proxies in front of `node` and has it announce them.
+    private func interpose(_ node: RedisServer, busPort: Int) async throws {
+        guard options.partitionable, let source = node.options.sourceAddress else { return }
+        let client = try await FaultProxy.start(forwardingTo: node.port)
+        let bus = try await FaultProxy.start(forwardingTo: busPort)
+        proxies.withLockedValue { $0[node.port] = NodeProxies(client: client, bus: bus, source: source) }
+        for (name, value) in [
+            ("cluster-announce-ip", "127.0.0.1"), ("cluster-announce-port", "\(client.port)"),
+            ("cluster-announce-bus-port", "\(bus.port)"),
+        ] {
+            _ = try await send(RESPCommand("CONFIG", "SET", .string(name), .string(value)), to: node)
+        }
     }
 
     /// Starts a primary with ``Options/replicasPerPrimary`` replicas, introduces them to the
@@ -68,16 +122,12 @@ public final class RedisCluster: Sendable {
     /// knows every slot's owner (it answers `CLUSTERDOWN` until then).
     private func join() async throws -> RedisServer {
         let busPort = try RedisServer.freePort()
-        var options = self.options.node
-        if options.tls != nil { options.extra += [("tls-cluster", "yes"), ("tls-replication", "yes")] }
-        options.extra += [
-            ("cluster-enabled", "yes"), ("cluster-config-file", "nodes.conf"),
-            ("cluster-node-timeout", "\(self.options.nodeTimeout.wholeMilliseconds)"), ("cluster-port", "\(busPort)"),
-        ]
-        if let password = options.password { options.extra.append(("masterauth", password)) }
-        let node = try await RedisServer.start(options)
+        let node = try await RedisServer.start(Self.nodeOptions(options, index: nodes.count, busPort: busPort))
         added.withLockedValue { $0.append(node) }
-        _ = try await send(RESPCommand("CLUSTER", "MEET", "127.0.0.1", .integer(node.port), .integer(busPort)), to: created[0])
+        try await interpose(node, busPort: busPort)
+        let announcedBusPort = proxies.withLockedValue { $0[node.port]?.bus.port } ?? busPort
+        _ = try await send(
+            RESPCommand("CLUSTER", "MEET", "127.0.0.1", .integer(announcedPort(of: node)), .integer(announcedBusPort)), to: created[0])
         let id = try await id(of: node)
         try await pollUntil("every node to know \(node.address)") {
             for other in self.nodes where other.pid != nil {
@@ -90,7 +140,7 @@ public final class RedisCluster: Sendable {
     }
 
     /// The seed addresses: the nodes the cluster was created with.
-    public var seeds: [HiredisAddress] { created.map(\.address) }
+    public var seeds: [HiredisAddress] { created.map { HiredisAddress(host: "127.0.0.1", port: announcedPort(of: $0)) } }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`.
     public var url: String { "redis+cluster://" + seeds.map(\.description).joined(separator: ",") }
@@ -104,31 +154,29 @@ public final class RedisCluster: Sendable {
 
     /// Starts the nodes, creates the cluster and waits until every node agrees on it.
     public static func start(_ options: Options = Options()) async throws -> RedisCluster {
+        precondition(!options.partitionable || options.node.tls == nil, "partitionable clusters are plaintext")
         var nodes: [RedisServer] = []
+        var busPorts: [Int] = []
+        var cluster: RedisCluster?
         do {
-            for _ in 0..<(options.primaries * (1 + options.replicasPerPrimary)) {
-                var node = options.node
-                // A TLS cluster talks TLS on its bus and between primaries and replicas too.
-                if node.tls != nil { node.extra += [("tls-cluster", "yes"), ("tls-replication", "yes")] }
-                node.extra += [
-                    ("cluster-enabled", "yes"), ("cluster-config-file", "nodes.conf"),
-                    ("cluster-node-timeout", "\(options.nodeTimeout.wholeMilliseconds)"),
-                    ("cluster-port", "\(try RedisServer.freePort())"),
-                ]
-                nodes.append(try await RedisServer.start(node))
+            for index in 0..<(options.primaries * (1 + options.replicasPerPrimary)) {
+                busPorts.append(try RedisServer.freePort())
+                nodes.append(try await RedisServer.start(nodeOptions(options, index: index, busPort: busPorts[index])))
             }
-            let cluster = RedisCluster(nodes: nodes, options: options)
+            let created = RedisCluster(nodes: nodes, options: options)
+            cluster = created
+            for (node, busPort) in zip(nodes, busPorts) { try await created.interpose(node, busPort: busPort) }
             let (status, output) = try await ChildProcess.run(
                 RedisServer.findExecutable("redis-cli"),
-                cluster.authentication + ["--cluster", "create"] + nodes.map(\.address.description)
+                created.authentication + ["--cluster", "create"] + created.seeds.map(\.description)
                     + ["--cluster-replicas", "\(options.replicasPerPrimary)", "--cluster-yes"])
             guard status == 0 else {
                 throw RedisServer.StartError(description: "redis-cli --cluster create failed: \(output)")
             }
-            try await cluster.waitUntilStable()
-            return cluster
+            try await created.waitUntilStable()
+            return created
         } catch {
-            for node in nodes { await node.stop() }
+            if let cluster { await cluster.stop() } else { for node in nodes { await node.stop() } }
             throw error
         }
     }
@@ -141,6 +189,10 @@ public final class RedisCluster: Sendable {
     /// Stops every node and removes their files.
     public func stop() async {
         for node in nodes { await node.stop() }
+        for proxies in proxies.withLockedValue({ Array($0.values) }) {
+            await proxies.client.stop()
+            await proxies.bus.stop()
+        }
     }
 
     /// redis-cli's arguments to reach the nodes: the password, and TLS with the client's certificate.
@@ -188,7 +240,7 @@ public final class RedisCluster: Sendable {
                 guard let range = shard.array, range.count >= 3, let low = range[0].int, let high = range[1].int,
                     (low...high).contains(slot), let port = range[2].array?[1].int
                 else { continue }
-                if let owner = nodes.first(where: { $0.port == port }) { return owner }
+                if let owner = self.node(at: port) { return owner }
             }
         }
         throw RedisServer.StartError(description: "no node serves slot \(slot)")
@@ -198,7 +250,11 @@ public final class RedisCluster: Sendable {
     public func replica(of primary: RedisServer) async throws -> RedisServer {
         for node in nodes where node.pid != nil && node !== primary {
             let replication = try await info(node, "replication")
-            if replication["role"] == "slave", replication["master_port"] == "\(primary.port)" { return node }
+            if replication["role"] == "slave", let port = replication["master_port"].flatMap({ Int($0) }),
+                self.node(at: port) === primary
+            {
+                return node
+            }
         }
         throw RedisServer.StartError(description: "no replica of \(primary.address)")
     }
@@ -232,6 +288,33 @@ public final class RedisCluster: Sendable {
         }
         try await waitUntilStable()
         return replica
+    }
+
+    /// Cuts `node` off, as a broken network would, from everyone: clients, its primary or its
+    /// replicas, and the other nodes' cluster bus (needs ``Options/partitionable``). The node
+    /// keeps running and the bytes sent to or by it are held, not dropped with a reset. A primary
+    /// cut off longer than ``Options/nodeTimeout`` is failed over by the others; after
+    /// ``heal(_:)`` it learns so and follows the promoted replica. Commands from this harness
+    /// (``send(_:to:)``) still reach it.
+    public func partition(_ node: RedisServer) {
+        setPartitioned(node, true)
+    }
+
+    /// Ends ``partition(_:)``: what was held goes on, and new connections pass.
+    public func heal(_ node: RedisServer) {
+        setPartitioned(node, false)
+    }
+
+    private func setPartitioned(_ node: RedisServer, _ cut: Bool) {
+        let all = proxies.withLockedValue { $0 }
+        guard let own = all[node.port] else { preconditionFailure("partition(_:) needs Options.partitionable") }
+        for (port, other) in all where port != node.port {
+            for proxy in [other.client, other.bus] {
+                if cut { proxy.isolatedSources.insert(own.source) } else { proxy.isolatedSources.remove(own.source) }
+            }
+        }
+        own.client.mode = cut ? .blackhole : .pass
+        own.bus.mode = cut ? .blackhole : .pass
     }
 
     /// Begins moving `slot` to `target` and moves its keys, without handing the slot over: while

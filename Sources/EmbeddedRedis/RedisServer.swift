@@ -52,6 +52,10 @@ public final class RedisServer: @unchecked Sendable {
         /// TLS one): a node that lists both ports to every client, as Redis 7.2+ does whenever
         /// both are configured.
         public var plaintextPortToo: Bool = false
+        /// `bind-source-addr` (`"127.0.0.12"`): the server's own connections to other servers
+        /// (replication, the cluster bus) come from it, so that a ``FaultProxy/isolatedSources``
+        /// set can tell them apart. Linux routes all of 127/8 to the loopback interface.
+        public var sourceAddress: String?
         /// Environment variables set for the server on top of this process's (a test shim's
         /// `LD_PRELOAD`, for instance).
         public var environment: [String: String] = [:]
@@ -233,6 +237,7 @@ public final class RedisServer: @unchecked Sendable {
         if let events = options.notifyKeyspaceEvents { arguments += ["--notify-keyspace-events", events] }
         if options.appendOnly { arguments += ["--appendonly", "yes", "--appendfsync", options.appendFsync] }
         if let password = options.password { arguments += ["--requirepass", password] }
+        if let source = options.sourceAddress { arguments += ["--bind-source-addr", source] }
         for (name, value) in options.extra { arguments += ["--\(name)", value] }
         arguments += options.arguments
 

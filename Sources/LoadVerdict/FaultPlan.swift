@@ -1,8 +1,8 @@
 /// The faults a `session-load` run injects, parsed from `--faults`:
-/// `pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s,failover@15s,reshard@18s`.
+/// `pause:3s@5s,kill@8s,worker-kill@6s,blackhole:2s@12s,failover@15s,reshard@18s,partition:4s@20s`.
 ///
 /// Each item is `kind[:duration]@at`: `at` is seconds from the start of the load, `duration`
-/// (for pause and blackhole) how long the fault lasts. Durations take `ms` or `s`.
+/// (for pause, blackhole and partition) how long the fault lasts. Durations take `ms` or `s`.
 public struct FaultPlan: Sendable, Hashable, Codable {
     /// One fault.
     public enum Kind: String, Sendable, Hashable, Codable {
@@ -21,13 +21,18 @@ public struct FaultPlan: Sendable, Hashable, Codable {
         /// Add a primary to a cluster and move to it, one by one while the load goes on, up to 12
         /// of the slots that hold the run's keys.
         case reshard
+        /// Cut one primary of a cluster off from the workers, its replica and the other nodes for
+        /// `duration`, as a broken network would (it keeps running). Longer than the cluster's
+        /// node timeout, its replica is promoted; when the network is back the old primary
+        /// follows it.
+        case partition
     }
 
     public struct Fault: Sendable, Hashable, Codable {
         public var kind: Kind
         /// Seconds after the load started.
         public var at: Double
-        /// Seconds the fault lasts (pause, blackhole); 0 otherwise.
+        /// Seconds the fault lasts (pause, blackhole, partition); 0 otherwise.
         public var duration: Double
 
         public init(kind: Kind, at: Double, duration: Double = 0) {
@@ -70,11 +75,12 @@ public struct FaultPlan: Sendable, Hashable, Codable {
             let head = halves[0].split(separator: ":", omittingEmptySubsequences: false)
             guard let kind = Kind(rawValue: String(head[0])) else {
                 throw ParseError(
-                    description: "'\(item)': unknown fault '\(head[0])' (pause, kill, worker-kill, blackhole, failover, reshard)")
+                    description: "'\(item)': unknown fault '\(head[0])' (pause, kill, worker-kill, blackhole, failover, reshard, partition)"
+                )
             }
             var duration = 0.0
             switch kind {
-            case .pause, .blackhole:
+            case .pause, .blackhole, .partition:
                 guard head.count == 2, let parsed = Self.seconds(head[1]), parsed > 0 else {
                     throw ParseError(description: "'\(item)': \(kind.rawValue) needs a duration, e.g. \(kind.rawValue):3s@5s")
                 }

@@ -181,6 +181,18 @@ struct Coordinator {
                 } catch {
                     mark("reshard failed: \(error)")
                 }
+            case .partition:
+                guard let target else { continue }
+                do {
+                    let node = try await target.partition()
+                    mark("primary \(node) cut off from everyone for \(fault.duration) s")
+                    try? await Task.sleep(for: .milliseconds(Int(fault.duration * 1000)))
+                    try target.heal()
+                    mark("network to \(node) back")
+                    mark("cluster stable again: \(try await target.stable())")
+                } catch {
+                    mark("partition failed: \(error)")
+                }
             case .failover:
                 guard let target else { continue }
                 mark("primary killed (SIGKILL): failover")
@@ -384,6 +396,34 @@ enum FaultTarget: Sendable {
             moved += 1
         }
         return (moved, joined.address.description)
+    }
+
+    /// Cuts the primary of slot 0 off from everyone (``RedisCluster/partition(_:)``); returns
+    /// its address.
+    func partition() async throws -> String {
+        guard case .cluster(let cluster) = self else {
+            throw RedisServer.StartError(description: "partition needs --cluster")
+        }
+        let node = try await cluster.primary(forSlot: 0)
+        cluster.partition(node)
+        return "127.0.0.1:\(cluster.announcedPort(of: node))"
+    }
+
+    /// Ends every partition.
+    func heal() throws {
+        guard case .cluster(let cluster) = self else {
+            throw RedisServer.StartError(description: "partition needs --cluster")
+        }
+        for node in cluster.nodes { cluster.heal(node) }
+    }
+
+    /// Waits until the cluster is stable; says who serves slot 0 (by the port clients use).
+    func stable() async throws -> String {
+        guard case .cluster(let cluster) = self else {
+            throw RedisServer.StartError(description: "needs --cluster")
+        }
+        try await cluster.waitUntilStable()
+        return "slot 0 is served by 127.0.0.1:\(cluster.announcedPort(of: try await cluster.primary(forSlot: 0)))"
     }
 
     var proxy: FaultProxy? {

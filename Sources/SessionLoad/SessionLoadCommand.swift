@@ -29,7 +29,9 @@ struct SessionLoadCommand: AsyncParsableCommand {
             Redis holds every byte, without a reset), failover@10s (with --cluster or --sentinel: SIGKILL the \
             primary, its replica is promoted; with --replica-wait 1 nothing acknowledged may be lost), \
             reshard@14s (with --cluster: a primary joins and up to 12 slots holding the run's keys move to \
-            it, one by one under the load). The checker counts an operation whose reply was lost \
+            it, one by one under the load), partition:4s@16s (with --cluster: the primary of slot 0 is cut off \
+            from the workers, its replica and the other nodes; past the node timeout its replica is \
+            promoted, and the old primary follows it when the network is back). The checker counts an operation whose reply was lost \
             as indeterminate: a counter must lie between the acknowledged increments and those plus the \
             indeterminate ones.
             """)
@@ -101,6 +103,7 @@ struct SessionLoadCommand: AsyncParsableCommand {
         } else if cluster {
             var options = RedisCluster.Options()
             options.node = node
+            options.partitionable = plan.faults.contains { $0.kind == .partition }
             let embedded = try await RedisCluster.start(options)
             stops.append { await embedded.stop() }
             print("embedded Redis Cluster: \(embedded.url)")
@@ -131,8 +134,8 @@ struct SessionLoadCommand: AsyncParsableCommand {
         if plan.faults.contains(where: { $0.kind == .failover }), !cluster, !sentinel {
             throw ValidationError("--faults: failover needs --cluster or --sentinel")
         }
-        if plan.faults.contains(where: { $0.kind == .reshard }), !cluster {
-            throw ValidationError("--faults: reshard needs --cluster")
+        for kind in [FaultPlan.Kind.reshard, .partition] where plan.faults.contains(where: { $0.kind == kind }) && !cluster {
+            throw ValidationError("--faults: \(kind.rawValue) needs --cluster")
         }
         if plan.faults.contains(where: { $0.kind == .blackhole }), target?.proxy == nil {
             throw ValidationError("--faults: blackhole needs the embedded standalone Redis (it runs through a proxy)")

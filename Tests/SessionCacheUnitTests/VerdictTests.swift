@@ -100,18 +100,22 @@ struct VerdictTests {
 @Suite("session-load's fault plan")
 struct FaultPlanTests {
     @Test func parsesEveryKindInTimeOrder() throws {
-        let plan = try FaultPlan(parsing: "kill@25s, pause:5s@12s,worker-kill@18s,blackhole:500ms@30,reshard@40s,failover@35s")
+        let plan = try FaultPlan(
+            parsing: "kill@25s, pause:5s@12s,worker-kill@18s,blackhole:500ms@30,reshard@40s,failover@35s,partition:4s@45s")
         #expect(
             plan.faults == [
                 .init(kind: .pause, at: 12, duration: 5), .init(kind: .workerKill, at: 18), .init(kind: .kill, at: 25),
                 .init(kind: .blackhole, at: 30, duration: 0.5), .init(kind: .failover, at: 35), .init(kind: .reshard, at: 40),
+                .init(kind: .partition, at: 45, duration: 4),
             ])
-        #expect(plan.description == "pause:5s@12s,worker-kill@18s,kill@25s,blackhole:500ms@30s,failover@35s,reshard@40s")
+        #expect(plan.description == "pause:5s@12s,worker-kill@18s,kill@25s,blackhole:500ms@30s,failover@35s,reshard@40s,partition:4s@45s")
         #expect(try FaultPlan(parsing: plan.description) == plan)
         #expect(try FaultPlan(parsing: "").faults.isEmpty)
     }
 
-    @Test(arguments: ["pause@5s", "kill:3s@5s", "reshard:3s@5s", "freeze:1s@2s", "pause:3s", "pause:-1s@2s", "pause:3s@soon", "kill@"])
+    @Test(arguments: [
+        "pause@5s", "kill:3s@5s", "reshard:3s@5s", "partition@5s", "freeze:1s@2s", "pause:3s", "pause:-1s@2s", "pause:3s@soon", "kill@",
+    ])
     func refusesMalformedItems(_ text: String) {
         #expect(throws: FaultPlan.ParseError.self) { try FaultPlan(parsing: text) }
     }
