@@ -19,7 +19,7 @@ struct RedirectionTrustTests {
         })
         let ownPort = NIOLockedValueBox(0)
         let node = try await FakeServer(answering: { _, _, text in
-            Self.commands(in: text).map { command in
+            FakeServer.commands(in: text).map { command in
                 switch command.first?.uppercased() {
                 case "CLUSTER": return Self.shards(primaryPort: ownPort.withLockedValue { $0 })
                 case "GET": return "-MOVED 866 127.0.0.1:\(elsewhere.port)\r\n"
@@ -43,12 +43,12 @@ struct RedirectionTrustTests {
     /// the redirection is followed there.
     @Test func aMovedToANodeThatJoinedIsFollowed() async throws {
         let joined = try await FakeServer(answering: { _, _, text in
-            Self.commands(in: text).map { $0.first?.uppercased() == "GET" ? "$6\r\nmoved!\r\n" : "+OK\r\n" }.joined()
+            FakeServer.commands(in: text).map { $0.first?.uppercased() == "GET" ? "$6\r\nmoved!\r\n" : "+OK\r\n" }.joined()
         })
         let ownPort = NIOLockedValueBox(0)
         let topologyReads = NIOLockedValueBox(0)
         let node = try await FakeServer(answering: { _, _, text in
-            Self.commands(in: text).map { command in
+            FakeServer.commands(in: text).map { command in
                 switch command.first?.uppercased() {
                 case "CLUSTER":
                     let read = topologyReads.withLockedValue { value in
@@ -74,17 +74,44 @@ struct RedirectionTrustTests {
         await joined.close()
     }
 
-    /// The commands of a chunk of RESP requests, as their words (arguments are bulk strings).
-    static func commands(in text: String) -> [[String]] {
-        var commands: [[String]] = []
-        for line in text.split(separator: "\r\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("*") {
-                commands.append([])
-            } else if !line.hasPrefix("$"), !commands.isEmpty, !line.isEmpty {
-                commands[commands.count - 1].append(String(line))
-            }
-        }
-        return commands
+    /// A redirection that has the topology read again waits for that read only until the call's
+    /// deadline: here the read meets two primaries that never answer (each costs the connect
+    /// timeout) and a node that stopped answering `CLUSTER`, and the call still ends within its
+    /// command timeout. (It waited for the whole read: about 5 s.)
+    @Test func aRedirectionWaitsForATopologyReadOnlyUntilTheCallsDeadline() async throws {
+        let silent = [try await FakeServer(reply: { _, _ in nil }), try await FakeServer(reply: { _, _ in nil })]
+        let ownPort = NIOLockedValueBox(0)
+        let topologyReads = NIOLockedValueBox(0)
+        let node = try await FakeServer(answering: { _, _, text in
+            FakeServer.commands(in: text).map { command in
+                switch command.first?.uppercased() {
+                case "CLUSTER":
+                    let read = topologyReads.withLockedValue { value in
+                        value += 1
+                        return value
+                    }
+                    guard read == 1 else { return "" }  // later reads get no answer
+                    return Self.shards([
+                        (ownPort.withLockedValue { $0 }, 0, 8000), (silent[0].port, 8001, 12000), (silent[1].port, 12001, 16383),
+                    ])
+                case "GET": return "-MOVED 7629 127.0.0.1:1\r\n"  // a node the topology does not name
+                default: return "+OK\r\n"
+                }
+            }.joined()
+        })
+        ownPort.withLockedValue { $0 = node.port }
+        var configuration = try HiredisConfiguration(url: "redis+cluster://127.0.0.1:\(node.port)")
+        configuration.commandTimeout = .seconds(1)
+        configuration.connectTimeout = .seconds(2)
+        let client = try HiredisClient.started(configuration: configuration)
+        let start = ContinuousClock.now
+        let error = await expectRedisError { _ = try await client.send(RESPCommand("GET", "k")) }
+        let elapsed = ContinuousClock.now - start
+        #expect(error?.code == .untrustedRedirection || error?.code == .timedOut, "\(String(describing: error))")
+        #expect(elapsed < .milliseconds(1600), "the call took \(elapsed)")
+        await client.close()
+        await node.close()
+        for server in silent { await server.close() }
     }
 
     /// A `CLUSTER SHARDS` reply: one shard with every slot, its primary on `primaryPort`.

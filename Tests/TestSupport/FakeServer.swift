@@ -45,6 +45,19 @@ public final class FakeServer: Sendable {
         try? await channel.close()
     }
 
+    /// The commands of a chunk of RESP requests, as their words (arguments are bulk strings).
+    public static func commands(in text: String) -> [[String]] {
+        var commands: [[String]] = []
+        for line in text.split(separator: "\r\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("*") {
+                commands.append([])
+            } else if !line.hasPrefix("$"), !commands.isEmpty, !line.isEmpty {
+                commands[commands.count - 1].append(String(line))
+            }
+        }
+        return commands
+    }
+
     private final class Responder: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer

@@ -5,12 +5,15 @@ extension ClusterRouter {
     /// block refused because the slot moved (`MOVED` while queuing makes `EXEC` answer
     /// `EXECABORT`) ran nowhere: it goes again, whole, to the new owner. An `ASK` (the slot is
     /// migrating) is returned as it is: the caller's retry finds the slot settled.
+    /// `timeout` bounds the whole call, every hop included.
     func transaction(_ block: [RESPCommand], slot: Int?, timeout: Duration) async throws -> [RESPReply] {
-        var address = try await primary(forSlot: slot)
+        let deadline = ContinuousClock.now + timeout
+        var address = try await primary(forSlot: slot, deadline: deadline)
         for _ in 0...configuration.maximumRedirections {
             let replies: [RESPReply]
             do {
-                replies = try await pool(address).connection().pipeline(block, timeout: timeout)
+                let connection = try await pool(address).connection(deadline: deadline)
+                replies = try await connection.pipeline(block, timeout: try Self.left(until: deadline, of: timeout))
             } catch let error as HiredisError {
                 if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
                 throw error
@@ -20,28 +23,32 @@ extension ClusterRouter {
                 return self.redirection(.server(HiredisServerError(reply: text)), from: address)
             }.first { $0.kind == .moved }
             guard let moved else { return replies }
-            address = try await follow(moved, from: address).address
+            address = try await follow(moved, from: address, deadline: deadline).address
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
 
     /// A keyed command and the commands that describe it, sent as one unit on one connection to
-    /// where `redirection` (from the node at `replying`) points, following its further redirections.
+    /// where `redirection` (from the node at `replying`) points, following its further redirections,
+    /// by `deadline` (that of the caller's call of `timeout`).
     func sendGroup(
-        _ group: [RESPCommand], keyed: Int, redirection first: Redirection, from replying: String, timeout: Duration
+        _ group: [RESPCommand], keyed: Int, redirection first: Redirection, from replying: String,
+        deadline: ContinuousClock.Instant, of timeout: Duration
     ) async throws -> [RESPReply] {
         var redirection = first
         var replying = replying
         for _ in 0..<configuration.maximumRedirections {
-            let (asking, address) = try await follow(redirection, from: replying)
+            let (asking, address) = try await follow(redirection, from: replying, deadline: deadline)
             replying = address
-            var replies = try await pool(address).connection().pipeline(asking ? [RESPCommand("ASKING")] + group : group, timeout: timeout)
+            let connection = try await pool(address).connection(deadline: deadline)
+            var replies = try await connection.pipeline(
+                asking ? [RESPCommand("ASKING")] + group : group, timeout: try Self.left(until: deadline, of: timeout))
             if asking { replies.removeFirst() }
             guard case .error(let text) = replies[keyed],
                 let next = self.redirection(.server(HiredisServerError(reply: text)), from: address)
             else { return replies }
             if next.kind == .ask, group[keyed].runsScript {
-                return try await sendScriptGroupWhenSettled(group, keyed: keyed, replies: replies, timeout: timeout)
+                return try await sendScriptGroupWhenSettled(group, keyed: keyed, replies: replies, deadline: deadline, of: timeout)
             }
             redirection = next
         }
@@ -50,12 +57,11 @@ extension ClusterRouter {
 
     /// A group whose keyed command runs a script and was answered `ASK`: sent again, whole, to the
     /// slot's owner, with back-off, until the slot no longer migrates (see
-    /// ``ClusterRouter/scriptWaitsForItsSlot``), within `timeout`. When the time runs out the
-    /// keyed reply is that passing refusal (the script never ran).
+    /// ``ClusterRouter/scriptWaitsForItsSlot``), by `deadline`. When the time runs out the keyed
+    /// reply is that passing refusal (the script never ran).
     func sendScriptGroupWhenSettled(
-        _ group: [RESPCommand], keyed: Int, replies: [RESPReply], timeout: Duration
+        _ group: [RESPCommand], keyed: Int, replies: [RESPReply], deadline: ContinuousClock.Instant, of timeout: Duration
     ) async throws -> [RESPReply] {
-        let deadline = ContinuousClock.now + timeout
         var backoff = RetryBackoff()
         var last = replies
         while true {
@@ -72,8 +78,7 @@ extension ClusterRouter {
                 let next = redirection(.server(HiredisServerError(reply: text)), from: address)
             else { return last }
             if next.kind == .ask { continue }
-            return try await sendGroup(
-                group, keyed: keyed, redirection: next, from: address, timeout: max(deadline - .now, .milliseconds(1)))
+            return try await sendGroup(group, keyed: keyed, redirection: next, from: address, deadline: deadline, of: timeout)
         }
     }
 }

@@ -33,6 +33,9 @@ final class ClusterRouter: Sendable {
         /// The topology refresh under way: every refresh goes through it, one at a time, so that
         /// an older view read concurrently cannot be applied after a newer one.
         var refreshing: Task<Void, Never>?
+        /// When the last refresh ended: a redirection does not read the topology again sooner
+        /// than ``ClusterRouter/refreshSpacing`` after it.
+        var lastRefreshEnded: ContinuousClock.Instant?
         /// When a replica is seen not online yet: the wait before looking again, doubled each
         /// time it still is not (a replica that never comes back is not asked about every second).
         var replicaRecheck = ClusterRouter.firstReplicaRecheck
@@ -130,13 +133,42 @@ final class ClusterRouter: Sendable {
         await refreshOnce()
     }
 
+    /// For a redirection: runs a refresh (or joins the one under way) unless one ended less than
+    /// ``refreshSpacing`` ago, and waits for it until `deadline` at most; the refresh goes on
+    /// without the caller after that. A storm of redirections reads the topology a few times, and
+    /// no caller waits past its own deadline for a read that meets black-holed nodes.
+    private func refreshForRedirection(until deadline: ContinuousClock.Instant) async {
+        let recent = state.withLockedValue { state in
+            state.refreshing == nil && state.lastRefreshEnded.map { ContinuousClock.now - $0 < Self.refreshSpacing } == true
+        }
+        if recent { return }
+        let refreshed = NIOLockedValueBox<CheckedContinuation<Void, Never>?>(nil)
+        let resume: @Sendable () -> Void = { refreshed.withLockedValue { $0.take() }?.resume() }
+        await withCheckedContinuation { continuation in
+            refreshed.withLockedValue { $0 = continuation }
+            Task {
+                await self.refreshOnce()
+                resume()
+            }
+            let left = deadline - .now
+            if left <= .zero {
+                resume()
+            } else if let loop = eventLoops.first {
+                loop.scheduleTask(in: left.timeAmount) { resume() }
+            }
+        }
+    }
+
     /// Runs a refresh, or waits for the one under way.
     private func refreshOnce() async {
         let task = state.withLockedValue { state -> Task<Void, Never> in
             if let running = state.refreshing { return running }
             let task = Task {
                 await self.refresh()
-                self.state.withLockedValue { $0.refreshing = nil }
+                self.state.withLockedValue { state in
+                    state.refreshing = nil
+                    state.lastRefreshEnded = .now
+                }
             }
             state.refreshing = task
             return task
@@ -392,12 +424,7 @@ final class ClusterRouter: Sendable {
     /// topology and for a connection, and every hop, share it.
     func send(_ command: RESPCommand, timeout: Duration) async throws -> RESPReply {
         let deadline = ContinuousClock.now + timeout
-        // The time left for the next hop; none left is a timeout of a command not written there.
-        func left() throws -> Duration {
-            let left = deadline - .now
-            guard left > .zero else { throw HiredisError.timedOut(after: timeout, written: false) }
-            return left
-        }
+        func left() throws(HiredisError) -> Duration { try Self.left(until: deadline, of: timeout) }
         if let reply = try await sendToReplica(command, timeout: try left(), deadline: deadline) { return reply }
         var address = try await primary(forSlot: command.slot, deadline: deadline)
         var asking = false
@@ -413,7 +440,7 @@ final class ClusterRouter: Sendable {
             } catch let error as HiredisError {
                 if let redirection = redirection(error, from: address) {
                     if redirection.kind == .ask, command.runsScript { throw HiredisError.server(Self.scriptWaitsForItsSlot) }
-                    (asking, address) = try await follow(redirection, from: address)
+                    (asking, address) = try await follow(redirection, from: address, deadline: deadline)
                     continue
                 }
                 if error.code == .connectionLost || error.code == .cannotConnect { requestRefresh() }
@@ -421,6 +448,14 @@ final class ClusterRouter: Sendable {
             }
         }
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
+    }
+
+    /// The time left before `deadline` for the next step of a call of `timeout`; none left is a
+    /// timeout of a command not written there.
+    static func left(until deadline: ContinuousClock.Instant, of timeout: Duration) throws(HiredisError) -> Duration {
+        let left = deadline - .now
+        guard left > .zero else { throw .timedOut(after: timeout, written: false) }
+        return left
     }
 
     /// The refusal a script or function gets in place of following an `ASK`: a passing one
@@ -448,18 +483,22 @@ final class ClusterRouter: Sendable {
     /// topology, read again, says the slot lives. A target that is the node that answered
     /// (`replying`) is not followed: the redirection is refused, to be tried again once a refresh
     /// (asked for) has a newer map.
-    func follow(_ redirection: Redirection, from replying: String) async throws(HiredisError) -> (asking: Bool, address: String) {
+    /// The topology is read again only within `deadline` (the caller's), and not more often than
+    /// ``refreshSpacing``.
+    func follow(
+        _ redirection: Redirection, from replying: String, deadline: ContinuousClock.Instant
+    ) async throws(HiredisError) -> (asking: Bool, address: String) {
         metrics.redirections.increment()
         var target = redirection.address ?? uniqueNode(withPort: redirection.port)
         if target == nil, redirection.kind == .moved {
-            await refreshOnce()
+            await refreshForRedirection(until: deadline)
             target = state.withLockedValue { $0.map.primary(forSlot: redirection.slot) }
             if target == replying {
                 requestRefresh()
                 target = nil
             }
         } else if let address = target, !isNamed(address) {
-            await refreshOnce()
+            await refreshForRedirection(until: deadline)
             if !isNamed(address) { target = nil }
         }
         guard let target else {
@@ -529,9 +568,7 @@ final class ClusterRouter: Sendable {
                     let part = indexes.map { commands[$0] }
                     group.addTask {
                         let connection = try await self.pool(address).connection(deadline: deadline)
-                        let left = deadline - .now
-                        guard left > .zero else { throw HiredisError.timedOut(after: timeout, written: false) }
-                        return (address, try await connection.pipeline(part, timeout: left))
+                        return (address, try await connection.pipeline(part, timeout: try Self.left(until: deadline, of: timeout)))
                     }
                 }
                 for try await (address, partReplies) in group {
@@ -562,11 +599,11 @@ final class ClusterRouter: Sendable {
                     // replies and this one runs too.
                     again = try await sendScriptGroupWhenSettled(
                         members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, replies: members.map { replies[$0] },
-                        timeout: deadline - .now)
+                        deadline: deadline, of: timeout)
                 } else {
                     again = try await sendGroup(
                         members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, from: address,
-                        timeout: timeout)
+                        deadline: deadline, of: timeout)
                 }
                 for (index, reply) in zip(members, again) { replies[index] = reply }
             }
@@ -590,9 +627,11 @@ final class ClusterRouter: Sendable {
     }
 
     func send(_ command: RESPCommand, toPrimary address: String, timeout: Duration) async throws -> RESPReply {
-        try await awaitTopology()
+        let deadline = ContinuousClock.now + timeout
+        try await awaitTopology(deadline: deadline)
         do {
-            return try await pool(address).connection().send(command, timeout: timeout)
+            let connection = try await pool(address).connection(deadline: deadline)
+            return try await connection.send(command, timeout: try Self.left(until: deadline, of: timeout))
         } catch let error as HiredisError where error.code == .connectionLost || error.code == .cannotConnect {
             requestRefresh()
             throw error
