@@ -244,6 +244,61 @@ struct ClusterTests {
         }
     }
 
+    /// A primary cut off from everyone (the client, its replicas, the other nodes) keeps running
+    /// and answers nothing. Calls to its slots end within the command timeout with a typed error;
+    /// once the others have failed it over, writes are served by the promoted replica while the
+    /// old primary is still cut off; when the network is back it follows the new one, and every
+    /// write acknowledged by a replica is there.
+    @Test func aPartitionedPrimaryIsFailedOverAndNoAcknowledgedWriteIsLost() async throws {
+        var options = RedisCluster.Options(primaries: 3, replicasPerPrimary: 2)
+        options.partitionable = true
+        try await RedisCluster.with(options) { cluster in
+            var configuration = cluster.configuration
+            configuration.commandTimeout = .seconds(2)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            let key = "partitioned"
+            var (acknowledged, indeterminate) = (0, 0)
+            for _ in 0..<20 { _ = try await client.send(RESPCommand("INCR", .string(key))) }
+            // Both replicas have them, so whichever is promoted does.
+            let copies = try await client.pipeline([RESPCommand("INCR", .string(key)), RESPCommand("WAIT", "2", "2000")])
+            try #require(copies[1].int == 2)
+            acknowledged = 21
+            let primary = try await cluster.primary(forSlot: HashSlot.of(key))
+
+            cluster.partition(primary)
+            let deadline = ContinuousClock.now + .seconds(30)
+            var servedWhileCut = false
+            while !servedWhileCut, ContinuousClock.now < deadline {
+                let began = ContinuousClock.now
+                do {
+                    let replies = try await client.pipeline([
+                        RESPCommand("INCR", .string(key)), RESPCommand("WAIT", "1", "500"),
+                    ])
+                    if replies[1].int == 1 {
+                        acknowledged += 1
+                        servedWhileCut = true
+                    } else {
+                        indeterminate += 1  // written on the promoted replica, not yet copied
+                    }
+                } catch let error as HiredisError {
+                    indeterminate += 1
+                    #expect([.timedOut, .connectionLost, .cannotConnect, .server].contains(error.code), "\(error)")
+                }
+                #expect(ContinuousClock.now - began < .seconds(3), "a call outlived its command timeout")
+            }
+            #expect(servedWhileCut, "no write reached the promoted replica within 30 s")
+            #expect(try await cluster.primary(forSlot: HashSlot.of(key)) !== primary)
+
+            cluster.heal(primary)
+            try await cluster.waitUntilStable()
+            let role = try await cluster.send(RESPCommand("ROLE"), to: primary).array?.first?.string
+            #expect(role == "slave", "the old primary follows the promoted one")
+            let value = try #require(Int(try await client.get(key).map { String(buffer: $0) } ?? ""))
+            #expect(value >= acknowledged && value <= acknowledged + indeterminate, "\(value), \(acknowledged)+\(indeterminate)")
+        }
+    }
+
     @Test func readsGoToAReplicaWhenAskedAndToThePrimaryWhenItIsGone() async throws {
         try await RedisCluster.with { cluster in
             var configuration = cluster.configuration
@@ -427,6 +482,114 @@ struct SentinelTests {
             let error = await expectRedisError { try await refused.set("k", to: "w") }
             #expect(error?.code == .cannotConnect)
             await refused.close()
+        }
+    }
+
+    /// A forced failover (`SENTINEL FAILOVER`) through `sentinel`; waits until it names a new
+    /// primary that accepts writes and the old one is its replica (before that, a write to the
+    /// old one would succeed and be lost). (The group's own helper asks the first Sentinel, which
+    /// these tests kill.)
+    private func failover(_ group: RedisSentinelGroup, through sentinel: RedisServer) async throws -> RedisServer {
+        let old = try await group.primary()
+        _ = try await group.send(RESPCommand("SENTINEL", "FAILOVER", "mymaster"), to: sentinel)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            let named = try await group.send(RESPCommand("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"), to: sentinel)
+            if let port = named.array?.last?.int, port != old.port, let new = group.nodes.first(where: { $0.port == port }),
+                try await group.send(RESPCommand("ROLE"), to: new).array?.first?.string == "master",
+                try await group.send(RESPCommand("ROLE"), to: old).array?.first?.string == "slave"
+            {
+                return new
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw RedisServer.StartError(description: "no failover within 20 s")
+    }
+
+    /// A client given one Sentinel learns the others from it (`SENTINEL SENTINELS`) and asks them
+    /// when it is gone: it follows a failover that only they can tell it about. With
+    /// `sentinel_discovery=off` the listed Sentinel is the only one asked.
+    @Test func sentinelsFoundThroughAConfiguredOneCarryTheClientWhenItIsGone() async throws {
+        try await RedisSentinelGroup.with(.init(replicas: 1, sentinels: 3)) { group in
+            var configuration = group.configuration
+            configuration.topology = .sentinel(sentinels: [group.sentinels[0].address], primaryName: "mymaster")
+            configuration.commandTimeout = .seconds(15)
+            configuration.connectTimeout = .seconds(2)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            try await client.set("k", to: "before")
+
+            await group.sentinels[0].kill()
+            let promoted = try await failover(group, through: group.sentinels[1])
+            try await client.set("k", to: "after")
+            #expect(try await group.send(RESPCommand("GET", "k"), to: promoted).string == "after")
+
+            var listedOnly = try HiredisConfiguration(url: "redis+sentinel://\(group.sentinels[0].address)/mymaster?sentinel_discovery=off")
+            #expect(!listedOnly.discoverSentinels)
+            listedOnly.connectTimeout = .seconds(2)
+            listedOnly.commandTimeout = .seconds(3)
+            let confined = try HiredisClient.started(configuration: listedOnly)
+            defer { Task { await confined.close() } }
+            await #expect(throws: HiredisError.self) { try await confined.set("k", to: "nowhere") }
+        }
+    }
+
+    /// Sentinels learn of each other from hello messages that any client of the data nodes can
+    /// publish. A rogue Sentinel announced that way, naming a decoy primary of its own, is found
+    /// by the client, but its answer is not taken, even when it is the only Sentinel left: the
+    /// decoy never sees the client (nor its password), and the client finds the real primary once
+    /// an honest Sentinel is back. (The rogue is a fake: a real Sentinel would take the group's
+    /// newer configuration from the others' hellos and turn honest.)
+    @Test func aDiscoveredSentinelIsNotTrustedToNameANode() async throws {
+        var options = RedisSentinelGroup.Options(replicas: 1, sentinels: 2)
+        options.node.password = "data-secret"
+        try await RedisSentinelGroup.with(options) { group in
+            try await RedisServer.with(.init(notifyKeyspaceEvents: nil, password: "decoy-secret")) { decoy in
+                let rogue = try await FakeServer(answering: { _, _, text in
+                    FakeServer.commands(in: text).map { words in
+                        switch words.dropFirst().first?.uppercased() {
+                        case "GET-MASTER-ADDR-BY-NAME": return "*2\r\n$9\r\n127.0.0.1\r\n$\(String(decoy.port).count)\r\n\(decoy.port)\r\n"
+                        case "SENTINELS", "REPLICAS": return "*0\r\n"
+                        default: return words.first?.uppercased() == "PING" ? "+PONG\r\n" : "+OK\r\n"
+                        }
+                    }.joined()
+                })
+                defer { Task { await rogue.close() } }
+                let primary = try await group.primary()
+                let hello = "127.0.0.1,\(rogue.port),\(String(repeating: "f", count: 40)),0,mymaster,127.0.0.1,\(primary.port),0"
+                let deadline = ContinuousClock.now + .seconds(10)
+                while try await group.send(RESPCommand("SENTINEL", "SENTINELS", "mymaster"), to: group.sentinels[0]).array?
+                    .contains(where: { $0.array?.contains(where: { $0.string == "\(rogue.port)" }) == true }) != true
+                {
+                    _ = try await group.send(RESPCommand("PUBLISH", "__sentinel__:hello", .string(hello)), to: primary)
+                    try #require(ContinuousClock.now < deadline, "the Sentinel did not take the hello")
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+
+                var configuration = group.configuration
+                configuration.topology = .sentinel(sentinels: [group.sentinels[0].address], primaryName: "mymaster")
+                configuration.commandTimeout = .seconds(5)
+                configuration.connectTimeout = .seconds(2)
+                let client = try HiredisClient.started(configuration: configuration)
+                defer { Task { await client.close() } }
+                try await client.set("k", to: "before")
+
+                // The configured Sentinel goes, a failover happens, and the honest Sentinel goes
+                // too: the rogue is the only one left to ask once the client's connections drop.
+                await group.sentinels[0].kill()
+                let promoted = try await failover(group, through: group.sentinels[1])
+                await group.sentinels[1].kill()
+                _ = try await group.send(RESPCommand("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"), to: promoted)
+                await #expect(throws: HiredisError.self) { try await client.set("k", to: "lost") }
+                // Had the client connected to the decoy, its AUTH with the group's password
+                // would be in the decoy's ACL log.
+                #expect(try await decoy.send(RESPCommand("ACL", "LOG")).array?.isEmpty == true)
+
+                // The honest one is back: the client finds the real primary through it.
+                try await group.sentinels[1].restart()
+                try await client.set("k", to: "after")
+                #expect(try await group.send(RESPCommand("GET", "k"), to: promoted).string == "after")
+            }
         }
     }
 

@@ -60,6 +60,8 @@ struct ConfigurationTests {
         let plain = try HiredisConfiguration(url: "redis+sentinel://s1,s2/sessions?sentinel_username=watcher&sentinel_password=p%26w")
         #expect(plain.sentinelUsername == "watcher" && plain.sentinelPassword == "p&w" && plain.sentinelTLS == .sameAsNodes)
         #expect(plain.username == nil && plain.password == nil)
+        #expect(plain.discoverSentinels)
+        #expect(try !HiredisConfiguration(url: "redis+sentinel://s1/sessions?sentinel_discovery=off").discoverSentinels)
 
         let plaintextSentinels = try HiredisConfiguration(url: "rediss+sentinel://s1/sessions?tls_ca_file=/ca.pem&sentinel_tls=off")
         #expect(plaintextSentinels.tls?.caFile == "/ca.pem" && plaintextSentinels.sentinelTLS == .off)
@@ -80,7 +82,8 @@ struct ConfigurationTests {
         for url in [
             "redis://h?sentinel_password=x", "redis+cluster://h?sentinel_tls=on", "redis+sentinel://s/p?sentinel_tls=maybe",
             "redis+sentinel://s/p?sentinel_tls=off&sentinel_tls_ca_file=/x", "redis+sentinel://s/p?sentinel_tls_verify=loose",
-            "redis+sentinel://s/p?sentinel_colour=blue",
+            "redis+sentinel://s/p?sentinel_colour=blue", "redis+sentinel://s/p?sentinel_discovery=yes",
+            "redis+cluster://h?sentinel_discovery=off",
         ] {
             #expect(throws: HiredisError.self, "\(url)") { try HiredisConfiguration(url: url) }
         }

@@ -55,6 +55,13 @@ public struct HiredisConfiguration: Sendable {
     public var sentinelPassword: String? = nil
     /// TLS for the connections to the Sentinels: as the data nodes' (``tls``) by default.
     public var sentinelTLS: SentinelTLS = .sameAsNodes
+    /// Whether to ask the configured Sentinels for the others (`SENTINEL SENTINELS`) and ask
+    /// those too when no configured one names the primary, so that a client outlives the
+    /// replacement of its configured Sentinels. A Sentinel found this way is given the
+    /// Sentinels' credentials (``sentinelPassword``) but is not trusted to name a node: only the
+    /// primary or a replica that a configured Sentinel named counts. URL option:
+    /// `sentinel_discovery=on|off`.
+    public var discoverSentinels: Bool = true
     /// Database for `SELECT` (sent when not 0; a cluster has only database 0).
     public var database: Int = 0
     /// Name for `CLIENT SETNAME`, so operators can tell connections apart in `CLIENT LIST`.
@@ -141,7 +148,8 @@ public struct HiredisConfiguration: Sendable {
     /// for plaintext Sentinels; `sentinel_tls=on` for TLS to them, with the data nodes' TLS
     /// options unless `sentinel_tls_ca_file`, `sentinel_tls_cert_file`, `sentinel_tls_key_file`,
     /// `sentinel_tls_server_name` or `sentinel_tls_verify` say otherwise (any of them implies
-    /// `sentinel_tls=on`).
+    /// `sentinel_tls=on`); `sentinel_discovery=off` to ask the listed Sentinels only
+    /// (``discoverSentinels``).
     ///
     /// ```swift
     /// let sentinels = try HiredisConfiguration(
@@ -250,6 +258,9 @@ public struct HiredisConfiguration: Sendable {
                 switch name {
                 case "sentinel_username": sentinelUsername = value.isEmpty ? nil : value
                 case "sentinel_password": sentinelPassword = value.isEmpty ? nil : value
+                case "sentinel_discovery":
+                    guard value == "on" || value == "off" else { throw .invalidConfiguration("sentinel_discovery must be on or off") }
+                    discoverSentinels = value == "on"
                 case "sentinel_tls":
                     guard value == "on" || value == "off" else { throw .invalidConfiguration("sentinel_tls must be on or off") }
                     sentinelTLSSwitch = value == "on"

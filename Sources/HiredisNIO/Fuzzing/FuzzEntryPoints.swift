@@ -29,8 +29,8 @@ public enum FuzzEntryPoints {
 
     /// Reads `bytes` as replies (as ``readReplies(_:)``) and gives each to what reads the
     /// topology from servers: `CLUSTER SHARDS` and `CLUSTER SLOTS` into a slot map, `MOVED` and
-    /// `ASK` error replies into redirections applied to it, and Sentinel subscription
-    /// confirmations. Properties: no crash; topology errors are typed ``HiredisError``s; after
+    /// `ASK` error replies into redirections applied to it, Sentinel subscription confirmations,
+    /// and `SENTINEL SENTINELS`/`REPLICAS` listings. Properties: no crash; topology errors are typed ``HiredisError``s; after
     /// every change, each slot's node is one of the map's primaries and each primary serves a slot.
     public static func parseTopologyReplies(_ bytes: UnsafeRawBufferPointer) {
         let limits = ReplyLimits(maxBulkBytes: 4096, maxReplyBytes: 65_536, maxElements: 4096, maxNesting: 6)
@@ -61,6 +61,9 @@ public enum FuzzEntryPoints {
                 checkSlots(of: map)
             }
             _ = SentinelDiscovery.isConfirmation(reply)
+            for address in SentinelDiscovery.addresses(in: reply) {
+                precondition(!address.host.isEmpty && (1...65535).contains(address.port), "a listed address out of range")
+            }
         }
     }
 

@@ -9,12 +9,21 @@ import ServiceLifecycle
 /// (`SENTINEL GET-MASTER-ADDR-BY-NAME`; any of them may be down) and confirming with `ROLE` that
 /// the node named really is a primary: a Sentinel that lags behind a failover (it names the
 /// demoted node, now a replica) is passed over for the next one, and the Sentinel whose answer
-/// was confirmed last is asked first next time. Only the configured Sentinels are asked: the
-/// others a Sentinel names (`SENTINEL SENTINELS`, learnt from messages any client may publish)
-/// would be handed the Sentinels' credentials and could name a primary of their own. ``run()``
-/// keeps a subscription to `+switch-master` on one Sentinel at a time (the preferred one first),
-/// confirmed by the Sentinel within the command timeout (else, after a pause, the next one is
-/// tried); when a failover is announced, the pool's connections are closed so that they
+/// was confirmed last is asked first next time.
+///
+/// With ``HiredisConfiguration/discoverSentinels``, a configured Sentinel whose answer was
+/// confirmed is also asked, at most once per ``HiredisConfiguration/topologyRefreshInterval``,
+/// for the other Sentinels (`SENTINEL SENTINELS`) and the primary's replicas
+/// (`SENTINEL REPLICAS`). The Sentinels found are asked after the configured ones, so the client
+/// still finds the primary when every configured Sentinel has been replaced. Sentinels learn of
+/// each other from messages that any client of the data nodes may publish, so a Sentinel found
+/// that way is not trusted to name a node: its answer (and its `+switch-master`) counts only for
+/// a node that a configured Sentinel named, the primary or one of its replicas, the only nodes a
+/// failover can promote.
+///
+/// ``run()`` keeps a subscription to `+switch-master` on one Sentinel at a time (the preferred
+/// one first), confirmed by the Sentinel within the command timeout (else, after a pause, the next
+/// one is tried); when a failover is announced, the pool's connections are closed so that they
 /// reconnect to the new primary, checked with `ROLE`. A `READONLY` reply (the node was demoted)
 /// and connection loss lead to the same rediscovery.
 final class SentinelDiscovery: Sendable {
@@ -23,7 +32,23 @@ final class SentinelDiscovery: Sendable {
         /// The Sentinel whose answer was confirmed last, asked first next time.
         var preferred: HiredisAddress?
         var onSwitch: (@Sendable () -> Void)?
+        /// Sentinels that a configured one listed, asked after the configured ones.
+        var discovered: [HiredisAddress] = []
+        /// The data nodes a configured Sentinel named last (the primary and its replicas): the
+        /// only ones a discovered Sentinel's answer may name.
+        var vouched: Set<HiredisAddress> = []
+        /// When a configured Sentinel was last asked for the others and the replicas.
+        var learned: ContinuousClock.Instant?
     }
+
+    /// What a Sentinel said: the primary, and, when asked, the Sentinels and replicas it knows.
+    struct Answer {
+        var primary: HiredisAddress?
+        var group: (sentinels: [HiredisAddress], replicas: [HiredisAddress])?
+    }
+
+    /// At most this many discovered Sentinels are kept (a listing is not trusted to be small).
+    static let discoveredLimit = 16
 
     let sentinels: [HiredisAddress]
     let primaryName: String
@@ -59,11 +84,26 @@ final class SentinelDiscovery: Sendable {
         return sentinel
     }
 
-    /// The Sentinels in the order to ask them: the preferred one, then the others as configured.
+    /// The Sentinels in the order to ask them: the preferred one, the others as configured, then
+    /// the discovered ones.
     var candidates: [HiredisAddress] {
-        let preferred = state.withLockedValue { $0.preferred }
+        let (preferred, discovered) = state.withLockedValue { ($0.preferred, $0.discovered) }
         var seen: Set<HiredisAddress> = []
-        return ([preferred].compactMap { $0 } + sentinels).filter { seen.insert($0).inserted }
+        return ([preferred].compactMap { $0 } + sentinels + discovered).filter { seen.insert($0).inserted }
+    }
+
+    /// Whether `address` may be taken from `sentinel`: any node from a configured Sentinel, only
+    /// a vouched one from a discovered Sentinel.
+    private func mayName(_ address: HiredisAddress, from sentinel: HiredisAddress) -> Bool {
+        sentinels.contains(sentinel) || state.withLockedValue { $0.vouched.contains(address) }
+    }
+
+    /// Whether to ask `sentinel` for the group too: a configured one, when discovery is on and the
+    /// last time is older than the refresh interval.
+    private func shouldLearn(from sentinel: HiredisAddress) -> Bool {
+        guard configuration.discoverSentinels, sentinels.contains(sentinel) else { return false }
+        let learned = state.withLockedValue { $0.learned }
+        return learned.map { ContinuousClock.now - $0 >= configuration.topologyRefreshInterval } ?? true
     }
 
     /// The configuration for the current primary, when one is known.
@@ -77,14 +117,20 @@ final class SentinelDiscovery: Sendable {
         var failures: [String] = []
         for sentinel in candidates {
             let address: HiredisAddress
+            let answer: Answer
             do {
-                guard let named = try await ask(sentinel) else {
+                answer = try await ask(sentinel, learning: shouldLearn(from: sentinel))
+                guard let named = answer.primary else {
                     failures.append("\(sentinel): does not know '\(primaryName)'")
                     continue
                 }
                 address = named
             } catch {
                 failures.append("\(sentinel): \(error)")
+                continue
+            }
+            guard mayName(address, from: sentinel) else {
+                failures.append("\(sentinel), a discovered Sentinel, names \(address), which no configured one did")
                 continue
             }
             do {
@@ -98,6 +144,12 @@ final class SentinelDiscovery: Sendable {
                 state.withLockedValue { state in
                     state.preferred = sentinel
                     state.primary = address
+                    if let group = answer.group {
+                        state.learned = .now
+                        state.vouched = Set([address] + group.replicas)
+                        state.discovered = Array(
+                            group.sentinels.filter { !sentinels.contains($0) }.prefix(Self.discoveredLimit))
+                    }
                 }
                 return connection
             } catch {
@@ -118,13 +170,45 @@ final class SentinelDiscovery: Sendable {
         return primary
     }
 
-    /// What `sentinel` says the primary is (nil: it does not know the name).
-    private func ask(_ sentinel: HiredisAddress) async throws -> HiredisAddress? {
+    /// What `sentinel` says the primary is (nil: it does not know the name), and with `learning`
+    /// the other Sentinels and the replicas it knows.
+    private func ask(_ sentinel: HiredisAddress, learning: Bool) async throws -> Answer {
         let connection = try await HiredisConnection.connect(configuration: sentinelConfiguration(sentinel))
         defer { connection.close() }
-        let reply = try await connection.send(RESPCommand("SENTINEL", "GET-MASTER-ADDR-BY-NAME", .string(primaryName)))
-        guard let parts = reply.array, parts.count == 2, let host = parts[0].string, let port = parts[1].int else { return nil }
-        return HiredisAddress(host: host, port: port)
+        var commands = [RESPCommand("SENTINEL", "GET-MASTER-ADDR-BY-NAME", .string(primaryName))]
+        if learning {
+            commands += [
+                RESPCommand("SENTINEL", "SENTINELS", .string(primaryName)), RESPCommand("SENTINEL", "REPLICAS", .string(primaryName)),
+            ]
+        }
+        let replies = try await connection.pipeline(commands)
+        if case .error(let text) = replies[0] { throw HiredisError.server(HiredisServerError(reply: text)) }
+        var answer = Answer()
+        if let parts = replies[0].array, parts.count == 2, let host = parts[0].string, let port = parts[1].int {
+            answer.primary = HiredisAddress(host: host, port: port)
+        }
+        // A Sentinel that does not know the name errors on both: nothing learnt.
+        if learning, replies.count == 3, replies[1].array != nil, replies[2].array != nil {
+            answer.group = (Self.addresses(in: replies[1]), Self.addresses(in: replies[2]))
+        }
+        return answer
+    }
+
+    /// The `ip` and `port` fields of each entry of a `SENTINEL SENTINELS` or `SENTINEL REPLICAS`
+    /// reply (flat `[name, value, ...]` arrays, or maps in RESP3).
+    static func addresses(in reply: RESPReply) -> [HiredisAddress] {
+        (reply.array ?? []).compactMap { entry in
+            let items = entry.array ?? []
+            var fields: [String: String] = [:]
+            var index = 0
+            while index + 1 < items.count {
+                if let name = items[index].string, let value = items[index + 1].string { fields[name] = value }
+                index += 2
+            }
+            guard let host = fields["ip"], !host.isEmpty, let port = fields["port"].flatMap({ Int($0) }), (1...65535).contains(port)
+            else { return nil }
+            return HiredisAddress(host: host, port: port)
+        }
     }
 
     private func isPrimary(_ connection: HiredisConnection) async throws -> Bool {
@@ -146,7 +230,7 @@ final class SentinelDiscovery: Sendable {
                     if Self.isConfirmation(reply) {
                         confirmed.withLockedValue { $0 = true }
                     } else {
-                        self?.handle(reply)
+                        self?.handle(reply, from: sentinel)
                     }
                 }
                 try connection.sendWithoutReply([RESPCommand("SUBSCRIBE", "+switch-master")])
@@ -189,11 +273,17 @@ final class SentinelDiscovery: Sendable {
     }
 
     /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`.
-    private func handle(_ reply: RESPReply) {
+    /// A discovered Sentinel's announcement counts only for a vouched node.
+    private func handle(_ reply: RESPReply, from sentinel: HiredisAddress) {
         guard let parts = reply.array, parts.count == 3, parts[0].string == "message", let text = parts[2].string else { return }
         let words = text.split(separator: " ")
         guard words.count == 5, words[0] == primaryName, let port = Int(words[4]) else { return }
         let address = HiredisAddress(host: String(words[3]), port: port)
+        guard mayName(address, from: sentinel) else {
+            logger.warning(
+                "A discovered Sentinel announced a primary no configured Sentinel named; ignored", metadata: ["sentinel": "\(sentinel)"])
+            return
+        }
         let callback = state.withLockedValue { state in
             state.primary = address
             return state.onSwitch
