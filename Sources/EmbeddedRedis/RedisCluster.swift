@@ -1,6 +1,7 @@
 import Foundation
 import HiredisNIO
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// A real Redis Cluster on loopback: `primaries` primaries with `replicasPerPrimary` replicas
 /// each, created with `redis-cli --cluster create`, with a short `cluster-node-timeout` so that
@@ -67,6 +68,11 @@ public final class RedisCluster: Sendable {
     /// otherwise.
     public func announcedPort(of node: RedisServer) -> Int {
         proxies.withLockedValue { $0[node.port]?.client.port } ?? node.port
+    }
+
+    /// The address the cluster knows `node` by (see ``announcedPort(of:)``).
+    public func announcedAddress(of node: RedisServer) -> HiredisAddress {
+        HiredisAddress(host: "127.0.0.1", port: announcedPort(of: node))
     }
 
     /// The node the cluster lists at `port` (its own port or its proxy's).
@@ -140,7 +146,7 @@ public final class RedisCluster: Sendable {
     }
 
     /// The seed addresses: the nodes the cluster was created with.
-    public var seeds: [HiredisAddress] { created.map { HiredisAddress(host: "127.0.0.1", port: announcedPort(of: $0)) } }
+    public var seeds: [HiredisAddress] { created.map { announcedAddress(of: $0) } }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...`.
     public var url: String { "redis+cluster://" + seeds.map(\.description).joined(separator: ",") }
@@ -317,16 +323,24 @@ public final class RedisCluster: Sendable {
         own.bus.mode = cut ? .blackhole : .pass
     }
 
-    /// Begins moving `slot` to `target` and moves its keys, without handing the slot over: while
-    /// the migration is open the source answers `ASK` for every key of the slot.
-    public func beginMigration(ofSlot slot: Int, to target: RedisServer) async throws -> SlotMigration {
+    /// Begins moving `slot` to `target` and moves its keys (only `keys`, when given), without
+    /// handing the slot over: while the migration is open the source answers `ASK` for every key
+    /// of the slot it does not hold.
+    public func beginMigration(ofSlot slot: Int, to target: RedisServer, moving keys: [String]? = nil) async throws -> SlotMigration {
         let source = try await primary(forSlot: slot)
         let sourceID = try await id(of: source)
         let targetID = try await id(of: target)
         _ = try await send(RESPCommand("CLUSTER", "SETSLOT", .integer(slot), "IMPORTING", .string(sourceID)), to: target)
         _ = try await send(RESPCommand("CLUSTER", "SETSLOT", .integer(slot), "MIGRATING", .string(targetID)), to: source)
+        var chosen = keys
         while true {
-            let keys = try await send(RESPCommand("CLUSTER", "GETKEYSINSLOT", .integer(slot), .integer(500)), to: source).array ?? []
+            let keys: [RESPReply]
+            if let some = chosen {
+                keys = some.map { .bulkString(ByteBuffer(string: $0)) }
+                chosen = []
+            } else {
+                keys = try await send(RESPCommand("CLUSTER", "GETKEYSINSLOT", .integer(slot), .integer(500)), to: source).array ?? []
+            }
             if keys.isEmpty { break }
             var migrate = RESPCommand("MIGRATE", "127.0.0.1", .integer(target.port), "", .integer(0), .integer(5000))
             if let password = options.node.password { migrate.arguments += ["AUTH", .string(password)] }

@@ -374,7 +374,7 @@ enum FaultTarget: Sendable {
             let promoted = try await cluster.killPrimary(old)
             try await old.restart()
             try await cluster.waitUntilStable()
-            return promoted.address.description
+            return cluster.announcedAddress(of: promoted).description
         case .sentinel(let group):
             let old = try await group.primary()
             let promoted = try await group.killPrimary()
@@ -395,7 +395,7 @@ enum FaultTarget: Sendable {
             try await cluster.moveSlot(slot, to: joined)
             moved += 1
         }
-        return (moved, joined.address.description)
+        return (moved, cluster.announcedAddress(of: joined).description)
     }
 
     /// Cuts the primary of slot 0 off from everyone (``RedisCluster/partition(_:)``); returns
@@ -406,7 +406,7 @@ enum FaultTarget: Sendable {
         }
         let node = try await cluster.primary(forSlot: 0)
         cluster.partition(node)
-        return "127.0.0.1:\(cluster.announcedPort(of: node))"
+        return cluster.announcedAddress(of: node).description
     }
 
     /// Ends every partition.
@@ -423,7 +423,7 @@ enum FaultTarget: Sendable {
             throw RedisServer.StartError(description: "needs --cluster")
         }
         try await cluster.waitUntilStable()
-        return "slot 0 is served by 127.0.0.1:\(cluster.announcedPort(of: try await cluster.primary(forSlot: 0)))"
+        return "slot 0 is served by \(cluster.announcedAddress(of: try await cluster.primary(forSlot: 0)))"
     }
 
     var proxy: FaultProxy? {

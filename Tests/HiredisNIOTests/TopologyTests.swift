@@ -339,6 +339,41 @@ struct ClusterTests {
         }
     }
 
+    /// A compatible revision of a library replaces older ones in place, primary by primary, and
+    /// never a newer one: app servers of two revisions side by side (a rolling deploy) do not take
+    /// a server back. `preload` does it in the background.
+    @Test func anOlderLibraryRevisionIsReplacedInPlaceAndANewerOneKept() async throws {
+        func library(_ revision: Int?) throws -> LuaLibrary {
+            try LuaLibrary(
+                source: "#!lua name=revision_test\n" + (revision.map { "-- revision: \($0)\n" } ?? "")
+                    + "redis.register_function('revision_test', function() return \(revision ?? 0) end)\n")
+        }
+        #expect(try library(nil).revision == 0 && library(7).revision == 7)
+        try await RedisCluster.with { cluster in
+            let primaries = try await cluster.primaries()
+            // One without a revision (as 0.1.0's source), one at 1, one at 3.
+            for (node, revision) in zip(primaries, [nil, 1, 3]) { _ = try await cluster.send(try library(revision).loadCommand, to: node) }
+            func revisions() async throws -> [Int] {
+                var answers: [Int] = []
+                for node in primaries {
+                    answers.append(try await cluster.send(RESPCommand("FCALL", "revision_test", "0"), to: node).int ?? -1)
+                }
+                return answers
+            }
+            let client = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await client.close() } }
+            #expect(try await client.upgradeInPlace(library(2)) == 2)
+            #expect(try await revisions() == [2, 2, 3])
+            #expect(try await client.upgradeInPlace(library(1)) == 0)
+            #expect(try await revisions() == [2, 2, 3])
+
+            let newer = try HiredisClient.started(configuration: cluster.configuration)
+            defer { Task { await newer.close() } }
+            newer.preload(try library(4))
+            try await pollUntil("every primary to have revision 4") { try await revisions() == [4, 4, 4] }
+        }
+    }
+
     @Test func functionsAreLoadedOnEveryPrimaryAndRoutedByTheirFirstKey() async throws {
         let library = try LuaLibrary(
             source: """

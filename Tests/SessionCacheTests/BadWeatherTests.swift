@@ -242,4 +242,46 @@ struct BadWeatherTests {
             }
         }
     }
+
+    /// While a slot migrates, Redis stops a function at the first key it reaches that is not on
+    /// the node ("non local key") and keeps what the function wrote before. Here only the user's
+    /// index has moved: an append ran its `RPUSH` and `HSET` on the old owner, then failed as
+    /// "may have run" (a retry appended the message twice). Now the function answers `TRYAGAIN`
+    /// having written nothing, and the call runs once, whole, on the new owner when the slot is
+    /// handed over.
+    @Test func aWriteOnAMigratingSlotChangesNothingThenRunsOnceWhole() async throws {
+        try await RedisCluster.with { cluster in
+            var configuration = cluster.configuration
+            configuration.commandTimeout = .seconds(20)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            let store = try SessionStore(client: client, configuration: testConfiguration())
+            let session = try await store.create(user: "alice")
+            try await store.appendMessage(session.id, SessionMessage(role: "user", content: "first"))
+            let keyspace = store.keyspace
+            let slot = HashSlot.of(keyspace.session(session.id))
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+            /// How many replies of `TRYAGAIN` the old owner has given.
+            func refusals() async throws -> Int {
+                let info = RedisInfo(try await cluster.send(RESPCommand("INFO", "errorstats"), to: source).string ?? "")
+                return Int(info.fields["errorstat_TRYAGAIN"]?.split(separator: "=").last ?? "0") ?? 0
+            }
+            let refusedBefore = try await refusals()
+
+            _ = try await cluster.beginMigration(ofSlot: slot, to: target, moving: [keyspace.userSessions("alice")])
+            let append = Task { try await store.appendMessage(session.id, SessionMessage(role: "user", content: "second")) }
+            try await pollUntil("the append to be refused on the old owner") { try await refusals() > refusedBefore }
+            #expect(try await cluster.send(RESPCommand("LLEN", .string(keyspace.messages(session.id))), to: source).int == 1)
+            let count = RESPCommand("HGET", .string(keyspace.session(session.id)), "message_count")
+            #expect(try await cluster.send(count, to: source).string == "1")
+
+            // The rest moves and the slot is handed over: the append runs there, once.
+            try await cluster.finish(try await cluster.beginMigration(ofSlot: slot, to: target))
+            try await append.value
+            #expect(try await store.recentMessages(session.id).map(\.content) == ["first", "second"])
+            #expect(try await store.get(session.id)?.messageCount == 2)
+            #expect(try await store.list(user: "alice").map(\.id) == [session.id])
+        }
+    }
 }

@@ -60,5 +60,9 @@ struct FunctionLibraryTests {
     // earlier function keeps its arguments and replies; `list` reads two more fields and answers
     // as before). A server with either source serves app servers of both: a 0.1.0 server never
     // calls the new functions, and a newer one that finds them missing loads its source.
-    static let fingerprintOfV3 = "e636aab89c2c5b6f"
+    // Revision 1 (`-- revision: 1`) adds those and makes every writing function answer TRYAGAIN,
+    // having written nothing, while its slot migrates; app servers replace an older revision in
+    // place (HiredisClient.upgradeInPlace), so the guard reaches running clusters. A compatible
+    // change raises the revision and this fingerprint; an incompatible one, the name.
+    static let fingerprintOfV3 = "5e83c8cc8049aab7"
 }

@@ -13,6 +13,11 @@ public struct LuaLibrary: Sendable, Hashable {
     public let name: String
     /// The Lua source, shebang line included.
     public let source: String
+    /// The library's revision, from a comment line `-- revision: N` among its first lines (0
+    /// without one). A compatible change (same functions, arguments and replies) raises it, and
+    /// ``HiredisClient/upgradeInPlace(_:)`` replaces an older revision on a running server;
+    /// an incompatible one needs a new library name.
+    public let revision: Int
 
     /// A library from its source, which must start with `#!lua name=<name>`.
     public init(source: String) throws(HiredisError) {
@@ -25,10 +30,66 @@ public struct LuaLibrary: Sendable, Hashable {
         guard !name.isEmpty else { throw .invalidConfiguration("a function library must name itself") }
         self.name = String(name)
         self.source = source
+        self.revision = Self.revision(of: source)
+    }
+
+    /// The revision a library's source declares (`-- revision: N` in its first 64 lines), 0
+    /// without one.
+    static func revision(of source: String) -> Int {
+        for line in source.split(separator: "\n", maxSplits: 64, omittingEmptySubsequences: false).prefix(64) {
+            guard line.hasPrefix("-- revision:") else { continue }
+            let digits = line.dropFirst("-- revision:".count).drop { $0 == " " }.prefix { $0.isASCII && $0.isNumber }
+            return Int(digits.prefix(9)) ?? 0
+        }
+        return 0
     }
 
     /// `FUNCTION LOAD REPLACE <source>`.
     public var loadCommand: RESPCommand { RESPCommand("FUNCTION", "LOAD", "REPLACE", .string(source)) }
+}
+
+extension HiredisClient {
+    /// Replaces `library` on every primary that holds an older revision of it
+    /// (``LuaLibrary/revision``) with `FUNCTION LOAD REPLACE`, one primary at a time, and returns
+    /// how many were replaced. A primary without the library is left to the connection handshake
+    /// and to the reload of a function not found; one with the same or a newer revision is left
+    /// alone, so app servers of two revisions side by side (a rolling deploy) never take a server
+    /// back to the older one. ``preload(_:)`` runs it once in the background for a library with a
+    /// revision.
+    ///
+    /// ```swift
+    /// let library = try LuaLibrary(source: "#!lua name=greetings\n-- revision: 2\n...")
+    /// let replaced = try await client.upgradeInPlace(library)
+    /// ```
+    @discardableResult
+    public func upgradeInPlace(_ library: LuaLibrary) async throws -> Int {
+        let listing = RESPCommand("FUNCTION", "LIST", "LIBRARYNAME", .string(library.name), "WITHCODE")
+        var replaced = 0
+        for primary in try await primaries() {
+            guard let code = Self.code(of: library.name, in: try await send(listing, toPrimary: primary)),
+                LuaLibrary.revision(of: code) < library.revision
+            else { continue }
+            _ = try await send(library.loadCommand, toPrimary: primary)
+            replaced += 1
+        }
+        return replaced
+    }
+
+    /// The code of the library `name` in a `FUNCTION LIST ... WITHCODE` reply (RESP2 flat arrays
+    /// or RESP3 maps), nil when it is not there.
+    static func code(of name: String, in reply: RESPReply) -> String? {
+        for library in reply.array ?? [] {
+            let items = library.array ?? []
+            var fields: [String: RESPReply] = [:]
+            var index = 0
+            while index + 1 < items.count {
+                if let key = items[index].string { fields[key] = items[index + 1] }
+                index += 2
+            }
+            if fields["library_name"]?.string == name { return fields["library_code"]?.string }
+        }
+        return nil
+    }
 }
 
 extension HiredisServerError {

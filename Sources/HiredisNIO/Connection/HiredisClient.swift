@@ -330,10 +330,25 @@ public final class HiredisClient: HiredisClientProtocol, Service {
     /// Loads `library` on every connection the client makes from now on, unless the server has it
     /// already. A call to one of its functions on a server that lacks it (a connection made
     /// earlier, a `FUNCTION FLUSH`) loads it then
-    /// (``HiredisClientProtocol/call(_:in:keys:arguments:readOnly:)``).
+    /// (``HiredisClientProtocol/call(_:in:keys:arguments:readOnly:)``). A library with a
+    /// ``LuaLibrary/revision`` also replaces older revisions of it, once, in the background
+    /// (``upgradeInPlace(_:)``).
     public func preload(_ library: LuaLibrary) {
-        state.withLockedValue { state in
-            if !state.libraries.contains(library) { state.libraries.append(library) }
+        let added = state.withLockedValue { state in
+            if state.libraries.contains(library) { return false }
+            state.libraries.append(library)
+            return true
+        }
+        // A compatible revision reaches servers that hold an older one (best effort: a server
+        // that cannot be asked now keeps its revision, which serves this client as well).
+        if added, library.revision > 0 {
+            Task { [weak self] in
+                do {
+                    try await self?.upgradeInPlace(library)
+                } catch {
+                    self?.configuration.logger.debug("function library not upgraded in place", metadata: ["error": "\(error)"])
+                }
+            }
         }
     }
 

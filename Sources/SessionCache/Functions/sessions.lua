@@ -1,4 +1,8 @@
 #!lua name=session_cache_v3
+-- revision: 1
+--
+-- (Compatible changes raise the revision; app servers replace an older one in place. 0.1.0's
+-- source has none: revision 0. 1: devices, end_device, set_device; writes wait out migrations.)
 --
 -- The session store's server-side functions: a Redis Functions library (Redis >= 7.0), loaded by
 -- SessionStore with FUNCTION LOAD and replicated with the data. `redis-cli FUNCTION LIST` shows it.
@@ -12,6 +16,9 @@
 -- * One clock. Every time that decides expiry, deadlines, ordering or "inactive for" comes from
 --   this server's TIME (milliseconds since the epoch). App servers never send a timestamp.
 -- * All or nothing. A call that refuses its input, or finds the session not alive, writes nothing.
+--   A call that writes answers TRYAGAIN, having changed nothing, while its slot migrates (see
+--   unless_migrating below): Redis would stop it at the first key that is not on the node and
+--   keep what it wrote before.
 -- * Replies about one session or lock start with a status word: an array whose first element it
 --   is, or the word alone when there is nothing else to say (the lock's release, extend and
 --   abandon: a string costs Redis less than a table). Swift decodes it in one place
@@ -1436,9 +1443,48 @@ local function import_redeem(keys, args)
   return {'ok', value}
 end
 
+-- The key `name` in the slot of `key` (the same hash tag); nil for a key without one.
+local function in_slot_of(key, name)
+  local open = string.find(key, '{', 1, true)
+  if not open then return nil end
+  local close = string.find(key, '}', open + 1, true)
+  if not close or close == open + 1 then return nil end
+  return string.sub(key, open, close) .. name
+end
+
+-- While a slot migrates its keys are split between two nodes, and Redis stops a function at the
+-- first key it reaches that is not on the node (moved already, or missing: "non local key"),
+-- keeping what the function wrote before. So a function that writes first reads, for the slot
+-- of each of its keys, a key that never exists: while the slot migrates Redis refuses that read,
+-- and the function answers TRYAGAIN having changed nothing; the client tries again, within its
+-- timeout, and the call runs whole on the slot's owner once the slot is handed over. (On the
+-- importing node functions never run: the client does not follow ASK with them.) Outside a
+-- migration the probe costs one lookup of a missing key per slot.
+local MIGRATION_PROBE = ':migration-probe'
+local function unless_migrating(callback)
+  return function(keys, args)
+    local probed = {}
+    for i = 1, #keys do
+      local probe = in_slot_of(keys[i], MIGRATION_PROBE)
+      if probe and not probed[probe] then
+        probed[probe] = true
+        local reply = redis.pcall('EXISTS', probe)
+        if type(reply) == 'table' and reply.err then
+          return redis.error_reply('TRYAGAIN the slot is migrating; nothing was written')
+        end
+      end
+    end
+    return callback(keys, args)
+  end
+end
+
 local function register(name, callback, read_only, cross_slot)
   local flags = {}
-  if read_only then flags[#flags + 1] = 'no-writes' end
+  if read_only then
+    flags[#flags + 1] = 'no-writes'
+  else
+    callback = unless_migrating(callback)
+  end
   if cross_slot then flags[#flags + 1] = 'allow-cross-slot-keys' end
   redis.register_function{function_name = 'session_v3_' .. name, callback = callback, flags = flags}
 end
