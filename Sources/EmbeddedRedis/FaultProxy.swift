@@ -63,6 +63,16 @@ public final class FaultProxy: Sendable {
         }
     }
 
+    /// Adds `source` to ``isolatedSources`` or removes it, in one step (concurrent changes of
+    /// different sources do not undo each other).
+    public func setIsolated(_ source: String, _ isolated: Bool) {
+        let forwarders = state.withLockedValue { state in
+            if isolated { state.isolatedSources.insert(source) } else { state.isolatedSources.remove(source) }
+            return Array(state.forwarders.values)
+        }
+        for forwarder in forwarders { forwarder.release() }
+    }
+
     /// What happens now to the bytes of a connection from `source`.
     fileprivate func mode(forSource source: String?) -> Mode {
         state.withLockedValue { state in

@@ -99,14 +99,33 @@ public final class RedisCluster: Sendable {
     private func interpose(_ node: RedisServer, busPort: Int) async throws {
         guard options.partitionable, let source = node.options.sourceAddress else { return }
         let client = try await FaultProxy.start(forwardingTo: node.port)
-        let bus = try await FaultProxy.start(forwardingTo: busPort)
+        let bus: FaultProxy
+        do {
+            bus = try await FaultProxy.start(forwardingTo: busPort)
+        } catch {
+            await client.stop()
+            throw error
+        }
         proxies.withLockedValue { $0[node.port] = NodeProxies(client: client, bus: bus, source: source) }
+        try await announce(node)
+    }
+
+    /// Has a partitionable node announce its proxies (again after a restart, which forgets it).
+    private func announce(_ node: RedisServer) async throws {
+        guard let own = proxies.withLockedValue({ $0[node.port] }) else { return }
         for (name, value) in [
-            ("cluster-announce-ip", "127.0.0.1"), ("cluster-announce-port", "\(client.port)"),
-            ("cluster-announce-bus-port", "\(bus.port)"),
+            ("cluster-announce-ip", "127.0.0.1"), ("cluster-announce-port", "\(own.client.port)"),
+            ("cluster-announce-bus-port", "\(own.bus.port)"),
         ] {
             _ = try await send(RESPCommand("CONFIG", "SET", .string(name), .string(value)), to: node)
         }
+    }
+
+    /// Restarts a node that was killed (``RedisServer/restart()``), behind its proxies again when
+    /// the cluster is ``Options/partitionable``.
+    public func restart(_ node: RedisServer) async throws {
+        try await node.restart()
+        try await announce(node)
     }
 
     /// Starts a primary with ``Options/replicasPerPrimary`` replicas, introduces them to the
@@ -160,7 +179,9 @@ public final class RedisCluster: Sendable {
 
     /// Starts the nodes, creates the cluster and waits until every node agrees on it.
     public static func start(_ options: Options = Options()) async throws -> RedisCluster {
-        precondition(!options.partitionable || options.node.tls == nil, "partitionable clusters are plaintext")
+        if options.partitionable, options.node.tls != nil {
+            throw RedisServer.StartError(description: "a partitionable cluster is plaintext (its proxies forward bytes)")
+        }
         var nodes: [RedisServer] = []
         var busPorts: [Int] = []
         var cluster: RedisCluster?
@@ -238,9 +259,10 @@ public final class RedisCluster: Sendable {
         return primaries
     }
 
-    /// The primary serving `slot` according to a running node.
-    public func primary(forSlot slot: Int) async throws -> RedisServer {
-        for node in nodes where node.pid != nil {
+    /// The primary serving `slot` according to a running node (other than `excluded`: one cut
+    /// off by a partition still claims its slots).
+    public func primary(forSlot slot: Int, excluding excluded: RedisServer? = nil) async throws -> RedisServer {
+        for node in nodes where node.pid != nil && node !== excluded {
             let shards = try await send(RESPCommand("CLUSTER", "SLOTS"), to: node).array ?? []
             for shard in shards {
                 guard let range = shard.array, range.count >= 3, let low = range[0].int, let high = range[1].int,
@@ -302,22 +324,23 @@ public final class RedisCluster: Sendable {
     /// cut off longer than ``Options/nodeTimeout`` is failed over by the others; after
     /// ``heal(_:)`` it learns so and follows the promoted replica. Commands from this harness
     /// (``send(_:to:)``) still reach it.
-    public func partition(_ node: RedisServer) {
-        setPartitioned(node, true)
+    public func partition(_ node: RedisServer) throws {
+        try setPartitioned(node, true)
     }
 
     /// Ends ``partition(_:)``: what was held goes on, and new connections pass.
-    public func heal(_ node: RedisServer) {
-        setPartitioned(node, false)
+    public func heal(_ node: RedisServer) throws {
+        try setPartitioned(node, false)
     }
 
-    private func setPartitioned(_ node: RedisServer, _ cut: Bool) {
+    private func setPartitioned(_ node: RedisServer, _ cut: Bool) throws {
         let all = proxies.withLockedValue { $0 }
-        guard let own = all[node.port] else { preconditionFailure("partition(_:) needs Options.partitionable") }
+        guard let own = all[node.port] else {
+            throw RedisServer.StartError(description: "\(node.address) has no proxies: partitions need Options.partitionable")
+        }
         for (port, other) in all where port != node.port {
-            for proxy in [other.client, other.bus] {
-                if cut { proxy.isolatedSources.insert(own.source) } else { proxy.isolatedSources.remove(own.source) }
-            }
+            other.client.setIsolated(own.source, cut)
+            other.bus.setIsolated(own.source, cut)
         }
         own.client.mode = cut ? .blackhole : .pass
         own.bus.mode = cut ? .blackhole : .pass

@@ -360,7 +360,7 @@ enum FaultTarget: Sendable {
     func killAndRestart() async throws {
         let server = try await primary()
         await server.kill()
-        try await server.restart()
+        if case .cluster(let cluster) = self { try await cluster.restart(server) } else { try await server.restart() }
     }
 
     /// SIGKILL the primary, wait until its replica is promoted, restart the old one (it comes
@@ -372,7 +372,7 @@ enum FaultTarget: Sendable {
         case .cluster(let cluster):
             let old = try await cluster.primary(forSlot: 0)
             let promoted = try await cluster.killPrimary(old)
-            try await old.restart()
+            try await cluster.restart(old)
             try await cluster.waitUntilStable()
             return cluster.announcedAddress(of: promoted).description
         case .sentinel(let group):
@@ -405,7 +405,7 @@ enum FaultTarget: Sendable {
             throw RedisServer.StartError(description: "partition needs --cluster")
         }
         let node = try await cluster.primary(forSlot: 0)
-        cluster.partition(node)
+        try cluster.partition(node)
         return cluster.announcedAddress(of: node).description
     }
 
@@ -414,7 +414,7 @@ enum FaultTarget: Sendable {
         guard case .cluster(let cluster) = self else {
             throw RedisServer.StartError(description: "partition needs --cluster")
         }
-        for node in cluster.nodes { cluster.heal(node) }
+        for node in cluster.nodes { try cluster.heal(node) }
     }
 
     /// Waits until the cluster is stable; says who serves slot 0 (by the port clients use).

@@ -33,9 +33,6 @@ final class ClusterRouter: Sendable {
         /// The topology refresh under way: every refresh goes through it, one at a time, so that
         /// an older view read concurrently cannot be applied after a newer one.
         var refreshing: Task<Void, Never>?
-        /// When the last refresh ended: a redirection does not read the topology again sooner
-        /// than ``ClusterRouter/refreshSpacing`` after it.
-        var lastRefreshEnded: ContinuousClock.Instant?
         /// When a replica is seen not online yet: the wait before looking again, doubled each
         /// time it still is not (a replica that never comes back is not asked about every second).
         var replicaRecheck = ClusterRouter.firstReplicaRecheck
@@ -133,29 +130,50 @@ final class ClusterRouter: Sendable {
         await refreshOnce()
     }
 
-    /// For a redirection: runs a refresh (or joins the one under way) unless one ended less than
-    /// ``refreshSpacing`` ago, and waits for it until `deadline` at most; the refresh goes on
-    /// without the caller after that. A storm of redirections reads the topology a few times, and
-    /// no caller waits past its own deadline for a read that meets black-holed nodes.
+    /// For a redirection: runs a refresh (or joins the one under way) and waits for it until
+    /// `deadline` at most, or until the caller is cancelled; the refresh goes on without the
+    /// caller after that, so no caller waits past its own deadline for a read that meets
+    /// black-holed nodes. (Concurrent redirections share one read.)
     private func refreshForRedirection(until deadline: ContinuousClock.Instant) async {
-        let recent = state.withLockedValue { state in
-            state.refreshing == nil && state.lastRefreshEnded.map { ContinuousClock.now - $0 < Self.refreshSpacing } == true
+        let left = deadline - .now
+        guard left > .zero, let loop = eventLoops.first else {
+            requestRefresh()
+            return
         }
-        if recent { return }
-        let refreshed = NIOLockedValueBox<CheckedContinuation<Void, Never>?>(nil)
-        let resume: @Sendable () -> Void = { refreshed.withLockedValue { $0.take() }?.resume() }
-        await withCheckedContinuation { continuation in
-            refreshed.withLockedValue { $0 = continuation }
-            Task {
-                await self.refreshOnce()
-                resume()
+        struct Waiting {
+            var continuation: CheckedContinuation<Void, Never>?
+            var timer: Scheduled<Void>?
+            var done = false
+        }
+        let waiting = NIOLockedValueBox(Waiting())
+        let resume: @Sendable () -> Void = {
+            let (continuation, timer) = waiting.withLockedValue { state in
+                defer { (state.continuation, state.timer, state.done) = (nil, nil, true) }
+                return (state.continuation, state.timer)
             }
-            let left = deadline - .now
-            if left <= .zero {
-                resume()
-            } else if let loop = eventLoops.first {
-                loop.scheduleTask(in: left.timeAmount) { resume() }
+            timer?.cancel()
+            continuation?.resume()
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let done = waiting.withLockedValue { state in
+                    state.continuation = continuation
+                    return state.done
+                }
+                if done || Task.isCancelled { return resume() }
+                let timer = loop.scheduleTask(in: left.timeAmount) { resume() }
+                let late = waiting.withLockedValue { state in
+                    if !state.done { state.timer = timer }
+                    return state.done
+                }
+                if late { timer.cancel() }
+                Task {
+                    await self.refreshOnce()
+                    resume()
+                }
             }
+        } onCancel: {
+            resume()
         }
     }
 
@@ -165,10 +183,7 @@ final class ClusterRouter: Sendable {
             if let running = state.refreshing { return running }
             let task = Task {
                 await self.refresh()
-                self.state.withLockedValue { state in
-                    state.refreshing = nil
-                    state.lastRefreshEnded = .now
-                }
+                self.state.withLockedValue { $0.refreshing = nil }
             }
             state.refreshing = task
             return task
@@ -483,8 +498,7 @@ final class ClusterRouter: Sendable {
     /// topology, read again, says the slot lives. A target that is the node that answered
     /// (`replying`) is not followed: the redirection is refused, to be tried again once a refresh
     /// (asked for) has a newer map.
-    /// The topology is read again only within `deadline` (the caller's), and not more often than
-    /// ``refreshSpacing``.
+    /// The caller waits for a read of the topology only until `deadline` (its own).
     func follow(
         _ redirection: Redirection, from replying: String, deadline: ContinuousClock.Instant
     ) async throws(HiredisError) -> (asking: Bool, address: String) {

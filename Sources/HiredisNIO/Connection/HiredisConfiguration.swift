@@ -57,10 +57,11 @@ public struct HiredisConfiguration: Sendable {
     public var sentinelTLS: SentinelTLS = .sameAsNodes
     /// Whether to ask the configured Sentinels for the others (`SENTINEL SENTINELS`) and ask
     /// those too when no configured one names the primary, so that a client outlives the
-    /// replacement of its configured Sentinels. A Sentinel found this way is given the
-    /// Sentinels' credentials (``sentinelPassword``) but is not trusted to name a node: only the
-    /// primary or a replica that a configured Sentinel named counts. URL option:
-    /// `sentinel_discovery=on|off`.
+    /// replacement of its configured Sentinels. A Sentinel found this way is not trusted to name
+    /// a node (only the primary or a replica that a configured Sentinel named counts), is never
+    /// asked first, and is asked only when the Sentinels take no password (``sentinelPassword``)
+    /// or over TLS with full verification, so that the password never reaches an impostor. URL
+    /// option: `sentinel_discovery=on|off`.
     public var discoverSentinels: Bool = true
     /// Database for `SELECT` (sent when not 0; a cluster has only database 0).
     public var database: Int = 0

@@ -11,15 +11,20 @@ import ServiceLifecycle
 /// demoted node, now a replica) is passed over for the next one, and the Sentinel whose answer
 /// was confirmed last is asked first next time.
 ///
-/// With ``HiredisConfiguration/discoverSentinels``, a configured Sentinel whose answer was
-/// confirmed is also asked, at most once per ``HiredisConfiguration/topologyRefreshInterval``,
-/// for the other Sentinels (`SENTINEL SENTINELS`) and the primary's replicas
+/// With ``HiredisConfiguration/discoverSentinels``, a configured Sentinel that names the
+/// confirmed primary is also asked, at most once per
+/// ``HiredisConfiguration/topologyRefreshInterval`` (when connecting, and from ``run()``), for
+/// the other Sentinels it sees up (`SENTINEL SENTINELS`) and the primary's replicas
 /// (`SENTINEL REPLICAS`). The Sentinels found are asked after the configured ones, so the client
 /// still finds the primary when every configured Sentinel has been replaced. Sentinels learn of
 /// each other from messages that any client of the data nodes may publish, so a Sentinel found
-/// that way is not trusted to name a node: its answer (and its `+switch-master`) counts only for
-/// a node that a configured Sentinel named, the primary or one of its replicas, the only nodes a
-/// failover can promote.
+/// that way is trusted with nothing:
+/// - its answer (and its `+switch-master`) counts only for a node that a configured Sentinel
+///   named, the primary or one of its replicas, the only nodes a failover can promote;
+/// - it is asked only when the Sentinels take no password, or over TLS that verifies its
+///   certificate (an impostor cannot present one), so the Sentinels' password never reaches one
+///   (with it, an impostor could reconfigure a configured Sentinel);
+/// - it never becomes the preferred Sentinel: the configured ones are always asked first.
 ///
 /// ``run()`` keeps a subscription to `+switch-master` on one Sentinel at a time (the preferred
 /// one first), confirmed by the Sentinel within the command timeout (else, after a pause, the next
@@ -47,8 +52,9 @@ final class SentinelDiscovery: Sendable {
         var group: (sentinels: [HiredisAddress], replicas: [HiredisAddress])?
     }
 
-    /// At most this many discovered Sentinels are kept (a listing is not trusted to be small).
-    static let discoveredLimit = 16
+    /// At most this many discovered Sentinels are kept (a listing is not trusted to be small):
+    /// with every configured one down, a discovery takes at most this many connect timeouts more.
+    static let discoveredLimit = 8
 
     let sentinels: [HiredisAddress]
     let primaryName: String
@@ -98,10 +104,18 @@ final class SentinelDiscovery: Sendable {
         sentinels.contains(sentinel) || state.withLockedValue { $0.vouched.contains(address) }
     }
 
-    /// Whether to ask `sentinel` for the group too: a configured one, when discovery is on and the
-    /// last time is older than the refresh interval.
+    /// Whether discovered Sentinels may be asked: they get no password, or TLS verifies them.
+    private var mayAskDiscovered: Bool {
+        let sentinel = sentinelConfiguration(sentinels.first ?? HiredisAddress(host: "127.0.0.1", port: 26379))
+        guard sentinel.password != nil else { return true }
+        guard let tls = sentinel.tls else { return false }
+        return tls.verification == .full
+    }
+
+    /// Whether to ask `sentinel` for the group too: a configured one, when discovery is on (and
+    /// allowed, see ``mayAskDiscovered``) and the last time is older than the refresh interval.
     private func shouldLearn(from sentinel: HiredisAddress) -> Bool {
-        guard configuration.discoverSentinels, sentinels.contains(sentinel) else { return false }
+        guard configuration.discoverSentinels, sentinels.contains(sentinel), mayAskDiscovered else { return false }
         let learned = state.withLockedValue { $0.learned }
         return learned.map { ContinuousClock.now - $0 >= configuration.topologyRefreshInterval } ?? true
     }
@@ -142,15 +156,11 @@ final class SentinelDiscovery: Sendable {
                     continue
                 }
                 state.withLockedValue { state in
-                    state.preferred = sentinel
+                    // A discovered Sentinel is never asked first (see the type's notes).
+                    if sentinels.contains(sentinel) { state.preferred = sentinel }
                     state.primary = address
-                    if let group = answer.group {
-                        state.learned = .now
-                        state.vouched = Set([address] + group.replicas)
-                        state.discovered = Array(
-                            group.sentinels.filter { !sentinels.contains($0) }.prefix(Self.discoveredLimit))
-                    }
                 }
+                if let group = answer.group { learn(group, primary: address) }
                 return connection
             } catch {
                 failures.append("\(address): \(error)")
@@ -168,6 +178,35 @@ final class SentinelDiscovery: Sendable {
             throw .cannotConnect(address: "primary '\(primaryName)'", reason: "no Sentinel named a primary")
         }
         return primary
+    }
+
+    /// Records what a configured Sentinel that named the confirmed `primary` said of the group.
+    private func learn(_ group: (sentinels: [HiredisAddress], replicas: [HiredisAddress]), primary: HiredisAddress) {
+        state.withLockedValue { state in
+            state.learned = .now
+            state.vouched = Set([primary] + group.replicas)
+            state.discovered = Array(group.sentinels.filter { !sentinels.contains($0) }.prefix(Self.discoveredLimit))
+        }
+    }
+
+    /// Asks the configured Sentinels in turn, every refresh interval, for the group (see
+    /// ``shouldLearn(from:)``), so that a client whose connections live long still knows the
+    /// Sentinels and replicas of now; only a Sentinel that names the confirmed primary counts.
+    private func learnPeriodically() async {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await Task.sleep(for: configuration.topologyRefreshInterval.jittered)
+            } catch {
+                return
+            }
+            guard let primary = state.withLockedValue({ $0.primary }) else { continue }
+            for sentinel in sentinels where shouldLearn(from: sentinel) {
+                guard let answer = try? await ask(sentinel, learning: true), answer.primary == primary, let group = answer.group
+                else { continue }
+                learn(group, primary: primary)
+                break
+            }
+        }
     }
 
     /// What `sentinel` says the primary is (nil: it does not know the name), and with `learning`
@@ -195,7 +234,8 @@ final class SentinelDiscovery: Sendable {
     }
 
     /// The `ip` and `port` fields of each entry of a `SENTINEL SENTINELS` or `SENTINEL REPLICAS`
-    /// reply (flat `[name, value, ...]` arrays, or maps in RESP3).
+    /// reply (flat `[name, value, ...]` arrays, or maps in RESP3), but those the Sentinel sees down
+    /// or disconnected (a flood of announced addresses that answer nothing is left out).
     static func addresses(in reply: RESPReply) -> [HiredisAddress] {
         (reply.array ?? []).compactMap { entry in
             let items = entry.array ?? []
@@ -205,7 +245,9 @@ final class SentinelDiscovery: Sendable {
                 if let name = items[index].string, let value = items[index + 1].string { fields[name] = value }
                 index += 2
             }
-            guard let host = fields["ip"], !host.isEmpty, let port = fields["port"].flatMap({ Int($0) }), (1...65535).contains(port)
+            let flags = (fields["flags"] ?? "").split(separator: ",")
+            guard let host = fields["ip"], !host.isEmpty, let port = fields["port"].flatMap({ Int($0) }), (1...65535).contains(port),
+                !flags.contains(where: { $0 == "s_down" || $0 == "o_down" || $0 == "disconnected" })
             else { return nil }
             return HiredisAddress(host: host, port: port)
         }
@@ -215,10 +257,22 @@ final class SentinelDiscovery: Sendable {
         try await connection.send(RESPCommand("ROLE")).array?.first?.string == "master"
     }
 
-    /// Follows `+switch-master` announcements until cancelled or shut down, on the preferred
-    /// Sentinel; one that does not confirm the subscription within the command timeout, or whose
-    /// connection fails, is left for the next.
+    /// Follows `+switch-master` announcements (and, with discovery, learns the group every refresh
+    /// interval) until cancelled or shut down.
     func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.followSwitches() }
+            if configuration.discoverSentinels { group.addTask { await self.learnPeriodically() } }
+            // Whichever ends first (shutdown, cancellation) ends the other.
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Follows `+switch-master` announcements on the preferred Sentinel; one that does not confirm
+    /// the subscription within the command timeout, or whose connection fails, is left for the
+    /// next.
+    private func followSwitches() async {
         var failures = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let candidates = self.candidates
@@ -279,6 +333,8 @@ final class SentinelDiscovery: Sendable {
         let words = text.split(separator: " ")
         guard words.count == 5, words[0] == primaryName, let port = Int(words[4]) else { return }
         let address = HiredisAddress(host: String(words[3]), port: port)
+        // A discovered Sentinel that repeats the primary in use recycles nothing.
+        if !sentinels.contains(sentinel), state.withLockedValue({ $0.primary }) == address { return }
         guard mayName(address, from: sentinel) else {
             logger.warning(
                 "A discovered Sentinel announced a primary no configured Sentinel named; ignored", metadata: ["sentinel": "\(sentinel)"])
