@@ -1460,15 +1460,17 @@ end
 -- timeout, and the call runs whole on the slot's owner once the slot is handed over. (On the
 -- importing node functions never run: the client does not follow ASK with them.) Outside a
 -- migration the probe costs one lookup of a missing key per slot.
--- Only a cluster migrates slots: whether this server is one is asked once (CLUSTER KEYSLOT
--- fails outside a cluster) and kept for the life of the library, which a restart reloads.
+-- Only a cluster migrates slots: whether this server is one is asked once (CLUSTER KEYSLOT says
+-- "cluster support disabled" outside one; any other refusal, an ACL's say, counts as a cluster)
+-- and kept for the life of the library, which a restart reloads.
 local MIGRATION_PROBE = ':migration-probe'
 local in_cluster = nil
 local function unless_migrating(callback)
   return function(keys, args)
     if in_cluster == nil then
       local reply = redis.pcall('CLUSTER', 'KEYSLOT', 'x')
-      in_cluster = not (type(reply) == 'table' and reply.err ~= nil)
+      local refusal = type(reply) == 'table' and reply.err or nil
+      in_cluster = not (refusal and string.find(refusal, 'cluster support disabled', 1, true))
     end
     if not in_cluster then return callback(keys, args) end
     local probed = {}
