@@ -340,6 +340,48 @@ struct ClusterTests {
         }
     }
 
+    /// A function that refuses to run while its slot migrates (`TRYAGAIN`, having written nothing,
+    /// as the store's do) goes again, in a pipeline, once the slot is handed over, while the rest
+    /// of the pipeline keeps its replies. (The refusal came back as the reply: the store's
+    /// listener dropped the replies of every other bucket of its pipeline.)
+    @Test func aPipelinedFunctionRefusedDuringAMigrationRunsOnceTheSlotIsSettled() async throws {
+        let library = try LuaLibrary(
+            source: """
+                #!lua name=guarded_test
+                redis.register_function('guarded_incr', function(keys, args)
+                  local probe = redis.pcall('EXISTS', keys[1] .. ':probe')
+                  if type(probe) == 'table' and probe.err then return redis.error_reply('TRYAGAIN migrating') end
+                  return redis.call('INCR', keys[1])
+                end)
+                """)
+        try await RedisCluster.with { cluster in
+            var configuration = cluster.configuration
+            configuration.commandTimeout = .seconds(20)
+            let client = try HiredisClient.started(configuration: configuration)
+            defer { Task { await client.close() } }
+            client.preload(library)
+            let (moving, staying) = ("{moving}:counter", "{staying}:counter")
+            try #require(HashSlot.of(moving) != HashSlot.of(staying))
+            for key in [moving, staying] { _ = try await client.send(RESPCommand("SET", .string(key), "0")) }
+            let slot = HashSlot.of(moving)
+            let source = try await cluster.primary(forSlot: slot)
+            let target = try #require(try await cluster.primaries().first { $0 !== source })
+            // The slot migrates with its keys still on the source: the function runs there, and
+            // its probe (a missing key of the migrating slot) is refused.
+            _ = try await cluster.beginMigration(ofSlot: slot, to: target, moving: [])
+            let call = { (key: String) in RESPCommand("FCALL", "guarded_incr", "1", .string(key)) }
+            let pipeline = Task { try await client.pipeline([call(moving), call(staying)]) }
+            try await pollUntil("the moving key's call to be refused") {
+                let info = RedisInfo(try await cluster.send(RESPCommand("INFO", "errorstats"), to: source).string ?? "")
+                return info.fields["errorstat_TRYAGAIN"] != nil
+            }
+            try await cluster.finish(try await cluster.beginMigration(ofSlot: slot, to: target))
+            let replies = try await pipeline.value
+            #expect(replies.map(\.int) == [1, 1], "\(replies)")
+            for key in [moving, staying] { #expect(try await client.get(key).map { String(buffer: $0) } == "1") }
+        }
+    }
+
     /// A compatible revision of a library replaces older ones in place, primary by primary, and
     /// never a newer one: app servers of two revisions side by side (a rolling deploy) do not take
     /// a server back. `preload` does it in the background.

@@ -284,4 +284,29 @@ struct BadWeatherTests {
             #expect(try await store.list(user: "alice").map(\.id) == [session.id])
         }
     }
+
+    /// The guard that makes writes wait out a migration reads a key of its own: it must lie in the
+    /// namespace (an ACL of `~test:*` covers it) and must not need `CLUSTER` (an ACL without it
+    /// leaves the guard on, harmless outside a cluster). Its first form read `{b}:migration-probe`
+    /// and took any refusal for a migration: every write under such an ACL answered `TRYAGAIN`.
+    @Test func writesWorkUnderAnACLOfTheNamespaceWithoutCLUSTER() async throws {
+        try await RedisServer.with(.init(notifyKeyspaceEvents: nil)) { server in
+            let admin = try HiredisClient.started(configuration: server.configuration)
+            defer { Task { await admin.close() } }
+            _ = try await admin.send(
+                RESPCommand("ACL", "SETUSER", "app", "on", ">app-password", "~test:*", "&*", "+@all", "-cluster", "-config"))
+            var redis = server.configuration
+            redis.username = "app"
+            redis.password = "app-password"
+            redis.commandTimeout = .seconds(2)
+            let client = try HiredisClient.started(configuration: redis)
+            defer { Task { await client.close() } }
+            let store = try SessionStore(client: client, configuration: testConfiguration())
+            let session = try await store.create(user: "uma")
+            try await store.appendMessage(session.id, SessionMessage(role: "user", content: "hello"))
+            try await store.setMetadata(session.id, ["k": "v"])
+            #expect(try await store.get(session.id)?.messageCount == 1)
+            #expect(try await admin.send(RESPCommand("INFO", "errorstats")).string?.contains("TRYAGAIN") == false)
+        }
+    }
 }

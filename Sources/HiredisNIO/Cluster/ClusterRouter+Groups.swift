@@ -44,9 +44,11 @@ extension ClusterRouter {
             var replies = try await connection.pipeline(
                 asking ? [RESPCommand("ASKING")] + group : group, timeout: try Self.left(until: deadline, of: timeout))
             if asking { replies.removeFirst() }
-            guard case .error(let text) = replies[keyed],
-                let next = self.redirection(.server(HiredisServerError(reply: text)), from: address)
-            else { return replies }
+            guard case .error(let text) = replies[keyed] else { return replies }
+            if Self.waitsForItsSlot(group[keyed], replied: text) {
+                return try await sendScriptGroupWhenSettled(group, keyed: keyed, replies: replies, deadline: deadline, of: timeout)
+            }
+            guard let next = self.redirection(.server(HiredisServerError(reply: text)), from: address) else { return replies }
             if next.kind == .ask, group[keyed].runsScript {
                 return try await sendScriptGroupWhenSettled(group, keyed: keyed, replies: replies, deadline: deadline, of: timeout)
             }
@@ -55,7 +57,15 @@ extension ClusterRouter {
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
 
-    /// A group whose keyed command runs a script and was answered `ASK`: sent again, whole, to the
+    /// Whether `command` runs a script that its slot's migration refused: `TRYAGAIN` from the
+    /// script itself (the store's functions answer so while their slot migrates, having written
+    /// nothing) or from Redis. It goes again, with what describes it, once the slot is settled.
+    static func waitsForItsSlot(_ command: RESPCommand, replied text: String) -> Bool {
+        command.runsScript && HiredisServerError(reply: text).code == "TRYAGAIN"
+    }
+
+    /// A group whose keyed command runs a script and was answered `ASK` (or `TRYAGAIN`, see
+    /// ``waitsForItsSlot(_:replied:)``): sent again, whole, to the
     /// slot's owner, with back-off, until the slot no longer migrates (see
     /// ``ClusterRouter/scriptWaitsForItsSlot``), by `deadline`. When the time runs out the keyed
     /// reply is that passing refusal (the script never ran).
@@ -74,9 +84,9 @@ extension ClusterRouter {
             let remaining = deadline - .now
             guard remaining > .zero else { continue }
             last = try await pool(address).connection(deadline: deadline).pipeline(group, timeout: remaining)
-            guard case .error(let text) = last[keyed],
-                let next = redirection(.server(HiredisServerError(reply: text)), from: address)
-            else { return last }
+            guard case .error(let text) = last[keyed] else { return last }
+            if Self.waitsForItsSlot(group[keyed], replied: text) { continue }
+            guard let next = redirection(.server(HiredisServerError(reply: text)), from: address) else { return last }
             if next.kind == .ask { continue }
             return try await sendGroup(group, keyed: keyed, redirection: next, from: address, deadline: deadline, of: timeout)
         }

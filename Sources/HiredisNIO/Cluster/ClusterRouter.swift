@@ -602,22 +602,24 @@ final class ClusterRouter: Sendable {
         do {
             for (segmentIndex, segment) in segments.enumerated() {
                 guard let keyed = segment.range.first(where: { commands[$0].slot != nil }), case .error(let text) = replies[keyed],
-                    let address = byNode.first(where: { $0.value.contains(segmentIndex) })?.key,
-                    let redirection = redirection(.server(HiredisServerError(reply: text)), from: address)
+                    let address = byNode.first(where: { $0.value.contains(segmentIndex) })?.key
                 else { continue }
+                let redirection = redirection(.server(HiredisServerError(reply: text)), from: address)
                 let members = segment.range.filter { $0 == keyed || (commands[$0].slot == nil && commands[$0].describesTheCommandBefore) }
                 let again: [RESPReply]
-                if redirection.kind == .ask, commands[keyed].runsScript {
-                    // Not sent to the importing node (see scriptWaitsForItsSlot): again once the
-                    // slot is settled, so that the parts of the pipeline that ran keep their
-                    // replies and this one runs too.
+                if Self.waitsForItsSlot(commands[keyed], replied: text) || (redirection?.kind == .ask && commands[keyed].runsScript) {
+                    // Not sent to the importing node (see scriptWaitsForItsSlot), nor run while
+                    // its slot migrates: again once the slot is settled, so that the parts of the
+                    // pipeline that ran keep their replies and this one runs too.
                     again = try await sendScriptGroupWhenSettled(
                         members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, replies: members.map { replies[$0] },
                         deadline: deadline, of: timeout)
-                } else {
+                } else if let redirection {
                     again = try await sendGroup(
                         members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, from: address,
                         deadline: deadline, of: timeout)
+                } else {
+                    continue
                 }
                 for (index, reply) in zip(members, again) { replies[index] = reply }
             }

@@ -36,7 +36,7 @@ public struct LuaLibrary: Sendable, Hashable {
     /// The revision a library's source declares (`-- revision: N` in its first 64 lines), 0
     /// without one.
     static func revision(of source: String) -> Int {
-        for line in source.split(separator: "\n", maxSplits: 64, omittingEmptySubsequences: false).prefix(64) {
+        for line in source.split(maxSplits: 64, omittingEmptySubsequences: false, whereSeparator: \.isNewline).prefix(64) {
             guard line.hasPrefix("-- revision:") else { continue }
             let digits = line.dropFirst("-- revision:".count).drop { $0 == " " }.prefix { $0.isASCII && $0.isNumber }
             return Int(digits.prefix(9)) ?? 0
@@ -63,15 +63,39 @@ extension HiredisClient {
     /// ```
     @discardableResult
     public func upgradeInPlace(_ library: LuaLibrary) async throws -> Int {
+        try await place(library, loadingWhereMissing: false)
+    }
+
+    /// On every primary: `library` loaded where missing (with `loadingWhereMissing`), replaced
+    /// where older, and looked at again after a replacement, since an app server of an older
+    /// revision may have replaced it in the same moment (at most three rounds). A primary that
+    /// fails does not stop the others; the first failure is thrown at the end. Returns how many
+    /// replacements were made.
+    func place(_ library: LuaLibrary, loadingWhereMissing: Bool) async throws -> Int {
         let listing = RESPCommand("FUNCTION", "LIST", "LIBRARYNAME", .string(library.name), "WITHCODE")
         var replaced = 0
+        var firstFailure: (any Error)?
         for primary in try await primaries() {
-            guard let code = Self.code(of: library.name, in: try await send(listing, toPrimary: primary)),
-                LuaLibrary.revision(of: code) < library.revision
-            else { continue }
-            _ = try await send(library.loadCommand, toPrimary: primary)
-            replaced += 1
+            do {
+                for _ in 0..<3 {
+                    guard let code = Self.code(of: library.name, in: try await send(listing, toPrimary: primary)) else {
+                        guard loadingWhereMissing else { break }
+                        do {
+                            _ = try await send(RESPCommand("FUNCTION", "LOAD", .string(library.source)), toPrimary: primary)
+                            break
+                        } catch let error as HiredisError where error.serverError?.message.contains("already exists") == true {
+                            continue  // loaded by someone else meanwhile: look at its revision
+                        }
+                    }
+                    guard LuaLibrary.revision(of: code) < library.revision else { break }
+                    _ = try await send(library.loadCommand, toPrimary: primary)
+                    replaced += 1
+                }
+            } catch {
+                if firstFailure == nil { firstFailure = error }
+            }
         }
+        if let firstFailure { throw firstFailure }
         return replaced
     }
 
@@ -129,7 +153,10 @@ extension HiredisClientProtocol {
     /// is one of several, so every primary gets it; callers that find it missing together share
     /// one load. The only place that reloads a library.
     package func load(_ library: LuaLibrary) async throws {
-        if let client = self as? HiredisClient {
+        if let client = self as? HiredisClient, library.revision > 0 {
+            // Never back to an older revision: loaded where missing, replaced where older.
+            try await client.libraryLoads.load(library) { _ = try await client.place(library, loadingWhereMissing: true) }
+        } else if let client = self as? HiredisClient {
             try await client.libraryLoads.load(library) { _ = try await client.sendToEveryPrimary(library.loadCommand) }
         } else {
             _ = try await send(library.loadCommand)

@@ -343,10 +343,20 @@ public final class HiredisClient: HiredisClientProtocol, Service {
         // that cannot be asked now keeps its revision, which serves this client as well).
         if added, library.revision > 0 {
             Task { [weak self] in
-                do {
-                    try await self?.upgradeInPlace(library)
-                } catch {
-                    self?.configuration.logger.debug("function library not upgraded in place", metadata: ["error": "\(error)"])
+                for attempt in 1...5 {
+                    do {
+                        try await self?.upgradeInPlace(library)
+                        return
+                    } catch {
+                        guard let self else { return }
+                        if attempt == 5 {
+                            self.configuration.logger.warning(
+                                "function library not upgraded in place; older revisions stay until a restart",
+                                metadata: ["library": "\(library.name)", "error": "\(error)"])
+                            return
+                        }
+                        try? await Task.sleep(for: self.configuration.reconnectMaximumDelay.jittered)
+                    }
                 }
             }
         }

@@ -1443,13 +1443,12 @@ local function import_redeem(keys, args)
   return {'ok', value}
 end
 
--- The key `name` in the slot of `key` (the same hash tag); nil for a key without one.
-local function in_slot_of(key, name)
-  local open = string.find(key, '{', 1, true)
-  if not open then return nil end
-  local close = string.find(key, '}', open + 1, true)
-  if not close or close == open + 1 then return nil end
-  return string.sub(key, open, close) .. name
+-- The probe key of `key`'s slot: the key's bucket prefix (or the key itself) and a name no key
+-- of the store has, so that it shares the slot and the namespace (an ACL's `~ns:*` covers it).
+-- Nil for a key without a hash tag (the store has none).
+local function probe_of(key)
+  if not string.find(key, '{[^}]+}') then return nil end
+  return (K.bucket(key) or key) .. 'migration-probe'
 end
 
 -- While a slot migrates its keys are split between two nodes, and Redis stops a function at the
@@ -1458,28 +1457,31 @@ end
 -- of each of its keys, a key that never exists: while the slot migrates Redis refuses that read,
 -- and the function answers TRYAGAIN having changed nothing; the client tries again, within its
 -- timeout, and the call runs whole on the slot's owner once the slot is handed over. (On the
--- importing node functions never run: the client does not follow ASK with them.) Outside a
--- migration the probe costs one lookup of a missing key per slot.
+-- importing node functions never run: the client does not follow ASK with them.) Any other
+-- refusal of the probe leaves the function to run as it would without it.
 -- Only a cluster migrates slots: whether this server is one is asked once (CLUSTER KEYSLOT says
--- "cluster support disabled" outside one; any other refusal, an ACL's say, counts as a cluster)
--- and kept for the life of the library, which a restart reloads.
-local MIGRATION_PROBE = ':migration-probe'
+-- "cluster support disabled" outside one) and kept for the life of the library, which a restart
+-- reloads; a refusal (an ACL without it) is not kept, and counts as a cluster.
 local in_cluster = nil
 local function unless_migrating(callback)
   return function(keys, args)
     if in_cluster == nil then
       local reply = redis.pcall('CLUSTER', 'KEYSLOT', 'x')
       local refusal = type(reply) == 'table' and reply.err or nil
-      in_cluster = not (refusal and string.find(refusal, 'cluster support disabled', 1, true))
+      if not refusal then
+        in_cluster = true
+      elseif string.find(refusal, 'cluster support disabled', 1, true) then
+        in_cluster = false
+      end
     end
-    if not in_cluster then return callback(keys, args) end
+    if in_cluster == false then return callback(keys, args) end
     local probed = {}
     for i = 1, #keys do
-      local probe = in_slot_of(keys[i], MIGRATION_PROBE)
+      local probe = probe_of(keys[i])
       if probe and not probed[probe] then
         probed[probe] = true
         local reply = redis.pcall('EXISTS', probe)
-        if type(reply) == 'table' and reply.err then
+        if type(reply) == 'table' and reply.err and string.find(reply.err, 'non local key', 1, true) then
           return redis.error_reply('TRYAGAIN the slot is migrating; nothing was written')
         end
       end
