@@ -40,13 +40,7 @@ public final class FaultProxy: Sendable {
     /// What the proxy does now; takes effect for the next chunk on every connection.
     public var mode: Mode {
         get { state.withLockedValue { $0.mode } }
-        set {
-            let forwarders = state.withLockedValue { state in
-                state.mode = newValue
-                return Array(state.forwarders.values)
-            }
-            for forwarder in forwarders { forwarder.release() }
-        }
+        set { change { $0.mode = newValue } }
     }
 
     /// Source addresses (`"127.0.0.3"`) cut off whatever the mode: their connections are
@@ -54,20 +48,22 @@ public final class FaultProxy: Sendable {
     /// address of its own, this is the node's side of a network partition.
     public var isolatedSources: Set<String> {
         get { state.withLockedValue { $0.isolatedSources } }
-        set {
-            let forwarders = state.withLockedValue { state in
-                state.isolatedSources = newValue
-                return Array(state.forwarders.values)
-            }
-            for forwarder in forwarders { forwarder.release() }
-        }
+        set { change { $0.isolatedSources = newValue } }
     }
 
     /// Adds `source` to ``isolatedSources`` or removes it, in one step (concurrent changes of
     /// different sources do not undo each other).
     public func setIsolated(_ source: String, _ isolated: Bool) {
-        let forwarders = state.withLockedValue { state in
+        change { state in
             if isolated { state.isolatedSources.insert(source) } else { state.isolatedSources.remove(source) }
+        }
+    }
+
+    /// Applies `body` to the state, then lets every connection send what it held if its bytes may
+    /// pass now.
+    private func change(_ body: (inout State) -> Void) {
+        let forwarders = state.withLockedValue { state in
+            body(&state)
             return Array(state.forwarders.values)
         }
         for forwarder in forwarders { forwarder.release() }

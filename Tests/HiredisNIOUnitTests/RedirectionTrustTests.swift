@@ -45,27 +45,10 @@ struct RedirectionTrustTests {
         let joined = try await FakeServer(answering: { _, _, text in
             FakeServer.commands(in: text).map { $0.first?.uppercased() == "GET" ? "$6\r\nmoved!\r\n" : "+OK\r\n" }.joined()
         })
-        let ownPort = NIOLockedValueBox(0)
-        let topologyReads = NIOLockedValueBox(0)
-        let node = try await FakeServer(answering: { _, _, text in
-            FakeServer.commands(in: text).map { command in
-                switch command.first?.uppercased() {
-                case "CLUSTER":
-                    let read = topologyReads.withLockedValue { value in
-                        value += 1
-                        return value
-                    }
-                    let own = ownPort.withLockedValue { $0 }
-                    // The first read: this node serves every slot; later ones: the new node has 100...
-                    return read == 1
-                        ? Self.shards(primaryPort: own)
-                        : Self.shards([(own, 0, 99), (joined.port, 100, 16383)])
-                case "GET": return "-MOVED 7629 127.0.0.1:\(joined.port)\r\n"
-                default: return "+OK\r\n"
-                }
-            }.joined()
-        })
-        ownPort.withLockedValue { $0 = node.port }
+        // The first read: this node serves every slot; later ones: the new node has 100...
+        let (node, topologyReads) = try await Self.fakeNode(get: "-MOVED 7629 127.0.0.1:\(joined.port)\r\n") { read, own in
+            read == 1 ? Self.shards(primaryPort: own) : Self.shards([(own, 0, 99), (joined.port, 100, 16383)])
+        }
         let client = try HiredisClient.started(configuration: try HiredisConfiguration(url: "redis+cluster://127.0.0.1:\(node.port)"))
         #expect(try await client.send(RESPCommand("GET", "k")).string == "moved!")
         #expect(topologyReads.withLockedValue { $0 } >= 2, "the topology was read again before following")
@@ -80,26 +63,11 @@ struct RedirectionTrustTests {
     /// command timeout. (It waited for the whole read: about 5 s.)
     @Test func aRedirectionWaitsForATopologyReadOnlyUntilTheCallsDeadline() async throws {
         let silent = [try await FakeServer(reply: { _, _ in nil }), try await FakeServer(reply: { _, _ in nil })]
-        let ownPort = NIOLockedValueBox(0)
-        let topologyReads = NIOLockedValueBox(0)
-        let node = try await FakeServer(answering: { _, _, text in
-            FakeServer.commands(in: text).map { command in
-                switch command.first?.uppercased() {
-                case "CLUSTER":
-                    let read = topologyReads.withLockedValue { value in
-                        value += 1
-                        return value
-                    }
-                    guard read == 1 else { return "" }  // later reads get no answer
-                    return Self.shards([
-                        (ownPort.withLockedValue { $0 }, 0, 8000), (silent[0].port, 8001, 12000), (silent[1].port, 12001, 16383),
-                    ])
-                case "GET": return "-MOVED 7629 127.0.0.1:1\r\n"  // a node the topology does not name
-                default: return "+OK\r\n"
-                }
-            }.joined()
-        })
-        ownPort.withLockedValue { $0 = node.port }
+        // The first read names the silent primaries; later reads get no answer. The MOVED goes to
+        // a node the topology does not name.
+        let (node, _) = try await Self.fakeNode(get: "-MOVED 7629 127.0.0.1:1\r\n") { read, own in
+            read == 1 ? Self.shards([(own, 0, 8000), (silent[0].port, 8001, 12000), (silent[1].port, 12001, 16383)]) : nil
+        }
         var configuration = try HiredisConfiguration(url: "redis+cluster://127.0.0.1:\(node.port)")
         configuration.commandTimeout = .seconds(1)
         configuration.connectTimeout = .seconds(2)
@@ -112,6 +80,32 @@ struct RedirectionTrustTests {
         await client.close()
         await node.close()
         for server in silent { await server.close() }
+    }
+
+    /// A fake cluster node: its `n`th topology read (`CLUSTER`) answers `shards(n, its port)`
+    /// (nil: no answer), `GET` answers `get`, anything else `+OK`. Returns it and its count of
+    /// topology reads.
+    static func fakeNode(
+        get: String, shards: @escaping @Sendable (_ read: Int, _ ownPort: Int) -> String?
+    ) async throws -> (FakeServer, NIOLockedValueBox<Int>) {
+        let ownPort = NIOLockedValueBox(0)
+        let topologyReads = NIOLockedValueBox(0)
+        let node = try await FakeServer(answering: { _, _, text in
+            FakeServer.commands(in: text).map { command in
+                switch command.first?.uppercased() {
+                case "CLUSTER":
+                    let read = topologyReads.withLockedValue { value in
+                        value += 1
+                        return value
+                    }
+                    return shards(read, ownPort.withLockedValue { $0 }) ?? ""
+                case "GET": return get
+                default: return "+OK\r\n"
+                }
+            }.joined()
+        })
+        ownPort.withLockedValue { $0 = node.port }
+        return (node, topologyReads)
     }
 
     /// A `CLUSTER SHARDS` reply: one shard with every slot, its primary on `primaryPort`.
