@@ -307,6 +307,10 @@ struct BadWeatherTests {
             try await store.setMetadata(session.id, ["k": "v"])
             #expect(try await store.get(session.id)?.messageCount == 1)
             #expect(try await admin.send(RESPCommand("INFO", "errorstats")).string?.contains("TRYAGAIN") == false)
+            // CLUSTER was asked once, not on every write.
+            let statistics = try await admin.send(RESPCommand("INFO", "commandstats")).string ?? ""
+            let keyslot = statistics.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_cluster|keyslot:") } ?? ""
+            #expect(keyslot.contains("rejected_calls=1,"), "\(keyslot)")
         }
     }
 }

@@ -45,7 +45,7 @@ extension ClusterRouter {
                 asking ? [RESPCommand("ASKING")] + group : group, timeout: try Self.left(until: deadline, of: timeout))
             if asking { replies.removeFirst() }
             guard case .error(let text) = replies[keyed] else { return replies }
-            if Self.waitsForItsSlot(group[keyed], replied: text) {
+            if waitsForItsSlot(group[keyed], replied: text) {
                 return try await sendScriptGroupWhenSettled(group, keyed: keyed, replies: replies, deadline: deadline, of: timeout)
             }
             guard let next = self.redirection(.server(HiredisServerError(reply: text)), from: address) else { return replies }
@@ -57,35 +57,44 @@ extension ClusterRouter {
         throw HiredisError.tooManyRedirections(configuration.maximumRedirections)
     }
 
+    /// The least time a try of a waiting group starts with (see
+    /// ``sendScriptGroupWhenSettled(_:keyed:replies:deadline:of:)``).
+    static let lastTryMinimum: Duration = .milliseconds(100)
+
     /// Whether `command` runs a script that its slot's migration refused: `TRYAGAIN` from the
     /// script itself (the store's functions answer so while their slot migrates, having written
     /// nothing) or from Redis. It goes again, with what describes it, once the slot is settled.
-    static func waitsForItsSlot(_ command: RESPCommand, replied text: String) -> Bool {
-        command.runsScript && HiredisServerError(reply: text).code == "TRYAGAIN"
+    /// Only with ``HiredisConfiguration/retryTransientErrors``, as a single command.
+    func waitsForItsSlot(_ command: RESPCommand, replied text: String) -> Bool {
+        configuration.retryTransientErrors && command.runsScript && HiredisServerError(reply: text).code == "TRYAGAIN"
     }
 
     /// A group whose keyed command runs a script and was answered `ASK` (or `TRYAGAIN`, see
     /// ``waitsForItsSlot(_:replied:)``): sent again, whole, to the
     /// slot's owner, with back-off, until the slot no longer migrates (see
     /// ``ClusterRouter/scriptWaitsForItsSlot``), by `deadline`. When the time runs out the keyed
-    /// reply is that passing refusal (the script never ran).
+    /// reply is the last refusal (`TRYAGAIN`; an `ASK` becomes that passing refusal): the script
+    /// never ran. A try is not started with less than ``lastTryMinimum`` left, so that the
+    /// group ends with that refusal rather than a timeout that may have run it.
     func sendScriptGroupWhenSettled(
         _ group: [RESPCommand], keyed: Int, replies: [RESPReply], deadline: ContinuousClock.Instant, of timeout: Duration
     ) async throws -> [RESPReply] {
         var backoff = RetryBackoff()
         var last = replies
+        func refused() -> [RESPReply] {
+            if case .error(let text) = last[keyed], HiredisServerError(reply: text).code == "TRYAGAIN" { return last }
+            last[keyed] = .error(Self.scriptWaitsForItsSlot.description)
+            return last
+        }
         while true {
-            guard let pause = backoff.next(left: deadline - .now) else {
-                last[keyed] = .error(Self.scriptWaitsForItsSlot.description)
-                return last
-            }
+            guard let pause = backoff.next(left: deadline - .now - Self.lastTryMinimum) else { return refused() }
             try await Task.sleep(for: pause)
             let address = try await primary(forSlot: group[keyed].slot, deadline: deadline)
             let remaining = deadline - .now
-            guard remaining > .zero else { continue }
+            guard remaining > Self.lastTryMinimum else { return refused() }
             last = try await pool(address).connection(deadline: deadline).pipeline(group, timeout: remaining)
             guard case .error(let text) = last[keyed] else { return last }
-            if Self.waitsForItsSlot(group[keyed], replied: text) { continue }
+            if waitsForItsSlot(group[keyed], replied: text) { continue }
             guard let next = redirection(.server(HiredisServerError(reply: text)), from: address) else { return last }
             if next.kind == .ask { continue }
             return try await sendGroup(group, keyed: keyed, redirection: next, from: address, deadline: deadline, of: timeout)

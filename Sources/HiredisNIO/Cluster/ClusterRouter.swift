@@ -600,27 +600,31 @@ final class ClusterRouter: Sendable {
         // node that ran it). Everything from here on follows a first pass that ran: a failure
         // leaves the pipeline partly run, never to be sent again whole.
         do {
+            // Plain redirections first, then the scripts that wait for their slot: a wait may use
+            // up the time left, and must not starve a redirection that is ready now.
+            var waiting: [(keyed: Int, members: [Int])] = []
             for (segmentIndex, segment) in segments.enumerated() {
                 guard let keyed = segment.range.first(where: { commands[$0].slot != nil }), case .error(let text) = replies[keyed],
                     let address = byNode.first(where: { $0.value.contains(segmentIndex) })?.key
                 else { continue }
                 let redirection = redirection(.server(HiredisServerError(reply: text)), from: address)
                 let members = segment.range.filter { $0 == keyed || (commands[$0].slot == nil && commands[$0].describesTheCommandBefore) }
-                let again: [RESPReply]
-                if Self.waitsForItsSlot(commands[keyed], replied: text) || (redirection?.kind == .ask && commands[keyed].runsScript) {
+                if waitsForItsSlot(commands[keyed], replied: text) || (redirection?.kind == .ask && commands[keyed].runsScript) {
                     // Not sent to the importing node (see scriptWaitsForItsSlot), nor run while
                     // its slot migrates: again once the slot is settled, so that the parts of the
                     // pipeline that ran keep their replies and this one runs too.
-                    again = try await sendScriptGroupWhenSettled(
-                        members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, replies: members.map { replies[$0] },
-                        deadline: deadline, of: timeout)
+                    waiting.append((keyed, members))
                 } else if let redirection {
-                    again = try await sendGroup(
+                    let again = try await sendGroup(
                         members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, redirection: redirection, from: address,
                         deadline: deadline, of: timeout)
-                } else {
-                    continue
+                    for (index, reply) in zip(members, again) { replies[index] = reply }
                 }
+            }
+            for (keyed, members) in waiting {
+                let again = try await sendScriptGroupWhenSettled(
+                    members.map { commands[$0] }, keyed: members.firstIndex(of: keyed)!, replies: members.map { replies[$0] },
+                    deadline: deadline, of: timeout)
                 for (index, reply) in zip(members, again) { replies[index] = reply }
             }
         } catch let error as HiredisError {

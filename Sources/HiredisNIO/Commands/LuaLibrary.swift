@@ -68,29 +68,51 @@ extension HiredisClient {
 
     /// On every primary: `library` loaded where missing (with `loadingWhereMissing`), replaced
     /// where older, and looked at again after a replacement, since an app server of an older
-    /// revision may have replaced it in the same moment (at most three rounds). A primary that
-    /// fails does not stop the others; the first failure is thrown at the end. Returns how many
-    /// replacements were made.
+    /// revision may have replaced it in the same moment (at most three rounds; best effort: two
+    /// app servers can still cross in the instant between a look and a replacement). Where
+    /// `FUNCTION LIST` is refused (an ACL), a load without `REPLACE`, which never takes a server
+    /// back. A primary that fails does not stop the others; the first failure is thrown at the
+    /// end. Returns how many replacements were made.
     func place(_ library: LuaLibrary, loadingWhereMissing: Bool) async throws -> Int {
         let listing = RESPCommand("FUNCTION", "LIST", "LIBRARYNAME", .string(library.name), "WITHCODE")
+        let plainLoad = RESPCommand("FUNCTION", "LOAD", .string(library.source))
         var replaced = 0
         var firstFailure: (any Error)?
         for primary in try await primaries() {
             do {
-                for _ in 0..<3 {
-                    guard let code = Self.code(of: library.name, in: try await send(listing, toPrimary: primary)) else {
-                        guard loadingWhereMissing else { break }
-                        do {
-                            _ = try await send(RESPCommand("FUNCTION", "LOAD", .string(library.source)), toPrimary: primary)
-                            break
-                        } catch let error as HiredisError where error.serverError?.message.contains("already exists") == true {
-                            continue  // loaded by someone else meanwhile: look at its revision
-                        }
+                var settled = false
+                var lastRefusal: HiredisError?
+                for _ in 0..<3 where !settled {
+                    let listed: RESPReply
+                    do {
+                        listed = try await send(listing, toPrimary: primary)
+                    } catch let error as HiredisError where error.serverError?.code == "NOPERM" {
+                        if loadingWhereMissing { _ = try? await send(plainLoad, toPrimary: primary) }
+                        settled = true
+                        continue
                     }
-                    guard LuaLibrary.revision(of: code) < library.revision else { break }
+                    guard let code = Self.code(of: library.name, in: listed) else {
+                        guard loadingWhereMissing else {
+                            settled = true
+                            continue
+                        }
+                        do {
+                            _ = try await send(plainLoad, toPrimary: primary)
+                            settled = true
+                        } catch let error as HiredisError where error.serverError?.message.contains("already exists") == true {
+                            lastRefusal = error  // loaded by someone else meanwhile: look at its revision
+                        }
+                        continue
+                    }
+                    if LuaLibrary.revision(of: code) >= library.revision {
+                        settled = true
+                        continue
+                    }
                     _ = try await send(library.loadCommand, toPrimary: primary)
                     replaced += 1
                 }
+                // Still missing after three tries: a function of another library has its name.
+                if !settled, let lastRefusal { throw lastRefusal }
             } catch {
                 if firstFailure == nil { firstFailure = error }
             }

@@ -347,8 +347,10 @@ public final class HiredisClient: HiredisClientProtocol, Service {
                     do {
                         try await self?.upgradeInPlace(library)
                         return
+                    } catch let error as HiredisError where error.code == .clientClosed {
+                        return
                     } catch {
-                        guard let self else { return }
+                        guard let self, !Task.isCancelled else { return }
                         if attempt == 5 {
                             self.configuration.logger.warning(
                                 "function library not upgraded in place; older revisions stay until a restart",

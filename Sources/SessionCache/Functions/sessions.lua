@@ -1461,18 +1461,15 @@ end
 -- refusal of the probe leaves the function to run as it would without it.
 -- Only a cluster migrates slots: whether this server is one is asked once (CLUSTER KEYSLOT says
 -- "cluster support disabled" outside one) and kept for the life of the library, which a restart
--- reloads; a refusal (an ACL without it) is not kept, and counts as a cluster.
+-- reloads. A refusal (an ACL without CLUSTER) is asked once too, and counts as a cluster: the
+-- probe then runs everywhere.
 local in_cluster = nil
 local function unless_migrating(callback)
   return function(keys, args)
     if in_cluster == nil then
       local reply = redis.pcall('CLUSTER', 'KEYSLOT', 'x')
       local refusal = type(reply) == 'table' and reply.err or nil
-      if not refusal then
-        in_cluster = true
-      elseif string.find(refusal, 'cluster support disabled', 1, true) then
-        in_cluster = false
-      end
+      in_cluster = not (refusal and string.find(refusal, 'cluster support disabled', 1, true))
     end
     if in_cluster == false then return callback(keys, args) end
     local probed = {}
