@@ -38,7 +38,7 @@ public struct ClusterTopology: Sendable, Hashable {
         guard let items = reply.array else { throw .unexpectedReply(expected: "CLUSTER SHARDS array", got: reply) }
         var shards: [Shard] = []
         for item in items {
-            let fields = Self.map(item)
+            let fields = item.fieldMap
             let flat = fields["slots"]?.array?.compactMap(\.int) ?? []
             var ranges: [ClosedRange<Int>] = []
             var index = 0
@@ -49,7 +49,7 @@ public struct ClusterTopology: Sendable, Hashable {
             var primary: Node?
             var replicas: [Node] = []
             for nodeReply in fields["nodes"]?.array ?? [] {
-                let node = Self.map(nodeReply)
+                let node = nodeReply.fieldMap
                 // An empty endpoint means "the host you asked" (cluster-preferred-endpoint-type
                 // unknown-endpoint); "?" means the node does not know it: try its IP.
                 var host = node["endpoint"]?.string ?? "?"
@@ -91,18 +91,6 @@ public struct ClusterTopology: Sendable, Hashable {
             byPrimary[primary.address]?.slots.append(start...end)
         }
         shards = order.compactMap { byPrimary[$0] }
-    }
-
-    /// A RESP2 flat key-value array (or a RESP3 map rendered as one) as a dictionary.
-    private static func map(_ reply: RESPReply) -> [String: RESPReply] {
-        guard let parts = reply.array else { return [:] }
-        var result: [String: RESPReply] = [:]
-        var index = 0
-        while index + 1 < parts.count {
-            if let key = parts[index].string { result[key] = parts[index + 1] }
-            index += 2
-        }
-        return result
     }
 }
 

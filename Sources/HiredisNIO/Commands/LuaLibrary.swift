@@ -121,20 +121,11 @@ extension HiredisClient {
         return replaced
     }
 
-    /// The code of the library `name` in a `FUNCTION LIST ... WITHCODE` reply (RESP2 flat arrays
-    /// or RESP3 maps), nil when it is not there.
+    /// The code of the library `name` in a `FUNCTION LIST ... WITHCODE` reply (flat key-value
+    /// arrays), nil when it is not there.
     static func code(of name: String, in reply: RESPReply) -> String? {
-        for library in reply.array ?? [] {
-            let items = library.array ?? []
-            var fields: [String: RESPReply] = [:]
-            var index = 0
-            while index + 1 < items.count {
-                if let key = items[index].string { fields[key] = items[index + 1] }
-                index += 2
-            }
-            if fields["library_name"]?.string == name { return fields["library_code"]?.string }
-        }
-        return nil
+        let library = (reply.array ?? []).lazy.map(\.fieldMap).first { $0["library_name"]?.string == name }
+        return library?["library_code"]?.string
     }
 }
 

@@ -88,3 +88,18 @@ extension RESPReply: CustomStringConvertible {
         }
     }
 }
+
+extension RESPReply {
+    /// A RESP2 flat key-value array (`CLUSTER SHARDS`, `SENTINEL SENTINELS`, `FUNCTION LIST`
+    /// entries) as a dictionary; empty for anything else.
+    var fieldMap: [String: RESPReply] {
+        guard let parts = array else { return [:] }
+        var result: [String: RESPReply] = [:]
+        var index = 0
+        while index + 1 < parts.count {
+            if let key = parts[index].string { result[key] = parts[index + 1] }
+            index += 2
+        }
+        return result
+    }
+}

@@ -234,19 +234,14 @@ final class SentinelDiscovery: Sendable {
     }
 
     /// The `ip` and `port` fields of each entry of a `SENTINEL SENTINELS` or `SENTINEL REPLICAS`
-    /// reply (flat `[name, value, ...]` arrays, or maps in RESP3), but those the Sentinel sees down
+    /// reply (flat `[name, value, ...]` arrays), but those the Sentinel sees down
     /// or disconnected (a flood of announced addresses that answer nothing is left out).
     static func addresses(in reply: RESPReply) -> [HiredisAddress] {
         (reply.array ?? []).compactMap { entry in
-            let items = entry.array ?? []
-            var fields: [String: String] = [:]
-            var index = 0
-            while index + 1 < items.count {
-                if let name = items[index].string, let value = items[index + 1].string { fields[name] = value }
-                index += 2
-            }
-            let flags = (fields["flags"] ?? "").split(separator: ",")
-            guard let host = fields["ip"], !host.isEmpty, let port = fields["port"].flatMap({ Int($0) }), (1...65535).contains(port),
+            let fields = entry.fieldMap
+            let flags = (fields["flags"]?.string ?? "").split(separator: ",")
+            guard let host = fields["ip"]?.string, !host.isEmpty, let port = fields["port"]?.string.flatMap({ Int($0) }),
+                (1...65535).contains(port),
                 !flags.contains(where: { $0 == "s_down" || $0 == "o_down" || $0 == "disconnected" })
             else { return nil }
             return HiredisAddress(host: host, port: port)
